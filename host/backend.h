@@ -1,0 +1,41 @@
+// The seam between the public entry points (host/<op>.cpp: validation, then dispatch) and the
+// CUDA backend (cuda/<op>.cu). Everything here is internal.
+//
+// The CUDA entry points are called only after validation succeeded, with arguments normalised:
+// every row stride is explicit (never 0), every pointer that the pass needs is non-null and was
+// checked to be device-accessible. Zero-size calls arrive too, possibly with null data pointers,
+// so that a sum/mean loss of 0 is written on the device in stream order. In a build without the
+// CUDA backend, host/no_cuda/no_cuda.cpp defines them all as returning StatusCode::unsupported.
+#pragma once
+
+#include <actloss/actloss.h>
+
+namespace actloss::detail {
+
+enum class Pass : std::uint8_t { forward, backward, forward_backward };
+
+Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
+                          const CrossEntropyOptions& options, const Exec& exec);
+Status cuda_bce_with_logits(Pass pass, const BceArgs& args, const BceOptions& options,
+                            const Exec& exec);
+Status cuda_activation_forward(const ActivationForwardArgs& args, const ActivationOptions& options,
+                               const Exec& exec);
+Status cuda_activation_backward(const ActivationBackwardArgs& args,
+                                const ActivationOptions& options, const Exec& exec);
+Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions& options,
+                            const Exec& exec);
+Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptions& options,
+                             const Exec& exec);
+Status cuda_mse(Pass pass, const MseArgs& args, const MseOptions& options, const Exec& exec);
+
+// ok when the current CUDA device can read and write `pointer` (device or managed memory, or
+// host memory mapped for the device); otherwise invalid_argument naming `argument`.
+Status cuda_check_pointer(const void* pointer, const char* argument);
+
+// Implements take_device_error for Device::cuda.
+Status cuda_take_device_error(const Exec& exec);
+
+// Which argument a DeviceError::argument value stands for.
+enum class DeviceErrorArgument : std::int32_t { none = 0, targets = 1 };
+
+}  // namespace actloss::detail

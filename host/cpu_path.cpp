@@ -1,0 +1,53 @@
+#include "host/cpu_path.h"
+
+#include "host/half.h"
+
+namespace actloss::host {
+
+std::vector<double> gather(const void* data, DType dtype, std::int64_t rows, std::int64_t cols,
+                           std::int64_t row_stride) {
+  std::vector<double> values(static_cast<std::size_t>(rows * cols));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      values[static_cast<std::size_t>(r * cols + c)] = load_as_double(data, dtype, r * row_stride + c);
+    }
+  }
+  return values;
+}
+
+void scatter(void* data, DType dtype, std::int64_t rows, std::int64_t cols,
+             std::int64_t row_stride, std::span<const double> values) {
+  for (std::int64_t r = 0; r < rows; ++r) {
+    for (std::int64_t c = 0; c < cols; ++c) {
+      store_from_double(data, dtype, r * row_stride + c,
+                        values[static_cast<std::size_t>(r * cols + c)]);
+    }
+  }
+}
+
+std::vector<double> gather_f32(const float* data, std::int64_t count) {
+  if (data == nullptr) return {};
+  return std::vector<double>(data, data + count);
+}
+
+void scatter_f32(float* data, std::span<const double> values) {
+  for (std::size_t i = 0; i < values.size(); ++i) data[i] = double_to_float(values[i]);
+}
+
+void store_f32(float* data, double value) { *data = double_to_float(value); }
+
+std::vector<double> gather_upstream(const float* upstream, Reduction reduction,
+                                    std::int64_t per_element) {
+  return gather_f32(upstream, reduction == Reduction::none ? per_element : 1);
+}
+
+ref::Reduction to_ref(Reduction reduction) {
+  switch (reduction) {
+    case Reduction::none: return ref::Reduction::none;
+    case Reduction::sum: return ref::Reduction::sum;
+    case Reduction::mean: return ref::Reduction::mean;
+  }
+  return ref::Reduction::mean;  // unreachable after validation
+}
+
+}  // namespace actloss::host

@@ -1,0 +1,294 @@
+// Public cross-entropy entry points: validate, normalise, then run on the CPU path or hand over
+// to the CUDA backend.
+//
+// What each pass needs (when rows > 0; with rows == 0 every pointer may be null):
+//   forward           logits, targets, loss               writes loss, lse (optional)
+//   backward          logits, targets, saved_lse, grad    writes grad
+//   forward_backward  logits, targets, grad               writes grad, loss and lse (optional)
+// class_weight and upstream_grad are optional inputs. Fields a pass does not use are ignored
+// (not validated) and reach the backend as null.
+#include <actloss/cross_entropy.h>
+
+#include <cstring>
+
+#include "host/backend.h"
+#include "host/cpu_path.h"
+#include "host/validate.h"
+
+namespace actloss {
+namespace {
+
+using detail::Pass;
+using host::Region;
+
+bool is_valid(TargetKind kind) {
+  switch (kind) {
+    case TargetKind::class_index_i32:
+    case TargetKind::class_index_i64:
+    case TargetKind::probabilities: return true;
+  }
+  return false;
+}
+
+// A validated call: the arguments as the backend receives them, and the bytes each pointer
+// spans (for the overlap and device-pointer checks).
+struct Plan {
+  CrossEntropyArgs args;
+  bool probabilities = false;
+  Region logits, targets, class_weight, loss, lse, saved_lse, grad, upstream_grad;
+};
+
+Status check_options(Pass pass, const CrossEntropyArgs& args,
+                     const CrossEntropyOptions& options) {
+  ACTLOSS_TRY(host::check_reduction(options.reduction));
+  // The negated form also rejects NaN.
+  if (!(options.label_smoothing >= 0.0f && options.label_smoothing <= 1.0f)) {
+    return host::invalid("label_smoothing", "must be in [0, 1] (got ", options.label_smoothing,
+                         ")");
+  }
+  ACTLOSS_TRY(host::check_finite_non_negative(options.z_loss, "z_loss"));
+  ACTLOSS_TRY(host::check_finite_non_negative(options.softcap, "softcap"));
+  if (pass != Pass::forward) ACTLOSS_TRY(host::check_finite(args.grad_scale, "grad_scale"));
+  return {};
+}
+
+Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions& options,
+                const Exec& exec, Plan& plan) {
+  ACTLOSS_TRY(host::check_exec(exec));
+  ACTLOSS_TRY(check_options(pass, in, options));
+
+  const bool writes_loss = pass != Pass::backward;
+  const bool writes_grad = pass != Pass::forward;
+  CrossEntropyArgs& args = plan.args;
+  args = in;
+
+  ACTLOSS_TRY(host::check_non_negative(args.rows, "rows"));
+  ACTLOSS_TRY(host::check_non_negative(args.classes, "classes"));
+  if (args.classes == 0 && args.rows > 0) {
+    return host::invalid("classes", "must be >= 1 when rows > 0 (got 0; no class to predict)");
+  }
+  if (!is_valid(args.target_kind)) {
+    return host::invalid("target_kind", "not a TargetKind value (got ",
+                         static_cast<int>(args.target_kind), ")");
+  }
+  plan.probabilities = args.target_kind == TargetKind::probabilities;
+  ACTLOSS_TRY(host::check_dtype(args.logits_dtype, "logits_dtype"));
+  if (plan.probabilities) ACTLOSS_TRY(host::check_dtype(args.target_dtype, "target_dtype"));
+  if (writes_grad) ACTLOSS_TRY(host::check_dtype(args.grad_dtype, "grad_dtype"));
+
+  // Strides of operands the pass does not use are made explicit too, so the backend never
+  // sees a 0 stride.
+  ACTLOSS_TRY(host::normalize_stride(args.logits_row_stride, args.classes, "logits_row_stride",
+                                     "classes"));
+  if (plan.probabilities) {
+    ACTLOSS_TRY(host::normalize_stride(args.target_row_stride, args.classes,
+                                       "target_row_stride", "classes"));
+  } else {
+    args.target_row_stride = args.classes;
+  }
+  if (writes_grad) {
+    ACTLOSS_TRY(host::normalize_stride(args.grad_row_stride, args.classes, "grad_row_stride",
+                                       "classes"));
+  } else {
+    args.grad_row_stride = args.classes;
+  }
+
+  // Fields the pass does not use reach neither the checks below nor the backend.
+  if (!writes_loss) args.loss = args.lse = nullptr;
+  if (!writes_grad) {
+    args.grad = nullptr;
+    args.upstream_grad = nullptr;
+  }
+  if (pass != Pass::backward) args.saved_lse = nullptr;
+
+  const std::int64_t rows = args.rows;
+  const std::int64_t loss_count = options.reduction == Reduction::none ? rows : 1;
+  ACTLOSS_TRY(host::matrix_region("logits", args.logits, args.logits_dtype, rows, args.classes,
+                                  args.logits_row_stride, "rows", "classes", "logits_row_stride",
+                                  plan.logits));
+  if (plan.probabilities) {
+    ACTLOSS_TRY(host::matrix_region("targets", args.targets, args.target_dtype, rows,
+                                    args.classes, args.target_row_stride, "rows", "classes",
+                                    "target_row_stride", plan.targets));
+  } else {
+    const std::int64_t index_size = args.target_kind == TargetKind::class_index_i32 ? 4 : 8;
+    ACTLOSS_TRY(host::vector_region("targets", args.targets, rows, index_size, "rows",
+                                    plan.targets));
+  }
+  // Optional inputs span nothing when there are no rows: they are not read.
+  ACTLOSS_TRY(host::vector_region("class_weight", args.class_weight,
+                                  args.class_weight != nullptr && rows > 0 ? args.classes : 0, 4,
+                                  "classes", plan.class_weight));
+  ACTLOSS_TRY(host::vector_region("loss", args.loss, args.loss != nullptr ? loss_count : 0, 4,
+                                  "rows", plan.loss));
+  ACTLOSS_TRY(host::vector_region("lse", args.lse, args.lse != nullptr ? rows : 0, 4, "rows",
+                                  plan.lse));
+  ACTLOSS_TRY(host::vector_region("saved_lse", args.saved_lse,
+                                  pass == Pass::backward ? rows : 0, 4, "rows", plan.saved_lse));
+  if (writes_grad) {
+    ACTLOSS_TRY(host::matrix_region("grad", args.grad, args.grad_dtype, rows, args.classes,
+                                    args.grad_row_stride, "rows", "classes", "grad_row_stride",
+                                    plan.grad));
+  }
+  ACTLOSS_TRY(host::vector_region("upstream_grad", args.upstream_grad,
+                                  args.upstream_grad != nullptr && rows > 0 ? loss_count : 0, 4,
+                                  "rows", plan.upstream_grad));
+
+  if (rows > 0) {
+    ACTLOSS_TRY(host::check_required(args.logits, "logits", "rows > 0"));
+    ACTLOSS_TRY(host::check_required(args.targets, "targets", "rows > 0"));
+    if (pass == Pass::forward) {
+      ACTLOSS_TRY(host::check_required(args.loss, "loss", "forward writes it when rows > 0"));
+    }
+    if (pass == Pass::backward) {
+      ACTLOSS_TRY(host::check_required(args.saved_lse, "saved_lse",
+                                       "backward reads it when rows > 0"));
+    }
+    if (writes_grad) {
+      ACTLOSS_TRY(host::check_required(args.grad, "grad", "the pass writes it when rows > 0"));
+    }
+  }
+
+  ACTLOSS_TRY(host::check_no_overlap(plan.loss, {&plan.logits, &plan.targets,
+                                                 &plan.class_weight, &plan.saved_lse,
+                                                 &plan.upstream_grad}));
+  ACTLOSS_TRY(host::check_no_overlap(plan.lse, {&plan.logits, &plan.targets, &plan.class_weight,
+                                                &plan.saved_lse, &plan.upstream_grad,
+                                                &plan.loss}));
+  ACTLOSS_TRY(host::check_no_overlap_except_in_place(
+      plan.grad, plan.logits,
+      {&plan.targets, &plan.class_weight, &plan.saved_lse, &plan.upstream_grad, &plan.loss,
+       &plan.lse}));
+  return {};
+}
+
+std::int64_t load_target(const Plan& plan, std::int64_t row) {
+  if (plan.args.target_kind == TargetKind::class_index_i32) {
+    std::int32_t value;
+    std::memcpy(&value, static_cast<const std::int32_t*>(plan.args.targets) + row, sizeof value);
+    return value;
+  }
+  std::int64_t value;
+  std::memcpy(&value, static_cast<const std::int64_t*>(plan.args.targets) + row, sizeof value);
+  return value;
+}
+
+// The data check that the CPU path can afford before writing anything (on CUDA the kernel
+// records it instead; see DeviceError).
+Status check_class_targets(const Plan& plan, const CrossEntropyOptions& options) {
+  if (plan.probabilities) return {};
+  for (std::int64_t row = 0; row < plan.args.rows; ++row) {
+    const std::int64_t target = load_target(plan, row);
+    if (target == options.ignore_index) continue;
+    if (target < 0 || target >= plan.args.classes) {
+      return host::make_status(StatusCode::out_of_range, "targets", "row ", row, " has class ",
+                               target, ", outside [0, ", plan.args.classes,
+                               ") and not ignore_index (", options.ignore_index, ")");
+    }
+  }
+  return {};
+}
+
+ref::CrossEntropyProblem make_problem(const Plan& plan, const CrossEntropyOptions& options) {
+  const CrossEntropyArgs& args = plan.args;
+  ref::CrossEntropyProblem problem;
+  problem.rows = args.rows;
+  problem.classes = args.classes;
+  problem.logits = host::gather(args.logits, args.logits_dtype, args.rows, args.classes,
+                                args.logits_row_stride);
+  problem.soft_targets = plan.probabilities;
+  if (plan.probabilities) {
+    problem.target_prob = host::gather(args.targets, args.target_dtype, args.rows, args.classes,
+                                       args.target_row_stride);
+  } else {
+    problem.target_index.resize(static_cast<std::size_t>(args.rows));
+    for (std::int64_t row = 0; row < args.rows; ++row) {
+      problem.target_index[static_cast<std::size_t>(row)] = load_target(plan, row);
+    }
+  }
+  problem.class_weight = host::gather_f32(args.class_weight, args.classes);
+  problem.ignore_index = options.ignore_index;
+  problem.label_smoothing = options.label_smoothing;
+  problem.z_loss = options.z_loss;
+  problem.softcap = options.softcap;
+  problem.reduction = host::to_ref(options.reduction);
+  problem.grad_scale = args.grad_scale;
+  problem.upstream = host::gather_upstream(args.upstream_grad, options.reduction, args.rows);
+  return problem;
+}
+
+void write_loss(const Plan& plan, const CrossEntropyOptions& options,
+                const ref::CrossEntropyResult& result) {
+  const CrossEntropyArgs& args = plan.args;
+  if (args.loss != nullptr) {
+    if (options.reduction == Reduction::none) {
+      host::scatter_f32(args.loss, result.row_loss);
+    } else {
+      host::store_f32(args.loss, result.loss);
+    }
+  }
+  if (args.lse != nullptr) host::scatter_f32(args.lse, result.lse);
+}
+
+Status run_on_cpu(Pass pass, const Plan& plan, const CrossEntropyOptions& options) {
+  ACTLOSS_TRY(check_class_targets(plan, options));
+  const CrossEntropyArgs& args = plan.args;
+  return host::run_cpu("cross_entropy", [&] {
+    if (args.rows == 0) {
+      // Nothing to compute; a reduced loss over no rows is 0 by the API's definition.
+      if (args.loss != nullptr && options.reduction != Reduction::none) *args.loss = 0.0f;
+      return;
+    }
+    const ref::CrossEntropyProblem problem = make_problem(plan, options);
+    switch (pass) {
+      case Pass::forward: {
+        write_loss(plan, options, ref::cross_entropy(problem));
+        return;
+      }
+      case Pass::backward: {
+        const std::vector<double> lse = host::gather_f32(args.saved_lse, args.rows);
+        const std::vector<double> grad = ref::cross_entropy_backward(problem, lse);
+        host::scatter(args.grad, args.grad_dtype, args.rows, args.classes, args.grad_row_stride,
+                      grad);
+        return;
+      }
+      case Pass::forward_backward: {
+        const ref::CrossEntropyResult result = ref::cross_entropy(problem);
+        host::scatter(args.grad, args.grad_dtype, args.rows, args.classes, args.grad_row_stride,
+                      result.grad);
+        write_loss(plan, options, result);
+        return;
+      }
+    }
+  });
+}
+
+Status run(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOptions& options,
+           const Exec& exec) {
+  Plan plan;
+  ACTLOSS_TRY(validate(pass, args, options, exec, plan));
+  if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
+  ACTLOSS_TRY(host::check_device_pointers(
+      exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
+             &plan.saved_lse, &plan.grad, &plan.upstream_grad}));
+  return detail::cuda_cross_entropy(pass, plan.args, options, exec);
+}
+
+}  // namespace
+
+Status cross_entropy_forward(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
+                             const Exec& exec) {
+  return run(Pass::forward, args, options, exec);
+}
+
+Status cross_entropy_backward(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
+                              const Exec& exec) {
+  return run(Pass::backward, args, options, exec);
+}
+
+Status cross_entropy_forward_backward(const CrossEntropyArgs& args,
+                                      const CrossEntropyOptions& options, const Exec& exec) {
+  return run(Pass::forward_backward, args, options, exec);
+}
+
+}  // namespace actloss

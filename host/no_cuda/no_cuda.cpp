@@ -1,0 +1,49 @@
+// The CUDA backend's entry points in a build without it. The public entry points validate their
+// arguments first and only then reach these, so a Device::cuda call reports the same argument
+// errors in every build and `unsupported` only for an otherwise valid request.
+#include "host/backend.h"
+
+namespace actloss::detail {
+namespace {
+
+Status not_built() {
+  return Status(StatusCode::unsupported, "exec.device",
+                "exec.device: actloss was built without the CUDA backend");
+}
+
+}  // namespace
+
+Status cuda_cross_entropy(Pass, const CrossEntropyArgs&, const CrossEntropyOptions&,
+                          const Exec&) {
+  return not_built();
+}
+
+Status cuda_bce_with_logits(Pass, const BceArgs&, const BceOptions&, const Exec&) {
+  return not_built();
+}
+
+Status cuda_activation_forward(const ActivationForwardArgs&, const ActivationOptions&,
+                               const Exec&) {
+  return not_built();
+}
+
+Status cuda_activation_backward(const ActivationBackwardArgs&, const ActivationOptions&,
+                                const Exec&) {
+  return not_built();
+}
+
+Status cuda_softmax_forward(const SoftmaxForwardArgs&, const SoftmaxOptions&, const Exec&) {
+  return not_built();
+}
+
+Status cuda_softmax_backward(const SoftmaxBackwardArgs&, const SoftmaxOptions&, const Exec&) {
+  return not_built();
+}
+
+Status cuda_mse(Pass, const MseArgs&, const MseOptions&, const Exec&) { return not_built(); }
+
+Status cuda_check_pointer(const void*, const char*) { return not_built(); }
+
+Status cuda_take_device_error(const Exec&) { return not_built(); }
+
+}  // namespace actloss::detail

@@ -1,0 +1,98 @@
+// Public softmax / log-softmax entry points: validate, normalise strides, then run on the CPU
+// path or hand over to the CUDA backend.
+//
+//   forward   needs x, y (rows > 0)          writes y
+//   backward  needs y, dy, dx (rows > 0)     writes dx
+// In place: y == x (forward) and dx == dy (backward), each with the same dtype and row stride.
+// cols == 0 with rows > 0 is rejected: a softmax over nothing has no value.
+#include <actloss/softmax.h>
+
+#include <vector>
+
+#include "host/backend.h"
+#include "host/cpu_path.h"
+#include "host/validate.h"
+
+namespace actloss {
+namespace {
+
+using host::Region;
+
+Status check_shape(std::int64_t rows, std::int64_t cols) {
+  ACTLOSS_TRY(host::check_non_negative(rows, "rows"));
+  ACTLOSS_TRY(host::check_non_negative(cols, "cols"));
+  if (cols == 0 && rows > 0) {
+    return host::invalid("cols", "must be >= 1 when rows > 0 (got 0)");
+  }
+  return {};
+}
+
+Status operand(const char* argument, const void* data, DType dtype, const char* dtype_argument,
+               std::int64_t rows, std::int64_t cols, std::int64_t& stride,
+               const char* stride_argument, Region& out) {
+  ACTLOSS_TRY(host::check_dtype(dtype, dtype_argument));
+  ACTLOSS_TRY(host::normalize_stride(stride, cols, stride_argument, "cols"));
+  ACTLOSS_TRY(host::matrix_region(argument, data, dtype, rows, cols, stride, "rows", "cols",
+                                  stride_argument, out));
+  if (rows > 0) ACTLOSS_TRY(host::check_required(data, argument, "rows > 0"));
+  return {};
+}
+
+}  // namespace
+
+Status softmax_forward(const SoftmaxForwardArgs& in, const SoftmaxOptions& options,
+                       const Exec& exec) {
+  ACTLOSS_TRY(host::check_exec(exec));
+  SoftmaxForwardArgs args = in;
+  ACTLOSS_TRY(check_shape(args.rows, args.cols));
+  Region x, y;
+  ACTLOSS_TRY(operand("x", args.x, args.x_dtype, "x_dtype", args.rows, args.cols,
+                      args.x_row_stride, "x_row_stride", x));
+  ACTLOSS_TRY(operand("y", args.y, args.y_dtype, "y_dtype", args.rows, args.cols,
+                      args.y_row_stride, "y_row_stride", y));
+  ACTLOSS_TRY(host::check_no_overlap_except_in_place(y, x, {}));
+
+  if (exec.device == Device::cuda) {
+    ACTLOSS_TRY(host::check_device_pointers(exec, {&x, &y}));
+    return detail::cuda_softmax_forward(args, options, exec);
+  }
+  return host::run_cpu("softmax_forward", [&] {
+    if (args.rows == 0) return;
+    const std::vector<double> xs =
+        host::gather(args.x, args.x_dtype, args.rows, args.cols, args.x_row_stride);
+    const std::vector<double> ys = ref::softmax_forward(args.rows, args.cols, xs, options.log);
+    host::scatter(args.y, args.y_dtype, args.rows, args.cols, args.y_row_stride, ys);
+  });
+}
+
+Status softmax_backward(const SoftmaxBackwardArgs& in, const SoftmaxOptions& options,
+                        const Exec& exec) {
+  ACTLOSS_TRY(host::check_exec(exec));
+  SoftmaxBackwardArgs args = in;
+  ACTLOSS_TRY(check_shape(args.rows, args.cols));
+  Region y, dy, dx;
+  ACTLOSS_TRY(operand("y", args.y, args.y_dtype, "y_dtype", args.rows, args.cols,
+                      args.y_row_stride, "y_row_stride", y));
+  ACTLOSS_TRY(operand("dy", args.dy, args.dy_dtype, "dy_dtype", args.rows, args.cols,
+                      args.dy_row_stride, "dy_row_stride", dy));
+  ACTLOSS_TRY(operand("dx", args.dx, args.dx_dtype, "dx_dtype", args.rows, args.cols,
+                      args.dx_row_stride, "dx_row_stride", dx));
+  ACTLOSS_TRY(host::check_no_overlap_except_in_place(dx, dy, {&y}));
+
+  if (exec.device == Device::cuda) {
+    ACTLOSS_TRY(host::check_device_pointers(exec, {&y, &dy, &dx}));
+    return detail::cuda_softmax_backward(args, options, exec);
+  }
+  return host::run_cpu("softmax_backward", [&] {
+    if (args.rows == 0) return;
+    const std::vector<double> ys =
+        host::gather(args.y, args.y_dtype, args.rows, args.cols, args.y_row_stride);
+    const std::vector<double> dys =
+        host::gather(args.dy, args.dy_dtype, args.rows, args.cols, args.dy_row_stride);
+    const std::vector<double> dxs =
+        ref::softmax_backward(args.rows, args.cols, ys, dys, options.log);
+    host::scatter(args.dx, args.dx_dtype, args.rows, args.cols, args.dx_row_stride, dxs);
+  });
+}
+
+}  // namespace actloss

@@ -1,0 +1,185 @@
+#include "host/validate.h"
+
+#include <cmath>
+
+#include "host/backend.h"
+
+namespace actloss::host {
+
+bool is_valid(DType dtype) { return dtype_size(dtype) != 0; }
+
+bool is_valid(Reduction reduction) {
+  switch (reduction) {
+    case Reduction::none:
+    case Reduction::sum:
+    case Reduction::mean: return true;
+  }
+  return false;
+}
+
+bool is_valid(Device device) {
+  switch (device) {
+    case Device::cpu:
+    case Device::cuda: return true;
+  }
+  return false;
+}
+
+Status check_exec(const Exec& exec) {
+  if (!is_valid(exec.device)) {
+    return invalid("exec.device", "not a Device value (got ", static_cast<int>(exec.device), ")");
+  }
+  return {};
+}
+
+Status check_dtype(DType dtype, const char* argument) {
+  if (!is_valid(dtype)) {
+    return invalid(argument, "not a DType value (got ", static_cast<int>(dtype), ")");
+  }
+  return {};
+}
+
+Status check_reduction(Reduction reduction) {
+  if (!is_valid(reduction)) {
+    return invalid("options.reduction", "not a Reduction value (got ",
+                   static_cast<int>(reduction), ")");
+  }
+  return {};
+}
+
+Status check_non_negative(std::int64_t size, const char* argument) {
+  if (size < 0) return invalid(argument, "must be >= 0 (got ", size, ")");
+  return {};
+}
+
+Status check_finite(float value, const char* argument) {
+  if (!std::isfinite(value)) return invalid(argument, "must be finite (got ", value, ")");
+  return {};
+}
+
+Status check_finite_non_negative(float value, const char* argument) {
+  // Written so that NaN fails too.
+  if (!(std::isfinite(value) && value >= 0.0f)) {
+    return invalid(argument, "must be finite and >= 0 (got ", value, ")");
+  }
+  return {};
+}
+
+Status check_required(const void* pointer, const char* argument, const char* why) {
+  if (pointer == nullptr) return invalid(argument, "must not be null (", why, ")");
+  return {};
+}
+
+Status normalize_stride(std::int64_t& stride, std::int64_t cols, const char* stride_argument,
+                        const char* cols_argument) {
+  if (stride == 0) stride = cols;
+  if (stride < cols) {
+    // Also catches negative strides: cols is already known to be >= 0.
+    return invalid(stride_argument, "must be 0 (dense) or >= ", cols_argument, " (got ", stride,
+                   ", ", cols_argument, " ", cols, ")");
+  }
+  return {};
+}
+
+namespace {
+
+Status finish_region(const char* argument, const void* data, std::int64_t bytes,
+                     Region& out) {
+  std::uintptr_t end = 0;
+  if (data != nullptr &&
+      __builtin_add_overflow(reinterpret_cast<std::uintptr_t>(data),
+                             static_cast<std::uintptr_t>(bytes), &end)) {
+    return invalid(argument, "the ", bytes, " bytes it spans wrap around the address space");
+  }
+  out.argument = argument;
+  out.data = data;
+  out.bytes = bytes;
+  return {};
+}
+
+}  // namespace
+
+Status matrix_region(const char* argument, const void* data, DType dtype, std::int64_t rows,
+                     std::int64_t cols, std::int64_t stride, const char* rows_argument,
+                     const char* cols_argument, const char* stride_argument, Region& out) {
+  out = Region{};
+  out.dtype = dtype;
+  out.row_stride = stride;
+  if (rows == 0 || cols == 0) return finish_region(argument, data, 0, out);
+
+  const std::int64_t element_size = dtype_size(dtype);
+  std::int64_t dense = 0;
+  const bool dense_overflows = __builtin_mul_overflow(rows, cols, &dense) ||
+                               __builtin_mul_overflow(dense, element_size, &dense);
+  std::int64_t bytes = 0;
+  const bool overflows = __builtin_mul_overflow(rows - 1, stride, &bytes) ||
+                         __builtin_add_overflow(bytes, cols, &bytes) ||
+                         __builtin_mul_overflow(bytes, element_size, &bytes);
+  if (overflows) {
+    const char* culprit = !dense_overflows ? stride_argument
+                          : rows > 1        ? rows_argument
+                                            : cols_argument;
+    return invalid(culprit, "the extent of ", argument, " (", rows, " rows of ", cols,
+                   " elements, row stride ", stride, ", ", element_size,
+                   " bytes each) overflows int64");
+  }
+  return finish_region(argument, data, bytes, out);
+}
+
+Status vector_region(const char* argument, const void* data, std::int64_t count,
+                     std::int64_t element_size, const char* count_argument, Region& out) {
+  out = Region{};
+  out.row_stride = count;
+  std::int64_t bytes = 0;
+  if (__builtin_mul_overflow(count, element_size, &bytes)) {
+    return invalid(count_argument, "the extent of ", argument, " (", count, " elements of ",
+                   element_size, " bytes) overflows int64");
+  }
+  return finish_region(argument, data, bytes, out);
+}
+
+bool overlaps(const Region& a, const Region& b) {
+  if (a.bytes == 0 || b.bytes == 0 || a.data == nullptr || b.data == nullptr) return false;
+  // Compare as integers: relational operators on pointers into different objects are
+  // unspecified.
+  const auto a_begin = reinterpret_cast<std::uintptr_t>(a.data);
+  const auto b_begin = reinterpret_cast<std::uintptr_t>(b.data);
+  return a_begin < b_begin + static_cast<std::uintptr_t>(b.bytes) &&
+         b_begin < a_begin + static_cast<std::uintptr_t>(a.bytes);
+}
+
+bool same_view(const Region& a, const Region& b) {
+  return a.data == b.data && a.dtype == b.dtype && a.row_stride == b.row_stride &&
+         a.bytes == b.bytes;
+}
+
+Status check_no_overlap(const Region& output, std::initializer_list<const Region*> others) {
+  for (const Region* other : others) {
+    if (overlaps(output, *other)) {
+      return invalid(output.argument, "overlaps ", other->argument,
+                     " (outputs may not share memory with inputs or other outputs)");
+    }
+  }
+  return {};
+}
+
+Status check_no_overlap_except_in_place(const Region& output, const Region& in_place_partner,
+                                        std::initializer_list<const Region*> others) {
+  if (overlaps(output, in_place_partner) && !same_view(output, in_place_partner)) {
+    return invalid(output.argument, "overlaps ", in_place_partner.argument,
+                   "; in place needs the same pointer, dtype and row stride, and any other "
+                   "overlap is not allowed");
+  }
+  return check_no_overlap(output, others);
+}
+
+Status check_device_pointers(const Exec& exec, std::initializer_list<const Region*> regions) {
+  if (exec.device != Device::cuda) return {};
+  for (const Region* region : regions) {
+    if (region->bytes == 0 || region->data == nullptr) continue;
+    ACTLOSS_TRY(detail::cuda_check_pointer(region->data, region->argument));
+  }
+  return {};
+}
+
+}  // namespace actloss::host

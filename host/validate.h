@@ -1,0 +1,102 @@
+// Argument checks shared by the public entry points (host/<op>.cpp). Each check returns ok or an
+// invalid_argument Status whose argument() is the field name as spelled in the public structs
+// and whose message starts with that name, so every op reports the same mistake the same way.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <sstream>
+#include <string>
+
+#include <actloss/actloss.h>
+
+namespace actloss::host {
+
+// Returns from the enclosing function when `expr` yields a non-ok Status.
+#define ACTLOSS_TRY(expr)                                      \
+  do {                                                         \
+    if (::actloss::Status actloss_try_status_ = (expr);        \
+        !actloss_try_status_.ok()) {                           \
+      return actloss_try_status_;                              \
+    }                                                          \
+  } while (false)
+
+template <class... Parts>
+std::string concat(const Parts&... parts) {
+  std::ostringstream out;
+  out.precision(9);  // enough to show any float option exactly as the caller passed it
+  (out << ... << parts);
+  return out.str();
+}
+
+// A Status whose message is "<argument>: <parts...>".
+template <class... Parts>
+Status make_status(StatusCode code, const char* argument, const Parts&... parts) {
+  return Status(code, argument, concat(argument, ": ", parts...));
+}
+
+template <class... Parts>
+Status invalid(const char* argument, const Parts&... parts) {
+  return make_status(StatusCode::invalid_argument, argument, parts...);
+}
+
+// Enum values can arrive as anything a caller cast into them; these say whether the value is
+// one of the enumerators.
+bool is_valid(DType dtype);
+bool is_valid(Reduction reduction);
+bool is_valid(Device device);
+
+Status check_exec(const Exec& exec);                             // "exec.device"
+Status check_dtype(DType dtype, const char* argument);
+Status check_reduction(Reduction reduction);                     // "options.reduction"
+Status check_non_negative(std::int64_t size, const char* argument);
+Status check_finite(float value, const char* argument);
+Status check_finite_non_negative(float value, const char* argument);
+Status check_required(const void* pointer, const char* argument, const char* why);
+
+// Replaces a 0 stride by `cols` (dense); rejects a negative stride or one below `cols`.
+Status normalize_stride(std::int64_t& stride, std::int64_t cols, const char* stride_argument,
+                        const char* cols_argument);
+
+// The bytes a pass may touch through one pointer. `bytes == 0` means nothing is touched, so the
+// pointer may be null and can never overlap anything.
+struct Region {
+  const char* argument = "";
+  const void* data = nullptr;
+  std::int64_t bytes = 0;
+  // For recognising the documented in-place cases: same start, same element type, same stride.
+  DType dtype = DType::f32;
+  std::int64_t row_stride = 0;
+};
+
+// A strided rows x cols operand (stride already normalised): its extent is
+// ((rows - 1) * stride + cols) * dtype_size bytes. Fails when that overflows int64 or when
+// data + extent would wrap around the address space. The size named on overflow is the stride
+// when padding made it overflow, else the dimension that is too large.
+Status matrix_region(const char* argument, const void* data, DType dtype, std::int64_t rows,
+                     std::int64_t cols, std::int64_t stride, const char* rows_argument,
+                     const char* cols_argument, const char* stride_argument, Region& out);
+
+// `count` contiguous elements of `element_size` bytes.
+Status vector_region(const char* argument, const void* data, std::int64_t count,
+                     std::int64_t element_size, const char* count_argument, Region& out);
+
+// Byte ranges [data, data + bytes) intersect; empty ranges never do.
+bool overlaps(const Region& a, const Region& b);
+
+// Exactly the same view of memory: what the in-place cases require.
+bool same_view(const Region& a, const Region& b);
+
+// invalid_argument naming `output` when it overlaps any of `others`.
+Status check_no_overlap(const Region& output, std::initializer_list<const Region*> others);
+
+// Same, except that an exact same_view with `in_place_partner` is allowed (any other overlap
+// with it, e.g. a different dtype or stride, is not).
+Status check_no_overlap_except_in_place(const Region& output, const Region& in_place_partner,
+                                        std::initializer_list<const Region*> others);
+
+// For Device::cuda: asks the backend whether every region that will be touched is
+// device-accessible. Nothing to do for Device::cpu.
+Status check_device_pointers(const Exec& exec, std::initializer_list<const Region*> regions);
+
+}  // namespace actloss::host

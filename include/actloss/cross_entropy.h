@@ -1,0 +1,98 @@
+// Softmax cross-entropy over logits [rows x classes].
+//
+// Semantics follow torch.nn.functional.cross_entropy (class-index or class-probability targets,
+// weight, ignore_index, reduction, label_smoothing) with these additions and differences:
+//  * z_loss (PaLM's auxiliary loss): adds z_loss * lse_i^2 to every non-ignored row's loss. It is
+//    not multiplied by the class weight; under `mean` it is divided by the same denominator as
+//    the rest of the row's loss.
+//  * softcap > 0 replaces every logit x by softcap * tanh(x / softcap) before anything else
+//    (Gemma-style); the gradient flows through that map. 0 turns it off.
+//  * `mean` with class-index targets divides by the summed weight of the non-ignored rows (as
+//    PyTorch). If every row is ignored the loss is 0 and the gradient is 0, not NaN.
+//    With probability targets `mean` divides by `rows` (as PyTorch).
+//  * The loss, the per-row loss and lse are always float32, whatever the logits' dtype: they are
+//    few values and their precision matters. The gradient's dtype is chosen freely.
+//  * The gradient can be written in the same call as the loss (forward_backward), optionally over
+//    the logits themselves (in place).
+//  * Out-of-range class targets (not in [0, classes) and not ignore_index): on CPU the call
+//    returns StatusCode::out_of_range and writes nothing. On CUDA nothing is read or written out
+//    of bounds, that row's loss (and every reduced loss) is NaN, its gradient row is NaN, and the
+//    error is recorded for take_device_error(); the call itself does not wait for the GPU.
+//  * NaN logits give NaN loss and gradient for their row (NaN in, NaN out). A target class whose
+//    logit is -inf gives an infinite loss (the true value).
+//
+// Row loss, with x' the (softcapped) logits, lse_i = log sum_c exp(x'_ic), eps = label_smoothing,
+// w = class_weight (all ones when null), C = classes:
+//   class index y:   (1-eps) w_y (lse_i - x'_iy) + eps/C sum_c w_c (lse_i - x'_ic) + z_loss lse_i^2
+//   probabilities q: sum_c w_c ((1-eps) q_ic + eps/C) (lse_i - x'_ic)          + z_loss lse_i^2
+#pragma once
+
+#include <actloss/types.h>
+
+namespace actloss {
+
+enum class TargetKind : std::uint8_t {
+  class_index_i32,  // int32 [rows]
+  class_index_i64,  // int64 [rows]
+  probabilities,    // [rows x classes] of target_dtype, with target_row_stride
+};
+
+struct CrossEntropyOptions {
+  Reduction reduction = Reduction::mean;
+  std::int64_t ignore_index = -100;  // class-index targets only
+  float label_smoothing = 0.0f;      // in [0, 1]
+  float z_loss = 0.0f;               // >= 0, finite
+  float softcap = 0.0f;              // >= 0, finite; 0 = off
+};
+
+// Pointers are host memory for Device::cpu and device-accessible memory for Device::cuda.
+// Row strides are in elements; 0 means dense (= classes). Any stride >= classes is accepted.
+struct CrossEntropyArgs {
+  std::int64_t rows = 0;
+  std::int64_t classes = 0;
+
+  const void* logits = nullptr;
+  DType logits_dtype = DType::f32;
+  std::int64_t logits_row_stride = 0;
+
+  const void* targets = nullptr;
+  TargetKind target_kind = TargetKind::class_index_i64;
+  DType target_dtype = DType::f32;      // probabilities only
+  std::int64_t target_row_stride = 0;   // probabilities only
+
+  const float* class_weight = nullptr;  // optional [classes]
+
+  // Outputs of the forward pass. `loss`: [rows] for Reduction::none, [1] otherwise; required by
+  // forward, optional for forward_backward. `lse`: optional [rows], the logsumexp of the
+  // (softcapped) logits, the only thing backward needs besides logits and targets.
+  float* loss = nullptr;
+  float* lse = nullptr;
+
+  // Input of backward only: the lse saved by a forward call with the same logits and options.
+  const float* saved_lse = nullptr;
+
+  // Gradient output of backward and forward_backward: d(loss)/d(logits), same shape as the logits.
+  // May be the logits pointer itself (in place) when grad_dtype and the row stride match.
+  void* grad = nullptr;
+  DType grad_dtype = DType::f32;
+  std::int64_t grad_row_stride = 0;
+
+  // The gradient is multiplied by grad_scale and, when given, by the upstream gradient of the
+  // loss: [1] for sum/mean, [rows] for none (what autograd would pass as grad_output).
+  float grad_scale = 1.0f;
+  const float* upstream_grad = nullptr;
+};
+
+// Writes loss (and lse when given).
+Status cross_entropy_forward(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
+                             const Exec& exec);
+
+// Writes grad from logits, targets and saved_lse.
+Status cross_entropy_backward(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
+                              const Exec& exec);
+
+// One pass: writes grad and, when given, loss and lse.
+Status cross_entropy_forward_backward(const CrossEntropyArgs& args,
+                                      const CrossEntropyOptions& options, const Exec& exec);
+
+}  // namespace actloss

@@ -1,0 +1,46 @@
+// Softmax and log-softmax over each row of [rows x cols], forward and backward (from the saved
+// output, as PyTorch). A row that is entirely -inf gives softmax 0s and log-softmax -inf, never
+// NaN (PyTorch gives NaN); its backward is 0 for softmax and dy for log-softmax. A +inf or NaN in
+// a row makes that row NaN.
+#pragma once
+
+#include <actloss/types.h>
+
+namespace actloss {
+
+struct SoftmaxOptions {
+  bool log = false;  // log_softmax instead of softmax
+};
+
+// Row strides in elements; 0 means dense (= cols).
+struct SoftmaxForwardArgs {
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  const void* x = nullptr;
+  DType x_dtype = DType::f32;
+  std::int64_t x_row_stride = 0;
+  void* y = nullptr;  // may equal x (in place) when dtype and stride match
+  DType y_dtype = DType::f32;
+  std::int64_t y_row_stride = 0;
+};
+
+struct SoftmaxBackwardArgs {
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  const void* y = nullptr;  // the forward output
+  DType y_dtype = DType::f32;
+  std::int64_t y_row_stride = 0;
+  const void* dy = nullptr;
+  DType dy_dtype = DType::f32;
+  std::int64_t dy_row_stride = 0;
+  void* dx = nullptr;  // may equal dy (in place) when dtype and stride match
+  DType dx_dtype = DType::f32;
+  std::int64_t dx_row_stride = 0;
+};
+
+Status softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions& options,
+                       const Exec& exec);
+Status softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptions& options,
+                        const Exec& exec);
+
+}  // namespace actloss

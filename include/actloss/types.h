@@ -1,0 +1,103 @@
+// Core vocabulary shared by every op: element types, reductions, where data lives, the stream,
+// and the status every entry point returns. Plain C++20: no CUDA header is needed to include it.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <utility>
+
+// cudaStream_t is `struct CUstream_st*`; declaring the same incomplete struct lets users pass a
+// cudaStream_t straight through without this header pulling in the CUDA runtime.
+struct CUstream_st;
+
+namespace actloss {
+
+using Stream = CUstream_st*;  // identical to cudaStream_t; nullptr is the legacy default stream
+
+enum class DType : std::uint8_t { f32, f16, bf16 };
+
+// Reduction over rows/elements, as PyTorch's `reduction=`.
+enum class Reduction : std::uint8_t { none, sum, mean };
+
+enum class Device : std::uint8_t { cpu, cuda };
+
+// Size in bytes of one element of `dtype`; 0 for a value outside the enum.
+constexpr std::int64_t dtype_size(DType dtype) {
+  switch (dtype) {
+    case DType::f32: return 4;
+    case DType::f16: return 2;
+    case DType::bf16: return 2;
+  }
+  return 0;
+}
+
+const char* to_string(DType dtype);
+const char* to_string(Reduction reduction);
+const char* to_string(Device device);
+
+enum class StatusCode : std::uint8_t {
+  ok = 0,
+  invalid_argument,  // a pointer, size, stride, dtype or option is wrong; nothing was written
+  out_of_range,      // a data value (a class target) is outside its valid range
+  unsupported,       // valid request this build or device cannot serve (e.g. CUDA not built)
+  cuda_error,        // the CUDA runtime reported an error
+  internal,          // a bug in actloss
+};
+
+const char* to_string(StatusCode code);
+
+// Every entry point returns a Status; none throws. `argument()` names the offending argument
+// (empty when no single argument is at fault) so callers and tests can act on it without parsing.
+class [[nodiscard]] Status {
+ public:
+  Status() = default;
+  Status(StatusCode code, std::string argument, std::string message)
+      : code_(code), argument_(std::move(argument)), message_(std::move(message)) {}
+
+  bool ok() const { return code_ == StatusCode::ok; }
+  StatusCode code() const { return code_; }
+  const std::string& argument() const { return argument_; }
+  // Human-readable, starting with the argument's name, e.g.
+  // "logits_row_stride: must be >= classes (got 3, classes 5)".
+  const std::string& message() const { return message_; }
+
+ private:
+  StatusCode code_ = StatusCode::ok;
+  std::string argument_;
+  std::string message_;
+};
+
+// Errors that kernels find in the data itself (a class target outside [0, classes)) cannot be
+// returned by a call that does not wait for the GPU. Kernels record the first such error here
+// without synchronising; `take_device_error` turns it into a Status later. Lives in memory the
+// executing device can write (device memory for CUDA, host memory for CPU).
+struct DeviceError {
+  std::int32_t code = 0;      // 0: no error; otherwise a StatusCode value
+  std::int32_t argument = 0;  // which argument (an internal enumerator; see take_device_error)
+  std::int64_t index = 0;     // the row (or element) where the error was first seen
+  std::int64_t value = 0;     // the offending value
+};
+
+// Where and how an op runs.
+struct Exec {
+  Device device = Device::cpu;
+  // CUDA only: the stream every kernel and copy of the call is ordered on. No op synchronises it.
+  Stream stream = nullptr;
+  // CUDA only, optional: where kernels record data errors (see DeviceError). When null, a
+  // per-device record owned by actloss is used; `take_device_error` reads either.
+  DeviceError* device_error = nullptr;
+};
+
+// Reads, clears and converts the data-error record of `exec` (the caller's, or actloss's own for
+// the current device when exec.device_error is null). This is the one call that waits: on CUDA it
+// synchronises exec.stream to read the record. On CPU, data errors are returned by the op itself,
+// so this returns ok unless a caller-provided record holds an error.
+Status take_device_error(const Exec& exec);
+
+// Library version, build options and backends compiled in, e.g. "actloss 0.1.0 (cpu, cuda)".
+const char* build_info();
+
+// True when this build can run ops with Device::cuda (real CUDA or the simulator).
+bool cuda_backend_built();
+
+}  // namespace actloss

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Every test this machine can run, no GPU needed:
+#   1. the nvcc build (sm_90): every .cu compiles and links; CPU tests run, GPU tests report SKIPPED;
+#   2. the simulator build under ASan+UBSan: the same kernels run on CPU threads, every test for real;
+#   3. the simulator's threads mode under ThreadSanitizer: the simulator's own self-tests;
+#   4. install, then a separate project finds the package with find_package(actloss) and runs.
+# ACTLOSS_TEST_STAGES (e.g. "sim-asan consumer") runs a subset while iterating.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/env.sh
+
+stages=${ACTLOSS_TEST_STAGES:-"cpu asan consumer"}
+run_stage() { [[ " $stages " == *" $1 "* ]]; }
+banner() { printf '\n===== %s =====\n' "$*"; }
+
+if run_stage nvcc; then
+  if actloss_have_nvcc; then
+    banner "nvcc build (sm_90) + tests"
+    cmake --preset nvcc-sm90
+    cmake --build --preset nvcc-sm90 -j "$ACTLOSS_JOBS"
+    ctest --preset nvcc-sm90 -j "$ACTLOSS_JOBS"
+  else
+    banner "nvcc not found: CPU-only build + tests"
+    cmake --preset default -DACTLOSS_CUDA=OFF
+    cmake --build --preset default -j "$ACTLOSS_JOBS"
+    ctest --preset default -j "$ACTLOSS_JOBS"
+  fi
+fi
+
+if run_stage cpu; then
+  banner "CPU-only build + tests"
+  cmake --preset default -DACTLOSS_CUDA=OFF
+  cmake --build --preset default -j "$ACTLOSS_JOBS"
+  ctest --preset default -j "$ACTLOSS_JOBS"
+fi
+
+if run_stage asan; then
+  banner "CPU backend under ASan + UBSan"
+  cmake --preset asan
+  cmake --build --preset asan -j "$ACTLOSS_JOBS"
+  ctest --preset asan -j "$ACTLOSS_JOBS"
+fi
+
+if run_stage sim-asan; then
+  banner "CUDA kernels on the simulator under ASan + UBSan"
+  cmake --preset sim-asan
+  cmake --build --preset sim-asan -j "$ACTLOSS_JOBS"
+  ctest --preset sim-asan -j "$ACTLOSS_JOBS"
+fi
+
+if run_stage sim-tsan; then
+  banner "simulator threads mode under TSan (simulator self-tests)"
+  cmake --preset sim-tsan -DACTLOSS_BUILD_BENCHMARKS=OFF -DACTLOSS_BUILD_TOOLS=OFF
+  cmake --build --preset sim-tsan -j "$ACTLOSS_JOBS" --target sim_selftest
+  ctest --preset sim-tsan -R '^Sim' -j "$ACTLOSS_JOBS"
+fi
+
+if run_stage consumer; then
+  banner "install + find_package(actloss) from a separate project"
+  build=build/nvcc-sm90
+  [[ -d $build ]] || build=build/default
+  prefix=$(mktemp -d)
+  trap 'rm -rf "$prefix"' EXIT
+  cmake --install "$build" --prefix "$prefix"
+  for project in tests/consumer examples/quickstart; do
+    out="$prefix/build-$(basename "$project")"
+    cmake -S "$project" -B "$out" -G Ninja -DCMAKE_PREFIX_PATH="$prefix"
+    cmake --build "$out" -j "$ACTLOSS_JOBS"
+  done
+  "$prefix/build-consumer/consumer"
+  "$prefix/build-quickstart/quickstart"
+fi
+banner "all stages passed: $stages"

@@ -1,0 +1,679 @@
+// Cross-entropy through the public API: argument validation (every rule, on both devices), the
+// CPU path's data check of class targets, and its plumbing (dtypes, strides, reductions,
+// upstream gradient, in place), checked against hand values and against the float64 reference.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <tuple>
+#include <vector>
+
+#include <actloss/cross_entropy.h>
+
+#include "host/reference/reference.h"
+#include "tests/api/test_util.h"
+
+namespace {
+
+using namespace actloss;
+using namespace api_test;
+
+constexpr Pass F = Pass::forward;
+constexpr Pass B = Pass::backward;
+constexpr Pass FB = Pass::forward_backward;
+const std::vector<Pass> kAllPasses = {F, B, FB};
+const std::vector<Pass> kGradPasses = {B, FB};
+const std::vector<Pass> kLossPasses = {F, FB};
+
+Status call_ce(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOptions& options,
+               const Exec& exec) {
+  switch (pass) {
+    case Pass::forward: return cross_entropy_forward(args, options, exec);
+    case Pass::backward: return cross_entropy_backward(args, options, exec);
+    case Pass::forward_backward: return cross_entropy_forward_backward(args, options, exec);
+  }
+  return Status(StatusCode::internal, "", "bad pass");
+}
+
+// ---- validation ------------------------------------------------------------------------------
+
+// A valid call with every optional input given and Reduction::none, so that loss, lse,
+// saved_lse and upstream_grad all span `rows` floats.
+struct CeSetup {
+  static constexpr std::int64_t rows = 3;
+  static constexpr std::int64_t classes = 5;
+  Buffer logits{DType::f32, rows * classes};
+  Buffer targets = Buffer::bytes_of(8, rows);
+  Buffer probs{DType::f32, rows * classes};
+  Buffer class_weight{DType::f32, classes};
+  Buffer loss{DType::f32, rows};
+  Buffer lse{DType::f32, rows};
+  Buffer saved_lse{DType::f32, rows};
+  Buffer grad{DType::f32, rows * classes};
+  Buffer upstream{DType::f32, rows};
+  CrossEntropyArgs args;
+  CrossEntropyOptions options;
+  Exec exec;
+
+  explicit CeSetup(Device device) {
+    for (std::int64_t i = 0; i < rows * classes; ++i) {
+      logits.set(i, 0.25 * static_cast<double>(i % 7) - 0.5);
+      probs.set(i, 1.0 / classes);
+    }
+    const std::int64_t labels[rows] = {0, 4, 2};
+    for (std::int64_t r = 0; r < rows; ++r) {
+      targets.set_raw<std::int64_t>(r, labels[r]);
+      saved_lse.set(r, 2.0);
+      upstream.set(r, 1.0);
+    }
+    for (std::int64_t c = 0; c < classes; ++c) class_weight.set(c, 1.0 + 0.1 * c);
+    args.rows = rows;
+    args.classes = classes;
+    args.logits = logits.data();
+    args.targets = targets.data();
+    args.class_weight = class_weight.f32();
+    args.loss = loss.f32();
+    args.lse = lse.f32();
+    args.saved_lse = saved_lse.f32();
+    args.grad = grad.data();
+    args.upstream_grad = upstream.f32();
+    options.reduction = Reduction::none;
+    exec.device = device;
+  }
+
+  void use_probabilities() {
+    args.target_kind = TargetKind::probabilities;
+    args.targets = probs.data();
+  }
+
+  Status call(Pass pass) const { return call_ce(pass, args, options, exec); }
+
+  std::vector<const Buffer*> buffers() const {
+    return {&logits, &targets, &probs, &class_weight, &loss, &lse, &saved_lse, &grad, &upstream};
+  }
+};
+
+using CeCase = RejectCase<CeSetup>;
+
+std::vector<CeCase> ce_reject_cases() {
+  return {
+      {"DeviceOutOfEnum", kAllPasses, [](CeSetup& s) { s.exec.device = garbage<Device>(7); },
+       "exec.device"},
+      {"ReductionOutOfEnum", kAllPasses,
+       [](CeSetup& s) { s.options.reduction = garbage<Reduction>(3); }, "options.reduction"},
+      {"LabelSmoothingNegative", kAllPasses,
+       [](CeSetup& s) { s.options.label_smoothing = -0.01f; }, "label_smoothing"},
+      {"LabelSmoothingAboveOne", kAllPasses,
+       [](CeSetup& s) { s.options.label_smoothing = 1.01f; }, "label_smoothing"},
+      {"LabelSmoothingNaN", kAllPasses, [](CeSetup& s) { s.options.label_smoothing = NAN; },
+       "label_smoothing"},
+      {"ZLossNegative", kAllPasses, [](CeSetup& s) { s.options.z_loss = -1e-4f; }, "z_loss"},
+      {"ZLossInfinite", kAllPasses, [](CeSetup& s) { s.options.z_loss = INFINITY; }, "z_loss"},
+      {"ZLossNaN", kAllPasses, [](CeSetup& s) { s.options.z_loss = NAN; }, "z_loss"},
+      {"SoftcapNegative", kAllPasses, [](CeSetup& s) { s.options.softcap = -30.0f; },
+       "softcap"},
+      {"SoftcapInfinite", kAllPasses, [](CeSetup& s) { s.options.softcap = INFINITY; },
+       "softcap"},
+      {"SoftcapNaN", kAllPasses, [](CeSetup& s) { s.options.softcap = NAN; }, "softcap"},
+      {"GradScaleInfinite", kGradPasses, [](CeSetup& s) { s.args.grad_scale = -INFINITY; },
+       "grad_scale"},
+      {"GradScaleNaN", kGradPasses, [](CeSetup& s) { s.args.grad_scale = NAN; }, "grad_scale"},
+      {"RowsNegative", kAllPasses, [](CeSetup& s) { s.args.rows = -1; }, "rows"},
+      {"ClassesNegative", kAllPasses, [](CeSetup& s) { s.args.classes = -5; }, "classes"},
+      {"ClassesZeroWithRows", kAllPasses, [](CeSetup& s) { s.args.classes = 0; }, "classes"},
+      {"TargetKindOutOfEnum", kAllPasses,
+       [](CeSetup& s) { s.args.target_kind = garbage<TargetKind>(3); }, "target_kind"},
+      {"LogitsDtypeOutOfEnum", kAllPasses,
+       [](CeSetup& s) { s.args.logits_dtype = garbage<DType>(3); }, "logits_dtype"},
+      {"TargetDtypeOutOfEnum", kAllPasses,
+       [](CeSetup& s) {
+         s.use_probabilities();
+         s.args.target_dtype = garbage<DType>(200);
+       },
+       "target_dtype"},
+      {"GradDtypeOutOfEnum", kGradPasses,
+       [](CeSetup& s) { s.args.grad_dtype = garbage<DType>(4); }, "grad_dtype"},
+      {"LogitsStrideBelowClasses", kAllPasses, [](CeSetup& s) { s.args.logits_row_stride = 4; },
+       "logits_row_stride"},
+      {"LogitsStrideNegative", kAllPasses, [](CeSetup& s) { s.args.logits_row_stride = -5; },
+       "logits_row_stride"},
+      {"TargetStrideBelowClasses", kAllPasses,
+       [](CeSetup& s) {
+         s.use_probabilities();
+         s.args.target_row_stride = 2;
+       },
+       "target_row_stride"},
+      {"GradStrideBelowClasses", kGradPasses, [](CeSetup& s) { s.args.grad_row_stride = 1; },
+       "grad_row_stride"},
+      {"LogitsExtentOverflowsThroughStride", kAllPasses,
+       [](CeSetup& s) { s.args.logits_row_stride = kHuge; }, "logits_row_stride"},
+      {"GradExtentOverflowsThroughStride", kGradPasses,
+       [](CeSetup& s) { s.args.grad_row_stride = kHuge; }, "grad_row_stride"},
+      {"ExtentOverflowsThroughRows", kAllPasses, [](CeSetup& s) { s.args.rows = kHuge; },
+       "rows"},
+      {"ExtentOverflowsThroughClasses", kAllPasses,
+       [](CeSetup& s) {
+         s.args.rows = 1;
+         s.args.classes = 2 * kHuge;
+       },
+       "classes"},
+      {"LogitsRangeWrapsAddressSpace", kAllPasses,
+       [](CeSetup& s) { s.args.logits = wrapping_pointer(); }, "logits"},
+      {"LogitsNull", kAllPasses, [](CeSetup& s) { s.args.logits = nullptr; }, "logits"},
+      {"TargetsNull", kAllPasses, [](CeSetup& s) { s.args.targets = nullptr; }, "targets"},
+      {"LossNull", {F}, [](CeSetup& s) { s.args.loss = nullptr; }, "loss"},
+      {"SavedLseNull", {B}, [](CeSetup& s) { s.args.saved_lse = nullptr; }, "saved_lse"},
+      {"GradNull", kGradPasses, [](CeSetup& s) { s.args.grad = nullptr; }, "grad"},
+      {"LossOverlapsLogits", kLossPasses, [](CeSetup& s) { s.args.loss = s.logits.f32() + 2; },
+       "loss"},
+      {"LossOverlapsTargets", kLossPasses,
+       [](CeSetup& s) { s.args.loss = static_cast<float*>(s.targets.data()); }, "loss"},
+      {"LossOverlapsClassWeight", kLossPasses,
+       [](CeSetup& s) { s.args.loss = s.class_weight.f32() + 1; }, "loss"},
+      {"LseOverlapsLoss", kLossPasses, [](CeSetup& s) { s.args.lse = s.loss.f32() + 1; },
+       "lse"},
+      {"LseOverlapsLogits", kLossPasses, [](CeSetup& s) { s.args.lse = s.logits.f32(); }, "lse"},
+      {"GradOverlapsSavedLse", {B}, [](CeSetup& s) { s.args.grad = s.saved_lse.data(); },
+       "grad"},
+      {"GradOverlapsUpstream", kGradPasses, [](CeSetup& s) { s.args.grad = s.upstream.data(); },
+       "grad"},
+      {"GradOverlapsClassWeight", kGradPasses,
+       [](CeSetup& s) { s.args.grad = s.class_weight.data(); }, "grad"},
+      {"GradOverlapsTargets", kGradPasses, [](CeSetup& s) { s.args.grad = s.targets.data(); },
+       "grad"},
+      {"GradOverlapsLoss", {FB}, [](CeSetup& s) { s.args.grad = s.loss.data(); }, "grad"},
+      {"GradOverlapsLse", {FB}, [](CeSetup& s) { s.args.grad = s.lse.data(); }, "grad"},
+      {"GradPartiallyOverlapsLogits", kGradPasses,
+       [](CeSetup& s) { s.args.grad = s.logits.f32() + 1; }, "grad"},
+      {"GradInPlaceWithOtherDtype", kGradPasses,
+       [](CeSetup& s) {
+         s.args.grad = s.logits.data();
+         s.args.grad_dtype = DType::bf16;
+       },
+       "grad"},
+      {"GradInPlaceWithOtherStride", kGradPasses,
+       [](CeSetup& s) {
+         s.args.grad = s.logits.data();
+         s.args.grad_row_stride = 6;
+       },
+       "grad"},
+  };
+}
+
+class CeReject : public ::testing::TestWithParam<RejectParam<CeSetup>> {};
+TEST_P(CeReject, NothingWritten) { run_reject(GetParam()); }
+INSTANTIATE_TEST_SUITE_P(Api, CeReject, ::testing::ValuesIn(expand(ce_reject_cases())),
+                         reject_param_name<CeSetup>);
+
+TEST(CeValidation, BaselineIsValid) {
+  for (Pass pass : kAllPasses) {
+    SCOPED_TRACE(pass_name(pass));
+    run_baseline<CeSetup>(pass);
+  }
+}
+
+TEST(CeValidation, OutOfRangeTargetOnCpuWritesNothing) {
+  for (Pass pass : kAllPasses) {
+    SCOPED_TRACE(pass_name(pass));
+    CeSetup s(Device::cpu);
+    s.targets.set_raw<std::int64_t>(1, CeSetup::classes);  // one past the last class
+    const auto before = snapshot_all(s);
+    const Status status = s.call(pass);
+    expect_status(status, StatusCode::out_of_range, "targets");
+    EXPECT_NE(status.message().find("row 1"), std::string::npos) << status.message();
+    EXPECT_NE(status.message().find("class 5"), std::string::npos) << status.message();
+    EXPECT_TRUE(snapshot_all(s) == before);
+  }
+}
+
+TEST(CeValidation, NegativeInt32TargetThatIsNotIgnoreIndexIsOutOfRange) {
+  CeSetup s(Device::cpu);
+  Buffer targets32 = Buffer::bytes_of(4, CeSetup::rows);
+  targets32.set_raw<std::int32_t>(0, 1);
+  targets32.set_raw<std::int32_t>(1, 2);
+  targets32.set_raw<std::int32_t>(2, -3);
+  s.args.targets = targets32.data();
+  s.args.target_kind = TargetKind::class_index_i32;
+  const auto before = snapshot_all(s);
+  const Status status = s.call(FB);
+  expect_status(status, StatusCode::out_of_range, "targets");
+  EXPECT_NE(status.message().find("row 2"), std::string::npos) << status.message();
+  EXPECT_NE(status.message().find("-3"), std::string::npos) << status.message();
+  EXPECT_TRUE(snapshot_all(s) == before);
+}
+
+TEST(CeValidation, IgnoreIndexMayBeAnyValueAndOutsideTheClasses) {
+  for (std::int64_t ignore : {std::numeric_limits<std::int64_t>::min(), std::int64_t{-1},
+                              std::int64_t{7}, std::numeric_limits<std::int64_t>::max()}) {
+    CeSetup s(Device::cpu);
+    s.options.ignore_index = ignore;
+    s.targets.set_raw<std::int64_t>(1, ignore);  // that row is ignored, not out of range
+    const Status status = s.call(FB);
+    EXPECT_TRUE(status.ok()) << ignore << ": " << status.message();
+    EXPECT_EQ(s.loss.get(1), 0.0);
+  }
+}
+
+TEST(CeValidation, OptionBoundsAreInclusive) {
+  CeSetup s(Device::cpu);
+  s.options.label_smoothing = 1.0f;
+  s.options.z_loss = 0.0f;
+  s.options.softcap = 0.0f;
+  EXPECT_TRUE(s.call(FB).ok());
+  s.options.label_smoothing = 0.0f;
+  s.options.softcap = 1e30f;
+  EXPECT_TRUE(s.call(FB).ok());
+}
+
+TEST(CeValidation, ForwardIgnoresGradientFields) {
+  CeSetup s(Device::cpu);
+  s.args.grad = s.logits.f32() + 1;  // would overlap the logits if it were used
+  s.args.grad_dtype = garbage<DType>(9);
+  s.args.grad_row_stride = -1;
+  s.args.grad_scale = NAN;
+  s.args.saved_lse = s.loss.f32();
+  const auto logits_before = s.logits.snapshot();
+  const Status status = s.call(F);
+  EXPECT_TRUE(status.ok()) << status.message();
+  EXPECT_TRUE(s.logits.snapshot() == logits_before);
+}
+
+TEST(CeValidation, BackwardIgnoresForwardOutputs) {
+  CeSetup s(Device::cpu);
+  s.args.loss = s.logits.f32();  // would overlap the logits if it were written
+  s.args.lse = s.logits.f32() + 3;
+  const auto logits_before = s.logits.snapshot();
+  const Status status = s.call(B);
+  EXPECT_TRUE(status.ok()) << status.message();
+  EXPECT_TRUE(s.logits.snapshot() == logits_before);
+}
+
+TEST(CeValidation, ForwardBackwardLossAndLseAreOptional) {
+  CeSetup s(Device::cpu);
+  s.args.loss = nullptr;
+  s.args.lse = nullptr;
+  EXPECT_TRUE(s.call(FB).ok());
+  EXPECT_FALSE(s.grad.untouched(0));
+}
+
+TEST(CeValidation, ZeroRowsAcceptsNullPointersAndReducesToZero) {
+  for (Reduction reduction : {Reduction::none, Reduction::sum, Reduction::mean}) {
+    for (Pass pass : kAllPasses) {
+      SCOPED_TRACE(std::string(to_string(reduction)) + " " + pass_name(pass));
+      Buffer loss(DType::f32, 1);
+      CrossEntropyArgs args;
+      args.rows = 0;
+      args.classes = 0;  // no rows: no class is needed either
+      args.loss = loss.f32();
+      CrossEntropyOptions options;
+      options.reduction = reduction;
+      const Status status = call_ce(pass, args, options, Exec{});
+      ASSERT_TRUE(status.ok()) << status.message();
+      if (reduction != Reduction::none && pass != B) {
+        EXPECT_EQ(loss.get(0), 0.0);
+      } else {
+        EXPECT_TRUE(loss.untouched(0));
+      }
+    }
+  }
+}
+
+// ---- CPU path: hand values ------------------------------------------------------------------
+
+TEST(CeCpu, UniformLogitsGiveLogClasses) {
+  // With equal logits every class has probability 1/C: loss log C, lse x + log C, and
+  // d loss / d x_c = (1/C - [c == y]) / rows under mean. Checked for each input/output dtype;
+  // 0.375 is exact in all of them.
+  constexpr std::int64_t rows = 4, classes = 7;
+  const std::int64_t labels[rows] = {0, 3, 6, 2};
+  for (DType logits_dtype : {DType::f32, DType::f16, DType::bf16}) {
+    for (DType grad_dtype : {DType::f32, DType::f16, DType::bf16}) {
+      SCOPED_TRACE(std::string(to_string(logits_dtype)) + " -> " + to_string(grad_dtype));
+      Buffer logits(logits_dtype, rows * classes);
+      for (std::int64_t i = 0; i < rows * classes; ++i) logits.set(i, 0.375);
+      Buffer targets = Buffer::bytes_of(8, rows);
+      for (std::int64_t r = 0; r < rows; ++r) targets.set_raw<std::int64_t>(r, labels[r]);
+      Buffer loss(DType::f32, 1), lse(DType::f32, rows), grad(grad_dtype, rows * classes);
+      CrossEntropyArgs args;
+      args.rows = rows;
+      args.classes = classes;
+      args.logits = logits.data();
+      args.logits_dtype = logits_dtype;
+      args.targets = targets.data();
+      args.loss = loss.f32();
+      args.lse = lse.f32();
+      args.grad = grad.data();
+      args.grad_dtype = grad_dtype;
+      ASSERT_TRUE(cross_entropy_forward_backward(args, {}, {}).ok());
+      const Tolerance f32 = rounding_tolerance(DType::f32);
+      EXPECT_TRUE(close(loss.get(0), std::log(7.0), f32));
+      for (std::int64_t r = 0; r < rows; ++r) {
+        EXPECT_TRUE(close(lse.get(r), 0.375 + std::log(7.0), f32));
+        for (std::int64_t c = 0; c < classes; ++c) {
+          const double want = (1.0 / 7 - (c == labels[r] ? 1.0 : 0.0)) / rows;
+          EXPECT_TRUE(close(grad.get(r * classes + c), want, rounding_tolerance(grad_dtype)))
+              << r << "," << c;
+        }
+      }
+    }
+  }
+}
+
+TEST(CeCpu, TwoClassesWithSmoothingAndZLossByHand) {
+  // Logits (0, log 3): p = (1/4, 3/4), lse = log 4. With target 0 and smoothing eps = 0.5:
+  //   loss = (1 - eps)(lse - 0) + eps/2 ((lse - 0) + (lse - log 3)) = log 4 - log(3) / 4,
+  // plus z_loss * lse^2. The f32 logit log 3 is off by up to 2^-24 * log 3 ~ 6.6e-8, which moves
+  // the loss by less than that; atol 1e-7 covers it on top of the f32 output rounding.
+  const float logits[2] = {0.0f, static_cast<float>(std::log(3.0))};
+  const std::int64_t target = 0;
+  float loss = 0, lse = 0;
+  float grad[2] = {};
+  CrossEntropyArgs args;
+  args.rows = 1;
+  args.classes = 2;
+  args.logits = logits;
+  args.targets = &target;
+  args.loss = &loss;
+  args.lse = &lse;
+  args.grad = grad;
+  CrossEntropyOptions options;
+  options.reduction = Reduction::sum;
+  options.label_smoothing = 0.5f;
+  options.z_loss = 0.25f;
+  ASSERT_TRUE(cross_entropy_forward_backward(args, options, {}).ok());
+  const double l4 = std::log(4.0);
+  const Tolerance tol{1e-7, 0x1p-23};
+  EXPECT_TRUE(close(loss, l4 - std::log(3.0) / 4 + 0.25 * l4 * l4, tol));
+  EXPECT_TRUE(close(lse, l4, tol));
+  // d/dx_c = A p_c - a_c + 2 z lse p_c with a = (0.75, 0.25), A = 1.
+  EXPECT_TRUE(close(grad[0], 0.25 - 0.75 + 0.5 * l4 * 0.25, tol));
+  EXPECT_TRUE(close(grad[1], 0.75 - 0.25 + 0.5 * l4 * 0.75, tol));
+}
+
+// ---- CPU path: consistency checks through the API alone --------------------------------------
+
+// Runs forward_backward on a dense f32 problem and returns (loss values, grad).
+struct CeRun {
+  std::vector<float> loss, grad;
+};
+
+CeRun run_dense(const std::vector<float>& logits, const std::vector<std::int64_t>& targets,
+                std::int64_t classes, const CrossEntropyOptions& options, float grad_scale = 1,
+                const float* upstream = nullptr) {
+  const auto rows = static_cast<std::int64_t>(targets.size());
+  CeRun out;
+  out.loss.assign(options.reduction == Reduction::none ? targets.size() : 1, -1.0f);
+  out.grad.assign(logits.size(), -1.0f);
+  CrossEntropyArgs args;
+  args.rows = rows;
+  args.classes = classes;
+  args.logits = logits.data();
+  args.targets = targets.data();
+  args.loss = out.loss.data();
+  args.grad = out.grad.data();
+  args.grad_scale = grad_scale;
+  args.upstream_grad = upstream;
+  const Status status = cross_entropy_forward_backward(args, options, {});
+  EXPECT_TRUE(status.ok()) << status.message();
+  return out;
+}
+
+TEST(CeCpu, IgnoredRowWithSmoothingCountsNowhere) {
+  // Rows 0 and 2 alone must give the same sum and mean as all three rows with row 1 ignored:
+  // the ignored row contributes no loss, no smoothing term, no weight to the mean, and a zero
+  // gradient. Both sides are f32 roundings of float64 results: rtol 2^-23.
+  const std::vector<float> logits = {0.5f, -1.0f, 2.0f, 0.0f, 3.0f, 1.0f, -2.0f, 0.25f, 4.0f,
+                                     1.5f, -0.5f, 0.0f};
+  const std::vector<float> kept = {0.5f, -1.0f, 2.0f, 0.0f, 4.0f, 1.5f, -0.5f, 0.0f};
+  for (Reduction reduction : {Reduction::sum, Reduction::mean}) {
+    SCOPED_TRACE(to_string(reduction));
+    CrossEntropyOptions options;
+    options.reduction = reduction;
+    options.label_smoothing = 0.2f;
+    options.z_loss = 0.01f;
+    options.ignore_index = 3;
+    const CeRun all = run_dense(logits, {1, 3, 2}, 4, options);
+    const CeRun some = run_dense(kept, {1, 2}, 4, options);
+    const Tolerance tol{0, 0x1p-23};
+    EXPECT_TRUE(close(all.loss[0], some.loss[0], tol));
+    for (int c = 0; c < 4; ++c) {
+      EXPECT_TRUE(close(all.grad[c], some.grad[c], tol));
+      EXPECT_EQ(all.grad[4 + c], 0.0f);
+      EXPECT_TRUE(close(all.grad[8 + c], some.grad[4 + c], tol));
+    }
+  }
+}
+
+TEST(CeCpu, MeanOverOnlyIgnoredRowsIsZero) {
+  CrossEntropyOptions options;
+  options.label_smoothing = 0.1f;
+  const CeRun run = run_dense({1.0f, 2.0f, 3.0f, 4.0f}, {-100, -100}, 2, options);
+  EXPECT_EQ(run.loss[0], 0.0f);
+  for (float g : run.grad) EXPECT_EQ(g, 0.0f);
+}
+
+TEST(CeCpu, UpstreamAndGradScaleMultiplyTheGradientOnly) {
+  // grad(upstream u, scale s) = u * s * grad(1, 1), and the loss is unchanged; both sides are
+  // f32 roundings of float64 values that differ by an exact power of two: rtol 2^-23.
+  const std::vector<float> logits = {0.1f, 0.7f, -0.3f, 2.0f, -1.0f, 0.0f};
+  const std::vector<std::int64_t> targets = {2, 0};
+  const Tolerance tol{0x1p-149, 0x1p-23};
+  for (Reduction reduction : {Reduction::none, Reduction::sum, Reduction::mean}) {
+    SCOPED_TRACE(to_string(reduction));
+    CrossEntropyOptions options;
+    options.reduction = reduction;
+    const float upstream[2] = {0.25f, 4.0f};  // sum/mean read only the first
+    const CeRun plain = run_dense(logits, targets, 3, options);
+    const CeRun scaled = run_dense(logits, targets, 3, options, 2.0f, upstream);
+    for (std::size_t i = 0; i < plain.loss.size(); ++i) {
+      EXPECT_EQ(plain.loss[i], scaled.loss[i]);
+    }
+    for (std::size_t i = 0; i < logits.size(); ++i) {
+      const double u = reduction == Reduction::none ? upstream[i / 3] : upstream[0];
+      EXPECT_TRUE(close(scaled.grad[i], 2.0 * u * plain.grad[i], tol)) << i;
+    }
+  }
+}
+
+TEST(CeCpu, InPlaceGradientEqualsOutOfPlace) {
+  // Same computation, same rounding: the in-place result must be bit-identical, and the row
+  // padding of the shared buffer must survive.
+  constexpr std::int64_t rows = 4, classes = 5, stride = 8;
+  for (Pass pass : kGradPasses) {
+    SCOPED_TRACE(pass_name(pass));
+    Buffer logits(DType::bf16, rows * stride);
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t c = 0; c < classes; ++c) logits.set(r * stride + c, 0.3 * r - 0.7 * c);
+    }
+    Buffer separate(DType::bf16, rows * stride);
+    Buffer targets = Buffer::bytes_of(4, rows);
+    for (std::int64_t r = 0; r < rows; ++r) targets.set_raw<std::int32_t>(r, (r * 3) % 5);
+    std::vector<float> saved_lse(rows);
+    CrossEntropyArgs args;
+    args.rows = rows;
+    args.classes = classes;
+    args.logits = logits.data();
+    args.logits_dtype = DType::bf16;
+    args.logits_row_stride = stride;
+    args.targets = targets.data();
+    args.target_kind = TargetKind::class_index_i32;
+    args.lse = saved_lse.data();
+    std::vector<float> loss(1);
+    args.loss = loss.data();
+    ASSERT_TRUE(cross_entropy_forward(args, {}, {}).ok());
+    args.saved_lse = saved_lse.data();
+    args.lse = nullptr;
+    args.grad_dtype = DType::bf16;
+    args.grad_row_stride = stride;
+    args.grad = separate.data();
+    ASSERT_TRUE(call_ce(pass, args, {}, {}).ok());
+    args.grad = logits.data();
+    const Status status = call_ce(pass, args, {}, {});
+    ASSERT_TRUE(status.ok()) << status.message();
+    EXPECT_TRUE(logits.snapshot() == separate.snapshot());
+    for (std::int64_t r = 0; r < rows; ++r) {
+      for (std::int64_t c = classes; c < stride; ++c) EXPECT_TRUE(logits.untouched(r * stride + c));
+    }
+  }
+}
+
+// ---- CPU path: plumbing against the reference -------------------------------------------------
+//
+// The reference is fed exactly the values the library reads (inputs rounded to their dtype), so
+// any difference beyond one output rounding is a plumbing bug: wrong stride, dtype, reduction,
+// upstream mapping or pass.
+
+struct Expected {
+  ref::CrossEntropyResult forward;
+  std::vector<double> backward;  // from the f32-rounded lse a forward call would have saved
+};
+
+class CeDtypes : public ::testing::TestWithParam<std::tuple<DType, DType>> {};
+
+TEST_P(CeDtypes, MatchesReferenceThroughStridesAndRounding) {
+  const auto [logits_dtype, out_dtype] = GetParam();
+  constexpr std::int64_t rows = 6, classes = 11;
+  constexpr std::int64_t logits_stride = classes + 3, grad_stride = classes + 2;
+  constexpr std::int64_t target_stride = classes + 1;
+  constexpr std::int64_t ignore = -1;
+  const std::int64_t labels[rows] = {0, 10, ignore, 3, 7, 5};
+
+  for (TargetKind kind :
+       {TargetKind::class_index_i32, TargetKind::class_index_i64, TargetKind::probabilities}) {
+    for (Reduction reduction : {Reduction::none, Reduction::sum, Reduction::mean}) {
+      for (Pass pass : kAllPasses) {
+        SCOPED_TRACE(testing::Message() << "kind " << static_cast<int>(kind) << ", "
+                                        << to_string(reduction) << ", " << pass_name(pass));
+        // Inputs: logits strided and spread over a wide range, probabilities (stored in the
+        // output dtype for variety) normalised before rounding, weights and upstream in f32.
+        Buffer logits(logits_dtype, rows * logits_stride);
+        Buffer probs(out_dtype, rows * target_stride);
+        ref::CrossEntropyProblem problem;
+        problem.rows = rows;
+        problem.classes = classes;
+        problem.soft_targets = kind == TargetKind::probabilities;
+        for (std::int64_t r = 0; r < rows; ++r) {
+          double total = 0;
+          for (std::int64_t c = 0; c < classes; ++c) total += 1.0 + std::cos(0.7 * r + 1.3 * c);
+          for (std::int64_t c = 0; c < classes; ++c) {
+            logits.set(r * logits_stride + c, 6.0 * std::sin(1.1 * r + 0.37 * c * c));
+            problem.logits.push_back(logits.get(r * logits_stride + c));
+            probs.set(r * target_stride + c, (1.0 + std::cos(0.7 * r + 1.3 * c)) / total);
+            problem.target_prob.push_back(probs.get(r * target_stride + c));
+          }
+        }
+        Buffer targets = Buffer::bytes_of(kind == TargetKind::class_index_i32 ? 4 : 8, rows);
+        for (std::int64_t r = 0; r < rows; ++r) {
+          if (kind == TargetKind::class_index_i32) {
+            targets.set_raw<std::int32_t>(r, static_cast<std::int32_t>(labels[r]));
+          } else {
+            targets.set_raw<std::int64_t>(r, labels[r]);
+          }
+          problem.target_index.push_back(labels[r]);
+        }
+        if (problem.soft_targets) problem.target_index.clear();
+        else problem.target_prob.clear();
+        std::vector<float> class_weight(classes);
+        for (std::int64_t c = 0; c < classes; ++c) {
+          class_weight[c] = 0.5f + 0.125f * static_cast<float>(c);
+          problem.class_weight.push_back(class_weight[c]);
+        }
+        const std::int64_t loss_count = reduction == Reduction::none ? rows : 1;
+        std::vector<float> upstream(loss_count);
+        for (std::int64_t i = 0; i < loss_count; ++i) {
+          upstream[i] = 0.75f - 0.25f * static_cast<float>(i);
+          problem.upstream.push_back(upstream[i]);
+        }
+        problem.ignore_index = ignore;
+        problem.label_smoothing = 0.1f;
+        problem.z_loss = 1e-3f;
+        problem.softcap = kind == TargetKind::class_index_i64 ? 4.0f : 0.0f;
+        problem.reduction = reduction == Reduction::none  ? ref::Reduction::none
+                            : reduction == Reduction::sum ? ref::Reduction::sum
+                                                          : ref::Reduction::mean;
+        problem.grad_scale = 0.5;
+
+        Expected want;
+        want.forward = ref::cross_entropy(problem);
+        std::vector<double> saved(rows);
+        for (std::int64_t r = 0; r < rows; ++r) saved[r] = static_cast<float>(want.forward.lse[r]);
+        want.backward = ref::cross_entropy_backward(problem, saved);
+
+        // Outputs are two elements longer than needed so a write past the end shows.
+        Buffer loss(DType::f32, loss_count + 2), lse(DType::f32, rows + 2);
+        Buffer saved_lse(DType::f32, rows);
+        for (std::int64_t r = 0; r < rows; ++r) saved_lse.set(r, saved[r]);
+        Buffer grad(out_dtype, rows * grad_stride);
+
+        CrossEntropyArgs args;
+        args.rows = rows;
+        args.classes = classes;
+        args.logits = logits.data();
+        args.logits_dtype = logits_dtype;
+        args.logits_row_stride = logits_stride;
+        args.target_kind = kind;
+        args.targets = problem.soft_targets ? probs.data() : targets.data();
+        args.target_dtype = out_dtype;
+        args.target_row_stride = target_stride;
+        args.class_weight = class_weight.data();
+        args.loss = pass == B ? nullptr : loss.f32();
+        args.lse = pass == B ? nullptr : lse.f32();
+        args.saved_lse = saved_lse.f32();
+        args.grad = grad.data();
+        args.grad_dtype = out_dtype;
+        args.grad_row_stride = grad_stride;
+        args.grad_scale = 0.5f;
+        args.upstream_grad = upstream.data();
+        CrossEntropyOptions options;
+        options.reduction = reduction;
+        options.ignore_index = ignore;
+        options.label_smoothing = 0.1f;
+        options.z_loss = 1e-3f;
+        options.softcap = static_cast<float>(problem.softcap);
+
+        const auto logits_before = logits.snapshot();
+        const Status status = call_ce(pass, args, options, {});
+        ASSERT_TRUE(status.ok()) << status.message();
+        EXPECT_TRUE(logits.snapshot() == logits_before);
+
+        const Tolerance f32 = rounding_tolerance(DType::f32);
+        if (pass != B) {
+          for (std::int64_t i = 0; i < loss_count; ++i) {
+            const double w = reduction == Reduction::none ? want.forward.row_loss[i]
+                                                          : want.forward.loss;
+            EXPECT_TRUE(close(loss.get(i), w, f32)) << "loss " << i;
+          }
+          for (std::int64_t r = 0; r < rows; ++r) {
+            EXPECT_TRUE(close(lse.get(r), want.forward.lse[r], f32)) << "lse " << r;
+          }
+        }
+        for (std::int64_t i = loss_count; i < loss_count + 2; ++i) EXPECT_TRUE(loss.untouched(i));
+        for (std::int64_t i = pass == B ? 0 : rows; i < rows + 2; ++i) {
+          EXPECT_TRUE(lse.untouched(i));
+        }
+        const std::vector<double>& grad_want =
+            pass == B ? want.backward : want.forward.grad;
+        for (std::int64_t r = 0; r < rows; ++r) {
+          for (std::int64_t c = 0; c < grad_stride; ++c) {
+            const std::int64_t i = r * grad_stride + c;
+            if (pass == F || c >= classes) {
+              EXPECT_TRUE(grad.untouched(i)) << r << "," << c;
+            } else {
+              EXPECT_TRUE(close(grad.get(i), grad_want[r * classes + c],
+                                rounding_tolerance(out_dtype)))
+                  << r << "," << c;
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Api, CeDtypes,
+                         ::testing::Combine(::testing::Values(DType::f32, DType::f16, DType::bf16),
+                                            ::testing::Values(DType::f32, DType::f16,
+                                                              DType::bf16)),
+                         dtype_pair_name);
+
+}  // namespace
