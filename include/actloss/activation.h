@@ -10,7 +10,8 @@
 // Backward can start from the saved input (every activation), the saved output (relu,
 // leaky_relu with alpha > 0, tanh, sigmoid: the functions whose derivative is a function of their
 // output), or, for relu, from a 1-bit-per-element mask written by the forward pass (32x less
-// memory than saving x). NaN in gives NaN out (relu(NaN) is NaN, as PyTorch).
+// memory than saving x). NaN in gives NaN out (relu(NaN) is NaN, as PyTorch; relu's backward at
+// a NaN input is NaN too, where PyTorch gives 0).
 #pragma once
 
 #include <actloss/types.h>
@@ -21,12 +22,13 @@ enum class Activation : std::uint8_t { relu, leaky_relu, tanh, sigmoid, gelu_erf
 
 const char* to_string(Activation activation);
 
-// Number of 32-bit words of a relu mask for n elements: bit (i % 32) of word (i / 32) is x_i > 0.
+// Number of 32-bit words of a relu mask for n elements: bit (i % 32) of word (i / 32) is x_i > 0;
+// the bits past n in the last word are written as 0.
 constexpr std::int64_t relu_mask_words(std::int64_t n) { return (n + 31) / 32; }
 
 struct ActivationOptions {
   Activation activation = Activation::relu;
-  float alpha = 0.01f;  // leaky_relu's negative slope (PyTorch's negative_slope)
+  float alpha = 0.01f;  // leaky_relu's negative slope (PyTorch's negative_slope); others ignore it
 };
 
 struct ActivationForwardArgs {

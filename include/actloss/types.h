@@ -1,5 +1,19 @@
 // Core vocabulary shared by every op: element types, reductions, where data lives, the stream,
 // and the status every entry point returns. Plain C++20: no CUDA header is needed to include it.
+//
+// Conventions of every entry point:
+//  * Validation comes first and is complete: on any error nothing is written.
+//  * Status::argument() is the offending field's name: an args field as spelled in its struct
+//    ("logits_row_stride"), an options field as "options.<field>", an Exec field as
+//    "exec.<field>".
+//  * Zero rows or elements are valid: data pointers may then be null, and a sum/mean loss, when
+//    given, is written as 0. Zero classes (or softmax columns) with rows > 0 is rejected.
+//  * Outputs may not overlap inputs or each other; buffers are compared by their whole byte span
+//    (first to last element, padding included), so two strided buffers that interleave without
+//    sharing an element are rejected too. The exceptions are the in-place cases each header
+//    names, which require the very same pointer, dtype and row stride.
+//  * Mean over a zero denominator (an empty or fully ignored batch) is 0 with a zero gradient.
+//  * NaN in gives NaN out, in forward and backward alike.
 #pragma once
 
 #include <cstdint>
