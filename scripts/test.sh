@@ -2,14 +2,14 @@
 # Every test this machine can run, no GPU needed:
 #   1. the nvcc build (sm_90): every .cu compiles and links; CPU tests run, GPU tests report SKIPPED;
 #   2. the simulator build under ASan+UBSan: the same kernels run on CPU threads, every test for real;
-#   3. the simulator's threads mode under ThreadSanitizer: the simulator's own self-tests;
+#   3. the simulator's own self-tests, and its threads mode under ThreadSanitizer;
 #   4. install, then a separate project finds the package with find_package(actloss) and runs.
 # ACTLOSS_TEST_STAGES (e.g. "sim-asan consumer") runs a subset while iterating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-stages=${ACTLOSS_TEST_STAGES:-"cpu asan consumer"}
+stages=${ACTLOSS_TEST_STAGES:-"cpu asan sim-selftest sim-tsan consumer"}
 run_stage() { [[ " $stages " == *" $1 "* ]]; }
 banner() { printf '\n===== %s =====\n' "$*"; }
 
@@ -48,11 +48,21 @@ if run_stage sim-asan; then
   ctest --preset sim-asan -j "$ACTLOSS_JOBS"
 fi
 
+# The simulator's self-tests alone (fibers under ASan+UBSan, threads mode under TSan); the
+# sim-asan stage runs them too, with every kernel test.
+sim_targets="sim_selftest sim_bench"
+if run_stage sim-selftest; then
+  banner "simulator self-tests under ASan + UBSan"
+  cmake --preset sim-asan
+  cmake --build --preset sim-asan -j "$ACTLOSS_JOBS" --target $sim_targets
+  ctest --preset sim-asan -L sim -j "$ACTLOSS_JOBS"
+fi
+
 if run_stage sim-tsan; then
-  banner "simulator threads mode under TSan (simulator self-tests)"
-  cmake --preset sim-tsan -DACTLOSS_BUILD_BENCHMARKS=OFF -DACTLOSS_BUILD_TOOLS=OFF
-  cmake --build --preset sim-tsan -j "$ACTLOSS_JOBS" --target sim_selftest
-  ctest --preset sim-tsan -R '^Sim' -j "$ACTLOSS_JOBS"
+  banner "simulator threads mode under TSan (simulator self-tests, planted race)"
+  cmake --preset sim-tsan
+  cmake --build --preset sim-tsan -j "$ACTLOSS_JOBS" --target $sim_targets sim_planted_race
+  ctest --preset sim-tsan -L sim -j "$ACTLOSS_JOBS"
 fi
 
 if run_stage consumer; then

@@ -1,0 +1,24 @@
+// Host-side controls of the simulator, for tests. Sim builds only: nothing
+// here exists under nvcc, so guard uses with #if defined(ACTLOSS_SIM).
+#pragma once
+
+#include <cstdint>
+#include <optional>
+
+namespace simcuda::sim {
+
+// Runs the fibers of each block in a pseudo-random order derived from the
+// seed and the block index (fiber mode; threads mode ignores it). Overrides
+// the SIMCUDA_SHUFFLE_SEED environment variable. std::nullopt restores the
+// default order: thread 0, 1, ... up to each barrier.
+void set_shuffle_seed(std::optional<std::uint64_t> seed);
+std::optional<std::uint64_t> shuffle_seed();
+
+// Seconds without progress before the watchdog aborts (0 disables). Overrides
+// SIMCUDA_WATCHDOG_SEC.
+void set_watchdog_seconds(double seconds);
+
+// True when built with ACTLOSS_SIM_THREADS=ON (one OS thread per CUDA thread).
+bool threads_mode() noexcept;
+
+}  // namespace simcuda::sim

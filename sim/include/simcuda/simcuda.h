@@ -1,0 +1,91 @@
+// simcuda: one header for every .cu file of the library.
+//
+// Under nvcc it only adds the launch helper and the dynamic-shared-memory
+// macro. Without __CUDACC__ (the simulator build, ACTLOSS_SIM=1) it turns g++
+// into a CUDA front end good enough for the kernels described in
+// sim/README.md, which is the contract for kernel authors.
+//
+// Include it first in every .cu file: crt/host_defines.h (pulled in by any
+// CUDA header) defines __shared__, __device__ & co. to nothing unless they
+// already exist, so the simulator has to define them before that happens.
+#pragma once
+
+#include <cstddef>
+#include <type_traits>
+#include <utility>
+
+#if defined(__CUDACC__)
+// ------------------------------------------------------------------- nvcc --
+#include <cuda_runtime.h>
+
+namespace simcuda {
+
+// Every launch of the library goes through here, so the simulator can replace
+// it. The launch check makes configuration errors show up at the call site in
+// both builds.
+template <class... KArgs, class... Args>
+inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                          std::size_t dynamic_smem_bytes, cudaStream_t stream,
+                          Args&&... args) {
+  static_assert(sizeof...(KArgs) == sizeof...(Args),
+                "simcuda::launch: argument count does not match the kernel");
+  kernel<<<grid, block, dynamic_smem_bytes, stream>>>(std::forward<Args>(args)...);
+  return cudaGetLastError();
+}
+
+}  // namespace simcuda
+
+// One byte array shared by all kernels of a translation unit: declaring it
+// with different element types in two kernels is an nvcc error.
+#define SIMCUDA_DYNAMIC_SHARED(T, name)                                   \
+  extern __shared__ __align__(16) unsigned char simcuda_dynamic_smem_[]; \
+  T* name = reinterpret_cast<T*>(simcuda_dynamic_smem_)
+
+#else
+// -------------------------------------------------------------- simulator --
+#if !defined(ACTLOSS_SIM)
+#error "simcuda/simcuda.h without __CUDACC__ needs ACTLOSS_SIM (link actloss_sim); in an nvcc build include it only from .cu files"
+#endif
+#if defined(__HOST_DEFINES_H__)
+#error "include <simcuda/simcuda.h> before any CUDA header: crt/host_defines.h has already defined __shared__ & co. to nothing"
+#endif
+
+// Standard headers first: the macros below must not leak into them.
+#include <atomic>
+#include <bit>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <math.h>
+#include <limits>
+#include <tuple>
+
+#define __global__
+#define __device__
+#define __host__
+#define __launch_bounds__(...)
+#if defined(SIMCUDA_THREADS) && SIMCUDA_THREADS
+// Threads mode runs one block at a time with one OS thread per CUDA thread,
+// so plain statics are exactly one block's shared memory.
+#define __shared__ static
+#else
+// Fiber mode runs one block per OS worker at a time.
+#define __shared__ static thread_local
+#endif
+// __noinline__ is deliberately left alone: libstdc++ spells
+// __attribute__((__noinline__)), which a macro would break.
+
+#include <cuda_runtime.h>
+#include <cuda_fp16.h>
+#include <cuda_bf16.h>
+#include <math_constants.h>
+
+#include "detail/device_api.h"
+#include "detail/half_fallbacks.h"
+#include "detail/launch.h"
+
+#define SIMCUDA_DYNAMIC_SHARED(T, name) \
+  T* name = static_cast<T*>(::simcuda::detail::dynamic_smem())
+
+#endif  // __CUDACC__

@@ -1,0 +1,108 @@
+// Host-side entry points of the simulator self-test kernels. The kernels
+// live in .cu files that compile with nvcc as well as through the simulator;
+// the test drivers (.cpp) only see these plain functions and the CUDA
+// runtime API, exactly as the library's own tests do.
+#pragma once
+
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace simtest {
+
+// ------------------------------------------------------------ blocks --
+// Threads with tid >= live_threads return at once; the others pass three
+// barriers exchanging values through shared memory. out[tid] for live
+// threads = (tid + 1) % live + (tid + 2) % live.
+cudaError_t early_exit_barriers(int* out, int block_threads, int live_threads);
+
+// Sum of `in` (n floats) per block of 256 threads into out[blockIdx.x].
+// With `planted_missing_sync` the barrier inside the reduction loop is left
+// out, the classic race.
+cudaError_t tree_reduce(const float* in, float* out, int n, bool planted_missing_sync,
+                        cudaStream_t stream = nullptr);
+
+// One block: before writing, each thread reads dynamic shared memory word
+// tid and stores 1 in poisoned[tid] if it was NaN; then writes tid, syncs
+// and reads a neighbour: out[tid] = (tid + 1) % threads, plus a static
+// shared round trip: out_static[tid] = 2 * ((tid + 3) % threads).
+cudaError_t shared_memory(int threads, int* poisoned, int* out, int* out_static);
+
+// Writes, for every thread of the grid, a record of its built-in variables:
+// rec[global linear id] = { thread linear id in block, block linear id,
+// blockDim.x*y*z, gridDim.x*y*z }.
+cudaError_t grid_indexing(dim3 grid, dim3 block, int4* rec);
+
+// Full-block pattern: `rounds` barrier rounds in one block of `threads`.
+// out[0] = the sum seen by thread 0, which must equal rounds*threads.
+cudaError_t barrier_rounds(int threads, int rounds, int* out);
+
+// One block of `threads` passing `barriers` __syncthreads and nothing else.
+cudaError_t barrier_loop(int threads, int barriers);
+
+// An empty kernel, for launch-cost measurements.
+cudaError_t empty_kernel(dim3 grid, dim3 block);
+
+// Records the order in which the threads of one block first run:
+// order[tid] = ticket drawn from an atomic counter.
+cudaError_t first_run_order(int threads, int* order);
+
+// Launch with an arbitrary configuration; the kernel does nothing.
+cudaError_t launch_config(dim3 grid, dim3 block, std::size_t dynamic_smem);
+const void* launch_config_kernel();
+// Sets cudaFuncAttributeMaxDynamicSharedMemorySize on that kernel.
+cudaError_t allow_dynamic_smem(int bytes);
+
+// ------------------------------------------------------------- warps --
+enum class Shfl { kIdx = 0, kUp = 1, kDown = 2, kXor = 3 };
+// One block of `threads` threads, of which those with tid >= live exit
+// first. Lane value = tid * 10 + 1; out[tid] = result of the shuffle.
+cudaError_t shuffle(Shfl kind, int arg, int width, int threads, int live, int* out);
+// Shuffle of other types: out_f[tid] = float from lane tid^1, out_d from
+// lane (tid+1)%32 (double), out_h2 from lane 0 (__half2 (tid, -tid) read
+// back as floats), out_ll from lane tid^31 (long long).
+cudaError_t shuffle_types(float* out_f, double* out_d, float2* out_h2, long long* out_ll);
+// Votes with predicate (tid % 3 == 0), one block of `threads` threads:
+// out[tid] = { ballot, any, all, all-of-(tid >= 0) }.
+cudaError_t votes(int threads, int4* out);
+// Lanes write shared memory, __syncwarp, read the lane to their right.
+cudaError_t syncwarp_exchange(int threads, int* out);
+
+// ----------------------------------------------------------- atomics --
+struct AtomicResults {
+  int add_i;
+  unsigned add_u;
+  unsigned long long add_ull;
+  float add_f;
+  double add_d;
+  int max_i;
+  int min_i;
+  int cas_count;
+  unsigned or_bits;
+  unsigned exch_sum;
+};
+// blocks x 256 threads hammer the same words.
+cudaError_t atomics(int blocks, AtomicResults* results_device);
+
+// ------------------------------------------------------------- math --
+// out[i] for x = in[i]: a table of intrinsics, see kernels_math.cu.
+constexpr int kMathColumns = 24;
+cudaError_t math_table(const float* in, float* out, int n);
+
+// ------------------------------------------------- planted failures --
+// Lanes 0-15 enter a shuffle while lanes 16-31 wait at __syncthreads.
+cudaError_t divergent_deadlock(int* out);
+// Lanes >= 16 exit, then lanes < 16 read lane tid ^ 16.
+cudaError_t shuffle_reads_exited_lane(int* out);
+// A 48-thread block: lanes of the partial second warp read lane + 16.
+cudaError_t shuffle_reads_missing_lane(int* out);
+// Two halves of a warp use complementary sub-warp masks.
+cudaError_t subwarp_masks(int* out);
+// A lane passes a mask without its own bit.
+cudaError_t mask_without_self(int* out);
+// Thread 0 spins on a flag that thread 1 sets only after a barrier.
+cudaError_t spin_on_flag(int* out);
+// Reads in[n], one past the end.
+cudaError_t out_of_bounds_read(const float* in, float* out, int n);
+
+}  // namespace simtest
