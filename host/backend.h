@@ -35,6 +35,11 @@ Status cuda_check_pointer(const void* pointer, const char* argument);
 // Implements take_device_error for Device::cuda.
 Status cuda_take_device_error(const Exec& exec);
 
+// Test hook (tests and `actloss validate` only; defined in cuda/elementwise.cu): caps the grid of
+// the elementwise kernels so their grid-stride loops take several steps on problems small enough
+// for the simulator. 0 restores the normal grid.
+void cuda_set_elementwise_block_limit_for_testing(std::int64_t blocks);
+
 // Which argument a DeviceError::argument value stands for.
 enum class DeviceErrorArgument : std::int32_t { none = 0, targets = 1 };
 

@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-stages=${ACTLOSS_TEST_STAGES:-"cpu asan sim-selftest sim-tsan consumer"}
+stages=${ACTLOSS_TEST_STAGES:-"nvcc sim-asan sim-tsan consumer"}
 run_stage() { [[ " $stages " == *" $1 "* ]]; }
 banner() { printf '\n===== %s =====\n' "$*"; }
 

@@ -1,0 +1,330 @@
+// Pointwise activations on the GPU, forward and backward (semantics: include/actloss/activation.h).
+//
+//   activation_forward_kernel<Act>             y = f(x)
+//   relu_forward_with_mask_kernel              y = relu(x) and the 1-bit mask of x > 0
+//   activation_backward_kernel<Act, kOutput>   dx = dy * f'(x), or dy * f'(y) from the output
+//   relu_backward_from_mask_kernel             dx = dy * mask bit
+//
+// Every kernel is memory bound and runs on the pack machinery of cuda/elementwise.cuh
+// (16-byte loads and stores when aligned, run-time dtypes, in place allowed: each element is read
+// and then written by the same thread). Math is float; the formulas below are chosen so that no
+// intermediate overflows or cancels where the result is representable.
+#include "cuda/elementwise.cuh"
+
+namespace actloss::cuda {
+namespace {
+
+// ---------------------------------------------------------------------------------------------
+// The activations. forward(x) is f(x); slope(x) is f'(x), with dx = dy * f'. A NaN argument gives
+// a NaN slope (as the reference), so NaN never turns into a silent 0. kOutputSlope says whether
+// slope_from_output(y) exists (f' is a function of y = f(x)).
+
+// NaN is not > 0 and must survive: `x > 0 ? x : 0` alone, or fmaxf, would turn it into 0.
+__device__ __forceinline__ float zero_unless_nan(float x) { return x != x ? x : 0.0f; }
+
+struct Relu {
+  static constexpr bool kOutputSlope = true;
+  __device__ float forward(float x) const { return x > 0.0f ? x : zero_unless_nan(x); }
+  __device__ float slope(float x) const { return x > 0.0f ? 1.0f : zero_unless_nan(x); }
+  // relu(x) > 0 exactly when x > 0, and NaN maps to NaN.
+  __device__ float slope_from_output(float y) const { return slope(y); }
+};
+
+struct LeakyRelu {
+  static constexpr bool kOutputSlope = true;
+  float alpha = 0.01f;
+  __device__ float forward(float x) const { return x > 0.0f ? x : alpha * x; }
+  __device__ float slope(float x) const { return x > 0.0f ? 1.0f : (x != x ? x : alpha); }
+  // Validation admits a saved output only for alpha > 0, where sign(y) = sign(x).
+  __device__ float slope_from_output(float y) const { return slope(y); }
+};
+
+struct Tanh {
+  static constexpr bool kOutputSlope = true;
+  __device__ float forward(float x) const { return tanhf(x); }
+  // sech^2 x = 4 e / (1 + e)^2 with e = exp(-2|x|) in [0, 1]: 1 - tanh^2 would be exactly 0 in
+  // float for |x| > 9, where the true slope is still above 1e-8. The divisor lies in [1, 4],
+  // where the fast division is within 2 ulp.
+  __device__ float slope(float x) const {
+    const float e = expf(-2.0f * fabsf(x));
+    const float d = 1.0f + e;
+    return __fdividef(4.0f * e, d * d);
+  }
+  // (1 - y)(1 + y): 1 - y is exact for y in [1/2, 1], so nothing cancels twice.
+  __device__ float slope_from_output(float y) const { return (1.0f - y) * (1.0f + y); }
+};
+
+struct Sigmoid {
+  static constexpr bool kOutputSlope = true;
+  __device__ float forward(float x) const { return ew::sigmoid_pair(x).pos; }
+  __device__ float slope(float x) const {
+    const ew::SigmoidPair s = ew::sigmoid_pair(x);
+    return s.pos * s.neg;
+  }
+  __device__ float slope_from_output(float y) const { return y * (1.0f - y); }
+};
+
+constexpr float kSqrtHalf = 0.70710678118654752f;      // 1 / sqrt(2)
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;    // 1 / sqrt(2 pi)
+constexpr float kSqrt2OverPi = 0.79788456080286536f;   // sqrt(2 / pi)
+constexpr float kGeluCubic = 0.044715f;
+
+struct GeluErf {
+  static constexpr bool kOutputSlope = false;
+  // Phi(x) = erfc(-x / sqrt 2) / 2: erfc keeps full relative accuracy in the left tail, where
+  // 1 + erf(x / sqrt 2) is 1 - 1 and gives 0 or noise.
+  __device__ float forward(float x) const { return 0.5f * x * erfcf(-x * kSqrtHalf); }
+  // Phi(x) + x phi(x). x * x overflows to inf only where exp(-inf) = 0 makes the term 0.
+  __device__ float slope(float x) const {
+    const float cdf = 0.5f * erfcf(-x * kSqrtHalf);
+    const float pdf = kInvSqrt2Pi * expf(-0.5f * x * x);
+    return cdf + x * pdf;
+  }
+};
+
+struct GeluTanh {
+  static constexpr bool kOutputSlope = false;
+  // 0.5 x (1 + tanh u) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3): no 1 + tanh that
+  // cancels to 0 for x << 0. |x| large enough for x^3 to overflow gives u = +-inf, and the
+  // sigmoid takes that to exactly 0 or 1.
+  __device__ static float two_u(float x) {
+    return 2.0f * kSqrt2OverPi * x * (1.0f + kGeluCubic * x * x);
+  }
+  __device__ float forward(float x) const { return x * ew::sigmoid_pair(two_u(x)).pos; }
+  // s + 2 x s (1 - s) u'(x) with s = sigmoid(2u). For |x| > 12, s (1 - s) is exactly 0 in float,
+  // but u'(x) would reach inf (x^2 overflows near 1.8e19) and 0 * inf is NaN; so u' is evaluated
+  // at x clamped to +-20, which changes nothing where s (1 - s) is not 0.
+  __device__ float slope(float x) const {
+    const ew::SigmoidPair s = ew::sigmoid_pair(two_u(x));
+    const float clamped = fminf(fmaxf(x, -20.0f), 20.0f);
+    const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * clamped * clamped);
+    return s.pos + (s.pos * s.neg) * (2.0f * x) * du;
+  }
+};
+
+struct Silu {
+  static constexpr bool kOutputSlope = false;
+  __device__ float forward(float x) const { return x * ew::sigmoid_pair(x).pos; }
+  // s (1 + x (1 - s)), with 1 - s = sigmoid(-x) taken from the pair rather than cancelled.
+  __device__ float slope(float x) const {
+    const ew::SigmoidPair s = ew::sigmoid_pair(x);
+    return s.pos * (1.0f + x * s.neg);
+  }
+};
+
+// Calls f(Act{...}) for the activation of `options`; Status of f.
+template <class F>
+Status with_activation(const ActivationOptions& options, F&& f) {
+  switch (options.activation) {
+    case Activation::relu: return f(Relu{});
+    case Activation::leaky_relu: return f(LeakyRelu{options.alpha});
+    case Activation::tanh: return f(Tanh{});
+    case Activation::sigmoid: return f(Sigmoid{});
+    case Activation::gelu_erf: return f(GeluErf{});
+    case Activation::gelu_tanh: return f(GeluTanh{});
+    case Activation::silu: return f(Silu{});
+  }
+  return Status(StatusCode::internal, "options.activation",
+                "options.activation: unknown activation reached the CUDA backend");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Forward.
+
+template <class Act>
+__global__ void __launch_bounds__(ew::kThreads)
+    activation_forward_kernel(ew::Packs packs, ew::In x, ew::Out y, Act act, bool vector) {
+  ew::for_each_pack(packs, [&](std::int64_t row, std::int64_t col, int count) {
+    const bool full = vector && count == ew::kPack;
+    float v[ew::kPack];
+    ew::load_floats(x, row, col, count, full, v);
+#pragma unroll
+    for (int i = 0; i < ew::kPack; ++i) v[i] = act.forward(v[i]);
+    ew::store(y, row, col, count, full, v);
+  });
+}
+
+// relu forward that also writes the mask (bit i % 32 of word i / 32 is x_i > 0; bits past n are
+// 0). Each mask word is assembled inside one warp and written by one lane, so no atomics and no
+// read-modify-write of memory another thread owns.
+//
+// Vector part: whole warp tiles of 32 packs (256 elements = 8 words); lane l holds the 8 bits of
+// pack l, and word k is the bytes of lanes 4k..4k+3, gathered with two xor-shuffles.
+// Scalar part: the rest (everything, when unaligned), one word per warp per step, one element per
+// lane, the word being the warp's ballot. Both loops are warp-uniform, as the collectives need.
+__global__ void __launch_bounds__(ew::kThreads)
+    relu_forward_with_mask_kernel(std::int64_t n, ew::In x, ew::Out y, std::uint32_t* mask,
+                                  bool vector) {
+  static_assert(ew::kPack == 8, "the vector part packs one byte of mask bits per lane");
+  constexpr int kTile = kWarpSize * ew::kPack;
+  const Relu relu;
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const std::int64_t warp =
+      (std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x) / kWarpSize;
+  const std::int64_t warps = std::int64_t{gridDim.x} * blockDim.x / kWarpSize;
+
+  const std::int64_t tiles = vector ? n / kTile : 0;
+  for (std::int64_t tile = warp; tile < tiles; tile += warps) {
+    const std::int64_t col = tile * kTile + std::int64_t{lane} * ew::kPack;
+    float v[ew::kPack];
+    ew::load_floats(x, 0, col, ew::kPack, true, v);
+    std::uint32_t bits = 0;
+#pragma unroll
+    for (int i = 0; i < ew::kPack; ++i) {
+      bits |= static_cast<std::uint32_t>(v[i] > 0.0f) << i;
+      v[i] = relu.forward(v[i]);
+    }
+    ew::store(y, 0, col, ew::kPack, true, v);
+    std::uint32_t word = bits << (8 * (lane % 4));
+    word |= __shfl_xor_sync(kFullMask, word, 1);
+    word |= __shfl_xor_sync(kFullMask, word, 2);
+    if (lane % 4 == 0) mask[tile * ew::kPack + lane / 4] = word;
+  }
+
+  const std::int64_t words = (n + kWarpSize - 1) / kWarpSize;  // relu_mask_words(n)
+  for (std::int64_t w = tiles * ew::kPack + warp; w < words; w += warps) {
+    const std::int64_t i = w * kWarpSize + lane;
+    bool positive = false;
+    if (i < n) {
+      const float value = load_dynamic(x.data, x.dtype, i);
+      positive = value > 0.0f;
+      ew::store_one(y, i, relu.forward(value));
+    }
+    const std::uint32_t word = __ballot_sync(kFullMask, positive);
+    if (lane == 0) mask[w] = word;
+  }
+}
+
+}  // namespace
+}  // namespace actloss::cuda
+
+namespace actloss::detail {
+
+Status cuda_activation_forward(const ActivationForwardArgs& args, const ActivationOptions& options,
+                               const Exec& exec) {
+  using namespace cuda;
+  if (args.n == 0) return {};
+  const ew::In x{args.x, args.x_dtype, args.n};
+  const ew::Out y{args.y, args.y_dtype, args.n};
+  const bool vector = ew::vector_ok(x.data, x.dtype, 1, 0) && ew::vector_ok(y.data, y.dtype, 1, 0);
+
+  if (args.relu_mask != nullptr) {
+    // One warp per vector tile, then one warp per remaining mask word.
+    const std::int64_t tiles = vector ? args.n / (kWarpSize * ew::kPack) : 0;
+    const std::int64_t tail_words = relu_mask_words(args.n) - tiles * ew::kPack;
+    unsigned blocks = 0;
+    if (Status status = ew::blocks_for((tiles + tail_words) * kWarpSize, &blocks); !status.ok())
+      return status;
+    ACTLOSS_CUDA_TRY(simcuda::launch(relu_forward_with_mask_kernel, dim3(blocks),
+                                     dim3(ew::kThreads), 0, exec.stream, args.n, x, y,
+                                     args.relu_mask, vector));
+    return {};
+  }
+
+  const ew::Packs packs = ew::packs_of(1, args.n);
+  unsigned blocks = 0;
+  if (Status status = ew::blocks_for(packs.per_row, &blocks); !status.ok()) return status;
+  return with_activation(options, [&](auto act) -> Status {
+    ACTLOSS_CUDA_TRY(simcuda::launch(activation_forward_kernel<decltype(act)>, dim3(blocks),
+                                     dim3(ew::kThreads), 0, exec.stream, packs, x, y, act,
+                                     vector));
+    return {};
+  });
+}
+
+}  // namespace actloss::detail
+
+// ---------------------------------------------------------------------------------------------
+// Backward.
+
+namespace actloss::cuda {
+namespace {
+
+// dx = dy * f'(saved), saved being x (kFromOutput false) or y = f(x).
+template <class Act, bool kFromOutput>
+__global__ void __launch_bounds__(ew::kThreads)
+    activation_backward_kernel(ew::Packs packs, ew::In saved, ew::In dy, ew::Out dx, Act act,
+                               bool vector) {
+  ew::for_each_pack(packs, [&](std::int64_t row, std::int64_t col, int count) {
+    const bool full = vector && count == ew::kPack;
+    ew::RawPack saved_raw;
+    ew::load(saved, row, col, count, full, saved_raw);
+    float g[ew::kPack], s[ew::kPack];
+    ew::load_floats(dy, row, col, count, full, g);
+    ew::unpack(saved_raw, saved.dtype, s);
+#pragma unroll
+    for (int i = 0; i < ew::kPack; ++i) {
+      if constexpr (kFromOutput)
+        g[i] *= act.slope_from_output(s[i]);
+      else
+        g[i] *= act.slope(s[i]);
+    }
+    ew::store(dx, row, col, count, full, g);
+  });
+}
+
+// dx = dy * bit: the pack's 8 bits lie in one mask word (packs start at multiples of 8).
+__global__ void __launch_bounds__(ew::kThreads)
+    relu_backward_from_mask_kernel(ew::Packs packs, const std::uint32_t* mask, ew::In dy,
+                                   ew::Out dx, bool vector) {
+  ew::for_each_pack(packs, [&](std::int64_t row, std::int64_t col, int count) {
+    const bool full = vector && count == ew::kPack;
+    const std::uint32_t bits = mask[col / kWarpSize] >> (col % kWarpSize);
+    float g[ew::kPack];
+    ew::load_floats(dy, row, col, count, full, g);
+#pragma unroll
+    for (int i = 0; i < ew::kPack; ++i) g[i] *= ((bits >> i) & 1u) != 0 ? 1.0f : 0.0f;
+    ew::store(dx, row, col, count, full, g);
+  });
+}
+
+}  // namespace
+}  // namespace actloss::cuda
+
+namespace actloss::detail {
+
+Status cuda_activation_backward(const ActivationBackwardArgs& args,
+                                const ActivationOptions& options, const Exec& exec) {
+  using namespace cuda;
+  if (args.n == 0) return {};
+  const ew::In dy{args.dy, args.dy_dtype, args.n};
+  const ew::Out dx{args.dx, args.dx_dtype, args.n};
+  const ew::Packs packs = ew::packs_of(1, args.n);
+  unsigned blocks = 0;
+  if (Status status = ew::blocks_for(packs.per_row, &blocks); !status.ok()) return status;
+  const bool io_vector =
+      ew::vector_ok(dy.data, dy.dtype, 1, 0) && ew::vector_ok(dx.data, dx.dtype, 1, 0);
+
+  if (args.saved_kind == SavedTensor::relu_mask) {
+    ACTLOSS_CUDA_TRY(simcuda::launch(relu_backward_from_mask_kernel, dim3(blocks),
+                                     dim3(ew::kThreads), 0, exec.stream, packs,
+                                     static_cast<const std::uint32_t*>(args.saved), dy, dx,
+                                     io_vector));
+    return {};
+  }
+
+  const ew::In saved{args.saved, args.saved_dtype, args.n};
+  const bool vector = io_vector && ew::vector_ok(saved.data, saved.dtype, 1, 0);
+  const bool from_output = args.saved_kind == SavedTensor::output;
+  return with_activation(options, [&](auto act) -> Status {
+    using Act = decltype(act);
+    if (from_output) {
+      if constexpr (Act::kOutputSlope) {
+        ACTLOSS_CUDA_TRY(simcuda::launch(activation_backward_kernel<Act, true>, dim3(blocks),
+                                         dim3(ew::kThreads), 0, exec.stream, packs, saved, dy,
+                                         dx, act, vector));
+        return {};
+      } else {
+        return Status(StatusCode::internal, "saved_kind",
+                      "saved_kind: the saved output cannot give this activation's derivative "
+                      "(validation should have refused it)");
+      }
+    }
+    ACTLOSS_CUDA_TRY(simcuda::launch(activation_backward_kernel<Act, false>, dim3(blocks),
+                                     dim3(ew::kThreads), 0, exec.stream, packs, saved, dy, dx,
+                                     act, vector));
+    return {};
+  });
+}
+
+}  // namespace actloss::detail

@@ -1,0 +1,189 @@
+// Binary cross-entropy with logits on the GPU (semantics: include/actloss/bce.h).
+//
+// One pass over [rows x cols] (every input with its own row stride) reads logits, targets and the
+// optional weight, pos_weight and per-element upstream gradient, and writes whatever the call
+// asks for: the dense float32 loss (Reduction::none), per-block partial sums of the loss
+// (sum/mean, finished by finish_partial_sums in a fixed order: no float atomics, bitwise
+// reproducible), the gradient, or several at once. Packs never straddle rows, so a pack's
+// pos_weight is the 8 consecutive entries at its column; dense inputs without a per-column
+// pos_weight are processed as one long row. Packs, vector loads and grid: cuda/elementwise.cuh.
+//
+// The loss is evaluated as the sum of two non-negative terms (as the float64 reference does),
+//   loss = w * (pw y softplus(-x) + (1 - y) softplus(x)),
+// not as (1 - y) x + l softplus(-x), which cancels: at x = -20, y = 0 that form gives 20 - 20 = 0
+// in float where the loss is 2e-9. Both softplus values and both sigmoids come from one
+// e = exp(-|x|) in [0, 1], which cannot overflow for any x, so x = -120 with pos_weight is finite
+// and accurate. A zero coefficient on an infinite softplus (x = +-inf) contributes 0, not NaN,
+// as in the reference; NaN still propagates.
+#include "cuda/elementwise.cuh"
+#include "cuda/reduce.cuh"
+
+namespace actloss::cuda {
+namespace {
+
+struct BceKernelArgs {
+  ew::Packs packs;
+  ew::In logits, targets;
+  ew::In weight;                   // data null: 1
+  const float* pos_weight = nullptr;  // [cols]; null: 1
+  bool pos_weight_broadcast = false;  // one pos_weight for every element (a flattened [N x 1])
+  float* loss_elements = nullptr;  // dense [rows x cols] under none when the loss is wanted
+  double* partials = nullptr;      // [gridDim.x] under sum/mean when the loss is wanted
+  ew::Out grad;                    // data null when the gradient is not wanted
+  // grad = w * slope * grad_coefficient * upstream, grad_coefficient = grad_scale / (mean
+  // denominator); upstream is dense [rows x cols] under none, [1] otherwise, 1 when null.
+  float grad_coefficient = 1.0f;
+  const float* upstream = nullptr;
+  bool upstream_per_element = false;
+  bool vector = false;
+};
+
+// coefficient * value, except that a zero coefficient on a non-NaN value (an infinite softplus)
+// gives 0: the limit of y log y, as the reference defines it.
+__device__ __forceinline__ float times(float coefficient, float value) {
+  return coefficient == 0.0f && value == value ? 0.0f : coefficient * value;
+}
+
+__global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
+  __shared__ double warp_partials[ew::kThreads / kWarpSize];
+  const bool wants_loss = a.loss_elements != nullptr || a.partials != nullptr;
+  const bool wants_grad = a.grad.data != nullptr;
+  const bool has_weight = a.weight.data != nullptr;
+  const bool has_pos_weight = a.pos_weight != nullptr;
+  const bool pack_pos_weight = has_pos_weight && !a.pos_weight_broadcast;
+  const float broadcast_pos_weight = a.pos_weight_broadcast ? a.pos_weight[0] : 1.0f;
+  const bool upstream_elements = wants_grad && a.upstream != nullptr && a.upstream_per_element;
+  const float coefficient =
+      a.grad_coefficient *
+      (a.upstream != nullptr && !a.upstream_per_element ? a.upstream[0] : 1.0f);
+  const ew::In pos_weight{a.pos_weight, DType::f32, 0};
+  const ew::In upstream{a.upstream, DType::f32, a.packs.cols};
+  const ew::Out loss{a.loss_elements, DType::f32, a.packs.cols};
+
+  double sum = 0.0;
+  ew::for_each_pack(a.packs, [&](std::int64_t row, std::int64_t col, int count) {
+    const bool full = a.vector && count == ew::kPack;
+    // Every load first, conversions after, so all the streams of the pack are in flight at once.
+    ew::RawPack x_raw, y_raw, w_raw{}, pw_raw{}, up_raw{};
+    ew::load(a.logits, row, col, count, full, x_raw);
+    ew::load(a.targets, row, col, count, full, y_raw);
+    if (has_weight) ew::load(a.weight, row, col, count, full, w_raw);
+    if (pack_pos_weight) ew::load(pos_weight, 0, col, count, full, pw_raw);
+    if (upstream_elements) ew::load(upstream, row, col, count, full, up_raw);
+    float x[ew::kPack], y[ew::kPack], w[ew::kPack] = {}, up[ew::kPack] = {};
+    float pw[ew::kPack];
+#pragma unroll
+    for (int i = 0; i < ew::kPack; ++i) pw[i] = broadcast_pos_weight;
+    ew::unpack(x_raw, a.logits.dtype, x);
+    ew::unpack(y_raw, a.targets.dtype, y);
+    if (has_weight) ew::unpack(w_raw, a.weight.dtype, w);
+    if (pack_pos_weight) ew::unpack(pw_raw, DType::f32, pw);
+    if (upstream_elements) ew::unpack(up_raw, DType::f32, up);
+
+    float l[ew::kPack] = {}, g[ew::kPack] = {};
+    float pack_sum = 0.0f;  // <= 8 terms in float, then the pack goes into the double sum
+#pragma unroll
+    for (int i = 0; i < ew::kPack; ++i) {
+      const float weight_i = has_weight ? w[i] : 1.0f;
+      const float positive = pw[i] * y[i];                             // pw y
+      const float negative = 1.0f - y[i];                             // 1 - y
+      const float e = expf(-fabsf(x[i]));
+      if (wants_loss) {
+        const float log_term = log1pf(e);
+        const float softplus_x = (x[i] > 0.0f ? x[i] : 0.0f) + log_term;    // -log(1 - s(x))
+        const float softplus_neg = (x[i] < 0.0f ? -x[i] : 0.0f) + log_term;  // -log s(x)
+        l[i] = times(weight_i, times(positive, softplus_neg) + times(negative, softplus_x));
+        if (i < count) pack_sum += l[i];
+      }
+      if (wants_grad) {
+        const ew::SigmoidPair s = ew::sigmoid_pair_from_exp(x[i], e);
+        const float slope = negative * s.pos - positive * s.neg;
+        g[i] = weight_i * slope * (upstream_elements ? coefficient * up[i] : coefficient);
+      }
+    }
+    if (a.loss_elements != nullptr) ew::store(loss, row, col, count, full, l);
+    if (wants_grad) ew::store(a.grad, row, col, count, full, g);
+    sum += pack_sum;
+  });
+
+  if (a.partials != nullptr) {
+    const double block_total = block_sum(sum, warp_partials);
+    if (threadIdx.x == 0) a.partials[blockIdx.x] = block_total;
+  }
+}
+
+}  // namespace
+}  // namespace actloss::cuda
+
+namespace actloss::detail {
+
+Status cuda_bce_with_logits(Pass pass, const BceArgs& args, const BceOptions& options,
+                            const Exec& exec) {
+  using namespace cuda;
+  const bool per_element = options.reduction == Reduction::none;
+  const bool wants_loss = pass != Pass::backward && args.loss != nullptr;
+  const bool wants_grad = pass != Pass::forward;
+  const bool reduces = wants_loss && !per_element;
+  const std::int64_t rows = args.rows, cols = args.cols;
+  const double denominator = options.reduction == Reduction::mean
+                                 ? static_cast<double>(rows) * static_cast<double>(cols)
+                                 : 1.0;
+
+  if (rows == 0 || cols == 0) {
+    // Nothing to read or differentiate; sum and mean of nothing are 0.
+    if (reduces)
+      return finish_partial_sums(nullptr, nullptr, 0, denominator, args.loss, exec.stream);
+    return {};
+  }
+
+  // Dense tensors are one long row when no per-column pos_weight needs the column: every pack
+  // is then full and vectorisable whatever cols is, which matters most for [N x 1] binary labels
+  // (one element per pack otherwise). The partition, and so the order of the partial sums,
+  // remains a function of the arguments' shape and layout only.
+  const bool dense = args.logits_row_stride == cols && args.target_row_stride == cols &&
+                     (args.weight == nullptr || args.weight_row_stride == cols) &&
+                     (!wants_grad || args.grad_row_stride == cols);
+  const bool flatten = rows > 1 && dense && (args.pos_weight == nullptr || cols == 1);
+
+  BceKernelArgs a;
+  a.packs = flatten ? ew::packs_of(1, rows * cols) : ew::packs_of(rows, cols);
+  a.pos_weight_broadcast = args.pos_weight != nullptr && cols == 1;
+  a.logits = ew::In{args.logits, args.logits_dtype, args.logits_row_stride};
+  a.targets = ew::In{args.targets, args.target_dtype, args.target_row_stride};
+  a.weight = ew::In{args.weight, args.weight_dtype, args.weight_row_stride};
+  a.pos_weight = args.pos_weight;
+  if (wants_loss && per_element) a.loss_elements = args.loss;
+  if (wants_grad) {
+    a.grad = ew::Out{args.grad, args.grad_dtype, args.grad_row_stride};
+    a.grad_coefficient = static_cast<float>(static_cast<double>(args.grad_scale) / denominator);
+    a.upstream = args.upstream_grad;
+    a.upstream_per_element = per_element;
+  }
+  const std::int64_t kernel_rows = a.packs.rows;
+  a.vector =
+      ew::vector_ok(a.logits.data, a.logits.dtype, kernel_rows, a.logits.row_stride) &&
+      ew::vector_ok(a.targets.data, a.targets.dtype, kernel_rows, a.targets.row_stride) &&
+      ew::vector_ok(a.weight.data, a.weight.dtype, kernel_rows, a.weight.row_stride) &&
+      ew::vector_ok(a.pos_weight_broadcast ? nullptr : a.pos_weight, DType::f32, 1, 0) &&
+      ew::vector_ok(a.loss_elements, DType::f32, kernel_rows, cols) &&
+      ew::vector_ok(a.grad.data, a.grad.dtype, kernel_rows, a.grad.row_stride) &&
+      ew::vector_ok(a.upstream_per_element ? a.upstream : nullptr, DType::f32, kernel_rows, cols);
+
+  unsigned blocks = 0;
+  if (Status status = ew::blocks_for(kernel_rows * a.packs.per_row, &blocks); !status.ok())
+    return status;
+  StreamScratch partials;
+  if (reduces) {
+    if (Status status = partials.allocate(sizeof(double) * blocks, exec.stream); !status.ok())
+      return status;
+    a.partials = partials.as<double>();
+  }
+  ACTLOSS_CUDA_TRY(simcuda::launch(bce_kernel, dim3(blocks), dim3(ew::kThreads), 0, exec.stream,
+                                   a));
+  if (reduces)
+    return finish_partial_sums(a.partials, nullptr, static_cast<int>(blocks), denominator,
+                               args.loss, exec.stream);
+  return {};
+}
+
+}  // namespace actloss::detail

@@ -1,0 +1,148 @@
+// Host-side CUDA plumbing shared by every op: error conversion, the cached device properties,
+// the per-device data-error record, and the pointer check behind validation.
+#include "cuda/common.cuh"
+
+#include <array>
+#include <mutex>
+
+namespace actloss::cuda {
+
+Status cuda_status(cudaError_t error, const char* expression) {
+  // A launch or runtime error is sticky in cudaGetLastError; clear it so the next, unrelated
+  // call does not report it again. Sticky context errors stay sticky regardless.
+  (void)cudaGetLastError();
+  return Status(StatusCode::cuda_error, "",
+                std::string(expression) + " failed with " + cudaGetErrorName(error) + ": " +
+                    cudaGetErrorString(error));
+}
+
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+struct PerDevice {
+  std::once_flag info_once;
+  DeviceInfo info;
+  cudaError_t info_error = cudaSuccess;
+  std::mutex record_mutex;
+  DeviceError* record = nullptr;  // owned for the life of the process, like a CUDA context
+};
+
+std::array<PerDevice, kMaxDevices>& per_device() {
+  static std::array<PerDevice, kMaxDevices> devices;
+  return devices;
+}
+
+Status current_device(int* device) {
+  ACTLOSS_CUDA_TRY(cudaGetDevice(device));
+  if (*device < 0 || *device >= kMaxDevices)
+    return Status(StatusCode::unsupported, "exec.device",
+                  "exec.device: CUDA device ordinal " + std::to_string(*device) +
+                      " is beyond the " + std::to_string(kMaxDevices) + " actloss supports");
+  return {};
+}
+
+}  // namespace
+
+Status current_device_info(const DeviceInfo** info) {
+  int device = 0;
+  if (Status status = current_device(&device); !status.ok()) return status;
+  PerDevice& entry = per_device()[static_cast<std::size_t>(device)];
+  std::call_once(entry.info_once, [&] {
+    DeviceInfo& d = entry.info;
+    d.device = device;
+    int major = 0, minor = 0;
+    const cudaError_t errors[] = {
+        cudaDeviceGetAttribute(&d.sm_count, cudaDevAttrMultiProcessorCount, device),
+        cudaDeviceGetAttribute(&d.max_threads_per_sm, cudaDevAttrMaxThreadsPerMultiProcessor,
+                               device),
+        cudaDeviceGetAttribute(&d.max_shared_per_block_optin,
+                               cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+        cudaDeviceGetAttribute(&d.max_shared_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor,
+                               device),
+        cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device),
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device),
+    };
+    for (cudaError_t error : errors)
+      if (error != cudaSuccess && entry.info_error == cudaSuccess) entry.info_error = error;
+    d.compute_capability = major * 10 + minor;
+  });
+  if (entry.info_error != cudaSuccess)
+    return cuda_status(entry.info_error, "cudaDeviceGetAttribute");
+  *info = &entry.info;
+  return {};
+}
+
+Status device_error_record(const Exec& exec, DeviceError** record) {
+  if (exec.device_error != nullptr) {
+    *record = exec.device_error;
+    return {};
+  }
+  int device = 0;
+  if (Status status = current_device(&device); !status.ok()) return status;
+  PerDevice& entry = per_device()[static_cast<std::size_t>(device)];
+  std::lock_guard lock(entry.record_mutex);
+  if (entry.record == nullptr) {
+    // One small allocation for the life of the process. cudaMalloc memory is not initialised;
+    // zero it synchronously once so no stream ordering is needed on later calls.
+    DeviceError* fresh = nullptr;
+    ACTLOSS_CUDA_TRY(cudaMalloc(reinterpret_cast<void**>(&fresh), sizeof(DeviceError)));
+    if (const cudaError_t error = cudaMemset(fresh, 0, sizeof(DeviceError)); error != cudaSuccess) {
+      (void)cudaFree(fresh);
+      return cuda_status(error, "cudaMemset(device error record)");
+    }
+    entry.record = fresh;
+  }
+  *record = entry.record;
+  return {};
+}
+
+}  // namespace actloss::cuda
+
+namespace actloss::detail {
+
+Status cuda_check_pointer(const void* pointer, const char* argument) {
+  cudaPointerAttributes attributes{};
+  const cudaError_t error = cudaPointerGetAttributes(&attributes, pointer);
+  if (error != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status(StatusCode::invalid_argument, argument,
+                  std::string(argument) + ": the CUDA runtime cannot identify this pointer (" +
+                      cudaGetErrorName(error) + ")");
+  }
+  const bool device_reachable =
+      attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged ||
+      (attributes.type == cudaMemoryTypeHost && attributes.devicePointer != nullptr);
+  if (!device_reachable)
+    return Status(StatusCode::invalid_argument, argument,
+                  std::string(argument) +
+                      ": host memory the CUDA device cannot access; pass device memory (or "
+                      "pinned, mapped host memory), or run with Device::cpu");
+  int device = 0;
+  ACTLOSS_CUDA_TRY(cudaGetDevice(&device));
+  if (attributes.type == cudaMemoryTypeDevice && attributes.device != device)
+    return Status(StatusCode::invalid_argument, argument,
+                  std::string(argument) + ": memory of CUDA device " +
+                      std::to_string(attributes.device) + ", but the current device is " +
+                      std::to_string(device));
+  return {};
+}
+
+Status cuda_take_device_error(const Exec& exec) {
+  DeviceError* record = nullptr;
+  if (Status status = cuda::device_error_record(exec, &record); !status.ok()) return status;
+  DeviceError host_copy{};
+  ACTLOSS_CUDA_TRY(cudaMemcpyAsync(&host_copy, record, sizeof(DeviceError), cudaMemcpyDeviceToHost,
+                                   exec.stream));
+  ACTLOSS_CUDA_TRY(cudaStreamSynchronize(exec.stream));
+  if (host_copy.code == 0) return {};
+  ACTLOSS_CUDA_TRY(cudaMemsetAsync(record, 0, sizeof(DeviceError), exec.stream));
+  const auto argument = static_cast<DeviceErrorArgument>(host_copy.argument);
+  const std::string name = argument == DeviceErrorArgument::targets ? "targets" : "";
+  return Status(static_cast<StatusCode>(host_copy.code), name,
+                name + ": row " + std::to_string(host_copy.index) + " has class target " +
+                    std::to_string(host_copy.value) +
+                    ", outside [0, classes) and not ignore_index (its loss and gradient are NaN)");
+}
+
+}  // namespace actloss::detail

@@ -1,0 +1,681 @@
+// Softmax cross-entropy on CUDA: forward, backward, and both in one pass.
+//
+// One kernel does a row at a time (per thread group; see cuda/row_common.cuh for the layout):
+//   1. statistics: the row max m and s = sum exp(x'_c - m) in one read (online), or nothing in the
+//      backward pass, which takes lse from the forward;
+//   2. the gradient (A p_c - a_c + 2 z lse p_c) times the row's multiplier, written once, and the
+//      loss terms sum_c a_c (m - x'_c) that label smoothing and soft targets need;
+//   3. the row loss  A log s + sum_c a_c (m - x'_c) + z lse^2  (a_c the target coefficients of
+//      include/actloss/cross_entropy.h, A their sum), lse = m + log s.
+// Writing the loss relative to m, never as lse - x'_c, keeps logits up to +-3e38 finite.
+// On-chip paths hold the row in registers, so the logits are read once; block_two_pass reads
+// them a second time for step 2 (mostly from L2).
+//
+// Reductions are deterministic: sum/mean add per-block double partials in a fixed order
+// (finish_partial_sums); mean with class targets divides by the summed weight of the non-ignored
+// rows, which a small pre-pass over the targets computes before the main kernel needs it for
+// the gradient. Out-of-range targets make their row NaN (and, under mean, the denominator, hence
+// everything) and are recorded for take_device_error; nothing is read at such an index.
+#include "cuda/row_common.cuh"
+
+namespace actloss::cuda {
+namespace {
+
+using row::kChunk;
+using row::RowGroup;
+using row::RowLaunch;
+using row::RowTiles;
+
+// ---------------------------------------------------------------------------------------------
+// Kernel parameters: one plain struct, everything precomputed on the host.
+
+struct CrossEntropyParams {
+  std::int64_t rows = 0;
+  std::int64_t classes = 0;
+
+  const void* logits = nullptr;
+  std::int64_t logits_stride = 0;
+  bool logits_vector = false;
+
+  const void* targets = nullptr;
+  bool soft_targets = false;
+  bool targets_i32 = false;           // class indices: int32 (else int64)
+  DType target_dtype = DType::f32;    // probabilities
+  std::int64_t target_stride = 0;     // probabilities
+  bool target_vector = false;         // probabilities
+  const float* class_weight = nullptr;
+  bool class_weight_vector = false;
+
+  std::int64_t ignore_index = -100;
+  float smoothing = 0.0f;
+  float z_loss = 0.0f;
+  float softcap = 0.0f;
+
+  bool want_loss = false;             // row losses are needed (loss output given)
+  float* row_loss = nullptr;          // reduction none: [rows]
+  double* loss_partials = nullptr;    // sum / mean: [gridDim.x]
+  float* lse = nullptr;
+
+  const float* saved_lse = nullptr;   // backward: statistics come from here
+
+  void* grad = nullptr;
+  std::int64_t grad_stride = 0;
+  bool grad_vector = false;
+  float grad_scale = 1.0f;
+  const float* upstream = nullptr;
+  bool upstream_per_row = false;
+
+  // The pre-pass's partials: [weight_blocks] target weights, then [weight_blocks] class weights.
+  const double* weight_partials = nullptr;
+  int weight_blocks = 0;
+  bool denominator_from_targets = false;  // mean with class targets: the summed target weights
+  bool sum_class_weights = false;         // label smoothing with class weights needs sum_c w_c
+  double fixed_denominator = 1.0;         // otherwise: 1 (sum, none), rows (mean, probabilities)
+
+  DeviceError* error = nullptr;
+  int threads_per_row = 32;
+};
+
+// ---------------------------------------------------------------------------------------------
+// Device helpers.
+
+// A coefficient times a term, where a zero coefficient on an infinite term (a masked class that
+// carries no target mass) costs nothing; NaN still comes through.
+__device__ __forceinline__ float times(float coefficient, float value) {
+  return coefficient == 0.0f && value == value ? 0.0f : coefficient * value;
+}
+
+// coefficient * (m - x) in double: the difference of two floats is exact there, and does not
+// overflow for logits beyond +-1.7e38 (the loss itself may well be finite).
+__device__ __forceinline__ double times_gap(float coefficient, float m, float x) {
+  const double gap = static_cast<double>(m) - static_cast<double>(x);
+  return coefficient == 0.0f && gap == gap ? 0.0 : static_cast<double>(coefficient) * gap;
+}
+
+// x' = cap tanh(x / cap) and its slope 1 - tanh^2 = sech^2, both from e = expm1(-2|u|):
+// tanh|u| = -e / (2 + e) and sech^2 u = 4 (1 + e) / (2 + e)^2 keep full relative accuracy at both
+// ends (1 - tanh^2 would cancel to 0 where tanh rounds to 1). value() uses the same formula, so
+// the statistics and the gradient see identical x'.
+struct Softcap {
+  float cap;  // 0: off
+
+  __device__ __forceinline__ float value(float x) const {
+    if (cap == 0.0f) return x;
+    const float u = x / cap;
+    const float e = expm1f(-2.0f * fabsf(u));
+    return cap * copysignf(-e / (2.0f + e), u);
+  }
+  __device__ __forceinline__ float value(float x, float& slope) const {
+    if (cap == 0.0f) {
+      slope = 1.0f;
+      return x;
+    }
+    const float u = x / cap;
+    const float e = expm1f(-2.0f * fabsf(u));
+    const float d = 2.0f + e;
+    slope = 4.0f * (1.0f + e) / (d * d);
+    return cap * copysignf(-e / d, u);
+  }
+};
+
+__device__ __forceinline__ std::int64_t load_class_target(const CrossEntropyParams& p,
+                                                          std::int64_t r) {
+  return p.targets_i32 ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[r]}
+                       : static_cast<const std::int64_t*>(p.targets)[r];
+}
+
+enum class RowKind : std::uint8_t { none, active, ignored, invalid };
+
+// Batch-wide constants every block derives the same way from the pre-pass partials.
+struct BatchConstants {
+  double denominator;       // of the mean (1 otherwise); 0 when nothing counts, NaN if invalid
+  double grad_factor;       // grad_scale / denominator (0 for a zero denominator)
+  float class_weight_sum;   // sum_c w_c (classes when unweighted)
+};
+
+__device__ __forceinline__ BatchConstants batch_constants(const CrossEntropyParams& p) {
+  BatchConstants batch;
+  batch.denominator = p.fixed_denominator;
+  batch.class_weight_sum = static_cast<float>(p.classes);
+  if (p.weight_partials != nullptr) {
+    // Same order in every block, so every block sees the same value.
+    double target_sum = 0.0, class_sum = 0.0;
+    for (int b = 0; b < p.weight_blocks; ++b) {
+      target_sum += p.weight_partials[b];
+      class_sum += p.weight_partials[p.weight_blocks + b];
+    }
+    if (p.denominator_from_targets) batch.denominator = target_sum;
+    if (p.sum_class_weights) batch.class_weight_sum = static_cast<float>(class_sum);
+  }
+  batch.grad_factor = batch.denominator == 0.0 ? 0.0 : p.grad_scale / batch.denominator;
+  return batch;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The passes over one row's elements.
+
+// What the gradient pass needs of a row, the same on every thread of its group. The row's
+// multiplier (upstream * grad_scale / denominator) and 1/s are folded in, so that the gradient
+// of class c is  prob_scale * exp(x'_c - shift) - multiplier * a_c.
+struct RowConstants {
+  int y = -1;                // the target class; -1 for probability targets and ignored rows
+  float shift = 0.0f;        // the row max (0 for an all -inf row) or, in backward, the saved lse
+  float prob_scale = 0.0f;   // (A + 2 z lse) * multiplier / s
+  float target_step = 0.0f;  // multiplier * (1 - eps) w_y: subtracted at c == y
+  float smooth_step = 0.0f;  // multiplier * eps / C: subtracted at every class (times w_c)
+  float multiplier = 0.0f;   // NaN for an invalid target, which makes its whole row NaN
+  bool zero_grad = false;    // ignored row, or a mean over nothing: the gradient is 0
+  // Loss terms only.
+  float m = -INFINITY;       // max of x'
+  float smooth = 0.0f;       // eps / C
+  const char* target_row = nullptr;  // probability targets
+};
+
+// Adds the row's elements to (m, s). The uncapped variant needs no work per element: past-the-
+// row elements are already -inf.
+template <bool kCapped, class Row>
+__device__ __forceinline__ void accumulate_max_sum(const Row& row, const Softcap& cap, float& m,
+                                                   float& s) {
+  row.for_each([&](int, const float (&x)[kChunk], int count) {
+    if constexpr (kCapped) {
+      float capped[kChunk];
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) capped[j] = j < count ? cap.value(x[j]) : -INFINITY;
+      row::add_chunk_max_sum(m, s, capped);
+    } else {
+      row::add_chunk_max_sum(m, s, x);
+    }
+  });
+}
+
+__device__ __forceinline__ float class_weight_at(const CrossEntropyParams& p, int c) {
+  return p.class_weight != nullptr ? p.class_weight[c] : 1.0f;
+}
+
+// The per-class inputs of a chunk of classes: the class weights w_c (1 when unweighted) and, for
+// probability targets, a_c = w_c ((1 - eps) q_c + eps / C). Past the row both are garbage:
+// callers look at the chunk's count.
+__device__ __forceinline__ void load_class_inputs(const CrossEntropyParams& p,
+                                                  const char* target_row, int col0, float smooth,
+                                                  float (&weight)[kChunk],
+                                                  float (&coefficient)[kChunk]) {
+  const int classes = static_cast<int>(p.classes);
+  if (p.class_weight != nullptr) {
+    row::Chunk<float> w;
+    row::load_chunk(w, p.class_weight, col0, classes, p.class_weight_vector);
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) weight[j] = w.v[j];
+  } else {
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) weight[j] = 1.0f;
+  }
+  if (p.soft_targets) {
+    float q[kChunk];
+    row::load_chunk_as_float(q, target_row, p.target_dtype, col0, classes, p.target_vector);
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j)
+      coefficient[j] = weight[j] * ((1.0f - p.smoothing) * q[j] + smooth);
+  }
+}
+
+// Writes the row's gradient (when grad_row is given) and returns its loss terms (when `terms`
+// is set): sum_c a_c (m - x'_c) for probability targets, sum_c w_c (m - x'_c) for class indices
+// (label smoothing's share, before the factor eps / C).
+// kGeneral covers probability targets, softcap and class-weighted smoothing, which read per-class
+// inputs; without it a_c = (1 - eps) w_y [c == y] + eps / C and far fewer values are live per
+// element. The split is a uniform branch per row, not another instantiation.
+template <bool kGeneral, class TG, class Row>
+__device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p,
+                                                     const RowConstants& rc, const Row& row,
+                                                     TG* grad_row, bool terms) {
+  double total = 0.0;
+  row.for_each([&](int col0, const float (&x)[kChunk], int count) {
+    float g[kChunk];
+    double chunk_terms = 0.0;
+    float weight[kChunk], coefficient[kChunk];
+    if constexpr (kGeneral) {
+      if (p.soft_targets || p.smoothing != 0.0f)
+        load_class_inputs(p, rc.target_row, col0, rc.smooth, weight, coefficient);
+    }
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) {
+      const int c = col0 + j;
+      float xc = x[j], slope = 1.0f, step;
+      if constexpr (kGeneral) {
+        xc = Softcap{p.softcap}.value(x[j], slope);
+        float a = 0.0f, term_weight = 1.0f;
+        if (j < count) {
+          if (p.soft_targets) {
+            a = coefficient[j];
+            term_weight = a;
+          } else if (p.smoothing != 0.0f) {
+            term_weight = weight[j];
+          }
+        }
+        step = p.soft_targets
+                   ? rc.multiplier * a
+                   : (c == rc.y ? rc.target_step : 0.0f) + rc.smooth_step * term_weight;
+        if (terms && j < count) chunk_terms += times_gap(term_weight, rc.m, xc);
+      } else {
+        step = (c == rc.y ? rc.target_step : 0.0f) + rc.smooth_step;
+        if (terms && j < count) chunk_terms += static_cast<double>(rc.m) - static_cast<double>(xc);
+      }
+      const float e = row::exp_shifted(xc, rc.shift);
+      // The p_c terms are exactly 0 where p_c is: A may be infinite (z-loss of an all -inf row).
+      const float value = (e != 0.0f ? rc.prob_scale * e : 0.0f) - step;
+      g[j] = rc.zero_grad ? 0.0f : value * slope;
+    }
+    if (grad_row != nullptr) row::store_chunk(grad_row, col0, count, g, p.grad_vector);
+    total += chunk_terms;
+  });
+  return total;
+}
+
+// ---------------------------------------------------------------------------------------------
+// One row, by the threads of `group`. Returns the row's loss on the group's rank-0 thread (0
+// elsewhere) for the block's partial sum.
+template <class TX, class TG, class Row>
+__device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
+                                                   const BatchConstants& batch,
+                                                   const RowGroup& group, Row& row,
+                                                   std::int64_t r) {
+  const bool in_range = r < p.rows;
+  const bool soft = p.soft_targets;
+  const bool backward = p.saved_lse != nullptr;
+  const float eps = p.smoothing;
+  const int classes = static_cast<int>(p.classes);
+
+  RowKind kind = in_range ? RowKind::active : RowKind::none;
+  std::int64_t target = -1;
+  if (in_range && !soft) {
+    target = load_class_target(p, r);
+    if (target == p.ignore_index)
+      kind = RowKind::ignored;
+    else if (target < 0 || target >= p.classes)
+      kind = RowKind::invalid;
+  }
+  const bool hard_active = !soft && kind == RowKind::active;
+  const int y = hard_active ? static_cast<int>(target) : -1;
+
+  const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? r * p.logits_stride : 0);
+  row.load(logits_row, in_range ? classes : 0, group.rank, group.size, p.logits_vector);
+  // Read before any thread can overwrite it with the gradient (in place): the reductions below
+  // separate this load from every store.
+  float target_logit = 0.0f;
+  if (hard_active && p.want_loss && group.rank == 0)
+    target_logit = Softcap{p.softcap}.value(to_float(logits_row[y]));
+
+  // 1. Statistics: (m, s), and A = sum_c a_c, a row sum for probability targets and known in
+  // closed form for class indices.
+  float m = -INFINITY, s = 0.0f;
+  if (!backward) {
+    if (p.softcap != 0.0f)
+      accumulate_max_sum<true>(row, Softcap{p.softcap}, m, s);
+    else
+      accumulate_max_sum<false>(row, Softcap{p.softcap}, m, s);
+    group.reduce_max_sum(m, s);
+  }
+  RowConstants rc;
+  rc.y = y;
+  rc.m = m;
+  rc.smooth = eps / static_cast<float>(p.classes);
+  rc.target_row = soft && in_range ? static_cast<const char*>(p.targets) +
+                                         r * p.target_stride * dtype_size(p.target_dtype)
+                                   : nullptr;
+  const float hard_coefficient = hard_active ? (1.0f - eps) * class_weight_at(p, y) : 0.0f;
+  float coefficient_sum;
+  if (soft) {
+    double sum = 0.0;
+    if (kind == RowKind::active) {
+      row::for_each_owned_chunk(classes, group.rank, group.size, [&](int col0, int count) {
+        float weight[kChunk], coefficient[kChunk];
+        load_class_inputs(p, rc.target_row, col0, rc.smooth, weight, coefficient);
+        float chunk_sum = 0.0f;
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j)
+          if (j < count) chunk_sum += coefficient[j];
+        sum += chunk_sum;
+      });
+    }
+    coefficient_sum = static_cast<float>(group.reduce_sum(sum));
+  } else {
+    coefficient_sum = hard_coefficient + (eps != 0.0f ? rc.smooth * batch.class_weight_sum : 0.0f);
+  }
+  group.order_reads_before_writes();
+
+  float lse, inv_sum;
+  if (backward) {
+    lse = in_range ? p.saved_lse[r] : 0.0f;
+    // An all -inf row saved lse = -inf: x' - lse is then -inf - -inf, so shift to +inf instead,
+    // which makes every exp(x' - shift) 0.
+    rc.shift = lse == -INFINITY ? INFINITY : lse;
+    inv_sum = 1.0f;
+  } else {
+    lse = m + logf(s);
+    rc.shift = m == -INFINITY ? 0.0f : m;
+    inv_sum = s == 0.0f ? 0.0f : 1.0f / s;
+  }
+
+  // The loss, except for the terms the gradient pass sums (so that fewer values stay live).
+  // Combined in double, so that nothing overflows on the way to a finite loss; the row's loss is
+  // rounded to float once, at the end.
+  double loss = 0.0;
+  if (kind == RowKind::invalid) {
+    loss = NAN;
+  } else if (kind == RowKind::active && p.want_loss) {
+    if (s == 0.0f) {
+      // No class has mass (all -inf): every lse - x'_c is +inf.
+      loss = coefficient_sum > 0.0f ? INFINITY : (coefficient_sum < 0.0f ? -INFINITY : 0.0f);
+      if (p.z_loss != 0.0f) loss += INFINITY;
+    } else {
+      loss = static_cast<double>(times(coefficient_sum, logf(s))) +
+             times_gap(hard_coefficient, m, target_logit);
+      if (p.z_loss != 0.0f) loss += static_cast<double>(p.z_loss) * lse * lse;
+    }
+  }
+
+  const bool write_grad = p.grad != nullptr && in_range;
+  if (write_grad) {
+    const float upstream = p.upstream != nullptr ? p.upstream[p.upstream_per_row ? r : 0] : 1.0f;
+    // NaN statistics (a NaN or +inf logit; a NaN saved lse) make the whole row NaN, also where
+    // exp(x'_c - shift) is 0; so does an invalid target.
+    const bool nan_row = kind == RowKind::invalid || (backward ? lse != lse : s != s);
+    rc.multiplier = nan_row ? NAN
+                            : static_cast<float>(static_cast<double>(upstream) * batch.grad_factor);
+    const float prob_factor =
+        coefficient_sum + (p.z_loss != 0.0f ? 2.0f * p.z_loss * lse : 0.0f);
+    rc.prob_scale = prob_factor * inv_sum * rc.multiplier;
+    rc.target_step = rc.multiplier * hard_coefficient;
+    rc.smooth_step = rc.multiplier * rc.smooth;
+    // Ignored rows (and a mean over nothing) get 0 whatever their logits.
+    rc.zero_grad = kind == RowKind::ignored || batch.denominator == 0.0;
+  }
+
+  // 2. Gradient and loss terms.
+  const bool need_terms = p.want_loss && (soft || eps != 0.0f);  // uniform over the launch
+  const bool terms_here = need_terms && kind == RowKind::active;
+  double terms = 0.0;
+  if (write_grad || terms_here) {
+    TG* grad_row = write_grad ? static_cast<TG*>(p.grad) + r * p.grad_stride : nullptr;
+    const bool general = soft || p.softcap != 0.0f || (eps != 0.0f && p.class_weight != nullptr);
+    terms = general ? gradient_and_terms<true>(p, rc, row, grad_row, terms_here)
+                    : gradient_and_terms<false>(p, rc, row, grad_row, terms_here);
+  }
+  if (need_terms) {
+    terms = group.reduce_sum(terms);
+    if (terms_here && s != 0.0f) loss += (soft ? 1.0 : static_cast<double>(rc.smooth)) * terms;
+  }
+
+  // 3. The row's outputs.
+  if (group.rank != 0 || !in_range) return 0.0f;
+  const float row_loss = static_cast<float>(loss);
+  if (p.lse != nullptr) p.lse[r] = lse;
+  if (p.row_loss != nullptr) p.row_loss[r] = row_loss;
+  if (kind == RowKind::invalid && p.error != nullptr)
+    record_device_error(p.error, StatusCode::out_of_range, detail::DeviceErrorArgument::targets,
+                        r, target);
+  return p.want_loss ? row_loss : 0.0f;
+}
+
+// Launch bounds. One or two chunks per thread only ever run in the 256-thread blocks of
+// rows_per_warp and warp_per_row (block_on_chip always takes the most chunks): there, 80
+// registers let three blocks share an SM, which the short rows need to keep enough loads in
+// flight. The simple path fits (ptxas -v, sm_90); probability targets and softcap spill a little.
+// Everything else may use 128 registers in blocks of up to 512 threads.
+constexpr bool small_tile(int chunks) { return chunks == 1 || chunks == 2; }
+constexpr int max_block(int chunks) { return small_tile(chunks) ? row::kSmallRowBlock : row::kMaxBlock; }
+constexpr int min_blocks_per_sm(int chunks) { return small_tile(chunks) ? 3 : 1; }
+
+// kChunks > 0: the row in registers (rows_per_warp, warp_per_row, block_on_chip); 0: the row in
+// global memory (block_two_pass).
+template <class TX, class TG, int kChunks>
+__global__ void __launch_bounds__(max_block(kChunks), min_blocks_per_sm(kChunks))
+    cross_entropy_kernel(CrossEntropyParams p) {
+  __shared__ double2 exchange[row::kMaxWarps];
+  __shared__ double warp_partials[row::kMaxWarps];
+  const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
+  const RowTiles tiles{p.rows, group.rows_per_block(), group.row_in_block()};
+  const BatchConstants batch = batch_constants(p);
+
+  double loss_sum = 0.0;
+  for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
+    if constexpr (kChunks > 0) {
+      row::RegisterRow<TX, kChunks> source;
+      loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, tiles.row_of(tile));
+    } else {
+      row::GlobalRow<TX> source;
+      loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, tiles.row_of(tile));
+    }
+  }
+  if (p.loss_partials != nullptr) {
+    const double total = block_sum(loss_sum, warp_partials);
+    if (threadIdx.x == 0) {
+      // Divided here, so the finishing kernel needs no device-resident denominator. A zero
+      // denominator (nothing counts) gives 0; NaN (an invalid target) stays NaN.
+      p.loss_partials[blockIdx.x] = batch.denominator == 0.0 ? 0.0 : total / batch.denominator;
+    }
+  }
+}
+
+// The pre-pass: per-block partial sums of the target weights of the non-ignored rows (NaN for an
+// invalid target, as the reference) and of the class weights. Grid-stride with a grid that
+// depends only on the shape, so the sums are reproducible.
+constexpr int kWeightSumThreads = 256;
+constexpr int kMaxWeightSumBlocks = 32;
+
+struct WeightSumParams {
+  std::int64_t rows = 0;
+  std::int64_t classes = 0;
+  const void* targets = nullptr;
+  bool targets_i32 = false;
+  std::int64_t ignore_index = -100;
+  const float* class_weight = nullptr;
+  bool target_weights = false;
+  bool class_weights = false;
+  double* partials = nullptr;  // [2 gridDim.x]
+};
+
+__global__ void __launch_bounds__(kWeightSumThreads)
+    cross_entropy_weight_sums_kernel(WeightSumParams p) {
+  __shared__ double warp_partials[kWeightSumThreads / kWarpSize];
+  const std::int64_t first = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
+  const std::int64_t step = std::int64_t{gridDim.x} * blockDim.x;
+  double target_sum = 0.0, class_sum = 0.0;
+  if (p.target_weights) {
+    for (std::int64_t i = first; i < p.rows; i += step) {
+      const std::int64_t y = p.targets_i32
+                                 ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[i]}
+                                 : static_cast<const std::int64_t*>(p.targets)[i];
+      if (y == p.ignore_index) continue;
+      if (y < 0 || y >= p.classes)
+        target_sum += NAN;
+      else
+        target_sum += p.class_weight != nullptr ? p.class_weight[y] : 1.0f;
+    }
+  }
+  if (p.class_weights) {
+    for (std::int64_t c = first; c < p.classes; c += step) class_sum += p.class_weight[c];
+  }
+  target_sum = block_sum(target_sum, warp_partials);
+  class_sum = block_sum(class_sum, warp_partials);
+  if (threadIdx.x == 0) {
+    p.partials[blockIdx.x] = target_sum;
+    p.partials[gridDim.x + blockIdx.x] = class_sum;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launchers.
+
+template <class T>
+struct Tag {
+  using type = T;
+};
+
+template <class F>
+Status with_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(Tag<float>{});
+    case DType::f16: return f(Tag<__half>{});
+    case DType::bf16: return f(Tag<__nv_bfloat16>{});
+  }
+  return Status(StatusCode::internal, "", "cross_entropy: unexpected dtype");
+}
+
+template <class TX, class TG>
+Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& params,
+                            cudaStream_t stream) {
+  if (launch.block > max_block(launch.chunks))
+    return Status(StatusCode::internal, "",
+                  "cross_entropy: a block of " + std::to_string(launch.block) +
+                      " threads exceeds the launch bound of its kernel");
+  const dim3 grid(launch.grid), block(launch.block);
+  cudaError_t error = cudaErrorInvalidConfiguration;
+  switch (launch.chunks) {
+    case 0:
+      error = simcuda::launch(cross_entropy_kernel<TX, TG, 0>, grid, block, 0, stream, params);
+      break;
+    case 1:
+      error = simcuda::launch(cross_entropy_kernel<TX, TG, 1>, grid, block, 0, stream, params);
+      break;
+    case 2:
+      error = simcuda::launch(cross_entropy_kernel<TX, TG, 2>, grid, block, 0, stream, params);
+      break;
+    case 4:
+      error = simcuda::launch(cross_entropy_kernel<TX, TG, 4>, grid, block, 0, stream, params);
+      break;
+    case 8:
+      // Eight chunks fit the register budget only for 16-bit logits (row_dispatch.h).
+      if constexpr (sizeof(TX) == 2)
+        error = simcuda::launch(cross_entropy_kernel<TX, TG, 8>, grid, block, 0, stream, params);
+      break;
+    default: break;
+  }
+  ACTLOSS_CUDA_TRY(error);
+  return {};
+}
+
+}  // namespace
+}  // namespace actloss::cuda
+
+namespace actloss::detail {
+
+Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
+                          const CrossEntropyOptions& options, const Exec& exec) {
+  using namespace actloss::cuda;
+  const cudaStream_t stream = exec.stream;
+  const bool reduced = options.reduction != Reduction::none;
+  if (args.rows == 0) {
+    // A reduced loss over no rows is 0; there is nothing else to write.
+    if (args.loss != nullptr && reduced)
+      ACTLOSS_CUDA_TRY(cudaMemsetAsync(args.loss, 0, sizeof(float), stream));
+    return {};
+  }
+  if (Status status = row::check_row_length(args.classes, "classes"); !status.ok()) return status;
+  const DeviceInfo* device = nullptr;
+  if (Status status = current_device_info(&device); !status.ok()) return status;
+
+  const bool soft = args.target_kind == TargetKind::probabilities;
+  const bool mean = options.reduction == Reduction::mean;
+  const bool writes_grad = pass != Pass::forward && args.grad != nullptr;
+
+  CrossEntropyParams p;
+  p.rows = args.rows;
+  p.classes = args.classes;
+  p.logits = args.logits;
+  p.logits_stride = args.logits_row_stride;
+  p.logits_vector =
+      row::vectorizable(args.logits, args.logits_dtype, args.rows, args.logits_row_stride);
+  p.targets = args.targets;
+  p.soft_targets = soft;
+  p.targets_i32 = args.target_kind == TargetKind::class_index_i32;
+  if (soft) {
+    p.target_dtype = args.target_dtype;
+    p.target_stride = args.target_row_stride;
+    p.target_vector =
+        row::vectorizable(args.targets, args.target_dtype, args.rows, args.target_row_stride);
+  }
+  p.class_weight = args.class_weight;
+  p.class_weight_vector = row::vectorizable(args.class_weight, DType::f32, 1, args.classes);
+  p.ignore_index = options.ignore_index;
+  p.smoothing = options.label_smoothing;
+  p.z_loss = options.z_loss;
+  p.softcap = options.softcap;
+  p.want_loss = pass != Pass::backward && args.loss != nullptr;
+  p.row_loss = p.want_loss && !reduced ? args.loss : nullptr;
+  p.lse = pass != Pass::backward ? args.lse : nullptr;
+  p.saved_lse = pass == Pass::backward ? args.saved_lse : nullptr;
+  if (writes_grad) {
+    p.grad = args.grad;
+    p.grad_stride = args.grad_row_stride;
+    p.grad_vector = row::vectorizable(args.grad, args.grad_dtype, args.rows, args.grad_row_stride);
+    p.grad_scale = args.grad_scale;
+    p.upstream = args.upstream_grad;
+    p.upstream_per_row = !reduced;
+  }
+  if (!soft) {
+    if (Status status = device_error_record(exec, &p.error); !status.ok()) return status;
+  }
+
+  const row::RowLaunch launch = row::plan_row_launch(RowOp::cross_entropy, args.rows,
+                                                     args.classes, args.logits_dtype, *device);
+  p.threads_per_row = launch.threads_per_row;
+
+  // Scratch: the main kernel's loss partials, then the pre-pass's two partial arrays.
+  const bool partials = p.want_loss && reduced;
+  const bool target_weights = !soft && mean;
+  const bool class_weights = !soft && args.class_weight != nullptr && options.label_smoothing != 0;
+  const bool prepass = target_weights || class_weights;
+  int weight_blocks = 0;
+  if (prepass) {
+    const std::int64_t items = args.rows > args.classes ? args.rows : args.classes;
+    weight_blocks = static_cast<int>(
+        grid_size_for(items, kWeightSumThreads * 16, kMaxWeightSumBlocks));
+  }
+  const std::size_t loss_slots = partials ? launch.grid : 0;
+  StreamScratch scratch;
+  if (partials || prepass) {
+    const std::size_t doubles = loss_slots + 2 * static_cast<std::size_t>(weight_blocks);
+    if (Status status = scratch.allocate(doubles * sizeof(double), stream); !status.ok())
+      return status;
+  }
+  if (partials) p.loss_partials = scratch.as<double>();
+  p.fixed_denominator = mean && soft ? static_cast<double>(args.rows) : 1.0;
+  if (prepass) {
+    WeightSumParams w;
+    w.rows = args.rows;
+    w.classes = args.classes;
+    w.targets = args.targets;
+    w.targets_i32 = p.targets_i32;
+    w.ignore_index = options.ignore_index;
+    w.class_weight = args.class_weight;
+    w.target_weights = target_weights;
+    w.class_weights = class_weights;
+    w.partials = scratch.as<double>() + loss_slots;
+    ACTLOSS_CUDA_TRY(simcuda::launch(cross_entropy_weight_sums_kernel, dim3(weight_blocks),
+                                     dim3(kWeightSumThreads), 0, stream, w));
+    p.weight_partials = w.partials;
+    p.weight_blocks = weight_blocks;
+    p.denominator_from_targets = target_weights;
+    p.sum_class_weights = class_weights;
+  }
+
+  // The gradient's dtype only matters when a gradient is written; forward reuses the logits'
+  // instantiation.
+  const DType grad_dtype = writes_grad ? args.grad_dtype : args.logits_dtype;
+  Status status = with_dtype(args.logits_dtype, [&](auto x_tag) {
+    return with_dtype(grad_dtype, [&](auto g_tag) {
+      using TX = typename decltype(x_tag)::type;
+      using TG = typename decltype(g_tag)::type;
+      return launch_cross_entropy<TX, TG>(launch, p, stream);
+    });
+  });
+  if (!status.ok()) return status;
+  if (partials) {
+    return finish_partial_sums(p.loss_partials, nullptr, static_cast<int>(launch.grid), 1.0,
+                               args.loss, stream);
+  }
+  return {};
+}
+
+}  // namespace actloss::detail

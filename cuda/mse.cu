@@ -1,0 +1,128 @@
+// Mean squared error on the GPU (semantics: include/actloss/mse.h).
+//
+// One pass over input and target writes whatever the call asks for: the per-element loss
+// (Reduction::none), per-block partial sums of the loss (sum/mean, finished by
+// finish_partial_sums in a fixed order: no float atomics, bitwise reproducible), the gradient, or
+// several of these at once (forward_backward). Packs, vector loads and grid: cuda/elementwise.cuh.
+#include "cuda/elementwise.cuh"
+#include "cuda/reduce.cuh"
+
+namespace actloss::cuda {
+namespace {
+
+struct MseKernelArgs {
+  ew::Packs packs;  // 1 x n
+  ew::In input, target;
+  float* loss_elements = nullptr;  // [n] under none when the loss is wanted, else null
+  double* partials = nullptr;      // [gridDim.x] under sum/mean when the loss is wanted, else null
+  ew::Out grad;                    // data null when the gradient is not wanted
+  // d loss / d input = 2 (input - target) * grad_coefficient * upstream, where
+  // grad_coefficient = grad_scale / (mean denominator) and upstream is [n] under none, [1]
+  // otherwise, 1 when null.
+  float grad_coefficient = 1.0f;
+  const float* upstream = nullptr;
+  bool upstream_per_element = false;
+  bool vector = false;
+};
+
+__global__ void __launch_bounds__(ew::kThreads) mse_kernel(MseKernelArgs a) {
+  __shared__ double warp_partials[ew::kThreads / kWarpSize];
+  const bool wants_grad = a.grad.data != nullptr;
+  const bool upstream_elements = wants_grad && a.upstream != nullptr && a.upstream_per_element;
+  const float coefficient =
+      2.0f * a.grad_coefficient *
+      (a.upstream != nullptr && !a.upstream_per_element ? a.upstream[0] : 1.0f);
+  const ew::In upstream{a.upstream, DType::f32, 0};
+  const ew::Out loss{a.loss_elements, DType::f32, 0};
+
+  double sum = 0.0;
+  ew::for_each_pack(a.packs, [&](std::int64_t row, std::int64_t col, int count) {
+    const bool full = a.vector && count == ew::kPack;
+    ew::RawPack input_raw, target_raw;
+    ew::load(a.input, row, col, count, full, input_raw);
+    ew::load(a.target, row, col, count, full, target_raw);
+    float up[ew::kPack] = {};
+    if (upstream_elements) ew::load_floats(upstream, row, col, count, full, up);
+    float x[ew::kPack], t[ew::kPack];
+    ew::unpack(input_raw, a.input.dtype, x);
+    ew::unpack(target_raw, a.target.dtype, t);
+
+    float d[ew::kPack], l[ew::kPack];
+    float pack_sum = 0.0f;  // <= 8 non-negative terms: relative error <= 7 * 2^-24
+#pragma unroll
+    for (int i = 0; i < ew::kPack; ++i) {
+      d[i] = x[i] - t[i];
+      l[i] = d[i] * d[i];
+      if (i < count) pack_sum += l[i];
+    }
+    if (a.loss_elements != nullptr) ew::store(loss, row, col, count, full, l);
+    sum += pack_sum;
+    if (wants_grad) {
+#pragma unroll
+      for (int i = 0; i < ew::kPack; ++i)
+        d[i] *= upstream_elements ? coefficient * up[i] : coefficient;
+      ew::store(a.grad, row, col, count, full, d);
+    }
+  });
+
+  if (a.partials != nullptr) {
+    const double block_total = block_sum(sum, warp_partials);
+    if (threadIdx.x == 0) a.partials[blockIdx.x] = block_total;
+  }
+}
+
+}  // namespace
+}  // namespace actloss::cuda
+
+namespace actloss::detail {
+
+Status cuda_mse(Pass pass, const MseArgs& args, const MseOptions& options, const Exec& exec) {
+  using namespace cuda;
+  const bool per_element = options.reduction == Reduction::none;
+  const bool wants_loss = pass != Pass::backward && args.loss != nullptr;
+  const bool wants_grad = pass != Pass::forward;
+  const bool reduces = wants_loss && !per_element;
+  const double denominator =
+      options.reduction == Reduction::mean ? static_cast<double>(args.n) : 1.0;
+
+  if (args.n == 0) {
+    // Nothing to read or differentiate; sum and mean of nothing are 0.
+    if (reduces)
+      return finish_partial_sums(nullptr, nullptr, 0, denominator, args.loss, exec.stream);
+    return {};
+  }
+
+  MseKernelArgs a;
+  a.packs = ew::packs_of(1, args.n);
+  a.input = ew::In{args.input, args.input_dtype, args.n};
+  a.target = ew::In{args.target, args.target_dtype, args.n};
+  if (wants_loss && per_element) a.loss_elements = args.loss;
+  if (wants_grad) {
+    a.grad = ew::Out{args.grad, args.grad_dtype, args.n};
+    a.grad_coefficient = static_cast<float>(static_cast<double>(args.grad_scale) / denominator);
+    a.upstream = args.upstream_grad;
+    a.upstream_per_element = per_element;
+  }
+  a.vector = ew::vector_ok(a.input.data, a.input.dtype, 1, 0) &&
+             ew::vector_ok(a.target.data, a.target.dtype, 1, 0) &&
+             ew::vector_ok(a.loss_elements, DType::f32, 1, 0) &&
+             ew::vector_ok(a.grad.data, a.grad.dtype, 1, 0) &&
+             ew::vector_ok(a.upstream_per_element ? a.upstream : nullptr, DType::f32, 1, 0);
+
+  unsigned blocks = 0;
+  if (Status status = ew::blocks_for(a.packs.per_row, &blocks); !status.ok()) return status;
+  StreamScratch partials;
+  if (reduces) {
+    if (Status status = partials.allocate(sizeof(double) * blocks, exec.stream); !status.ok())
+      return status;
+    a.partials = partials.as<double>();
+  }
+  ACTLOSS_CUDA_TRY(simcuda::launch(mse_kernel, dim3(blocks), dim3(ew::kThreads), 0, exec.stream,
+                                   a));
+  if (reduces)
+    return finish_partial_sums(a.partials, nullptr, static_cast<int>(blocks), denominator,
+                               args.loss, exec.stream);
+  return {};
+}
+
+}  // namespace actloss::detail

@@ -1,0 +1,64 @@
+// Deterministic reduction of per-block partial sums to one float.
+//
+// Sum and mean must be bitwise identical across runs and graph replays, so no float atomics touch
+// a result: each block of an op's main kernel writes its partial sums (in double, so that summing
+// millions of rows does not lose the 2^-21 relative accuracy we promise) to stream-ordered
+// scratch memory, and one finishing block adds them in a fixed order. The grid of the main kernel
+// depends only on the problem shape and the device, never on timing, so the partials are the same
+// every run.
+#pragma once
+
+#include "cuda/common.cuh"
+
+namespace actloss::cuda {
+
+// Stream-ordered scratch memory: allocated and freed on the op's stream, so no host
+// synchronisation and CUDA graph capture works (the allocation becomes a memory node).
+class StreamScratch {
+ public:
+  StreamScratch() = default;
+  StreamScratch(const StreamScratch&) = delete;
+  StreamScratch& operator=(const StreamScratch&) = delete;
+  ~StreamScratch() {
+    if (data_ != nullptr) (void)cudaFreeAsync(data_, stream_);
+  }
+
+  Status allocate(std::size_t bytes, cudaStream_t stream) {
+    stream_ = stream;
+    ACTLOSS_CUDA_TRY(cudaMallocAsync(&data_, bytes == 0 ? 1 : bytes, stream));
+    return {};
+  }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+
+ private:
+  void* data_ = nullptr;
+  cudaStream_t stream_ = nullptr;
+};
+
+// Sum over the whole block in a fixed order; every thread gets the result. `warp_partials` is
+// shared memory of at least blockDim.x / 32 doubles; the caller may reuse it after this returns
+// only behind another __syncthreads.
+__device__ __forceinline__ double block_sum(double value, double* warp_partials) {
+  const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+  const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+  const int warps = static_cast<int>(blockDim.x) / kWarpSize;
+  value = warp_sum(value);
+  if (lane == 0) warp_partials[warp] = value;
+  __syncthreads();
+  double total = 0.0;
+  for (int w = 0; w < warps; ++w) total += warp_partials[w];
+  __syncthreads();
+  return total;
+}
+
+// out[0] = sum(numerators) / denominator, where the denominator is sum(denominators) when
+// given, else constant_denominator; the sums run over `count` partials in a fixed order. A zero
+// denominator (an empty or all-ignored batch under mean) gives 0, never NaN; a NaN numerator
+// stays NaN. Defined in cuda/reduce.cu.
+Status finish_partial_sums(const double* numerators, const double* denominators, int count,
+                           double constant_denominator, float* out, cudaStream_t stream);
+
+}  // namespace actloss::cuda

@@ -1,0 +1,456 @@
+// Device machinery shared by the row-wise ops (cuda/cross_entropy.cu, cuda/softmax.cu): chunked
+// row access with 16-byte vectors, the merge of (max, sum of exponentials) pairs, reductions over
+// the threads of one row, and the launch geometry of the four dispatch paths (row_dispatch.h).
+//
+// Layout. A row is cut into chunks of kChunk = 8 consecutive elements (the last may be partial).
+// The threads of a row form a group of `size` threads (1..32 within a warp, or a whole block);
+// the thread of rank r owns chunks r, r + size, r + 2 size, ... A chunk is one 16-byte vector of
+// f16/bf16 or two of f32, so a warp reads 512 or 1024 contiguous bytes per step, and mixed-dtype
+// outputs (bf16 logits, f32 gradient) stay vectorised on both sides.
+//
+// Rows are handed out in tiles of blockDim / size rows, grid-stride. Every thread of a block runs
+// the same number of tiles (threads past the last row take part with an empty row), so warp
+// shuffles always have all 32 lanes and block barriers are reached by every thread.
+#pragma once
+
+#include "cuda/common.cuh"
+#include "cuda/reduce.cuh"
+#include "cuda/row_dispatch.h"
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace actloss::cuda::row {
+
+using detail::RowAlgorithm;
+using detail::RowOp;
+
+constexpr int kChunk = detail::row_limits::kChunk;
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr int kMaxBlock = detail::row_limits::kMaxThreadsPerRow;  // the largest block of any path
+constexpr int kMaxWarps = 32;
+
+// exp(x - m) for x <= m. The subtraction comes first: x * log2e alone overflows for |x| > 2.3e38,
+// and with it the difference of two huge logits would be lost.
+__device__ __forceinline__ float exp_shifted(float x, float m) { return exp2f((x - m) * kLog2e); }
+
+// ---------------------------------------------------------------------------------------------
+// Chunks: loads and stores of 8 elements.
+
+template <class T>
+struct alignas(16) Chunk {
+  T v[kChunk];
+};
+
+template <class T>
+__device__ __forceinline__ T negative_infinity() {
+  return from_float<T>(-INFINITY);
+}
+
+// True when every full chunk of every row starts on a 16-byte boundary: the base is aligned and
+// the row stride is a multiple of 16 bytes (a single row has no stride to worry about).
+inline bool vectorizable(const void* data, DType dtype, std::int64_t rows, std::int64_t stride) {
+  if (data == nullptr) return true;
+  const bool base = reinterpret_cast<std::uintptr_t>(data) % 16 == 0;
+  return base && (rows <= 1 || (stride * dtype_size(dtype)) % 16 == 0);
+}
+
+// Columns are int: classes fit int32, and a chunk's columns col0 .. col0 + 7 of a row shorter than
+// 2^31 do too (col0 is a multiple of 8 below the row length).
+//
+// Loads chunk `col0 / kChunk` of `row` (`cols` elements); elements past the row read as -inf, the
+// neutral element of every use below (max, exponential sums). `vector` says the row allows
+// 16-byte access; a partial chunk is read element by element so that nothing past the row (the
+// end of the allocation, for the last row) is touched.
+template <class T>
+__device__ __forceinline__ void load_chunk(Chunk<T>& chunk, const T* row, int col0, int cols,
+                                           bool vector) {
+  constexpr int kWords = sizeof(Chunk<T>) / 16;
+  if (vector && col0 <= cols - kChunk) {
+    const uint4* source = reinterpret_cast<const uint4*>(row + col0);
+#ifdef __CUDA_ARCH__
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) reinterpret_cast<uint4*>(chunk.v)[i] = source[i];
+#else
+    std::memcpy(static_cast<void*>(chunk.v), source, kWords * sizeof(uint4));
+#endif
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j)
+    chunk.v[j] = col0 + j < cols ? row[col0 + j] : negative_infinity<T>();
+}
+
+// Element j of a chunk (j is a compile-time constant after unrolling).
+template <class T>
+__device__ __forceinline__ float element(const Chunk<T>& chunk, int j) {
+  return to_float(chunk.v[j]);
+}
+
+// A chunk of a tensor whose dtype is a run-time value (dy of softmax backward, soft targets),
+// widened to float. The switch is uniform across the launch.
+__device__ __forceinline__ void load_chunk_as_float(float (&out)[kChunk], const void* row,
+                                                    DType dtype, int col0, int cols,
+                                                    bool vector) {
+  switch (dtype) {
+    case DType::f16: {
+      Chunk<__half> c;
+      load_chunk(c, static_cast<const __half*>(row), col0, cols, vector);
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
+      break;
+    }
+    case DType::bf16: {
+      Chunk<__nv_bfloat16> c;
+      load_chunk(c, static_cast<const __nv_bfloat16*>(row), col0, cols, vector);
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
+      break;
+    }
+    default: {
+      Chunk<float> c;
+      load_chunk(c, static_cast<const float*>(row), col0, cols, vector);
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
+      break;
+    }
+  }
+}
+
+// Stores the first `count` values of a chunk, rounded once to T. Full chunks of a vectorizable
+// row go out as streaming 16-byte stores: outputs are not read again by this kernel, so they
+// should not push the inputs (which the two-pass path re-reads) out of L2.
+template <class T>
+__device__ __forceinline__ void store_chunk(T* row, int col0, int count,
+                                            const float (&values)[kChunk], bool vector) {
+  Chunk<T> chunk;
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) chunk.v[j] = from_float<T>(values[j]);
+  if (vector && count == kChunk) {
+    constexpr int kWords = sizeof(Chunk<T>) / 16;
+    uint4* target = reinterpret_cast<uint4*>(row + col0);
+#ifdef __CUDA_ARCH__
+#pragma unroll
+    for (int i = 0; i < kWords; ++i) __stcs(target + i, reinterpret_cast<const uint4*>(chunk.v)[i]);
+#else
+    std::memcpy(target, chunk.v, kWords * sizeof(uint4));
+#endif
+    return;
+  }
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j)
+    if (j < count) row[col0 + j] = chunk.v[j];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Row sources: where a thread's chunks of one row come from. Both call
+// body(col0, x, count) for each of the thread's chunks in increasing order, x widened to float
+// (past-the-row elements -inf), count = number of real elements (1..8).
+
+// The thread's chunks of the row held in registers, loaded once (all loads in flight together).
+template <class T, int kChunks>
+struct RegisterRow {
+  Chunk<T> chunk[kChunks];
+  int cols;
+  int first, step;
+
+  __device__ __forceinline__ void load(const T* row, int row_cols, int rank, int size,
+                                       bool vector) {
+    cols = row_cols;
+    first = rank;
+    step = size;
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      const int col0 = (first + k * step) * kChunk;
+      if (col0 < cols) {
+        load_chunk(chunk[k], row, col0, cols, vector);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) chunk[k].v[j] = negative_infinity<T>();
+      }
+    }
+  }
+
+  template <class Body>
+  __device__ __forceinline__ void for_each(Body&& body) const {
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      const int col0 = (first + k * step) * kChunk;
+      if (col0 < cols) {
+        float x[kChunk];
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) x[j] = element(chunk[k], j);
+        body(col0, x, cols - col0 < kChunk ? cols - col0 : kChunk);
+      }
+    }
+  }
+};
+
+// The row read from global memory on every visit (block_two_pass), kUnroll chunks per step so
+// that each thread has several 16-byte loads in flight.
+template <class T>
+struct GlobalRow {
+  static constexpr int kUnroll = 4;
+  const T* row;
+  int cols;
+  int first, step;
+  bool vector;
+
+  __device__ __forceinline__ void load(const T* row_data, int row_cols, int rank, int size,
+                                       bool vec) {
+    row = row_data;
+    cols = row_cols;
+    first = rank;
+    step = size;
+    vector = vec;
+  }
+
+  // Chunk indices (not columns) drive the loops, so nothing overflows near 2^31 columns.
+  template <class Body>
+  __device__ __forceinline__ void for_each(Body&& body) const {
+    const int chunks = cols / kChunk + (cols % kChunk != 0);
+    int c = first;
+    for (; c + (kUnroll - 1) * step < chunks; c += kUnroll * step) {
+      Chunk<T> raw[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) load_chunk(raw[u], row, (c + u * step) * kChunk, cols, vector);
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        float x[kChunk];
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) x[j] = element(raw[u], j);
+        const int col0 = (c + u * step) * kChunk;
+        body(col0, x, cols - col0 < kChunk ? cols - col0 : kChunk);
+      }
+    }
+    for (; c < chunks; c += step) {
+      Chunk<T> raw;
+      load_chunk(raw, row, c * kChunk, cols, vector);
+      float x[kChunk];
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) x[j] = element(raw, j);
+      const int col0 = c * kChunk;
+      body(col0, x, cols - col0 < kChunk ? cols - col0 : kChunk);
+    }
+  }
+};
+
+// Calls body(col0, count) for each chunk this thread owns in a row of `cols` elements, without
+// loading anything (for per-column inputs of another tensor).
+template <class Body>
+__device__ __forceinline__ void for_each_owned_chunk(int cols, int rank, int size, Body&& body) {
+  const int chunks = cols / kChunk + (cols % kChunk != 0);
+  for (int c = rank; c < chunks; c += size) {
+    const int col0 = c * kChunk;
+    body(col0, cols - col0 < kChunk ? cols - col0 : kChunk);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// (max, sum of exponentials) pairs: s = sum exp(x - m) over the elements seen.
+
+// Folds (m2, s2) into (m, s). Commutative bit for bit (fmaxf and one float addition of two
+// products), so both lanes of a butterfly exchange end with identical values. An empty side has
+// m = -inf and contributes exp(-inf) = 0; when both are empty, the shift is 0 instead of the NaN
+// that -inf - -inf would give. A NaN sum stays NaN; m = +inf makes the sum NaN (inf - inf), which
+// is the answer for a row containing +inf.
+__device__ __forceinline__ void merge_max_sum(float& m, float& s, float m2, float s2) {
+  const float top = fmaxf(m, m2);
+  const float shift = top == -INFINITY ? 0.0f : top;
+  s = s * exp_shifted(m, shift) + s2 * exp_shifted(m2, shift);
+  m = top;
+}
+
+// Adds a chunk to the running pair; elements past the row must be -inf. Per chunk rather than per
+// element: one rescale per 8 elements.
+__device__ __forceinline__ void add_chunk_max_sum(float& m, float& s, const float (&x)[kChunk]) {
+  float top = x[0];
+#pragma unroll
+  for (int j = 1; j < kChunk; ++j) top = fmaxf(top, x[j]);
+  if (top > m) {
+    s *= exp_shifted(m, top);  // m = -inf: s is 0 (or NaN) and stays so
+    m = top;
+  }
+  const float shift = m == -INFINITY ? 0.0f : m;
+  float chunk_sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) chunk_sum += exp_shifted(x[j], shift);
+  s += chunk_sum;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The threads of one row.
+
+struct RowGroup {
+  int size;  // threads per row: a power of two up to 32, or the block (a multiple of 32)
+  int rank;  // this thread's index in the row
+  double2* exchange;  // kMaxWarps entries of shared memory, used when size > 32
+
+  // The caller keeps the exchange buffer alive (a __shared__ array of the kernel).
+  __device__ __forceinline__ static RowGroup make(int size, double2* exchange) {
+    return RowGroup{size, static_cast<int>(threadIdx.x) % size, exchange};
+  }
+  __device__ __forceinline__ int rows_per_block() const {
+    return static_cast<int>(blockDim.x) / size;
+  }
+  __device__ __forceinline__ int row_in_block() const {
+    return static_cast<int>(threadIdx.x) / size;
+  }
+
+  // Orders this thread's reads of the row before other threads' writes to it (in-place outputs).
+  // Block-wide groups are ordered by the barriers of their reductions already.
+  __device__ __forceinline__ void order_reads_before_writes() const {
+    if (size <= kWarpSize) __syncwarp();
+  }
+
+  // Every thread of the row ends with the same (max, sum) of the row.
+  __device__ __forceinline__ void reduce_max_sum(float& m, float& s) const {
+    const int width = size < kWarpSize ? size : kWarpSize;
+    for (int offset = width / 2; offset > 0; offset /= 2) {
+      const float m2 = __shfl_xor_sync(kFullMask, m, offset);
+      const float s2 = __shfl_xor_sync(kFullMask, s, offset);
+      merge_max_sum(m, s, m2, s2);
+    }
+    if (size > kWarpSize) {
+      const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+      const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+      if (lane == 0) exchange[warp] = make_double2(m, s);
+      __syncthreads();
+      m = -INFINITY;
+      s = 0.0f;
+      for (int w = 0; w < size / kWarpSize; ++w)
+        merge_max_sum(m, s, static_cast<float>(exchange[w].x), static_cast<float>(exchange[w].y));
+      __syncthreads();
+    }
+  }
+
+  // Every thread of the row ends with the same sum (fixed order: reproducible).
+  __device__ __forceinline__ double reduce_sum(double value) const {
+    const int width = size < kWarpSize ? size : kWarpSize;
+    for (int offset = width / 2; offset > 0; offset /= 2)
+      value += __shfl_xor_sync(kFullMask, value, offset);
+    if (size > kWarpSize) {
+      const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+      const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+      if (lane == 0) exchange[warp].x = value;
+      __syncthreads();
+      value = 0.0;
+      for (int w = 0; w < size / kWarpSize; ++w) value += exchange[w].x;
+      __syncthreads();
+    }
+    return value;
+  }
+};
+
+// The tiles of rows this block runs, and this thread's row in each.
+struct RowTiles {
+  std::int64_t rows;
+  int rows_per_block;
+  int row_in_block;
+
+  __device__ __forceinline__ std::int64_t count() const {
+    return (rows + rows_per_block - 1) / rows_per_block;
+  }
+  __device__ __forceinline__ std::int64_t row_of(std::int64_t tile) const {
+    return tile * rows_per_block + row_in_block;
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Host side: launch geometry of the dispatch paths.
+
+struct RowLaunch {
+  RowAlgorithm algorithm = RowAlgorithm::block_two_pass;
+  int chunks = 0;           // register chunks per thread; 0 = the row stays in global memory
+  int threads_per_row = 0;  // group size
+  int block = 0;            // threads per block
+  unsigned grid = 0;
+};
+
+constexpr int kSmallRowBlock = 256;        // rows_per_warp and warp_per_row: 8 warps per block
+constexpr int kMinBlockRowThreads = 64;    // block paths always reduce across warps
+constexpr int kTwoPassChunksPerThread = 4;  // sizes the two-pass block for short forced rows
+
+inline int next_power_of_two(std::int64_t n) {
+  int p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+inline int round_up_to_warps(std::int64_t threads) {
+  const std::int64_t warps = (threads + kWarpSize - 1) / kWarpSize;
+  return static_cast<int>(warps * kWarpSize);
+}
+
+// The launch of a rows x cols problem of `op` whose held elements have `dtype`. Depends only on
+// the shape, the dtype, the forced algorithm and the device, never on pointers or timing, so the
+// per-block partial sums of a reduction are the same on every call.
+inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols, DType dtype,
+                                 const DeviceInfo& device) {
+  RowLaunch launch;
+  launch.algorithm = detail::chosen_row_algorithm(op, cols, dtype);
+  const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
+  const int max_chunks = detail::row_limits::max_chunks_per_thread(op, dtype);
+  switch (launch.algorithm) {
+    case RowAlgorithm::rows_per_warp:
+      launch.chunks = 1;
+      launch.threads_per_row = next_power_of_two(chunks);
+      launch.block = kSmallRowBlock;
+      break;
+    case RowAlgorithm::warp_per_row:
+      launch.chunks = next_power_of_two((chunks + kWarpSize - 1) / kWarpSize);
+      launch.threads_per_row = kWarpSize;
+      launch.block = kSmallRowBlock;
+      break;
+    case RowAlgorithm::block_on_chip: {
+      // The most chunks per thread, so the fewest threads per row: more rows resident per SM and
+      // cheaper reductions, with each thread's loads all in flight at once.
+      launch.chunks = max_chunks;
+      const int threads = round_up_to_warps((chunks + max_chunks - 1) / max_chunks);
+      launch.threads_per_row = threads < kMinBlockRowThreads ? kMinBlockRowThreads : threads;
+      launch.block = launch.threads_per_row;
+      break;
+    }
+    case RowAlgorithm::automatic:
+    case RowAlgorithm::block_two_pass: {
+      launch.algorithm = RowAlgorithm::block_two_pass;
+      launch.chunks = 0;
+      const int threads = round_up_to_warps((chunks + kTwoPassChunksPerThread - 1) /
+                                            kTwoPassChunksPerThread);
+      launch.threads_per_row =
+          threads < kMinBlockRowThreads
+              ? kMinBlockRowThreads
+              : (threads > detail::row_limits::kMaxThreadsPerRow
+                     ? detail::row_limits::kMaxThreadsPerRow
+                     : threads);
+      launch.block = launch.threads_per_row;
+      break;
+    }
+  }
+  const int rows_per_block = launch.block / launch.threads_per_row;
+  // At most as many blocks as the device can hold at full thread occupancy (an upper bound on
+  // residency: registers may allow fewer); grid-stride loops take the rest. The two-pass path
+  // runs one row per SM at a time, so that the rows being read twice stay within L2 between
+  // their two reads (132 rows of 128K bf16 logits are 33 MB; the H100's L2 is 50 MB).
+  std::int64_t per_sm = device.max_threads_per_sm / launch.block;
+  if (per_sm > 32) per_sm = 32;
+  if (per_sm < 1) per_sm = 1;
+  if (launch.algorithm == RowAlgorithm::block_two_pass) per_sm = 1;
+  const std::int64_t sms = device.sm_count > 0 ? device.sm_count : 1;
+  std::int64_t cap = sms * per_sm;
+  if (const std::int64_t limit = detail::row_grid_limit(); limit > 0 && limit < cap) cap = limit;
+  launch.grid = grid_size_for(rows, rows_per_block, cap);
+  return launch;
+}
+
+// Columns are int32 in the kernels; longer rows are refused before anything is launched.
+inline Status check_row_length(std::int64_t cols, const char* argument) {
+  if (cols <= detail::row_limits::kMaxTwoPassClasses) return {};
+  return Status(StatusCode::unsupported, argument,
+                std::string(argument) + ": at most " +
+                    std::to_string(detail::row_limits::kMaxTwoPassClasses) +
+                    " per row on CUDA (got " + std::to_string(cols) + ")");
+}
+
+}  // namespace actloss::cuda::row

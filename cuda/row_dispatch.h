@@ -1,0 +1,142 @@
+// Which kernel algorithm the row-wise ops (cross-entropy, softmax, log-softmax) use for a row
+// length, and the switch that lets tests force one. Host-only and header-only: tests include it
+// from plain C++ without CUDA headers, and the kernels' launchers (cuda/row_common.cuh) size their
+// register tiles from the same constants, so the limits below cannot drift from the kernels.
+//
+// The paths, by row length:
+//   rows_per_warp   1 to 16 threads per row, so 2 to 32 rows per warp: short rows keep every lane
+//                   busy instead of leaving a warp mostly idle on a handful of elements
+//   warp_per_row    one warp per row, the row held in registers
+//   block_on_chip   one block per row (up to 512 threads), the row held in registers
+//   block_two_pass  one block per row, the row read twice from global memory (the second read
+//                   mostly from L2); any length that fits int32
+// Every path works in chunks of 8 consecutive elements (one 16-byte vector of f16/bf16, two of
+// f32). A thread keeps some of them in registers: 32 registers of row data per thread. Blocks
+// have at most 512 threads, so a thread may use 128 registers; the kernels need about 90 of them
+// besides the row at their busiest point (measured with ptxas -v for sm_90: more row data per
+// thread spills). On-chip rows are therefore limited to 512 x 32 registers = 64 KiB.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+#include <actloss/types.h>
+
+namespace actloss::detail {
+
+enum class RowAlgorithm : std::uint8_t {
+  automatic,
+  rows_per_warp,
+  warp_per_row,
+  block_on_chip,
+  block_two_pass,
+};
+
+// The ops sharing the dispatch; they differ in what a thread must keep per element.
+enum class RowOp : std::uint8_t {
+  cross_entropy,     // the logits (in their own dtype); every pass
+  softmax_forward,   // x (in its own dtype)
+  softmax_backward,  // y (in its own dtype) and dy (as float)
+};
+
+inline const char* to_string(RowAlgorithm algorithm) {
+  switch (algorithm) {
+    case RowAlgorithm::automatic: return "automatic";
+    case RowAlgorithm::rows_per_warp: return "rows_per_warp";
+    case RowAlgorithm::warp_per_row: return "warp_per_row";
+    case RowAlgorithm::block_on_chip: return "block_on_chip";
+    case RowAlgorithm::block_two_pass: return "block_two_pass";
+  }
+  return "unknown";
+}
+
+namespace row_limits {
+
+inline constexpr int kChunk = 8;                // elements per chunk
+inline constexpr int kRegisterBudget = 32;      // 32-bit registers of row data per thread
+inline constexpr int kMaxThreadsPerRow = 512;  // the largest block of every path
+inline constexpr int kMaxRowsPerWarpThreads = 16;  // rows_per_warp: at least 2 rows per warp
+inline constexpr std::int64_t kMaxTwoPassClasses = 2147483647;  // int32 column indices
+
+// Registers one chunk costs a thread, and so how many chunks fit the budget.
+constexpr int chunk_registers(RowOp op, DType dtype) {
+  const int element = dtype == DType::f32 ? kChunk : kChunk / 2;
+  return op == RowOp::softmax_backward ? element + kChunk : element;
+}
+constexpr int max_chunks_per_thread(RowOp op, DType dtype) {
+  const int chunks = kRegisterBudget / chunk_registers(op, dtype);
+  // Powers of two only: these are the instantiated register tiles.
+  return chunks >= 8 ? 8 : chunks >= 4 ? 4 : chunks >= 2 ? 2 : 1;
+}
+
+}  // namespace row_limits
+
+// The longest row `algorithm` can take for `op` with row elements of `dtype` (for
+// softmax_backward: y's dtype). automatic reports the two-pass limit.
+constexpr std::int64_t row_algorithm_max_classes(RowOp op, RowAlgorithm algorithm, DType dtype) {
+  using namespace row_limits;
+  switch (algorithm) {
+    case RowAlgorithm::rows_per_warp: return std::int64_t{kMaxRowsPerWarpThreads} * kChunk;
+    case RowAlgorithm::warp_per_row:
+      return std::int64_t{32} * kChunk * max_chunks_per_thread(op, dtype);
+    case RowAlgorithm::block_on_chip:
+      return std::int64_t{kMaxThreadsPerRow} * kChunk * max_chunks_per_thread(op, dtype);
+    case RowAlgorithm::automatic:
+    case RowAlgorithm::block_two_pass: return kMaxTwoPassClasses;
+  }
+  return 0;
+}
+
+// What automatic picks: the first path that holds the row.
+//   rows_per_warp  up to 128 elements (16 threads x 8)
+//   warp_per_row   up to 1024 (f32) / 2048 (f16, bf16); softmax backward 512
+//   block_on_chip  up to 16384 (f32) / 32768 (f16, bf16); softmax backward 8192
+//   block_two_pass beyond
+constexpr RowAlgorithm automatic_row_algorithm(RowOp op, std::int64_t classes, DType dtype) {
+  for (RowAlgorithm candidate : {RowAlgorithm::rows_per_warp, RowAlgorithm::warp_per_row,
+                                 RowAlgorithm::block_on_chip}) {
+    if (classes <= row_algorithm_max_classes(op, candidate, dtype)) return candidate;
+  }
+  return RowAlgorithm::block_two_pass;
+}
+
+namespace row_limits {
+inline std::atomic<RowAlgorithm>& override_slot() {
+  static std::atomic<RowAlgorithm> slot{RowAlgorithm::automatic};
+  return slot;
+}
+inline std::atomic<std::int64_t>& grid_limit_slot() {
+  static std::atomic<std::int64_t> slot{0};
+  return slot;
+}
+}  // namespace row_limits
+
+// Process-wide, for tests: forces the algorithm of every later row-op launch. A forced path that
+// cannot hold the row (classes above its row_algorithm_max_classes) is not used; the call then
+// runs the automatic choice, so forcing never makes a valid call fail.
+inline void set_row_algorithm_override(RowAlgorithm algorithm) {
+  row_limits::override_slot().store(algorithm, std::memory_order_relaxed);
+}
+inline RowAlgorithm row_algorithm_override() {
+  return row_limits::override_slot().load(std::memory_order_relaxed);
+}
+
+// Process-wide, for tests: caps the grid of every later row-op launch at `blocks` (0: no cap),
+// so that small problems walk the grid-stride loops that only large ones reach otherwise.
+inline void set_row_grid_limit(std::int64_t blocks) {
+  row_limits::grid_limit_slot().store(blocks, std::memory_order_relaxed);
+}
+inline std::int64_t row_grid_limit() {
+  return row_limits::grid_limit_slot().load(std::memory_order_relaxed);
+}
+
+// The algorithm a launch uses: the override when set and able to hold the row, else automatic.
+inline RowAlgorithm chosen_row_algorithm(RowOp op, std::int64_t classes, DType dtype) {
+  const RowAlgorithm forced = row_algorithm_override();
+  if (forced != RowAlgorithm::automatic &&
+      classes <= row_algorithm_max_classes(op, forced, dtype))
+    return forced;
+  return automatic_row_algorithm(op, classes, dtype);
+}
+
+}  // namespace actloss::detail

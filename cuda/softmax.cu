@@ -1,0 +1,396 @@
+// Softmax and log-softmax over rows on CUDA, forward and backward (from the saved output).
+//
+// Forward: one read of the row gives its max m and s = sum exp(x - m) (online: see
+// cuda/row_common.cuh); then y = exp(x - m) / s, or (x - m) - log s, written once. On-chip paths
+// hold the row in registers; block_two_pass reads it a second time (mostly from L2).
+// An all -inf row has s = 0: softmax gives 0 (exp(-inf) times 1/s taken as 0) and log-softmax
+// -inf, never the NaN of -inf - -inf.
+// Backward: one read of y and dy gives the row's dot product (softmax: sum dy y; log-softmax:
+// sum dy); then dx = y (dy - dot), or dy - exp(y) sum dy, written once. y is held in its own
+// dtype, dy as float (its dtype is a run-time value: it may differ from y's).
+#include "cuda/row_common.cuh"
+
+namespace actloss::cuda {
+namespace {
+
+using row::kChunk;
+using row::RowGroup;
+using row::RowLaunch;
+using row::RowTiles;
+
+// ---------------------------------------------------------------------------------------------
+// Forward.
+
+struct SoftmaxForwardParams {
+  std::int64_t rows = 0;
+  int cols = 0;
+  const void* x = nullptr;
+  std::int64_t x_stride = 0;
+  bool x_vector = false;
+  void* y = nullptr;
+  std::int64_t y_stride = 0;
+  bool y_vector = false;
+  bool log = false;
+  int threads_per_row = 32;
+};
+
+template <class TX, class TY, class Row>
+__device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& p,
+                                                    const RowGroup& group, Row& row,
+                                                    std::int64_t r) {
+  const bool in_range = r < p.rows;
+  const TX* x_row = static_cast<const TX*>(p.x) + (in_range ? r * p.x_stride : 0);
+  row.load(x_row, in_range ? p.cols : 0, group.rank, group.size, p.x_vector);
+  float m = -INFINITY, s = 0.0f;
+  row.for_each([&](int, const float (&x)[kChunk], int) { row::add_chunk_max_sum(m, s, x); });
+  group.reduce_max_sum(m, s);
+  group.order_reads_before_writes();  // y may be x
+  if (!in_range) return;
+
+  // NaN or +inf in the row makes s NaN, and with it every output.
+  const float shift = m == -INFINITY ? 0.0f : m;
+  const float log_s = logf(s);
+  const float inv_s = s == 0.0f ? 0.0f : 1.0f / s;
+  const bool no_mass = s == 0.0f;
+  TY* y_row = static_cast<TY*>(p.y) + r * p.y_stride;
+  row.for_each([&](int col0, const float (&x)[kChunk], int count) {
+    float out[kChunk];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) {
+      if (p.log)
+        out[j] = no_mass ? -INFINITY : (x[j] - shift) - log_s;
+      else
+        out[j] = row::exp_shifted(x[j], shift) * inv_s;
+    }
+    row::store_chunk(y_row, col0, count, out, p.y_vector);
+  });
+}
+
+// kChunks > 0: the row in registers; 0: the row in global memory (block_two_pass).
+template <class TX, class TY, int kChunks>
+__global__ void __launch_bounds__(row::kMaxBlock) softmax_forward_kernel(SoftmaxForwardParams p) {
+  __shared__ double2 exchange[row::kMaxWarps];
+  const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
+  const RowTiles tiles{p.rows, group.rows_per_block(), group.row_in_block()};
+  for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
+    if constexpr (kChunks > 0) {
+      row::RegisterRow<TX, kChunks> source;
+      softmax_forward_row<TX, TY>(p, group, source, tiles.row_of(tile));
+    } else {
+      row::GlobalRow<TX> source;
+      softmax_forward_row<TX, TY>(p, group, source, tiles.row_of(tile));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Backward.
+
+struct SoftmaxBackwardParams {
+  std::int64_t rows = 0;
+  int cols = 0;
+  const void* y = nullptr;
+  std::int64_t y_stride = 0;
+  bool y_vector = false;
+  const void* dy = nullptr;
+  DType dy_dtype = DType::f32;
+  std::int64_t dy_stride = 0;  // elements
+  bool dy_vector = false;
+  void* dx = nullptr;
+  std::int64_t dx_stride = 0;
+  bool dx_vector = false;
+  bool log = false;
+  int threads_per_row = 32;
+};
+
+// Row sources for two tensors, as RegisterRow and GlobalRow of row_common.cuh: body(col0, y, dy,
+// count) for each of the thread's chunks. Past-the-row elements are -inf; bodies look at count.
+template <class T, int kChunks>
+struct RegisterPairRow {
+  row::Chunk<T> y[kChunks];
+  float dy[kChunks][kChunk];
+  int cols, first, step;
+
+  __device__ __forceinline__ void load(const T* y_row, const void* dy_row, DType dy_dtype,
+                                       int row_cols, int rank, int size, bool y_vector,
+                                       bool dy_vector) {
+    cols = row_cols;
+    first = rank;
+    step = size;
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      const int col0 = (first + k * step) * kChunk;
+      if (col0 < cols) {
+        row::load_chunk(y[k], y_row, col0, cols, y_vector);
+        row::load_chunk_as_float(dy[k], dy_row, dy_dtype, col0, cols, dy_vector);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) {
+          y[k].v[j] = row::negative_infinity<T>();
+          dy[k][j] = -INFINITY;
+        }
+      }
+    }
+  }
+
+  template <class Body>
+  __device__ __forceinline__ void for_each(Body&& body) const {
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      const int col0 = (first + k * step) * kChunk;
+      if (col0 < cols) {
+        float yk[kChunk];
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) yk[j] = row::element(y[k], j);
+        body(col0, yk, dy[k], cols - col0 < kChunk ? cols - col0 : kChunk);
+      }
+    }
+  }
+};
+
+template <class T>
+struct GlobalPairRow {
+  static constexpr int kUnroll = 2;
+  const T* y_row;
+  const void* dy_row;
+  DType dy_dtype;
+  int cols, first, step;
+  bool y_vector, dy_vector;
+
+  __device__ __forceinline__ void load(const T* y_data, const void* dy_data, DType dtype,
+                                       int row_cols, int rank, int size, bool y_vec,
+                                       bool dy_vec) {
+    y_row = y_data;
+    dy_row = dy_data;
+    dy_dtype = dtype;
+    cols = row_cols;
+    first = rank;
+    step = size;
+    y_vector = y_vec;
+    dy_vector = dy_vec;
+  }
+
+  template <class Body>
+  __device__ __forceinline__ void for_each(Body&& body) const {
+    const int chunks = cols / kChunk + (cols % kChunk != 0);
+    int c = first;
+    for (; c + (kUnroll - 1) * step < chunks; c += kUnroll * step) {
+      row::Chunk<T> y_raw[kUnroll];
+      float dy[kUnroll][kChunk];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int col0 = (c + u * step) * kChunk;
+        row::load_chunk(y_raw[u], y_row, col0, cols, y_vector);
+        row::load_chunk_as_float(dy[u], dy_row, dy_dtype, col0, cols, dy_vector);
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        float y[kChunk];
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) y[j] = row::element(y_raw[u], j);
+        const int col0 = (c + u * step) * kChunk;
+        body(col0, y, dy[u], cols - col0 < kChunk ? cols - col0 : kChunk);
+      }
+    }
+    for (; c < chunks; c += step) {
+      const int col0 = c * kChunk;
+      row::Chunk<T> y_raw;
+      float dy[kChunk];
+      row::load_chunk(y_raw, y_row, col0, cols, y_vector);
+      row::load_chunk_as_float(dy, dy_row, dy_dtype, col0, cols, dy_vector);
+      float y[kChunk];
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) y[j] = row::element(y_raw, j);
+      body(col0, y, dy, cols - col0 < kChunk ? cols - col0 : kChunk);
+    }
+  }
+};
+
+template <class TY, class TDX, class Row>
+__device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams& p,
+                                                     const RowGroup& group, Row& row,
+                                                     std::int64_t r) {
+  const bool in_range = r < p.rows;
+  const TY* y_row = static_cast<const TY*>(p.y) + (in_range ? r * p.y_stride : 0);
+  const char* dy_row = static_cast<const char*>(p.dy) +
+                       (in_range ? r * p.dy_stride * dtype_size(p.dy_dtype) : 0);
+  row.load(y_row, dy_row, p.dy_dtype, in_range ? p.cols : 0, group.rank, group.size, p.y_vector,
+           p.dy_vector);
+  // softmax: sum dy y; log-softmax: sum dy. Float within a chunk, double across chunks.
+  double dot = 0.0;
+  row.for_each([&](int, const float (&y)[kChunk], const float (&dy)[kChunk], int count) {
+    float chunk_dot = 0.0f;
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j)
+      if (j < count) chunk_dot += p.log ? dy[j] : dy[j] * y[j];
+    dot += chunk_dot;
+  });
+  const float total = static_cast<float>(group.reduce_sum(dot));
+  group.order_reads_before_writes();  // dx may be dy
+  if (!in_range) return;
+
+  TDX* dx_row = static_cast<TDX*>(p.dx) + r * p.dx_stride;
+  row.for_each([&](int col0, const float (&y)[kChunk], const float (&dy)[kChunk], int count) {
+    float out[kChunk];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j)
+      out[j] = p.log ? dy[j] - expf(y[j]) * total : y[j] * (dy[j] - total);
+    row::store_chunk(dx_row, col0, count, out, p.dx_vector);
+  });
+}
+
+template <class TY, class TDX, int kChunks>
+__global__ void __launch_bounds__(row::kMaxBlock)
+    softmax_backward_kernel(SoftmaxBackwardParams p) {
+  __shared__ double2 exchange[row::kMaxWarps];
+  const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
+  const RowTiles tiles{p.rows, group.rows_per_block(), group.row_in_block()};
+  for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
+    if constexpr (kChunks > 0) {
+      RegisterPairRow<TY, kChunks> source;
+      softmax_backward_row<TY, TDX>(p, group, source, tiles.row_of(tile));
+    } else {
+      GlobalPairRow<TY> source;
+      softmax_backward_row<TY, TDX>(p, group, source, tiles.row_of(tile));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Launchers.
+
+template <class T>
+struct Tag {
+  using type = T;
+};
+
+template <class F>
+Status with_dtype(DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(Tag<float>{});
+    case DType::f16: return f(Tag<__half>{});
+    case DType::bf16: return f(Tag<__nv_bfloat16>{});
+  }
+  return Status(StatusCode::internal, "", "softmax: unexpected dtype");
+}
+
+template <class TX, class TY>
+Status launch_forward(const RowLaunch& launch, const SoftmaxForwardParams& params,
+                      cudaStream_t stream) {
+  const dim3 grid(launch.grid), block(launch.block);
+  cudaError_t error = cudaErrorInvalidConfiguration;
+  switch (launch.chunks) {
+    case 0:
+      error = simcuda::launch(softmax_forward_kernel<TX, TY, 0>, grid, block, 0, stream, params);
+      break;
+    case 1:
+      error = simcuda::launch(softmax_forward_kernel<TX, TY, 1>, grid, block, 0, stream, params);
+      break;
+    case 2:
+      error = simcuda::launch(softmax_forward_kernel<TX, TY, 2>, grid, block, 0, stream, params);
+      break;
+    case 4:
+      error = simcuda::launch(softmax_forward_kernel<TX, TY, 4>, grid, block, 0, stream, params);
+      break;
+    case 8:
+      // Eight chunks fit the register budget only for 16-bit inputs (row_dispatch.h).
+      if constexpr (sizeof(TX) == 2)
+        error = simcuda::launch(softmax_forward_kernel<TX, TY, 8>, grid, block, 0, stream, params);
+      break;
+    default: break;
+  }
+  ACTLOSS_CUDA_TRY(error);
+  return {};
+}
+
+template <class TY, class TDX>
+Status launch_backward(const RowLaunch& launch, const SoftmaxBackwardParams& params,
+                       cudaStream_t stream) {
+  const dim3 grid(launch.grid), block(launch.block);
+  cudaError_t error = cudaErrorInvalidConfiguration;
+  switch (launch.chunks) {
+    case 0:
+      error = simcuda::launch(softmax_backward_kernel<TY, TDX, 0>, grid, block, 0, stream, params);
+      break;
+    case 1:
+      error = simcuda::launch(softmax_backward_kernel<TY, TDX, 1>, grid, block, 0, stream, params);
+      break;
+    case 2:
+      error = simcuda::launch(softmax_backward_kernel<TY, TDX, 2>, grid, block, 0, stream, params);
+      break;
+    default: break;
+  }
+  ACTLOSS_CUDA_TRY(error);
+  return {};
+}
+
+}  // namespace
+}  // namespace actloss::cuda
+
+namespace actloss::detail {
+
+Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions& options,
+                            const Exec& exec) {
+  using namespace actloss::cuda;
+  if (args.rows == 0) return {};
+  if (Status status = row::check_row_length(args.cols, "cols"); !status.ok()) return status;
+  const DeviceInfo* device = nullptr;
+  if (Status status = current_device_info(&device); !status.ok()) return status;
+
+  SoftmaxForwardParams p;
+  p.rows = args.rows;
+  p.cols = static_cast<int>(args.cols);
+  p.x = args.x;
+  p.x_stride = args.x_row_stride;
+  p.x_vector = row::vectorizable(args.x, args.x_dtype, args.rows, args.x_row_stride);
+  p.y = args.y;
+  p.y_stride = args.y_row_stride;
+  p.y_vector = row::vectorizable(args.y, args.y_dtype, args.rows, args.y_row_stride);
+  p.log = options.log;
+  const RowLaunch launch =
+      row::plan_row_launch(RowOp::softmax_forward, args.rows, args.cols, args.x_dtype, *device);
+  p.threads_per_row = launch.threads_per_row;
+  return with_dtype(args.x_dtype, [&](auto x_tag) {
+    return with_dtype(args.y_dtype, [&](auto y_tag) {
+      using TX = typename decltype(x_tag)::type;
+      using TY = typename decltype(y_tag)::type;
+      return launch_forward<TX, TY>(launch, p, exec.stream);
+    });
+  });
+}
+
+Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptions& options,
+                             const Exec& exec) {
+  using namespace actloss::cuda;
+  if (args.rows == 0) return {};
+  if (Status status = row::check_row_length(args.cols, "cols"); !status.ok()) return status;
+  const DeviceInfo* device = nullptr;
+  if (Status status = current_device_info(&device); !status.ok()) return status;
+
+  SoftmaxBackwardParams p;
+  p.rows = args.rows;
+  p.cols = static_cast<int>(args.cols);
+  p.y = args.y;
+  p.y_stride = args.y_row_stride;
+  p.y_vector = row::vectorizable(args.y, args.y_dtype, args.rows, args.y_row_stride);
+  p.dy = args.dy;
+  p.dy_dtype = args.dy_dtype;
+  p.dy_stride = args.dy_row_stride;
+  p.dy_vector = row::vectorizable(args.dy, args.dy_dtype, args.rows, args.dy_row_stride);
+  p.dx = args.dx;
+  p.dx_stride = args.dx_row_stride;
+  p.dx_vector = row::vectorizable(args.dx, args.dx_dtype, args.rows, args.dx_row_stride);
+  p.log = options.log;
+  const RowLaunch launch =
+      row::plan_row_launch(RowOp::softmax_backward, args.rows, args.cols, args.y_dtype, *device);
+  p.threads_per_row = launch.threads_per_row;
+  return with_dtype(args.y_dtype, [&](auto y_tag) {
+    return with_dtype(args.dx_dtype, [&](auto dx_tag) {
+      using TY = typename decltype(y_tag)::type;
+      using TDX = typename decltype(dx_tag)::type;
+      return launch_backward<TY, TDX>(launch, p, exec.stream);
+    });
+  });
+}
+
+}  // namespace actloss::detail

@@ -1,0 +1,120 @@
+// Test support for the CUDA backend: exact-size device buffers, typed upload/download through the
+// host-side f16/bf16 conversions, poisoning, and tolerance checks. Tests use the public API and
+// plain CUDA runtime calls only, so the same source runs on a GPU and in the simulator build.
+#pragma once
+
+#include <cuda_runtime_api.h>
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include <actloss/actloss.h>
+
+namespace actloss::test {
+
+bool cuda_device_available();
+
+#define ACTLOSS_REQUIRE_CUDA_DEVICE()                                                        \
+  do {                                                                                       \
+    if (!::actloss::test::cuda_device_available())                                           \
+      GTEST_SKIP() << "no CUDA device: runs on a GPU, or on CPU in the simulator build";     \
+  } while (0)
+
+// Every byte 0xFF reads as NaN in f32, f16 and bf16, so an element a kernel forgot to write
+// fails any closeness check, and an untouched padding byte is recognisable.
+constexpr std::uint8_t kPoisonByte = 0xFF;
+
+// Device memory of exactly `bytes` bytes: in the simulator build an access one past the end hits
+// an AddressSanitizer redzone.
+class DeviceBuffer {
+ public:
+  DeviceBuffer() = default;
+  explicit DeviceBuffer(std::size_t bytes);
+  DeviceBuffer(DeviceBuffer&& other) noexcept;
+  DeviceBuffer& operator=(DeviceBuffer&& other) noexcept;
+  DeviceBuffer(const DeviceBuffer&) = delete;
+  DeviceBuffer& operator=(const DeviceBuffer&) = delete;
+  ~DeviceBuffer();
+
+  void* get() const { return data_; }
+  template <class T>
+  T* as() const {
+    return static_cast<T*>(data_);
+  }
+  std::size_t bytes() const { return bytes_; }
+
+  void fill_bytes(std::uint8_t byte);
+  void upload_bytes(const void* source, std::size_t bytes, std::size_t offset = 0);
+  std::vector<std::uint8_t> download_bytes() const;
+
+ private:
+  void* data_ = nullptr;
+  std::size_t bytes_ = 0;
+};
+
+template <class T>
+DeviceBuffer upload_vector(const std::vector<T>& values) {
+  DeviceBuffer buffer(values.size() * sizeof(T));
+  buffer.upload_bytes(values.data(), values.size() * sizeof(T));
+  return buffer;
+}
+
+template <class T>
+std::vector<T> download_vector(const DeviceBuffer& buffer) {
+  const std::vector<std::uint8_t> bytes = buffer.download_bytes();
+  std::vector<T> values(bytes.size() / sizeof(T));
+  if (!values.empty()) std::memcpy(values.data(), bytes.data(), values.size() * sizeof(T));
+  return values;
+}
+
+// What a tensor of `dtype` holds after `values` are stored into it (round to nearest even).
+std::vector<double> quantize(const std::vector<double>& values, DType dtype);
+
+// A [rows x cols] matrix of `dtype` in device memory, with a row stride and an optional offset in
+// elements from a 256-byte-aligned allocation (offset 1 makes every row misaligned for vector
+// loads). Everything that is not an element (padding, the offset) starts poisoned.
+struct DeviceMatrix {
+  DeviceBuffer buffer;
+  DType dtype = DType::f32;
+  std::int64_t rows = 0, cols = 0, stride = 0, offset = 0;
+
+  void* data() const;
+  // The elements, dense [rows x cols], widened exactly to double.
+  std::vector<double> download() const;
+  // True when no byte outside the elements was changed.
+  bool padding_intact() const;
+};
+
+DeviceMatrix poisoned_matrix(std::int64_t rows, std::int64_t cols, DType dtype,
+                             std::int64_t stride = 0, std::int64_t offset = 0);
+// `dense` is rounded to `dtype` on the way in; use quantize() to get what the device holds.
+DeviceMatrix upload_matrix(const std::vector<double>& dense, std::int64_t rows, std::int64_t cols,
+                           DType dtype, std::int64_t stride = 0, std::int64_t offset = 0);
+
+// |actual - expected| <= atol + rtol * |expected| per element; NaN matches only NaN and an
+// infinity only the same infinity. Each check states its tolerance and why next to the call.
+struct Tolerance {
+  double atol = 0;
+  double rtol = 0;
+};
+::testing::AssertionResult all_close(const std::vector<double>& actual,
+                                     const std::vector<double>& expected, Tolerance tolerance,
+                                     const std::string& what);
+
+// Deterministic uniform values in [low, high).
+std::vector<double> random_values(std::size_t count, double low, double high, std::uint64_t seed);
+
+// Exec for the CUDA backend on the default stream.
+inline Exec cuda_exec() {
+  Exec exec;
+  exec.device = Device::cuda;
+  return exec;
+}
+
+// Waits for the device (tests only; the library never does) and fails on any pending CUDA error.
+void synchronize_or_fail();
+
+}  // namespace actloss::test
