@@ -1,0 +1,165 @@
+// actloss_bench: every op of the library, forward, backward and fused, against the peers this
+// build found, on CPU always and on the GPU when one is present. Each benchmark reports
+//   bytes_per_second  the minimal byte count of benchmarks/byte_formulas.h over the time
+//   GB/s              the same, in decimal gigabytes per second
+//   copy_frac         GB/s as a fraction of a same-device copy measured by this run at start
+// and the JSON context carries the copy ceilings and the device names (plot.py reads them).
+//
+// Flags besides Google Benchmark's:
+//   --actloss_sim_gpu   in a simulator build, also register the (tiny) CUDA set; its timings
+//                       are those of the simulator and mean nothing about a GPU
+//   --actloss_list      print every problem of both full sets as JSON (name, bytes) and exit;
+//                       torch_compare.py --check-bytes compares its own formulas with it
+#include <benchmark/benchmark.h>
+
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <actloss/actloss.h>
+
+#include "benchmarks/byte_formulas.h"
+#include "benchmarks/support/memory.h"
+#include "benchmarks/support/workload.h"
+
+namespace {
+
+using namespace actloss;
+using namespace actloss::bench;
+
+void run_case(benchmark::State& state, const Case& c, double ceiling_bytes_per_second) {
+  try {
+    const int slots = rotation_slots(c.device, c.problem);
+    const std::unique_ptr<Workload> workload = make_workload(c, slots);
+    std::optional<CacheFlusher> flusher;
+    if (slots == 1) flusher.emplace(c.device);
+    Timer timer(c.device);
+    if (c.device == Device::cuda) {
+      // Module loading and a peer's first-call set-up belong to no iteration.
+      workload->run(0);
+      synchronize(c.device);
+    }
+    double seconds = 0;
+    int slot = 0;
+    for (auto _ : state) {
+      if (flusher) flusher->flush();
+      timer.start();
+      workload->run(slot);
+      const double t = timer.stop_seconds();
+      state.SetIterationTime(t);
+      seconds += t;
+      slot = (slot + 1) % slots;
+    }
+    const auto bytes = static_cast<double>(min_bytes(c.problem));
+    const double iterations = static_cast<double>(state.iterations());
+    state.SetBytesProcessed(state.iterations() * min_bytes(c.problem));
+    const double rate = seconds > 0 ? bytes * iterations / seconds : 0.0;
+    state.counters["GB/s"] = rate * 1e-9;
+    state.counters["copy_frac"] =
+        ceiling_bytes_per_second > 0 ? rate / ceiling_bytes_per_second : 0.0;
+  } catch (const std::exception& error) {
+    state.SkipWithError(error.what());
+  }
+}
+
+void register_set(Device device, SetSize size, double ceiling) {
+  for (const Problem& problem : problem_set(device, size)) {
+    for (Impl impl : implementations(device)) {
+      if (!implements(impl, device, problem)) continue;
+      const Case c{device, impl, problem};
+      benchmark::RegisterBenchmark(
+          case_name(c).c_str(),
+          [c, ceiling](benchmark::State& state) { run_case(state, c, ceiling); })
+          ->UseManualTime()
+          ->Unit(device == Device::cuda ? benchmark::kMicrosecond : benchmark::kMillisecond);
+    }
+  }
+}
+
+void print_problem_list() {
+  std::printf("[\n");
+  bool first = true;
+  for (Device device : {Device::cpu, Device::cuda}) {
+    for (const Problem& problem : problem_set(device, SetSize::full)) {
+      const Case c{device, Impl::actloss, problem};
+      std::printf("%s  {\"name\": \"%s\", \"bytes\": %lld}", first ? "" : ",\n",
+                  case_name(c).c_str(), static_cast<long long>(min_bytes(problem)));
+      first = false;
+    }
+  }
+  std::printf("\n]\n");
+}
+
+std::string gbps(double bytes_per_second) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%.1f", bytes_per_second * 1e-9);
+  return text;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool sim_gpu = false;
+  std::vector<char*> args;
+  std::vector<std::string> rewritten;
+  rewritten.reserve(static_cast<std::size_t>(argc));
+  for (int i = 0; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (arg == "--actloss_sim_gpu") {
+      sim_gpu = true;
+      continue;
+    }
+    if (arg == "--actloss_list") {
+      print_problem_list();
+      return 0;
+    }
+#if defined(ACTLOSS_BENCHMARK_MIN_TIME_IS_DOUBLE)
+    // Google Benchmark before 1.8 reads --benchmark_min_time as a bare number of seconds and
+    // silently falls back to 0.5 s on "0.05s", which would make a GPU run ten times longer.
+    const std::string flag = "--benchmark_min_time=";
+    if (arg.rfind(flag, 0) == 0 && arg.size() > flag.size() && arg.back() == 's') {
+      rewritten.push_back(arg.substr(0, arg.size() - 1));
+      args.push_back(rewritten.back().data());
+      continue;
+    }
+#endif
+    args.push_back(argv[i]);
+  }
+  int count = static_cast<int>(args.size());
+  args.push_back(nullptr);
+  benchmark::Initialize(&count, args.data());
+  if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
+
+  benchmark::AddCustomContext("actloss_build", build_info());
+  try {
+    const CopyCeiling cpu = measure_copy_ceiling(Device::cpu, default_copy_bytes(Device::cpu), 5);
+    benchmark::AddCustomContext("actloss_cpu", describe_device(Device::cpu).name);
+    benchmark::AddCustomContext("actloss_cpu_copy_GBps", gbps(cpu.bytes_per_second));
+    register_set(Device::cpu, SetSize::full, cpu.bytes_per_second);
+
+    const bool gpu = cuda_device_present() && (!simulated_cuda() || sim_gpu);
+    if (gpu) {
+      const DeviceDescription device = describe_device(Device::cuda);
+      const CopyCeiling copy =
+          measure_copy_ceiling(Device::cuda, default_copy_bytes(Device::cuda), 5);
+      benchmark::AddCustomContext("actloss_cuda_device", device.name + ", " + device.detail);
+      benchmark::AddCustomContext("actloss_cuda_copy_GBps", gbps(copy.bytes_per_second));
+      register_set(Device::cuda, simulated_cuda() ? SetSize::sim : SetSize::full,
+                   copy.bytes_per_second);
+    } else {
+      benchmark::AddCustomContext("actloss_cuda_device",
+                                  cuda_device_present()  ? "simulator (pass --actloss_sim_gpu)"
+                                  : cuda_backend_built() ? "none found"
+                                                         : "CUDA backend not built");
+    }
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "actloss_bench: %s\n", error.what());
+    return 1;
+  }
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -1,0 +1,100 @@
+// The one statement of how many bytes each benchmarked operation must move at the least: every
+// input read once, every output written once, targets and per-row outputs included. GB/s in
+// actloss_bench, in `actloss bench` and in torch_compare.py (which restates these formulas in
+// Python, pointing here) is this count divided by the measured time, for every implementation
+// alike, so a peer that moves more bytes than necessary (an unfused cross-entropy writes and
+// rereads its log-probabilities) shows up as fewer GB/s rather than being credited for its extra
+// traffic.
+//
+// The benchmarked configurations: reductions are `mean` (one float of loss), gradients have the
+// dtype of the tensor they differentiate, cross-entropy targets are int64 class indices, BCE and
+// MSE targets have the input's dtype, no optional weights.
+#pragma once
+
+#include <cstdint>
+
+#include <actloss/activation.h>
+#include <actloss/types.h>
+
+namespace actloss::bench {
+
+enum class Op : std::uint8_t {
+  cross_entropy,
+  bce_with_logits,
+  softmax,
+  log_softmax,
+  activation,
+  mse
+};
+
+// `fused` is forward and backward in one call (cross_entropy / bce / mse forward_backward).
+// `forward_mask` is relu's forward that also writes the 1-bit mask; `backward_mask` starts from it.
+enum class Pass : std::uint8_t { forward, backward, fused, forward_mask, backward_mask };
+
+// rows x cols; the elementwise ops (activations, BCE, MSE) are one row of n = cols elements for
+// activations and MSE, and a [rows x cols] matrix for BCE (pos_weight would be per column).
+struct Problem {
+  Op op = Op::cross_entropy;
+  Activation activation = Activation::relu;  // Op::activation only
+  Pass pass = Pass::forward;
+  DType dtype = DType::f32;
+  std::int64_t rows = 1;
+  std::int64_t cols = 1;
+
+  constexpr std::int64_t elements() const { return rows * cols; }
+};
+
+// With N = rows * cols, e = dtype_size(dtype), R = rows:
+//
+//   cross_entropy forward   N e (logits) + 8 R (targets) + 4 R (lse) + 4 (loss)
+//   cross_entropy backward  N e (logits) + 8 R (targets) + 4 R (saved lse) + N e (grad)
+//   cross_entropy fused     N e (logits) + 8 R (targets) + 4 R (lse) + 4 (loss) + N e (grad)
+//   bce forward             N e (logits) + N e (targets) + 4 (loss)
+//   bce backward            N e (logits) + N e (targets) + N e (grad)
+//   bce fused               N e (logits) + N e (targets) + 4 (loss) + N e (grad)
+//   mse                     as bce, with input and target for logits and targets
+//   softmax / log_softmax   forward: N e (x) + N e (y);  backward: N e (y) + N e (dy) + N e (dx)
+//   activation forward      N e (x) + N e (y)
+//   activation backward     N e (x) + N e (dy) + N e (dx)           (from the saved input)
+//   relu forward_mask       N e (x) + N e (y) + 4 ceil(N / 32) (mask)
+//   relu backward_mask      4 ceil(N / 32) (mask) + N e (dy) + N e (dx)
+//
+// The device-to-device copy that sets the ceiling counts its read and its write: 2 x its size.
+constexpr std::int64_t min_bytes(const Problem& p) {
+  const std::int64_t n = p.elements();
+  const std::int64_t tensor = n * dtype_size(p.dtype);
+  const std::int64_t loss = 4;
+  const std::int64_t mask = 4 * relu_mask_words(n);
+  switch (p.op) {
+    case Op::cross_entropy: {
+      const std::int64_t per_row = 8 * p.rows + 4 * p.rows;  // targets + lse
+      switch (p.pass) {
+        case Pass::forward: return tensor + per_row + loss;
+        case Pass::backward: return tensor + per_row + tensor;
+        default: return tensor + per_row + loss + tensor;
+      }
+    }
+    case Op::bce_with_logits:
+    case Op::mse:
+      switch (p.pass) {
+        case Pass::forward: return 2 * tensor + loss;
+        case Pass::backward: return 3 * tensor;
+        default: return 3 * tensor + loss;
+      }
+    case Op::softmax:
+    case Op::log_softmax: return p.pass == Pass::forward ? 2 * tensor : 3 * tensor;
+    case Op::activation:
+      switch (p.pass) {
+        case Pass::forward: return 2 * tensor;
+        case Pass::forward_mask: return 2 * tensor + mask;
+        case Pass::backward_mask: return mask + 2 * tensor;
+        default: return 3 * tensor;
+      }
+  }
+  return 0;
+}
+
+// Bytes a copy of `size` bytes moves: it reads them and writes them.
+constexpr std::int64_t copy_bytes(std::int64_t size) { return 2 * size; }
+
+}  // namespace actloss::bench

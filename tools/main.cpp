@@ -1,0 +1,186 @@
+// actloss: check and measure the library on this machine.
+//
+//   actloss validate [--device cpu|cuda] [--op NAME] [--quick | --smoke] [--failures-only]
+//   actloss bench    [--device cpu|cuda] [--op NAME] [--quick]
+//   actloss info
+//
+// Exit status: 0 success, 1 a check failed or a benchmark errored, 2 bad usage or an
+// unavailable device.
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <vector>
+
+#include <actloss/actloss.h>
+
+#include "benchmarks/support/memory.h"
+#include "tools/commands.h"
+
+namespace actloss::tool {
+
+namespace {
+
+constexpr const char* kActivationNames[] = {"relu",     "leaky_relu", "tanh", "sigmoid",
+                                            "gelu_erf", "gelu_tanh",  "silu"};
+constexpr const char* kOtherNames[] = {"cross_entropy", "bce_with_logits", "softmax", "log_softmax",
+                                       "mse"};
+
+bool is_activation(const std::string& name) {
+  for (const char* a : kActivationNames)
+    if (name == a) return true;
+  return false;
+}
+
+// Short names people type.
+std::string canonical(const std::string& name) {
+  if (name == "ce") return "cross_entropy";
+  if (name == "bce") return "bce_with_logits";
+  if (name == "gelu") return "gelu_erf";
+  return name;
+}
+
+void usage(std::FILE* out) {
+  std::fprintf(
+      out,
+      "usage: actloss <command> [options]\n"
+      "\n"
+      "commands:\n"
+      "  validate  every op x dtype x dispatch path on random and adversarial inputs,\n"
+      "            against the float64 reference; exit 1 on any failure\n"
+      "  bench     GB/s of each op (and of the peers this build has) against the copy\n"
+      "            bandwidth measured in the same run\n"
+      "  info      build options, devices, and memory bandwidth measured now\n"
+      "\n"
+      "options:\n"
+      "  --device cpu|cuda  one device (default: cpu, plus cuda when this build has the\n"
+      "                     CUDA backend and a device; bench uses a simulated device only\n"
+      "                     when asked)\n"
+      "  --op NAME          one op: cross_entropy (ce), bce_with_logits (bce), softmax,\n"
+      "                     log_softmax, mse, activation (all seven), or one activation:\n"
+      "                     relu, leaky_relu, tanh, sigmoid, gelu_erf, gelu_tanh, silu\n"
+      "  --quick            a representative subset: seconds rather than minutes\n"
+      "  --smoke            validate: a smaller subset still crossing every path (for\n"
+      "                     sanitizer builds)\n"
+      "  --failures-only    validate: list only the failing cases\n");
+}
+
+bool device_usable(Device device, std::string& why) {
+  if (device == Device::cpu) return true;
+  if (!cuda_backend_built()) {
+    why = "this build has no CUDA backend (configure with nvcc, or -DACTLOSS_SIM=ON)";
+    return false;
+  }
+  if (!bench::cuda_device_present()) {
+    why = "no CUDA device found";
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool op_selected(const std::string& op_filter, const std::string& name) {
+  if (op_filter.empty()) return true;
+  const std::string wanted = canonical(op_filter);
+  return wanted == name || (wanted == "activation" && is_activation(name));
+}
+
+bool op_known(const std::string& op_filter) {
+  const std::string wanted = canonical(op_filter);
+  if (wanted == "activation" || is_activation(wanted)) return true;
+  for (const char* name : kOtherNames)
+    if (wanted == name) return true;
+  return false;
+}
+
+int main_with(int argc, char** argv) {
+  if (argc < 2) {
+    usage(stderr);
+    return 2;
+  }
+  const std::string command = argv[1];
+  if (command == "-h" || command == "--help" || command == "help") {
+    usage(stdout);
+    return 0;
+  }
+  if (command != "validate" && command != "bench" && command != "info") {
+    std::fprintf(stderr, "actloss: unknown command '%s'\n\n", command.c_str());
+    usage(stderr);
+    return 2;
+  }
+
+  CommonOptions options;
+  bool quick = false;
+  bool smoke = false;
+  bool failures_only = false;
+  std::string device_name;
+  for (int i = 2; i < argc; ++i) {
+    const std::string arg = argv[i];
+    auto value = [&](const char* flag) -> std::string {
+      const std::string prefix = std::string(flag) + "=";
+      if (arg.rfind(prefix, 0) == 0) return arg.substr(prefix.size());
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "actloss: %s needs a value\n", flag);
+        std::exit(2);
+      }
+      return argv[++i];
+    };
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--smoke") {
+      smoke = true;
+    } else if (arg == "--failures-only") {
+      failures_only = true;
+    } else if (arg == "--device" || arg.rfind("--device=", 0) == 0) {
+      device_name = value("--device");
+    } else if (arg == "--op" || arg.rfind("--op=", 0) == 0) {
+      options.op = value("--op");
+    } else if (arg == "-h" || arg == "--help") {
+      usage(stdout);
+      return 0;
+    } else {
+      std::fprintf(stderr, "actloss %s: unknown option '%s'\n", command.c_str(), arg.c_str());
+      return 2;
+    }
+  }
+  if (command == "info") return info();
+
+  if (!options.op.empty() && !op_known(options.op)) {
+    std::fprintf(stderr, "actloss: unknown op '%s' (see actloss --help)\n", options.op.c_str());
+    return 2;
+  }
+  options.depth = smoke ? Depth::smoke : quick ? Depth::quick : Depth::full;
+
+  if (device_name.empty()) {
+    options.devices.push_back(Device::cpu);
+    std::string why;
+    const bool simulated_bench = command == "bench" && bench::simulated_cuda();
+    if (device_usable(Device::cuda, why) && !simulated_bench)
+      options.devices.push_back(Device::cuda);
+  } else if (device_name == "cpu" || device_name == "cuda") {
+    const Device device = device_name == "cpu" ? Device::cpu : Device::cuda;
+    std::string why;
+    if (!device_usable(device, why)) {
+      std::fprintf(stderr, "actloss %s: --device cuda: %s\n", command.c_str(), why.c_str());
+      return 2;
+    }
+    options.devices.push_back(device);
+  } else {
+    std::fprintf(stderr, "actloss: --device must be cpu or cuda (got '%s')\n", device_name.c_str());
+    return 2;
+  }
+
+  return command == "validate" ? validate(options, failures_only) : bench(options);
+}
+
+}  // namespace actloss::tool
+
+int main(int argc, char** argv) {
+  try {
+    return actloss::tool::main_with(argc, argv);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "actloss: %s\n", error.what());
+    return 2;
+  }
+}
