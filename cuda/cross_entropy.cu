@@ -530,27 +530,12 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
                   "cross_entropy: a block of " + std::to_string(launch.block) +
                       " threads exceeds the launch bound of its kernel");
   const dim3 grid(launch.grid), block(launch.block);
-  cudaError_t error = cudaErrorInvalidConfiguration;
-  switch (launch.chunks) {
-    case 0:
-      error = simcuda::launch(cross_entropy_kernel<TX, TG, 0>, grid, block, 0, stream, params);
-      break;
-    case 1:
-      error = simcuda::launch(cross_entropy_kernel<TX, TG, 1>, grid, block, 0, stream, params);
-      break;
-    case 2:
-      error = simcuda::launch(cross_entropy_kernel<TX, TG, 2>, grid, block, 0, stream, params);
-      break;
-    case 4:
-      error = simcuda::launch(cross_entropy_kernel<TX, TG, 4>, grid, block, 0, stream, params);
-      break;
-    case 8:
-      // Eight chunks fit the register budget only for 16-bit logits (row_dispatch.h).
-      if constexpr (sizeof(TX) == 2)
-        error = simcuda::launch(cross_entropy_kernel<TX, TG, 8>, grid, block, 0, stream, params);
-      break;
-    default: break;
-  }
+  // Eight chunks fit the register budget only for 16-bit logits (row_dispatch.h).
+  const cudaError_t error =
+      row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4>(launch.chunks, [&](auto chunks) {
+        return simcuda::launch(cross_entropy_kernel<TX, TG, decltype(chunks)::value>, grid,
+                               block, 0, stream, params);
+      });
   ACTLOSS_CUDA_TRY(error);
   return {};
 }

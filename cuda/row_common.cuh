@@ -20,6 +20,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 
 namespace actloss::cuda::row {
 
@@ -451,6 +452,29 @@ inline Status check_row_length(std::int64_t cols, const char* argument) {
                 std::string(argument) + ": at most " +
                     std::to_string(detail::row_limits::kMaxTwoPassClasses) +
                     " per row on CUDA (got " + std::to_string(cols) + ")");
+}
+
+// Runs `launch_with(std::integral_constant<int, C>{})` for C == chunks: the chunk counts the row
+// kernels are instantiated for (0: the row stays in global memory; 1, 2, 4 or 8 chunks of eight
+// elements held per thread), up to the kernel's register budget MaxChunks. Any other count means
+// the launch plan and the instantiations disagree.
+template <int MaxChunks, class LaunchWith>
+cudaError_t launch_for_chunks(int chunks, LaunchWith&& launch_with) {
+  switch (chunks) {
+    case 0: return launch_with(std::integral_constant<int, 0>{});
+    case 1: return launch_with(std::integral_constant<int, 1>{});
+    case 2:
+      if constexpr (MaxChunks >= 2) return launch_with(std::integral_constant<int, 2>{});
+      break;
+    case 4:
+      if constexpr (MaxChunks >= 4) return launch_with(std::integral_constant<int, 4>{});
+      break;
+    case 8:
+      if constexpr (MaxChunks >= 8) return launch_with(std::integral_constant<int, 8>{});
+      break;
+    default: break;
+  }
+  return cudaErrorInvalidConfiguration;
 }
 
 }  // namespace actloss::cuda::row

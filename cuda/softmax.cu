@@ -278,27 +278,12 @@ template <class TX, class TY>
 Status launch_forward(const RowLaunch& launch, const SoftmaxForwardParams& params,
                       cudaStream_t stream) {
   const dim3 grid(launch.grid), block(launch.block);
-  cudaError_t error = cudaErrorInvalidConfiguration;
-  switch (launch.chunks) {
-    case 0:
-      error = simcuda::launch(softmax_forward_kernel<TX, TY, 0>, grid, block, 0, stream, params);
-      break;
-    case 1:
-      error = simcuda::launch(softmax_forward_kernel<TX, TY, 1>, grid, block, 0, stream, params);
-      break;
-    case 2:
-      error = simcuda::launch(softmax_forward_kernel<TX, TY, 2>, grid, block, 0, stream, params);
-      break;
-    case 4:
-      error = simcuda::launch(softmax_forward_kernel<TX, TY, 4>, grid, block, 0, stream, params);
-      break;
-    case 8:
-      // Eight chunks fit the register budget only for 16-bit inputs (row_dispatch.h).
-      if constexpr (sizeof(TX) == 2)
-        error = simcuda::launch(softmax_forward_kernel<TX, TY, 8>, grid, block, 0, stream, params);
-      break;
-    default: break;
-  }
+  // Eight chunks fit the register budget only for 16-bit inputs (row_dispatch.h).
+  const cudaError_t error =
+      row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4>(launch.chunks, [&](auto chunks) {
+        return simcuda::launch(softmax_forward_kernel<TX, TY, decltype(chunks)::value>, grid,
+                               block, 0, stream, params);
+      });
   ACTLOSS_CUDA_TRY(error);
   return {};
 }
@@ -307,19 +292,11 @@ template <class TY, class TDX>
 Status launch_backward(const RowLaunch& launch, const SoftmaxBackwardParams& params,
                        cudaStream_t stream) {
   const dim3 grid(launch.grid), block(launch.block);
-  cudaError_t error = cudaErrorInvalidConfiguration;
-  switch (launch.chunks) {
-    case 0:
-      error = simcuda::launch(softmax_backward_kernel<TY, TDX, 0>, grid, block, 0, stream, params);
-      break;
-    case 1:
-      error = simcuda::launch(softmax_backward_kernel<TY, TDX, 1>, grid, block, 0, stream, params);
-      break;
-    case 2:
-      error = simcuda::launch(softmax_backward_kernel<TY, TDX, 2>, grid, block, 0, stream, params);
-      break;
-    default: break;
-  }
+  // y and dy both stay on chip, so backward holds at most two chunks of each (row_dispatch.h).
+  const cudaError_t error = row::launch_for_chunks<2>(launch.chunks, [&](auto chunks) {
+    return simcuda::launch(softmax_backward_kernel<TY, TDX, decltype(chunks)::value>, grid, block,
+                           0, stream, params);
+  });
   ACTLOSS_CUDA_TRY(error);
   return {};
 }

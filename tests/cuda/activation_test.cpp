@@ -25,7 +25,6 @@
 
 #include <actloss/activation.h>
 
-#include "host/backend.h"
 #include "host/reference/reference.h"
 #include "tests/cuda/support.h"
 
@@ -358,21 +357,11 @@ TEST(CudaActivation, ReluMaskRoundTrip) {
 
 // Caps the grid for the duration of a test, so that every thread walks many packs (mask words)
 // and the loops' position updates are exercised.
-class BlockLimit {
- public:
-  explicit BlockLimit(std::int64_t blocks) {
-    detail::cuda_set_elementwise_block_limit_for_testing(blocks);
-  }
-  ~BlockLimit() { detail::cuda_set_elementwise_block_limit_for_testing(0); }
-  BlockLimit(const BlockLimit&) = delete;
-  BlockLimit& operator=(const BlockLimit&) = delete;
-};
-
 TEST(CudaActivation, GridStrideLoops) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
   for (std::int64_t blocks : {1, 3}) {
     SCOPED_TRACE("block limit " + std::to_string(blocks));
-    const BlockLimit limit(blocks);
+    const ElementwiseGridLimit limit(blocks);
     for (std::int64_t n : {std::int64_t{4099}, std::int64_t{65537}})
       for (std::int64_t offset : {0, 1}) {
         check_forward(Activation::silu, {DType::f16, DType::f32}, n, offset);

@@ -30,7 +30,6 @@
 
 #include <actloss/bce.h>
 
-#include "host/backend.h"
 #include "host/reference/reference.h"
 #include "tests/cuda/support.h"
 
@@ -414,22 +413,12 @@ TEST(CudaBce, DenseRowsAsOneLongRow) {
     }
 }
 
-class BlockLimit {
- public:
-  explicit BlockLimit(std::int64_t blocks) {
-    detail::cuda_set_elementwise_block_limit_for_testing(blocks);
-  }
-  ~BlockLimit() { detail::cuda_set_elementwise_block_limit_for_testing(0); }
-  BlockLimit(const BlockLimit&) = delete;
-  BlockLimit& operator=(const BlockLimit&) = delete;
-};
-
 // A capped grid makes every thread walk many packs across row boundaries (the per-thread step is
 // not a multiple of the packs per row), as on large problems on a GPU.
 TEST(CudaBce, GridStrideLoops) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
   for (std::int64_t blocks : {1, 3}) {
-    const BlockLimit limit(blocks);
+    const ElementwiseGridLimit limit(blocks);
     int i = 0;
     for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{33, 17}, {257, 15},
                                      {2, 1025}, {257, 1025}})

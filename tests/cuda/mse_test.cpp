@@ -25,7 +25,6 @@
 
 #include <actloss/mse.h>
 
-#include "host/backend.h"
 #include "host/reference/reference.h"
 #include "tests/cuda/support.h"
 
@@ -248,20 +247,10 @@ TEST(CudaMse, ReductionsAreBitwiseReproducible) {
     }
 }
 
-class BlockLimit {
- public:
-  explicit BlockLimit(std::int64_t blocks) {
-    detail::cuda_set_elementwise_block_limit_for_testing(blocks);
-  }
-  ~BlockLimit() { detail::cuda_set_elementwise_block_limit_for_testing(0); }
-  BlockLimit(const BlockLimit&) = delete;
-  BlockLimit& operator=(const BlockLimit&) = delete;
-};
-
 // A capped grid makes every thread walk many packs, as on large problems on a GPU.
 TEST(CudaMse, GridStrideLoops) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  const BlockLimit limit(3);
+  const ElementwiseGridLimit limit(3);
   for (Reduction reduction : kReductions)
     for (std::int64_t n : {std::int64_t{4099}, std::int64_t{65537}})
       for (std::int64_t offset : {0, 1}) {

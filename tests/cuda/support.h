@@ -13,6 +13,8 @@
 
 #include <actloss/actloss.h>
 
+#include "host/backend.h"
+
 namespace actloss::test {
 
 bool cuda_device_available();
@@ -113,6 +115,18 @@ inline Exec cuda_exec() {
   exec.device = Device::cuda;
   return exec;
 }
+
+// Caps the elementwise kernels' grid for its lifetime, so their grid-stride loops take several
+// steps on problems small enough for the simulator.
+class ElementwiseGridLimit {
+ public:
+  explicit ElementwiseGridLimit(std::int64_t blocks) {
+    detail::cuda_set_elementwise_block_limit_for_testing(blocks);
+  }
+  ~ElementwiseGridLimit() { detail::cuda_set_elementwise_block_limit_for_testing(0); }
+  ElementwiseGridLimit(const ElementwiseGridLimit&) = delete;
+  ElementwiseGridLimit& operator=(const ElementwiseGridLimit&) = delete;
+};
 
 // Waits for the device (tests only; the library never does) and fails on any pending CUDA error.
 void synchronize_or_fail();
