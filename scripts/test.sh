@@ -72,12 +72,13 @@ if run_stage consumer; then
   prefix=$(mktemp -d)
   trap 'rm -rf "$prefix"' EXIT
   cmake --install "$build" --prefix "$prefix"
-  for project in tests/consumer examples/quickstart; do
+  for project in tests/consumer examples/quickstart examples/train_mlp; do
     out="$prefix/build-$(basename "$project")"
     cmake -S "$project" -B "$out" -G Ninja -DCMAKE_PREFIX_PATH="$prefix"
     cmake --build "$out" -j "$ACTLOSS_JOBS"
   done
   "$prefix/build-consumer/consumer"
   "$prefix/build-quickstart/quickstart"
+  "$prefix/build-train_mlp/train_mlp"
 fi
 banner "all stages passed: $stages"

@@ -3,6 +3,7 @@
 //   actloss validate [--device cpu|cuda] [--op NAME] [--quick | --smoke] [--failures-only]
 //   actloss bench    [--device cpu|cuda] [--op NAME] [--quick]
 //   actloss info
+//   actloss demo     [--out FILE.svg] [--quick]
 //
 // Exit status: 0 success, 1 a check failed or a benchmark errored, 2 bad usage or an
 // unavailable device.
@@ -51,6 +52,8 @@ void usage(std::FILE* out) {
       "  bench     GB/s of each op (and of the peers this build has) against the copy\n"
       "            bandwidth measured in the same run\n"
       "  info      build options, devices, and memory bandwidth measured now\n"
+      "  demo      train a small MLP on the CPU: softmax+CE vs sigmoid+MSE, and\n"
+      "            gradient norms by depth and activation\n"
       "\n"
       "options:\n"
       "  --device cpu|cuda  one device (default: cpu, plus cuda when this build has the\n"
@@ -62,7 +65,8 @@ void usage(std::FILE* out) {
       "  --quick            a representative subset: seconds rather than minutes\n"
       "  --smoke            validate: a smaller subset still crossing every path (for\n"
       "                     sanitizer builds)\n"
-      "  --failures-only    validate: list only the failing cases\n");
+      "  --failures-only    validate: list only the failing cases\n"
+      "  --out FILE.svg     demo: write the loss curves as SVG\n");
 }
 
 bool device_usable(Device device, std::string& why) {
@@ -104,7 +108,8 @@ int main_with(int argc, char** argv) {
     usage(stdout);
     return 0;
   }
-  if (command != "validate" && command != "bench" && command != "info") {
+  if (command != "validate" && command != "bench" && command != "info" &&
+      command != "demo") {
     std::fprintf(stderr, "actloss: unknown command '%s'\n\n", command.c_str());
     usage(stderr);
     return 2;
@@ -115,6 +120,7 @@ int main_with(int argc, char** argv) {
   bool smoke = false;
   bool failures_only = false;
   std::string device_name;
+  std::string out_path;
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](const char* flag) -> std::string {
@@ -136,6 +142,8 @@ int main_with(int argc, char** argv) {
       device_name = value("--device");
     } else if (arg == "--op" || arg.rfind("--op=", 0) == 0) {
       options.op = value("--op");
+    } else if (command == "demo" && (arg == "--out" || arg.rfind("--out=", 0) == 0)) {
+      out_path = value("--out");
     } else if (arg == "-h" || arg == "--help") {
       usage(stdout);
       return 0;
@@ -145,6 +153,7 @@ int main_with(int argc, char** argv) {
     }
   }
   if (command == "info") return info();
+  if (command == "demo") return demo(quick, out_path);
 
   if (!options.op.empty() && !op_known(options.op)) {
     std::fprintf(stderr, "actloss: unknown op '%s' (see actloss --help)\n", options.op.c_str());
