@@ -44,27 +44,6 @@ using detail::RowOp;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-const RowAlgorithm kPaths[] = {RowAlgorithm::rows_per_warp, RowAlgorithm::warp_per_row,
-                               RowAlgorithm::block_on_chip, RowAlgorithm::block_two_pass};
-const std::int64_t kClassCounts[] = {1,    2,    15,   16,   31,   32,   33,   63,
-                                     64,   65,   1023, 1024, 1025, 2047, 4096, 32000};
-const std::int64_t kRowCounts[] = {1, 2, 33, 257};
-
-// Forces a dispatch path (and optionally a grid cap) for its lifetime.
-class Forced {
- public:
-  explicit Forced(RowAlgorithm algorithm, std::int64_t grid_limit = 0) {
-    detail::set_row_algorithm_override(algorithm);
-    detail::set_row_grid_limit(grid_limit);
-  }
-  ~Forced() {
-    detail::set_row_algorithm_override(RowAlgorithm::automatic);
-    detail::set_row_grid_limit(0);
-  }
-  Forced(const Forced&) = delete;
-  Forced& operator=(const Forced&) = delete;
-};
-
 bool holds(RowAlgorithm path, std::int64_t classes, DType dtype) {
   return classes <= detail::row_algorithm_max_classes(RowOp::cross_entropy, path, dtype);
 }
@@ -456,11 +435,11 @@ TEST(CudaCrossEntropy, EveryPathEveryClassCount) {
   const Reduction kReductions[] = {Reduction::mean, Reduction::sum, Reduction::none};
   int i = 0;
   for (RowAlgorithm path : kPaths) {
-    const Forced forced(path);
-    for (std::int64_t classes : kClassCounts) {
+    const ForcedRowPath forced(path);
+    for (std::int64_t classes : kRowLengths) {
       if (!holds(path, classes, DType::f32)) continue;
       std::int64_t previous_rows = 0;
-      for (std::int64_t preferred : kRowCounts) {
+      for (std::int64_t preferred : kRowCountsAcrossWarps) {
         Case s;
         s.classes = classes;
         s.rows = rows_for(preferred, classes);
@@ -489,15 +468,15 @@ TEST(CudaCrossEntropy, HalfPrecisionLogits) {
   const DType grads[] = {DType::f32, DType::f16, DType::bf16};
   int i = 0;
   for (RowAlgorithm path : kPaths) {
-    const Forced forced(path);
+    const ForcedRowPath forced(path);
     for (DType logits : {DType::f16, DType::bf16})
-      for (std::int64_t classes : kClassCounts) {
+      for (std::int64_t classes : kRowLengths) {
         if (!holds(path, classes, logits)) continue;
         Case s;
         s.logits = logits;
         s.grad = grads[i % 3];
         s.classes = classes;
-        s.rows = rows_for(kRowCounts[(i + 1) % 4], classes);
+        s.rows = rows_for(kRowCountsAcrossWarps[(i + 1) % 4], classes);
         s.reduction = i % 3 == 0 ? Reduction::sum : Reduction::mean;
         run_case(s, make_inputs(s, 300 + std::uint64_t(i)));
         ++i;
@@ -534,7 +513,7 @@ TEST(CudaCrossEntropy, OptionsOnEveryPath) {
   const std::int64_t kClasses[] = {15, 1000, 4096, 3000};  // one per path, in kPaths order
   int i = 0;
   for (int p = 0; p < 4; ++p) {
-    const Forced forced(kPaths[p]);
+    const ForcedRowPath forced(kPaths[p]);
     for (const Options& o : kOptions)
       for (Pass pass : kPasses) {
         Case s;
@@ -569,7 +548,7 @@ TEST(CudaCrossEntropy, StridesMisalignmentAndInPlace) {
   const std::int64_t kClasses[] = {13, 700, 3001, 2500};
   int i = 0;
   for (int p = 0; p < 4; ++p) {
-    const Forced forced(kPaths[p]);
+    const ForcedRowPath forced(kPaths[p]);
     for (int variant = 0; variant < 5; ++variant) {
       Case s;
       s.classes = kClasses[p];
@@ -609,7 +588,7 @@ TEST(CudaCrossEntropy, ExtremeLogits) {
   const std::int64_t kClasses[] = {7, 300, 2100, 5000};
   int i = 0;
   for (int p = 0; p < 4; ++p) {
-    const Forced forced(kPaths[p]);
+    const ForcedRowPath forced(kPaths[p]);
     for (DType dtype : {DType::f32, DType::bf16})
       for (int variant = 0; variant < 4; ++variant) {
         Case s;
@@ -659,7 +638,7 @@ TEST(CudaCrossEntropy, ExtremeLogits) {
 TEST(CudaCrossEntropy, NothingToAverage) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
   for (RowAlgorithm path : kPaths) {
-    const Forced forced(path);
+    const ForcedRowPath forced(path);
     Case s;
     s.rows = 33;
     s.classes = 40;
@@ -693,7 +672,7 @@ TEST(CudaCrossEntropy, OutOfRangeTargetsAreReported) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
   ASSERT_TRUE(take_device_error(cuda_exec()).ok());
   for (RowAlgorithm path : kPaths) {
-    const Forced forced(path);
+    const ForcedRowPath forced(path);
     for (Reduction reduction : {Reduction::none, Reduction::sum, Reduction::mean})
       for (std::int64_t bad : {std::int64_t{40}, std::int64_t{-1}, std::int64_t{1} << 40}) {
         Case s;
@@ -753,7 +732,7 @@ TEST(CudaCrossEntropy, ReducedLossIsBitwiseReproducible) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
   const std::int64_t kClasses[] = {20, 500, 3000, 3000};
   for (int p = 0; p < 4; ++p) {
-    const Forced forced(kPaths[p]);
+    const ForcedRowPath forced(kPaths[p]);
     for (Reduction reduction : {Reduction::sum, Reduction::mean}) {
       Case s;
       s.rows = p == 0 ? 257 : 33;
@@ -783,7 +762,7 @@ TEST(CudaCrossEntropy, GridStrideLoops) {
   const std::int64_t kClasses[] = {5, 100, 1500, 1500};
   for (int p = 0; p < 4; ++p)
     for (std::int64_t blocks : {1, 3}) {
-      const Forced forced(kPaths[p], blocks);
+      const ForcedRowPath forced(kPaths[p], blocks);
       Case s;
       s.rows = p == 0 ? 257 : 17;
       s.classes = kClasses[p];
@@ -843,7 +822,7 @@ TEST(CudaCrossEntropy, DispatchChoice) {
   EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, 128256, DType::bf16),
             RowAlgorithm::block_two_pass);
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  const Forced forced(RowAlgorithm::rows_per_warp);
+  const ForcedRowPath forced(RowAlgorithm::rows_per_warp);
   Case s;
   s.rows = 3;
   s.classes = 1000;  // beyond rows_per_warp: runs warp_per_row

@@ -42,26 +42,6 @@ using detail::RowOp;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 
-const RowAlgorithm kPaths[] = {RowAlgorithm::rows_per_warp, RowAlgorithm::warp_per_row,
-                               RowAlgorithm::block_on_chip, RowAlgorithm::block_two_pass};
-const std::int64_t kColCounts[] = {1,    2,    15,   16,   31,   32,   33,   63,
-                                   64,   65,   1023, 1024, 1025, 2047, 4096, 32000};
-const std::int64_t kRowCounts[] = {1, 2, 33, 257};
-
-class Forced {
- public:
-  explicit Forced(RowAlgorithm algorithm, std::int64_t grid_limit = 0) {
-    detail::set_row_algorithm_override(algorithm);
-    detail::set_row_grid_limit(grid_limit);
-  }
-  ~Forced() {
-    detail::set_row_algorithm_override(RowAlgorithm::automatic);
-    detail::set_row_grid_limit(0);
-  }
-  Forced(const Forced&) = delete;
-  Forced& operator=(const Forced&) = delete;
-};
-
 // The simulator runs every CUDA thread on the CPU (under ASan in CI): rows x cols is kept below
 // 300K elements per case, taking fewer rows for long ones.
 std::int64_t rows_for(std::int64_t preferred, std::int64_t cols) {
@@ -237,11 +217,11 @@ TEST(CudaSoftmax, EveryPathEveryLength) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
   std::uint64_t seed = 0;
   for (RowAlgorithm path : kPaths) {
-    const Forced forced(path);
-    for (std::int64_t cols : kColCounts) {
+    const ForcedRowPath forced(path);
+    for (std::int64_t cols : kRowLengths) {
       std::int64_t previous_rows = 0;
       for (int k = 0; k < 4; ++k) {
-        const std::int64_t rows = rows_for(kRowCounts[k], cols);
+        const std::int64_t rows = rows_for(kRowCountsAcrossWarps[k], cols);
         if (rows == previous_rows) continue;
         previous_rows = rows;
         for (bool backward : {false, true}) {
@@ -266,9 +246,9 @@ TEST(CudaSoftmax, HalfPrecisionAndMixedDtypes) {
   const DType kDtypes[] = {DType::f32, DType::f16, DType::bf16};
   int i = 0;
   for (RowAlgorithm path : kPaths) {
-    const Forced forced(path);
+    const ForcedRowPath forced(path);
     for (DType in : {DType::f16, DType::bf16})
-      for (std::int64_t cols : kColCounts)
+      for (std::int64_t cols : kRowLengths)
         for (bool backward : {false, true}) {
           const RowOp op = backward ? RowOp::softmax_backward : RowOp::softmax_forward;
           if (!holds(op, path, cols, in)) continue;
@@ -279,7 +259,7 @@ TEST(CudaSoftmax, HalfPrecisionAndMixedDtypes) {
           c.dy = kDtypes[i % 3];
           c.out = kDtypes[(i / 3) % 3];
           c.cols = cols;
-          c.rows = rows_for(kRowCounts[(i + 2) % 4], cols);
+          c.rows = rows_for(kRowCountsAcrossWarps[(i + 2) % 4], cols);
           backward ? run_backward(c, 100 + std::uint64_t(i)) : run_forward(c, 100 + std::uint64_t(i));
           ++i;
         }
@@ -303,7 +283,7 @@ TEST(CudaSoftmax, StridesMisalignmentAndInPlace) {
   const std::int64_t kCols[] = {13, 300, 3001, 9000};
   int i = 0;
   for (int p = 0; p < 4; ++p) {
-    const Forced forced(kPaths[p]);
+    const ForcedRowPath forced(kPaths[p]);
     for (int variant = 0; variant < 5; ++variant)
       for (bool backward : {false, true}) {
         Case c;
@@ -334,7 +314,7 @@ TEST(CudaSoftmax, ExtremeValues) {
   const std::int64_t kCols[] = {9, 300, 3000, 9000};
   int i = 0;
   for (int p = 0; p < 4; ++p) {
-    const Forced forced(kPaths[p]);
+    const ForcedRowPath forced(kPaths[p]);
     for (DType dtype : {DType::f32, DType::bf16, DType::f16})
       for (bool log : {false, true}) {
         Case c;
@@ -368,7 +348,7 @@ TEST(CudaSoftmax, GridStrideLoops) {
   const std::int64_t kCols[] = {5, 200, 1500, 1500};
   for (int p = 0; p < 4; ++p)
     for (std::int64_t blocks : {1, 3}) {
-      const Forced forced(kPaths[p], blocks);
+      const ForcedRowPath forced(kPaths[p], blocks);
       Case c;
       c.rows = p == 0 ? 257 : 17;
       c.cols = kCols[p];
@@ -419,7 +399,7 @@ TEST(CudaSoftmax, DispatchChoice) {
     }
   ACTLOSS_REQUIRE_CUDA_DEVICE();
   // A forced path that cannot hold the row falls back to the automatic choice.
-  const Forced forced(RowAlgorithm::rows_per_warp);
+  const ForcedRowPath forced(RowAlgorithm::rows_per_warp);
   Case c;
   c.rows = 3;
   c.cols = 1000;

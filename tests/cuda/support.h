@@ -13,6 +13,7 @@
 
 #include <actloss/actloss.h>
 
+#include "cuda/row_dispatch.h"
 #include "host/backend.h"
 
 namespace actloss::test {
@@ -126,6 +127,31 @@ class ElementwiseGridLimit {
   ~ElementwiseGridLimit() { detail::cuda_set_elementwise_block_limit_for_testing(0); }
   ElementwiseGridLimit(const ElementwiseGridLimit&) = delete;
   ElementwiseGridLimit& operator=(const ElementwiseGridLimit&) = delete;
+};
+
+// The row ops' dispatch paths, and the row lengths and counts that cross every boundary between
+// them (and the vector width, warp and block sizes inside them).
+inline constexpr detail::RowAlgorithm kPaths[] = {
+    detail::RowAlgorithm::rows_per_warp, detail::RowAlgorithm::warp_per_row,
+    detail::RowAlgorithm::block_on_chip, detail::RowAlgorithm::block_two_pass};
+inline constexpr std::int64_t kRowLengths[] = {1,  2,  15,   16,   31,   32,   33,   63,
+                                               64, 65, 1023, 1024, 1025, 2047, 4096, 32000};
+inline constexpr std::int64_t kRowCountsAcrossWarps[] = {1, 2, 33, 257};
+
+// Forces a row dispatch path (and optionally a grid cap) for its lifetime; a path that cannot
+// hold the row falls back to the automatic choice.
+class ForcedRowPath {
+ public:
+  explicit ForcedRowPath(detail::RowAlgorithm algorithm, std::int64_t grid_limit = 0) {
+    detail::set_row_algorithm_override(algorithm);
+    detail::set_row_grid_limit(grid_limit);
+  }
+  ~ForcedRowPath() {
+    detail::set_row_algorithm_override(detail::RowAlgorithm::automatic);
+    detail::set_row_grid_limit(0);
+  }
+  ForcedRowPath(const ForcedRowPath&) = delete;
+  ForcedRowPath& operator=(const ForcedRowPath&) = delete;
 };
 
 // Waits for the device (tests only; the library never does) and fails on any pending CUDA error.
