@@ -507,21 +507,6 @@ __global__ void __launch_bounds__(kWeightSumThreads)
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 
-template <class T>
-struct Tag {
-  using type = T;
-};
-
-template <class F>
-Status with_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::f32: return f(Tag<float>{});
-    case DType::f16: return f(Tag<__half>{});
-    case DType::bf16: return f(Tag<__nv_bfloat16>{});
-  }
-  return Status(StatusCode::internal, "", "cross_entropy: unexpected dtype");
-}
-
 template <class TX, class TG>
 Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& params,
                             cudaStream_t stream) {
@@ -648,8 +633,8 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   // The gradient's dtype only matters when a gradient is written; forward reuses the logits'
   // instantiation.
   const DType grad_dtype = writes_grad ? args.grad_dtype : args.logits_dtype;
-  Status status = with_dtype(args.logits_dtype, [&](auto x_tag) {
-    return with_dtype(grad_dtype, [&](auto g_tag) {
+  Status status = row::with_dtype("cross_entropy", args.logits_dtype, [&](auto x_tag) {
+    return row::with_dtype("cross_entropy", grad_dtype, [&](auto g_tag) {
       using TX = typename decltype(x_tag)::type;
       using TG = typename decltype(g_tag)::type;
       return launch_cross_entropy<TX, TG>(launch, p, stream);

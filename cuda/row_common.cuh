@@ -454,6 +454,23 @@ inline Status check_row_length(std::int64_t cols, const char* argument) {
                     " per row on CUDA (got " + std::to_string(cols) + ")");
 }
 
+// Calls f(DTypeTag<T>{}) with T the element type of `dtype`, so a launcher can instantiate its
+// kernel template for the run-time dtype; nested calls cover a pair of dtypes.
+template <class T>
+struct DTypeTag {
+  using type = T;
+};
+
+template <class F>
+Status with_dtype(const char* op, DType dtype, F&& f) {
+  switch (dtype) {
+    case DType::f32: return f(DTypeTag<float>{});
+    case DType::f16: return f(DTypeTag<__half>{});
+    case DType::bf16: return f(DTypeTag<__nv_bfloat16>{});
+  }
+  return Status(StatusCode::internal, "", std::string(op) + ": unexpected dtype");
+}
+
 // Runs `launch_with(std::integral_constant<int, C>{})` for C == chunks: the chunk counts the row
 // kernels are instantiated for (0: the row stays in global memory; 1, 2, 4 or 8 chunks of eight
 // elements held per thread), up to the kernel's register budget MaxChunks. Any other count means

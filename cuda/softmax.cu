@@ -259,21 +259,6 @@ __global__ void __launch_bounds__(row::kMaxBlock)
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 
-template <class T>
-struct Tag {
-  using type = T;
-};
-
-template <class F>
-Status with_dtype(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::f32: return f(Tag<float>{});
-    case DType::f16: return f(Tag<__half>{});
-    case DType::bf16: return f(Tag<__nv_bfloat16>{});
-  }
-  return Status(StatusCode::internal, "", "softmax: unexpected dtype");
-}
-
 template <class TX, class TY>
 Status launch_forward(const RowLaunch& launch, const SoftmaxForwardParams& params,
                       cudaStream_t stream) {
@@ -327,8 +312,8 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
   const RowLaunch launch =
       row::plan_row_launch(RowOp::softmax_forward, args.rows, args.cols, args.x_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
-  return with_dtype(args.x_dtype, [&](auto x_tag) {
-    return with_dtype(args.y_dtype, [&](auto y_tag) {
+  return row::with_dtype("softmax", args.x_dtype, [&](auto x_tag) {
+    return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
       using TX = typename decltype(x_tag)::type;
       using TY = typename decltype(y_tag)::type;
       return launch_forward<TX, TY>(launch, p, exec.stream);
@@ -361,8 +346,8 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptio
   const RowLaunch launch =
       row::plan_row_launch(RowOp::softmax_backward, args.rows, args.cols, args.y_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
-  return with_dtype(args.y_dtype, [&](auto y_tag) {
-    return with_dtype(args.dx_dtype, [&](auto dx_tag) {
+  return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
+    return row::with_dtype("softmax", args.dx_dtype, [&](auto dx_tag) {
       using TY = typename decltype(y_tag)::type;
       using TDX = typename decltype(dx_tag)::type;
       return launch_backward<TY, TDX>(launch, p, exec.stream);
