@@ -171,20 +171,32 @@ struct RowConstants {
   const char* target_row = nullptr;  // probability targets
 };
 
-// Adds the row's elements to (m, s). The uncapped variant needs no work per element: past-the-
-// row elements are already -inf.
+// Adds the row's elements to (m, s), and picks x'_y out of the chunk that holds the target class
+// y (-1: none) on the one thread that owns that chunk, which sets `found`. Taking it from the
+// chunk already loaded, rather than reading logits[y] once the target is known, keeps a second
+// dependent trip to memory off every row's critical path. The uncapped variant needs no work per
+// element: past-the-row elements are already -inf.
 template <bool kCapped, class Row>
-__device__ __forceinline__ void accumulate_max_sum(const Row& row, const Softcap& cap, float& m,
-                                                   float& s) {
-  row.for_each([&](int, const float (&x)[kChunk], int count) {
-    if constexpr (kCapped) {
-      float capped[kChunk];
+__device__ __forceinline__ void accumulate_max_sum(const Row& row, const Softcap& cap, int y,
+                                                   float& m, float& s, float& target_x,
+                                                   bool& found) {
+  const int y_col0 = y - y % kChunk;  // y >= 0 here, or -1 (never a chunk's first column)
+  row.for_each([&](int col0, const float (&x)[kChunk], int count) {
+    float capped[kChunk];
 #pragma unroll
-      for (int j = 0; j < kChunk; ++j) capped[j] = j < count ? cap.value(x[j]) : -INFINITY;
-      row::add_chunk_max_sum(m, s, capped);
-    } else {
-      row::add_chunk_max_sum(m, s, x);
+    for (int j = 0; j < kChunk; ++j) {
+      if constexpr (kCapped)
+        capped[j] = j < count ? cap.value(x[j]) : -INFINITY;
+      else
+        capped[j] = x[j];
     }
+    if (col0 == y_col0) {
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j)
+        if (j == y - y_col0) target_x = capped[j];
+      found = true;
+    }
+    row::add_chunk_max_sum(m, s, capped);
   });
 }
 
@@ -272,7 +284,7 @@ __device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p
 }
 
 // ---------------------------------------------------------------------------------------------
-// One row, by the threads of `group`. Returns the row's loss on the group's rank-0 thread (0
+// One row, by the threads of `group`. Returns the row's loss on one thread of the group (0
 // elsewhere) for the block's partial sum.
 template <class TX, class TG, class Row>
 __device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
@@ -299,22 +311,21 @@ __device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
 
   const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? r * p.logits_stride : 0);
   row.load(logits_row, in_range ? classes : 0, group.rank, group.size, p.logits_vector);
-  // Read before any thread can overwrite it with the gradient (in place): the reductions below
-  // separate this load from every store.
-  float target_logit = 0.0f;
-  if (hard_active && p.want_loss && group.rank == 0)
-    target_logit = Softcap{p.softcap}.value(to_float(logits_row[y]));
 
   // 1. Statistics: (m, s), and A = sum_c a_c, a row sum for probability targets and known in
-  // closed form for class indices.
+  // closed form for class indices. The row's loss is finished by the thread holding x'_y (its
+  // `loss_thread`), or by rank 0 when the row has no target class.
   float m = -INFINITY, s = 0.0f;
+  float target_logit = 0.0f;
+  bool holds_target = false;
   if (!backward) {
     if (p.softcap != 0.0f)
-      accumulate_max_sum<true>(row, Softcap{p.softcap}, m, s);
+      accumulate_max_sum<true>(row, Softcap{p.softcap}, y, m, s, target_logit, holds_target);
     else
-      accumulate_max_sum<false>(row, Softcap{p.softcap}, m, s);
+      accumulate_max_sum<false>(row, Softcap{p.softcap}, y, m, s, target_logit, holds_target);
     group.reduce_max_sum(m, s);
   }
+  const bool loss_thread = hard_active ? holds_target : group.rank == 0;
   RowConstants rc;
   rc.y = y;
   rc.m = m;
@@ -407,14 +418,17 @@ __device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
   }
 
   // 3. The row's outputs.
-  if (group.rank != 0 || !in_range) return 0.0f;
+  if (!in_range) return 0.0f;
+  if (group.rank == 0) {
+    if (p.lse != nullptr) p.lse[r] = lse;
+    if (kind == RowKind::invalid && p.error != nullptr)
+      record_device_error(p.error, StatusCode::out_of_range, detail::DeviceErrorArgument::targets,
+                          r, target);
+  }
+  if (!loss_thread || !p.want_loss) return 0.0f;
   const float row_loss = static_cast<float>(loss);
-  if (p.lse != nullptr) p.lse[r] = lse;
   if (p.row_loss != nullptr) p.row_loss[r] = row_loss;
-  if (kind == RowKind::invalid && p.error != nullptr)
-    record_device_error(p.error, StatusCode::out_of_range, detail::DeviceErrorArgument::targets,
-                        r, target);
-  return p.want_loss ? row_loss : 0.0f;
+  return row_loss;
 }
 
 // Launch bounds. One or two chunks per thread only ever run in the 256-thread blocks of
@@ -428,9 +442,20 @@ constexpr int min_blocks_per_sm(int chunks) { return small_tile(chunks) ? 3 : 1;
 
 // kChunks > 0: the row in registers (rows_per_warp, warp_per_row, block_on_chip); 0: the row in
 // global memory (block_two_pass).
-template <class TX, class TG, int kChunks>
+//
+// kPlain: class-index targets without softcap or class weights, the common case, with those
+// options fixed at compile time. The general kernel carries every option's live values and uses
+// about 128 registers (spilling where capped at 80), which halves the rows an SM keeps in flight;
+// the plain one needs far fewer (ptxas -v, sm_90).
+template <class TX, class TG, int kChunks, bool kPlain>
 __global__ void __launch_bounds__(max_block(kChunks), min_blocks_per_sm(kChunks))
-    cross_entropy_kernel(CrossEntropyParams p) {
+    cross_entropy_kernel(CrossEntropyParams params) {
+  CrossEntropyParams p = params;
+  if constexpr (kPlain) {
+    p.soft_targets = false;
+    p.softcap = 0.0f;
+    p.class_weight = nullptr;
+  }
   __shared__ double2 exchange[row::kMaxWarps];
   __shared__ double warp_partials[row::kMaxWarps];
   const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
@@ -515,11 +540,15 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
                   "cross_entropy: a block of " + std::to_string(launch.block) +
                       " threads exceeds the launch bound of its kernel");
   const dim3 grid(launch.grid), block(launch.block);
+  const bool plain = !params.soft_targets && params.softcap == 0.0f && params.class_weight == nullptr;
   // Eight chunks fit the register budget only for 16-bit logits (row_dispatch.h).
   const cudaError_t error =
       row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4>(launch.chunks, [&](auto chunks) {
-        return simcuda::launch(cross_entropy_kernel<TX, TG, decltype(chunks)::value>, grid,
-                               block, 0, stream, params);
+        constexpr int kChunks = decltype(chunks)::value;
+        return plain ? simcuda::launch(cross_entropy_kernel<TX, TG, kChunks, true>, grid, block,
+                                       0, stream, params)
+                     : simcuda::launch(cross_entropy_kernel<TX, TG, kChunks, false>, grid, block,
+                                       0, stream, params);
       });
   ACTLOSS_CUDA_TRY(error);
   return {};
