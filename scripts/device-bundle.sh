@@ -11,7 +11,7 @@ cmake --preset nvcc-sm90 >/dev/null
 cmake --build --preset nvcc-sm90 -j "$ACTLOSS_JOBS"
 bundle=build/device-bundle
 rm -rf "$bundle" && mkdir -p "$bundle/lib"
-find build/nvcc-sm90 -type f -perm -u+x \( -name '*_tests' -o -name '*_bench*' -o -name actloss \) \
+find build/nvcc-sm90 -type f -perm -u+x \( -name '*_tests' -o -name '*_bench*' -o -name actloss -o -name train_mlp \) \
   -not -path '*/CMakeFiles/*' -exec cp {} "$bundle/" \;
 for exe in "$bundle"/*; do
   [[ -f $exe ]] || continue

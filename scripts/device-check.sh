@@ -8,6 +8,9 @@
 # The summary and the packed logs are refreshed after every step, so a check cut short still
 # brings back everything it finished.
 #
+# ACTLOSS_CHECK_BENCH_FILTER (default ^cuda/) narrows the benchmarks; ACTLOSS_CHECK_TORCH=0 skips
+# torch_compare (when the PyTorch figures of the same card are recent and time is short).
+#
 #   scripts/device-check.sh [BUNDLE]   BUNDLE: the folder or .tar.gz made by
 #                                      scripts/device-bundle.sh on a machine without a GPU
 #                                      (default build/device-bundle.tar.gz); when absent, the
@@ -103,18 +106,32 @@ if [[ -n $tool ]]; then
   esac
 fi
 
+# The training example on the GPU: cuBLAS for the matrix products, actloss for the rest; it
+# exits 0 only when it reaches its target accuracy.
+train=$(find_exe train_mlp)
+if [[ -n $train ]]; then
+  run_step "train_mlp --device cuda" 60 train_mlp.log "$train" --device cuda
+  case $? in
+    0) record "train_mlp --device cuda" pass "$(tail -n 1 "$LOGS/train_mlp.log"), $(elapsed)" ;;
+    200) ;;
+    *) record "train_mlp --device cuda" FAIL "see train_mlp.log" ;;
+  esac
+fi
+
 # The GPU set only: the CPU set is measured on the machines without a GPU, and would spend
 # minutes of the lease on a float64 reference.
 bench=$(find_exe actloss_bench)
 if [[ -n $bench ]]; then
-  run_step benchmarks 180 bench.log "$bench" --benchmark_filter='^cuda/' \
+  run_step benchmarks 180 bench.log "$bench" --benchmark_filter="${ACTLOSS_CHECK_BENCH_FILTER:-^cuda/}" \
     --benchmark_out="$LOGS/bench.json" --benchmark_out_format=json --benchmark_min_time=0.05s
   case $? in
     0) record benchmarks ok "bench.json, $(elapsed)" ;;
     200) ;;
     *) record benchmarks FAIL "see bench.log" ;;
   esac
-  if [[ -f benchmarks/torch_compare.py ]] && python3 -c 'import torch' 2>/dev/null; then
+  if [[ ${ACTLOSS_CHECK_TORCH:-1} == 0 ]]; then
+    record torch_compare skipped "ACTLOSS_CHECK_TORCH=0"
+  elif [[ -f benchmarks/torch_compare.py ]] && python3 -c 'import torch' 2>/dev/null; then
     # torch_compare stops itself at --budget and rewrites its JSON after every problem.
     torch_secs=$(allow 100)
     if ((torch_secs > 30)); then
@@ -152,6 +169,26 @@ if command -v compute-sanitizer >/dev/null && [[ -n $cuda_tests ]]; then
   done
 else
   record compute-sanitizer missing ""
+fi
+
+# Nsight Compute on a few row-op problems, one kernel launch each: occupancy, registers and
+# achieved bandwidth, the figures that tuning starts from. Last, since nothing else depends on it.
+if command -v ncu >/dev/null && [[ -n $bench ]]; then
+  mkdir -p "$LOGS/ncu"
+  for problem in cross_entropy/fused/f32/classes:4096/ cross_entropy/forward/f32/classes:4096/ \
+                 softmax/forward/f32/classes:4096/ cross_entropy/fused/f32/classes:50257/ \
+                 cross_entropy/fused/bf16/classes:256/; do
+    name=$(echo "$problem" | tr '/:' '-_' | sed 's/-$//')
+    run_step "ncu $problem" 40 "ncu/$name.txt" ncu --kernel-name 'regex:(cross_entropy|softmax_forward)_kernel' \
+      --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
+      --section MemoryWorkloadAnalysis "$bench" --benchmark_filter="^cuda/actloss/$problem" \
+      --benchmark_min_time=0.001s
+    case $? in
+      0) record "ncu $problem" ok "ncu/$name.txt, $(elapsed)" ;;
+      200) ;;
+      *) record "ncu $problem" FAIL "see ncu/$name.txt" ;;
+    esac
+  done
 fi
 
 echo

@@ -3,7 +3,8 @@
 #   1. the nvcc build (sm_90): every .cu compiles and links; CPU tests run, GPU tests report SKIPPED;
 #   2. the simulator build under ASan+UBSan: the same kernels run on CPU threads, every test for real;
 #   3. the simulator's own self-tests, and its threads mode under ThreadSanitizer;
-#   4. install, then a separate project finds the package with find_package(actloss) and runs.
+#   4. install, then a separate project finds the package with find_package(actloss) and runs;
+#      the training example's GPU path too, which reports SKIPPED (exit 77) without a GPU.
 # ACTLOSS_TEST_STAGES (e.g. "sim-asan consumer") runs a subset while iterating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,7 +51,7 @@ fi
 
 # The simulator's self-tests alone (fibers under ASan+UBSan, threads mode under TSan); the
 # sim-asan stage runs them too, with every kernel test.
-sim_targets="sim_selftest sim_bench"
+sim_targets="sim_selftest sim_cublas_test sim_bench"
 if run_stage sim-selftest; then
   banner "simulator self-tests under ASan + UBSan"
   cmake --preset sim-asan
@@ -80,5 +81,19 @@ if run_stage consumer; then
   "$prefix/build-consumer/consumer"
   "$prefix/build-quickstart/quickstart"
   "$prefix/build-train_mlp/train_mlp"
+  # The example builds its GPU path against an install with the CUDA backend; without a GPU it
+  # says so and exits 77, any other failure fails the stage.
+  config=$(find "$prefix" -name actlossConfig.cmake -print -quit)
+  if grep -q 'actloss_CUDA_BACKEND "NVCC"' "$config"; then
+    rc=0
+    "$prefix/build-train_mlp/train_mlp" --device cuda || rc=$?
+    if ((rc == 77)); then
+      echo "train_mlp --device cuda: SKIPPED (no CUDA device on this machine)"
+    elif ((rc != 0)); then
+      exit "$rc"
+    fi
+  else
+    echo "train_mlp --device cuda: not built (this install has no CUDA backend)"
+  fi
 fi
 banner "all stages passed: $stages"

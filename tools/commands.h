@@ -29,8 +29,8 @@ bool op_known(const std::string& op_filter);
 int validate(const CommonOptions& options, bool failures_only);
 int bench(const CommonOptions& options);
 int info();
-// Trains examples/train_mlp under several configurations; writes loss curves to `svg_path`
-// when not empty.
-int demo(bool quick, const std::string& svg_path);
+// Trains examples/train_mlp under several configurations on `device`; writes loss curves to
+// `svg_path` when not empty.
+int demo(bool quick, const std::string& svg_path, Device device);
 
 }  // namespace actloss::tool

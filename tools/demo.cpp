@@ -1,7 +1,9 @@
 // actloss demo: trains the MLP of examples/train_mlp under several configurations and shows two
 // textbook effects with the library's own ops: softmax cross-entropy learns faster than sigmoid
 // outputs + MSE (whose gradient fades as the sigmoid saturates), and deep sigmoid nets pass back
-// vanishing gradients to their first layers where tanh and rectifiers do not.
+// vanishing gradients to their first layers where tanh and rectifiers do not. On the CPU by
+// default; with --device cuda the same nets train on the GPU (cuBLAS matrix products, actloss's
+// CUDA kernels), from the same seeds.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -99,7 +101,16 @@ std::string svg(const std::vector<Curves>& panels) {
 
 }  // namespace
 
-int demo(bool quick, const std::string& svg_path) {
+int demo(bool quick, const std::string& svg_path, Device device) {
+  std::string where = "the CPU";
+  if (device == Device::cuda) {
+    std::string gpu;
+    if (const Status s = train_mlp::cuda_device_name(gpu); !s.ok()) {
+      std::fprintf(stderr, "actloss demo: --device cuda: %s\n", s.message().c_str());
+      return 2;
+    }
+    where = gpu + " (cuBLAS matrix products)";
+  }
   const train_mlp::Dataset data = train_mlp::make_spirals(500, 3);
   // Fixed budgets rather than stopping at the target, so that every configuration's final loss
   // and accuracy and its whole curve are comparable.
@@ -116,6 +127,7 @@ int demo(bool quick, const std::string& svg_path) {
     run.config.max_epochs = loss_epochs;
     run.config.target_accuracy = target;
     run.config.stop_at_target = false;
+    run.config.device = device;
     loss_runs.push_back(std::move(run));
   }
 
@@ -136,6 +148,7 @@ int demo(bool quick, const std::string& svg_path) {
       run.config.max_epochs = depth_epochs;
       run.config.target_accuracy = target;
       run.config.stop_at_target = false;
+      run.config.device = device;
       depth_runs.push_back(std::move(run));
     }
 
@@ -155,8 +168,8 @@ int demo(bool quick, const std::string& svg_path) {
     }
   progress.finish();
 
-  std::printf("three interleaved spirals, %lld points; SGD (momentum 0.9, batch 32) on the CPU\n\n",
-              static_cast<long long>(data.rows));
+  std::printf("three interleaved spirals, %lld points; SGD (momentum 0.9, batch 32) on %s\n\n",
+              static_cast<long long>(data.rows), where.c_str());
   std::printf("output and loss: 2 x 64 relu, lr 0.05, %d epochs\n", loss_epochs);
   Table losses({{"output+loss"},
                 {format("steps to %.0f%%", 100.0 * target), Table::Align::right},

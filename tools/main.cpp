@@ -3,7 +3,7 @@
 //   actloss validate [--device cpu|cuda] [--op NAME] [--quick | --smoke] [--failures-only]
 //   actloss bench    [--device cpu|cuda] [--op NAME] [--quick]
 //   actloss info
-//   actloss demo     [--out FILE.svg] [--quick]
+//   actloss demo     [--device cpu|cuda] [--out FILE.svg] [--quick]
 //
 // Exit status: 0 success, 1 a check failed or a benchmark errored, 2 bad usage or an
 // unavailable device.
@@ -52,13 +52,13 @@ void usage(std::FILE* out) {
       "  bench     GB/s of each op (and of the peers this build has) against the copy\n"
       "            bandwidth measured in the same run\n"
       "  info      build options, devices, and memory bandwidth measured now\n"
-      "  demo      train a small MLP on the CPU: softmax+CE vs sigmoid+MSE, and\n"
-      "            gradient norms by depth and activation\n"
+      "  demo      train a small MLP: softmax+CE vs sigmoid+MSE, and gradient norms\n"
+      "            by depth and activation\n"
       "\n"
       "options:\n"
       "  --device cpu|cuda  one device (default: cpu, plus cuda when this build has the\n"
       "                     CUDA backend and a device; bench uses a simulated device only\n"
-      "                     when asked)\n"
+      "                     when asked; demo runs on cpu unless given cuda)\n"
       "  --op NAME          one op: cross_entropy (ce), bce_with_logits (bce), softmax,\n"
       "                     log_softmax, mse, activation (all seven), or one activation:\n"
       "                     relu, leaky_relu, tanh, sigmoid, gelu_erf, gelu_tanh, silu\n"
@@ -153,7 +153,21 @@ int main_with(int argc, char** argv) {
     }
   }
   if (command == "info") return info();
-  if (command == "demo") return demo(quick, out_path);
+  if (command == "demo") {
+    // One device per run: the point is the comparison between configurations, not devices.
+    if (device_name.empty() || device_name == "cpu") return demo(quick, out_path, Device::cpu);
+    if (device_name != "cuda") {
+      std::fprintf(stderr, "actloss: --device must be cpu or cuda (got '%s')\n",
+                   device_name.c_str());
+      return 2;
+    }
+    std::string why;
+    if (!device_usable(Device::cuda, why)) {
+      std::fprintf(stderr, "actloss demo: --device cuda: %s\n", why.c_str());
+      return 2;
+    }
+    return demo(quick, out_path, Device::cuda);
+  }
 
   if (!options.op.empty() && !op_known(options.op)) {
     std::fprintf(stderr, "actloss: unknown op '%s' (see actloss --help)\n", options.op.c_str());

@@ -1,7 +1,9 @@
 // A small multilayer perceptron classifier trained with mini-batch SGD (with momentum) on the
-// CPU. actloss supplies the nonlinear parts: hidden activations, softmax cross-entropy (or
-// sigmoid + MSE) and their gradients. Matrix products and bias adds are plain loops here, so the
-// file needs nothing but actloss and the standard library; copy it and change what you need.
+// CPU or a GPU. actloss supplies the nonlinear parts: hidden activations, softmax cross-entropy
+// (or sigmoid + MSE) and their gradients. On the CPU (this file) matrix products and bias adds
+// are plain loops, so it needs nothing but actloss and the standard library; the GPU variant
+// (mlp_cuda.h, compiled in when TRAIN_MLP_CUDA is defined) keeps every tensor on the device and
+// does them with cuBLAS. Copy them and change what you need.
 //
 // Header-only so the actloss tool's `demo` command trains exactly the same network.
 #pragma once
@@ -76,12 +78,14 @@ struct Config {
   float target_accuracy = 0.9f;
   bool stop_at_target = true;  // false: run every epoch (fixed budget comparisons)
   std::uint32_t seed = 1;      // weight init and batch order
+  // cpu: plain loops here; cuda: the same net on the GPU (mlp_cuda.h), same init and batches.
+  actloss::Device device = actloss::Device::cpu;
   // Called after every epoch with (epoch from 1, mean training loss, train accuracy).
   std::function<void(int, float, float)> on_epoch;
 };
 
 struct Result {
-  std::string error;  // empty on success; else the failing actloss call's message
+  std::string error;  // empty on success; else the failing actloss, CUDA or cuBLAS call's message
   std::int64_t steps_to_target = -1;  // SGD steps until train accuracy first reached the target
   int epochs = 0;
   std::int64_t steps = 0;
@@ -138,52 +142,62 @@ inline void add_bias(float* y, const float* bias, std::int64_t rows, std::int64_
     for (std::int64_t j = 0; j < cols; ++j) y[i * cols + j] += bias[j];
 }
 
+// The layers of a fresh net, weights drawn from config.seed; both nets start from these.
+inline std::vector<Layer> make_layers(const Config& config, std::int64_t inputs,
+                                      std::int64_t classes) {
+  std::vector<Layer> layers;
+  std::mt19937 rng(config.seed);
+  std::int64_t in = inputs;
+  std::vector<std::int64_t> widths = config.hidden;
+  widths.push_back(classes);
+  for (std::size_t l = 0; l < widths.size(); ++l) {
+    Layer layer;
+    layer.in = in;
+    layer.out = widths[l];
+    const bool hidden = l + 1 < widths.size();
+    const bool rectifier = config.activation == actloss::Activation::relu ||
+                           config.activation == actloss::Activation::leaky_relu ||
+                           config.activation == actloss::Activation::gelu_erf ||
+                           config.activation == actloss::Activation::gelu_tanh ||
+                           config.activation == actloss::Activation::silu;
+    // He keeps the forward variance of rectifiers (which zero half their input) constant;
+    // Xavier does the same for the symmetric, unit-slope-at-0 tanh and sigmoid, and for the
+    // output layer, which feeds a loss rather than another rectifier.
+    const double limit =
+        hidden && rectifier ? std::sqrt(6.0 / static_cast<double>(layer.in))
+                            : std::sqrt(6.0 / static_cast<double>(layer.in + layer.out));
+    layer.w.resize(static_cast<std::size_t>(layer.in * layer.out));
+    for (float& w : layer.w) {
+      // Built from raw mt19937 output (not uniform_real_distribution) so that every standard
+      // library gives the same weights for the same seed.
+      const double u = static_cast<double>(rng()) / 4294967296.0;
+      w = static_cast<float>((2.0 * u - 1.0) * limit);
+    }
+    layer.b.assign(static_cast<std::size_t>(layer.out), 0.0f);
+    layer.dw.assign(layer.w.size(), 0.0f);
+    layer.db.assign(layer.b.size(), 0.0f);
+    layer.vw.assign(layer.w.size(), 0.0f);
+    layer.vb.assign(layer.b.size(), 0.0f);
+    layers.push_back(std::move(layer));
+    in = widths[l];
+  }
+  return layers;
+}
+
+// The CPU net. Its public member functions are what train_net() needs of a net (mlp_cuda.h's
+// CudaNet has the same ones); inputs and labels are host arrays for both.
 class Net {
  public:
-  Net(const Config& config, std::int64_t inputs, std::int64_t classes) : config_(config) {
-    std::mt19937 rng(config.seed);
-    std::int64_t in = inputs;
-    std::vector<std::int64_t> widths = config.hidden;
-    widths.push_back(classes);
-    for (std::size_t l = 0; l < widths.size(); ++l) {
-      Layer layer;
-      layer.in = in;
-      layer.out = widths[l];
-      const bool hidden = l + 1 < widths.size();
-      const bool rectifier = config.activation == actloss::Activation::relu ||
-                             config.activation == actloss::Activation::leaky_relu ||
-                             config.activation == actloss::Activation::gelu_erf ||
-                             config.activation == actloss::Activation::gelu_tanh ||
-                             config.activation == actloss::Activation::silu;
-      // He keeps the forward variance of rectifiers (which zero half their input) constant;
-      // Xavier does the same for the symmetric, unit-slope-at-0 tanh and sigmoid, and for the
-      // output layer, which feeds a loss rather than another rectifier.
-      const double limit =
-          hidden && rectifier ? std::sqrt(6.0 / static_cast<double>(layer.in))
-                              : std::sqrt(6.0 / static_cast<double>(layer.in + layer.out));
-      layer.w.resize(static_cast<std::size_t>(layer.in * layer.out));
-      for (float& w : layer.w) {
-        // Built from raw mt19937 output (not uniform_real_distribution) so that every standard
-        // library gives the same weights for the same seed.
-        const double u = static_cast<double>(rng()) / 4294967296.0;
-        w = static_cast<float>((2.0 * u - 1.0) * limit);
-      }
-      layer.b.assign(static_cast<std::size_t>(layer.out), 0.0f);
-      layer.dw.assign(layer.w.size(), 0.0f);
-      layer.db.assign(layer.b.size(), 0.0f);
-      layer.vw.assign(layer.w.size(), 0.0f);
-      layer.vb.assign(layer.b.size(), 0.0f);
-      layers_.push_back(std::move(layer));
-      in = widths[l];
-    }
+  Net(const Config& config, std::int64_t inputs, std::int64_t classes)
+      : config_(config), layers_(make_layers(config, inputs, classes)) {
     pre_.resize(layers_.size());
     post_.resize(layers_.size());
   }
 
-  std::vector<Layer>& layers() { return layers_; }
-
-  // Forward pass over `rows` inputs; returns the logits [rows x classes] (kept in pre_.back()).
+  // Forward pass over `rows` inputs x [rows x inputs]; keeps x for backward().
   actloss::Status forward(const float* x, std::int64_t rows) {
+    input_ = x;
+    rows_ = rows;
     const float* in = x;
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       Layer& layer = layers_[l];
@@ -204,10 +218,15 @@ class Net {
     return {};
   }
 
-  const std::vector<float>& logits() const { return pre_.back(); }
+  // The logits [rows x classes] of the last forward pass.
+  actloss::Status logits(std::vector<float>& out) const {
+    out = pre_.back();
+    return {};
+  }
 
-  // Loss of the last forward pass and d(loss)/d(logits) into dlogits_.
-  actloss::Status loss_and_grad(const std::int64_t* labels, std::int64_t rows, float& loss) {
+  // Loss of the last forward pass against labels [rows], and d(loss)/d(logits) into dlogits_.
+  actloss::Status loss_and_grad(const std::int64_t* labels, float& loss) {
+    const std::int64_t rows = rows_;
     const std::int64_t classes = layers_.back().out;
     dlogits_.resize(static_cast<std::size_t>(rows * classes));
     if (config_.output == Output::softmax_cross_entropy) {
@@ -256,11 +275,12 @@ class Net {
   }
 
   // Fills every layer's dw, db from dlogits_ and the activations of the last forward pass.
-  actloss::Status backward(const float* x, std::int64_t rows) {
+  actloss::Status backward() {
+    const std::int64_t rows = rows_;
     std::vector<float> grad = dlogits_;  // d(loss)/d(pre-activation) of the current layer
     for (std::size_t l = layers_.size(); l-- > 0;) {
       Layer& layer = layers_[l];
-      const float* in = l == 0 ? x : post_[l - 1].data();
+      const float* in = l == 0 ? input_ : post_[l - 1].data();
       matmul_at_b(in, grad.data(), layer.dw.data(), rows, layer.in, layer.out);
       std::fill(layer.db.begin(), layer.db.end(), 0.0f);
       for (std::int64_t i = 0; i < rows; ++i)
@@ -284,7 +304,18 @@ class Net {
     return {};
   }
 
-  void sgd_step() {
+  // ||dW|| (Frobenius) of each layer, from the last backward().
+  actloss::Status weight_grad_norms(std::vector<double>& norms) const {
+    norms.clear();
+    for (const Layer& layer : layers_) {
+      double sq = 0.0;
+      for (float g : layer.dw) sq += static_cast<double>(g) * g;
+      norms.push_back(std::sqrt(sq));
+    }
+    return {};
+  }
+
+  actloss::Status sgd_step() {
     const float lr = config_.learning_rate;
     const float mu = config_.momentum;
     for (Layer& layer : layers_) {
@@ -297,6 +328,7 @@ class Net {
         layer.b[i] += layer.vb[i];
       }
     }
+    return {};
   }
 
  private:
@@ -308,6 +340,8 @@ class Net {
 
   Config config_;
   std::vector<Layer> layers_;
+  const float* input_ = nullptr;  // the last forward pass's x and rows
+  std::int64_t rows_ = 0;
   std::vector<std::vector<float>> pre_, post_;  // per layer, of the last forward pass
   std::vector<float> dlogits_, dpost_, probs_, dprobs_, onehot_;
 };
@@ -322,18 +356,17 @@ inline std::int64_t count_correct(const std::vector<float>& logits, const std::i
   return correct;
 }
 
-}  // namespace detail
-
-// Trains a fresh network on `data`. Everything (init, batch order) follows config.seed, so the
-// same config gives the same result.
-inline Result train(const Config& config, const Dataset& data) {
+// The training loop, the same for both nets: shuffled mini-batches gathered on the host, one SGD
+// step per batch, train accuracy over the whole set after every epoch.
+template <class NetT>
+Result train_net(NetT& net, const Config& config, const Dataset& data) {
   Result result;
-  detail::Net net(config, 2, data.classes);
   std::mt19937 rng(config.seed ^ 0x9e3779b9u);
   std::vector<std::int64_t> order(static_cast<std::size_t>(data.rows));
   std::iota(order.begin(), order.end(), std::int64_t{0});
   std::vector<float> bx(static_cast<std::size_t>(config.batch * 2));
   std::vector<std::int64_t> by(static_cast<std::size_t>(config.batch));
+  std::vector<float> logits;
 
   auto fail = [&result](const char* what, const actloss::Status& s) {
     result.error = std::string(what) + ": " + s.message();
@@ -355,26 +388,23 @@ inline Result train(const Config& config, const Dataset& data) {
       }
       float loss = 0.0f;
       if (actloss::Status s = net.forward(bx.data(), rows); !s.ok()) return fail("forward", s);
-      if (actloss::Status s = net.loss_and_grad(by.data(), rows, loss); !s.ok())
+      if (actloss::Status s = net.loss_and_grad(by.data(), loss); !s.ok())
         return fail("loss", s);
-      if (actloss::Status s = net.backward(bx.data(), rows); !s.ok()) return fail("backward", s);
+      if (actloss::Status s = net.backward(); !s.ok()) return fail("backward", s);
       if (result.steps == 0) {
-        for (const detail::Layer& layer : net.layers()) {
-          double sq = 0.0;
-          for (float g : layer.dw) sq += static_cast<double>(g) * g;
-          result.first_grad_norms.push_back(std::sqrt(sq));
-        }
+        if (actloss::Status s = net.weight_grad_norms(result.first_grad_norms); !s.ok())
+          return fail("gradient norms", s);
       }
-      net.sgd_step();
+      if (actloss::Status s = net.sgd_step(); !s.ok()) return fail("sgd step", s);
       ++result.steps;
       loss_sum += loss;
       ++batches;
     }
     if (actloss::Status s = net.forward(data.x.data(), data.rows); !s.ok())
       return fail("forward", s);
+    if (actloss::Status s = net.logits(logits); !s.ok()) return fail("logits", s);
     const float accuracy =
-        static_cast<float>(detail::count_correct(net.logits(), data.y.data(), data.rows,
-                                                 data.classes)) /
+        static_cast<float>(count_correct(logits, data.y.data(), data.rows, data.classes)) /
         static_cast<float>(data.rows);
     const float mean_loss = static_cast<float>(loss_sum / static_cast<double>(batches));
     result.epochs = epoch;
@@ -388,6 +418,50 @@ inline Result train(const Config& config, const Dataset& data) {
     }
   }
   return result;
+}
+
+}  // namespace detail
+
+}  // namespace train_mlp
+
+#if defined(TRAIN_MLP_CUDA)
+#include "mlp_cuda.h"  // detail::CudaNet, cuda_device_name()
+#else
+namespace train_mlp {
+// The GPU that Device::cuda trains on; here the answer is that this build has no GPU path.
+inline actloss::Status cuda_device_name(std::string& /*name*/) {
+  return {actloss::StatusCode::unsupported, "",
+          "this program was built without the CUDA path (TRAIN_MLP_CUDA)"};
+}
+}  // namespace train_mlp
+#endif
+
+namespace train_mlp {
+
+// Trains a fresh network on `data`, on config.device. Everything (init, batch order) follows
+// config.seed, so the same config gives the same result. The two devices start from the same
+// weights and see the same batches; their runs drift apart only by float rounding (sums are
+// ordered differently), which over hundreds of steps is visible in the last digits.
+inline Result train(const Config& config, const Dataset& data) {
+  if (config.device == actloss::Device::cuda) {
+#if defined(TRAIN_MLP_CUDA)
+    detail::CudaNet net;
+    if (actloss::Status s = net.init(config, 2, data.classes, std::max(config.batch, data.rows));
+        !s.ok()) {
+      Result result;
+      result.error = "setup: " + s.message();
+      return result;
+    }
+    return detail::train_net(net, config, data);
+#else
+    std::string no_name;
+    Result result;
+    result.error = cuda_device_name(no_name).message();
+    return result;
+#endif
+  }
+  detail::Net net(config, 2, data.classes);
+  return detail::train_net(net, config, data);
 }
 
 }  // namespace train_mlp

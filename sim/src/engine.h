@@ -101,6 +101,10 @@ void mode_child_after_fork();
 void set_last_error(cudaError_t e) noexcept;
 std::size_t max_dynamic_smem(const void* kernel) noexcept;
 bool stream_is_valid(cudaStream_t s) noexcept;
+// True when [p, p + bytes) lies inside one live cudaMalloc allocation: what a
+// library call that reads or writes device memory (the cuBLAS stand-in) may
+// touch.
+bool device_range(const void* p, std::size_t bytes) noexcept;
 
 // Fills dynamic shared memory before each block: all-ones bytes are a NaN
 // in float, double, half and bfloat16, so a read before a write shows.

@@ -224,6 +224,13 @@ bool stream_is_valid(cudaStream_t st) noexcept {
   return known(state().streams, st);
 }
 
+bool device_range(const void* p, std::size_t bytes) noexcept {
+  State& s = state();
+  std::lock_guard lk(s.m);
+  Side side;
+  return side_of(s, p, bytes, &side) == cudaSuccess && side == Side::kDevice;
+}
+
 }  // namespace simcuda::detail
 
 using namespace simcuda::detail;

@@ -1,0 +1,398 @@
+// The net of mlp.h on a GPU. Every tensor lives in device memory and every operation is queued on
+// one stream: matrix products, bias adds, bias gradients and the SGD update are cuBLAS calls;
+// activations and losses are actloss calls with Exec{Device::cuda, stream}. There is no kernel of
+// its own, so this is plain C++: compile it with the host compiler and link cuBLAS and the CUDA
+// runtime. Only batches (gathered on the host), one loss per step and the logits once per epoch
+// cross the bus.
+//
+// Part of mlp.h, which includes it when TRAIN_MLP_CUDA is defined: include mlp.h, not this file.
+#pragma once
+
+#include <cublas_v2.h>
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <climits>
+#include <cmath>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace train_mlp {
+
+namespace detail {
+
+inline actloss::Status cuda_failure(const char* expr, cudaError_t e) {
+  return {actloss::StatusCode::cuda_error, "",
+          std::string(expr) + " failed with " + cudaGetErrorName(e) + ": " + cudaGetErrorString(e)};
+}
+
+inline actloss::Status cublas_failure(const char* expr, cublasStatus_t s) {
+  return {actloss::StatusCode::cuda_error, "",
+          std::string(expr) + " failed with " + cublasGetStatusName(s) + ": " +
+              cublasGetStatusString(s)};
+}
+
+// Each returns early with a Status naming the failed call, so errors reach Result::error the way
+// actloss's own do; nothing here throws or exits.
+#define TRAIN_MLP_CUDA_TRY(expr)                                                         \
+  do {                                                                                   \
+    if (const cudaError_t train_mlp_e = (expr); train_mlp_e != cudaSuccess)              \
+      return ::train_mlp::detail::cuda_failure(#expr, train_mlp_e);                      \
+  } while (0)
+#define TRAIN_MLP_CUBLAS_TRY(expr)                                                       \
+  do {                                                                                   \
+    if (const cublasStatus_t train_mlp_s = (expr); train_mlp_s != CUBLAS_STATUS_SUCCESS) \
+      return ::train_mlp::detail::cublas_failure(#expr, train_mlp_s);                    \
+  } while (0)
+#define TRAIN_MLP_TRY(expr)                                                              \
+  do {                                                                                   \
+    if (actloss::Status train_mlp_st = (expr); !train_mlp_st.ok()) return train_mlp_st; \
+  } while (0)
+
+// One cudaMalloc'd array of T, freed with its owner.
+template <class T>
+class DeviceArray {
+ public:
+  DeviceArray() = default;
+  DeviceArray(DeviceArray&& other) noexcept
+      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
+  DeviceArray& operator=(DeviceArray&& other) noexcept {
+    std::swap(data_, other.data_);
+    std::swap(size_, other.size_);
+    return *this;
+  }
+  ~DeviceArray() {
+    if (data_ != nullptr) cudaFree(data_);
+  }
+
+  actloss::Status allocate(std::size_t size) {
+    void* p = nullptr;
+    TRAIN_MLP_CUDA_TRY(cudaMalloc(&p, size * sizeof(T)));
+    *this = DeviceArray();
+    data_ = static_cast<T*>(p);
+    size_ = size;
+    return {};
+  }
+  // Allocates host.size() elements and queues the copy; cudaMemcpyAsync from pageable memory has
+  // taken the data by the time it returns, so `host` may go away at once.
+  actloss::Status upload(const std::vector<T>& host, cudaStream_t stream) {
+    TRAIN_MLP_TRY(allocate(host.size()));
+    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(data_, host.data(), host.size() * sizeof(T),
+                                       cudaMemcpyHostToDevice, stream));
+    return {};
+  }
+  actloss::Status zeros(std::size_t size, cudaStream_t stream) {
+    TRAIN_MLP_TRY(allocate(size));
+    TRAIN_MLP_CUDA_TRY(cudaMemsetAsync(data_, 0, size * sizeof(T), stream));
+    return {};
+  }
+
+  T* get() const { return data_; }
+  std::size_t size() const { return size_; }
+
+ private:
+  T* data_ = nullptr;
+  std::size_t size_ = 0;
+};
+
+struct StreamDeleter {
+  void operator()(cudaStream_t s) const { cudaStreamDestroy(s); }
+};
+struct CublasDeleter {
+  void operator()(cublasHandle_t h) const { cublasDestroy(h); }
+};
+
+struct DeviceLayer {
+  int in = 0, out = 0;
+  DeviceArray<float> w, b;  // w: row-major [in x out], as in mlp.h
+  DeviceArray<float> dw, db;
+  DeviceArray<float> vw, vb;  // momentum
+};
+
+// The same net as mlp.h's Net, with the same member functions for train_net(); x and labels are
+// host arrays, copied in, and logits() copies out.
+class CudaNet {
+ public:
+  // Creates the stream and the cuBLAS handle, uploads make_layers()'s weights (so both nets start
+  // alike) and allocates every activation for up to max_rows inputs: the whole data set, for the
+  // accuracy pass.
+  actloss::Status init(const Config& config, std::int64_t inputs, std::int64_t classes,
+                       std::int64_t max_rows) {
+    config_ = config;
+    inputs_ = inputs;
+    max_rows_ = max_rows;
+    std::vector<Layer> host = make_layers(config, inputs, classes);
+    // cuBLAS takes int sizes.
+    for (const Layer& layer : host)
+      if (max_rows > INT_MAX / std::max(layer.in, layer.out))
+        return {actloss::StatusCode::invalid_argument, "max_rows",
+                "max_rows: rows x layer width must fit in an int for cuBLAS"};
+
+    cudaStream_t stream = nullptr;
+    TRAIN_MLP_CUDA_TRY(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    stream_.reset(stream);
+    cublasHandle_t handle = nullptr;
+    TRAIN_MLP_CUBLAS_TRY(cublasCreate(&handle));
+    cublas_.reset(handle);
+    TRAIN_MLP_CUBLAS_TRY(cublasSetStream(handle, stream));
+
+    const auto rows = static_cast<std::size_t>(max_rows);
+    for (const Layer& h : host) {
+      DeviceLayer d;
+      d.in = static_cast<int>(h.in);
+      d.out = static_cast<int>(h.out);
+      TRAIN_MLP_TRY(d.w.upload(h.w, stream));
+      TRAIN_MLP_TRY(d.b.upload(h.b, stream));
+      TRAIN_MLP_TRY(d.dw.zeros(h.w.size(), stream));
+      TRAIN_MLP_TRY(d.db.zeros(h.b.size(), stream));
+      TRAIN_MLP_TRY(d.vw.zeros(h.w.size(), stream));
+      TRAIN_MLP_TRY(d.vb.zeros(h.b.size(), stream));
+      pre_.emplace_back();
+      TRAIN_MLP_TRY(pre_.back().allocate(rows * h.out));
+      post_.emplace_back();
+      TRAIN_MLP_TRY(post_.back().allocate(rows * h.out));
+      dpre_.emplace_back();
+      TRAIN_MLP_TRY(dpre_.back().allocate(rows * h.out));
+      layers_.push_back(std::move(d));
+    }
+    TRAIN_MLP_TRY(x_.allocate(rows * static_cast<std::size_t>(inputs)));
+    TRAIN_MLP_TRY(labels_.allocate(rows));
+    TRAIN_MLP_TRY(loss_.allocate(1));
+    // Bias add and bias gradient are rank-1 products with a vector of ones (see forward()).
+    TRAIN_MLP_TRY(ones_.upload(std::vector<float>(rows, 1.0f), stream));
+    if (config.output == Output::sigmoid_mse) {
+      const std::size_t n = rows * static_cast<std::size_t>(classes);
+      TRAIN_MLP_TRY(probs_.allocate(n));
+      TRAIN_MLP_TRY(dprobs_.allocate(n));
+      TRAIN_MLP_TRY(onehot_.allocate(n));
+    }
+    TRAIN_MLP_CUDA_TRY(cudaStreamSynchronize(stream));
+    return {};
+  }
+
+  // Copies x [rows x inputs] to the device and runs the forward pass there.
+  actloss::Status forward(const float* x, std::int64_t rows) {
+    if (rows > max_rows_)
+      return {actloss::StatusCode::invalid_argument, "rows", "rows: more than init's max_rows"};
+    rows_ = rows;
+    const int m = static_cast<int>(rows);
+    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(x_.get(), x,
+                                       static_cast<std::size_t>(rows * inputs_) * sizeof(float),
+                                       cudaMemcpyHostToDevice, stream()));
+    const float* in = x_.get();
+    const float one = 1.0f;
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      DeviceLayer& layer = layers_[l];
+      float* pre = pre_[l].get();
+      TRAIN_MLP_TRY(gemm(false, false, m, layer.out, layer.in, in, layer.w.get(), pre));
+      // pre += ones b^T. Row-major pre [rows x out] is column-major [out x rows] (see gemm()), so
+      // in cuBLAS's terms that is A[out x rows] += b ones^T, one ger.
+      TRAIN_MLP_CUBLAS_TRY(cublasSger(handle(), layer.out, m, &one, layer.b.get(), 1, ones_.get(),
+                                      1, pre, layer.out));
+      if (l + 1 == layers_.size()) break;
+      actloss::ActivationForwardArgs args;
+      args.n = rows * layer.out;
+      args.x = pre;
+      args.y = post_[l].get();
+      TRAIN_MLP_TRY(actloss::activation_forward(args, options(), exec()));
+      in = post_[l].get();
+    }
+    return {};
+  }
+
+  actloss::Status logits(std::vector<float>& out) {
+    const std::size_t n = static_cast<std::size_t>(rows_ * layers_.back().out);
+    out.resize(n);
+    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(out.data(), pre_.back().get(), n * sizeof(float),
+                                       cudaMemcpyDeviceToHost, stream()));
+    TRAIN_MLP_CUDA_TRY(cudaStreamSynchronize(stream()));
+    return {};
+  }
+
+  // Loss of the last forward pass against labels [rows] (host), and d(loss)/d(logits).
+  actloss::Status loss_and_grad(const std::int64_t* labels, float& loss) {
+    const std::int64_t rows = rows_;
+    const std::int64_t classes = layers_.back().out;
+    float* dlogits = dpre_.back().get();
+    if (config_.output == Output::softmax_cross_entropy) {
+      TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(labels_.get(), labels,
+                                         static_cast<std::size_t>(rows) * sizeof(std::int64_t),
+                                         cudaMemcpyHostToDevice, stream()));
+      actloss::CrossEntropyArgs ce;
+      ce.rows = rows;
+      ce.classes = classes;
+      ce.logits = pre_.back().get();
+      ce.targets = labels_.get();
+      ce.target_kind = actloss::TargetKind::class_index_i64;
+      ce.loss = loss_.get();
+      ce.grad = dlogits;
+      TRAIN_MLP_TRY(actloss::cross_entropy_forward_backward(ce, actloss::CrossEntropyOptions{},
+                                                            exec()));
+    } else {
+      // The one-hot targets are built on the host: a few hundred bytes per batch.
+      onehot_host_.assign(static_cast<std::size_t>(rows * classes), 0.0f);
+      for (std::int64_t i = 0; i < rows; ++i)
+        onehot_host_[static_cast<std::size_t>(i * classes + labels[i])] = 1.0f;
+      TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(onehot_.get(), onehot_host_.data(),
+                                         onehot_host_.size() * sizeof(float),
+                                         cudaMemcpyHostToDevice, stream()));
+      actloss::ActivationOptions sigmoid;
+      sigmoid.activation = actloss::Activation::sigmoid;
+      actloss::ActivationForwardArgs fwd;
+      fwd.n = rows * classes;
+      fwd.x = pre_.back().get();
+      fwd.y = probs_.get();
+      TRAIN_MLP_TRY(actloss::activation_forward(fwd, sigmoid, exec()));
+      actloss::MseArgs mse;
+      mse.n = rows * classes;
+      mse.input = probs_.get();
+      mse.target = onehot_.get();
+      mse.loss = loss_.get();
+      mse.grad = dprobs_.get();
+      TRAIN_MLP_TRY(actloss::mse_forward_backward(mse, actloss::MseOptions{}, exec()));
+      actloss::ActivationBackwardArgs bwd;
+      bwd.n = rows * classes;
+      bwd.saved_kind = actloss::SavedTensor::output;
+      bwd.saved = probs_.get();
+      bwd.dy = dprobs_.get();
+      bwd.dx = dlogits;
+      TRAIN_MLP_TRY(actloss::activation_backward(bwd, sigmoid, exec()));
+    }
+    // A copy and a wait per step keep the example simple; a trainer that only logs the loss
+    // would sum it on the device and read it once per epoch.
+    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(&loss, loss_.get(), sizeof(float), cudaMemcpyDeviceToHost,
+                                       stream()));
+    TRAIN_MLP_CUDA_TRY(cudaStreamSynchronize(stream()));
+    return {};
+  }
+
+  // Every layer's dw, db from d(loss)/d(logits) and the activations of the last forward pass.
+  actloss::Status backward() {
+    const int m = static_cast<int>(rows_);
+    const float one = 1.0f, zero = 0.0f;
+    for (std::size_t l = layers_.size(); l-- > 0;) {
+      DeviceLayer& layer = layers_[l];
+      const float* in = l == 0 ? x_.get() : post_[l - 1].get();
+      const float* grad = dpre_[l].get();  // d(loss)/d(pre-activation), [rows x out]
+      // dW [in x out] = in^T grad.
+      TRAIN_MLP_TRY(gemm(true, false, layer.in, layer.out, m, in, grad, layer.dw.get()));
+      // db = grad^T ones: column-major, grad is [out x rows], so a plain gemv.
+      TRAIN_MLP_CUBLAS_TRY(cublasSgemv(handle(), CUBLAS_OP_N, layer.out, m, &one, grad, layer.out,
+                                       ones_.get(), 1, &zero, layer.db.get(), 1));
+      if (l == 0) break;
+      // d(loss)/d(post) of the layer below = grad W^T, then through its activation in place.
+      float* below = dpre_[l - 1].get();
+      TRAIN_MLP_TRY(gemm(false, true, m, layer.in, layer.out, grad, layer.w.get(), below));
+      actloss::ActivationBackwardArgs args;
+      args.n = rows_ * layer.in;
+      args.saved_kind = actloss::SavedTensor::input;  // gelu and silu need x, so keep x for all
+      args.saved = pre_[l - 1].get();
+      args.dy = below;
+      args.dx = below;
+      TRAIN_MLP_TRY(actloss::activation_backward(args, options(), exec()));
+    }
+    return {};
+  }
+
+  // ||dW|| of each layer, computed on the host in double as mlp.h's Net does.
+  actloss::Status weight_grad_norms(std::vector<double>& norms) {
+    std::vector<std::vector<float>> dw(layers_.size());
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+      dw[l].resize(layers_[l].dw.size());
+      TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(dw[l].data(), layers_[l].dw.get(),
+                                         dw[l].size() * sizeof(float), cudaMemcpyDeviceToHost,
+                                         stream()));
+    }
+    TRAIN_MLP_CUDA_TRY(cudaStreamSynchronize(stream()));
+    norms.clear();
+    for (const std::vector<float>& g : dw) {
+      double sq = 0.0;
+      for (float v : g) sq += static_cast<double>(v) * v;
+      norms.push_back(std::sqrt(sq));
+    }
+    return {};
+  }
+
+  // v = mu v - lr dW; W += v (and the same for b), as three BLAS-1 calls per tensor.
+  actloss::Status sgd_step() {
+    const float mu = config_.momentum, minus_lr = -config_.learning_rate, one = 1.0f;
+    struct Tensor {
+      float* param;
+      const float* grad;
+      float* velocity;
+      int n;
+    };
+    for (DeviceLayer& layer : layers_) {
+      const Tensor tensors[] = {
+          {layer.w.get(), layer.dw.get(), layer.vw.get(), static_cast<int>(layer.w.size())},
+          {layer.b.get(), layer.db.get(), layer.vb.get(), static_cast<int>(layer.b.size())}};
+      for (const Tensor& t : tensors) {
+        TRAIN_MLP_CUBLAS_TRY(cublasSscal(handle(), t.n, &mu, t.velocity, 1));
+        TRAIN_MLP_CUBLAS_TRY(cublasSaxpy(handle(), t.n, &minus_lr, t.grad, 1, t.velocity, 1));
+        TRAIN_MLP_CUBLAS_TRY(cublasSaxpy(handle(), t.n, &one, t.velocity, 1, t.param, 1));
+      }
+    }
+    return {};
+  }
+
+ private:
+  // Row-major C [m x n] = op(A) op(B), op(A) [m x k] and op(B) [k x n]; trans_a means A is stored
+  // [k x m] (likewise B). cuBLAS is column-major, and a row-major [r x c] matrix is, byte for
+  // byte, the column-major [c x r] matrix of its transpose. So this asks cuBLAS for
+  // C^T = op(B)^T op(A)^T: B first, m and n swapped, each transpose flag kept with its operand,
+  // and each leading dimension the row length of the matrix as stored.
+  actloss::Status gemm(bool trans_a, bool trans_b, int m, int n, int k, const float* a,
+                       const float* b, float* c) {
+    const float one = 1.0f, zero = 0.0f;
+    TRAIN_MLP_CUBLAS_TRY(cublasSgemm(handle(), trans_b ? CUBLAS_OP_T : CUBLAS_OP_N,
+                                     trans_a ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &one, b,
+                                     trans_b ? k : n, a, trans_a ? m : k, &zero, c, n));
+    return {};
+  }
+
+  actloss::ActivationOptions options() const {
+    actloss::ActivationOptions o;
+    o.activation = config_.activation;
+    return o;
+  }
+  cudaStream_t stream() const { return stream_.get(); }
+  cublasHandle_t handle() const { return cublas_.get(); }
+  actloss::Exec exec() const { return actloss::Exec{actloss::Device::cuda, stream(), nullptr}; }
+
+  Config config_;
+  std::int64_t inputs_ = 0, max_rows_ = 0, rows_ = 0;
+  // Declared first so they are destroyed last, after the buffers that work on them.
+  std::unique_ptr<CUstream_st, StreamDeleter> stream_;
+  std::unique_ptr<cublasContext, CublasDeleter> cublas_;
+  std::vector<DeviceLayer> layers_;
+  // Per layer, for up to max_rows rows: pre-activations, activations, d(loss)/d(pre).
+  std::vector<DeviceArray<float>> pre_, post_, dpre_;
+  DeviceArray<float> x_, ones_, loss_, probs_, dprobs_, onehot_;
+  DeviceArray<std::int64_t> labels_;
+  std::vector<float> onehot_host_;
+};
+
+}  // namespace detail
+
+// The name of the GPU that Device::cuda trains on, as cudaGetDeviceProperties reports it; a
+// cuda_error status when there is none (no device, no driver).
+inline actloss::Status cuda_device_name(std::string& name) {
+  int count = 0;
+  if (const cudaError_t e = cudaGetDeviceCount(&count); e != cudaSuccess) {
+    (void)cudaGetLastError();  // "no device" is the answer here, not an error for later calls
+    return detail::cuda_failure("cudaGetDeviceCount(&count)", e);
+  }
+  if (count == 0)
+    return {actloss::StatusCode::cuda_error, "", "cudaGetDeviceCount reports no CUDA device"};
+  int device = 0;
+  TRAIN_MLP_CUDA_TRY(cudaGetDevice(&device));
+  cudaDeviceProp properties{};
+  TRAIN_MLP_CUDA_TRY(cudaGetDeviceProperties(&properties, device));
+  name = properties.name;
+  return {};
+}
+
+}  // namespace train_mlp
