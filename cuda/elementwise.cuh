@@ -213,7 +213,7 @@ __device__ __forceinline__ void pack(const float (&v)[kPack], DType dtype, RawPa
 // Loads and widens in one step, for the tensor read last in an iteration (or read alone).
 __device__ __forceinline__ void load_floats(const In& t, std::int64_t row, std::int64_t col,
                                             int count, bool vector, float (&v)[kPack]) {
-  RawPack raw;
+  RawPack raw{};  // {}: g++ -O3 cannot see that every word read was written
   load(t, row, col, count, vector, raw);
   unpack(raw, t.dtype, v);
 }
@@ -221,7 +221,7 @@ __device__ __forceinline__ void load_floats(const In& t, std::int64_t row, std::
 // Stores the first `count` values at (row, col) of `t`; `vector` as for load().
 __device__ __forceinline__ void store(const Out& t, std::int64_t row, std::int64_t col,
                                       int count, bool vector, const float (&v)[kPack]) {
-  RawPack raw;
+  RawPack raw{};
   pack(v, t.dtype, raw);
   const std::int64_t offset = row * t.row_stride + col;
   const bool wide = is_f32(t.dtype);
