@@ -247,7 +247,7 @@ __global__ void __launch_bounds__(ew::kThreads)
                                bool vector) {
   ew::for_each_pack(packs, [&](std::int64_t row, std::int64_t col, int count) {
     const bool full = vector && count == ew::kPack;
-    ew::RawPack saved_raw{};
+    ew::RawPack saved_raw;
     ew::load(saved, row, col, count, full, saved_raw);
     float g[ew::kPack], s[ew::kPack];
     ew::load_floats(dy, row, col, count, full, g);

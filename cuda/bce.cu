@@ -64,7 +64,7 @@ __global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
   ew::for_each_pack(a.packs, [&](std::int64_t row, std::int64_t col, int count) {
     const bool full = a.vector && count == ew::kPack;
     // Every load first, conversions after, so all the streams of the pack are in flight at once.
-    ew::RawPack x_raw, y_raw, w_raw{}, pw_raw{}, up_raw{};
+    ew::RawPack x_raw, y_raw, w_raw, pw_raw, up_raw;
     ew::load(a.logits, row, col, count, full, x_raw);
     ew::load(a.targets, row, col, count, full, y_raw);
     if (has_weight) ew::load(a.weight, row, col, count, full, w_raw);

@@ -244,7 +244,7 @@ __device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p
   row.for_each([&](int col0, const float (&x)[kChunk], int count) {
     float g[kChunk];
     double chunk_terms = 0.0;
-    float weight[kChunk], coefficient[kChunk];
+    float weight[kChunk], coefficient[kChunk] = {};
     if constexpr (kGeneral) {
       if (p.soft_targets || p.smoothing != 0.0f)
         load_class_inputs(p, rc.target_row, col0, rc.smooth, weight, coefficient);
@@ -339,7 +339,7 @@ __device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
     double sum = 0.0;
     if (kind == RowKind::active) {
       row::for_each_owned_chunk(classes, group.rank, group.size, [&](int col0, int count) {
-        float weight[kChunk], coefficient[kChunk];
+        float weight[kChunk], coefficient[kChunk] = {};  // {}: for g++ -O3, see RawPack
         load_class_inputs(p, rc.target_row, col0, rc.smooth, weight, coefficient);
         float chunk_sum = 0.0f;
 #pragma unroll

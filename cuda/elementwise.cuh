@@ -121,9 +121,11 @@ __device__ __forceinline__ void for_each_pack(const Packs& packs, Body&& body) {
 // Device side: pack loads and stores.
 
 // One pack's bytes exactly as they lie in memory: kPack 4-byte elements, or kPack 2-byte
-// elements in the first kPack / 2 words (element i in bits 16 (i % 2) of word i / 2).
+// elements in the first kPack / 2 words (element i in bits 16 (i % 2) of word i / 2). Zeroed at
+// construction: a 16-bit pack leaves the upper words unwritten, which g++ -O3 flags as maybe
+// uninitialised where the dtype is a run-time value; nvcc drops the dead stores.
 struct RawPack {
-  std::uint32_t word[kPack];
+  std::uint32_t word[kPack] = {};
 };
 
 __device__ __forceinline__ bool is_f32(DType dtype) { return dtype == DType::f32; }
@@ -213,7 +215,7 @@ __device__ __forceinline__ void pack(const float (&v)[kPack], DType dtype, RawPa
 // Loads and widens in one step, for the tensor read last in an iteration (or read alone).
 __device__ __forceinline__ void load_floats(const In& t, std::int64_t row, std::int64_t col,
                                             int count, bool vector, float (&v)[kPack]) {
-  RawPack raw{};  // {}: g++ -O3 cannot see that every word read was written
+  RawPack raw;
   load(t, row, col, count, vector, raw);
   unpack(raw, t.dtype, v);
 }
@@ -221,7 +223,7 @@ __device__ __forceinline__ void load_floats(const In& t, std::int64_t row, std::
 // Stores the first `count` values at (row, col) of `t`; `vector` as for load().
 __device__ __forceinline__ void store(const Out& t, std::int64_t row, std::int64_t col,
                                       int count, bool vector, const float (&v)[kPack]) {
-  RawPack raw{};
+  RawPack raw;
   pack(v, t.dtype, raw);
   const std::int64_t offset = row * t.row_stride + col;
   const bool wide = is_f32(t.dtype);

@@ -113,6 +113,7 @@ if [[ -n $train ]]; then
   run_step "train_mlp --device cuda" 60 train_mlp.log "$train" --device cuda
   case $? in
     0) record "train_mlp --device cuda" pass "$(tail -n 1 "$LOGS/train_mlp.log"), $(elapsed)" ;;
+    77) record "train_mlp --device cuda" skipped "no CUDA device" ;;
     200) ;;
     *) record "train_mlp --device cuda" FAIL "see train_mlp.log" ;;
   esac
