@@ -22,6 +22,9 @@ from torch_compare import parse_name  # noqa: E402  (the one parser of benchmark
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2",
            "#17becf", "#7f7f7f", "#bcbd22"]
+# Colour tells the implementation, the stroke the dtype: with both from one cycle, a dozen series
+# reuse colours and actloss could not be told from a peer.
+DTYPE_DASH = {"f32": "", "bf16": "7 3", "f16": "2 2"}
 PASS_ORDER = ["forward", "backward", "fused", "forward_mask", "backward_mask"]
 PANEL_W, PANEL_H = 360, 290
 MARGIN_L, MARGIN_R, MARGIN_T, MARGIN_B = 62, 16, 44, 62
@@ -104,7 +107,13 @@ class YScale:
         return [i * step for i in range(int(round(self.hi / step)) + 1)]
 
 
-def panel(out, x0, y0, title, series, ceilings, x_values, scale, colors, x_title):
+def stroke(style):
+    """SVG attributes of a (colour, dash pattern) line style."""
+    color, dash = style
+    return f'stroke="{color}"' + (f' stroke-dasharray="{dash}"' if dash else "")
+
+
+def panel(out, x0, y0, title, series, ceilings, x_values, scale, styles, x_title):
     """Draws one pass's panel with its top-left corner at (x0, y0)."""
     plot_w = PANEL_W - MARGIN_L - MARGIN_R
     plot_h = PANEL_H - MARGIN_T - MARGIN_B
@@ -145,10 +154,10 @@ def panel(out, x0, y0, title, series, ceilings, x_values, scale, colors, x_title
                    f'font-size="10">copy {value:.0f} GB/s ({html.escape(label)})</text>')
     for key, pts in sorted(series.items()):
         pts = sorted(pts)
-        color = colors[key]
+        color = styles[key][0]
         coords = " ".join(f"{px(x):.1f},{py(y):.1f}" for x, y in pts)
         if len(pts) > 1:
-            out.append(f'<polyline points="{coords}" fill="none" stroke="{color}" stroke-width="2"/>')
+            out.append(f'<polyline points="{coords}" fill="none" {stroke(styles[key])} stroke-width="2"/>')
         for x, y in pts:
             out.append(f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}" r="3" fill="{color}">'
                        f'<title>{html.escape(key)}: {x} -> {y:.1f} GB/s</title></circle>')
@@ -160,7 +169,9 @@ def chart(device, op, points, ceilings):
         by_pass[info["pass"]][f'{info["impl"]} {info["dtype"]}'].append((info["x"], rate))
     passes = [p for p in PASS_ORDER if p in by_pass] + sorted(set(by_pass) - set(PASS_ORDER))
     keys = sorted({key for series in by_pass.values() for key in series})
-    colors = {key: PALETTE[i % len(PALETTE)] for i, key in enumerate(keys)}
+    impls = sorted({key.split(" ")[0] for key in keys}, key=lambda impl: (impl != "actloss", impl))
+    styles = {key: (PALETTE[impls.index(key.split(" ")[0]) % len(PALETTE)],
+                    DTYPE_DASH.get(key.split(" ")[1], "")) for key in keys}
     x_values = sorted({info["x"] for info, _ in points})
     scale = YScale([rate for _, rate in points] + [value for _, value in ceilings])
     row_op = "classes" in points[0][0]
@@ -172,12 +183,12 @@ def chart(device, op, points, ceilings):
            f'<text x="10" y="18" font-size="15" font-weight="bold">{html.escape(device)}: '
            f'{html.escape(op)}</text>']
     for i, pass_ in enumerate(passes):
-        panel(out, PANEL_W * i, 20, pass_, by_pass[pass_], ceilings, x_values, scale, colors,
+        panel(out, PANEL_W * i, 20, pass_, by_pass[pass_], ceilings, x_values, scale, styles,
               "classes (log scale)" if row_op else "elements (log scale)")
     legend_x = PANEL_W * len(passes) + 10
     for i, key in enumerate(keys):
         y = 20 + MARGIN_T + 18 * i
-        out.append(f'<line x1="{legend_x}" y1="{y}" x2="{legend_x + 24}" y2="{y}" stroke="{colors[key]}" '
+        out.append(f'<line x1="{legend_x}" y1="{y}" x2="{legend_x + 24}" y2="{y}" {stroke(styles[key])} '
                    f'stroke-width="3"/>')
         out.append(f'<text x="{legend_x + 30}" y="{y + 4}" font-size="12">{html.escape(key)}</text>')
     y = 20 + MARGIN_T + 18 * len(keys)
