@@ -40,27 +40,6 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr float kGradScale = 0.75f;
 
-enum class Pass { forward, backward, forward_backward };
-const Pass kPasses[] = {Pass::forward, Pass::backward, Pass::forward_backward};
-const Reduction kReductions[] = {Reduction::none, Reduction::sum, Reduction::mean};
-
-const char* to_string(Pass pass) {
-  switch (pass) {
-    case Pass::forward: return "forward";
-    case Pass::backward: return "backward";
-    case Pass::forward_backward: return "forward_backward";
-  }
-  return "?";
-}
-
-ref::Reduction to_ref(Reduction r) {
-  switch (r) {
-    case Reduction::none: return ref::Reduction::none;
-    case Reduction::sum: return ref::Reduction::sum;
-    case Reduction::mean: return ref::Reduction::mean;
-  }
-  return ref::Reduction::none;
-}
 
 struct Dtypes {
   DType logits, targets, weight, grad;

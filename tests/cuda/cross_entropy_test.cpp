@@ -56,25 +56,6 @@ std::int64_t rows_for(std::int64_t preferred, std::int64_t classes) {
   return rows;
 }
 
-enum class Pass { forward, backward, forward_backward };
-
-const char* to_string(Pass pass) {
-  switch (pass) {
-    case Pass::forward: return "forward";
-    case Pass::backward: return "backward";
-    case Pass::forward_backward: return "forward_backward";
-  }
-  return "?";
-}
-
-ref::Reduction to_ref(Reduction r) {
-  switch (r) {
-    case Reduction::none: return ref::Reduction::none;
-    case Reduction::sum: return ref::Reduction::sum;
-    case Reduction::mean: return ref::Reduction::mean;
-  }
-  return ref::Reduction::none;
-}
 
 struct Case {
   Pass pass = Pass::forward_backward;
@@ -432,7 +413,7 @@ RunResult run_case(const Case& s, const Inputs& in) {
 // with ignored rows; then the backward pass at every class count.
 TEST(CudaCrossEntropy, EveryPathEveryClassCount) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  const Reduction kReductions[] = {Reduction::mean, Reduction::sum, Reduction::none};
+  const Reduction kMeanFirst[] = {Reduction::mean, Reduction::sum, Reduction::none};
   int i = 0;
   for (RowAlgorithm path : kPaths) {
     const ForcedRowPath forced(path);
@@ -445,7 +426,7 @@ TEST(CudaCrossEntropy, EveryPathEveryClassCount) {
         s.rows = rows_for(preferred, classes);
         if (s.rows == previous_rows) continue;
         previous_rows = s.rows;
-        s.reduction = kReductions[i % 3];
+        s.reduction = kMeanFirst[i % 3];
         s.target_kind = i % 2 ? TargetKind::class_index_i32 : TargetKind::class_index_i64;
         run_case(s, make_inputs(s, 100 + std::uint64_t(i)));
         ++i;
@@ -454,7 +435,7 @@ TEST(CudaCrossEntropy, EveryPathEveryClassCount) {
       s.pass = Pass::backward;
       s.classes = classes;
       s.rows = rows_for(33, classes);
-      s.reduction = kReductions[i % 3];
+      s.reduction = kMeanFirst[i % 3];
       s.upstream = true;
       run_case(s, make_inputs(s, 100 + std::uint64_t(i++)));
     }
@@ -507,8 +488,6 @@ TEST(CudaCrossEntropy, OptionsOnEveryPath) {
       {true, true, 0.15f, 0.0f, 0.0f},  {false, true, 0.1f, 1e-2f, 3.0f},
       {true, true, 0.05f, 1e-2f, 30.0f}, {false, false, 1.0f, 0.0f, 0.0f},
   };
-  const Pass kPasses[] = {Pass::forward, Pass::backward, Pass::forward_backward};
-  const Reduction kReductions[] = {Reduction::none, Reduction::sum, Reduction::mean};
   const DType kDtypes[] = {DType::f32, DType::bf16, DType::f16};
   const std::int64_t kClasses[] = {15, 1000, 4096, 3000};  // one per path, in kPaths order
   int i = 0;

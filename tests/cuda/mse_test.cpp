@@ -35,16 +35,6 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr float kGradScale = 0.75f;
 
-enum class Pass { forward, backward, forward_backward };
-
-const char* to_string(Pass pass) {
-  switch (pass) {
-    case Pass::forward: return "forward";
-    case Pass::backward: return "backward";
-    case Pass::forward_backward: return "forward_backward";
-  }
-  return "?";
-}
 
 struct Dtypes {
   DType input, target, grad;
@@ -56,15 +46,6 @@ const Dtypes kDtypes[] = {{DType::f32, DType::f32, DType::f32},
 
 const std::int64_t kAllSizes[] = {0, 1, 3, 4, 5, 31, 32, 33, 1000, 4099, 65537};
 const std::int64_t kSomeSizes[] = {5, 33, 4099};
-
-ref::Reduction to_ref(Reduction r) {
-  switch (r) {
-    case Reduction::none: return ref::Reduction::none;
-    case Reduction::sum: return ref::Reduction::sum;
-    case Reduction::mean: return ref::Reduction::mean;
-  }
-  return ref::Reduction::none;
-}
 
 Tolerance output_rounding(DType dtype, Tolerance t) {
   if (dtype == DType::f16) {
@@ -203,8 +184,6 @@ std::uint32_t check(const Case& c, const Data& data) {
   return loss_bits;
 }
 
-const Pass kPasses[] = {Pass::forward, Pass::backward, Pass::forward_backward};
-const Reduction kReductions[] = {Reduction::none, Reduction::sum, Reduction::mean};
 
 TEST(CudaMse, EveryPassReductionAndSizeInF32) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();

@@ -15,6 +15,7 @@
 
 #include "cuda/row_dispatch.h"
 #include "host/backend.h"
+#include "host/reference/reference.h"
 
 namespace actloss::test {
 
@@ -25,6 +26,30 @@ bool cuda_device_available();
     if (!::actloss::test::cuda_device_available())                                           \
       GTEST_SKIP() << "no CUDA device: runs on a GPU, or on CPU in the simulator build";     \
   } while (0)
+
+// The three entry points of every loss, and the reductions they take, as the loss tests
+// enumerate them.
+enum class Pass { forward, backward, forward_backward };
+inline constexpr Pass kPasses[] = {Pass::forward, Pass::backward, Pass::forward_backward};
+inline constexpr Reduction kReductions[] = {Reduction::none, Reduction::sum, Reduction::mean};
+
+inline const char* to_string(Pass pass) {
+  switch (pass) {
+    case Pass::forward: return "forward";
+    case Pass::backward: return "backward";
+    case Pass::forward_backward: return "forward_backward";
+  }
+  return "?";
+}
+
+inline ref::Reduction to_ref(Reduction r) {
+  switch (r) {
+    case Reduction::none: return ref::Reduction::none;
+    case Reduction::sum: return ref::Reduction::sum;
+    case Reduction::mean: return ref::Reduction::mean;
+  }
+  return ref::Reduction::none;
+}
 
 // Every byte 0xFF reads as NaN in f32, f16 and bf16, so an element a kernel forgot to write
 // fails any closeness check, and an untouched padding byte is recognisable.
