@@ -21,6 +21,7 @@
 #pragma once
 
 #include "cuda/common.cuh"
+#include "cuda/reduce.cuh"
 
 #include <cstdint>
 
@@ -87,6 +88,28 @@ inline Status blocks_for(std::int64_t threads, unsigned* blocks) {
   std::int64_t cap = wave > 0 ? wave * kWaves : kWaves;
   if (const std::int64_t limit = block_limit_for_testing(); limit > 0 && limit < cap) cap = limit;
   *blocks = grid_size_for(threads, kThreads, cap);
+  return {};
+}
+
+// Launches a loss kernel over `threads` packs. When `reduces`, every block leaves a double
+// partial sum in a stream-ordered scratch (a.partials), and finish_partial_sums adds them in
+// block order into *loss, divided by `denominator`: the same grid for the same shape, so the sum
+// is reproducible.
+template <class Args>
+Status launch_loss(void (*kernel)(Args), std::int64_t threads, Args& a, bool reduces,
+                   double denominator, float* loss, cudaStream_t stream) {
+  unsigned blocks = 0;
+  if (Status status = blocks_for(threads, &blocks); !status.ok()) return status;
+  StreamScratch partials;
+  if (reduces) {
+    if (Status status = partials.allocate(sizeof(double) * blocks, stream); !status.ok())
+      return status;
+    a.partials = partials.as<double>();
+  }
+  ACTLOSS_CUDA_TRY(simcuda::launch(kernel, dim3(blocks), dim3(kThreads), 0, stream, a));
+  if (reduces)
+    return finish_partial_sums(a.partials, nullptr, static_cast<int>(blocks), denominator, loss,
+                               stream);
   return {};
 }
 

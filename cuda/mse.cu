@@ -109,20 +109,8 @@ Status cuda_mse(Pass pass, const MseArgs& args, const MseOptions& options, const
              ew::vector_ok(a.grad.data, a.grad.dtype, 1, 0) &&
              ew::vector_ok(a.upstream_per_element ? a.upstream : nullptr, DType::f32, 1, 0);
 
-  unsigned blocks = 0;
-  if (Status status = ew::blocks_for(a.packs.per_row, &blocks); !status.ok()) return status;
-  StreamScratch partials;
-  if (reduces) {
-    if (Status status = partials.allocate(sizeof(double) * blocks, exec.stream); !status.ok())
-      return status;
-    a.partials = partials.as<double>();
-  }
-  ACTLOSS_CUDA_TRY(simcuda::launch(mse_kernel, dim3(blocks), dim3(ew::kThreads), 0, exec.stream,
-                                   a));
-  if (reduces)
-    return finish_partial_sums(a.partials, nullptr, static_cast<int>(blocks), denominator,
-                               args.loss, exec.stream);
-  return {};
+  return ew::launch_loss(mse_kernel, a.packs.per_row, a, reduces, denominator, args.loss,
+                         exec.stream);
 }
 
 }  // namespace actloss::detail
