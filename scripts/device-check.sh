@@ -81,17 +81,29 @@ run_step() {
   return $rc
 }
 
+# report NAME RC LOG NOTE: records how a run_step ended; NOTE says what a success produced.
+report() {
+  local name=$1 rc=$2 log=$3 note=$4
+  case $rc in
+    0) record "$name" pass "$note, $(elapsed)" ;;
+    77) record "$name" skipped "no CUDA device" ;;
+    200) ;;  # run_step recorded the skip
+    *) record "$name" FAIL "see $log: $(tail -n 1 "$LOGS/$log")" ;;
+  esac
+}
+
+gtest_counts() {
+  local passed skipped
+  passed=$(grep -Eo '\[  PASSED  \] [0-9]+' "$1" | grep -Eo '[0-9]+$')
+  skipped=$(grep -Eo '\[  SKIPPED \] [0-9]+ test' "$1" | grep -Eo '[0-9]+')
+  echo "${passed:-0} passed, ${skipped:-0} skipped"
+}
+
 for name in cuda_tests api_tests reference_tests; do
   exe=$(find_exe "$name")
   [[ -n $exe ]] || { record "$name" missing ""; continue; }
   run_step "$name" 150 "$name.log" "$exe" --gtest_brief=1 --gtest_output="xml:$LOGS/$name.xml"
-  case $? in
-    0) passed=$(grep -Eo '\[  PASSED  \] [0-9]+' "$LOGS/$name.log" | grep -Eo '[0-9]+$')
-       skipped=$(grep -Eo '\[  SKIPPED \] [0-9]+ test' "$LOGS/$name.log" | grep -Eo '[0-9]+')
-       record "$name" pass "${passed:-0} passed, ${skipped:-0} skipped, $(elapsed)" ;;
-    200) ;;
-    *) record "$name" FAIL "see $name.log ($(grep -c '\[  FAILED  \]' "$LOGS/$name.log") FAILED lines)" ;;
-  esac
+  report "$name" $? "$name.log" "$(gtest_counts "$LOGS/$name.log")"
 done
 
 tool=$(find_exe actloss)
@@ -99,11 +111,7 @@ if [[ -n $tool ]]; then
   "$tool" info >"$LOGS/info.txt" 2>&1
   run_step "actloss validate --device cuda" 90 validate.log \
     "$tool" validate --quick --device cuda --failures-only
-  case $? in
-    0) record "actloss validate --device cuda" pass "$(tail -n 1 "$LOGS/validate.log"), $(elapsed)" ;;
-    200) ;;
-    *) record "actloss validate --device cuda" FAIL "see validate.log" ;;
-  esac
+  report "actloss validate --device cuda" $? validate.log "$(tail -n 1 "$LOGS/validate.log")"
 fi
 
 # The training example on the GPU: cuBLAS for the matrix products, actloss for the rest; it
@@ -111,12 +119,7 @@ fi
 train=$(find_exe train_mlp)
 if [[ -n $train ]]; then
   run_step "train_mlp --device cuda" 60 train_mlp.log "$train" --device cuda
-  case $? in
-    0) record "train_mlp --device cuda" pass "$(tail -n 1 "$LOGS/train_mlp.log"), $(elapsed)" ;;
-    77) record "train_mlp --device cuda" skipped "no CUDA device" ;;
-    200) ;;
-    *) record "train_mlp --device cuda" FAIL "see train_mlp.log" ;;
-  esac
+  report "train_mlp --device cuda" $? train_mlp.log "$(tail -n 1 "$LOGS/train_mlp.log")"
 fi
 
 # The GPU set only: the CPU set is measured on the machines without a GPU, and would spend
@@ -125,11 +128,7 @@ bench=$(find_exe actloss_bench)
 if [[ -n $bench ]]; then
   run_step benchmarks 180 bench.log "$bench" --benchmark_filter="${ACTLOSS_CHECK_BENCH_FILTER:-^cuda/}" \
     --benchmark_out="$LOGS/bench.json" --benchmark_out_format=json --benchmark_min_time=0.05s
-  case $? in
-    0) record benchmarks ok "bench.json, $(elapsed)" ;;
-    200) ;;
-    *) record benchmarks FAIL "see bench.log" ;;
-  esac
+  report benchmarks $? bench.log bench.json
   if [[ ${ACTLOSS_CHECK_TORCH:-1} == 0 ]]; then
     record torch_compare skipped "ACTLOSS_CHECK_TORCH=0"
   elif [[ -f benchmarks/torch_compare.py ]] && python3 -c 'import torch' 2>/dev/null; then
@@ -161,12 +160,14 @@ if command -v compute-sanitizer >/dev/null && [[ -n $cuda_tests ]]; then
     run_step "compute-sanitizer $check" 120 "sanitizer-$check.log" \
       compute-sanitizer --tool "$check" --error-exitcode 99 \
       "$cuda_tests" --gtest_brief=1 --gtest_filter="$subset"
-    case $? in
-      0) record "compute-sanitizer $check" pass "$(tail -n 1 "$LOGS/sanitizer-$check.log"), $(elapsed)" ;;
-      200) ;;
-      124) record "compute-sanitizer $check" partial "stopped at the budget; see sanitizer-$check.log" ;;
-      *) record "compute-sanitizer $check" FAIL "see sanitizer-$check.log" ;;
-    esac
+    rc=$?
+    # A sanitizer stopped by the budget found nothing in what it covered: partial, not failed.
+    if ((rc == 124)); then
+      record "compute-sanitizer $check" partial "stopped at the budget; see sanitizer-$check.log"
+    else
+      report "compute-sanitizer $check" $rc "sanitizer-$check.log" \
+        "$(tail -n 1 "$LOGS/sanitizer-$check.log")"
+    fi
   done
 else
   record compute-sanitizer missing ""
@@ -184,11 +185,7 @@ if command -v ncu >/dev/null && [[ -n $bench ]]; then
       --launch-count 1 --section SpeedOfLight --section Occupancy --section LaunchStats \
       --section MemoryWorkloadAnalysis "$bench" --benchmark_filter="^cuda/actloss/$problem" \
       --benchmark_min_time=0.001s
-    case $? in
-      0) record "ncu $problem" ok "ncu/$name.txt, $(elapsed)" ;;
-      200) ;;
-      *) record "ncu $problem" FAIL "see ncu/$name.txt" ;;
-    esac
+    report "ncu $problem" $? "ncu/$name.txt" "ncu/$name.txt"
   done
 fi
 
