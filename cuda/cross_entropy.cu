@@ -180,7 +180,10 @@ template <bool kCapped, class Row>
 __device__ __forceinline__ void accumulate_max_sum(const Row& row, const Softcap& cap, int y,
                                                    float& m, float& s, float& target_x,
                                                    bool& found) {
-  const int y_col0 = y - y % kChunk;  // y >= 0 here, or -1 (never a chunk's first column)
+  // For y = -1 this is column 0, so the owner of the first chunk sets `found` without a target;
+  // callers read `found` only for rows that have a target class. (Excluding y = -1 here instead
+  // changed the register allocation of every variant, ptxas -v, sm_90.)
+  const int y_col0 = y - y % kChunk;
   row.for_each([&](int col0, const float (&x)[kChunk], int count) {
     float capped[kChunk];
 #pragma unroll
