@@ -137,6 +137,13 @@ inline void matmul_a_bt(const float* a, const float* b, float* c, std::int64_t m
     }
 }
 
+// ||g|| (Frobenius), accumulated in double: gradients of deep sigmoid nets reach 1e-9 and less.
+inline double frobenius_norm(const std::vector<float>& g) {
+  double sq = 0.0;
+  for (float v : g) sq += static_cast<double>(v) * v;
+  return std::sqrt(sq);
+}
+
 inline void add_bias(float* y, const float* bias, std::int64_t rows, std::int64_t cols) {
   for (std::int64_t i = 0; i < rows; ++i)
     for (std::int64_t j = 0; j < cols; ++j) y[i * cols + j] += bias[j];
@@ -307,11 +314,7 @@ class Net {
   // ||dW|| (Frobenius) of each layer, from the last backward().
   actloss::Status weight_grad_norms(std::vector<double>& norms) const {
     norms.clear();
-    for (const Layer& layer : layers_) {
-      double sq = 0.0;
-      for (float g : layer.dw) sq += static_cast<double>(g) * g;
-      norms.push_back(std::sqrt(sq));
-    }
+    for (const Layer& layer : layers_) norms.push_back(frobenius_norm(layer.dw));
     return {};
   }
 

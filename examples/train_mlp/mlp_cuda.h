@@ -13,7 +13,6 @@
 
 #include <algorithm>
 #include <climits>
-#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -308,11 +307,7 @@ class CudaNet {
     }
     TRAIN_MLP_CUDA_TRY(cudaStreamSynchronize(stream()));
     norms.clear();
-    for (const std::vector<float>& g : dw) {
-      double sq = 0.0;
-      for (float v : g) sq += static_cast<double>(v) * v;
-      norms.push_back(std::sqrt(sq));
-    }
+    for (const std::vector<float>& g : dw) norms.push_back(frobenius_norm(g));
     return {};
   }
 
