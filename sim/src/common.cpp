@@ -83,6 +83,15 @@ void fail(const char* fmt, ...) {
   std::abort();
 }
 
+void misaligned_vector_access(const void* p, std::size_t bytes, const char* kind,
+                              const char* via) noexcept {
+  const std::string where =
+      tl_in_kernel ? "block " + coords(blockIdx) + " thread " + coords(threadIdx) + ": " : "";
+  fail("%smisaligned %zu-byte vector %s at %p in %s (vector accesses must be aligned to their "
+       "size, as on the GPU)",
+       where.c_str(), bytes, kind, p, via);
+}
+
 uint3 block_coords(std::uint64_t linear, const dim3& grid) noexcept {
   uint3 b;
   b.x = static_cast<unsigned>(linear % grid.x);

@@ -60,6 +60,30 @@ __global__ void out_of_bounds_kernel(const float* in, float* out, int n) {
   if (i <= n) out[i % n] = in[i];
 }
 
+__global__ void misaligned_vector_kernel(int kind, unsigned char* buffer) {
+  const unsigned t = threadIdx.x;
+  // Planted misalignment: thread 1's address is 4 bytes past a 16-byte boundary.
+  unsigned char* p = buffer + 16 * t + (t == 1 ? 4 : 0);
+  uint4* sink = reinterpret_cast<uint4*>(buffer + 64) + t;
+  const uint4 value = make_uint4(t, t + 1, t + 2, t + 3);
+  switch (kind) {
+    case 0:
+      simcuda::store_vector(sink, simcuda::load_vector(reinterpret_cast<const uint4*>(p)));
+      break;
+    case 1:
+      simcuda::store_vector(reinterpret_cast<uint4*>(p), value);
+      break;
+    case 2:
+      simcuda::store_vector_streaming(reinterpret_cast<uint4*>(p), value);
+      break;
+    default: {
+      const uint2 v = __ldg(reinterpret_cast<const uint2*>(p));
+      simcuda::store_vector(sink, make_uint4(v.x, v.y, 0, 0));
+      break;
+    }
+  }
+}
+
 }  // namespace
 
 cudaError_t divergent_deadlock(int* out) {
@@ -89,6 +113,11 @@ cudaError_t spin_on_flag(int* out) {
 cudaError_t out_of_bounds_read(const float* in, float* out, int n) {
   return simcuda::launch(out_of_bounds_kernel, dim3((n + 1 + 63) / 64), dim3(64), 0, nullptr, in,
                          out, n);
+}
+
+cudaError_t misaligned_vector_access(VectorFault kind, unsigned char* buffer) {
+  return simcuda::launch(misaligned_vector_kernel, dim3(1), dim3(2), 0, nullptr,
+                         static_cast<int>(kind), buffer);
 }
 
 }  // namespace simtest

@@ -89,6 +89,22 @@ cudaError_t atomics(int blocks, AtomicResults* results_device);
 constexpr int kMathColumns = 24;
 cudaError_t math_table(const float* in, float* out, int n);
 
+// ----------------------------------------------------- vector access --
+struct VectorBuffers {
+  const uint4* in4;
+  uint4* out4;            // out4[i] = in4[i]            (load_vector, store_vector)
+  uint4* out4_streaming;  // in4[(i + 1) % threads]      (via __shared__, store_vector_streaming)
+  uint4* out4_hinted;     // in4[(i + 1) % threads]      (__ldg, __stcs)
+  const float2* in2;
+  float2* out2;            // out2[i] = in2[i]
+  float2* out2_streaming;  // in2[(i + 1) % threads]     (via __shared__)
+  const float* in1;
+  float* out1;             // out1[i] = in1[i]           (4-byte load_vector, streaming store)
+};
+// One block of `threads` (at most 64) threads; thread i fills element i of
+// every output as described above.
+cudaError_t vector_round_trip(const VectorBuffers& buffers, int threads);
+
 // ------------------------------------------------- planted failures --
 // Lanes 0-15 enter a shuffle while lanes 16-31 wait at __syncthreads.
 cudaError_t divergent_deadlock(int* out);
@@ -104,5 +120,15 @@ cudaError_t mask_without_self(int* out);
 cudaError_t spin_on_flag(int* out);
 // Reads in[n], one past the end.
 cudaError_t out_of_bounds_read(const float* in, float* out, int n);
+// One block of two threads on a device buffer of at least 128 bytes:
+// thread t accesses buffer + 16 * t, thread 1 four bytes further on, which
+// misaligns its 16- or 8-byte access (thread 0's stays aligned).
+enum class VectorFault {
+  kLoad16,            // simcuda::load_vector of a uint4
+  kStore16,           // simcuda::store_vector of a uint4
+  kStreamingStore16,  // simcuda::store_vector_streaming of a uint4
+  kLdg8,              // __ldg of a uint2
+};
+cudaError_t misaligned_vector_access(VectorFault kind, unsigned char* buffer);
 
 }  // namespace simtest

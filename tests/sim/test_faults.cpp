@@ -65,6 +65,39 @@ TEST_F(Faults, WatchdogTurnsAHangIntoAnAbort) {
       "simcuda: .*spin_on_flag_kernel.*no progress for 1 s");
 }
 
+// Thread 0's access is aligned and passes; thread 1's is four bytes off.
+void misaligned(VectorFault kind) {
+  unsigned char* buffer = nullptr;
+  cudaMalloc(&buffer, 128);
+  misaligned_vector_access(kind, buffer);
+  cudaFree(buffer);
+}
+
+TEST_F(Faults, MisalignedVectorLoad) {
+  EXPECT_DEATH(misaligned(VectorFault::kLoad16),
+               "simcuda: .*misaligned_vector_kernel.*: block \\(0,0,0\\) thread \\(1,0,0\\): "
+               "misaligned 16-byte vector load at 0x[0-9a-f]*4 in simcuda::load_vector "
+               "\\(vector accesses must be aligned to their size, as on the GPU\\)");
+}
+
+TEST_F(Faults, MisalignedVectorStore) {
+  EXPECT_DEATH(misaligned(VectorFault::kStore16),
+               "simcuda: .*misaligned_vector_kernel.*thread \\(1,0,0\\): misaligned 16-byte "
+               "vector store at 0x[0-9a-f]*4 in simcuda::store_vector ");
+}
+
+TEST_F(Faults, MisalignedStreamingVectorStore) {
+  EXPECT_DEATH(misaligned(VectorFault::kStreamingStore16),
+               "simcuda: .*misaligned_vector_kernel.*thread \\(1,0,0\\): misaligned 16-byte "
+               "vector store at 0x[0-9a-f]*4 in simcuda::store_vector_streaming ");
+}
+
+TEST_F(Faults, MisalignedEightByteLdg) {
+  EXPECT_DEATH(misaligned(VectorFault::kLdg8),
+               "simcuda: .*misaligned_vector_kernel.*thread \\(1,0,0\\): misaligned 8-byte "
+               "vector load at 0x[0-9a-f]*4 in __ldg ");
+}
+
 #if !defined(__SANITIZE_THREAD__)
 // gtest's default ("fast") death tests fork a process whose parent already
 // started the simulator's workers; the child must start its own instead of

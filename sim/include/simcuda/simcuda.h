@@ -33,6 +33,34 @@ inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block,
   return cudaGetLastError();
 }
 
+// Vector memory access for kernels: V is a 4-, 8- or 16-byte type (uint4,
+// uint2, float4, float2, unsigned, ...). On a GPU a misaligned vector access
+// faults; the simulator aborts on one (its versions are in
+// detail/device_api.h).
+template <class V>
+__device__ __forceinline__ V load_vector(const V* p) {
+  static_assert(sizeof(V) == 4 || sizeof(V) == 8 || sizeof(V) == 16,
+                "simcuda vector accesses move 4, 8 or 16 bytes");
+  return *p;
+}
+template <class V>
+__device__ __forceinline__ void store_vector(V* p, const V& v) {
+  static_assert(sizeof(V) == 4 || sizeof(V) == 8 || sizeof(V) == 16,
+                "simcuda vector accesses move 4, 8 or 16 bytes");
+  *p = v;
+}
+// Evict-first store: __stcs, which exists in device code only.
+template <class V>
+__device__ __forceinline__ void store_vector_streaming(V* p, const V& v) {
+  static_assert(sizeof(V) == 4 || sizeof(V) == 8 || sizeof(V) == 16,
+                "simcuda vector accesses move 4, 8 or 16 bytes");
+#ifdef __CUDA_ARCH__
+  __stcs(p, v);
+#else
+  *p = v;
+#endif
+}
+
 }  // namespace simcuda
 
 // One byte array shared by all kernels of a translation unit: declaring it

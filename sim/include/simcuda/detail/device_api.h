@@ -156,18 +156,101 @@ inline unsigned int atomicDec(unsigned int* address, unsigned int val) noexcept 
       address, [val](unsigned int o) { return (o == 0u || o > val) ? val : o - 1u; });
 }
 
+// ------------------------------------------------------ vector access --
+// A GPU faults on a vector access that is not aligned to its size; the CPU
+// would not notice, so every vector access checks the address first.
+namespace simcuda::detail {
+
+// Prints "simcuda: <kernel>: block (x,y,z) thread (x,y,z): misaligned
+// <bytes>-byte vector <kind> at <p> in <via> (...)" and aborts. Out of line
+// and cold: the inlined check stays one test and one branch.
+[[noreturn, gnu::cold]] void misaligned_vector_access(const void* p, std::size_t bytes,
+                                                      const char* kind,
+                                                      const char* via) noexcept;
+
+template <std::size_t kBytes>
+__attribute__((always_inline)) inline void check_vector_alignment(const void* p, const char* kind,
+                                                                  const char* via) noexcept {
+  if (__builtin_expect(reinterpret_cast<std::uintptr_t>(p) % kBytes != 0, 0)) {
+    misaligned_vector_access(p, kBytes, kind, via);
+  }
+}
+
+// The cache-hint built-ins below check only their vector sizes (8 and 16
+// bytes); a misaligned scalar dereference is left to UBSan's alignment check.
+template <class T>
+__attribute__((always_inline)) inline void check_hinted_access(const void* p, const char* kind,
+                                                               const char* via) noexcept {
+  if constexpr (sizeof(T) == 8 || sizeof(T) == 16) check_vector_alignment<sizeof(T)>(p, kind, via);
+}
+
+template <class V>
+constexpr void static_check_vector() noexcept {
+  static_assert(sizeof(V) == 4 || sizeof(V) == 8 || sizeof(V) == 16,
+                "simcuda vector accesses move 4, 8 or 16 bytes");
+  // __half2 & co. have user-written copy operations but are plain bits.
+  static_assert(std::is_trivially_copyable_v<V> || std::is_standard_layout_v<V>,
+                "simcuda vector accesses need a plain-bits type");
+}
+
+}  // namespace simcuda::detail
+
+namespace simcuda {
+
+// Vector memory access for kernels (the nvcc twins are in simcuda.h). memcpy
+// keeps the copy free of strict-aliasing and alignment UB once the address
+// has been checked.
+template <class V>
+__device__ __forceinline__ V load_vector(const V* p) noexcept {
+  detail::static_check_vector<V>();
+  detail::check_vector_alignment<sizeof(V)>(p, "load", "simcuda::load_vector");
+  V v;
+  std::memcpy(static_cast<void*>(&v), static_cast<const void*>(p), sizeof(V));
+  return v;
+}
+template <class V>
+__device__ __forceinline__ void store_vector(V* p, const V& v) noexcept {
+  detail::static_check_vector<V>();
+  detail::check_vector_alignment<sizeof(V)>(p, "store", "simcuda::store_vector");
+  std::memcpy(static_cast<void*>(p), static_cast<const void*>(&v), sizeof(V));
+}
+// Evict-first (__stcs) on the GPU; the same plain store here.
+template <class V>
+__device__ __forceinline__ void store_vector_streaming(V* p, const V& v) noexcept {
+  detail::static_check_vector<V>();
+  detail::check_vector_alignment<sizeof(V)>(p, "store", "simcuda::store_vector_streaming");
+  std::memcpy(static_cast<void*>(p), static_cast<const void*>(&v), sizeof(V));
+}
+
+}  // namespace simcuda
+
 // -------------------------------------------------------- cached loads --
-// Cache hints mean nothing on a CPU; they are plain loads and stores.
-template <class T> inline T __ldg(const T* p) noexcept { return *p; }
-template <class T> inline T __ldca(const T* p) noexcept { return *p; }
-template <class T> inline T __ldcg(const T* p) noexcept { return *p; }
-template <class T> inline T __ldcs(const T* p) noexcept { return *p; }
-template <class T> inline T __ldlu(const T* p) noexcept { return *p; }
-template <class T> inline T __ldcv(const T* p) noexcept { return *p; }
-template <class T> inline void __stcg(T* p, T v) noexcept { *p = v; }
-template <class T> inline void __stcs(T* p, T v) noexcept { *p = v; }
-template <class T> inline void __stwb(T* p, T v) noexcept { *p = v; }
-template <class T> inline void __stwt(T* p, T v) noexcept { *p = v; }
+// Cache hints mean nothing on a CPU; they are plain loads and stores, with
+// the alignment check of vector accesses for 8- and 16-byte types.
+#define SIMCUDA_HINTED_LOAD(name)                                                  \
+  template <class T>                                                               \
+  inline T name(const T* p) noexcept {                                             \
+    ::simcuda::detail::check_hinted_access<T>(p, "load", #name);                   \
+    return *p;                                                                     \
+  }
+#define SIMCUDA_HINTED_STORE(name)                                                 \
+  template <class T>                                                               \
+  inline void name(T* p, T v) noexcept {                                           \
+    ::simcuda::detail::check_hinted_access<T>(p, "store", #name);                  \
+    *p = v;                                                                        \
+  }
+SIMCUDA_HINTED_LOAD(__ldg)
+SIMCUDA_HINTED_LOAD(__ldca)
+SIMCUDA_HINTED_LOAD(__ldcg)
+SIMCUDA_HINTED_LOAD(__ldcs)
+SIMCUDA_HINTED_LOAD(__ldlu)
+SIMCUDA_HINTED_LOAD(__ldcv)
+SIMCUDA_HINTED_STORE(__stcg)
+SIMCUDA_HINTED_STORE(__stcs)
+SIMCUDA_HINTED_STORE(__stwb)
+SIMCUDA_HINTED_STORE(__stwt)
+#undef SIMCUDA_HINTED_LOAD
+#undef SIMCUDA_HINTED_STORE
 
 // ------------------------------------------------- reinterpretations --
 inline constexpr float __int_as_float(int x) noexcept { return std::bit_cast<float>(x); }
