@@ -84,7 +84,13 @@ Status normalize_stride(std::int64_t& stride, std::int64_t cols, const char* str
 namespace {
 
 Status finish_region(const char* argument, const void* data, std::int64_t bytes,
-                     Region& out) {
+                     std::int64_t alignment, Region& out) {
+  // A misaligned element faults on a GPU (and is undefined behaviour on a CPU).
+  const auto address = reinterpret_cast<std::uintptr_t>(data);
+  if (data != nullptr && bytes > 0 && address % static_cast<std::uintptr_t>(alignment) != 0) {
+    return invalid(argument, "must be aligned to ", alignment, " bytes, as its elements are (got ",
+                   data, ")");
+  }
   std::uintptr_t end = 0;
   if (data != nullptr &&
       __builtin_add_overflow(reinterpret_cast<std::uintptr_t>(data),
@@ -105,9 +111,9 @@ Status matrix_region(const char* argument, const void* data, DType dtype, std::i
   out = Region{};
   out.dtype = dtype;
   out.row_stride = stride;
-  if (rows == 0 || cols == 0) return finish_region(argument, data, 0, out);
-
   const std::int64_t element_size = dtype_size(dtype);
+  if (rows == 0 || cols == 0) return finish_region(argument, data, 0, element_size, out);
+
   std::int64_t dense = 0;
   const bool dense_overflows = __builtin_mul_overflow(rows, cols, &dense) ||
                                __builtin_mul_overflow(dense, element_size, &dense);
@@ -123,11 +129,12 @@ Status matrix_region(const char* argument, const void* data, DType dtype, std::i
                    " elements, row stride ", stride, ", ", element_size,
                    " bytes each) overflows int64");
   }
-  return finish_region(argument, data, bytes, out);
+  return finish_region(argument, data, bytes, element_size, out);
 }
 
 Status vector_region(const char* argument, const void* data, std::int64_t count,
-                     std::int64_t element_size, const char* count_argument, Region& out) {
+                     std::int64_t element_size, const char* count_argument, Region& out,
+                     std::int64_t alignment) {
   out = Region{};
   out.row_stride = count;
   std::int64_t bytes = 0;
@@ -135,7 +142,7 @@ Status vector_region(const char* argument, const void* data, std::int64_t count,
     return invalid(count_argument, "the extent of ", argument, " (", count, " elements of ",
                    element_size, " bytes) overflows int64");
   }
-  return finish_region(argument, data, bytes, out);
+  return finish_region(argument, data, bytes, alignment != 0 ? alignment : element_size, out);
 }
 
 bool overlaps(const Region& a, const Region& b) {

@@ -70,16 +70,19 @@ struct Region {
 };
 
 // A strided rows x cols operand (stride already normalised): its extent is
-// ((rows - 1) * stride + cols) * dtype_size bytes. Fails when that overflows int64 or when
-// data + extent would wrap around the address space. The size named on overflow is the stride
+// ((rows - 1) * stride + cols) * dtype_size bytes. Fails when data is not aligned to the dtype's
+// size, when that extent overflows int64 or when data + extent would wrap around the address
+// space. The size named on overflow is the stride
 // when padding made it overflow, else the dimension that is too large.
 Status matrix_region(const char* argument, const void* data, DType dtype, std::int64_t rows,
                      std::int64_t cols, std::int64_t stride, const char* rows_argument,
                      const char* cols_argument, const char* stride_argument, Region& out);
 
-// `count` contiguous elements of `element_size` bytes.
+// `count` contiguous elements of `element_size` bytes, aligned to `alignment` bytes (0: to
+// element_size).
 Status vector_region(const char* argument, const void* data, std::int64_t count,
-                     std::int64_t element_size, const char* count_argument, Region& out);
+                     std::int64_t element_size, const char* count_argument, Region& out,
+                     std::int64_t alignment = 0);
 
 // Byte ranges [data, data + bytes) intersect; empty ranges never do.
 bool overlaps(const Region& a, const Region& b);
