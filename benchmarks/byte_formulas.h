@@ -46,8 +46,8 @@ struct Problem {
 
 // With N = rows * cols, e = dtype_size(dtype), R = rows:
 //
-//   cross_entropy forward   N e (logits) + 8 R (targets) + 4 R (lse) + 4 (loss)
-//   cross_entropy backward  N e (logits) + 8 R (targets) + 4 R (saved lse) + N e (grad)
+//   cross_entropy forward   N e (logits) + 8 R (targets) + 8 R (row stats) + 4 (loss)
+//   cross_entropy backward  N e (logits) + 8 R (targets) + 8 R (saved stats) + N e (grad)
 //   cross_entropy fused     N e (logits) + 8 R (targets) + 4 R (lse) + 4 (loss) + N e (grad)
 //   bce forward             N e (logits) + N e (targets) + 4 (loss)
 //   bce backward            N e (logits) + N e (targets) + N e (grad)
@@ -67,11 +67,13 @@ constexpr std::int64_t min_bytes(const Problem& p) {
   const std::int64_t mask = 4 * relu_mask_words(n);
   switch (p.op) {
     case Op::cross_entropy: {
-      const std::int64_t per_row = 8 * p.rows + 4 * p.rows;  // targets + lse
+      const std::int64_t targets = 8 * p.rows;
+      const std::int64_t stats = 8 * p.rows;  // CrossEntropyRowStats, saved for backward
+      const std::int64_t lse = 4 * p.rows;
       switch (p.pass) {
-        case Pass::forward: return tensor + per_row + loss;
-        case Pass::backward: return tensor + per_row + tensor;
-        default: return tensor + per_row + loss + tensor;
+        case Pass::forward: return tensor + targets + stats + loss;
+        case Pass::backward: return tensor + targets + stats + tensor;
+        default: return tensor + targets + lse + loss + tensor;
       }
     }
     case Op::bce_with_logits:

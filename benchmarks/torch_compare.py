@@ -67,9 +67,10 @@ def min_bytes(p):
     loss = 4
     mask = 4 * ((n + 31) // 32)
     if p.op == "cross_entropy":
-        per_row = 8 * r + 4 * r  # int64 targets + float lse
-        return {"forward": tensor + per_row + loss,
-                "backward": tensor + per_row + tensor}.get(p.pass_, tensor + per_row + loss + tensor)
+        targets, stats, lse = 8 * r, 8 * r, 4 * r  # int64 targets, saved row stats, float lse
+        return {"forward": tensor + targets + stats + loss,
+                "backward": tensor + targets + stats + tensor}.get(
+                    p.pass_, tensor + targets + lse + loss + tensor)
     if p.op in ("bce_with_logits", "mse"):
         return {"forward": 2 * tensor + loss, "backward": 3 * tensor}.get(p.pass_, 3 * tensor + loss)
     if p.op in ("softmax", "log_softmax"):

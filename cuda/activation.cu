@@ -64,6 +64,13 @@ struct Sigmoid {
   __device__ float slope_from_output(float y) const { return y * (1.0f - y); }
 };
 
+// x with an infinity replaced by the largest finite float of its sign, for a factor x that meets
+// an exact 0 where x is infinite: the product then takes its limit (0) instead of inf * 0 = NaN.
+// NaN needs no care here: the other factor is NaN too.
+__device__ __forceinline__ float finite_part(float x) { return fminf(fmaxf(x, -FLT_MAX), FLT_MAX); }
+// The same at -inf only, for the forwards x g(x), whose limit at +inf is +inf.
+__device__ __forceinline__ float finite_below(float x) { return fmaxf(x, -FLT_MAX); }
+
 constexpr float kSqrtHalf = 0.70710678118654752f;      // 1 / sqrt(2)
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;    // 1 / sqrt(2 pi)
 constexpr float kSqrt2OverPi = 0.79788456080286536f;   // sqrt(2 / pi)
@@ -73,12 +80,14 @@ struct GeluErf {
   static constexpr bool kOutputSlope = false;
   // Phi(x) = erfc(-x / sqrt 2) / 2: erfc keeps full relative accuracy in the left tail, where
   // 1 + erf(x / sqrt 2) is 1 - 1 and gives 0 or noise.
-  __device__ float forward(float x) const { return 0.5f * x * erfcf(-x * kSqrtHalf); }
+  __device__ float forward(float x) const {
+    return 0.5f * finite_below(x) * erfcf(-x * kSqrtHalf);
+  }
   // Phi(x) + x phi(x). x * x overflows to inf only where exp(-inf) = 0 makes the term 0.
   __device__ float slope(float x) const {
     const float cdf = 0.5f * erfcf(-x * kSqrtHalf);
     const float pdf = kInvSqrt2Pi * expf(-0.5f * x * x);
-    return cdf + x * pdf;
+    return cdf + finite_part(x) * pdf;
   }
 };
 
@@ -90,25 +99,27 @@ struct GeluTanh {
   __device__ static float two_u(float x) {
     return 2.0f * kSqrt2OverPi * x * (1.0f + kGeluCubic * x * x);
   }
-  __device__ float forward(float x) const { return x * ew::sigmoid_pair(two_u(x)).pos; }
-  // s + 2 x s (1 - s) u'(x) with s = sigmoid(2u). For |x| > 12, s (1 - s) is exactly 0 in float,
-  // but u'(x) would reach inf (x^2 overflows near 1.8e19) and 0 * inf is NaN; so u' is evaluated
-  // at x clamped to +-20, which changes nothing where s (1 - s) is not 0.
+  __device__ float forward(float x) const {
+    return finite_below(x) * ew::sigmoid_pair(two_u(x)).pos;
+  }
+  // s + 2 x s (1 - s) u'(x) with s = sigmoid(2u). For |x| > 11, s (1 - s) is exactly 0 in float,
+  // but 2 x would overflow near 1.7e38 and u'(x) near 1.8e19 (x^2), and 0 * inf is NaN; so the
+  // second term takes x clamped to +-20, which changes nothing where s (1 - s) is not 0.
   __device__ float slope(float x) const {
     const ew::SigmoidPair s = ew::sigmoid_pair(two_u(x));
     const float clamped = fminf(fmaxf(x, -20.0f), 20.0f);
     const float du = kSqrt2OverPi * (1.0f + 3.0f * kGeluCubic * clamped * clamped);
-    return s.pos + (s.pos * s.neg) * (2.0f * x) * du;
+    return s.pos + (s.pos * s.neg) * (2.0f * clamped) * du;
   }
 };
 
 struct Silu {
   static constexpr bool kOutputSlope = false;
-  __device__ float forward(float x) const { return x * ew::sigmoid_pair(x).pos; }
+  __device__ float forward(float x) const { return finite_below(x) * ew::sigmoid_pair(x).pos; }
   // s (1 + x (1 - s)), with 1 - s = sigmoid(-x) taken from the pair rather than cancelled.
   __device__ float slope(float x) const {
     const ew::SigmoidPair s = ew::sigmoid_pair(x);
-    return s.pos * (1.0f + x * s.neg);
+    return s.pos * (1.0f + finite_part(x) * s.neg);
   }
 };
 

@@ -80,7 +80,13 @@ __global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
     if (pack_pos_weight) ew::unpack(pw_raw, DType::f32, pw);
     if (upstream_elements) ew::unpack(up_raw, DType::f32, up);
 
+    // A loss term beyond float's range on a finite logit (|x| near 3.4e38 times a pos_weight or a
+    // weight above 1) may still leave the mean finite: such an element's loss is kept scaled by
+    // 2^-64 (exact: every softplus is at least log 2), its bit set in `scaled`, and its pack is
+    // summed in double.
+    constexpr float kDown = 0x1p-64f, kUp = 0x1p64f;
     float l[ew::kPack] = {}, g[ew::kPack] = {};
+    unsigned scaled = 0;
     float pack_sum = 0.0f;  // <= 8 terms in float, then the pack goes into the double sum
 #pragma unroll
     for (int i = 0; i < ew::kPack; ++i) {
@@ -93,7 +99,12 @@ __global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
         const float softplus_x = (x[i] > 0.0f ? x[i] : 0.0f) + log_term;    // -log(1 - s(x))
         const float softplus_neg = (x[i] < 0.0f ? -x[i] : 0.0f) + log_term;  // -log s(x)
         l[i] = times(weight_i, times(positive, softplus_neg) + times(negative, softplus_x));
-        if (i < count) pack_sum += l[i];
+        if (!(l[i] <= FLT_MAX) && fabsf(x[i]) <= FLT_MAX) {
+          l[i] = times(weight_i, times(positive, softplus_neg * kDown) +
+                                     times(negative, softplus_x * kDown));
+          scaled |= 1u << i;
+        }
+        if (i < count) pack_sum += (scaled >> i) & 1u ? l[i] * kUp : l[i];
       }
       if (wants_grad) {
         const ew::SigmoidPair s = ew::sigmoid_pair_from_exp(x[i], e);
@@ -101,9 +112,23 @@ __global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
         g[i] = weight_i * slope * (upstream_elements ? coefficient * up[i] : coefficient);
       }
     }
-    if (a.loss_elements != nullptr) ew::store(loss, row, col, count, full, l);
+    // A pack whose float sum overflowed (or is NaN; rare) is summed again in double.
+    if (pack_sum <= FLT_MAX) {
+      sum += pack_sum;
+    } else {
+      double exact_sum = 0.0;
+#pragma unroll
+      for (int i = 0; i < ew::kPack; ++i)
+        if (i < count) exact_sum += ((scaled >> i) & 1u ? 0x1p64 : 1.0) * static_cast<double>(l[i]);
+      sum += exact_sum;
+    }
+    if (a.loss_elements != nullptr) {
+#pragma unroll
+      for (int i = 0; i < ew::kPack; ++i)
+        if ((scaled >> i) & 1u) l[i] *= kUp;
+      ew::store(loss, row, col, count, full, l);
+    }
     if (wants_grad) ew::store(a.grad, row, col, count, full, g);
-    sum += pack_sum;
   });
 
   if (a.partials != nullptr) {

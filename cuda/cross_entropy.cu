@@ -1,12 +1,12 @@
 // Softmax cross-entropy on CUDA: forward, backward, and both in one pass.
 //
 // One kernel does a row at a time (per thread group; see cuda/row_common.cuh for the layout):
-//   1. statistics: the row max m and s = sum exp(x'_c - m) in one read (online), or nothing in the
-//      backward pass, which takes lse from the forward;
+//   1. statistics: the row max m and s = sum exp(x'_c - m) = 1 + rest in one read (online), or
+//      nothing in the backward pass, which takes m and log s from the forward's row statistics;
 //   2. the gradient (A p_c - a_c + 2 z lse p_c) times the row's multiplier, written once, and the
 //      loss terms sum_c a_c (m - x'_c) that label smoothing and soft targets need;
-//   3. the row loss  A log s + sum_c a_c (m - x'_c) + z lse^2  (a_c the target coefficients of
-//      include/actloss/cross_entropy.h, A their sum), lse = m + log s.
+//   3. the row loss  A log1p(rest) + sum_c a_c (m - x'_c) + z lse^2  (a_c the target
+//      coefficients of include/actloss/cross_entropy.h, A their sum), lse = m + log1p(rest).
 // Writing the loss relative to m, never as lse - x'_c, keeps logits up to +-3e38 finite.
 // On-chip paths hold the row in registers, so the logits are read once; block_two_pass reads
 // them a second time for step 2 (mostly from L2).
@@ -55,8 +55,9 @@ struct CrossEntropyParams {
   float* row_loss = nullptr;          // reduction none: [rows]
   double* loss_partials = nullptr;    // sum / mean: [gridDim.x]
   float* lse = nullptr;
+  CrossEntropyRowStats* stats = nullptr;
 
-  const float* saved_lse = nullptr;   // backward: statistics come from here
+  const CrossEntropyRowStats* saved_stats = nullptr;  // backward: statistics come from here
 
   void* grad = nullptr;
   std::int64_t grad_stride = 0;
@@ -171,15 +172,15 @@ struct RowConstants {
   const char* target_row = nullptr;  // probability targets
 };
 
-// Adds the row's elements to (m, s), and picks x'_y out of the chunk that holds the target class
+// Adds the row's elements to (m, rest), and picks x'_y out of the chunk that holds the target class
 // y (-1: none) on the one thread that owns that chunk, which sets `found`. Taking it from the
 // chunk already loaded, rather than reading logits[y] once the target is known, keeps a second
 // dependent trip to memory off every row's critical path. The uncapped variant needs no work per
 // element: past-the-row elements are already -inf.
 template <bool kCapped, class Row>
-__device__ __forceinline__ void accumulate_max_sum(const Row& row, const Softcap& cap, int y,
-                                                   float& m, float& s, float& target_x,
-                                                   bool& found) {
+__device__ __forceinline__ void accumulate_max_rest(const Row& row, const Softcap& cap, int y,
+                                                    float& m, double& rest, float& target_x,
+                                                    bool& found) {
   // For y = -1 this is column 0, so the owner of the first chunk sets `found` without a target;
   // callers read `found` only for rows that have a target class. (Excluding y = -1 here instead
   // changed the register allocation of every variant, ptxas -v, sm_90.)
@@ -199,7 +200,7 @@ __device__ __forceinline__ void accumulate_max_sum(const Row& row, const Softcap
         if (j == y - y_col0) target_x = capped[j];
       found = true;
     }
-    row::add_chunk_max_sum(m, s, capped);
+    row::add_chunk_max_rest(m, rest, capped);
   });
 }
 
@@ -288,15 +289,16 @@ __device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p
 
 // ---------------------------------------------------------------------------------------------
 // One row, by the threads of `group`. Returns the row's loss on one thread of the group (0
-// elsewhere) for the block's partial sum.
+// elsewhere) for the block's partial sum, in double: a row's loss may exceed float's range while
+// the mean of the batch does not.
 template <class TX, class TG, class Row>
-__device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
+__device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
                                                    const BatchConstants& batch,
                                                    const RowGroup& group, Row& row,
                                                    std::int64_t r) {
   const bool in_range = r < p.rows;
   const bool soft = p.soft_targets;
-  const bool backward = p.saved_lse != nullptr;
+  const bool backward = p.saved_stats != nullptr;
   const float eps = p.smoothing;
   const int classes = static_cast<int>(p.classes);
 
@@ -315,18 +317,20 @@ __device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
   const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? r * p.logits_stride : 0);
   row.load(logits_row, in_range ? classes : 0, group.rank, group.size, p.logits_vector);
 
-  // 1. Statistics: (m, s), and A = sum_c a_c, a row sum for probability targets and known in
-  // closed form for class indices. The row's loss is finished by the thread holding x'_y (its
-  // `loss_thread`), or by rank 0 when the row has no target class.
-  float m = -INFINITY, s = 0.0f;
+  // 1. Statistics: (m, rest), s = 1 + rest (row_common.cuh), and A = sum_c a_c, a row sum for
+  // probability targets and known in closed form for class indices. The row's loss is finished
+  // by the thread holding x'_y (its `loss_thread`), or by rank 0 when the row has no target
+  // class.
+  float m = -INFINITY;
+  double rest = -1.0;
   float target_logit = 0.0f;
   bool holds_target = false;
   if (!backward) {
     if (p.softcap != 0.0f)
-      accumulate_max_sum<true>(row, Softcap{p.softcap}, y, m, s, target_logit, holds_target);
+      accumulate_max_rest<true>(row, Softcap{p.softcap}, y, m, rest, target_logit, holds_target);
     else
-      accumulate_max_sum<false>(row, Softcap{p.softcap}, y, m, s, target_logit, holds_target);
-    group.reduce_max_sum(m, s);
+      accumulate_max_rest<false>(row, Softcap{p.softcap}, y, m, rest, target_logit, holds_target);
+    group.reduce_max_rest(m, rest);
   }
   const bool loss_thread = hard_active ? holds_target : group.rank == 0;
   RowConstants rc;
@@ -357,17 +361,26 @@ __device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
   }
   group.order_reads_before_writes();
 
-  float lse, inv_sum;
+  // p_c = exp(x'_c - m) / s: backward takes m and log s from the forward's statistics, so that
+  // its probabilities are the fused pass's, whatever the size of the logits.
+  float lse, log_s, inv_sum;
+  bool no_mass;  // s = 0: every x'_c is -inf
   if (backward) {
-    lse = in_range ? p.saved_lse[r] : 0.0f;
-    // An all -inf row saved lse = -inf: x' - lse is then -inf - -inf, so shift to +inf instead,
+    const CrossEntropyRowStats saved = in_range ? p.saved_stats[r] : CrossEntropyRowStats{0, 0};
+    m = saved.max;
+    log_s = saved.log_sum;
+    no_mass = m == -INFINITY;
+    lse = m + log_s;
+    // An all -inf row saved m = -inf: x' - m is then -inf - -inf, so shift to +inf instead,
     // which makes every exp(x' - shift) 0.
-    rc.shift = lse == -INFINITY ? INFINITY : lse;
-    inv_sum = 1.0f;
+    rc.shift = no_mass ? INFINITY : m;
+    inv_sum = expf(-log_s);
   } else {
-    lse = m + logf(s);
+    log_s = log1pf(static_cast<float>(rest));
+    no_mass = rest == -1.0;
+    lse = m + log_s;
     rc.shift = m == -INFINITY ? 0.0f : m;
-    inv_sum = s == 0.0f ? 0.0f : 1.0f / s;
+    inv_sum = no_mass ? 0.0f : 1.0f / (1.0f + static_cast<float>(rest));
   }
 
   // The loss, except for the terms the gradient pass sums (so that fewer values stay live).
@@ -377,12 +390,13 @@ __device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
   if (kind == RowKind::invalid) {
     loss = NAN;
   } else if (kind == RowKind::active && p.want_loss) {
-    if (s == 0.0f) {
+    if (no_mass) {
       // No class has mass (all -inf): every lse - x'_c is +inf.
       loss = coefficient_sum > 0.0f ? INFINITY : (coefficient_sum < 0.0f ? -INFINITY : 0.0f);
       if (p.z_loss != 0.0f) loss += INFINITY;
     } else {
-      loss = static_cast<double>(times(coefficient_sum, logf(s))) +
+      // log1p: a confident row's loss is about rest, far below float's 2^-24 (row_common.cuh).
+      loss = static_cast<double>(times(coefficient_sum, log_s)) +
              times_gap(hard_coefficient, m, target_logit);
       if (p.z_loss != 0.0f) loss += static_cast<double>(p.z_loss) * lse * lse;
     }
@@ -393,7 +407,7 @@ __device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
     const float upstream = p.upstream != nullptr ? p.upstream[p.upstream_per_row ? r : 0] : 1.0f;
     // NaN statistics (a NaN or +inf logit; a NaN saved lse) make the whole row NaN, also where
     // exp(x'_c - shift) is 0; so does an invalid target.
-    const bool nan_row = kind == RowKind::invalid || (backward ? lse != lse : s != s);
+    const bool nan_row = kind == RowKind::invalid || m != m || log_s != log_s;
     rc.multiplier = nan_row ? NAN
                             : static_cast<float>(static_cast<double>(upstream) * batch.grad_factor);
     const float prob_factor =
@@ -417,21 +431,21 @@ __device__ __forceinline__ float cross_entropy_row(const CrossEntropyParams& p,
   }
   if (need_terms) {
     terms = group.reduce_sum(terms);
-    if (terms_here && s != 0.0f) loss += (soft ? 1.0 : static_cast<double>(rc.smooth)) * terms;
+    if (terms_here && !no_mass) loss += (soft ? 1.0 : static_cast<double>(rc.smooth)) * terms;
   }
 
   // 3. The row's outputs.
-  if (!in_range) return 0.0f;
+  if (!in_range) return 0.0;
   if (group.rank == 0) {
     if (p.lse != nullptr) p.lse[r] = lse;
+    if (p.stats != nullptr) p.stats[r] = CrossEntropyRowStats{m, log_s};
     if (kind == RowKind::invalid && p.error != nullptr)
       record_device_error(p.error, StatusCode::out_of_range, detail::DeviceErrorArgument::targets,
                           r, target);
   }
-  if (!loss_thread || !p.want_loss) return 0.0f;
-  const float row_loss = static_cast<float>(loss);
-  if (p.row_loss != nullptr) p.row_loss[r] = row_loss;
-  return row_loss;
+  if (!loss_thread || !p.want_loss) return 0.0;
+  if (p.row_loss != nullptr) p.row_loss[r] = static_cast<float>(loss);
+  return loss;
 }
 
 // Launch bounds. One or two chunks per thread only ever run in the 256-thread blocks of
@@ -467,7 +481,7 @@ __global__ void __launch_bounds__(max_block(kChunks), min_blocks_per_sm(kChunks)
   }
   if constexpr (kVariant == Variant::plain_forward) {
     p.grad = nullptr;
-    p.saved_lse = nullptr;
+    p.saved_stats = nullptr;
     p.upstream = nullptr;
   }
   __shared__ double2 exchange[row::kMaxWarps];
@@ -557,7 +571,7 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
   const bool plain =
       !params.soft_targets && params.softcap == 0.0f && params.class_weight == nullptr;
   const Variant variant = !plain ? Variant::general
-                          : params.grad == nullptr && params.saved_lse == nullptr
+                          : params.grad == nullptr && params.saved_stats == nullptr
                               ? Variant::plain_forward
                               : Variant::plain;
   // Eight chunks fit the register budget only for 16-bit logits (row_dispatch.h).
@@ -629,7 +643,8 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.want_loss = pass != Pass::backward && args.loss != nullptr;
   p.row_loss = p.want_loss && !reduced ? args.loss : nullptr;
   p.lse = pass != Pass::backward ? args.lse : nullptr;
-  p.saved_lse = pass == Pass::backward ? args.saved_lse : nullptr;
+  p.stats = pass != Pass::backward ? args.stats : nullptr;
+  p.saved_stats = pass == Pass::backward ? args.saved_stats : nullptr;
   if (writes_grad) {
     p.grad = args.grad;
     p.grad_stride = args.grad_row_stride;

@@ -168,8 +168,8 @@ __device__ __forceinline__ void load(const In& t, std::int64_t row, std::int64_t
   if (vector) {
     const auto* p = reinterpret_cast<const uint4*>(static_cast<const char*>(t.data) +
                                                    offset * (wide ? 4 : 2));
-    split(p[0], raw.word);
-    if (wide) split(p[1], raw.word + 4);
+    split(simcuda::load_vector(p), raw.word);
+    if (wide) split(simcuda::load_vector(p + 1), raw.word + 4);
     return;
   }
 #pragma unroll
@@ -252,8 +252,9 @@ __device__ __forceinline__ void store(const Out& t, std::int64_t row, std::int64
   const bool wide = is_f32(t.dtype);
   if (vector) {
     auto* p = reinterpret_cast<uint4*>(static_cast<char*>(t.data) + offset * (wide ? 4 : 2));
-    p[0] = make_uint4(raw.word[0], raw.word[1], raw.word[2], raw.word[3]);
-    if (wide) p[1] = make_uint4(raw.word[4], raw.word[5], raw.word[6], raw.word[7]);
+    simcuda::store_vector(p, make_uint4(raw.word[0], raw.word[1], raw.word[2], raw.word[3]));
+    if (wide)
+      simcuda::store_vector(p + 1, make_uint4(raw.word[4], raw.word[5], raw.word[6], raw.word[7]));
     return;
   }
   if (wide) {

@@ -47,20 +47,43 @@ __global__ void __launch_bounds__(ew::kThreads) mse_kernel(MseKernelArgs a) {
     ew::unpack(input_raw, a.input.dtype, x);
     ew::unpack(target_raw, a.target.dtype, t);
 
+    // x - t overflows where x and t are over 1.7e38 apart, while the gradient factor (x - t), and
+    // the mean of the losses, may well be finite: such a difference is kept halved (exact
+    // there), its bit set in `halved`.
     float d[ew::kPack], l[ew::kPack];
+    unsigned halved = 0;
     float pack_sum = 0.0f;  // <= 8 non-negative terms: relative error <= 7 * 2^-24
 #pragma unroll
     for (int i = 0; i < ew::kPack; ++i) {
       d[i] = x[i] - t[i];
-      l[i] = d[i] * d[i];
+      if (!(fabsf(d[i]) <= FLT_MAX) && fabsf(x[i]) <= FLT_MAX && fabsf(t[i]) <= FLT_MAX) {
+        d[i] = 0.5f * x[i] - 0.5f * t[i];
+        halved |= 1u << i;
+      }
+      l[i] = (halved >> i) & 1u ? 4.0f * (d[i] * d[i]) : d[i] * d[i];
       if (i < count) pack_sum += l[i];
     }
     if (a.loss_elements != nullptr) ew::store(loss, row, col, count, full, l);
-    sum += pack_sum;
+    // A difference beyond 1.8e19 squares past float's range: that element's loss is inf as it
+    // should be, but the mean may be finite, so such a pack (rare; a NaN one too) is summed again
+    // in double, where the squares are exact.
+    if (pack_sum <= FLT_MAX) {
+      sum += pack_sum;
+    } else {
+      double exact_sum = 0.0;
+#pragma unroll
+      for (int i = 0; i < ew::kPack; ++i) {
+        const double difference = ((halved >> i) & 1u ? 2.0 : 1.0) * static_cast<double>(d[i]);
+        if (i < count) exact_sum += difference * difference;
+      }
+      sum += exact_sum;
+    }
     if (wants_grad) {
 #pragma unroll
-      for (int i = 0; i < ew::kPack; ++i)
-        d[i] *= upstream_elements ? coefficient * up[i] : coefficient;
+      for (int i = 0; i < ew::kPack; ++i) {
+        const float factor = upstream_elements ? coefficient * up[i] : coefficient;
+        d[i] *= (halved >> i) & 1u ? 2.0f * factor : factor;
+      }
       ew::store(a.grad, row, col, count, full, d);
     }
   });

@@ -1,5 +1,5 @@
 // Device machinery shared by the row-wise ops (cuda/cross_entropy.cu, cuda/softmax.cu): chunked
-// row access with 16-byte vectors, the merge of (max, sum of exponentials) pairs, reductions over
+// row access with 16-byte vectors, the merge of (max, rest of the exponentials) pairs, reductions over
 // the threads of one row, and the launch geometry of the four dispatch paths (row_dispatch.h).
 //
 // Layout. A row is cut into chunks of kChunk = 8 consecutive elements (the last may be partial).
@@ -19,7 +19,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <cstring>
 #include <type_traits>
 
 namespace actloss::cuda::row {
@@ -33,8 +32,27 @@ constexpr int kMaxBlock = detail::row_limits::kMaxThreadsPerRow;  // the largest
 constexpr int kMaxWarps = 32;
 
 // exp(x - m) for x <= m. The subtraction comes first: x * log2e alone overflows for |x| > 2.3e38,
-// and with it the difference of two huge logits would be lost.
+// and with it the difference of two huge logits would be lost. Rounding (x - m) log2e costs a
+// relative error of |x - m| 2^-23 in the result: fine for outputs whose tolerance carries that
+// conditioning (probabilities, gradients), not for the sums behind a loss.
 __device__ __forceinline__ float exp_shifted(float x, float m) { return exp2f((x - m) * kLog2e); }
+
+// The same to about 2 ulp (exp2f's own error) for the terms of log-sum-exp, where a confident
+// row's loss is one such term and must keep its relative accuracy: the rounding error of
+// (x - m) log2e is carried apart and applied as a first-order correction. Only x - m itself
+// is rounded, where x and m are far apart in magnitude (a relative error of |x - m| 2^-24, the
+// conditioning of exp there). Cheaper than expf, whose range reduction costs the two-pass
+// softmax 20 registers and spills (ptxas -v, sm_90).
+constexpr float kLog2eLo = 1.925963033e-8f;  // log2 e - kLog2e
+constexpr float kLn2 = 0.6931471805599453f;
+__device__ __forceinline__ float exp_shifted_accurate(float x, float m) {
+  const float t = x - m;
+  const float u = __fmul_rn(t, kLog2e);
+  const float u_lo = __fmaf_rn(t, kLog2e, -u) + t * kLog2eLo;
+  const float e = exp2f(u);
+  // x = -inf: e = 0, and u_lo is NaN (-inf + inf).
+  return e == 0.0f ? 0.0f : __fmaf_rn(e, u_lo * kLn2, e);
+}
 
 // ---------------------------------------------------------------------------------------------
 // Chunks: loads and stores of 8 elements.
@@ -70,12 +88,9 @@ __device__ __forceinline__ void load_chunk(Chunk<T>& chunk, const T* row, int co
   constexpr int kWords = sizeof(Chunk<T>) / 16;
   if (vector && col0 <= cols - kChunk) {
     const uint4* source = reinterpret_cast<const uint4*>(row + col0);
-#ifdef __CUDA_ARCH__
 #pragma unroll
-    for (int i = 0; i < kWords; ++i) reinterpret_cast<uint4*>(chunk.v)[i] = source[i];
-#else
-    std::memcpy(static_cast<void*>(chunk.v), source, kWords * sizeof(uint4));
-#endif
+    for (int i = 0; i < kWords; ++i)
+      reinterpret_cast<uint4*>(chunk.v)[i] = simcuda::load_vector(source + i);
     return;
   }
 #pragma unroll
@@ -131,12 +146,9 @@ __device__ __forceinline__ void store_chunk(T* row, int col0, int count,
   if (vector && count == kChunk) {
     constexpr int kWords = sizeof(Chunk<T>) / 16;
     uint4* target = reinterpret_cast<uint4*>(row + col0);
-#ifdef __CUDA_ARCH__
 #pragma unroll
-    for (int i = 0; i < kWords; ++i) __stcs(target + i, reinterpret_cast<const uint4*>(chunk.v)[i]);
-#else
-    std::memcpy(target, chunk.v, kWords * sizeof(uint4));
-#endif
+    for (int i = 0; i < kWords; ++i)
+      simcuda::store_vector_streaming(target + i, reinterpret_cast<const uint4*>(chunk.v)[i]);
     return;
   }
 #pragma unroll
@@ -249,35 +261,57 @@ __device__ __forceinline__ void for_each_owned_chunk(int cols, int rank, int siz
 }
 
 // ---------------------------------------------------------------------------------------------
-// (max, sum of exponentials) pairs: s = sum exp(x - m) over the elements seen.
+// (max, rest) pairs. Over the elements seen, m is their max and s = sum exp(x - m) = 1 + r: the
+// first maximum's own term, exactly 1, is kept apart, and r sums every other term (a tie for the
+// maximum brings its 1 into r). Then log s = log1p(r) keeps its relative accuracy where r is
+// below float's 2^-24, as it is for a confident row, whose loss and log-probability are about
+// r: log(1 + r) would round them to 0. Every term of r is non-negative, so merging never
+// cancels. Nothing seen (or only -inf): m = -inf, r = -1 (s = 0). A NaN element makes r NaN;
+// a +inf element makes r NaN too (inf - inf), which is the answer for such a row.
+//
+// The terms are exact to 2 ulp (exp_shifted_accurate) and a chunk's eight are added in float;
+// r itself is a double, per thread and across threads, so that its relative error stays near
+// that of one term for any row length (a float sum over a thread's chunks would lose about
+// 2^-24 per chunk: 2^-18 over the 64 chunks of a 262144-class row).
 
-// Folds (m2, s2) into (m, s). Commutative bit for bit (fmaxf and one float addition of two
-// products), so both lanes of a butterfly exchange end with identical values. An empty side has
-// m = -inf and contributes exp(-inf) = 0; when both are empty, the shift is 0 instead of the NaN
-// that -inf - -inf would give. A NaN sum stays NaN; m = +inf makes the sum NaN (inf - inf), which
-// is the answer for a row containing +inf.
-__device__ __forceinline__ void merge_max_sum(float& m, float& s, float m2, float s2) {
-  const float top = fmaxf(m, m2);
-  const float shift = top == -INFINITY ? 0.0f : top;
-  s = s * exp_shifted(m, shift) + s2 * exp_shifted(m2, shift);
-  m = top;
+// Folds (m2, r2) into (m, r). Commutative bit for bit, so both lanes of a butterfly exchange end
+// with identical values: the side with the larger max comes first, a tie (e = 1) keeps each
+// lane's own side first, and r_a + r_b is one commutative addition; the roundings are explicit
+// so that no FMA contraction differs between the two orders. When both sides are empty,
+// e = 1 keeps -1 + -1 + 1 = -1, and a NaN rest still comes through.
+__device__ __forceinline__ void merge_max_rest(float& m, double& r, float m2, double r2) {
+  const bool other_first = m2 > m;
+  const float m_first = other_first ? m2 : m, m_second = other_first ? m : m2;
+  const double r_first = other_first ? r2 : r, r_second = other_first ? r : r2;
+  // The second side's s = 1 + r_second, rescaled to the first side's max.
+  const double e = m_first == -INFINITY ? 1.0 : exp_shifted_accurate(m_second, m_first);
+  r = __dadd_rn(__dadd_rn(r_first, __dmul_rn(r_second, e)), e);
+  m = fmaxf(m, m2);
 }
 
-// Adds a chunk to the running pair; elements past the row must be -inf. Per chunk rather than per
-// element: one rescale per 8 elements.
-__device__ __forceinline__ void add_chunk_max_sum(float& m, float& s, const float (&x)[kChunk]) {
+// Adds a chunk to the running pair; elements past the row must be -inf. Every term is taken
+// relative to the new max, once; only a chunk that raises the max rescales what came before.
+__device__ __forceinline__ void add_chunk_max_rest(float& m, double& r,
+                                                   const float (&x)[kChunk]) {
   float top = x[0];
 #pragma unroll
   for (int j = 1; j < kChunk; ++j) top = fmaxf(top, x[j]);
-  if (top > m) {
-    s *= exp_shifted(m, top);  // m = -inf: s is 0 (or NaN) and stays so
-    m = top;
-  }
-  const float shift = m == -INFINITY ? 0.0f : m;
-  float chunk_sum = 0.0f;
+  const bool raises = top > m;
+  const float new_m = raises ? top : m;
+  const float shift = new_m == -INFINITY ? 0.0f : new_m;
+  // A chunk that raises the max brings it: its first maximum is the new 1, kept apart from r.
+  // Past-the-row -inf padding adds exp(-inf) = 0; a NaN adds NaN; a +inf max makes inf - inf.
+  float rest = 0.0f;
+  bool skipped = !raises;
 #pragma unroll
-  for (int j = 0; j < kChunk; ++j) chunk_sum += exp_shifted(x[j], shift);
-  s += chunk_sum;
+  for (int j = 0; j < kChunk; ++j) {
+    const bool skip = !skipped && x[j] == top;
+    skipped = skipped || skip;
+    rest += skip ? 0.0f : exp_shifted_accurate(x[j], shift);
+  }
+  if (top == INFINITY) rest = NAN;
+  r = raises ? (1.0 + r) * static_cast<double>(exp_shifted_accurate(m, top)) + rest : r + rest;
+  m = new_m;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -305,23 +339,23 @@ struct RowGroup {
     if (size <= kWarpSize) __syncwarp();
   }
 
-  // Every thread of the row ends with the same (max, sum) of the row.
-  __device__ __forceinline__ void reduce_max_sum(float& m, float& s) const {
+  // Every thread of the row ends with the same (max, rest) of the row.
+  __device__ __forceinline__ void reduce_max_rest(float& m, double& r) const {
     const int width = size < kWarpSize ? size : kWarpSize;
     for (int offset = width / 2; offset > 0; offset /= 2) {
       const float m2 = __shfl_xor_sync(kFullMask, m, offset);
-      const float s2 = __shfl_xor_sync(kFullMask, s, offset);
-      merge_max_sum(m, s, m2, s2);
+      const double r2 = __shfl_xor_sync(kFullMask, r, offset);
+      merge_max_rest(m, r, m2, r2);
     }
     if (size > kWarpSize) {
       const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
       const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
-      if (lane == 0) exchange[warp] = make_double2(m, s);
+      if (lane == 0) exchange[warp] = make_double2(m, r);
       __syncthreads();
       m = -INFINITY;
-      s = 0.0f;
+      r = -1.0;
       for (int w = 0; w < size / kWarpSize; ++w)
-        merge_max_sum(m, s, static_cast<float>(exchange[w].x), static_cast<float>(exchange[w].y));
+        merge_max_rest(m, r, static_cast<float>(exchange[w].x), exchange[w].y);
       __syncthreads();
     }
   }

@@ -1,13 +1,13 @@
 // Softmax and log-softmax over rows on CUDA, forward and backward (from the saved output).
 //
-// Forward: one read of the row gives its max m and s = sum exp(x - m) (online: see
-// cuda/row_common.cuh); then y = exp(x - m) / s, or (x - m) - log s, written once. On-chip paths
+// Forward: one read of the row gives its max m and s = sum exp(x - m) = 1 + rest (online: see
+// cuda/row_common.cuh); then y = exp(x - m) / s, or (x - m) - log1p(rest), written once. On-chip paths
 // hold the row in registers; block_two_pass reads it a second time (mostly from L2).
 // An all -inf row has s = 0: softmax gives 0 (exp(-inf) times 1/s taken as 0) and log-softmax
 // -inf, never the NaN of -inf - -inf.
 // Backward: one read of y and dy gives the row's dot product (softmax: sum dy y; log-softmax:
-// sum dy); then dx = y (dy - dot), or dy - exp(y) sum dy, written once. y is held in its own
-// dtype, dy as float (its dtype is a run-time value: it may differ from y's).
+// sum dy), in double; then dx = y (dy - dot), or dy - exp(y) sum dy, written once. y is held in
+// its own dtype, dy as float (its dtype is a run-time value: it may differ from y's).
 #include "cuda/row_common.cuh"
 
 namespace actloss::cuda {
@@ -41,17 +41,19 @@ __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& 
   const bool in_range = r < p.rows;
   const TX* x_row = static_cast<const TX*>(p.x) + (in_range ? r * p.x_stride : 0);
   row.load(x_row, in_range ? p.cols : 0, group.rank, group.size, p.x_vector);
-  float m = -INFINITY, s = 0.0f;
-  row.for_each([&](int, const float (&x)[kChunk], int) { row::add_chunk_max_sum(m, s, x); });
-  group.reduce_max_sum(m, s);
+  float m = -INFINITY;
+  double rest = -1.0;
+  row.for_each([&](int, const float (&x)[kChunk], int) { row::add_chunk_max_rest(m, rest, x); });
+  group.reduce_max_rest(m, rest);
   group.order_reads_before_writes();  // y may be x
   if (!in_range) return;
 
-  // NaN or +inf in the row makes s NaN, and with it every output.
+  // s = 1 + rest (row_common.cuh). NaN or +inf in the row makes rest NaN, and with it every
+  // output; an all -inf row has rest = -1: softmax 0, log-softmax -inf.
   const float shift = m == -INFINITY ? 0.0f : m;
-  const float log_s = logf(s);
-  const float inv_s = s == 0.0f ? 0.0f : 1.0f / s;
-  const bool no_mass = s == 0.0f;
+  const float log_s = log1pf(static_cast<float>(rest));
+  const bool no_mass = rest == -1.0;
+  const float inv_s = no_mass ? 0.0f : 1.0f / (1.0f + static_cast<float>(rest));
   TY* y_row = static_cast<TY*>(p.y) + r * p.y_stride;
   row.for_each([&](int col0, const float (&x)[kChunk], int count) {
     float out[kChunk];
@@ -216,27 +218,53 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
                        (in_range ? r * p.dy_stride * dtype_size(p.dy_dtype) : 0);
   row.load(y_row, dy_row, p.dy_dtype, in_range ? p.cols : 0, group.rank, group.size, p.y_vector,
            p.dy_vector);
-  // softmax: sum dy y; log-softmax: sum dy. Float within a chunk, double across chunks.
+  // softmax: sum dy y; log-softmax: sum dy. In double, where every product of two floats is
+  // exact: dx = y (dy - dot) cancels to a small difference where dy is nearly dot (a confident
+  // row), and float accumulation would leave an error relative to dot, not to that difference.
   double dot = 0.0;
   row.for_each([&](int, const float (&y)[kChunk], const float (&dy)[kChunk], int count) {
-    float chunk_dot = 0.0f;
 #pragma unroll
     for (int j = 0; j < kChunk; ++j)
-      if (j < count) chunk_dot += p.log ? dy[j] : dy[j] * y[j];
-    dot += chunk_dot;
+      if (j < count)
+        dot += p.log ? static_cast<double>(dy[j])
+                     : static_cast<double>(dy[j]) * static_cast<double>(y[j]);
   });
-  const float total = static_cast<float>(group.reduce_sum(dot));
+  dot = group.reduce_sum(dot);
   group.order_reads_before_writes();  // dx may be dy
   if (!in_range) return;
 
+  // The row's dot product in two floats, dot = hi + lo to double precision, so that the float
+  // difference (dy - hi) - lo is as accurate as a double one where dy and dot nearly cancel. A
+  // dot beyond 2^100 (dy and y near float's range) could overflow hi or the difference although
+  // dx is finite: such a row is done in double, apart, so that the common loop holds no double.
   TDX* dx_row = static_cast<TDX*>(p.dx) + r * p.dx_stride;
-  row.for_each([&](int col0, const float (&y)[kChunk], const float (&dy)[kChunk], int count) {
-    float out[kChunk];
+  if (fabs(dot) <= 0x1p100) {
+    const float hi = static_cast<float>(dot);
+    const float lo = static_cast<float>(dot - static_cast<double>(hi));
+    row.for_each([&](int col0, const float (&y)[kChunk], const float (&dy)[kChunk], int count) {
+      float out[kChunk];
 #pragma unroll
-    for (int j = 0; j < kChunk; ++j)
-      out[j] = p.log ? dy[j] - expf(y[j]) * total : y[j] * (dy[j] - total);
-    row::store_chunk(dx_row, col0, count, out, p.dx_vector);
-  });
+      for (int j = 0; j < kChunk; ++j) {
+        // log-softmax: a zero sum of dy contributes nothing, also where exp(y) is inf.
+        out[j] = p.log ? (hi == 0.0f ? dy[j]
+                                     : __fsub_rn(__fmaf_rn(-expf(y[j]), hi, dy[j]),
+                                                 expf(y[j]) * lo))
+                       : y[j] * __fsub_rn(__fsub_rn(dy[j], hi), lo);
+      }
+      row::store_chunk(dx_row, col0, count, out, p.dx_vector);
+    });
+  } else {
+    row.for_each([&](int col0, const float (&y)[kChunk], const float (&dy)[kChunk], int count) {
+      float out[kChunk];
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) {
+        const double dy_j = dy[j];
+        out[j] = static_cast<float>(p.log ? dy_j - static_cast<double>(expf(y[j])) * dot
+                                          : static_cast<double>(y[j]) * (dy_j - dot));
+      }
+      row::store_chunk(dx_row, col0, count, out, p.dx_vector);
+    });
+  }
 }
 
 template <class TY, class TDX, int kChunks>

@@ -2,17 +2,20 @@
 // to the CUDA backend.
 //
 // What each pass needs (when rows > 0; with rows == 0 every pointer may be null):
-//   forward           logits, targets, loss               writes loss, lse (optional)
-//   backward          logits, targets, saved_lse, grad    writes grad
-//   forward_backward  logits, targets, grad               writes grad, loss and lse (optional)
+//   forward           logits, targets, loss                 writes loss, lse, stats (optional)
+//   backward          logits, targets, saved_stats, grad    writes grad
+//   forward_backward  logits, targets, grad                 writes grad; loss, lse, stats
+//                                                           (optional)
 // class_weight and upstream_grad are optional inputs. Fields a pass does not use are ignored
 // (not validated) and reach the backend as null.
 #include <actloss/cross_entropy.h>
 
+#include <cmath>
 #include <cstring>
 
 #include "host/backend.h"
 #include "host/cpu_path.h"
+#include "host/half.h"
 #include "host/validate.h"
 
 namespace actloss {
@@ -35,7 +38,7 @@ bool is_valid(TargetKind kind) {
 struct Plan {
   CrossEntropyArgs args;
   bool probabilities = false;
-  Region logits, targets, class_weight, loss, lse, saved_lse, grad, upstream_grad;
+  Region logits, targets, class_weight, loss, lse, stats, saved_stats, grad, upstream_grad;
 };
 
 Status check_options(Pass pass, const CrossEntropyArgs& args,
@@ -94,12 +97,15 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
   }
 
   // Fields the pass does not use reach neither the checks below nor the backend.
-  if (!writes_loss) args.loss = args.lse = nullptr;
+  if (!writes_loss) {
+    args.loss = args.lse = nullptr;
+    args.stats = nullptr;
+  }
   if (!writes_grad) {
     args.grad = nullptr;
     args.upstream_grad = nullptr;
   }
-  if (pass != Pass::backward) args.saved_lse = nullptr;
+  if (pass != Pass::backward) args.saved_stats = nullptr;
 
   const std::int64_t rows = args.rows;
   const std::int64_t loss_count = options.reduction == Reduction::none ? rows : 1;
@@ -123,8 +129,13 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
                                   "rows", plan.loss));
   ACTLOSS_TRY(host::vector_region("lse", args.lse, args.lse != nullptr ? rows : 0, 4, "rows",
                                   plan.lse));
-  ACTLOSS_TRY(host::vector_region("saved_lse", args.saved_lse,
-                                  pass == Pass::backward ? rows : 0, 4, "rows", plan.saved_lse));
+  constexpr std::int64_t stats_size = sizeof(CrossEntropyRowStats);
+  constexpr std::int64_t stats_alignment = alignof(CrossEntropyRowStats);
+  ACTLOSS_TRY(host::vector_region("stats", args.stats, args.stats != nullptr ? rows : 0,
+                                  stats_size, "rows", plan.stats, stats_alignment));
+  ACTLOSS_TRY(host::vector_region("saved_stats", args.saved_stats,
+                                  pass == Pass::backward ? rows : 0, stats_size, "rows",
+                                  plan.saved_stats, stats_alignment));
   if (writes_grad) {
     ACTLOSS_TRY(host::matrix_region("grad", args.grad, args.grad_dtype, rows, args.classes,
                                     args.grad_row_stride, "rows", "classes", "grad_row_stride",
@@ -141,7 +152,7 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
       ACTLOSS_TRY(host::check_required(args.loss, "loss", "forward writes it when rows > 0"));
     }
     if (pass == Pass::backward) {
-      ACTLOSS_TRY(host::check_required(args.saved_lse, "saved_lse",
+      ACTLOSS_TRY(host::check_required(args.saved_stats, "saved_stats",
                                        "backward reads it when rows > 0"));
     }
     if (writes_grad) {
@@ -150,15 +161,18 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
   }
 
   ACTLOSS_TRY(host::check_no_overlap(plan.loss, {&plan.logits, &plan.targets,
-                                                 &plan.class_weight, &plan.saved_lse,
+                                                 &plan.class_weight, &plan.saved_stats,
                                                  &plan.upstream_grad}));
   ACTLOSS_TRY(host::check_no_overlap(plan.lse, {&plan.logits, &plan.targets, &plan.class_weight,
-                                                &plan.saved_lse, &plan.upstream_grad,
+                                                &plan.saved_stats, &plan.upstream_grad,
                                                 &plan.loss}));
+  ACTLOSS_TRY(host::check_no_overlap(plan.stats, {&plan.logits, &plan.targets,
+                                                  &plan.class_weight, &plan.saved_stats,
+                                                  &plan.upstream_grad, &plan.loss, &plan.lse}));
   ACTLOSS_TRY(host::check_no_overlap_except_in_place(
       plan.grad, plan.logits,
-      {&plan.targets, &plan.class_weight, &plan.saved_lse, &plan.upstream_grad, &plan.loss,
-       &plan.lse}));
+      {&plan.targets, &plan.class_weight, &plan.saved_stats, &plan.upstream_grad, &plan.loss,
+       &plan.lse, &plan.stats}));
   return {};
 }
 
@@ -228,6 +242,18 @@ void write_loss(const Plan& plan, const CrossEntropyOptions& options,
     }
   }
   if (args.lse != nullptr) host::scatter_f32(args.lse, result.lse);
+  if (args.stats != nullptr) {
+    // The max is one of the (capped) logits and exact in float without softcap; log_sum takes
+    // what its rounding lost, so that max + log_sum stays the lse to double precision.
+    for (std::int64_t row = 0; row < args.rows; ++row) {
+      const auto i = static_cast<std::size_t>(row);
+      const float max = host::double_to_float(result.max[i]);
+      const double log_sum = std::isfinite(result.max[i])
+                                 ? (result.max[i] - static_cast<double>(max)) + result.log_sum[i]
+                                 : result.log_sum[i];
+      args.stats[row] = CrossEntropyRowStats{max, host::double_to_float(log_sum)};
+    }
+  }
 }
 
 Status run_on_cpu(Pass pass, const Plan& plan, const CrossEntropyOptions& options) {
@@ -246,8 +272,13 @@ Status run_on_cpu(Pass pass, const Plan& plan, const CrossEntropyOptions& option
         return;
       }
       case Pass::backward: {
-        const std::vector<double> lse = host::gather_f32(args.saved_lse, args.rows);
-        const std::vector<double> grad = ref::cross_entropy_backward(problem, lse);
+        std::vector<double> max(static_cast<std::size_t>(args.rows));
+        std::vector<double> log_sum(max.size());
+        for (std::int64_t row = 0; row < args.rows; ++row) {
+          max[static_cast<std::size_t>(row)] = args.saved_stats[row].max;
+          log_sum[static_cast<std::size_t>(row)] = args.saved_stats[row].log_sum;
+        }
+        const std::vector<double> grad = ref::cross_entropy_backward(problem, max, log_sum);
         host::scatter(args.grad, args.grad_dtype, args.rows, args.classes, args.grad_row_stride,
                       grad);
         return;
@@ -270,7 +301,7 @@ Status run(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOptions& o
   if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
   ACTLOSS_TRY(host::check_device_pointers(
       exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
-             &plan.saved_lse, &plan.grad, &plan.upstream_grad}));
+             &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad}));
   return detail::cuda_cross_entropy(pass, plan.args, options, exec);
 }
 

@@ -653,8 +653,20 @@ Result run_cross_entropy(Device device, const CeInputs& in, Pass pass, RowPath p
   Buffer loss = poisoned(device, loss_count, DType::f32);
   Buffer lse = poisoned(device, in.rows, DType::f32);
   Buffer grad = poisoned(device, n, in.dtype);
-  const std::vector<double> saved_lse_values = to_f32(expected.lse);
-  Buffer saved_lse = upload(device, saved_lse_values, DType::f32);
+  // What a forward call saves for backward: the statistics rounded to float, log_sum taking up
+  // what the max's rounding lost.
+  std::vector<double> saved_max(expected.max.size()), saved_log_sum(expected.max.size());
+  std::vector<CrossEntropyRowStats> saved_stats_values(expected.max.size());
+  for (std::size_t i = 0; i < expected.max.size(); ++i) {
+    const float max = static_cast<float>(expected.max[i]);
+    const double log_sum = std::isfinite(expected.max[i])
+                               ? (expected.max[i] - max) + expected.log_sum[i]
+                               : expected.log_sum[i];
+    saved_stats_values[i] = CrossEntropyRowStats{max, static_cast<float>(log_sum)};
+    saved_max[i] = saved_stats_values[i].max;
+    saved_log_sum[i] = saved_stats_values[i].log_sum;
+  }
+  Buffer saved_stats = upload_plain(device, saved_stats_values);
 
   CrossEntropyArgs args;
   args.rows = in.rows;
@@ -673,7 +685,7 @@ Result run_cross_entropy(Device device, const CeInputs& in, Pass pass, RowPath p
     args.lse = lse.as<float>();
   }
   if (pass != Pass::forward) args.grad = grad.data();
-  if (pass == Pass::backward) args.saved_lse = saved_lse.as<float>();
+  if (pass == Pass::backward) args.saved_stats = saved_stats.as<CrossEntropyRowStats>();
 
   Result result;
   {
@@ -703,7 +715,8 @@ Result run_cross_entropy(Device device, const CeInputs& in, Pass pass, RowPath p
   }
   if (pass != Pass::forward) {
     const std::vector<double> want = pass == Pass::backward
-                                         ? ref::cross_entropy_backward(problem, saved_lse_values)
+                                         ? ref::cross_entropy_backward(problem, saved_max,
+                                                                       saved_log_sum)
                                          : expected.grad;
     Tolerance t = for_output(in.dtype, f32_row);
     t.scale = scales.grad;

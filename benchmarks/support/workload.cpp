@@ -218,8 +218,12 @@ class CrossEntropyWorkload final : public Workload {
       slot.logits = uniform_tensor(d, p.elements(), p.dtype, -4.0, 4.0, seed_of(s, 0));
       slot.targets = class_targets(d, p.rows, p.cols, seed_of(s, 1));
       slot.loss = output_tensor(d, 1, DType::f32);
+      // Forward saves the row statistics for backward (CrossEntropyRowStats: the max and the log
+      // of the sum, both about 4 and log C for these logits); forward_backward writes lse.
       if (p.pass == Pass::backward) {
-        slot.lse = f32_tensor(d, p.rows, log_c, log_c + 4.0, seed_of(s, 2));
+        slot.stats = f32_tensor(d, 2 * p.rows, log_c, log_c + 4.0, seed_of(s, 2));
+      } else if (p.pass == Pass::forward) {
+        slot.stats = output_tensor(d, 2 * p.rows, DType::f32);
       } else if (!unfused) {
         slot.lse = output_tensor(d, p.rows, DType::f32);
       }
@@ -256,11 +260,11 @@ class CrossEntropyWorkload final : public Workload {
     const CrossEntropyOptions options;
     switch (p.pass) {
       case Pass::forward:
-        args.lse = slot.lse.as<float>();
+        args.stats = slot.stats.as<CrossEntropyRowStats>();
         check(cross_entropy_forward(args, options, exec), "cross_entropy_forward");
         break;
       case Pass::backward:
-        args.saved_lse = slot.lse.as<float>();
+        args.saved_stats = slot.stats.as<CrossEntropyRowStats>();
         check(cross_entropy_backward(args, options, exec), "cross_entropy_backward");
         break;
       default:
@@ -273,7 +277,7 @@ class CrossEntropyWorkload final : public Workload {
 
  private:
   struct Slot {
-    Buffer logits, targets, lse, loss, grad, scratch;
+    Buffer logits, targets, lse, stats, loss, grad, scratch;
   };
   Case case_;
   std::vector<Slot> slots_;

@@ -17,7 +17,14 @@ constexpr double kGeluCubic = 0.044715;
 
 double gelu_tanh_u(double x) { return kSqrt2OverPi * (x + kGeluCubic * x * x * x); }
 
+// gelu and silu are x g(x) with g(-inf) = 0 and g(+inf) = 1: the formulas below form inf * 0 at
+// the infinities, where the limits are exact.
+bool x_times_cdf(Activation act) {
+  return act == Activation::gelu_erf || act == Activation::gelu_tanh || act == Activation::silu;
+}
+
 double forward(Activation act, double x, double alpha) {
+  if (x_times_cdf(act) && std::isinf(x)) return x > 0 ? x : 0.0;
   switch (act) {
     case Activation::relu:
       // "x > 0 ? x : 0" alone would turn NaN into 0.
@@ -43,6 +50,7 @@ double forward(Activation act, double x, double alpha) {
 }
 
 double derivative_from_input(Activation act, double x, double alpha) {
+  if (x_times_cdf(act) && std::isinf(x)) return x > 0 ? 1.0 : 0.0;
   switch (act) {
     case Activation::relu:
       if (std::isnan(x)) return x;

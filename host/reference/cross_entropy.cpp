@@ -121,6 +121,8 @@ CrossEntropyResult cross_entropy(const CrossEntropyProblem& p) {
   CrossEntropyResult r;
   r.row_loss.assign(at(R), 0.0);
   r.lse.assign(at(R), 0.0);
+  r.max.assign(at(R), 0.0);
+  r.log_sum.assign(at(R), 0.0);
   r.grad.assign(at(R * C), 0.0);
   r.weight_sum = compute_weight_sum(p);
 
@@ -139,14 +141,14 @@ CrossEntropyResult cross_entropy(const CrossEntropyProblem& p) {
         argmax = c;
       }
     }
-    double lse;
+    double lse, log_s;
     if (has_nan || m == kInf) {
       // +inf: inf - inf has no value; NaN as in PyTorch.
-      lse = kNaN;
+      lse = log_s = kNaN;
       for (int64_t c = 0; c < C; ++c) log_prob[at(c)] = kNaN;
     } else if (m == -kInf) {
       // Nothing has positive mass: softmax's all -inf convention.
-      lse = -kInf;
+      lse = log_s = -kInf;
       for (int64_t c = 0; c < C; ++c) log_prob[at(c)] = -kInf;
     } else {
       // s = 1 + rest, where rest sums every term but the max's. log1p(rest)
@@ -156,13 +158,15 @@ CrossEntropyResult cross_entropy(const CrossEntropyProblem& p) {
       for (int64_t c = 0; c < C; ++c) {
         if (c != argmax) rest += std::exp(xc[at(c)] - m);
       }
-      const double log_s = std::log1p(rest);
+      log_s = std::log1p(rest);
       lse = m + log_s;
       // Relative to m, not to lse: m + log_s may round away log_s entirely
       // for huge logits, while (x'_c - m) is exact enough.
       for (int64_t c = 0; c < C; ++c) log_prob[at(c)] = (xc[at(c)] - m) - log_s;
     }
     r.lse[at(i)] = lse;
+    r.max[at(i)] = m;
+    r.log_sum[at(i)] = log_s;
 
     const RowKind kind = row_kind(p, i);
     if (kind == RowKind::ignored) continue;
@@ -188,7 +192,8 @@ CrossEntropyResult cross_entropy(const CrossEntropyProblem& p) {
 }
 
 std::vector<double> cross_entropy_backward(const CrossEntropyProblem& p,
-                                           std::span<const double> lse) {
+                                           std::span<const double> max,
+                                           std::span<const double> log_sum) {
   const int64_t R = p.rows, C = p.classes;
   std::vector<double> grad(at(R * C), 0.0);
   const double weight_sum = compute_weight_sum(p);
@@ -202,13 +207,13 @@ std::vector<double> cross_entropy_backward(const CrossEntropyProblem& p,
       for (int64_t c = 0; c < C; ++c) grad[at(i * C + c)] = kNaN;
       continue;
     }
-    const double l = lse[at(i)];
+    const double m = max[at(i)], log_s = log_sum[at(i)];
     for (int64_t c = 0; c < C; ++c) {
       // -inf - -inf would be NaN; an all -inf row has probability 0 by the
       // forward's convention.
-      log_prob[at(c)] = l == -kInf ? -kInf : capped(p, p.logits[at(i * C + c)]) - l;
+      log_prob[at(c)] = m == -kInf ? -kInf : (capped(p, p.logits[at(i * C + c)]) - m) - log_s;
     }
-    row_gradient(p, i, log_prob, l, target_coefficients(p, i),
+    row_gradient(p, i, log_prob, m + log_s, target_coefficients(p, i),
                  row_multiplier(p, i, weight_sum), grad);
   }
   return grad;

@@ -131,6 +131,10 @@ struct CrossEntropyResult {
   std::vector<double> row_loss;  // rows; before reduction, 0 for ignored rows
   std::vector<double> lse;       // rows; logsumexp of the (softcapped) logits,
                                  // also for ignored rows
+  std::vector<double> max;       // rows; m = the largest non-NaN x'_c (-inf
+                                 // when there is none)
+  std::vector<double> log_sum;   // rows; log1p(rest) = lse - m (-inf for an all
+                                 // -inf row, NaN for a NaN or +inf row)
   double loss = 0;               // sum or mean (none: sum of row_loss)
   double weight_sum = 0;         // mean's denominator (see 4. above)
   std::vector<double> grad;      // rows * classes (see 5. above)
@@ -139,14 +143,16 @@ struct CrossEntropyResult {
 CrossEntropyResult cross_entropy(const CrossEntropyProblem& problem);
 
 // The gradient of cross_entropy(problem), but with probabilities taken as
-// p_c = exp(x'_c - lse[i]) from the given (saved) lse instead of recomputed,
-// the way a kernel's backward pass works. lse[i] == -inf gives p = 0. For
-// moderate logits this equals cross_entropy(problem).grad up to rounding;
-// where |lse| is so large that log(sum) is below half an ulp of lse (|x'| >~
-// 1e16 in double) the saved lse has lost that information, and so has any
-// backward that starts from it.
+// p_c = exp((x'_c - max[i]) - log_sum[i]) from saved row statistics instead
+// of recomputed, the way a backward pass works. max[i] == -inf (an all -inf
+// row) gives p = 0. Given the forward's max and log_sum (rounded to float,
+// as an API user saves them; with max rounded, log_sum should absorb the
+// rounding, lse - float(max)), this equals cross_entropy(problem).grad up to
+// the rounding of the saved values, also for logits up to +-3e38, which an
+// lse alone cannot give: x' - lse loses log(sum) below half an ulp of lse.
 std::vector<double> cross_entropy_backward(const CrossEntropyProblem& problem,
-                                           std::span<const double> lse);
+                                           std::span<const double> max,
+                                           std::span<const double> log_sum);
 
 // ---------------------------------------------------------------------------
 // Binary cross-entropy with logits (PyTorch's BCEWithLogitsLoss).
@@ -202,10 +208,9 @@ BceResult bce_with_logits(const BceProblem& problem);
 //
 // Backward functions return dx = dy * f'. A NaN x (or y) has derivative NaN,
 // so dx is NaN there even where PyTorch's masked backward would give 0; a
-// NaN dy gives NaN too. Infinite inputs: relu, leaky_relu, tanh, sigmoid
-// give their limits; gelu_*/silu (and gelu_tanh once x^3 overflows, |x| >
-// ~5e102) give whatever the formula gives, NaN where it forms inf * 0, as
-// PyTorch: outside the contract.
+// NaN dy gives NaN too. Infinite inputs give the limits, also where the
+// formula would form inf * 0: gelu_* and silu are 0 at -inf and +inf at
+// +inf, with slopes 0 and 1 (PyTorch gives NaN at -inf).
 //
 // activation_backward_from_output works from the saved output y and supports
 // relu, leaky_relu, tanh (1 - y^2) and sigmoid (y * (1 - y)) only; for

@@ -11,7 +11,8 @@
 // leaky_relu with alpha > 0, tanh, sigmoid: the functions whose derivative is a function of their
 // output), or, for relu, from a 1-bit-per-element mask written by the forward pass (32x less
 // memory than saving x). NaN in gives NaN out (relu(NaN) is NaN, as PyTorch; relu's backward at
-// a NaN input is NaN too, where PyTorch gives 0).
+// a NaN input is NaN too, where PyTorch gives 0). At +-inf every activation takes its limit:
+// gelu and silu give 0 at -inf (PyTorch: NaN) and +inf at +inf, with slopes 0 and 1.
 #pragma once
 
 #include <actloss/types.h>

@@ -37,6 +37,20 @@ enum class TargetKind : std::uint8_t {
   probabilities,    // [rows x classes] of target_dtype, with target_row_stride
 };
 
+// What backward needs of each row, written by forward (and forward_backward) when `stats` is
+// given, and read back by backward: the row max m (the largest non-NaN x'_c) and
+// log_sum = log sum_c exp(x'_c - m), so that lse = m + log_sum. Kept apart, the two give
+// backward the probabilities p_c = exp(x'_c - m) / exp(log_sum) exactly as the fused pass forms
+// them, at any size of the logits; an lse alone carries an absolute error of |lse| 2^-24 in
+// float, which p would inherit (at logits of 1e4 the gradient would be off by 1e-4, at 1e30
+// entirely). 8 bytes per row, with the alignment of a float. A row whose logits are all -inf has
+// {-inf, -inf}; a row with a NaN or +inf logit has a NaN log_sum.
+struct CrossEntropyRowStats {
+  float max;
+  float log_sum;
+};
+static_assert(sizeof(CrossEntropyRowStats) == 8);
+
 struct CrossEntropyOptions {
   Reduction reduction = Reduction::mean;
   std::int64_t ignore_index = -100;  // class-index targets only
@@ -64,12 +78,13 @@ struct CrossEntropyArgs {
 
   // Outputs of the forward pass. `loss`: [rows] for Reduction::none, [1] otherwise; required by
   // forward, optional for forward_backward. `lse`: optional [rows], the logsumexp of the
-  // (softcapped) logits, the only thing backward needs besides logits and targets.
+  // (softcapped) logits. `stats`: optional [rows], what backward needs (CrossEntropyRowStats).
   float* loss = nullptr;
   float* lse = nullptr;
+  CrossEntropyRowStats* stats = nullptr;
 
-  // Input of backward only: the lse saved by a forward call with the same logits and options.
-  const float* saved_lse = nullptr;
+  // Input of backward only: the stats written by a forward call with the same logits and options.
+  const CrossEntropyRowStats* saved_stats = nullptr;
 
   // Gradient output of backward and forward_backward: d(loss)/d(logits), same shape as the logits.
   // May be the logits pointer itself (in place) when grad_dtype and the row stride match.
@@ -83,15 +98,15 @@ struct CrossEntropyArgs {
   const float* upstream_grad = nullptr;
 };
 
-// Writes loss (and lse when given).
+// Writes loss (and lse and stats when given).
 Status cross_entropy_forward(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
                              const Exec& exec);
 
-// Writes grad from logits, targets and saved_lse.
+// Writes grad from logits, targets and saved_stats.
 Status cross_entropy_backward(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
                               const Exec& exec);
 
-// One pass: writes grad and, when given, loss and lse.
+// One pass: writes grad and, when given, loss, lse and stats.
 Status cross_entropy_forward_backward(const CrossEntropyArgs& args,
                                       const CrossEntropyOptions& options, const Exec& exec);
 

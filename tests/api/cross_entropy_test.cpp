@@ -37,8 +37,8 @@ Status call_ce(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOption
 
 // ---- validation ------------------------------------------------------------------------------
 
-// A valid call with every optional input given and Reduction::none, so that loss, lse,
-// saved_lse and upstream_grad all span `rows` floats.
+// A valid call with every optional input given and Reduction::none, so that loss, lse and
+// upstream_grad span `rows` floats, and stats and saved_stats `rows` pairs of floats.
 struct CeSetup {
   static constexpr std::int64_t rows = 3;
   static constexpr std::int64_t classes = 5;
@@ -48,7 +48,8 @@ struct CeSetup {
   Buffer class_weight{DType::f32, classes};
   Buffer loss{DType::f32, rows};
   Buffer lse{DType::f32, rows};
-  Buffer saved_lse{DType::f32, rows};
+  Buffer stats{DType::f32, 2 * rows};
+  Buffer saved_stats{DType::f32, 2 * rows};
   Buffer grad{DType::f32, rows * classes};
   Buffer upstream{DType::f32, rows};
   CrossEntropyArgs args;
@@ -63,7 +64,8 @@ struct CeSetup {
     const std::int64_t labels[rows] = {0, 4, 2};
     for (std::int64_t r = 0; r < rows; ++r) {
       targets.set_raw<std::int64_t>(r, labels[r]);
-      saved_lse.set(r, 2.0);
+      saved_stats.set(2 * r, 1.0);
+      saved_stats.set(2 * r + 1, 1.0);
       upstream.set(r, 1.0);
     }
     for (std::int64_t c = 0; c < classes; ++c) class_weight.set(c, 1.0 + 0.1 * c);
@@ -74,7 +76,8 @@ struct CeSetup {
     args.class_weight = class_weight.f32();
     args.loss = loss.f32();
     args.lse = lse.f32();
-    args.saved_lse = saved_lse.f32();
+    args.stats = reinterpret_cast<CrossEntropyRowStats*>(stats.f32());
+    args.saved_stats = reinterpret_cast<const CrossEntropyRowStats*>(saved_stats.f32());
     args.grad = grad.data();
     args.upstream_grad = upstream.f32();
     options.reduction = Reduction::none;
@@ -89,7 +92,8 @@ struct CeSetup {
   Status call(Pass pass) const { return call_ce(pass, args, options, exec); }
 
   std::vector<const Buffer*> buffers() const {
-    return {&logits, &targets, &probs, &class_weight, &loss, &lse, &saved_lse, &grad, &upstream};
+    return {&logits,      &targets, &probs, &class_weight, &loss, &lse, &stats,
+            &saved_stats, &grad,    &upstream};
   }
 };
 
@@ -162,7 +166,7 @@ std::vector<CeCase> ce_reject_cases() {
       {"LogitsNull", kAllPasses, [](CeSetup& s) { s.args.logits = nullptr; }, "logits"},
       {"TargetsNull", kAllPasses, [](CeSetup& s) { s.args.targets = nullptr; }, "targets"},
       {"LossNull", {F}, [](CeSetup& s) { s.args.loss = nullptr; }, "loss"},
-      {"SavedLseNull", {B}, [](CeSetup& s) { s.args.saved_lse = nullptr; }, "saved_lse"},
+      {"SavedStatsNull", {B}, [](CeSetup& s) { s.args.saved_stats = nullptr; }, "saved_stats"},
       {"GradNull", kGradPasses, [](CeSetup& s) { s.args.grad = nullptr; }, "grad"},
       {"LossOverlapsLogits", kLossPasses, [](CeSetup& s) { s.args.loss = s.logits.f32() + 2; },
        "loss"},
@@ -173,7 +177,7 @@ std::vector<CeCase> ce_reject_cases() {
       {"LseOverlapsLoss", kLossPasses, [](CeSetup& s) { s.args.lse = s.loss.f32() + 1; },
        "lse"},
       {"LseOverlapsLogits", kLossPasses, [](CeSetup& s) { s.args.lse = s.logits.f32(); }, "lse"},
-      {"GradOverlapsSavedLse", {B}, [](CeSetup& s) { s.args.grad = s.saved_lse.data(); },
+      {"GradOverlapsSavedStats", {B}, [](CeSetup& s) { s.args.grad = s.saved_stats.data(); },
        "grad"},
       {"GradOverlapsUpstream", kGradPasses, [](CeSetup& s) { s.args.grad = s.upstream.data(); },
        "grad"},
@@ -271,7 +275,7 @@ TEST(CeValidation, ForwardIgnoresGradientFields) {
   s.args.grad_dtype = garbage<DType>(9);
   s.args.grad_row_stride = -1;
   s.args.grad_scale = NAN;
-  s.args.saved_lse = s.loss.f32();
+  s.args.saved_stats = reinterpret_cast<const CrossEntropyRowStats*>(s.loss.f32());
   const auto logits_before = s.logits.snapshot();
   const Status status = s.call(F);
   EXPECT_TRUE(status.ok()) << status.message();
@@ -282,6 +286,7 @@ TEST(CeValidation, BackwardIgnoresForwardOutputs) {
   CeSetup s(Device::cpu);
   s.args.loss = s.logits.f32();  // would overlap the logits if it were written
   s.args.lse = s.logits.f32() + 3;
+  s.args.stats = reinterpret_cast<CrossEntropyRowStats*>(s.logits.f32() + 5);
   const auto logits_before = s.logits.snapshot();
   const Status status = s.call(B);
   EXPECT_TRUE(status.ok()) << status.message();
@@ -488,7 +493,7 @@ TEST(CeCpu, InPlaceGradientEqualsOutOfPlace) {
     Buffer separate(DType::bf16, rows * stride);
     Buffer targets = Buffer::bytes_of(4, rows);
     for (std::int64_t r = 0; r < rows; ++r) targets.set_raw<std::int32_t>(r, (r * 3) % 5);
-    std::vector<float> saved_lse(rows);
+    std::vector<CrossEntropyRowStats> saved_stats(rows);
     CrossEntropyArgs args;
     args.rows = rows;
     args.classes = classes;
@@ -497,12 +502,12 @@ TEST(CeCpu, InPlaceGradientEqualsOutOfPlace) {
     args.logits_row_stride = stride;
     args.targets = targets.data();
     args.target_kind = TargetKind::class_index_i32;
-    args.lse = saved_lse.data();
+    args.stats = saved_stats.data();
     std::vector<float> loss(1);
     args.loss = loss.data();
     ASSERT_TRUE(cross_entropy_forward(args, {}, {}).ok());
-    args.saved_lse = saved_lse.data();
-    args.lse = nullptr;
+    args.saved_stats = saved_stats.data();
+    args.stats = nullptr;
     args.grad_dtype = DType::bf16;
     args.grad_row_stride = stride;
     args.grad = separate.data();
@@ -525,7 +530,7 @@ TEST(CeCpu, InPlaceGradientEqualsOutOfPlace) {
 
 struct Expected {
   ref::CrossEntropyResult forward;
-  std::vector<double> backward;  // from the f32-rounded lse a forward call would have saved
+  std::vector<double> backward;  // from the f32 statistics a forward call would have saved
 };
 
 class CeDtypes : public ::testing::TestWithParam<std::tuple<DType, DType>> {};
@@ -595,14 +600,22 @@ TEST_P(CeDtypes, MatchesReferenceThroughStridesAndRounding) {
 
         Expected want;
         want.forward = ref::cross_entropy(problem);
-        std::vector<double> saved(rows);
-        for (std::int64_t r = 0; r < rows; ++r) saved[r] = static_cast<float>(want.forward.lse[r]);
-        want.backward = ref::cross_entropy_backward(problem, saved);
+        // A forward call's statistics, rounded to float as the CPU path stores them: the max,
+        // and log_sum taking up what the max's rounding lost.
+        std::vector<double> saved_max(rows), saved_log_sum(rows);
+        Buffer saved_stats(DType::f32, 2 * rows);
+        for (std::int64_t r = 0; r < rows; ++r) {
+          saved_max[r] = static_cast<float>(want.forward.max[r]);
+          saved_log_sum[r] = static_cast<float>((want.forward.max[r] - saved_max[r]) +
+                                                want.forward.log_sum[r]);
+          saved_stats.set(2 * r, saved_max[r]);
+          saved_stats.set(2 * r + 1, saved_log_sum[r]);
+        }
+        want.backward = ref::cross_entropy_backward(problem, saved_max, saved_log_sum);
 
         // Outputs are two elements longer than needed so a write past the end shows.
         Buffer loss(DType::f32, loss_count + 2), lse(DType::f32, rows + 2);
-        Buffer saved_lse(DType::f32, rows);
-        for (std::int64_t r = 0; r < rows; ++r) saved_lse.set(r, saved[r]);
+        Buffer stats(DType::f32, 2 * rows + 2);
         Buffer grad(out_dtype, rows * grad_stride);
 
         CrossEntropyArgs args;
@@ -618,7 +631,8 @@ TEST_P(CeDtypes, MatchesReferenceThroughStridesAndRounding) {
         args.class_weight = class_weight.data();
         args.loss = pass == B ? nullptr : loss.f32();
         args.lse = pass == B ? nullptr : lse.f32();
-        args.saved_lse = saved_lse.f32();
+        args.stats = pass == B ? nullptr : reinterpret_cast<CrossEntropyRowStats*>(stats.f32());
+        args.saved_stats = reinterpret_cast<const CrossEntropyRowStats*>(saved_stats.f32());
         args.grad = grad.data();
         args.grad_dtype = out_dtype;
         args.grad_row_stride = grad_stride;
@@ -645,7 +659,12 @@ TEST_P(CeDtypes, MatchesReferenceThroughStridesAndRounding) {
           }
           for (std::int64_t r = 0; r < rows; ++r) {
             EXPECT_TRUE(close(lse.get(r), want.forward.lse[r], f32)) << "lse " << r;
+            EXPECT_EQ(stats.get(2 * r), saved_max[r]) << "stats max " << r;
+            EXPECT_EQ(stats.get(2 * r + 1), saved_log_sum[r]) << "stats log_sum " << r;
           }
+        }
+        for (std::int64_t i = pass == B ? 0 : 2 * rows; i < 2 * rows + 2; ++i) {
+          EXPECT_TRUE(stats.untouched(i));
         }
         for (std::int64_t i = loss_count; i < loss_count + 2; ++i) EXPECT_TRUE(loss.untouched(i));
         for (std::int64_t i = pass == B ? 0 : rows; i < rows + 2; ++i) {

@@ -314,9 +314,12 @@ RunResult run_case(const Case& s, const Inputs& in) {
                  : DeviceMatrix();
   const DeviceMatrix loss = poisoned_matrix(1, per_row ? rows : 1, DType::f32, 0, s.offset);
   const DeviceMatrix lse = poisoned_matrix(1, rows, DType::f32, 0, s.offset);
-  // Backward starts from the forward's lse as a float, as a caller would have saved it.
-  const std::vector<double> saved_lse_values = quantize(expected.lse, DType::f32);
-  const DeviceMatrix saved_lse = upload_matrix(saved_lse_values, 1, rows, DType::f32, 0, s.offset);
+  const DeviceMatrix stats = poisoned_matrix(rows, 2, DType::f32, 0, s.offset);
+  // Backward starts from the forward's row statistics as floats, as a caller would have saved
+  // them, and must then give the fused pass's gradient.
+  const std::vector<double> saved_stats_values = saved_row_stats(expected);
+  const DeviceMatrix saved_stats =
+      upload_matrix(saved_stats_values, rows, 2, DType::f32, 0, s.offset);
   const std::int64_t grad_stride = s.in_place ? logits_stride : classes + s.grad_pad;
   const DeviceMatrix separate_grad =
       s.in_place ? DeviceMatrix() : poisoned_matrix(rows, classes, s.grad, grad_stride, s.offset);
@@ -339,7 +342,8 @@ RunResult run_case(const Case& s, const Inputs& in) {
   if (s.weights) args.class_weight = static_cast<const float*>(weights.data());
   if (s.loss) args.loss = static_cast<float*>(loss.data());
   if (s.lse) args.lse = static_cast<float*>(lse.data());
-  args.saved_lse = static_cast<const float*>(saved_lse.data());
+  if (s.lse) args.stats = static_cast<CrossEntropyRowStats*>(stats.data());
+  args.saved_stats = static_cast<const CrossEntropyRowStats*>(saved_stats.data());
   args.grad = grad.data();
   args.grad_dtype = grad_dtype;
   args.grad_row_stride = grad_stride;
@@ -386,15 +390,26 @@ RunResult run_case(const Case& s, const Inputs& in) {
   if (writes_loss && s.lse) {
     std::vector<double> atol(static_cast<std::size_t>(rows));
     for (std::int64_t r = 0; r < rows; ++r) atol[std::size_t(r)] = tol[std::size_t(r)].lse_atol;
-    EXPECT_TRUE(rows_close(lse.download(), saved_lse_values, rows, 1, atol, kRtolLoss, DType::f32,
-                           "lse"));
+    EXPECT_TRUE(rows_close(lse.download(), quantize(expected.lse, DType::f32), rows, 1, atol,
+                           kRtolLoss, DType::f32, "lse"));
+    // The max is one of the (capped) logits; log_sum is lse's log s.
+    const std::vector<double> got = stats.download();
+    std::vector<double> got_max(got.size() / 2), got_log_sum(got.size() / 2);
+    for (std::size_t r = 0; r < got_max.size(); ++r) {
+      got_max[r] = got[2 * r];
+      got_log_sum[r] = got[2 * r + 1];
+    }
+    const std::vector<double> max_atol(got_max.size(), 0x1p-21 * s.softcap);
+    EXPECT_TRUE(rows_close(got_max, expected.max, rows, 1, max_atol, 0x1p-23, DType::f32,
+                           "stats.max"));
+    EXPECT_TRUE(rows_close(got_log_sum, expected.log_sum, rows, 1, atol, kRtolLoss, DType::f32,
+                           "stats.log_sum"));
   } else {
     EXPECT_TRUE(all_poison(lse)) << "lse written although not asked for";
+    EXPECT_TRUE(all_poison(stats)) << "stats written although not asked for";
   }
   if (writes_grad) {
-    const std::vector<double> want =
-        s.pass == Pass::backward ? ref::cross_entropy_backward(problem, saved_lse_values)
-                                 : expected.grad;
+    const std::vector<double>& want = expected.grad;
     std::vector<double> atol(static_cast<std::size_t>(rows));
     for (std::int64_t r = 0; r < rows; ++r) atol[std::size_t(r)] = tol[std::size_t(r)].grad_atol;
     EXPECT_TRUE(rows_close(grad.download(), quantize(want, grad_dtype), rows, classes, atol,

@@ -179,6 +179,19 @@ std::vector<double> random_values(std::size_t count, double low, double high, st
   return values;
 }
 
+std::vector<double> saved_row_stats(const ref::CrossEntropyResult& expected) {
+  std::vector<double> stats(2 * expected.max.size());
+  for (std::size_t r = 0; r < expected.max.size(); ++r) {
+    const double max = host::double_to_float(expected.max[r]);
+    const double log_sum = std::isfinite(expected.max[r])
+                               ? (expected.max[r] - max) + expected.log_sum[r]
+                               : expected.log_sum[r];
+    stats[2 * r] = max;
+    stats[2 * r + 1] = host::double_to_float(log_sum);
+  }
+  return stats;
+}
+
 void synchronize_or_fail() {
   ACTLOSS_TEST_CUDA(cudaDeviceSynchronize());
   ACTLOSS_TEST_CUDA(cudaGetLastError());

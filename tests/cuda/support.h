@@ -179,6 +179,11 @@ class ForcedRowPath {
   ForcedRowPath& operator=(const ForcedRowPath&) = delete;
 };
 
+// What a forward call saves for backward, from the reference's statistics: [rows x 2] floats
+// {max, log_sum}, rounded as a kernel rounds them, log_sum taking up what the max's rounding
+// lost (include/actloss/cross_entropy.h, CrossEntropyRowStats).
+std::vector<double> saved_row_stats(const ref::CrossEntropyResult& expected);
+
 // Waits for the device (tests only; the library never does) and fails on any pending CUDA error.
 void synchronize_or_fail();
 
