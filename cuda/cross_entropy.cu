@@ -93,10 +93,10 @@ __device__ __forceinline__ double times_gap(float coefficient, float m, float x)
   return coefficient == 0.0f && gap == gap ? 0.0 : static_cast<double>(coefficient) * gap;
 }
 
-// x' = cap tanh(x / cap) and its slope 1 - tanh^2 = sech^2, both from e = expm1(-2|u|):
-// tanh|u| = -e / (2 + e) and sech^2 u = 4 (1 + e) / (2 + e)^2 keep full relative accuracy at both
-// ends (1 - tanh^2 would cancel to 0 where tanh rounds to 1). value() uses the same formula, so
-// the statistics and the gradient see identical x'.
+// x' = cap tanh(x / cap) and its slope 1 - tanh^2 = sech^2: tanh|u| = -e / (2 + e) with
+// e = expm1(-2|u|), and sech^2 u = 4 E / (1 + E)^2 with E = exp(-2|u|), each keep full relative
+// accuracy at both ends (1 - tanh^2 would cancel to 0 where tanh rounds to 1). value() uses the
+// same formula, so the statistics and the gradient see identical x'.
 struct Softcap {
   float cap;  // 0: off
 
@@ -113,9 +113,12 @@ struct Softcap {
     }
     const float u = x / cap;
     const float e = expm1f(-2.0f * fabsf(u));
-    const float d = 2.0f + e;
-    slope = 4.0f * (1.0f + e) / (d * d);
-    return cap * copysignf(-e / d, u);
+    // sech^2 from E = exp(-2|u|) itself: 1 + e would cancel to a few correct bits where E is
+    // small (a logit several caps out), and the slope is E's size there.
+    const float decay = expf(-2.0f * fabsf(u));
+    const float d = 1.0f + decay;
+    slope = 4.0f * decay / (d * d);
+    return cap * copysignf(-e / (2.0f + e), u);
   }
 };
 

@@ -1,0 +1,145 @@
+// The table: every op family's cases, and what every case shares.
+#include <algorithm>
+#include <cctype>
+#include <set>
+
+#include "host/backend.h"
+#include "validation/paths.h"
+#include "validation/tolerance.h"
+
+namespace actloss::validation {
+
+const char* to_string(Pass pass) {
+  switch (pass) {
+    case Pass::forward: return "forward";
+    case Pass::backward: return "backward";
+    case Pass::forward_backward: return "forward_backward";
+  }
+  return "?";
+}
+
+ref::Reduction to_ref(Reduction reduction) {
+  switch (reduction) {
+    case Reduction::none: return ref::Reduction::none;
+    case Reduction::sum: return ref::Reduction::sum;
+    case Reduction::mean: return ref::Reduction::mean;
+  }
+  return ref::Reduction::mean;
+}
+
+Exec exec_for(Device device) {
+  Exec exec;
+  exec.device = device;
+  if (device == Device::cuda) exec.stream = bench::bench_stream();
+  return exec;
+}
+
+RowPathScope::RowPathScope(RowAlgorithm path, std::int64_t grid_limit) {
+  detail::set_row_algorithm_override(path);
+  detail::set_row_grid_limit(grid_limit);
+}
+
+RowPathScope::~RowPathScope() {
+  detail::set_row_algorithm_override(RowAlgorithm::automatic);
+  detail::set_row_grid_limit(0);
+}
+
+std::string row_path_name(Device device, RowOp op, std::int64_t cols, DType dtype,
+                          RowAlgorithm path, std::int64_t grid_limit) {
+  if (device == Device::cpu) return "cpu";
+  const RowPathScope scope(path, 0);
+  std::string name = detail::to_string(detail::chosen_row_algorithm(op, cols, dtype));
+  if (grid_limit > 0) name += " grid " + std::to_string(grid_limit);
+  return name;
+}
+
+PointPathScope::PointPathScope([[maybe_unused]] PointPath path) {
+#if ACTLOSS_BENCH_CUDA
+  if (path == PointPath::grid_stride) detail::cuda_set_elementwise_block_limit_for_testing(2);
+  if (path == PointPath::one_block) detail::cuda_set_elementwise_block_limit_for_testing(1);
+#endif
+}
+
+PointPathScope::~PointPathScope() {
+#if ACTLOSS_BENCH_CUDA
+  detail::cuda_set_elementwise_block_limit_for_testing(0);
+#endif
+}
+
+std::string point_path_name(Device device, PointPath path) {
+  if (device == Device::cpu) return "cpu";
+  switch (path) {
+    case PointPath::vector: return "vector";
+    case PointPath::scalar: return "scalar";
+    case PointPath::grid_stride: return "grid-stride";
+    case PointPath::one_block: return "one block";
+  }
+  return "?";
+}
+
+bool Outcome::passed() const {
+  if (!error.empty()) return false;
+  return std::all_of(checks.begin(), checks.end(), [](const Check& c) { return c.pass; });
+}
+
+std::string Outcome::failures() const {
+  if (!error.empty()) return error;
+  std::string text;
+  for (const Check& c : checks) {
+    if (c.pass) continue;
+    if (!text.empty()) text += "\n";
+    text += c.first_failure;
+  }
+  return text;
+}
+
+std::string Case::name() const {
+  std::string text;
+  for (const std::string* part : {&op, &pass, &dtypes, &shape, &inputs, &path}) {
+    if (!text.empty()) text += '_';
+    for (char ch : *part) {
+      if (std::isalnum(static_cast<unsigned char>(ch))) {
+        text += ch;
+      } else if (ch == '>') {
+        text += "to";
+      } else if (ch == '+') {
+        text += "plus";
+      } else if (!text.empty() && text.back() != '_') {
+        text += '_';
+      }
+    }
+    while (!text.empty() && text.back() == '_') text.pop_back();
+  }
+  return text;
+}
+
+std::vector<Case> cases(Device device, Depth depth,
+                        const std::function<bool(const std::string& op)>& wanted) {
+  std::vector<Case> all;
+  add_cross_entropy_cases(device, depth, all);
+  add_softmax_cases(device, depth, all);
+  add_activation_cases(device, depth, all);
+  add_bce_cases(device, depth, all);
+  add_mse_cases(device, depth, all);
+  if (wanted) {
+    std::erase_if(all, [&](const Case& c) { return !wanted(c.op); });
+  }
+  // Names are test names: a clash is a bug in a family's list, and is made unique rather than
+  // lost.
+  std::set<std::string> seen;
+  for (Case& c : all) {
+    if (seen.insert(c.name()).second) continue;
+    for (int k = 2;; ++k) {
+      const std::string inputs = c.inputs + " " + std::to_string(k);
+      Case renamed = c;
+      renamed.inputs = inputs;
+      if (seen.insert(renamed.name()).second) {
+        c.inputs = inputs;
+        break;
+      }
+    }
+  }
+  return all;
+}
+
+}  // namespace actloss::validation

@@ -1,0 +1,78 @@
+// The dispatch paths a case forces, and what the op families' case files share: the passes of
+// a loss, device Exec, the reference's reduction. Internal to validation/.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <actloss/actloss.h>
+
+#include "benchmarks/support/memory.h"
+#include "cuda/row_dispatch.h"
+#include "host/reference/reference.h"
+#include "validation/validation.h"
+
+namespace actloss::validation {
+
+using detail::RowAlgorithm;
+using detail::RowOp;
+
+// The three entry points of every loss.
+enum class Pass : std::uint8_t { forward, backward, forward_backward };
+inline constexpr Pass kPasses[] = {Pass::forward, Pass::backward, Pass::forward_backward};
+inline constexpr Reduction kReductions[] = {Reduction::none, Reduction::sum, Reduction::mean};
+inline constexpr DType kDtypes[] = {DType::f32, DType::f16, DType::bf16};
+
+const char* to_string(Pass pass);
+ref::Reduction to_ref(Reduction reduction);
+Exec exec_for(Device device);
+
+// The row ops' dispatch paths, in the order the automatic choice tries them.
+inline constexpr RowAlgorithm kRowPaths[] = {RowAlgorithm::rows_per_warp,
+                                             RowAlgorithm::warp_per_row,
+                                             RowAlgorithm::block_on_chip,
+                                             RowAlgorithm::block_two_pass};
+
+// Forces a row path (and optionally caps the grid, so that the grid-stride loops over row tiles
+// run many steps on small problems) for its lifetime. A path that cannot hold the row falls back
+// to the automatic choice, which row_path_name() reports.
+class RowPathScope {
+ public:
+  RowPathScope(RowAlgorithm path, std::int64_t grid_limit);
+  ~RowPathScope();
+  RowPathScope(const RowPathScope&) = delete;
+  RowPathScope& operator=(const RowPathScope&) = delete;
+};
+
+// The path that runs for a row of `cols` elements of `dtype` when `path` is forced: "cpu" on the
+// CPU, else the algorithm's name, with the grid cap when there is one.
+std::string row_path_name(Device device, RowOp op, std::int64_t cols, DType dtype,
+                          RowAlgorithm path, std::int64_t grid_limit);
+
+// The elementwise kernels' paths: 16-byte packs, element by element (a misaligned base), a grid
+// of two blocks, so that every thread runs many steps of the grid-stride loop, and one block,
+// so that one thread's accumulator sees a long run of its elements.
+enum class PointPath : std::uint8_t { vector, scalar, grid_stride, one_block };
+inline constexpr PointPath kPointPaths[] = {PointPath::vector, PointPath::scalar,
+                                            PointPath::grid_stride};
+
+class PointPathScope {
+ public:
+  explicit PointPathScope(PointPath path);
+  ~PointPathScope();
+  PointPathScope(const PointPathScope&) = delete;
+  PointPathScope& operator=(const PointPathScope&) = delete;
+};
+
+std::string point_path_name(Device device, PointPath path);
+inline std::int64_t offset_of(PointPath path) { return path == PointPath::scalar ? 1 : 0; }
+
+// The op families' parts of the table (validation/<family>.cpp).
+void add_cross_entropy_cases(Device device, Depth depth, std::vector<Case>& cases);
+void add_softmax_cases(Device device, Depth depth, std::vector<Case>& cases);
+void add_activation_cases(Device device, Depth depth, std::vector<Case>& cases);
+void add_bce_cases(Device device, Depth depth, std::vector<Case>& cases);
+void add_mse_cases(Device device, Depth depth, std::vector<Case>& cases);
+
+}  // namespace actloss::validation
