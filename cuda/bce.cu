@@ -44,6 +44,14 @@ __device__ __forceinline__ float times(float coefficient, float value) {
   return coefficient == 0.0f && value == value ? 0.0f : coefficient * value;
 }
 
+// pw y softplus(-x) with the same rule for the coefficient pw y, which is zero only when pw or y
+// is: their float product underflows to 0 for a subnormal y (an infinite softplus then costs
+// inf, not 0).
+__device__ __forceinline__ float positive_term(float pos_weight, float y, float softplus) {
+  return (pos_weight == 0.0f || y == 0.0f) && softplus == softplus ? 0.0f
+                                                                   : pos_weight * (y * softplus);
+}
+
 __global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
   __shared__ double warp_partials[ew::kThreads / kWarpSize];
   const bool wants_loss = a.loss_elements != nullptr || a.partials != nullptr;
@@ -98,9 +106,10 @@ __global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
         const float log_term = log1pf(e);
         const float softplus_x = (x[i] > 0.0f ? x[i] : 0.0f) + log_term;    // -log(1 - s(x))
         const float softplus_neg = (x[i] < 0.0f ? -x[i] : 0.0f) + log_term;  // -log s(x)
-        l[i] = times(weight_i, times(positive, softplus_neg) + times(negative, softplus_x));
+        l[i] = times(weight_i, positive_term(pw[i], y[i], softplus_neg) +
+                                   times(negative, softplus_x));
         if (!(l[i] <= FLT_MAX) && fabsf(x[i]) <= FLT_MAX) {
-          l[i] = times(weight_i, times(positive, softplus_neg * kDown) +
+          l[i] = times(weight_i, positive_term(pw[i], y[i], softplus_neg * kDown) +
                                      times(negative, softplus_x * kDown));
           scaled |= 1u << i;
         }
