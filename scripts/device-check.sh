@@ -99,7 +99,7 @@ gtest_counts() {
   echo "${passed:-0} passed, ${skipped:-0} skipped"
 }
 
-for name in cuda_tests api_tests reference_tests; do
+for name in cuda_tests validation_tests api_tests reference_tests; do
   exe=$(find_exe "$name")
   [[ -n $exe ]] || { record "$name" missing ""; continue; }
   run_step "$name" 150 "$name.log" "$exe" --gtest_brief=1 --gtest_output="xml:$LOGS/$name.xml"
@@ -152,14 +152,14 @@ else
   record benchmarks missing "(no actloss_bench in the bundle)"
 fi
 
-# compute-sanitizer is slow: a subset that still crosses every kernel family and dispatch path.
-cuda_tests=$(find_exe cuda_tests)
-subset='*Path*:*Strid*:*Unaligned*:*InPlace*:*OutOfRange*:*Mask*:*Reduction*'
-if command -v compute-sanitizer >/dev/null && [[ -n $cuda_tests ]]; then
-  for check in memcheck racecheck; do
-    run_step "compute-sanitizer $check" 120 "sanitizer-$check.log" \
-      compute-sanitizer --tool "$check" --error-exitcode 99 \
-      "$cuda_tests" --gtest_brief=1 --gtest_filter="$subset"
+# compute-sanitizer is slow: the validation table's smoke depth, which still runs every kernel
+# family on every dispatch path, pass and dtype.
+validation_tests=$(find_exe validation_tests)
+if command -v compute-sanitizer >/dev/null && [[ -n $validation_tests ]]; then
+  for check in memcheck racecheck synccheck; do
+    run_step "compute-sanitizer $check" 100 "sanitizer-$check.log" \
+      env ACTLOSS_VALIDATION_DEPTH=smoke compute-sanitizer --tool "$check" --error-exitcode 99 \
+      "$validation_tests" --gtest_brief=1 --gtest_filter='Cuda/*'
     rc=$?
     # A sanitizer stopped by the budget found nothing in what it covered: partial, not failed.
     if ((rc == 124)); then

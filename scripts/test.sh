@@ -2,7 +2,8 @@
 # Every test this machine can run, no GPU needed:
 #   1. the nvcc build (sm_90): every .cu compiles and links; CPU tests run, GPU tests report SKIPPED;
 #   2. the simulator build under ASan+UBSan: the same kernels run on CPU threads, every test for real;
-#   3. the simulator's own self-tests, and its threads mode under ThreadSanitizer;
+#   3. the simulator's own self-tests, and its threads mode under ThreadSanitizer, with every
+#      kernel on every dispatch path (the validation table's smoke depth);
 #   4. install, then a separate project finds the package with find_package(actloss) and runs;
 #      the training example's GPU path too, which reports SKIPPED (exit 77) without a GPU.
 # ACTLOSS_TEST_STAGES (e.g. "sim-asan consumer") runs a subset while iterating.
@@ -60,10 +61,11 @@ if run_stage sim-selftest; then
 fi
 
 if run_stage sim-tsan; then
-  banner "simulator threads mode under TSan (simulator self-tests, planted race)"
+  banner "simulator threads mode under TSan (simulator self-tests, planted race, every kernel)"
   cmake --preset sim-tsan
-  cmake --build --preset sim-tsan -j "$ACTLOSS_JOBS" --target $sim_targets sim_planted_race
-  ctest --preset sim-tsan -L sim -j "$ACTLOSS_JOBS"
+  cmake --build --preset sim-tsan -j "$ACTLOSS_JOBS" --target $sim_targets sim_planted_race \
+    validation_tests
+  ctest --preset sim-tsan -L "sim|races" -j "$ACTLOSS_JOBS"
 fi
 
 if run_stage consumer; then

@@ -1,7 +1,6 @@
 // The table: every op family's cases, and what every case shares.
 #include <algorithm>
 #include <cctype>
-#include <set>
 
 #include "host/backend.h"
 #include "validation/paths.h"
@@ -123,21 +122,6 @@ std::vector<Case> cases(Device device, Depth depth,
   add_mse_cases(device, depth, all);
   if (wanted) {
     std::erase_if(all, [&](const Case& c) { return !wanted(c.op); });
-  }
-  // Names are test names: a clash is a bug in a family's list, and is made unique rather than
-  // lost.
-  std::set<std::string> seen;
-  for (Case& c : all) {
-    if (seen.insert(c.name()).second) continue;
-    for (int k = 2;; ++k) {
-      const std::string inputs = c.inputs + " " + std::to_string(k);
-      Case renamed = c;
-      renamed.inputs = inputs;
-      if (seen.insert(renamed.name()).second) {
-        c.inputs = inputs;
-        break;
-      }
-    }
   }
   return all;
 }

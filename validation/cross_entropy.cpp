@@ -805,8 +805,8 @@ void every_kind(Builder& b, Device device, Depth depth) {
         }
         ++i;
       }
-  if (depth == Depth::smoke) return;
-  // Every option set, layout and target dtype, cycling passes and dtypes.
+  // Every option set (each reduces over the row more than once: a barrier missing between two
+  // block reductions races), cycling passes, dtypes and target dtypes.
   for (const OptionSet& o : kOptionSets) {
     Spec s;
     s.path = shapes[std::size_t(i) % shapes.size()].path;
@@ -815,7 +815,8 @@ void every_kind(Builder& b, Device device, Depth depth) {
     s.pass = kPasses[i % 3];
     s.logits = kDtypes[(i / 3) % 3];
     s.grad = kDtypes[i % 3];
-    s.reduction = kReductions[(i / 2) % 3];
+    // Class weights with smoothing under mean take both sums of the weights' pre-pass.
+    s.reduction = o.weights && o.smoothing != 0 ? Reduction::mean : kReductions[(i / 2) % 3];
     s.target_kind = i % 2 ? TargetKind::class_index_i32 : TargetKind::class_index_i64;
     apply(o, s);
     s.target_dtype = kDtypes[(i / 5) % 3];
@@ -825,6 +826,8 @@ void every_kind(Builder& b, Device device, Depth depth) {
     b.add(s);
     ++i;
   }
+  if (depth == Depth::smoke) return;
+  // Strides, a misaligned base and in place, with every option.
   for (int variant = 0; variant < 3; ++variant) {
     Spec s;
     s.path = shapes[std::size_t(variant) % shapes.size()].path;
@@ -858,6 +861,36 @@ void every_kind(Builder& b, Device device, Depth depth) {
     s.weights = std::string(kind) == "zero weights";
     b.add(s);
   }
+  if (device != Device::cpu || depth != Depth::full) return;
+  // The CPU path's plumbing: every dtype pair, target kind and reduction through strides, with
+  // every option at once, the passes in turn.
+  int j = 0;
+  for (DType logits : kDtypes)
+    for (DType out : kDtypes)
+      for (TargetKind kind : {TargetKind::class_index_i32, TargetKind::class_index_i64,
+                              TargetKind::probabilities})
+        for (Reduction reduction : kReductions) {
+          Spec s;
+          s.pass = kPasses[j++ % 3];
+          s.rows = 7;
+          s.classes = 11;
+          s.logits = logits;
+          s.grad = out;
+          s.target_kind = kind;
+          s.target_dtype = out;
+          s.reduction = reduction;
+          s.logits_pad = 3;
+          s.grad_pad = 2;
+          s.target_pad = 1;
+          s.weights = true;
+          s.upstream = true;
+          s.smoothing = 0.1f;
+          s.z_loss = 1e-3f;
+          s.softcap = kind == TargetKind::class_index_i64 ? 4.0f : 0.0f;
+          s.grad_scale = 0.5f;
+          s.ignore_index = -1;
+          b.add(s);
+        }
 }
 
 }  // namespace

@@ -29,7 +29,8 @@ enum class Depth : std::uint8_t {
 struct Check {
   std::string output;      // "loss", "grad", "y", "grad padding", ...
   double max_abs = 0;      // largest |actual - expected| over finite pairs
-  double max_rel = 0;      // largest relative error over elements at least 1e-3 of the largest
+  double max_rel = 0;      // largest relative error over normal, well-conditioned results
+                           // (an error bound of at most 16 roundings of the result)
   double worst = 0;        // largest error / allowance; <= 1 passes
   bool pass = true;
   std::string first_failure;  // "grad[12]: got ..., want ..., allowed ..."

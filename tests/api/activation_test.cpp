@@ -126,6 +126,14 @@ std::vector<ActCase> act_reject_cases() {
          s.fwd.y_dtype = DType::f16;
        },
        "y"},
+      // The same byte span: only the dtypes tell the in-place view apart.
+      {"YInPlaceWithOtherDtypeOfTheSameSize", {F},
+       [](ActSetup& s) {
+         s.fwd.x_dtype = DType::bf16;
+         s.fwd.y = s.x.data();
+         s.fwd.y_dtype = DType::f16;
+       },
+       "y"},
       {"MaskOverlapsX", {F},
        [](ActSetup& s) { s.fwd.relu_mask = static_cast<std::uint32_t*>(s.x.data()) + 3; },
        "relu_mask"},
@@ -193,6 +201,13 @@ std::vector<ActCase> act_reject_cases() {
       {"DxPartiallyOverlapsDy", {B}, [](ActSetup& s) { s.bwd.dx = s.dy.f32() + 2; }, "dx"},
       {"DxInPlaceWithOtherDtype", {B},
        [](ActSetup& s) {
+         s.bwd.dx = s.dy.data();
+         s.bwd.dx_dtype = DType::bf16;
+       },
+       "dx"},
+      {"DxInPlaceWithOtherDtypeOfTheSameSize", {B},
+       [](ActSetup& s) {
+         s.bwd.dy_dtype = DType::f16;
          s.bwd.dx = s.dy.data();
          s.bwd.dx_dtype = DType::bf16;
        },

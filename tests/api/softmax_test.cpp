@@ -104,6 +104,14 @@ std::vector<SmCase> sm_reject_cases() {
          s.fwd.y_dtype = DType::f16;
        },
        "y"},
+      // The same byte span: only the dtypes tell the in-place view apart.
+      {"YInPlaceWithOtherDtypeOfTheSameSize", {F},
+       [](SmSetup& s) {
+         s.fwd.x_dtype = DType::f16;
+         s.fwd.y = s.x.data();
+         s.fwd.y_dtype = DType::bf16;
+       },
+       "y"},
       {"YInPlaceWithOtherStride", {F},
        [](SmSetup& s) {
          s.fwd.y = s.x.data();
@@ -136,6 +144,13 @@ std::vector<SmCase> sm_reject_cases() {
        [](SmSetup& s) {
          s.bwd.dx = s.dy.data();
          s.bwd.dx_dtype = DType::bf16;
+       },
+       "dx"},
+      {"DxInPlaceWithOtherDtypeOfTheSameSize", {B},
+       [](SmSetup& s) {
+         s.bwd.dy_dtype = DType::bf16;
+         s.bwd.dx = s.dy.data();
+         s.bwd.dx_dtype = DType::f16;
        },
        "dx"},
   };
