@@ -88,7 +88,7 @@ Check compare(const std::string& output, const std::vector<double>& actual,
       // Relative error where it means something: normal results of a well-conditioned
       // computation (a bound of at most 16 roundings of the result itself).
       const bool conditioned = err.empty() || err[i] <= 16 * kU * std::fabs(e);
-      if (std::fabs(e) >= 0x1p-126 && conditioned)
+      if (std::fabs(e) >= (dtype == DType::f16 ? 0x1p-14 : 0x1p-126) && conditioned)
         check.max_rel = std::max(check.max_rel, error / std::fabs(e));
     }
     check.worst = std::max(check.worst, ratio);

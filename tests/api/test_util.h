@@ -230,13 +230,6 @@ void run_baseline(Pass pass) {
   }
 }
 
-// Test names for (input dtype, output dtype) parameters.
-inline std::string dtype_pair_name(
-    const ::testing::TestParamInfo<std::tuple<DType, DType>>& info) {
-  return std::string(actloss::to_string(std::get<0>(info.param))) + "_to_" +
-         actloss::to_string(std::get<1>(info.param));
-}
-
 // An enum holding a value outside its enumerators, as a caller's bad cast would produce.
 template <class E>
 E garbage(int value) {

@@ -64,16 +64,6 @@ std::vector<std::uint8_t> DeviceBuffer::download_bytes() const {
   return bytes;
 }
 
-std::vector<double> quantize(const std::vector<double>& values, DType dtype) {
-  std::vector<double> rounded(values.size());
-  std::vector<std::uint8_t> storage(static_cast<std::size_t>(dtype_size(dtype)));
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    host::store_from_double(storage.data(), dtype, 0, values[i]);
-    rounded[i] = host::load_as_double(storage.data(), dtype, 0);
-  }
-  return rounded;
-}
-
 namespace {
 
 std::int64_t element_slot(const DeviceMatrix& m, std::int64_t row, std::int64_t col) {
@@ -140,56 +130,12 @@ DeviceMatrix upload_matrix(const std::vector<double>& dense, std::int64_t rows, 
   return m;
 }
 
-::testing::AssertionResult all_close(const std::vector<double>& actual,
-                                     const std::vector<double>& expected, Tolerance tolerance,
-                                     const std::string& what) {
-  if (actual.size() != expected.size())
-    return ::testing::AssertionFailure() << what << ": size " << actual.size() << " != expected "
-                                         << expected.size();
-  std::ostringstream failures;
-  std::size_t failed = 0;
-  for (std::size_t i = 0; i < actual.size(); ++i) {
-    const double a = actual[i], e = expected[i];
-    bool ok;
-    if (std::isnan(e) || std::isnan(a))
-      ok = std::isnan(e) && std::isnan(a);
-    else if (std::isinf(e) || std::isinf(a))
-      ok = a == e;
-    else
-      ok = std::fabs(a - e) <= tolerance.atol + tolerance.rtol * std::fabs(e);
-    if (!ok) {
-      if (failed < 8)
-        failures << "\n  [" << i << "] actual " << a << " expected " << e << " (|diff| "
-                 << std::fabs(a - e) << ", allowed " << tolerance.atol + tolerance.rtol * std::fabs(e)
-                 << ")";
-      ++failed;
-    }
-  }
-  if (failed == 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure()
-         << what << ": " << failed << " of " << actual.size() << " elements outside atol "
-         << tolerance.atol << " + rtol " << tolerance.rtol << " * |expected|" << failures.str();
-}
-
 std::vector<double> random_values(std::size_t count, double low, double high, std::uint64_t seed) {
   std::mt19937_64 generator(seed);
   std::uniform_real_distribution<double> distribution(low, high);
   std::vector<double> values(count);
   for (double& v : values) v = distribution(generator);
   return values;
-}
-
-std::vector<double> saved_row_stats(const ref::CrossEntropyResult& expected) {
-  std::vector<double> stats(2 * expected.max.size());
-  for (std::size_t r = 0; r < expected.max.size(); ++r) {
-    const double max = host::double_to_float(expected.max[r]);
-    const double log_sum = std::isfinite(expected.max[r])
-                               ? (expected.max[r] - max) + expected.log_sum[r]
-                               : expected.log_sum[r];
-    stats[2 * r] = max;
-    stats[2 * r + 1] = host::double_to_float(log_sum);
-  }
-  return stats;
 }
 
 void synchronize_or_fail() {

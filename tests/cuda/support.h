@@ -15,7 +15,6 @@
 
 #include "cuda/row_dispatch.h"
 #include "host/backend.h"
-#include "host/reference/reference.h"
 
 namespace actloss::test {
 
@@ -26,30 +25,6 @@ bool cuda_device_available();
     if (!::actloss::test::cuda_device_available())                                           \
       GTEST_SKIP() << "no CUDA device: runs on a GPU, or on CPU in the simulator build";     \
   } while (0)
-
-// The three entry points of every loss, and the reductions they take, as the loss tests
-// enumerate them.
-enum class Pass { forward, backward, forward_backward };
-inline constexpr Pass kPasses[] = {Pass::forward, Pass::backward, Pass::forward_backward};
-inline constexpr Reduction kReductions[] = {Reduction::none, Reduction::sum, Reduction::mean};
-
-inline const char* to_string(Pass pass) {
-  switch (pass) {
-    case Pass::forward: return "forward";
-    case Pass::backward: return "backward";
-    case Pass::forward_backward: return "forward_backward";
-  }
-  return "?";
-}
-
-inline ref::Reduction to_ref(Reduction r) {
-  switch (r) {
-    case Reduction::none: return ref::Reduction::none;
-    case Reduction::sum: return ref::Reduction::sum;
-    case Reduction::mean: return ref::Reduction::mean;
-  }
-  return ref::Reduction::none;
-}
 
 // Every byte 0xFF reads as NaN in f32, f16 and bf16, so an element a kernel forgot to write
 // fails any closeness check, and an untouched padding byte is recognisable.
@@ -98,9 +73,6 @@ std::vector<T> download_vector(const DeviceBuffer& buffer) {
   return values;
 }
 
-// What a tensor of `dtype` holds after `values` are stored into it (round to nearest even).
-std::vector<double> quantize(const std::vector<double>& values, DType dtype);
-
 // A [rows x cols] matrix of `dtype` in device memory, with a row stride and an optional offset in
 // elements from a 256-byte-aligned allocation (offset 1 makes every row misaligned for vector
 // loads). Everything that is not an element (padding, the offset) starts poisoned.
@@ -122,16 +94,6 @@ DeviceMatrix poisoned_matrix(std::int64_t rows, std::int64_t cols, DType dtype,
 DeviceMatrix upload_matrix(const std::vector<double>& dense, std::int64_t rows, std::int64_t cols,
                            DType dtype, std::int64_t stride = 0, std::int64_t offset = 0);
 
-// |actual - expected| <= atol + rtol * |expected| per element; NaN matches only NaN and an
-// infinity only the same infinity. Each check states its tolerance and why next to the call.
-struct Tolerance {
-  double atol = 0;
-  double rtol = 0;
-};
-::testing::AssertionResult all_close(const std::vector<double>& actual,
-                                     const std::vector<double>& expected, Tolerance tolerance,
-                                     const std::string& what);
-
 // Deterministic uniform values in [low, high).
 std::vector<double> random_values(std::size_t count, double low, double high, std::uint64_t seed);
 
@@ -142,26 +104,10 @@ inline Exec cuda_exec() {
   return exec;
 }
 
-// Caps the elementwise kernels' grid for its lifetime, so their grid-stride loops take several
-// steps on problems small enough for the simulator.
-class ElementwiseGridLimit {
- public:
-  explicit ElementwiseGridLimit(std::int64_t blocks) {
-    detail::cuda_set_elementwise_block_limit_for_testing(blocks);
-  }
-  ~ElementwiseGridLimit() { detail::cuda_set_elementwise_block_limit_for_testing(0); }
-  ElementwiseGridLimit(const ElementwiseGridLimit&) = delete;
-  ElementwiseGridLimit& operator=(const ElementwiseGridLimit&) = delete;
-};
-
-// The row ops' dispatch paths, and the row lengths and counts that cross every boundary between
-// them (and the vector width, warp and block sizes inside them).
+// The row ops' dispatch paths.
 inline constexpr detail::RowAlgorithm kPaths[] = {
     detail::RowAlgorithm::rows_per_warp, detail::RowAlgorithm::warp_per_row,
     detail::RowAlgorithm::block_on_chip, detail::RowAlgorithm::block_two_pass};
-inline constexpr std::int64_t kRowLengths[] = {1,  2,  15,   16,   31,   32,   33,   63,
-                                               64, 65, 1023, 1024, 1025, 2047, 4096, 32000};
-inline constexpr std::int64_t kRowCountsAcrossWarps[] = {1, 2, 33, 257};
 
 // Forces a row dispatch path (and optionally a grid cap) for its lifetime; a path that cannot
 // hold the row falls back to the automatic choice.
@@ -178,11 +124,6 @@ class ForcedRowPath {
   ForcedRowPath(const ForcedRowPath&) = delete;
   ForcedRowPath& operator=(const ForcedRowPath&) = delete;
 };
-
-// What a forward call saves for backward, from the reference's statistics: [rows x 2] floats
-// {max, log_sum}, rounded as a kernel rounds them, log_sum taking up what the max's rounding
-// lost (include/actloss/cross_entropy.h, CrossEntropyRowStats).
-std::vector<double> saved_row_stats(const ref::CrossEntropyResult& expected);
 
 // Waits for the device (tests only; the library never does) and fails on any pending CUDA error.
 void synchronize_or_fail();
