@@ -6,7 +6,8 @@
 // t_c = x'_c - m, s = 1 + rest = sum_c exp(t_c), a_c the target coefficients and A their sum:
 //  * rest: every term exp to 2 ulp, eight of them summed in float, the rest in double: 2^-21
 //    rest; and a rounded t_c (x and m far apart in magnitude; softcapped logits carry 4 ulp of
-//    the cap) moves its term by that rounding, relatively: sum_c exp(t_c) dt_c.
+//    the cap) moves its term by that rounding, relatively: sum_c exp(t_c) dt_c. A term below
+//    float's normal range is flushed to 0: its whole value.
 //  * log s = log1p(rest): err(rest) / s, plus 2 roundings of log s.
 //  * lse = m + log s and the saved log_sum: err(log s) (the sum's rounding is the output's).
 //  * row loss A log s + sum_c a_c (m - x'_c) + z lse^2: A err(log s), 2 roundings of A log s
@@ -306,7 +307,11 @@ Bounds error_bounds(const Spec& s, const ref::CrossEntropyProblem& p,
       const auto k = std::size_t(c);
       t[k] = xc - m;
       dt[k] = std::isfinite(t[k]) ? kU * std::fabs(t[k]) + 2 * cap_error : 0.0;
-      if (std::isfinite(t[k]) && t[k] < 0) rest_error += std::exp(t[k]) * dt[k];
+      if (std::isfinite(t[k]) && t[k] < 0) {
+        const double term = std::exp(t[k]);
+        // Terms below float's normal range are flushed to 0 (cuda/row_common.cuh).
+        rest_error += term < 0x1p-126 ? term : term * dt[k];
+      }
       A += a[k];
       if (std::isfinite(t[k])) {
         a_terms += 2 * kU * times(std::fabs(a[k]), -t[k]);

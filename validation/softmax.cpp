@@ -9,8 +9,9 @@
 // s = 1 + rest = sum_c exp(t_c) (the first max's own term kept apart), in units of u = kU: a
 // float rounding is at most u relative; exp2f and expf are good to 2 ulp (4u), log1pf to 1 ulp
 // (2u), and below float's normal range their ulp are absolute (2 ulp = 2^-148).
-//  * rest (cuda/row_common.cuh): each term from exp_shifted_accurate, exp2f's 2 ulp and the
-//    rounding of its correction: 5u; eight terms summed in float: u of every partial sum; and a
+//  * rest (cuda/row_common.cuh): each term from exp_shifted_accurate, ex2's 2 ulp and the
+//    rounding of its correction: 5u, or the whole term where it is below float's normal range
+//    (flushed to 0); eight terms summed in float: u of every partial sum; and a
 //    chunk that raises a thread's max, or a merge of two threads whose maxima differ, rescales
 //    the smaller side's 1 + rest by an exponential of the same 5u. How much is rescaled, and how
 //    often, depends on the order of the row's elements, so the bound replays the kernel's order
@@ -262,9 +263,9 @@ struct Partial {
   double err = 0;
 };
 
-// A term or rescaling factor from exp_shifted_accurate: 2 ulp of exp2f and the rounding of the
-// correction (5u), or 2 subnormal ulp.
-double exp_error(double value) { return 5 * kU * value + 0x1p-148; }
+// A term or rescaling factor from exp_shifted_accurate: 2 ulp of ex2 and the rounding of the
+// correction (5u); below float's normal range the term is flushed to 0, its whole value.
+double exp_error(double value) { return value < 0x1p-126 ? value : 5 * kU * value; }
 
 // merge_max_rest: the side with the smaller max is rescaled (exp(0) = 1 and exp(-inf) = 0 are
 // exact).
