@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <exception>
 #include <map>
+#include <tuple>
 #include <string>
 #include <utility>
 #include <vector>
@@ -88,7 +89,9 @@ int validate(const CommonOptions& options, bool failures_only) {
         format("validating %zu cases on %s", cases.size(), device_heading(device).c_str()));
     std::string last_op;
     std::size_t failures = 0;
-    std::map<std::pair<std::string, std::string>, Worst> worst_by_output;
+    // By op, output and the output's dtype; checks of inputs and padding (which compare
+    // nothing) are left out.
+    std::map<std::tuple<std::string, std::string, std::string>, Worst> worst_by_output;
     for (std::size_t i = 0; i < cases.size(); ++i) {
       const validation::Case& c = cases[i];
       if (c.op != last_op) {
@@ -108,7 +111,9 @@ int validate(const CommonOptions& options, bool failures_only) {
       }
       const bool pass = outcome.passed();
       for (const validation::Check& check : outcome.checks)
-        worst_by_output[{c.op, check.output}].add(check, c.inputs.rfind("sweep", 0) == 0);
+        if (check.max_abs > 0 || check.worst > 0)
+          worst_by_output[{c.op, check.output, to_string(check.dtype)}].add(
+              check, c.inputs.rfind("sweep", 0) == 0);
       const validation::Check* worst = nullptr;
       for (const validation::Check& check : outcome.checks)
         if (worst == nullptr || check.worst > worst->worst || (!check.pass && worst->pass))
@@ -145,12 +150,14 @@ int validate(const CommonOptions& options, bool failures_only) {
     if (!failures_only && !worst_by_output.empty()) {
       Table summary({{"op"},
                      {"output"},
+                     {"dtype"},
                      {"checks", Table::Align::right},
                      {"max rel err", Table::Align::right},
                      {"on the sweep", Table::Align::right},
                      {"err/tol", Table::Align::right}});
       for (const auto& [key, w] : worst_by_output)
-        summary.add_row({key.first, key.second, format("%zu", w.checks), format("%.2e", w.max_rel),
+        summary.add_row({std::get<0>(key), std::get<1>(key), std::get<2>(key),
+                         format("%zu", w.checks), format("%.2e", w.max_rel),
                          format("%.2e", w.sweep_max_rel), ratio_text(w.worst)});
       std::printf("\nthe worst by op and output:\n");
       summary.print(stdout);

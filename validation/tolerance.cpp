@@ -58,6 +58,7 @@ Check compare(const std::string& output, const std::vector<double>& actual,
               const std::vector<double>& expected, DType dtype, const std::vector<double>& err) {
   Check check;
   check.output = output;
+  check.dtype = dtype;
   if (actual.size() != expected.size() || (!err.empty() && err.size() != expected.size())) {
     check.pass = false;
     check.worst = kInf;
@@ -105,6 +106,7 @@ Check compare_exact(const std::string& output, const std::vector<double>& actual
                     const std::vector<double>& expected, DType dtype) {
   Check check;
   check.output = output;
+  check.dtype = dtype;
   if (actual.size() != expected.size()) {
     check.pass = false;
     check.worst = kInf;

@@ -28,6 +28,7 @@ enum class Depth : std::uint8_t {
 // One output compared with the reference.
 struct Check {
   std::string output;      // "loss", "grad", "y", "grad padding", ...
+  DType dtype = DType::f32;  // the output's dtype (compared values)
   double max_abs = 0;      // largest |actual - expected| over finite pairs
   double max_rel = 0;      // largest relative error over normal, well-conditioned results
                            // (an error bound of at most 16 roundings of the result)
