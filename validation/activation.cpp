@@ -608,10 +608,7 @@ void cuda_full(Builder& b) {
 // The CPU path (and the kernels' quick and smoke checks): every activation, pass, dtype pair and
 // input kind, the paths rotating; at full depth (the CPU) the sizes and in place too.
 void every_kind(Builder& b, Device device, Depth depth) {
-  const std::vector<PointPath> paths =
-      device == Device::cpu
-          ? std::vector<PointPath>{PointPath::vector}
-          : std::vector<PointPath>(std::begin(kPointPaths), std::end(kPointPaths));
+  const std::vector<PointPath> paths = point_paths(device);
   int i = 0;
   if (depth == Depth::smoke) {
     // Every activation, pass and path; kinds and dtype pairs cycling.

@@ -591,10 +591,7 @@ void cuda_full(Builder& b) {
 // The CPU path (and the kernels' quick and smoke checks): every pass, dtype combination and input
 // kind, reductions and paths rotating, the layouts and the accumulator.
 void every_kind(Builder& b, Device device, Depth depth) {
-  const std::vector<PointPath> paths =
-      device == Device::cpu
-          ? std::vector<PointPath>{PointPath::vector}
-          : std::vector<PointPath>(std::begin(kPointPaths), std::end(kPointPaths));
+  const std::vector<PointPath> paths = point_paths(device);
   int i = 0;
   if (depth == Depth::smoke) {
     // Every pass on every path, dtypes and reductions cycling; and every binade once per pass.

@@ -76,6 +76,34 @@ std::string point_path_name(Device device, PointPath path) {
   return "?";
 }
 
+std::vector<PointPath> point_paths(Device device) {
+  if (device == Device::cpu) return {PointPath::vector};
+  return std::vector<PointPath>(std::begin(kPointPaths), std::end(kPointPaths));
+}
+
+std::int64_t rows_for(std::int64_t preferred, std::int64_t cols) {
+  std::int64_t rows = preferred;
+  while (rows > 1 && rows * cols > 300000) rows = rows == 257 ? 33 : (rows == 33 ? 2 : 1);
+  return rows;
+}
+
+std::vector<RowShape> row_shape_per_path(Device device, Depth depth) {
+  if (device == Device::cpu) {
+    if (depth == Depth::full)
+      return {{RowAlgorithm::automatic, 9, 1000}, {RowAlgorithm::automatic, 37, 37}};
+    return {{RowAlgorithm::automatic, 9, 1000}};
+  }
+  return {{RowAlgorithm::rows_per_warp, 37, 37},
+          {RowAlgorithm::warp_per_row, 9, 500},
+          {RowAlgorithm::block_on_chip, 5, 5000},
+          {RowAlgorithm::block_two_pass, 5, 5000}};
+}
+
+std::vector<std::string> row_input_kinds(Depth depth) {
+  if (depth == Depth::smoke) return {"random", "extreme"};
+  return {"random", "outliers", "masked", "extreme", "far below zero", "sweep"};
+}
+
 bool Outcome::passed() const {
   if (!error.empty()) return false;
   return std::all_of(checks.begin(), checks.end(), [](const Check& c) { return c.pass; });

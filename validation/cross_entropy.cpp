@@ -495,13 +495,6 @@ bool holds(RowAlgorithm path, std::int64_t classes, DType dtype) {
   return classes <= detail::row_algorithm_max_classes(RowOp::cross_entropy, path, dtype);
 }
 
-// The simulator runs every CUDA thread on the CPU (under ASan in CI): a case stays below about
-// 300K elements, taking fewer rows for long ones.
-std::int64_t rows_for(std::int64_t preferred, std::int64_t classes) {
-  std::int64_t rows = preferred;
-  while (rows > 1 && rows * classes > 300000) rows = rows == 257 ? 33 : (rows == 33 ? 2 : 1);
-  return rows;
-}
 
 class Builder {
  public:
@@ -552,11 +545,6 @@ void apply(const OptionSet& o, Spec& s) {
   s.softcap = o.softcap;
 }
 
-// The row lengths that cross every boundary between and inside the paths (vector width, warp and
-// block sizes), and row counts across warps.
-constexpr std::int64_t kRowLengths[] = {1,  2,  15,   16,   31,   32,   33,   63,
-                                        64, 65, 1023, 1024, 1025, 2047, 4096, 32000};
-constexpr std::int64_t kRowCounts[] = {1, 2, 33, 257};
 
 void cuda_full(Builder& b) {
   const Reduction kMeanFirst[] = {Reduction::mean, Reduction::sum, Reduction::none};
@@ -770,24 +758,8 @@ void cuda_full(Builder& b) {
 // The CPU path (and the kernels' quick check): every pass, dtype pair, input kind and option set
 // once, on one shape per path, with strides, a misaligned base and in place.
 void every_kind(Builder& b, Device device, Depth depth) {
-  struct Shape {
-    RowAlgorithm path;
-    std::int64_t rows, classes;
-  };
-  std::vector<Shape> shapes;
-  if (device == Device::cpu) {
-    shapes = {{RowAlgorithm::automatic, 9, 1000}};
-    if (depth == Depth::full) shapes.push_back({RowAlgorithm::automatic, 37, 37});
-  } else {
-    shapes = {{RowAlgorithm::rows_per_warp, 37, 37},
-              {RowAlgorithm::warp_per_row, 9, 500},
-              {RowAlgorithm::block_on_chip, 5, 5000},
-              {RowAlgorithm::block_two_pass, 5, 5000}};
-  }
-  const std::vector<std::string> kinds =
-      depth == Depth::smoke ? std::vector<std::string>{"random", "extreme"}
-                            : std::vector<std::string>{"random", "outliers", "masked", "extreme",
-                                                       "far below zero", "sweep"};
+  const std::vector<RowShape> shapes = row_shape_per_path(device, depth);
+  const std::vector<std::string> kinds = row_input_kinds(depth);
   int i = 0;
   for (Pass pass : kPasses)
     for (DType dtype : kDtypes)
@@ -799,7 +771,7 @@ void every_kind(Builder& b, Device device, Depth depth) {
           Spec s;
           s.path = shapes[k].path;
           s.rows = std::max<std::int64_t>(shapes[k].rows, kind == "extreme" ? 8 : 1);
-          s.classes = shapes[k].classes;
+          s.classes = shapes[k].cols;
           s.kind = kind;
           s.pass = pass;
           s.logits = dtype;
@@ -816,7 +788,7 @@ void every_kind(Builder& b, Device device, Depth depth) {
     Spec s;
     s.path = shapes[std::size_t(i) % shapes.size()].path;
     s.rows = shapes[std::size_t(i) % shapes.size()].rows;
-    s.classes = shapes[std::size_t(i) % shapes.size()].classes;
+    s.classes = shapes[std::size_t(i) % shapes.size()].cols;
     s.pass = kPasses[i % 3];
     s.logits = kDtypes[(i / 3) % 3];
     s.grad = kDtypes[i % 3];

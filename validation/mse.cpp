@@ -207,9 +207,7 @@ constexpr std::int64_t kSomeSizes[] = {5, 33, 4099};
 void add_mse_cases(Device device, Depth depth, std::vector<Case>& cases) {
   Builder b(device, cases);
   const bool full = depth == Depth::full;
-  const std::vector<PointPath> paths =
-      device == Device::cpu ? std::vector<PointPath>{PointPath::vector}
-                            : std::vector<PointPath>(std::begin(kPointPaths), std::end(kPointPaths));
+  const std::vector<PointPath> paths = point_paths(device);
   int i = 0;
   // Every pass, reduction and size in f32 (full); every dtype set at a few sizes.
   if (full) {

@@ -28,6 +28,25 @@ const char* to_string(Pass pass);
 ref::Reduction to_ref(Reduction reduction);
 Exec exec_for(Device device);
 
+// The row lengths that cross every boundary between and inside the row paths (vector width,
+// warp and block sizes), and row counts across warps.
+inline constexpr std::int64_t kRowLengths[] = {1,  2,  15,   16,   31,   32,   33,   63,
+                                               64, 65, 1023, 1024, 1025, 2047, 4096, 32000};
+inline constexpr std::int64_t kRowCounts[] = {1, 2, 33, 257};
+
+// The simulator runs every CUDA thread on the CPU (under ASan in CI): a case stays below about
+// 300K elements, taking fewer rows for long ones.
+std::int64_t rows_for(std::int64_t preferred, std::int64_t cols);
+
+// One shape per row path (the CPU has one path: one shape, two at full depth), for the lists
+// that meet every path with every input kind; and those input kinds, fewer at smoke depth.
+struct RowShape {
+  RowAlgorithm path;
+  std::int64_t rows, cols;
+};
+std::vector<RowShape> row_shape_per_path(Device device, Depth depth);
+std::vector<std::string> row_input_kinds(Depth depth);
+
 // The row ops' dispatch paths, in the order the automatic choice tries them.
 inline constexpr RowAlgorithm kRowPaths[] = {RowAlgorithm::rows_per_warp,
                                              RowAlgorithm::warp_per_row,
@@ -66,6 +85,8 @@ class PointPathScope {
 };
 
 std::string point_path_name(Device device, PointPath path);
+// The paths a device has: the three above on CUDA, the one CPU path.
+std::vector<PointPath> point_paths(Device device);
 inline std::int64_t offset_of(PointPath path) { return path == PointPath::scalar ? 1 : 0; }
 
 // The op families' parts of the table (validation/<family>.cpp).

@@ -89,9 +89,11 @@ std::string dtypes_text(const Spec& s) {
 std::string shape_text(const Spec& s) {
   std::string text = std::to_string(s.rows) + "x" + std::to_string(s.cols);
   if (s.in_pad || s.dy_pad || (s.out_pad && !s.in_place)) {
-    text += " stride+" + std::to_string(s.in_pad);
-    if (is_backward(s)) text += "/" + std::to_string(s.dy_pad);
-    if (!s.in_place) text += "/" + std::to_string(s.out_pad);
+    // Appended piece by piece: "/" + std::to_string(...) trips g++ 12's -Wrestrict at -O3.
+    text += " stride+";
+    text += std::to_string(s.in_pad);
+    if (is_backward(s)) (text += '/') += std::to_string(s.dy_pad);
+    if (!s.in_place) (text += '/') += std::to_string(s.out_pad);
   }
   if (s.offset) text += " offset " + std::to_string(s.offset);
   if (s.in_place) text += " in place";
@@ -501,13 +503,6 @@ RowOp op_of(Pass pass) {
   return pass == Pass::backward ? RowOp::softmax_backward : RowOp::softmax_forward;
 }
 
-// The simulator runs every CUDA thread on the CPU (under ASan in CI): a case stays below about
-// 300K elements, taking fewer rows for long ones.
-std::int64_t rows_for(std::int64_t preferred, std::int64_t cols) {
-  std::int64_t rows = preferred;
-  while (rows > 1 && rows * cols > 300000) rows = rows == 257 ? 33 : (rows == 33 ? 2 : 1);
-  return rows;
-}
 
 class Builder {
  public:
@@ -538,11 +533,6 @@ class Builder {
 
 constexpr Pass kSoftmaxPasses[] = {Pass::forward, Pass::backward};
 
-// The row lengths that cross every boundary between and inside the paths (vector width, warp and
-// block sizes), and row counts across warps.
-constexpr std::int64_t kRowLengths[] = {1,  2,  15,   16,   31,   32,   33,   63,
-                                        64, 65, 1023, 1024, 1025, 2047, 4096, 32000};
-constexpr std::int64_t kRowCounts[] = {1, 2, 33, 257};
 
 // The accumulator case: a row of 262144 classes (Gemma's vocabulary) with its mass on one
 // class, under dy = 1e3 +- 1. dot = sum y dy is 1e3, of which the other classes bring 1.6e-5;
@@ -770,24 +760,8 @@ void cuda_full(Builder& b) {
 // The CPU path (and the kernels' quick and smoke checks): every op, pass, dtype and input kind
 // once, the paths in rotation, with mixed dtypes, strides, misaligned bases and in place.
 void every_kind(Builder& b, Device device, Depth depth) {
-  struct Shape {
-    RowAlgorithm path;
-    std::int64_t rows, cols;
-  };
-  std::vector<Shape> shapes;
-  if (device == Device::cpu) {
-    shapes = {{RowAlgorithm::automatic, 9, 1000}};
-    if (depth == Depth::full) shapes.push_back({RowAlgorithm::automatic, 37, 37});
-  } else {
-    shapes = {{RowAlgorithm::rows_per_warp, 37, 37},
-              {RowAlgorithm::warp_per_row, 9, 500},
-              {RowAlgorithm::block_on_chip, 5, 5000},
-              {RowAlgorithm::block_two_pass, 5, 5000}};
-  }
-  const std::vector<std::string> kinds =
-      depth == Depth::smoke ? std::vector<std::string>{"random", "extreme"}
-                            : std::vector<std::string>{"random", "outliers", "masked", "extreme",
-                                                       "far below zero", "sweep"};
+  const std::vector<RowShape> shapes = row_shape_per_path(device, depth);
+  const std::vector<std::string> kinds = row_input_kinds(depth);
   const bool every_shape = device == Device::cpu && depth == Depth::full;
   int i = 0;
   for (bool log : {false, true})
@@ -816,7 +790,7 @@ void every_kind(Builder& b, Device device, Depth depth) {
   for (int variant = 0; variant < 3; ++variant)
     for (bool log : {false, true})
       for (Pass pass : kSoftmaxPasses) {
-        const Shape& shape = shapes[std::size_t(variant + 2 * log) % shapes.size()];
+        const RowShape& shape = shapes[std::size_t(variant + 2 * log) % shapes.size()];
         Spec s;
         s.path = shape.path;
         s.rows = 6;
