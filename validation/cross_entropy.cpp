@@ -495,7 +495,6 @@ bool holds(RowAlgorithm path, std::int64_t classes, DType dtype) {
   return classes <= detail::row_algorithm_max_classes(RowOp::cross_entropy, path, dtype);
 }
 
-
 class Builder {
  public:
   Builder(Device device, std::vector<Case>& cases) : device_(device), cases_(cases) {}
@@ -544,7 +543,6 @@ void apply(const OptionSet& o, Spec& s) {
   s.z_loss = o.z_loss;
   s.softcap = o.softcap;
 }
-
 
 void cuda_full(Builder& b) {
   const Reduction kMeanFirst[] = {Reduction::mean, Reduction::sum, Reduction::none};

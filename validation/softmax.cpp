@@ -503,7 +503,6 @@ RowOp op_of(Pass pass) {
   return pass == Pass::backward ? RowOp::softmax_backward : RowOp::softmax_forward;
 }
 
-
 class Builder {
  public:
   Builder(Device device, std::vector<Case>& cases) : device_(device), cases_(cases) {}
@@ -532,7 +531,6 @@ class Builder {
 };
 
 constexpr Pass kSoftmaxPasses[] = {Pass::forward, Pass::backward};
-
 
 // The accumulator case: a row of 262144 classes (Gemma's vocabulary) with its mass on one
 // class, under dy = 1e3 +- 1. dot = sum y dy is 1e3, of which the other classes bring 1.6e-5;
