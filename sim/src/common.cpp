@@ -6,6 +6,7 @@
 
 #include <pthread.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdarg>
@@ -368,8 +369,35 @@ cudaError_t run_launch(const KernelLaunch& l) noexcept {
 
 }  // namespace simcuda::detail
 
+// ------------------------------------------------------- vector traffic --
+namespace simcuda::detail {
+namespace {
+// Relaxed atomics: threads mode runs a block's threads on OS threads at once.
+std::atomic<std::uint64_t> vector_bytes[2][3];
+}  // namespace
+
+void count_vector_access(bool store, std::size_t bytes) noexcept {
+  const int width = bytes == 16 ? 2 : (bytes == 8 ? 1 : 0);
+  vector_bytes[store][width].fetch_add(bytes, std::memory_order_relaxed);
+}
+}  // namespace simcuda::detail
+
 // ------------------------------------------------------------ controls --
 namespace simcuda::sim {
+
+VectorTraffic vector_traffic() noexcept {
+  VectorTraffic traffic;
+  for (int w = 0; w < 3; ++w) {
+    traffic.loaded[w] = detail::vector_bytes[0][w].load(std::memory_order_relaxed);
+    traffic.stored[w] = detail::vector_bytes[1][w].load(std::memory_order_relaxed);
+  }
+  return traffic;
+}
+
+void reset_vector_traffic() noexcept {
+  for (auto& by_width : detail::vector_bytes)
+    for (auto& bytes : by_width) bytes.store(0, std::memory_order_relaxed);
+}
 
 void set_shuffle_seed(std::optional<std::uint64_t> seed) {
   std::lock_guard lk(detail::launch_mutex());

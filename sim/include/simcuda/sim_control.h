@@ -21,4 +21,17 @@ void set_watchdog_seconds(double seconds);
 // True when built with ACTLOSS_SIM_THREADS=ON (one OS thread per CUDA thread).
 bool threads_mode() noexcept;
 
+// Bytes that kernels moved through simcuda::load_vector / store_vector /
+// store_vector_streaming since the last reset, by access width (4, 8 and 16
+// bytes). Plain element accesses are not counted: a test compares these with
+// the bytes a launch must move to see which share went out as vectors.
+struct VectorTraffic {
+  std::uint64_t loaded[3] = {};  // [0] 4-byte, [1] 8-byte, [2] 16-byte accesses
+  std::uint64_t stored[3] = {};
+  std::uint64_t loaded_16() const { return loaded[2]; }
+  std::uint64_t stored_16() const { return stored[2]; }
+};
+VectorTraffic vector_traffic() noexcept;
+void reset_vector_traffic() noexcept;
+
 }  // namespace simcuda::sim

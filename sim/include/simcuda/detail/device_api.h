@@ -12,6 +12,8 @@ void syncthreads() noexcept;
 std::uint64_t warp_op(WarpOp op, unsigned mask, std::uint64_t value, int arg,
                       int width) noexcept;
 void* dynamic_smem() noexcept;
+// Adds to the counters behind simcuda::sim::vector_traffic().
+void count_vector_access(bool store, std::size_t bytes) noexcept;
 
 template <class T>
 inline T warp_exchange(WarpOp op, unsigned mask, T var, int arg, int width) noexcept {
@@ -204,6 +206,7 @@ template <class V>
 __device__ __forceinline__ V load_vector(const V* p) noexcept {
   detail::static_check_vector<V>();
   detail::check_vector_alignment<sizeof(V)>(p, "load", "simcuda::load_vector");
+  detail::count_vector_access(false, sizeof(V));
   V v;
   std::memcpy(static_cast<void*>(&v), static_cast<const void*>(p), sizeof(V));
   return v;
@@ -212,6 +215,7 @@ template <class V>
 __device__ __forceinline__ void store_vector(V* p, const V& v) noexcept {
   detail::static_check_vector<V>();
   detail::check_vector_alignment<sizeof(V)>(p, "store", "simcuda::store_vector");
+  detail::count_vector_access(true, sizeof(V));
   std::memcpy(static_cast<void*>(p), static_cast<const void*>(&v), sizeof(V));
 }
 // Evict-first (__stcs) on the GPU; the same plain store here.
@@ -219,6 +223,7 @@ template <class V>
 __device__ __forceinline__ void store_vector_streaming(V* p, const V& v) noexcept {
   detail::static_check_vector<V>();
   detail::check_vector_alignment<sizeof(V)>(p, "store", "simcuda::store_vector_streaming");
+  detail::count_vector_access(true, sizeof(V));
   std::memcpy(static_cast<void*>(p), static_cast<const void*>(&v), sizeof(V));
 }
 
