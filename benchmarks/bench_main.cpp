@@ -10,6 +10,10 @@
 //                       are those of the simulator and mean nothing about a GPU
 //   --actloss_list      print every problem of both full sets as JSON (name, bytes) and exit;
 //                       torch_compare.py --check-bytes compares its own formulas with it
+//   --actloss_row_path=NAME  force a row path (rows_per_warp, warp_per_row, block_on_chip,
+//                       block_shared, block_two_pass) for the cross-entropy and softmax
+//                       launches, so that a card compares a new path with the one it replaces
+//                       in one run; a path that cannot hold a row runs the automatic choice
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -24,6 +28,7 @@
 #include "benchmarks/byte_formulas.h"
 #include "benchmarks/support/memory.h"
 #include "benchmarks/support/workload.h"
+#include "cuda/row_dispatch.h"
 
 namespace {
 
@@ -115,6 +120,22 @@ int main(int argc, char** argv) {
     if (arg == "--actloss_list") {
       print_problem_list();
       return 0;
+    }
+    if (const std::string flag = "--actloss_row_path="; arg.rfind(flag, 0) == 0) {
+      const std::string name = arg.substr(flag.size());
+      bool known = false;
+      for (auto path : {detail::RowAlgorithm::rows_per_warp, detail::RowAlgorithm::warp_per_row,
+                        detail::RowAlgorithm::block_on_chip, detail::RowAlgorithm::block_shared,
+                        detail::RowAlgorithm::block_two_pass}) {
+        if (name != detail::to_string(path)) continue;
+        detail::set_row_algorithm_override(path);
+        known = true;
+      }
+      if (!known) {
+        std::fprintf(stderr, "actloss_bench: unknown row path '%s'\n", name.c_str());
+        return 1;
+      }
+      continue;
     }
 #if defined(ACTLOSS_BENCHMARK_MIN_TIME_IS_DOUBLE)
     // Google Benchmark before 1.8 reads --benchmark_min_time as a bare number of seconds and

@@ -8,8 +8,9 @@
 //   3. the row loss  A log1p(rest) + sum_c a_c (m - x'_c) + z lse^2  (a_c the target
 //      coefficients of include/actloss/cross_entropy.h, A their sum), lse = m + log1p(rest).
 // Writing the loss relative to m, never as lse - x'_c, keeps logits up to +-3e38 finite.
-// On-chip paths hold the row in registers, so the logits are read once; block_two_pass reads
-// them a second time for step 2 (mostly from L2).
+// On-chip paths hold the row in registers, and block_shared keeps the copy it read in shared
+// memory, so the logits are read once; block_two_pass reads them a second time for step 2
+// (mostly from L2).
 //
 // Reductions are deterministic: sum/mean add per-block double partials in a fixed order
 // (finish_partial_sums); mean with class targets divides by the summed weight of the non-ignored
@@ -35,16 +36,13 @@ struct CrossEntropyParams {
 
   const void* logits = nullptr;
   std::int64_t logits_stride = 0;
-  bool logits_vector = false;
 
   const void* targets = nullptr;
   bool soft_targets = false;
   bool targets_i32 = false;           // class indices: int32 (else int64)
   DType target_dtype = DType::f32;    // probabilities
   std::int64_t target_stride = 0;     // probabilities
-  bool target_vector = false;         // probabilities
   const float* class_weight = nullptr;
-  bool class_weight_vector = false;
 
   std::int64_t ignore_index = -100;
   float smoothing = 0.0f;
@@ -61,7 +59,6 @@ struct CrossEntropyParams {
 
   void* grad = nullptr;
   std::int64_t grad_stride = 0;
-  bool grad_vector = false;
   float grad_scale = 1.0f;
   const float* upstream = nullptr;
   bool upstream_per_row = false;
@@ -75,6 +72,7 @@ struct CrossEntropyParams {
 
   DeviceError* error = nullptr;
   int threads_per_row = 32;
+  int staging_chunks = 0;  // block_shared: the row is staged in dynamic shared memory
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -181,26 +179,25 @@ struct RowConstants {
 // dependent trip to memory off every row's critical path. The uncapped variant needs no work per
 // element: past-the-row elements are already -inf.
 template <bool kCapped, class Row>
-__device__ __forceinline__ void accumulate_max_rest(const Row& row, const Softcap& cap, int y,
+__device__ __forceinline__ void accumulate_max_rest(Row& row, const Softcap& cap, int y,
                                                     float& m, double& rest, float& target_x,
                                                     bool& found) {
-  // For y = -1 this is column 0, so the owner of the first chunk sets `found` without a target;
-  // callers read `found` only for rows that have a target class. (Excluding y = -1 here instead
-  // changed the register allocation of every variant, ptxas -v, sm_90.)
-  const int y_col0 = y - y % kChunk;
-  row.for_each([&](int col0, const float (&x)[kChunk], int count) {
+  // For y = -1 the owner of a row's masked head chunk may set `found` without a target; callers
+  // read `found` only for rows that have a target class.
+  row.for_each([&](int col0, const float (&x)[kChunk], row::Span span) {
     float capped[kChunk];
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) {
       if constexpr (kCapped)
-        capped[j] = j < count ? cap.value(x[j]) : -INFINITY;
+        capped[j] = span.has(j) ? cap.value(x[j]) : -INFINITY;
       else
         capped[j] = x[j];
     }
-    if (col0 == y_col0) {
+    const int y_in_chunk = y - col0;
+    if (y_in_chunk >= 0 && y_in_chunk < kChunk) {
 #pragma unroll
       for (int j = 0; j < kChunk; ++j)
-        if (j == y - y_col0) target_x = capped[j];
+        if (j == y_in_chunk) target_x = capped[j];
       found = true;
     }
     row::add_chunk_max_rest(m, rest, capped);
@@ -212,8 +209,8 @@ __device__ __forceinline__ float class_weight_at(const CrossEntropyParams& p, in
 }
 
 // The per-class inputs of a chunk of classes: the class weights w_c (1 when unweighted) and, for
-// probability targets, a_c = w_c ((1 - eps) q_c + eps / C). Past the row both are garbage:
-// callers look at the chunk's count.
+// probability targets, a_c = w_c ((1 - eps) q_c + eps / C). Outside the row both are garbage:
+// callers look at the chunk's span.
 __device__ __forceinline__ void load_class_inputs(const CrossEntropyParams& p,
                                                   const char* target_row, int col0, float smooth,
                                                   float (&weight)[kChunk],
@@ -221,7 +218,7 @@ __device__ __forceinline__ void load_class_inputs(const CrossEntropyParams& p,
   const int classes = static_cast<int>(p.classes);
   if (p.class_weight != nullptr) {
     row::Chunk<float> w;
-    row::load_chunk(w, p.class_weight, col0, classes, p.class_weight_vector);
+    row::load_chunk(w, p.class_weight, col0, classes);
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) weight[j] = w.v[j];
   } else {
@@ -230,7 +227,7 @@ __device__ __forceinline__ void load_class_inputs(const CrossEntropyParams& p,
   }
   if (p.soft_targets) {
     float q[kChunk];
-    row::load_chunk_as_float(q, target_row, p.target_dtype, col0, classes, p.target_vector);
+    row::load_chunk_as_float(q, target_row, p.target_dtype, col0, classes);
 #pragma unroll
     for (int j = 0; j < kChunk; ++j)
       coefficient[j] = weight[j] * ((1.0f - p.smoothing) * q[j] + smooth);
@@ -245,10 +242,11 @@ __device__ __forceinline__ void load_class_inputs(const CrossEntropyParams& p,
 // element. The split is a uniform branch per row, not another instantiation.
 template <bool kGeneral, class TG, class Row>
 __device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p,
-                                                     const RowConstants& rc, const Row& row,
+                                                     const RowConstants& rc, Row& row,
                                                      TG* grad_row, bool terms) {
   double total = 0.0;
-  row.for_each([&](int col0, const float (&x)[kChunk], int count) {
+  const int classes = static_cast<int>(p.classes);
+  row.for_each([&](int col0, const float (&x)[kChunk], row::Span span) {
     float g[kChunk];
     double chunk_terms = 0.0;
     float weight[kChunk], coefficient[kChunk] = {};
@@ -263,7 +261,7 @@ __device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p
       if constexpr (kGeneral) {
         xc = Softcap{p.softcap}.value(x[j], slope);
         float a = 0.0f, term_weight = 1.0f;
-        if (j < count) {
+        if (span.has(j)) {
           if (p.soft_targets) {
             a = coefficient[j];
             term_weight = a;
@@ -274,17 +272,18 @@ __device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p
         step = p.soft_targets
                    ? rc.multiplier * a
                    : (c == rc.y ? rc.target_step : 0.0f) + rc.smooth_step * term_weight;
-        if (terms && j < count) chunk_terms += times_gap(term_weight, rc.m, xc);
+        if (terms && span.has(j)) chunk_terms += times_gap(term_weight, rc.m, xc);
       } else {
         step = (c == rc.y ? rc.target_step : 0.0f) + rc.smooth_step;
-        if (terms && j < count) chunk_terms += static_cast<double>(rc.m) - static_cast<double>(xc);
+        if (terms && span.has(j))
+          chunk_terms += static_cast<double>(rc.m) - static_cast<double>(xc);
       }
       const float e = row::exp_shifted(xc, rc.shift);
       // The p_c terms are exactly 0 where p_c is: A may be infinite (z-loss of an all -inf row).
       const float value = (e != 0.0f ? rc.prob_scale * e : 0.0f) - step;
       g[j] = rc.zero_grad ? 0.0f : value * slope;
     }
-    if (grad_row != nullptr) row::store_chunk(grad_row, col0, count, g, p.grad_vector);
+    if (grad_row != nullptr) row::store_chunk(grad_row, col0, classes, g);
     total += chunk_terms;
   });
   return total;
@@ -318,7 +317,7 @@ __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
   const int y = hard_active ? static_cast<int>(target) : -1;
 
   const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? r * p.logits_stride : 0);
-  row.load(logits_row, in_range ? classes : 0, group.rank, group.size, p.logits_vector);
+  row.load(logits_row, in_range ? classes : 0, group.rank, group.size);
 
   // 1. Statistics: (m, rest), s = 1 + rest (row_common.cuh), and A = sum_c a_c, a row sum for
   // probability targets and known in closed form for class indices. The row's loss is finished
@@ -348,13 +347,14 @@ __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
   if (soft) {
     double sum = 0.0;
     if (kind == RowKind::active) {
-      row::for_each_owned_chunk(classes, group.rank, group.size, [&](int col0, int count) {
+      row::for_each_owned_chunk(classes, row.pad, group.rank, group.size,
+                                [&](int col0, row::Span span) {
         float weight[kChunk], coefficient[kChunk] = {};  // {}: for g++ -O3, see RawPack
         load_class_inputs(p, rc.target_row, col0, rc.smooth, weight, coefficient);
         float chunk_sum = 0.0f;
 #pragma unroll
         for (int j = 0; j < kChunk; ++j)
-          if (j < count) chunk_sum += coefficient[j];
+          if (span.has(j)) chunk_sum += coefficient[j];
         sum += chunk_sum;
       });
     }
@@ -451,31 +451,29 @@ __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
   return loss;
 }
 
-// Launch bounds. One or two chunks per thread only ever run in the 256-thread blocks of
-// rows_per_warp and warp_per_row (block_on_chip always takes the most chunks): there, 80
-// registers let three blocks share an SM, which the short rows need to keep enough loads in
-// flight. The simple path fits (ptxas -v, sm_90); probability targets and softcap spill a little.
-// Everything else may use 128 registers in blocks of up to 512 threads.
-constexpr bool small_tile(int chunks) { return chunks == 1 || chunks == 2; }
-constexpr int max_block(int chunks) { return small_tile(chunks) ? row::kSmallRowBlock : row::kMaxBlock; }
-constexpr int min_blocks_per_sm(int chunks) { return small_tile(chunks) ? 3 : 1; }
+// Launch bounds (row::RowBounds): eight chunks are the largest tile, which only 16-bit logits
+// reach (row_dispatch.h); f32 logits never launch it.
+template <int kChunks>
+using Bounds = row::RowBounds<kChunks, 8>;
 
 // kChunks > 0: the row in registers (rows_per_warp, warp_per_row, block_on_chip); 0: the row in
-// global memory (block_two_pass).
+// global memory (block_two_pass), staged in shared memory on its first read when the plan gives
+// a staging area (block_shared).
 //
 // The variants fix options at compile time, so that their state is not live in registers: the
 // general kernel carries every option and uses about 128 registers (spilling where capped at 80),
 // a quarter of an SM's threads, too few rows in flight to keep memory busy (Nsight Compute,
 // H100: 25% occupancy, 59% of DRAM bandwidth, for the f32 forward at 4K classes).
 enum class Variant : std::uint8_t {
-  general,        // every option
+  general,        // every option; the row in global memory (kChunks = 0) only
   plain,          // class-index targets without softcap or class weights: 79-123 registers
   plain_forward,  // the same, loss and lse only (no gradient): 79-95 registers for on-chip rows
 };
 
 template <class TX, class TG, int kChunks, Variant kVariant>
-__global__ void __launch_bounds__(max_block(kChunks), min_blocks_per_sm(kChunks))
+__global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>::kMinBlocks)
     cross_entropy_kernel(CrossEntropyParams params) {
+  static_assert(kVariant != Variant::general || kChunks == 0);
   CrossEntropyParams p = params;
   if constexpr (kVariant != Variant::general) {
     p.soft_targets = false;
@@ -489,6 +487,8 @@ __global__ void __launch_bounds__(max_block(kChunks), min_blocks_per_sm(kChunks)
   }
   __shared__ double2 exchange[row::kMaxWarps];
   __shared__ double warp_partials[row::kMaxWarps];
+  SIMCUDA_DYNAMIC_SHARED(uint4, staging_area);
+  uint4* const staging = p.staging_chunks > 0 ? staging_area : nullptr;
   const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
   const RowTiles tiles{p.rows, group.rows_per_block(), group.row_in_block()};
   const BatchConstants batch = batch_constants(p);
@@ -500,6 +500,8 @@ __global__ void __launch_bounds__(max_block(kChunks), min_blocks_per_sm(kChunks)
       loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, tiles.row_of(tile));
     } else {
       row::GlobalRow<TX> source;
+      source.staging = staging;
+      source.staging_chunks = p.staging_chunks;
       loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, tiles.row_of(tile));
     }
   }
@@ -566,32 +568,48 @@ __global__ void __launch_bounds__(kWeightSumThreads)
 template <class TX, class TG>
 Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& params,
                             cudaStream_t stream) {
-  if (launch.block > max_block(launch.chunks))
+  const bool small_tile = launch.chunks == 1 || launch.chunks == 2;  // as Bounds
+  if (launch.block > (small_tile ? row::kSmallRowBlock : row::kMaxBlock))
     return Status(StatusCode::internal, "",
                   "cross_entropy: a block of " + std::to_string(launch.block) +
                       " threads exceeds the launch bound of its kernel");
-  const dim3 grid(launch.grid), block(launch.block);
   const bool plain =
       !params.soft_targets && params.softcap == 0.0f && params.class_weight == nullptr;
   const Variant variant = !plain ? Variant::general
                           : params.grad == nullptr && params.saved_stats == nullptr
                               ? Variant::plain_forward
                               : Variant::plain;
+  if (variant == Variant::general) {
+    // The rare options keep more values live per element than a register tile leaves room
+    // for (the tiles spilled, ptxas -v, sm_90), so they take the kernel that reads the row from
+    // global memory on every path, with the planned geometry. Where the plan held one row per
+    // block on chip, the row is staged in shared memory instead (at most 64 KiB: the tile's
+    // capacity), so it is still read from memory once. One instantiation per dtype pair.
+    RowLaunch general = launch;
+    CrossEntropyParams general_params = params;
+    if (launch.chunks > 0) {
+      general.chunks = 0;
+      if (launch.threads_per_row == launch.block) {
+        general.staging_chunks = launch.chunks * launch.threads_per_row;
+        general.shared_bytes =
+            static_cast<std::size_t>(general.staging_chunks) * kChunk * sizeof(TX);
+        general_params.staging_chunks = general.staging_chunks;
+      }
+    }
+    ACTLOSS_CUDA_TRY(row::launch_row_kernel(cross_entropy_kernel<TX, TG, 0, Variant::general>,
+                                            general, stream, general_params));
+    return {};
+  }
   // Eight chunks fit the register budget only for 16-bit logits (row_dispatch.h).
   const cudaError_t error =
       row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4>(launch.chunks, [&](auto chunks) {
         constexpr int kChunks = decltype(chunks)::value;
-        switch (variant) {
-          case Variant::plain_forward:
-            return simcuda::launch(cross_entropy_kernel<TX, TG, kChunks, Variant::plain_forward>,
-                                   grid, block, 0, stream, params);
-          case Variant::plain:
-            return simcuda::launch(cross_entropy_kernel<TX, TG, kChunks, Variant::plain>, grid,
-                                   block, 0, stream, params);
-          case Variant::general: break;
-        }
-        return simcuda::launch(cross_entropy_kernel<TX, TG, kChunks, Variant::general>, grid,
-                               block, 0, stream, params);
+        if (variant == Variant::plain_forward)
+          return row::launch_row_kernel(
+              cross_entropy_kernel<TX, TG, kChunks, Variant::plain_forward>, launch, stream,
+              params);
+        return row::launch_row_kernel(cross_entropy_kernel<TX, TG, kChunks, Variant::plain>,
+                                      launch, stream, params);
       });
   ACTLOSS_CUDA_TRY(error);
   return {};
@@ -626,19 +644,14 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.classes = args.classes;
   p.logits = args.logits;
   p.logits_stride = args.logits_row_stride;
-  p.logits_vector =
-      row::vectorizable(args.logits, args.logits_dtype, args.rows, args.logits_row_stride);
   p.targets = args.targets;
   p.soft_targets = soft;
   p.targets_i32 = args.target_kind == TargetKind::class_index_i32;
   if (soft) {
     p.target_dtype = args.target_dtype;
     p.target_stride = args.target_row_stride;
-    p.target_vector =
-        row::vectorizable(args.targets, args.target_dtype, args.rows, args.target_row_stride);
   }
   p.class_weight = args.class_weight;
-  p.class_weight_vector = row::vectorizable(args.class_weight, DType::f32, 1, args.classes);
   p.ignore_index = options.ignore_index;
   p.smoothing = options.label_smoothing;
   p.z_loss = options.z_loss;
@@ -651,7 +664,6 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   if (writes_grad) {
     p.grad = args.grad;
     p.grad_stride = args.grad_row_stride;
-    p.grad_vector = row::vectorizable(args.grad, args.grad_dtype, args.rows, args.grad_row_stride);
     p.grad_scale = args.grad_scale;
     p.upstream = args.upstream_grad;
     p.upstream_per_row = !reduced;
@@ -660,9 +672,12 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
     if (Status status = device_error_record(exec, &p.error); !status.ok()) return status;
   }
 
-  const row::RowLaunch launch = row::plan_row_launch(RowOp::cross_entropy, args.rows,
-                                                     args.classes, args.logits_dtype, *device);
+  const row::RowLaunch launch = row::plan_row_launch(
+      RowOp::cross_entropy, args.rows, args.classes,
+      row::max_row_pad(args.logits, args.logits_dtype, args.rows, args.logits_row_stride),
+      args.logits_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
+  p.staging_chunks = launch.staging_chunks;
 
   // Scratch: the main kernel's loss partials, then the pre-pass's two partial arrays.
   const bool partials = p.want_loss && reduced;

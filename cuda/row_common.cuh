@@ -2,7 +2,8 @@
 // row access with 16-byte vectors, the merge of (max, rest of the exponentials) pairs, reductions over
 // the threads of one row, and the launch geometry of the four dispatch paths (row_dispatch.h).
 //
-// Layout. A row is cut into chunks of kChunk = 8 consecutive elements (the last may be partial).
+// Layout. A row is cut into chunks of kChunk = 8 consecutive elements on the row's own 16-byte
+// grid (the first and the last may be partial; see Chunks below).
 // The threads of a row form a group of `size` threads (1..32 within a warp, or a whole block);
 // the thread of rank r owns chunks r, r + size, r + 2 size, ... A chunk is one 16-byte vector of
 // f16/bf16 or two of f32, so a warp reads 512 or 1024 contiguous bytes per step, and mixed-dtype
@@ -72,6 +73,18 @@ __device__ __forceinline__ float exp_shifted_accurate(float x, float m) {
 
 // ---------------------------------------------------------------------------------------------
 // Chunks: loads and stores of 8 elements.
+//
+// The chunk grid of a row follows that row's own address, not the tensor's: chunk k of a row
+// covers columns 8k - pad .. 8k - pad + 7, where pad is how many elements the row starts past a
+// 16-byte boundary. Every whole chunk then starts on a 16-byte boundary, whatever the row
+// stride, and only a masked head (columns before 0) and a masked tail (columns from cols on)
+// are read element by element. With one flag for the whole tensor instead, a single odd stride
+// (50257 classes) turned every access of every row into scalar loads.
+//
+// The other tensors of a row op (the gradient, dy, soft targets, class weights) follow the held
+// tensor's grid. Where their rows sit at another offset, a chunk goes out in the widest words
+// its address allows (16, 8 or 4 bytes), checked per chunk: for the usual pairs (the same row
+// stride in elements, f32 beside bf16) that is still 16 bytes on every row or on every other.
 
 template <class T>
 struct alignas(16) Chunk {
@@ -83,35 +96,96 @@ __device__ __forceinline__ T negative_infinity() {
   return from_float<T>(-INFINITY);
 }
 
-// True when every full chunk of every row starts on a 16-byte boundary: the base is aligned and
-// the row stride is a multiple of 16 bytes (a single row has no stride to worry about).
-inline bool vectorizable(const void* data, DType dtype, std::int64_t rows, std::int64_t stride) {
-  if (data == nullptr) return true;
-  const bool base = reinterpret_cast<std::uintptr_t>(data) % 16 == 0;
-  return base && (rows <= 1 || (stride * dtype_size(dtype)) % 16 == 0);
+// How many elements `row` starts past a 16-byte boundary: the masked head of its chunk grid.
+// Elements are aligned to their size (the host validates it), so this is exact.
+template <class T>
+__device__ __forceinline__ int row_pad(const T* row) {
+  return static_cast<int>((reinterpret_cast<std::uintptr_t>(row) % 16) / sizeof(T));
 }
 
-// Columns are int: classes fit int32, and a chunk's columns col0 .. col0 + 7 of a row shorter than
-// 2^31 do too (col0 is a multiple of 8 below the row length).
-//
-// Loads chunk `col0 / kChunk` of `row` (`cols` elements); elements past the row read as -inf, the
-// neutral element of every use below (max, exponential sums). `vector` says the row allows
-// 16-byte access; a partial chunk is read element by element so that nothing past the row (the
-// end of the allocation, for the last row) is touched.
-template <class T>
-__device__ __forceinline__ void load_chunk(Chunk<T>& chunk, const T* row, int col0, int cols,
-                                           bool vector) {
-  constexpr int kWords = sizeof(Chunk<T>) / 16;
-  if (vector && col0 <= cols - kChunk) {
-    const uint4* source = reinterpret_cast<const uint4*>(row + col0);
+// The largest pad a row of `dtype` can have: 0 when every row of the tensor starts on a 16-byte
+// boundary (aligned base, row stride a multiple of 16 bytes), else 16 bytes' worth of elements
+// less one. Launch plans size the rows' chunk grids with it.
+inline int max_row_pad(const void* data, DType dtype, std::int64_t rows, std::int64_t stride) {
+  const std::int64_t size = dtype_size(dtype);
+  const bool base = reinterpret_cast<std::uintptr_t>(data) % 16 == 0;
+  if (data == nullptr || (base && (rows <= 1 || (stride * size) % 16 == 0))) return 0;
+  return static_cast<int>(16 / size - 1);
+}
+
+// The columns of a chunk inside the row: element j is in it for lo <= j < hi.
+struct Span {
+  int lo, hi;
+  __device__ __forceinline__ bool has(int j) const { return j >= lo && j < hi; }
+};
+__device__ __forceinline__ Span span_of(int col0, int cols) {
+  return Span{col0 < 0 ? -col0 : 0, cols - col0 < kChunk ? cols - col0 : kChunk};
+}
+// The whole chunk lies inside the row (col0 may be negative for a row's head chunk).
+__device__ __forceinline__ bool whole_chunk(int col0, int cols) {
+  return col0 >= 0 && col0 <= cols - kChunk;
+}
+
+template <class Word, class T>
+__device__ __forceinline__ void load_words(Chunk<T>& chunk, const T* at) {
+  constexpr int kWords = sizeof(Chunk<T>) / sizeof(Word);
+  const Word* source = reinterpret_cast<const Word*>(at);
 #pragma unroll
-    for (int i = 0; i < kWords; ++i)
-      reinterpret_cast<uint4*>(chunk.v)[i] = simcuda::load_vector(source + i);
+  for (int i = 0; i < kWords; ++i)
+    reinterpret_cast<Word*>(chunk.v)[i] = simcuda::load_vector(source + i);
+}
+
+// The elements of a chunk that lie in the row, one by one; the others read as -inf, the neutral
+// element of every use below (max, exponential sums). Nothing outside the row is touched.
+template <class T>
+__device__ __forceinline__ void load_elements(Chunk<T>& chunk, const T* row, int col0, int cols) {
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j) {
+    const int c = col0 + j;
+    chunk.v[j] = c >= 0 && c < cols ? row[c] : negative_infinity<T>();
+  }
+}
+
+// Chunk `col0` of the held tensor's row, on that row's own grid (row_pad): every 16 bytes of
+// it start on a 16-byte boundary by construction. An f32 chunk is two such words, so a head or
+// tail chunk still loads a word that lies wholly in the row as one vector: what goes element
+// by element is under 16 bytes at each end of the row.
+template <class T>
+__device__ __forceinline__ void load_grid_chunk(Chunk<T>& chunk, const T* row, int col0,
+                                                int cols) {
+  if (whole_chunk(col0, cols)) {
+    load_words<uint4>(chunk, row + col0);
     return;
   }
+  constexpr int kWords = sizeof(Chunk<T>) / 16;
+  constexpr int kPerWord = kChunk / kWords;
 #pragma unroll
-  for (int j = 0; j < kChunk; ++j)
-    chunk.v[j] = col0 + j < cols ? row[col0 + j] : negative_infinity<T>();
+  for (int i = 0; i < kWords; ++i) {
+    const int first = col0 + i * kPerWord;
+    if (kWords > 1 && first >= 0 && first <= cols - kPerWord) {
+      reinterpret_cast<uint4*>(chunk.v)[i] =
+          simcuda::load_vector(reinterpret_cast<const uint4*>(row + first));
+    } else {
+#pragma unroll
+      for (int j = 0; j < kPerWord; ++j) {
+        const int c = first + j;
+        chunk.v[i * kPerWord + j] = c >= 0 && c < cols ? row[c] : negative_infinity<T>();
+      }
+    }
+  }
+}
+
+// Chunk `col0` of any other tensor's row: the widest words its address allows.
+template <class T>
+__device__ __forceinline__ void load_chunk(Chunk<T>& chunk, const T* row, int col0, int cols) {
+  if (whole_chunk(col0, cols)) {
+    const T* at = row + col0;
+    const auto address = reinterpret_cast<std::uintptr_t>(at);
+    if (address % 16 == 0) return load_words<uint4>(chunk, at);
+    if (address % 8 == 0) return load_words<uint2>(chunk, at);
+    if (sizeof(T) == 2 && address % 4 == 0) return load_words<unsigned>(chunk, at);
+  }
+  load_elements(chunk, row, col0, cols);
 }
 
 // Element j of a chunk (j is a compile-time constant after unrolling).
@@ -123,26 +197,25 @@ __device__ __forceinline__ float element(const Chunk<T>& chunk, int j) {
 // A chunk of a tensor whose dtype is a run-time value (dy of softmax backward, soft targets),
 // widened to float. The switch is uniform across the launch.
 __device__ __forceinline__ void load_chunk_as_float(float (&out)[kChunk], const void* row,
-                                                    DType dtype, int col0, int cols,
-                                                    bool vector) {
+                                                    DType dtype, int col0, int cols) {
   switch (dtype) {
     case DType::f16: {
       Chunk<__half> c;
-      load_chunk(c, static_cast<const __half*>(row), col0, cols, vector);
+      load_chunk(c, static_cast<const __half*>(row), col0, cols);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
       break;
     }
     case DType::bf16: {
       Chunk<__nv_bfloat16> c;
-      load_chunk(c, static_cast<const __nv_bfloat16*>(row), col0, cols, vector);
+      load_chunk(c, static_cast<const __nv_bfloat16*>(row), col0, cols);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
       break;
     }
     default: {
       Chunk<float> c;
-      load_chunk(c, static_cast<const float*>(row), col0, cols, vector);
+      load_chunk(c, static_cast<const float*>(row), col0, cols);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
       break;
@@ -150,50 +223,90 @@ __device__ __forceinline__ void load_chunk_as_float(float (&out)[kChunk], const 
   }
 }
 
-// Stores the first `count` values of a chunk, rounded once to T. Full chunks of a vectorizable
-// row go out as streaming 16-byte stores: outputs are not read again by this kernel, so they
-// should not push the inputs (which the two-pass path re-reads) out of L2.
+template <class Word, class T>
+__device__ __forceinline__ void store_words(T* at, const Chunk<T>& chunk) {
+  constexpr int kWords = sizeof(Chunk<T>) / sizeof(Word);
+  Word* target = reinterpret_cast<Word*>(at);
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) {
+    const Word word = reinterpret_cast<const Word*>(chunk.v)[i];
+    // Outputs are not read again by this kernel, so they should not push the inputs (which
+    // the two-pass path re-reads) out of L2.
+    if constexpr (sizeof(Word) == 16)
+      simcuda::store_vector_streaming(target + i, word);
+    else
+      simcuda::store_vector(target + i, word);
+  }
+}
+
+// Stores the values of chunk `col0` that lie in the row, rounded once to T, in the widest words
+// the address allows.
 template <class T>
-__device__ __forceinline__ void store_chunk(T* row, int col0, int count,
-                                            const float (&values)[kChunk], bool vector) {
+__device__ __forceinline__ void store_chunk(T* row, int col0, int cols,
+                                            const float (&values)[kChunk]) {
   Chunk<T> chunk;
 #pragma unroll
   for (int j = 0; j < kChunk; ++j) chunk.v[j] = from_float<T>(values[j]);
-  if (vector && count == kChunk) {
-    constexpr int kWords = sizeof(Chunk<T>) / 16;
-    uint4* target = reinterpret_cast<uint4*>(row + col0);
-#pragma unroll
-    for (int i = 0; i < kWords; ++i)
-      simcuda::store_vector_streaming(target + i, reinterpret_cast<const uint4*>(chunk.v)[i]);
-    return;
+  if (whole_chunk(col0, cols)) {
+    T* at = row + col0;
+    const auto address = reinterpret_cast<std::uintptr_t>(at);
+    if (address % 16 == 0) return store_words<uint4>(at, chunk);
+    if (address % 8 == 0) return store_words<uint2>(at, chunk);
+    if (sizeof(T) == 2 && address % 4 == 0) return store_words<unsigned>(at, chunk);
   }
+  // A head or tail chunk: as in load_grid_chunk, a 16-byte word of it that lies in the row and
+  // on a 16-byte boundary still goes out whole.
+  constexpr int kWords = sizeof(Chunk<T>) / 16;
+  constexpr int kPerWord = kChunk / kWords;
 #pragma unroll
-  for (int j = 0; j < kChunk; ++j)
-    if (j < count) row[col0 + j] = chunk.v[j];
+  for (int i = 0; i < kWords; ++i) {
+    const int first = col0 + i * kPerWord;
+    if (kWords > 1 && first >= 0 && first <= cols - kPerWord &&
+        reinterpret_cast<std::uintptr_t>(row + first) % 16 == 0) {
+      simcuda::store_vector_streaming(reinterpret_cast<uint4*>(row + first),
+                                      reinterpret_cast<const uint4*>(chunk.v)[i]);
+    } else {
+#pragma unroll
+      for (int j = 0; j < kPerWord; ++j) {
+        const int c = first + j;
+        if (c >= 0 && c < cols) row[c] = chunk.v[i * kPerWord + j];
+      }
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
-// Row sources: where a thread's chunks of one row come from. Both call
-// body(col0, x, count) for each of the thread's chunks in increasing order, x widened to float
-// (past-the-row elements -inf), count = number of real elements (1..8).
+// Row sources: where a thread's chunks of one row come from. Both call body(col0, x, span) for
+// each of the thread's chunks in increasing order, x widened to float (elements outside the row
+// -inf), span the chunk's elements inside the row.
+//
+// Thread `rank` of a group of `size` owns chunks rank, rank + size, ... of the row's grid. Chunk
+// indices, not columns, drive the loops, and a column is formed in 64 bits before it is
+// narrowed: 8k can pass 2^31 where 8k - pad, the column, does not.
+__device__ __forceinline__ int chunk_column(int chunk, int pad) {
+  return static_cast<int>(std::int64_t{chunk} * kChunk - pad);
+}
+__device__ __forceinline__ int grid_chunks(int cols, int pad) {
+  return static_cast<int>((std::int64_t{cols} + pad + kChunk - 1) / kChunk);
+}
 
 // The thread's chunks of the row held in registers, loaded once (all loads in flight together).
 template <class T, int kChunks>
 struct RegisterRow {
   Chunk<T> chunk[kChunks];
   int cols;
-  int first, step;
+  int first, step, pad;
 
-  __device__ __forceinline__ void load(const T* row, int row_cols, int rank, int size,
-                                       bool vector) {
+  __device__ __forceinline__ void load(const T* row, int row_cols, int rank, int size) {
     cols = row_cols;
     first = rank;
     step = size;
+    pad = row_pad(row);
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) {
-      const int col0 = (first + k * step) * kChunk;
+      const int col0 = (first + k * step) * kChunk - pad;
       if (col0 < cols) {
-        load_chunk(chunk[k], row, col0, cols, vector);
+        load_grid_chunk(chunk[k], row, col0, cols);
       } else {
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) chunk[k].v[j] = negative_infinity<T>();
@@ -205,74 +318,106 @@ struct RegisterRow {
   __device__ __forceinline__ void for_each(Body&& body) const {
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) {
-      const int col0 = (first + k * step) * kChunk;
+      const int col0 = (first + k * step) * kChunk - pad;
       if (col0 < cols) {
         float x[kChunk];
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) x[j] = element(chunk[k], j);
-        body(col0, x, cols - col0 < kChunk ? cols - col0 : kChunk);
+        body(col0, x, span_of(col0, cols));
       }
     }
   }
 };
 
-// The row read from global memory on every visit (block_two_pass), kUnroll chunks per step so
-// that each thread has several 16-byte loads in flight.
+// The row read from global memory (block_two_pass and block_shared), kUnroll chunks per step so
+// that each thread has several 16-byte loads in flight. With a staging area (block_shared) the
+// first visit also copies every chunk into shared memory and later visits read it from there:
+// the row crosses the memory bus once. A thread stages exactly the chunks it owns and reads
+// back only those, so no barrier guards the staging area, also from one row to the next. The
+// area holds 16-byte word i of chunk c at i * staging_chunks + c: a warp's accesses are then 16
+// consecutive bytes per lane, free of bank conflicts also for f32's two words per chunk.
 template <class T>
 struct GlobalRow {
   static constexpr int kUnroll = 4;
+  static constexpr int kWords = sizeof(Chunk<T>) / 16;
   const T* row;
   int cols;
-  int first, step;
-  bool vector;
+  int first, step, pad;
+  uint4* staging = nullptr;  // block_shared's area, or null
+  int staging_chunks = 0;    // its chunks per word plane: the most chunks a row's grid has
+  bool staged = false;       // a visit of this row has filled the area
 
-  __device__ __forceinline__ void load(const T* row_data, int row_cols, int rank, int size,
-                                       bool vec) {
+  __device__ __forceinline__ void load(const T* row_data, int row_cols, int rank, int size) {
     row = row_data;
     cols = row_cols;
     first = rank;
     step = size;
-    vector = vec;
+    pad = row_pad(row_data);
+    staged = false;
   }
 
-  // Chunk indices (not columns) drive the loops, so nothing overflows near 2^31 columns.
+  __device__ __forceinline__ void stage(const Chunk<T>& chunk, int c) const {
+#pragma unroll
+    for (int i = 0; i < kWords; ++i)
+      staging[i * staging_chunks + c] = reinterpret_cast<const uint4*>(chunk.v)[i];
+  }
+  __device__ __forceinline__ void unstage(Chunk<T>& chunk, int c) const {
+#pragma unroll
+    for (int i = 0; i < kWords; ++i)
+      reinterpret_cast<uint4*>(chunk.v)[i] = staging[i * staging_chunks + c];
+  }
+
   template <class Body>
-  __device__ __forceinline__ void for_each(Body&& body) const {
-    const int chunks = cols / kChunk + (cols % kChunk != 0);
+  __device__ __forceinline__ void visit(const Chunk<T>& raw, int c, Body& body) const {
+    float x[kChunk];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) x[j] = element(raw, j);
+    const int col0 = chunk_column(c, pad);
+    body(col0, x, span_of(col0, cols));
+  }
+
+  template <class Body>
+  __device__ __forceinline__ void for_each(Body&& body) {
+    const int chunks = grid_chunks(cols, pad);
+    if (staged) {
+      for (int c = first; c < chunks; c += step) {
+        Chunk<T> raw;
+        unstage(raw, c);
+        visit(raw, c, body);
+      }
+      return;
+    }
     int c = first;
     for (; c + (kUnroll - 1) * step < chunks; c += kUnroll * step) {
       Chunk<T> raw[kUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) load_chunk(raw[u], row, (c + u * step) * kChunk, cols, vector);
+      for (int u = 0; u < kUnroll; ++u)
+        load_grid_chunk(raw[u], row, chunk_column(c + u * step, pad), cols);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        float x[kChunk];
-#pragma unroll
-        for (int j = 0; j < kChunk; ++j) x[j] = element(raw[u], j);
-        const int col0 = (c + u * step) * kChunk;
-        body(col0, x, cols - col0 < kChunk ? cols - col0 : kChunk);
+        if (staging != nullptr) stage(raw[u], c + u * step);
+        visit(raw[u], c + u * step, body);
       }
     }
     for (; c < chunks; c += step) {
       Chunk<T> raw;
-      load_chunk(raw, row, c * kChunk, cols, vector);
-      float x[kChunk];
-#pragma unroll
-      for (int j = 0; j < kChunk; ++j) x[j] = element(raw, j);
-      const int col0 = c * kChunk;
-      body(col0, x, cols - col0 < kChunk ? cols - col0 : kChunk);
+      load_grid_chunk(raw, row, chunk_column(c, pad), cols);
+      if (staging != nullptr) stage(raw, c);
+      visit(raw, c, body);
     }
+    staged = staging != nullptr;
   }
 };
 
-// Calls body(col0, count) for each chunk this thread owns in a row of `cols` elements, without
-// loading anything (for per-column inputs of another tensor).
+// Calls body(col0, span) for each chunk this thread owns in a row of `cols` elements on a grid
+// with `pad`, without loading anything (for per-column inputs of another tensor).
 template <class Body>
-__device__ __forceinline__ void for_each_owned_chunk(int cols, int rank, int size, Body&& body) {
-  const int chunks = cols / kChunk + (cols % kChunk != 0);
+__device__ __forceinline__ void for_each_owned_chunk(int cols, int pad, int rank, int size,
+                                                     Body&& body) {
+  const int chunks = grid_chunks(cols, pad);
   for (int c = rank; c < chunks; c += size) {
-    const int col0 = c * kChunk;
-    body(col0, cols - col0 < kChunk ? cols - col0 : kChunk);
+    const int col0 = chunk_column(c, pad);
+    body(col0, span_of(col0, cols));
   }
 }
 
@@ -420,7 +565,15 @@ struct RowLaunch {
   int threads_per_row = 0;  // group size
   int block = 0;            // threads per block
   unsigned grid = 0;
+  int staging_chunks = 0;   // block_shared: chunks of the staging area (GlobalRow), else 0
+  std::size_t shared_bytes = 0;  // block_shared: its dynamic shared memory
 };
+
+// Shared memory a block uses besides the staging area: the row kernels' static arrays (under
+// 1 KiB), which count against the block's opt-in limit, and the 1 KiB the hardware reserves per
+// block on sm_80 and sm_90, which counts against the SM's.
+constexpr std::int64_t kStaticSharedBytes = 1024;
+constexpr std::int64_t kReservedSharedBytes = 1024;
 
 constexpr int kSmallRowBlock = 256;        // rows_per_warp and warp_per_row: 8 warps per block
 constexpr int kMinBlockRowThreads = 64;    // block paths always reduce across warps
@@ -440,11 +593,16 @@ inline int round_up_to_warps(std::int64_t threads) {
 // The launch of a rows x cols problem of `op` whose held elements have `dtype`. Depends only on
 // the shape, the dtype, the forced algorithm and the device, never on pointers or timing, so the
 // per-block partial sums of a reduction are the same on every call.
-inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols, DType dtype,
-                                 const DeviceInfo& device) {
+//
+// `max_pad` (max_row_pad of the held tensor) makes room for the masked head of a row that does
+// not start on a 16-byte boundary: such a row's grid has up to one chunk more, so a row at the
+// very limit of an on-chip path moves to the next path when its tensor's rows can be misaligned.
+inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols, int max_pad,
+                                 DType dtype, const DeviceInfo& device) {
   RowLaunch launch;
-  launch.algorithm = detail::chosen_row_algorithm(op, cols, dtype);
-  const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
+  const std::int64_t grid_cols = cols + max_pad;
+  launch.algorithm = detail::chosen_row_algorithm(op, grid_cols, dtype);
+  const std::int64_t chunks = (grid_cols + kChunk - 1) / kChunk;
   const int max_chunks = detail::row_limits::max_chunks_per_thread(op, dtype);
   switch (launch.algorithm) {
     case RowAlgorithm::rows_per_warp:
@@ -466,9 +624,19 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
       launch.block = launch.threads_per_row;
       break;
     }
+    case RowAlgorithm::block_shared:
     case RowAlgorithm::automatic:
     case RowAlgorithm::block_two_pass: {
-      launch.algorithm = RowAlgorithm::block_two_pass;
+      // Staged when the device's blocks can hold the row's grid (sm_80 has less than sm_90).
+      const std::int64_t staging_bytes = chunks * kChunk * dtype_size(dtype);
+      const bool staged = launch.algorithm == RowAlgorithm::block_shared &&
+                          staging_bytes + kStaticSharedBytes <=
+                              std::int64_t{device.max_shared_per_block_optin};
+      launch.algorithm = staged ? RowAlgorithm::block_shared : RowAlgorithm::block_two_pass;
+      if (staged) {
+        launch.staging_chunks = static_cast<int>(chunks);
+        launch.shared_bytes = static_cast<std::size_t>(staging_bytes);
+      }
       launch.chunks = 0;
       const int threads = round_up_to_warps((chunks + kTwoPassChunksPerThread - 1) /
                                             kTwoPassChunksPerThread);
@@ -489,6 +657,13 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
   // their two reads (132 rows of 128K bf16 logits are 33 MB; the H100's L2 is 50 MB).
   std::int64_t per_sm = device.max_threads_per_sm / launch.block;
   if (per_sm > 32) per_sm = 32;
+  if (launch.algorithm == RowAlgorithm::block_shared) {
+    // As many blocks as the SM's shared memory holds (the occupancy it will really have).
+    const std::int64_t by_shared = std::int64_t{device.max_shared_per_sm} /
+                                   (static_cast<std::int64_t>(launch.shared_bytes) +
+                                    kStaticSharedBytes + kReservedSharedBytes);
+    if (by_shared < per_sm) per_sm = by_shared;
+  }
   if (per_sm < 1) per_sm = 1;
   if (launch.algorithm == RowAlgorithm::block_two_pass) per_sm = 1;
   const std::int64_t sms = device.sm_count > 0 ? device.sm_count : 1;
@@ -545,6 +720,35 @@ cudaError_t launch_for_chunks(int chunks, LaunchWith&& launch_with) {
     default: break;
   }
   return cudaErrorInvalidConfiguration;
+}
+
+// Launch bounds of the row kernels. A register tile smaller than the op's largest
+// (kLargestTile chunks) runs only in the 256-thread blocks of rows_per_warp and warp_per_row,
+// since block_on_chip takes the most chunks: there a cap of 80 registers lets three blocks share
+// an SM, which short rows need to keep enough loads in flight. Everything else may use 128
+// registers in blocks of up to 512 threads. The minimum of one block per SM is stated: without
+// it ptxas held several row kernels to 64 registers and spilled (sm_90, CUDA 13). A kernel
+// whose one-chunk tile fits fewer registers asks for more blocks there (kOneChunkBlocks).
+template <int kChunks, int kLargestTile, int kOneChunkBlocks = 3>
+struct RowBounds {
+  static constexpr bool kSmallTile = kChunks > 0 && kChunks < kLargestTile && kChunks <= 2;
+  static constexpr int kMaxThreads = kSmallTile ? kSmallRowBlock : kMaxBlock;
+  static constexpr int kMinBlocks = kChunks == 1 ? kOneChunkBlocks : (kSmallTile ? 3 : 1);
+};
+
+// Launches a row kernel with the plan's geometry and dynamic shared memory, opting into more
+// than the default 48 KiB where block_shared needs it.
+template <class Kernel, class Params>
+cudaError_t launch_row_kernel(Kernel* kernel, const RowLaunch& launch, cudaStream_t stream,
+                              const Params& params) {
+  constexpr std::size_t kDefaultDynamicShared = 48 * 1024;
+  if (launch.shared_bytes > kDefaultDynamicShared) {
+    const cudaError_t error = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(launch.shared_bytes));
+    if (error != cudaSuccess) return error;
+  }
+  return simcuda::launch(kernel, dim3(launch.grid), dim3(launch.block), launch.shared_bytes,
+                         stream, params);
 }
 
 }  // namespace actloss::cuda::row

@@ -8,6 +8,9 @@
 //                   busy instead of leaving a warp mostly idle on a handful of elements
 //   warp_per_row    one warp per row, the row held in registers
 //   block_on_chip   one block per row (up to 512 threads), the row held in registers
+//   block_shared    one block per row, the row copied into shared memory as it is first read,
+//                   so the second visit reads shared memory: one read of global memory for rows
+//                   up to the shared memory of a block (227 KiB on sm_90, 163 KiB on sm_80)
 //   block_two_pass  one block per row, the row read twice from global memory (the second read
 //                   mostly from L2); any length that fits int32
 // Every path works in chunks of 8 consecutive elements (one 16-byte vector of f16/bf16, two of
@@ -29,6 +32,7 @@ enum class RowAlgorithm : std::uint8_t {
   rows_per_warp,
   warp_per_row,
   block_on_chip,
+  block_shared,
   block_two_pass,
 };
 
@@ -45,6 +49,7 @@ inline const char* to_string(RowAlgorithm algorithm) {
     case RowAlgorithm::rows_per_warp: return "rows_per_warp";
     case RowAlgorithm::warp_per_row: return "warp_per_row";
     case RowAlgorithm::block_on_chip: return "block_on_chip";
+    case RowAlgorithm::block_shared: return "block_shared";
     case RowAlgorithm::block_two_pass: return "block_two_pass";
   }
   return "unknown";
@@ -57,6 +62,10 @@ inline constexpr int kRegisterBudget = 32;      // 32-bit registers of row data 
 inline constexpr int kMaxThreadsPerRow = 512;  // the largest block of every path
 inline constexpr int kMaxRowsPerWarpThreads = 16;  // rows_per_warp: at least 2 rows per warp
 inline constexpr std::int64_t kMaxTwoPassClasses = 2147483647;  // int32 column indices
+// block_shared: the most dynamic shared memory a block may opt into on sm_90 (227 KiB), less
+// what the row kernels declare statically (under 1 KiB). Devices with less (sm_80: 163 KiB)
+// hold shorter rows; the launch plan checks the device's own limit.
+inline constexpr std::int64_t kMaxSharedRowBytes = 227 * 1024 - 1024;
 
 // Registers one chunk costs a thread, and so how many chunks fit the budget.
 constexpr int chunk_registers(RowOp op, DType dtype) {
@@ -73,6 +82,15 @@ constexpr int max_chunks_per_thread(RowOp op, DType dtype) {
 
 // The longest row `algorithm` can take for `op` with row elements of `dtype` (for
 // softmax_backward: y's dtype). automatic reports the two-pass limit.
+// block_shared stages the row in its own dtype, in whole chunks, for cross-entropy and the
+// softmax forward; the softmax backward, which would stage y and dy, does not take it.
+constexpr std::int64_t shared_row_max_classes(RowOp op, DType dtype, std::int64_t shared_bytes) {
+  using namespace row_limits;
+  if (op == RowOp::softmax_backward) return 0;
+  const std::int64_t chunk_bytes = std::int64_t{kChunk} * (dtype == DType::f32 ? 4 : 2);
+  return shared_bytes / chunk_bytes * kChunk;
+}
+
 constexpr std::int64_t row_algorithm_max_classes(RowOp op, RowAlgorithm algorithm, DType dtype) {
   using namespace row_limits;
   switch (algorithm) {
@@ -81,6 +99,7 @@ constexpr std::int64_t row_algorithm_max_classes(RowOp op, RowAlgorithm algorith
       return std::int64_t{32} * kChunk * max_chunks_per_thread(op, dtype);
     case RowAlgorithm::block_on_chip:
       return std::int64_t{kMaxThreadsPerRow} * kChunk * max_chunks_per_thread(op, dtype);
+    case RowAlgorithm::block_shared: return shared_row_max_classes(op, dtype, kMaxSharedRowBytes);
     case RowAlgorithm::automatic:
     case RowAlgorithm::block_two_pass: return kMaxTwoPassClasses;
   }
@@ -91,10 +110,11 @@ constexpr std::int64_t row_algorithm_max_classes(RowOp op, RowAlgorithm algorith
 //   rows_per_warp  up to 128 elements (16 threads x 8)
 //   warp_per_row   up to 1024 (f32) / 2048 (f16, bf16); softmax backward 512
 //   block_on_chip  up to 16384 (f32) / 32768 (f16, bf16); softmax backward 8192
+//   block_shared   up to 57856 (f32) / 115712 (f16, bf16) on sm_90; not softmax backward
 //   block_two_pass beyond
 constexpr RowAlgorithm automatic_row_algorithm(RowOp op, std::int64_t classes, DType dtype) {
   for (RowAlgorithm candidate : {RowAlgorithm::rows_per_warp, RowAlgorithm::warp_per_row,
-                                 RowAlgorithm::block_on_chip}) {
+                                 RowAlgorithm::block_on_chip, RowAlgorithm::block_shared}) {
     if (classes <= row_algorithm_max_classes(op, candidate, dtype)) return candidate;
   }
   return RowAlgorithm::block_two_pass;

@@ -2,7 +2,8 @@
 //
 // Forward: one read of the row gives its max m and s = sum exp(x - m) = 1 + rest (online: see
 // cuda/row_common.cuh); then y = exp(x - m) / s, or (x - m) - log1p(rest), written once. On-chip paths
-// hold the row in registers; block_two_pass reads it a second time (mostly from L2).
+// hold the row in registers; block_shared keeps the copy it read in shared memory; block_two_pass
+// reads it a second time (mostly from L2).
 // An all -inf row has s = 0: softmax gives 0 (exp(-inf) times 1/s taken as 0) and log-softmax
 // -inf, never the NaN of -inf - -inf.
 // Backward: one read of y and dy gives the row's dot product (softmax: sum dy y; log-softmax:
@@ -26,12 +27,11 @@ struct SoftmaxForwardParams {
   int cols = 0;
   const void* x = nullptr;
   std::int64_t x_stride = 0;
-  bool x_vector = false;
   void* y = nullptr;
   std::int64_t y_stride = 0;
-  bool y_vector = false;
   bool log = false;
   int threads_per_row = 32;
+  int staging_chunks = 0;  // block_shared: the row is staged in dynamic shared memory
 };
 
 template <class TX, class TY, class Row>
@@ -40,10 +40,11 @@ __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& 
                                                     std::int64_t r) {
   const bool in_range = r < p.rows;
   const TX* x_row = static_cast<const TX*>(p.x) + (in_range ? r * p.x_stride : 0);
-  row.load(x_row, in_range ? p.cols : 0, group.rank, group.size, p.x_vector);
+  row.load(x_row, in_range ? p.cols : 0, group.rank, group.size);
   float m = -INFINITY;
   double rest = -1.0;
-  row.for_each([&](int, const float (&x)[kChunk], int) { row::add_chunk_max_rest(m, rest, x); });
+  row.for_each(
+      [&](int, const float (&x)[kChunk], row::Span) { row::add_chunk_max_rest(m, rest, x); });
   group.reduce_max_rest(m, rest);
   group.order_reads_before_writes();  // y may be x
   if (!in_range) return;
@@ -55,7 +56,7 @@ __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& 
   const bool no_mass = rest == -1.0;
   const float inv_s = no_mass ? 0.0f : 1.0f / (1.0f + static_cast<float>(rest));
   TY* y_row = static_cast<TY*>(p.y) + r * p.y_stride;
-  row.for_each([&](int col0, const float (&x)[kChunk], int count) {
+  row.for_each([&](int col0, const float (&x)[kChunk], row::Span) {
     float out[kChunk];
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) {
@@ -64,14 +65,21 @@ __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& 
       else
         out[j] = row::exp_shifted(x[j], shift) * inv_s;
     }
-    row::store_chunk(y_row, col0, count, out, p.y_vector);
+    row::store_chunk(y_row, col0, p.cols, out);
   });
 }
 
-// kChunks > 0: the row in registers; 0: the row in global memory (block_two_pass).
+// kChunks > 0: the row in registers; 0: the row in global memory (block_two_pass), staged in
+// shared memory on its first read when the plan gives a staging area (block_shared).
 template <class TX, class TY, int kChunks>
-__global__ void __launch_bounds__(row::kMaxBlock) softmax_forward_kernel(SoftmaxForwardParams p) {
+// Launch bounds: row::RowBounds, eight chunks being the largest tile (16-bit x). The one-chunk
+// tile of the shortest rows fits 40 registers without spilling (ptxas -v, sm_90): six blocks of
+// 256 threads per SM, against four at the 53 it takes unbounded.
+__global__ void __launch_bounds__(row::RowBounds<kChunks, 8, 6>::kMaxThreads,
+                                  row::RowBounds<kChunks, 8, 6>::kMinBlocks)
+    softmax_forward_kernel(SoftmaxForwardParams p) {
   __shared__ double2 exchange[row::kMaxWarps];
+  SIMCUDA_DYNAMIC_SHARED(uint4, staging_area);
   const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
   const RowTiles tiles{p.rows, group.rows_per_block(), group.row_in_block()};
   for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
@@ -80,6 +88,8 @@ __global__ void __launch_bounds__(row::kMaxBlock) softmax_forward_kernel(Softmax
       softmax_forward_row<TX, TY>(p, group, source, tiles.row_of(tile));
     } else {
       row::GlobalRow<TX> source;
+      source.staging = p.staging_chunks > 0 ? staging_area : nullptr;
+      source.staging_chunks = p.staging_chunks;
       softmax_forward_row<TX, TY>(p, group, source, tiles.row_of(tile));
     }
   }
@@ -93,38 +103,36 @@ struct SoftmaxBackwardParams {
   int cols = 0;
   const void* y = nullptr;
   std::int64_t y_stride = 0;
-  bool y_vector = false;
   const void* dy = nullptr;
   DType dy_dtype = DType::f32;
   std::int64_t dy_stride = 0;  // elements
-  bool dy_vector = false;
   void* dx = nullptr;
   std::int64_t dx_stride = 0;
-  bool dx_vector = false;
   bool log = false;
   int threads_per_row = 32;
 };
 
 // Row sources for two tensors, as RegisterRow and GlobalRow of row_common.cuh: body(col0, y, dy,
-// count) for each of the thread's chunks. Past-the-row elements are -inf; bodies look at count.
+// span) for each of the thread's chunks, on y's chunk grid. Elements outside the row are -inf;
+// bodies look at the span.
 template <class T, int kChunks>
 struct RegisterPairRow {
   row::Chunk<T> y[kChunks];
   float dy[kChunks][kChunk];
-  int cols, first, step;
+  int cols, first, step, pad;
 
   __device__ __forceinline__ void load(const T* y_row, const void* dy_row, DType dy_dtype,
-                                       int row_cols, int rank, int size, bool y_vector,
-                                       bool dy_vector) {
+                                       int row_cols, int rank, int size) {
     cols = row_cols;
     first = rank;
     step = size;
+    pad = row::row_pad(y_row);
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) {
-      const int col0 = (first + k * step) * kChunk;
+      const int col0 = (first + k * step) * kChunk - pad;
       if (col0 < cols) {
-        row::load_chunk(y[k], y_row, col0, cols, y_vector);
-        row::load_chunk_as_float(dy[k], dy_row, dy_dtype, col0, cols, dy_vector);
+        row::load_grid_chunk(y[k], y_row, col0, cols);
+        row::load_chunk_as_float(dy[k], dy_row, dy_dtype, col0, cols);
       } else {
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) {
@@ -139,12 +147,12 @@ struct RegisterPairRow {
   __device__ __forceinline__ void for_each(Body&& body) const {
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) {
-      const int col0 = (first + k * step) * kChunk;
+      const int col0 = (first + k * step) * kChunk - pad;
       if (col0 < cols) {
         float yk[kChunk];
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) yk[j] = row::element(y[k], j);
-        body(col0, yk, dy[k], cols - col0 < kChunk ? cols - col0 : kChunk);
+        body(col0, yk, dy[k], row::span_of(col0, cols));
       }
     }
   }
@@ -156,54 +164,51 @@ struct GlobalPairRow {
   const T* y_row;
   const void* dy_row;
   DType dy_dtype;
-  int cols, first, step;
-  bool y_vector, dy_vector;
+  int cols, first, step, pad;
 
   __device__ __forceinline__ void load(const T* y_data, const void* dy_data, DType dtype,
-                                       int row_cols, int rank, int size, bool y_vec,
-                                       bool dy_vec) {
+                                       int row_cols, int rank, int size) {
     y_row = y_data;
     dy_row = dy_data;
     dy_dtype = dtype;
     cols = row_cols;
     first = rank;
     step = size;
-    y_vector = y_vec;
-    dy_vector = dy_vec;
+    pad = row::row_pad(y_data);
   }
 
   template <class Body>
   __device__ __forceinline__ void for_each(Body&& body) const {
-    const int chunks = cols / kChunk + (cols % kChunk != 0);
+    const int chunks = row::grid_chunks(cols, pad);
     int c = first;
     for (; c + (kUnroll - 1) * step < chunks; c += kUnroll * step) {
       row::Chunk<T> y_raw[kUnroll];
       float dy[kUnroll][kChunk];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const int col0 = (c + u * step) * kChunk;
-        row::load_chunk(y_raw[u], y_row, col0, cols, y_vector);
-        row::load_chunk_as_float(dy[u], dy_row, dy_dtype, col0, cols, dy_vector);
+        const int col0 = row::chunk_column(c + u * step, pad);
+        row::load_grid_chunk(y_raw[u], y_row, col0, cols);
+        row::load_chunk_as_float(dy[u], dy_row, dy_dtype, col0, cols);
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         float y[kChunk];
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) y[j] = row::element(y_raw[u], j);
-        const int col0 = (c + u * step) * kChunk;
-        body(col0, y, dy[u], cols - col0 < kChunk ? cols - col0 : kChunk);
+        const int col0 = row::chunk_column(c + u * step, pad);
+        body(col0, y, dy[u], row::span_of(col0, cols));
       }
     }
     for (; c < chunks; c += step) {
-      const int col0 = c * kChunk;
+      const int col0 = row::chunk_column(c, pad);
       row::Chunk<T> y_raw;
       float dy[kChunk];
-      row::load_chunk(y_raw, y_row, col0, cols, y_vector);
-      row::load_chunk_as_float(dy, dy_row, dy_dtype, col0, cols, dy_vector);
+      row::load_grid_chunk(y_raw, y_row, col0, cols);
+      row::load_chunk_as_float(dy, dy_row, dy_dtype, col0, cols);
       float y[kChunk];
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) y[j] = row::element(y_raw, j);
-      body(col0, y, dy, cols - col0 < kChunk ? cols - col0 : kChunk);
+      body(col0, y, dy, row::span_of(col0, cols));
     }
   }
 };
@@ -216,16 +221,15 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
   const TY* y_row = static_cast<const TY*>(p.y) + (in_range ? r * p.y_stride : 0);
   const char* dy_row = static_cast<const char*>(p.dy) +
                        (in_range ? r * p.dy_stride * dtype_size(p.dy_dtype) : 0);
-  row.load(y_row, dy_row, p.dy_dtype, in_range ? p.cols : 0, group.rank, group.size, p.y_vector,
-           p.dy_vector);
+  row.load(y_row, dy_row, p.dy_dtype, in_range ? p.cols : 0, group.rank, group.size);
   // softmax: sum dy y; log-softmax: sum dy. In double, where every product of two floats is
   // exact: dx = y (dy - dot) cancels to a small difference where dy is nearly dot (a confident
   // row), and float accumulation would leave an error relative to dot, not to that difference.
   double dot = 0.0;
-  row.for_each([&](int, const float (&y)[kChunk], const float (&dy)[kChunk], int count) {
+  row.for_each([&](int, const float (&y)[kChunk], const float (&dy)[kChunk], row::Span span) {
 #pragma unroll
     for (int j = 0; j < kChunk; ++j)
-      if (j < count)
+      if (span.has(j))
         dot += p.log ? static_cast<double>(dy[j])
                      : static_cast<double>(dy[j]) * static_cast<double>(y[j]);
   });
@@ -241,7 +245,7 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
   if (fabs(dot) <= 0x1p100) {
     const float hi = static_cast<float>(dot);
     const float lo = static_cast<float>(dot - static_cast<double>(hi));
-    row.for_each([&](int col0, const float (&y)[kChunk], const float (&dy)[kChunk], int count) {
+    row.for_each([&](int col0, const float (&y)[kChunk], const float (&dy)[kChunk], row::Span) {
       float out[kChunk];
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) {
@@ -251,10 +255,10 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
                                                  expf(y[j]) * lo))
                        : y[j] * __fsub_rn(__fsub_rn(dy[j], hi), lo);
       }
-      row::store_chunk(dx_row, col0, count, out, p.dx_vector);
+      row::store_chunk(dx_row, col0, p.cols, out);
     });
   } else {
-    row.for_each([&](int col0, const float (&y)[kChunk], const float (&dy)[kChunk], int count) {
+    row.for_each([&](int col0, const float (&y)[kChunk], const float (&dy)[kChunk], row::Span) {
       float out[kChunk];
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) {
@@ -262,13 +266,15 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
         out[j] = static_cast<float>(p.log ? dy_j - static_cast<double>(expf(y[j])) * dot
                                           : static_cast<double>(y[j]) * (dy_j - dot));
       }
-      row::store_chunk(dx_row, col0, count, out, p.dx_vector);
+      row::store_chunk(dx_row, col0, p.cols, out);
     });
   }
 }
 
 template <class TY, class TDX, int kChunks>
-__global__ void __launch_bounds__(row::kMaxBlock)
+// Launch bounds: row::RowBounds, two chunks of y and dy being the largest tile.
+__global__ void __launch_bounds__(row::RowBounds<kChunks, 2>::kMaxThreads,
+                                  row::RowBounds<kChunks, 2>::kMinBlocks)
     softmax_backward_kernel(SoftmaxBackwardParams p) {
   __shared__ double2 exchange[row::kMaxWarps];
   const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
@@ -290,12 +296,11 @@ __global__ void __launch_bounds__(row::kMaxBlock)
 template <class TX, class TY>
 Status launch_forward(const RowLaunch& launch, const SoftmaxForwardParams& params,
                       cudaStream_t stream) {
-  const dim3 grid(launch.grid), block(launch.block);
   // Eight chunks fit the register budget only for 16-bit inputs (row_dispatch.h).
   const cudaError_t error =
       row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4>(launch.chunks, [&](auto chunks) {
-        return simcuda::launch(softmax_forward_kernel<TX, TY, decltype(chunks)::value>, grid,
-                               block, 0, stream, params);
+        return row::launch_row_kernel(softmax_forward_kernel<TX, TY, decltype(chunks)::value>,
+                                      launch, stream, params);
       });
   ACTLOSS_CUDA_TRY(error);
   return {};
@@ -332,14 +337,14 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
   p.cols = static_cast<int>(args.cols);
   p.x = args.x;
   p.x_stride = args.x_row_stride;
-  p.x_vector = row::vectorizable(args.x, args.x_dtype, args.rows, args.x_row_stride);
   p.y = args.y;
   p.y_stride = args.y_row_stride;
-  p.y_vector = row::vectorizable(args.y, args.y_dtype, args.rows, args.y_row_stride);
   p.log = options.log;
-  const RowLaunch launch =
-      row::plan_row_launch(RowOp::softmax_forward, args.rows, args.cols, args.x_dtype, *device);
+  const RowLaunch launch = row::plan_row_launch(
+      RowOp::softmax_forward, args.rows, args.cols,
+      row::max_row_pad(args.x, args.x_dtype, args.rows, args.x_row_stride), args.x_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
+  p.staging_chunks = launch.staging_chunks;
   return row::with_dtype("softmax", args.x_dtype, [&](auto x_tag) {
     return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
       using TX = typename decltype(x_tag)::type;
@@ -362,17 +367,15 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptio
   p.cols = static_cast<int>(args.cols);
   p.y = args.y;
   p.y_stride = args.y_row_stride;
-  p.y_vector = row::vectorizable(args.y, args.y_dtype, args.rows, args.y_row_stride);
   p.dy = args.dy;
   p.dy_dtype = args.dy_dtype;
   p.dy_stride = args.dy_row_stride;
-  p.dy_vector = row::vectorizable(args.dy, args.dy_dtype, args.rows, args.dy_row_stride);
   p.dx = args.dx;
   p.dx_stride = args.dx_row_stride;
-  p.dx_vector = row::vectorizable(args.dx, args.dx_dtype, args.rows, args.dx_row_stride);
   p.log = options.log;
-  const RowLaunch launch =
-      row::plan_row_launch(RowOp::softmax_backward, args.rows, args.cols, args.y_dtype, *device);
+  const RowLaunch launch = row::plan_row_launch(
+      RowOp::softmax_backward, args.rows, args.cols,
+      row::max_row_pad(args.y, args.y_dtype, args.rows, args.y_row_stride), args.y_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
   return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
     return row::with_dtype("softmax", args.dx_dtype, [&](auto dx_tag) {

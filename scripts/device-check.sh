@@ -36,7 +36,7 @@ declare -a summary
 elapsed() { echo "$(($(date +%s) - start))s"; }
 checkpoint() {
   printf '%s\n' "${summary[@]}" >"$LOGS/summary.txt"
-  for keep in summary.txt device.txt bench.json torch.json results.md; do
+  for keep in summary.txt device.txt bench.json bench-two-pass.json torch.json results.md; do
     [[ -f $LOGS/$keep ]] && cp "$LOGS/$keep" "$OUT/"
   done
   tar -C "$(dirname "$LOGS")" -czf "$OUT/device-check-logs.tar.gz" logs
@@ -129,6 +129,13 @@ if [[ -n $bench ]]; then
   run_step benchmarks 180 bench.log "$bench" --benchmark_filter="${ACTLOSS_CHECK_BENCH_FILTER:-^cuda/}" \
     --benchmark_out="$LOGS/bench.json" --benchmark_out_format=json --benchmark_min_time=0.05s
   report benchmarks $? bench.log bench.json
+  # The row widths that block_shared now takes, again on the two-pass path it replaced, in the
+  # same run: the comparison a path rewritten without a card waits for.
+  run_step "benchmarks, block_two_pass" 60 bench-two-pass.log "$bench" \
+    --benchmark_filter="${ACTLOSS_CHECK_TWO_PASS_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:(32000|50257)/}" \
+    --actloss_row_path=block_two_pass --benchmark_out="$LOGS/bench-two-pass.json" \
+    --benchmark_out_format=json --benchmark_min_time=0.05s
+  report "benchmarks, block_two_pass" $? bench-two-pass.log bench-two-pass.json
   if [[ ${ACTLOSS_CHECK_TORCH:-1} == 0 ]]; then
     record torch_compare skipped "ACTLOSS_CHECK_TORCH=0"
   elif [[ -f benchmarks/torch_compare.py ]] && python3 -c 'import torch' 2>/dev/null; then

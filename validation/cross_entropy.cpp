@@ -598,8 +598,9 @@ void cuda_full(Builder& b) {
   }
   // Every option set with every pass on every path, dtypes, target kinds, upstream gradients,
   // grad_scale, a real class as ignore_index and the optional outputs cycling.
-  const std::int64_t kPathClasses[] = {15, 1000, 4096, 3000};  // one per path, in kRowPaths order
-  for (int p = 0; p < 4; ++p)
+  // One per path, in kRowPaths order.
+  const std::int64_t kPathClasses[] = {15, 1000, 4096, 3000, 3000};
+  for (int p = 0; p < kRowPathCount; ++p)
     for (const OptionSet& o : kOptionSets)
       for (Pass pass : kPasses) {
         Spec s;
@@ -625,8 +626,8 @@ void cuda_full(Builder& b) {
   // Odd strides and misaligned bases (scalar loads and stores), aligned strides with partial
   // last chunks, in place (also with every option that reads the logits twice), and grad_scale,
   // on every path.
-  const std::int64_t kStrideClasses[] = {13, 700, 3001, 2500};
-  for (int p = 0; p < 4; ++p) {
+  const std::int64_t kStrideClasses[] = {13, 700, 3001, 2500, 2500};
+  for (int p = 0; p < kRowPathCount; ++p) {
     for (int variant = 0; variant < 6; ++variant) {
       Spec s;
       s.path = kRowPaths[p];
@@ -668,8 +669,8 @@ void cuda_full(Builder& b) {
     b.add(s);
   }
   // Adversarial values on every path and dtype: extreme rows, far below zero, every binade.
-  const std::int64_t kExtremeClasses[] = {7, 300, 2100, 5000};
-  for (int p = 0; p < 4; ++p)
+  const std::int64_t kExtremeClasses[] = {7, 300, 2100, 5000, 5000};
+  for (int p = 0; p < kRowPathCount; ++p)
     for (DType dtype : kDtypes)
       for (int variant = 0; variant < 4; ++variant)
         for (Pass pass : {Pass::forward_backward, Pass::backward, Pass::forward}) {
@@ -687,7 +688,7 @@ void cuda_full(Builder& b) {
           s.target_kind = variant == 3 ? TargetKind::probabilities : TargetKind::class_index_i64;
           b.add(s);
         }
-  for (int p = 0; p < 4; ++p)
+  for (int p = 0; p < kRowPathCount; ++p)
     for (DType dtype : kDtypes)
       for (const char* kind : {"far below zero", "sweep", "outliers", "masked"})
         for (Pass pass : kPasses) {
@@ -716,8 +717,8 @@ void cuda_full(Builder& b) {
       b.add(s);
     }
   // Few blocks for many rows: every path walks its grid-stride loop over row tiles.
-  const std::int64_t kGridClasses[] = {5, 100, 1500, 1500};
-  for (int p = 0; p < 4; ++p)
+  const std::int64_t kGridClasses[] = {5, 100, 1500, 1500, 1500};
+  for (int p = 0; p < kRowPathCount; ++p)
     for (std::int64_t blocks : {1, 3}) {
       Spec s;
       s.path = kRowPaths[p];

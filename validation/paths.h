@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -51,7 +52,9 @@ std::vector<std::string> row_input_kinds(Depth depth);
 inline constexpr RowAlgorithm kRowPaths[] = {RowAlgorithm::rows_per_warp,
                                              RowAlgorithm::warp_per_row,
                                              RowAlgorithm::block_on_chip,
+                                             RowAlgorithm::block_shared,
                                              RowAlgorithm::block_two_pass};
+inline constexpr int kRowPathCount = static_cast<int>(std::size(kRowPaths));
 
 // Forces a row path (and optionally caps the grid, so that the grid-stride loops over row tiles
 // run many steps on small problems) for its lifetime. A path that cannot hold the row falls back
