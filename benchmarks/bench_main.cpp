@@ -10,6 +10,10 @@
 //                       are those of the simulator and mean nothing about a GPU
 //   --actloss_list      print every problem of both full sets as JSON (name, bytes) and exit;
 //                       torch_compare.py --check-bytes compares its own formulas with it
+//   --elementwise-packs=1
+//                       run the elementwise kernels (activations, BCE, MSE) with one pack per
+//                       thread per loop step, the loop last measured on a GPU, so that a card can
+//                       compare it with the default (=default); the JSON context records which
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -24,6 +28,7 @@
 #include "benchmarks/byte_formulas.h"
 #include "benchmarks/support/memory.h"
 #include "benchmarks/support/workload.h"
+#include "host/backend.h"
 
 namespace {
 
@@ -103,6 +108,7 @@ std::string gbps(double bytes_per_second) {
 
 int main(int argc, char** argv) {
   bool sim_gpu = false;
+  bool one_pack_per_step = false;
   std::vector<char*> args;
   std::vector<std::string> rewritten;
   rewritten.reserve(static_cast<std::size_t>(argc));
@@ -115,6 +121,18 @@ int main(int argc, char** argv) {
     if (arg == "--actloss_list") {
       print_problem_list();
       return 0;
+    }
+    if (const std::string flag = "--elementwise-packs="; arg.rfind(flag, 0) == 0) {
+      const std::string value = arg.substr(flag.size());
+      if (value != "1" && value != "default") {
+        std::fprintf(stderr,
+                     "actloss_bench: --elementwise-packs takes 1 (one pack per thread per step, "
+                     "the loop last measured on a GPU) or default (got '%s')\n",
+                     value.c_str());
+        return 1;
+      }
+      one_pack_per_step = value == "1";
+      continue;
     }
 #if defined(ACTLOSS_BENCHMARK_MIN_TIME_IS_DOUBLE)
     // Google Benchmark before 1.8 reads --benchmark_min_time as a bare number of seconds and
@@ -134,6 +152,15 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
 
   benchmark::AddCustomContext("actloss_build", build_info());
+#if ACTLOSS_BENCH_CUDA
+  detail::cuda_set_elementwise_packs_per_step_for_testing(one_pack_per_step ? 1 : 0);
+  benchmark::AddCustomContext("actloss_elementwise_packs", one_pack_per_step ? "1" : "default");
+#else
+  if (one_pack_per_step) {
+    std::fprintf(stderr, "actloss_bench: --elementwise-packs=1: this build has no CUDA backend\n");
+    return 1;
+  }
+#endif
   try {
     const CopyCeiling cpu = measure_copy_ceiling(Device::cpu, default_copy_bytes(Device::cpu), 5);
     benchmark::AddCustomContext("actloss_cpu", describe_device(Device::cpu).name);
