@@ -14,6 +14,10 @@
 //                       block_shared, block_two_pass) for the cross-entropy and softmax
 //                       launches, so that a card compares a new path with the one it replaces
 //                       in one run; a path that cannot hold a row runs the automatic choice
+//   --elementwise-packs=1
+//                       run the elementwise kernels (activations, BCE, MSE) with one pack per
+//                       thread per loop step, the loop last measured on a GPU, so that a card can
+//                       compare it with the default (=default); the JSON context records which
 #include <benchmark/benchmark.h>
 
 #include <cstdio>
@@ -28,6 +32,7 @@
 #include "benchmarks/byte_formulas.h"
 #include "benchmarks/support/memory.h"
 #include "benchmarks/support/workload.h"
+#include "host/backend.h"
 #include "cuda/row_dispatch.h"
 
 namespace {
@@ -108,6 +113,7 @@ std::string gbps(double bytes_per_second) {
 
 int main(int argc, char** argv) {
   bool sim_gpu = false;
+  bool one_pack_per_step = false;
   std::vector<char*> args;
   std::vector<std::string> rewritten;
   rewritten.reserve(static_cast<std::size_t>(argc));
@@ -137,6 +143,18 @@ int main(int argc, char** argv) {
       }
       continue;
     }
+    if (const std::string flag = "--elementwise-packs="; arg.rfind(flag, 0) == 0) {
+      const std::string value = arg.substr(flag.size());
+      if (value != "1" && value != "default") {
+        std::fprintf(stderr,
+                     "actloss_bench: --elementwise-packs takes 1 (one pack per thread per step, "
+                     "the loop last measured on a GPU) or default (got '%s')\n",
+                     value.c_str());
+        return 1;
+      }
+      one_pack_per_step = value == "1";
+      continue;
+    }
 #if defined(ACTLOSS_BENCHMARK_MIN_TIME_IS_DOUBLE)
     // Google Benchmark before 1.8 reads --benchmark_min_time as a bare number of seconds and
     // silently falls back to 0.5 s on "0.05s", which would make a GPU run ten times longer.
@@ -155,6 +173,15 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
 
   benchmark::AddCustomContext("actloss_build", build_info());
+#if ACTLOSS_BENCH_CUDA
+  detail::cuda_set_elementwise_packs_per_step_for_testing(one_pack_per_step ? 1 : 0);
+  benchmark::AddCustomContext("actloss_elementwise_packs", one_pack_per_step ? "1" : "default");
+#else
+  if (one_pack_per_step) {
+    std::fprintf(stderr, "actloss_bench: --elementwise-packs=1: this build has no CUDA backend\n");
+    return 1;
+  }
+#endif
   try {
     const CopyCeiling cpu = measure_copy_ceiling(Device::cpu, default_copy_bytes(Device::cpu), 5);
     benchmark::AddCustomContext("actloss_cpu", describe_device(Device::cpu).name);

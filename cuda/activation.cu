@@ -14,6 +14,16 @@
 namespace actloss::cuda {
 namespace {
 
+// Packs per thread per loop step of each kernel (cuda/elementwise.cuh); the kernels that read
+// one tensor are held to kBlocksPerSm resident blocks (at most 64 registers a thread). Backward
+// reads two, so two packs a step give it as many bytes in flight as four give a forward, in 48
+// to 64 registers without a bound.
+constexpr int kForwardPacksPerStep = 4;
+constexpr int kMaskTilesPerStep = 4;
+constexpr int kBackwardPacksPerStep = 2;
+constexpr int kMaskBackwardPacksPerStep = 4;
+constexpr int kBlocksPerSm = 4;
+
 // ---------------------------------------------------------------------------------------------
 // The activations. forward(x) is f(x); slope(x) is f'(x), with dx = dy * f'. A NaN argument gives
 // a NaN slope (as the reference), so NaN never turns into a silent 0. kOutputSlope says whether
@@ -142,17 +152,18 @@ Status with_activation(const ActivationOptions& options, F&& f) {
 // ---------------------------------------------------------------------------------------------
 // Forward.
 
-template <class Act>
-__global__ void __launch_bounds__(ew::kThreads)
+template <class Act, int kUnroll>
+__global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, kBlocksPerSm))
     activation_forward_kernel(ew::Packs packs, ew::In x, ew::Out y, Act act, bool vector) {
-  ew::for_each_pack(packs, [&](std::int64_t row, std::int64_t col, int count) {
-    const bool full = vector && count == ew::kPack;
-    float v[ew::kPack];
-    ew::load_floats(x, row, col, count, full, v);
+  ew::for_each_pack<kUnroll, ew::RawPack, ew::Shape::one_row>(
+      packs, vector, [&](const ew::Pack& p, ew::RawPack& raw) { ew::load(x, p, raw); },
+      [&](const ew::Pack& p, const ew::RawPack& raw) {
+        float v[ew::kPack];
+        ew::unpack(raw, x.dtype, v);
 #pragma unroll
-    for (int i = 0; i < ew::kPack; ++i) v[i] = act.forward(v[i]);
-    ew::store(y, row, col, count, full, v);
-  });
+        for (int i = 0; i < ew::kPack; ++i) v[i] = act.forward(v[i]);
+        ew::store(y, p, v);
+      });
 }
 
 // relu forward that also writes the mask (bit i % 32 of word i / 32 is x_i > 0; bits past n are
@@ -160,10 +171,13 @@ __global__ void __launch_bounds__(ew::kThreads)
 // read-modify-write of memory another thread owns.
 //
 // Vector part: whole warp tiles of 32 packs (256 elements = 8 words); lane l holds the 8 bits of
-// pack l, and word k is the bytes of lanes 4k..4k+3, gathered with two xor-shuffles.
+// pack l, and word k is the bytes of lanes 4k..4k+3, gathered with two xor-shuffles. A warp takes
+// kUnroll tiles per step, 8 apart (a block's step covers 8 kUnroll consecutive tiles), and loads
+// them all before it uses the first.
 // Scalar part: the rest (everything, when unaligned), one word per warp per step, one element per
 // lane, the word being the warp's ballot. Both loops are warp-uniform, as the collectives need.
-__global__ void __launch_bounds__(ew::kThreads)
+template <int kUnroll>
+__global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, kBlocksPerSm))
     relu_forward_with_mask_kernel(std::int64_t n, ew::In x, ew::Out y, std::uint32_t* mask,
                                   bool vector) {
   static_assert(ew::kPack == 8, "the vector part packs one byte of mask bits per lane");
@@ -175,21 +189,45 @@ __global__ void __launch_bounds__(ew::kThreads)
   const std::int64_t warps = std::int64_t{gridDim.x} * blockDim.x / kWarpSize;
 
   const std::int64_t tiles = vector ? n / kTile : 0;
-  for (std::int64_t tile = warp; tile < tiles; tile += warps) {
-    const std::int64_t col = tile * kTile + std::int64_t{lane} * ew::kPack;
+  const auto pack_of = [&](std::int64_t tile) {
+    return ew::Pack{0, tile * kTile + std::int64_t{lane} * ew::kPack, ew::kPack, true};
+  };
+  const auto use = [&](std::int64_t tile, const ew::RawPack& raw) {
     float v[ew::kPack];
-    ew::load_floats(x, 0, col, ew::kPack, true, v);
+    ew::unpack(raw, x.dtype, v);
     std::uint32_t bits = 0;
 #pragma unroll
     for (int i = 0; i < ew::kPack; ++i) {
       bits |= static_cast<std::uint32_t>(v[i] > 0.0f) << i;
       v[i] = relu.forward(v[i]);
     }
-    ew::store(y, 0, col, ew::kPack, true, v);
+    ew::store(y, pack_of(tile), v);
     std::uint32_t word = bits << (8 * (lane % 4));
     word |= __shfl_xor_sync(kFullMask, word, 1);
     word |= __shfl_xor_sync(kFullMask, word, 2);
     if (lane % 4 == 0) mask[tile * ew::kPack + lane / 4] = word;
+  };
+  if constexpr (kUnroll == 1) {
+    // The loop last measured on a GPU, as it was.
+    for (std::int64_t tile = warp; tile < tiles; tile += warps) {
+      ew::RawPack raw;
+      ew::load(x, pack_of(tile), raw);
+      use(tile, raw);
+    }
+  } else {
+    constexpr int kWarpsPerBlock = ew::kThreads / kWarpSize;
+    constexpr std::int64_t kBlockStep = std::int64_t{kUnroll} * kWarpsPerBlock;
+    for (std::int64_t first = std::int64_t{blockIdx.x} * kBlockStep + threadIdx.x / kWarpSize;
+         first < tiles; first += kBlockStep * gridDim.x) {
+      ew::RawPack raw[kUnroll];
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k)
+        if (first + k * kWarpsPerBlock < tiles)
+          ew::load(x, pack_of(first + k * kWarpsPerBlock), raw[k]);
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k)
+        if (first + k * kWarpsPerBlock < tiles) use(first + k * kWarpsPerBlock, raw[k]);
+    }
   }
 
   const std::int64_t words = (n + kWarpSize - 1) / kWarpSize;  // relu_mask_words(n)
@@ -220,27 +258,31 @@ Status cuda_activation_forward(const ActivationForwardArgs& args, const Activati
   const bool vector = ew::vector_ok(x.data, x.dtype, 1, 0) && ew::vector_ok(y.data, y.dtype, 1, 0);
 
   if (args.relu_mask != nullptr) {
-    // One warp per vector tile, then one warp per remaining mask word.
-    const std::int64_t tiles = vector ? args.n / (kWarpSize * ew::kPack) : 0;
-    const std::int64_t tail_words = relu_mask_words(args.n) - tiles * ew::kPack;
-    unsigned blocks = 0;
-    if (Status status = ew::blocks_for((tiles + tail_words) * kWarpSize, &blocks); !status.ok())
-      return status;
-    ACTLOSS_CUDA_TRY(simcuda::launch(relu_forward_with_mask_kernel, dim3(blocks),
-                                     dim3(ew::kThreads), 0, exec.stream, args.n, x, y,
-                                     args.relu_mask, vector));
-    return {};
+    return ew::with_packs_per_step<kMaskTilesPerStep>([&](auto unroll) -> Status {
+      constexpr int kUnroll = decltype(unroll)::value;
+      // One warp per kUnroll vector tiles, then one warp per remaining mask word.
+      const std::int64_t tiles = vector ? args.n / (kWarpSize * ew::kPack) : 0;
+      const std::int64_t tail_words = relu_mask_words(args.n) - tiles * ew::kPack;
+      const std::int64_t warps = ew::threads_for(tiles, kUnroll) + tail_words;
+      unsigned blocks = 0;
+      if (Status status = ew::blocks_for(warps * kWarpSize, &blocks); !status.ok()) return status;
+      ACTLOSS_CUDA_TRY(simcuda::launch(relu_forward_with_mask_kernel<kUnroll>, dim3(blocks),
+                                       dim3(ew::kThreads), 0, exec.stream, args.n, x, y,
+                                       args.relu_mask, vector));
+      return {};
+    });
   }
 
   const ew::Packs packs = ew::packs_of(1, args.n);
-  unsigned blocks = 0;
-  if (Status status = ew::blocks_for(packs.per_row, &blocks); !status.ok()) return status;
-  return with_activation(options, [&](auto act) -> Status {
-    ACTLOSS_CUDA_TRY(simcuda::launch(activation_forward_kernel<decltype(act)>, dim3(blocks),
-                                     dim3(ew::kThreads), 0, exec.stream, packs, x, y, act,
-                                     vector));
-    return {};
-  });
+  return ew::with_packs_per_step<kForwardPacksPerStep>(
+      packs.per_row, [&](auto unroll, unsigned blocks) -> Status {
+        return with_activation(options, [&](auto act) -> Status {
+          ACTLOSS_CUDA_TRY(simcuda::launch(
+              activation_forward_kernel<decltype(act), decltype(unroll)::value>, dim3(blocks),
+              dim3(ew::kThreads), 0, exec.stream, packs, x, y, act, vector));
+          return {};
+        });
+      });
 }
 
 }  // namespace actloss::detail
@@ -251,42 +293,61 @@ Status cuda_activation_forward(const ActivationForwardArgs& args, const Activati
 namespace actloss::cuda {
 namespace {
 
+struct SavedAndGrad {
+  ew::RawPack saved, dy;
+};
+
 // dx = dy * f'(saved), saved being x (kFromOutput false) or y = f(x).
-template <class Act, bool kFromOutput>
+template <class Act, bool kFromOutput, int kUnroll>
 __global__ void __launch_bounds__(ew::kThreads)
     activation_backward_kernel(ew::Packs packs, ew::In saved, ew::In dy, ew::Out dx, Act act,
                                bool vector) {
-  ew::for_each_pack(packs, [&](std::int64_t row, std::int64_t col, int count) {
-    const bool full = vector && count == ew::kPack;
-    ew::RawPack saved_raw;
-    ew::load(saved, row, col, count, full, saved_raw);
-    float g[ew::kPack], s[ew::kPack];
-    ew::load_floats(dy, row, col, count, full, g);
-    ew::unpack(saved_raw, saved.dtype, s);
+  ew::for_each_pack<kUnroll, SavedAndGrad, ew::Shape::one_row>(
+      packs, vector,
+      [&](const ew::Pack& p, SavedAndGrad& raw) {
+        ew::load(saved, p, raw.saved);
+        ew::load(dy, p, raw.dy);
+      },
+      [&](const ew::Pack& p, const SavedAndGrad& raw) {
+        float g[ew::kPack], s[ew::kPack];
+        ew::unpack(raw.dy, dy.dtype, g);
+        ew::unpack(raw.saved, saved.dtype, s);
 #pragma unroll
-    for (int i = 0; i < ew::kPack; ++i) {
-      if constexpr (kFromOutput)
-        g[i] *= act.slope_from_output(s[i]);
-      else
-        g[i] *= act.slope(s[i]);
-    }
-    ew::store(dx, row, col, count, full, g);
-  });
+        for (int i = 0; i < ew::kPack; ++i) {
+          if constexpr (kFromOutput)
+            g[i] *= act.slope_from_output(s[i]);
+          else
+            g[i] *= act.slope(s[i]);
+        }
+        ew::store(dx, p, g);
+      });
 }
 
-// dx = dy * bit: the pack's 8 bits lie in one mask word (packs start at multiples of 8).
-__global__ void __launch_bounds__(ew::kThreads)
+struct MaskAndGrad {
+  std::uint32_t word = 0;  // the mask word that holds the pack's bits
+  ew::RawPack dy;
+};
+
+// dx = dy * bit: the pack's 8 bits lie in one mask word (packs start at multiples of 8). The word
+// is shifted only where it is used, so that its load does not hold up the step's other loads.
+template <int kUnroll>
+__global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, kBlocksPerSm))
     relu_backward_from_mask_kernel(ew::Packs packs, const std::uint32_t* mask, ew::In dy,
                                    ew::Out dx, bool vector) {
-  ew::for_each_pack(packs, [&](std::int64_t row, std::int64_t col, int count) {
-    const bool full = vector && count == ew::kPack;
-    const std::uint32_t bits = mask[col / kWarpSize] >> (col % kWarpSize);
-    float g[ew::kPack];
-    ew::load_floats(dy, row, col, count, full, g);
+  ew::for_each_pack<kUnroll, MaskAndGrad, ew::Shape::one_row>(
+      packs, vector,
+      [&](const ew::Pack& p, MaskAndGrad& raw) {
+        raw.word = mask[p.col / kWarpSize];
+        ew::load(dy, p, raw.dy);
+      },
+      [&](const ew::Pack& p, const MaskAndGrad& raw) {
+        const std::uint32_t bits = raw.word >> (p.col % kWarpSize);
+        float g[ew::kPack];
+        ew::unpack(raw.dy, dy.dtype, g);
 #pragma unroll
-    for (int i = 0; i < ew::kPack; ++i) g[i] *= ((bits >> i) & 1u) != 0 ? 1.0f : 0.0f;
-    ew::store(dx, row, col, count, full, g);
-  });
+        for (int i = 0; i < ew::kPack; ++i) g[i] *= ((bits >> i) & 1u) != 0 ? 1.0f : 0.0f;
+        ew::store(dx, p, g);
+      });
 }
 
 }  // namespace
@@ -301,41 +362,46 @@ Status cuda_activation_backward(const ActivationBackwardArgs& args,
   const ew::In dy{args.dy, args.dy_dtype, args.n};
   const ew::Out dx{args.dx, args.dx_dtype, args.n};
   const ew::Packs packs = ew::packs_of(1, args.n);
-  unsigned blocks = 0;
-  if (Status status = ew::blocks_for(packs.per_row, &blocks); !status.ok()) return status;
   const bool io_vector =
       ew::vector_ok(dy.data, dy.dtype, 1, 0) && ew::vector_ok(dx.data, dx.dtype, 1, 0);
 
   if (args.saved_kind == SavedTensor::relu_mask) {
-    ACTLOSS_CUDA_TRY(simcuda::launch(relu_backward_from_mask_kernel, dim3(blocks),
-                                     dim3(ew::kThreads), 0, exec.stream, packs,
-                                     static_cast<const std::uint32_t*>(args.saved), dy, dx,
-                                     io_vector));
-    return {};
+    return ew::with_packs_per_step<kMaskBackwardPacksPerStep>(
+        packs.per_row, [&](auto unroll, unsigned blocks) -> Status {
+          ACTLOSS_CUDA_TRY(simcuda::launch(
+              relu_backward_from_mask_kernel<decltype(unroll)::value>, dim3(blocks),
+              dim3(ew::kThreads), 0, exec.stream, packs,
+              static_cast<const std::uint32_t*>(args.saved), dy, dx, io_vector));
+          return {};
+        });
   }
 
   const ew::In saved{args.saved, args.saved_dtype, args.n};
   const bool vector = io_vector && ew::vector_ok(saved.data, saved.dtype, 1, 0);
   const bool from_output = args.saved_kind == SavedTensor::output;
-  return with_activation(options, [&](auto act) -> Status {
-    using Act = decltype(act);
-    if (from_output) {
-      if constexpr (Act::kOutputSlope) {
-        ACTLOSS_CUDA_TRY(simcuda::launch(activation_backward_kernel<Act, true>, dim3(blocks),
-                                         dim3(ew::kThreads), 0, exec.stream, packs, saved, dy,
-                                         dx, act, vector));
-        return {};
-      } else {
-        return Status(StatusCode::internal, "saved_kind",
-                      "saved_kind: the saved output cannot give this activation's derivative "
-                      "(validation should have refused it)");
+  const auto launch = [&](auto unroll, unsigned blocks) -> Status {
+    constexpr int kUnroll = decltype(unroll)::value;
+    return with_activation(options, [&](auto act) -> Status {
+      using Act = decltype(act);
+      if (from_output) {
+        if constexpr (Act::kOutputSlope) {
+          ACTLOSS_CUDA_TRY(simcuda::launch(activation_backward_kernel<Act, true, kUnroll>,
+                                           dim3(blocks), dim3(ew::kThreads), 0, exec.stream,
+                                           packs, saved, dy, dx, act, vector));
+          return {};
+        } else {
+          return Status(StatusCode::internal, "saved_kind",
+                        "saved_kind: the saved output cannot give this activation's derivative "
+                        "(validation should have refused it)");
+        }
       }
-    }
-    ACTLOSS_CUDA_TRY(simcuda::launch(activation_backward_kernel<Act, false>, dim3(blocks),
-                                     dim3(ew::kThreads), 0, exec.stream, packs, saved, dy, dx,
-                                     act, vector));
-    return {};
-  });
+      ACTLOSS_CUDA_TRY(simcuda::launch(activation_backward_kernel<Act, false, kUnroll>,
+                                       dim3(blocks), dim3(ew::kThreads), 0, exec.stream, packs,
+                                       saved, dy, dx, act, vector));
+      return {};
+    });
+  };
+  return ew::with_packs_per_step<kBackwardPacksPerStep>(packs.per_row, launch);
 }
 
 }  // namespace actloss::detail

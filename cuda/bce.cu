@@ -21,6 +21,11 @@
 namespace actloss::cuda {
 namespace {
 
+// Packs per thread per loop step (cuda/elementwise.cuh), held to kBlocksPerSm resident blocks
+// (at most 128 registers a thread: up to five tensors' packs are in flight at once).
+constexpr int kPacksPerStep = 2;
+constexpr int kBlocksPerSm = 2;
+
 struct BceKernelArgs {
   ew::Packs packs;
   ew::In logits, targets;
@@ -52,7 +57,13 @@ __device__ __forceinline__ float positive_term(float pos_weight, float y, float 
                                                                    : pos_weight * (y * softplus);
 }
 
-__global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
+struct BceLoaded {
+  ew::RawPack logits, targets, weight, pos_weight, upstream;
+};
+
+template <int kUnroll>
+__global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, kBlocksPerSm))
+    bce_kernel(BceKernelArgs a) {
   __shared__ double warp_partials[ew::kThreads / kWarpSize];
   const bool wants_loss = a.loss_elements != nullptr || a.partials != nullptr;
   const bool wants_grad = a.grad.data != nullptr;
@@ -69,24 +80,26 @@ __global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
   const ew::Out loss{a.loss_elements, DType::f32, a.packs.cols};
 
   double sum = 0.0;
-  ew::for_each_pack(a.packs, [&](std::int64_t row, std::int64_t col, int count) {
-    const bool full = a.vector && count == ew::kPack;
-    // Every load first, conversions after, so all the streams of the pack are in flight at once.
-    ew::RawPack x_raw, y_raw, w_raw, pw_raw, up_raw;
-    ew::load(a.logits, row, col, count, full, x_raw);
-    ew::load(a.targets, row, col, count, full, y_raw);
-    if (has_weight) ew::load(a.weight, row, col, count, full, w_raw);
-    if (pack_pos_weight) ew::load(pos_weight, 0, col, count, full, pw_raw);
-    if (upstream_elements) ew::load(upstream, row, col, count, full, up_raw);
+  // Every load of the step first (for_each_pack), conversions after, so all the streams of all
+  // its packs are in flight at once.
+  const auto load = [&](const ew::Pack& p, BceLoaded& raw) {
+    ew::load(a.logits, p, raw.logits);
+    ew::load(a.targets, p, raw.targets);
+    if (has_weight) ew::load(a.weight, p, raw.weight);
+    if (pack_pos_weight) ew::load(pos_weight, ew::Pack{0, p.col, p.count, p.full}, raw.pos_weight);
+    if (upstream_elements) ew::load(upstream, p, raw.upstream);
+  };
+  const auto use = [&](const ew::Pack& p, const BceLoaded& raw) {
+    const int count = p.count;
     float x[ew::kPack], y[ew::kPack], w[ew::kPack] = {}, up[ew::kPack] = {};
     float pw[ew::kPack];
 #pragma unroll
     for (int i = 0; i < ew::kPack; ++i) pw[i] = broadcast_pos_weight;
-    ew::unpack(x_raw, a.logits.dtype, x);
-    ew::unpack(y_raw, a.targets.dtype, y);
-    if (has_weight) ew::unpack(w_raw, a.weight.dtype, w);
-    if (pack_pos_weight) ew::unpack(pw_raw, DType::f32, pw);
-    if (upstream_elements) ew::unpack(up_raw, DType::f32, up);
+    ew::unpack(raw.logits, a.logits.dtype, x);
+    ew::unpack(raw.targets, a.targets.dtype, y);
+    if (has_weight) ew::unpack(raw.weight, a.weight.dtype, w);
+    if (pack_pos_weight) ew::unpack(raw.pos_weight, DType::f32, pw);
+    if (upstream_elements) ew::unpack(raw.upstream, DType::f32, up);
 
     // A loss term beyond float's range on a finite logit (|x| near 3.4e38 times a pos_weight or a
     // weight above 1) may still leave the mean finite: such an element's loss is kept scaled by
@@ -135,10 +148,11 @@ __global__ void __launch_bounds__(ew::kThreads) bce_kernel(BceKernelArgs a) {
 #pragma unroll
       for (int i = 0; i < ew::kPack; ++i)
         if ((scaled >> i) & 1u) l[i] *= kUp;
-      ew::store(loss, row, col, count, full, l);
+      ew::store(loss, p, l);
     }
-    if (wants_grad) ew::store(a.grad, row, col, count, full, g);
-  });
+    if (wants_grad) ew::store(a.grad, p, g);
+  };
+  ew::for_each_pack<kUnroll, BceLoaded>(a.packs, a.vector, load, use);
 
   if (a.partials != nullptr) {
     const double block_total = block_sum(sum, warp_partials);
@@ -203,8 +217,12 @@ Status cuda_bce_with_logits(Pass pass, const BceArgs& args, const BceOptions& op
       ew::vector_ok(a.grad.data, a.grad.dtype, kernel_rows, a.grad.row_stride) &&
       ew::vector_ok(a.upstream_per_element ? a.upstream : nullptr, DType::f32, kernel_rows, cols);
 
-  return ew::launch_loss(bce_kernel, kernel_rows * a.packs.per_row, a, reduces, denominator,
-                         args.loss, exec.stream);
+  return ew::with_packs_per_step<kPacksPerStep>([&](auto unroll) {
+    constexpr int kUnroll = decltype(unroll)::value;
+    return ew::launch_loss(bce_kernel<kUnroll>,
+                           ew::threads_for(kernel_rows * a.packs.per_row, kUnroll), a, reduces,
+                           denominator, args.loss, exec.stream);
+  });
 }
 
 }  // namespace actloss::detail

@@ -2,21 +2,40 @@
 // BCE with logits (cuda/bce.cu) and MSE (cuda/mse.cu).
 //
 // Work is cut into packs of kPack consecutive elements of one row; a row of `cols` elements has
-// ceil(cols / kPack) packs, the last one possibly partial. Packs are handed out grid-stride, and
-// which thread gets which pack depends only on the shape and the device (never on pointers), so a
-// per-thread partial sum adds the same numbers in the same order on every call: alignment changes
-// how a pack's bytes are fetched, never which thread owns them.
+// ceil(cols / kPack) packs, the last one possibly partial. Which thread gets which pack depends
+// only on the shape, the device and the kernel's packs per step, never on pointers, so a
+// per-thread partial sum adds the same numbers in the same order on every call: alignment
+// changes how a pack's bytes are fetched, never which thread owns them.
+//
+// These kernels do a few instructions per byte; what sets their speed is how many bytes each SM
+// keeps in flight against the memory latency (Little's law: an H200 needs about 22-36 KB per
+// SM). With one pack per thread per loop step, a thread has one 16-byte load per 16-bit tensor
+// (two per f32 tensor) outstanding and then waits, and a grid of one thread per pack runs a
+// 16M-element pass as short-lived blocks that each issue that one round of loads. So a thread
+// takes kUnroll packs per step and issues every load of the step before it converts or stores
+// anything, and the grid is sized for packs / kUnroll threads. A step's packs are kThreads apart
+// (a block's step covers kUnroll * kThreads consecutive packs): each load instruction of a warp
+// still reads consecutive packs, and a thread still meets its packs in increasing order.
+// kUnroll is chosen per kernel against its registers (min_blocks_per_sm): more packs per thread
+// pay only while enough threads stay resident to issue them.
+//
+// The loop with one pack per step (kUnroll = 1) is the one last measured on a GPU; its index
+// arithmetic and load order are kept as measured, and until a card has compared the two, tests
+// and benchmarks can select it (packs_per_step_for_testing).
 //
 // A full pack is fetched with 16-byte loads when every tensor of the launch allows it (base
 // 16-byte aligned, row stride a multiple of 16 bytes); otherwise, and for a row's partial last
 // pack, element by element. kPack = 8 makes one 16-byte load per 16-bit tensor and two per f32
-// tensor, so mixed-dtype launches (f16 in, f32 out) stay vectorised on both sides.
+// tensor, so mixed-dtype launches (f16 in, f32 out) stay vectorised on both sides. A step whose
+// packs are all full in a vectorised launch runs its own copy of the code, with no element-wise
+// fallback between its loads: the compiler may predicate such a fallback into the registers of
+// the 16-byte loads, and each load would then wait for the one before.
 //
 // Element types are run-time values. A pack's bytes are loaded raw first and converted after
-// every load of the iteration has been issued, so a multi-tensor op (BCE reads up to five tensors)
-// has all its loads in flight at once, and the dtype switches (uniform across the grid) cost a few
-// instructions per 8 elements. Templating the kernels on every dtype combination instead would
-// multiply the instantiations (27 per activation for the backward pass) to save those few
+// every load of the step has been issued, so a multi-tensor op (BCE reads up to five tensors)
+// has all its loads in flight at once, and the dtype switches (uniform across the grid) cost a
+// few instructions per 8 elements. Templating the kernels on every dtype combination instead
+// would multiply the instantiations (27 per activation for the backward pass) to save those few
 // uniform branches on a memory-bound kernel.
 #pragma once
 
@@ -24,6 +43,7 @@
 #include "cuda/reduce.cuh"
 
 #include <cstdint>
+#include <type_traits>
 
 namespace actloss::cuda::ew {
 
@@ -65,10 +85,10 @@ inline bool vector_ok(const void* data, DType dtype, std::int64_t rows, std::int
   return base_aligned && (rows <= 1 || (row_stride * dtype_size(dtype)) % 16 == 0);
 }
 
-// Blocks of kThreads threads for `threads` work items: one thread per item, capped at kWaves full
-// waves of the device (a wave being as many blocks as its SMs hold at full thread occupancy);
-// grid-stride loops take the rest. The cap is several waves because the kernels' registers
-// (32 to 80 per thread on sm_90) allow 3 to 8 resident blocks per SM, not always 8: with one
+// Blocks of kThreads threads for `threads` threads, capped at kWaves full waves of the device (a
+// wave being as many blocks as its SMs hold at full thread occupancy); grid-stride loops take
+// the rest. The cap is several waves because the kernels' registers (28 to 128 per thread on
+// sm_90) allow 2 to 8 resident blocks per SM, not always 8: with one
 // nominal wave the blocks that do not fit would run as a thin second round, with eight nominal
 // waves the last, partial round is a small part of the run. A function of the work and the
 // cached device properties only, so per-block partial sums are reproducible bit for bit.
@@ -79,6 +99,30 @@ constexpr int kWaves = 8;
 // needs over 17M elements to see a second step. Set through
 // detail::cuda_set_elementwise_block_limit_for_testing (cuda/elementwise.cu).
 std::int64_t block_limit_for_testing();
+
+// Tests and benchmarks only (0 when unset): 1 runs every elementwise kernel with one pack per
+// thread per step, the loop last measured on a GPU. Set through
+// detail::cuda_set_elementwise_packs_per_step_for_testing (cuda/elementwise.cu).
+int packs_per_step_for_testing();
+
+// Calls f(std::integral_constant<int, kUnroll>{}) with the packs per thread per step of a launch:
+// kDefault, or 1 under the switch above. Each kernel is instantiated for both.
+template <int kDefault, class F>
+Status with_packs_per_step(F&& f) {
+  if (packs_per_step_for_testing() == 1) return f(std::integral_constant<int, 1>{});
+  return f(std::integral_constant<int, kDefault>{});
+}
+
+// The second __launch_bounds__ argument of a kernel instantiated for kUnroll packs per step:
+// `blocks` resident blocks per SM when kUnroll > 1, the register budget (64K / (kThreads x
+// blocks) per thread) that keeps both the packs in flight per thread and the threads per SM;
+// none (0) for the one-pack loop, which keeps the bounds it was measured with.
+constexpr int min_blocks_per_sm(int unroll, int blocks) { return unroll == 1 ? 0 : blocks; }
+
+// The threads of a launch over `packs` packs, kUnroll of them per thread per step.
+inline std::int64_t threads_for(std::int64_t packs, int unroll) {
+  return (packs + unroll - 1) / unroll;
+}
 
 inline Status blocks_for(std::int64_t threads, unsigned* blocks) {
   const DeviceInfo* info = nullptr;
@@ -91,7 +135,19 @@ inline Status blocks_for(std::int64_t threads, unsigned* blocks) {
   return {};
 }
 
-// Launches a loss kernel over `threads` packs. When `reduces`, every block leaves a double
+// with_packs_per_step for a launch over `packs` packs: f(unroll, blocks) also gets its grid.
+template <int kDefault, class F>
+Status with_packs_per_step(std::int64_t packs, F&& f) {
+  return with_packs_per_step<kDefault>([&](auto unroll) -> Status {
+    unsigned blocks = 0;
+    if (Status status = blocks_for(threads_for(packs, decltype(unroll)::value), &blocks);
+        !status.ok())
+      return status;
+    return f(unroll, blocks);
+  });
+}
+
+// Launches a loss kernel with `threads` threads. When `reduces`, every block leaves a double
 // partial sum in a stream-ordered scratch (a.partials), and finish_partial_sums adds them in
 // block order into *loss, divided by `denominator`: the same grid for the same shape, so the sum
 // is reproducible.
@@ -116,11 +172,82 @@ Status launch_loss(void (*kernel)(Args), std::int64_t threads, Args& a, bool red
 // ---------------------------------------------------------------------------------------------
 // Device side: visiting packs.
 
-// Calls body(row, col, count) for every pack of this thread, in increasing order; col is the
-// pack's first column and count (1..kPack) its number of elements. The (row, pack) position
-// advances by a fixed step, so a 64-bit division happens once per thread, not once per pack.
-template <class Body>
-__device__ __forceinline__ void for_each_pack(const Packs& packs, Body&& body) {
+// One pack of a thread's step: its row, its first column, its number of elements (1..kPack, or 0
+// for a slot past the last pack), and whether it moves by 16-byte accesses (a full pack in a
+// vectorised launch).
+struct Pack {
+  std::int64_t row = 0;
+  std::int64_t col = 0;
+  int count = 0;
+  bool full = false;
+};
+
+// A position in the packs taken row by row, and a distance in them, as rows and packs.
+struct PackIndex {
+  std::int64_t row = 0;
+  std::int64_t pack = 0;
+};
+
+__device__ __forceinline__ PackIndex split_index(std::int64_t index, const Packs& packs) {
+  const std::int64_t row = index / packs.per_row;
+  return {row, index - row * packs.per_row};
+}
+
+__device__ __forceinline__ void advance(PackIndex& at, const PackIndex& by, const Packs& packs) {
+  at.pack += by.pack;
+  at.row += by.row;
+  if (at.pack >= packs.per_row) {
+    at.pack -= packs.per_row;
+    ++at.row;
+  }
+}
+
+__device__ __forceinline__ Pack pack_at(const PackIndex& at, const Packs& packs, bool vector) {
+  Pack p;
+  if (at.row >= packs.rows || at.pack >= packs.per_row) return p;
+  p.row = at.row;
+  p.col = at.pack * kPack;
+  const std::int64_t left = packs.cols - p.col;
+  p.count = left < kPack ? static_cast<int>(left) : kPack;
+  p.full = vector && p.count == kPack;
+  return p;
+}
+
+// One step of a thread: load(pack, loaded) for each pack, then use(pack, loaded) for each, so
+// that the step's loads are all issued before the first of them is waited on. Neither is called
+// for an empty slot (count 0). A step of full packs in a vectorised launch, the common one, runs
+// its own copy, in which every access is a 16-byte one (see the top of this file).
+template <int kUnroll, class Loaded, class Load, class Use>
+__device__ __forceinline__ void run_step(Pack (&pack)[kUnroll], Load& load, Use& use) {
+  bool all_full = true;
+#pragma unroll
+  for (int k = 0; k < kUnroll; ++k) all_full = all_full && pack[k].full;
+  Loaded loaded[kUnroll];
+  if (all_full) {
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) {
+      pack[k].count = kPack;
+      pack[k].full = true;
+    }
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) load(pack[k], loaded[k]);
+#pragma unroll
+    for (int k = 0; k < kUnroll; ++k) use(pack[k], loaded[k]);
+    return;
+  }
+#pragma unroll
+  for (int k = 0; k < kUnroll; ++k)
+    if (pack[k].count > 0) load(pack[k], loaded[k]);
+#pragma unroll
+  for (int k = 0; k < kUnroll; ++k)
+    if (pack[k].count > 0) use(pack[k], loaded[k]);
+}
+
+// The loop last measured on a GPU (kUnroll = 1): one pack per thread per step, a grid apart,
+// each pack loaded and used before the next one is loaded; its arithmetic as it was measured.
+template <class Loaded, class Load, class Use>
+__device__ __forceinline__ void for_each_pack_one_per_step(const Packs& packs, bool vector,
+                                                           Load& load, Use& use) {
   const std::int64_t step = std::int64_t{gridDim.x} * blockDim.x;
   const std::int64_t first = std::int64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   const std::int64_t row_step = step / packs.per_row;
@@ -128,14 +255,63 @@ __device__ __forceinline__ void for_each_pack(const Packs& packs, Body&& body) {
   std::int64_t row = first / packs.per_row;
   std::int64_t pack = first - row * packs.per_row;
   while (row < packs.rows) {
-    const std::int64_t col = pack * kPack;
-    const std::int64_t left = packs.cols - col;
-    body(row, col, left < kPack ? static_cast<int>(left) : kPack);
+    Pack p;
+    p.row = row;
+    p.col = pack * kPack;
+    const std::int64_t left = packs.cols - p.col;
+    p.count = left < kPack ? static_cast<int>(left) : kPack;
+    p.full = vector && p.count == kPack;
+    Loaded loaded;
+    load(p, loaded);
+    use(p, loaded);
     pack += pack_step;
     row += row_step;
     if (pack >= packs.per_row) {
       pack -= packs.per_row;
       ++row;
+    }
+  }
+}
+
+// How a launch's packs lie: in rows (BCE), or in one row (every activation and MSE launch),
+// where a pack's position is its index and the slots of a step lie at constant distances.
+enum class Shape : std::uint8_t { rows, one_row };
+
+// Visits this thread's packs, kUnroll per step (run_step): a block's step covers kUnroll *
+// kThreads consecutive packs, a thread's packs in it are kThreads apart, and the last step may
+// hold fewer than kUnroll packs. Loaded holds the raw data of one pack (default-constructible).
+// Every launch has kThreads threads per block, so the slot distances are constants. In rows, the
+// (row, pack) positions advance by fixed distances, so the 64-bit divisions happen once per
+// thread, not once per pack.
+template <int kUnroll, class Loaded, Shape kShape = Shape::rows, class Load, class Use>
+__device__ __forceinline__ void for_each_pack(const Packs& packs, bool vector, Load&& load,
+                                              Use&& use) {
+  static_assert(kUnroll >= 1);
+  constexpr std::int64_t kBlockStep = std::int64_t{kUnroll} * kThreads;
+  if constexpr (kUnroll == 1) {
+    for_each_pack_one_per_step<Loaded>(packs, vector, load, use);
+  } else if constexpr (kShape == Shape::one_row) {
+    for (std::int64_t index = std::int64_t{blockIdx.x} * kBlockStep + threadIdx.x;
+         index < packs.per_row; index += kBlockStep * gridDim.x) {
+      Pack pack[kUnroll];
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k)
+        pack[k] = pack_at(PackIndex{0, index + k * kThreads}, packs, vector);
+      run_step<kUnroll, Loaded>(pack, load, use);
+    }
+  } else {
+    const PackIndex next_slot = split_index(kThreads, packs);
+    const PackIndex next_step = split_index(kBlockStep * gridDim.x, packs);
+    for (PackIndex at = split_index(std::int64_t{blockIdx.x} * kBlockStep + threadIdx.x, packs);
+         at.row < packs.rows; advance(at, next_step, packs)) {
+      Pack pack[kUnroll];
+      PackIndex slot = at;
+#pragma unroll
+      for (int k = 0; k < kUnroll; ++k) {
+        if (k > 0) advance(slot, next_slot, packs);
+        pack[k] = pack_at(slot, packs, vector);
+      }
+      run_step<kUnroll, Loaded>(pack, load, use);
     }
   }
 }
@@ -160,30 +336,29 @@ __device__ __forceinline__ void split(const uint4& v, std::uint32_t* word) {
   word[3] = v.w;
 }
 
-// Loads the pack at (row, col) of `t`; `vector` requires a full pack and vector_ok().
-__device__ __forceinline__ void load(const In& t, std::int64_t row, std::int64_t col, int count,
-                                     bool vector, RawPack& raw) {
-  const std::int64_t offset = row * t.row_stride + col;
+// Loads pack `p` of `t`.
+__device__ __forceinline__ void load(const In& t, const Pack& p, RawPack& raw) {
+  const std::int64_t offset = p.row * t.row_stride + p.col;
   const bool wide = is_f32(t.dtype);
-  if (vector) {
-    const auto* p = reinterpret_cast<const uint4*>(static_cast<const char*>(t.data) +
+  if (p.full) {
+    const auto* v = reinterpret_cast<const uint4*>(static_cast<const char*>(t.data) +
                                                    offset * (wide ? 4 : 2));
-    split(simcuda::load_vector(p), raw.word);
-    if (wide) split(simcuda::load_vector(p + 1), raw.word + 4);
+    split(simcuda::load_vector(v), raw.word);
+    if (wide) split(simcuda::load_vector(v + 1), raw.word + 4);
     return;
   }
 #pragma unroll
   for (int i = 0; i < kPack; ++i) raw.word[i] = 0;
   if (wide) {
-    const auto* p = static_cast<const std::uint32_t*>(t.data) + offset;
+    const auto* e = static_cast<const std::uint32_t*>(t.data) + offset;
 #pragma unroll
     for (int i = 0; i < kPack; ++i)
-      if (i < count) raw.word[i] = p[i];
+      if (i < p.count) raw.word[i] = e[i];
   } else {
-    const auto* p = static_cast<const std::uint16_t*>(t.data) + offset;
+    const auto* e = static_cast<const std::uint16_t*>(t.data) + offset;
 #pragma unroll
     for (int i = 0; i < kPack; ++i)
-      if (i < count) raw.word[i / 2] |= std::uint32_t{p[i]} << (16 * (i % 2));
+      if (i < p.count) raw.word[i / 2] |= std::uint32_t{e[i]} << (16 * (i % 2));
   }
 }
 
@@ -235,38 +410,29 @@ __device__ __forceinline__ void pack(const float (&v)[kPack], DType dtype, RawPa
   }
 }
 
-// Loads and widens in one step, for the tensor read last in an iteration (or read alone).
-__device__ __forceinline__ void load_floats(const In& t, std::int64_t row, std::int64_t col,
-                                            int count, bool vector, float (&v)[kPack]) {
-  RawPack raw;
-  load(t, row, col, count, vector, raw);
-  unpack(raw, t.dtype, v);
-}
-
-// Stores the first `count` values at (row, col) of `t`; `vector` as for load().
-__device__ __forceinline__ void store(const Out& t, std::int64_t row, std::int64_t col,
-                                      int count, bool vector, const float (&v)[kPack]) {
+// Stores the first p.count values of `v` as pack `p` of `t`.
+__device__ __forceinline__ void store(const Out& t, const Pack& p, const float (&v)[kPack]) {
   RawPack raw;
   pack(v, t.dtype, raw);
-  const std::int64_t offset = row * t.row_stride + col;
+  const std::int64_t offset = p.row * t.row_stride + p.col;
   const bool wide = is_f32(t.dtype);
-  if (vector) {
-    auto* p = reinterpret_cast<uint4*>(static_cast<char*>(t.data) + offset * (wide ? 4 : 2));
-    simcuda::store_vector(p, make_uint4(raw.word[0], raw.word[1], raw.word[2], raw.word[3]));
+  if (p.full) {
+    auto* w = reinterpret_cast<uint4*>(static_cast<char*>(t.data) + offset * (wide ? 4 : 2));
+    simcuda::store_vector(w, make_uint4(raw.word[0], raw.word[1], raw.word[2], raw.word[3]));
     if (wide)
-      simcuda::store_vector(p + 1, make_uint4(raw.word[4], raw.word[5], raw.word[6], raw.word[7]));
+      simcuda::store_vector(w + 1, make_uint4(raw.word[4], raw.word[5], raw.word[6], raw.word[7]));
     return;
   }
   if (wide) {
-    auto* p = static_cast<std::uint32_t*>(t.data) + offset;
+    auto* e = static_cast<std::uint32_t*>(t.data) + offset;
 #pragma unroll
     for (int i = 0; i < kPack; ++i)
-      if (i < count) p[i] = raw.word[i];
+      if (i < p.count) e[i] = raw.word[i];
   } else {
-    auto* p = static_cast<std::uint16_t*>(t.data) + offset;
+    auto* e = static_cast<std::uint16_t*>(t.data) + offset;
 #pragma unroll
     for (int i = 0; i < kPack; ++i)
-      if (i < count) p[i] = static_cast<std::uint16_t>(bits16(raw, i));
+      if (i < p.count) e[i] = static_cast<std::uint16_t>(bits16(raw, i));
   }
 }
 

@@ -10,6 +10,11 @@
 namespace actloss::cuda {
 namespace {
 
+// Packs per thread per loop step (cuda/elementwise.cuh), held to kBlocksPerSm resident blocks
+// (at most 80 registers a thread; the loss, its overflow guards and the double sum take many).
+constexpr int kPacksPerStep = 2;
+constexpr int kBlocksPerSm = 3;
+
 struct MseKernelArgs {
   ew::Packs packs;  // 1 x n
   ew::In input, target;
@@ -25,7 +30,13 @@ struct MseKernelArgs {
   bool vector = false;
 };
 
-__global__ void __launch_bounds__(ew::kThreads) mse_kernel(MseKernelArgs a) {
+struct MseLoaded {
+  ew::RawPack input, target, upstream;
+};
+
+template <int kUnroll>
+__global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, kBlocksPerSm))
+    mse_kernel(MseKernelArgs a) {
   __shared__ double warp_partials[ew::kThreads / kWarpSize];
   const bool wants_grad = a.grad.data != nullptr;
   const bool upstream_elements = wants_grad && a.upstream != nullptr && a.upstream_per_element;
@@ -36,16 +47,18 @@ __global__ void __launch_bounds__(ew::kThreads) mse_kernel(MseKernelArgs a) {
   const ew::Out loss{a.loss_elements, DType::f32, 0};
 
   double sum = 0.0;
-  ew::for_each_pack(a.packs, [&](std::int64_t row, std::int64_t col, int count) {
-    const bool full = a.vector && count == ew::kPack;
-    ew::RawPack input_raw, target_raw;
-    ew::load(a.input, row, col, count, full, input_raw);
-    ew::load(a.target, row, col, count, full, target_raw);
+  const auto load = [&](const ew::Pack& p, MseLoaded& raw) {
+    ew::load(a.input, p, raw.input);
+    ew::load(a.target, p, raw.target);
+    if (upstream_elements) ew::load(upstream, p, raw.upstream);
+  };
+  const auto use = [&](const ew::Pack& p, const MseLoaded& raw) {
+    const int count = p.count;
     float up[ew::kPack] = {};
-    if (upstream_elements) ew::load_floats(upstream, row, col, count, full, up);
+    if (upstream_elements) ew::unpack(raw.upstream, DType::f32, up);
     float x[ew::kPack], t[ew::kPack];
-    ew::unpack(input_raw, a.input.dtype, x);
-    ew::unpack(target_raw, a.target.dtype, t);
+    ew::unpack(raw.input, a.input.dtype, x);
+    ew::unpack(raw.target, a.target.dtype, t);
 
     // x - t overflows where x and t are over 1.7e38 apart, while the gradient factor (x - t), and
     // the mean of the losses, may well be finite: such a difference is kept halved (exact
@@ -63,7 +76,7 @@ __global__ void __launch_bounds__(ew::kThreads) mse_kernel(MseKernelArgs a) {
       l[i] = (halved >> i) & 1u ? 4.0f * (d[i] * d[i]) : d[i] * d[i];
       if (i < count) pack_sum += l[i];
     }
-    if (a.loss_elements != nullptr) ew::store(loss, row, col, count, full, l);
+    if (a.loss_elements != nullptr) ew::store(loss, p, l);
     // A difference beyond 1.8e19 squares past float's range: that element's loss is inf as it
     // should be, but the mean may be finite, so such a pack (rare; a NaN one too) is summed again
     // in double, where the squares are exact.
@@ -84,9 +97,10 @@ __global__ void __launch_bounds__(ew::kThreads) mse_kernel(MseKernelArgs a) {
         const float factor = upstream_elements ? coefficient * up[i] : coefficient;
         d[i] *= (halved >> i) & 1u ? 2.0f * factor : factor;
       }
-      ew::store(a.grad, row, col, count, full, d);
+      ew::store(a.grad, p, d);
     }
-  });
+  };
+  ew::for_each_pack<kUnroll, MseLoaded, ew::Shape::one_row>(a.packs, a.vector, load, use);
 
   if (a.partials != nullptr) {
     const double block_total = block_sum(sum, warp_partials);
@@ -132,8 +146,11 @@ Status cuda_mse(Pass pass, const MseArgs& args, const MseOptions& options, const
              ew::vector_ok(a.grad.data, a.grad.dtype, 1, 0) &&
              ew::vector_ok(a.upstream_per_element ? a.upstream : nullptr, DType::f32, 1, 0);
 
-  return ew::launch_loss(mse_kernel, a.packs.per_row, a, reduces, denominator, args.loss,
-                         exec.stream);
+  return ew::with_packs_per_step<kPacksPerStep>([&](auto unroll) {
+    constexpr int kUnroll = decltype(unroll)::value;
+    return ew::launch_loss(mse_kernel<kUnroll>, ew::threads_for(a.packs.per_row, kUnroll), a,
+                           reduces, denominator, args.loss, exec.stream);
+  });
 }
 
 }  // namespace actloss::detail

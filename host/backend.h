@@ -40,6 +40,12 @@ Status cuda_take_device_error(const Exec& exec);
 // for the simulator. 0 restores the normal grid.
 void cuda_set_elementwise_block_limit_for_testing(std::int64_t blocks);
 
+// Test and benchmark hook (defined in cuda/elementwise.cu): 1 runs the elementwise kernels with
+// one pack per thread per loop step, the loop last measured on a GPU, so that a card can compare
+// it with the default (several packs in flight per thread); 0 (or any other value) restores the
+// default.
+void cuda_set_elementwise_packs_per_step_for_testing(int packs);
+
 // Which argument a DeviceError::argument value stands for.
 enum class DeviceErrorArgument : std::int32_t { none = 0, targets = 1 };
 

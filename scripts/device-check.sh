@@ -9,7 +9,8 @@
 # brings back everything it finished.
 #
 # ACTLOSS_CHECK_BENCH_FILTER (default ^cuda/) narrows the benchmarks; ACTLOSS_CHECK_TORCH=0 skips
-# torch_compare (when the PyTorch figures of the same card are recent and time is short).
+# torch_compare (when the PyTorch figures of the same card are recent and time is short);
+# ACTLOSS_CHECK_ONE_PACK=0 skips the elementwise kernels' second run with their one-pack loop.
 #
 #   scripts/device-check.sh [BUNDLE]   BUNDLE: the folder or .tar.gz made by
 #                                      scripts/device-bundle.sh on a machine without a GPU
@@ -36,7 +37,7 @@ declare -a summary
 elapsed() { echo "$(($(date +%s) - start))s"; }
 checkpoint() {
   printf '%s\n' "${summary[@]}" >"$LOGS/summary.txt"
-  for keep in summary.txt device.txt bench.json bench-two-pass.json torch.json results.md; do
+  for keep in summary.txt device.txt bench.json bench-one-pack.json torch.json results.md; do
     [[ -f $LOGS/$keep ]] && cp "$LOGS/$keep" "$OUT/"
   done
   tar -C "$(dirname "$LOGS")" -czf "$OUT/device-check-logs.tar.gz" logs
@@ -130,12 +131,24 @@ if [[ -n $bench ]]; then
     --benchmark_out="$LOGS/bench.json" --benchmark_out_format=json --benchmark_min_time=0.05s
   report benchmarks $? bench.log bench.json
   # The row widths that block_shared now takes, again on the two-pass path it replaced, in the
-  # same run: the comparison a path rewritten without a card waits for.
+  # same run: the comparison a path rewritten without a card waits for (its JSON travels in
+  # the logs archive).
   run_step "benchmarks, block_two_pass" 60 bench-two-pass.log "$bench" \
     --benchmark_filter="${ACTLOSS_CHECK_TWO_PASS_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:(32000|50257)/}" \
     --actloss_row_path=block_two_pass --benchmark_out="$LOGS/bench-two-pass.json" \
     --benchmark_out_format=json --benchmark_min_time=0.05s
   report "benchmarks, block_two_pass" $? bench-two-pass.log bench-two-pass.json
+  # The elementwise kernels at 16M elements again with one pack per thread per step, the loop
+  # measured before the several-pack one (cuda/elementwise.cuh): bench.json beside
+  # bench-one-pack.json is the comparison that decides whether the old loop can go.
+  if [[ ${ACTLOSS_CHECK_ONE_PACK:-1} != 0 ]]; then
+    elementwise='relu|leaky_relu|tanh|sigmoid|gelu_erf|gelu_tanh|silu|mse|bce_with_logits'
+    run_step "benchmarks, one pack per step" 60 bench-one-pack.log "$bench" \
+      --benchmark_filter="^cuda/actloss/($elementwise)/.*/n:16777216\$" --elementwise-packs=1 \
+      --benchmark_out="$LOGS/bench-one-pack.json" --benchmark_out_format=json \
+      --benchmark_min_time=0.05s
+    report "benchmarks, one pack per step" $? bench-one-pack.log bench-one-pack.json
+  fi
   if [[ ${ACTLOSS_CHECK_TORCH:-1} == 0 ]]; then
     record torch_compare skipped "ACTLOSS_CHECK_TORCH=0"
   elif [[ -f benchmarks/torch_compare.py ]] && python3 -c 'import torch' 2>/dev/null; then

@@ -523,8 +523,10 @@ constexpr Dtypes kDtypePairs[] = {{DType::f32, DType::f32},
                                   {DType::f16, DType::f32},
                                   {DType::f32, DType::bf16}};
 
-// Across the pack (8) and mask word (32) boundaries, and several blocks of 256 threads.
-constexpr std::int64_t kAllSizes[] = {0, 1, 3, 4, 5, 31, 32, 33, 1000, 4099, 65537};
+// Across the pack (8) and mask word (32) boundaries, and several blocks of 256 threads; 8191 and
+// 8200 end just inside and just past a block's first step of four packs a thread (1024 packs),
+// so that full steps, a step with a partial last pack and a lone pack in a step all occur.
+constexpr std::int64_t kAllSizes[] = {0, 1, 3, 4, 5, 31, 32, 33, 1000, 4099, 8191, 8200, 65537};
 constexpr std::int64_t kSomeSizes[] = {5, 33, 4099};
 // Around the relu mask's 256-element warp tiles (its vector part) and the word-by-word rest.
 constexpr std::int64_t kMaskSizes[] = {255, 256, 257, 511, 512, 520, 769};
@@ -578,13 +580,14 @@ void cuda_full(Builder& b) {
         }
 
   // The grid-stride loops: two blocks and one, so that every thread walks many packs (mask
-  // words), aligned and not, every activation and pass, dtype pairs cycling.
+  // words), aligned and not, every activation and pass, dtype pairs cycling. Misaligned, 20483
+  // elements still take several steps of four packs a thread and end in a ragged one.
   for (Activation act : kActivations)
     for (ActPass pass : passes_of(act))
       for (PointPath path : {PointPath::grid_stride, PointPath::one_block})
         for (bool misaligned : {false, true}) {
           Spec s =
-              spec(act, pass, kDtypePairs[std::size_t(i++) % 5], misaligned ? 4099 : 65537, path);
+              spec(act, pass, kDtypePairs[std::size_t(i++) % 5], misaligned ? 20483 : 65537, path);
           s.misaligned = misaligned;
           b.add(s);
         }

@@ -501,10 +501,11 @@ void cuda_full(Builder& b) {
         b.add(s);
       }
   // The grid-stride loops: two blocks and one, so that every thread walks many packs across row
-  // boundaries (its step is not a multiple of the packs per row).
+  // boundaries (its step is not a multiple of the packs per row); 129 x 64 has only full packs,
+  // and takes two steps of two packs a thread on two blocks, the second of 8 packs.
   for (PointPath path : {PointPath::grid_stride, PointPath::one_block})
-    for (const auto& [rows, cols] :
-         {std::pair<std::int64_t, std::int64_t>{33, 17}, {257, 15}, {2, 1025}, {257, 1025}})
+    for (const auto& [rows, cols] : {std::pair<std::int64_t, std::int64_t>{33, 17},
+                                     {257, 15}, {2, 1025}, {129, 64}, {257, 1025}})
       for (Reduction reduction : kReductions) {
         Spec s;
         s.path = path;

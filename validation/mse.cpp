@@ -27,6 +27,7 @@ struct Spec {
   DType input = DType::f32, target = DType::f32, grad = DType::f32;
   std::int64_t n = 0;
   PointPath path = PointPath::vector;
+  bool misaligned = false;  // a base one element off on the grid-stride paths as well
   bool upstream = false;
   bool loss = true;  // forward_backward: the loss is optional there
   float grad_scale = 0.75f;
@@ -94,7 +95,7 @@ Outcome run(const Spec& s) {
   const bool per_element = s.reduction == Reduction::none;
   const bool wants_loss = s.pass == Pass::forward || (s.pass == Pass::forward_backward && s.loss);
   const bool wants_grad = s.pass != Pass::forward;
-  const std::int64_t offset = offset_of(s.path);
+  const std::int64_t offset = s.misaligned ? 1 : offset_of(s.path);
   const Inputs in = make_inputs(s);
 
   const Tensor input = Tensor::upload(device, in.input, 1, s.n, s.input, 0, offset);
@@ -168,7 +169,10 @@ class Builder {
   Builder(Device device, std::vector<Case>& cases) : device_(device), cases_(cases) {}
   void add(Spec s) {
     s.device = device_;
-    if (device_ == Device::cpu) s.path = PointPath::vector;
+    if (device_ == Device::cpu) {
+      s.path = PointPath::vector;
+      s.misaligned = false;
+    }
     Case c;
     c.device = device_;
     c.op = "mse";
@@ -178,6 +182,7 @@ class Builder {
                                          actloss::to_string(s.target) + "->" +
                                          actloss::to_string(s.grad);
     c.shape = std::to_string(s.n);
+    if (s.misaligned && s.path != PointPath::scalar) c.shape += " offset 1";
     c.inputs = s.kind + " " + actloss::to_string(s.reduction) + (s.upstream ? " upstream" : "") +
                (s.pass == Pass::forward_backward && !s.loss ? " no-loss" : "");
     c.path = point_path_name(device_, s.path);
@@ -198,8 +203,9 @@ constexpr Dtypes kDtypeSets[] = {{DType::f32, DType::f32, DType::f32},
                                  {DType::bf16, DType::bf16, DType::bf16},
                                  {DType::f16, DType::f32, DType::bf16}};
 
-// Across the 8-element pack and several blocks of 256 threads.
-constexpr std::int64_t kAllSizes[] = {0, 1, 3, 4, 5, 31, 32, 33, 1000, 4099, 65537};
+// Across the 8-element pack and several blocks of 256 threads; 4096 +- 8 around a block's first
+// step of two packs a thread (512 packs).
+constexpr std::int64_t kAllSizes[] = {0, 1, 3, 4, 5, 31, 32, 33, 1000, 4088, 4099, 4104, 65537};
 constexpr std::int64_t kSomeSizes[] = {5, 33, 4099};
 
 }  // namespace
@@ -248,6 +254,25 @@ void add_mse_cases(Device device, Depth depth, std::vector<Case>& cases) {
         }
       }
   if (depth == Depth::smoke) return;
+  // The grid-stride loops on a misaligned base (element by element): several steps, the last
+  // ragged, every pass and dtype set.
+  if (device == Device::cuda && full)
+    for (const Dtypes& d : kDtypeSets)
+      for (Pass pass : kPasses)
+        for (PointPath path : {PointPath::grid_stride, PointPath::one_block}) {
+          Spec s;
+          s.pass = pass;
+          s.reduction = kReductions[i % 3];
+          s.input = d.input;
+          s.target = d.target;
+          s.grad = d.grad;
+          s.n = 20483;
+          s.path = path;
+          s.misaligned = true;
+          s.upstream = i % 2 == 0;
+          b.add(s);
+          ++i;
+        }
   // Adversarial inputs on every path and dtype set, every pass.
   for (const Dtypes& d : kDtypeSets)
     for (const char* kind : {"sweep", "large difference"})

@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <actloss/bce.h>
@@ -51,19 +52,27 @@ std::uint32_t loss_bits(std::int64_t rows, std::int64_t cols, Reduction reductio
 // The sum is a function of the shape, the layout and the device only: repeated calls and
 // misaligned copies (scalar loads) give the same bits; so do strided copies where a per-column
 // pos_weight keeps even dense rows apart. Dense rows without one run as one long row ([N x 1],
-// [N x 17]), aligned or not.
+// [N x 17]), aligned or not. So under either loop, and with a grid capped to two blocks, where
+// every thread takes many steps across rows.
 TEST(CudaBce, ReductionsAreBitwiseReproducible) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  for (Reduction reduction : {Reduction::sum, Reduction::mean}) {
-    const std::uint32_t first = loss_bits(257, 1025, reduction, true, 0, 0);
-    EXPECT_EQ(loss_bits(257, 1025, reduction, true, 0, 0), first) << "repeated call";
-    EXPECT_EQ(loss_bits(257, 1025, reduction, true, 1, 0), first) << "misaligned copy";
-    EXPECT_EQ(loss_bits(257, 1025, reduction, true, 0, 3), first) << "strided copy";
-    for (std::int64_t cols : {1, 17}) {
-      const std::uint32_t dense = loss_bits(257, cols, reduction, false, 0, 0);
-      EXPECT_EQ(loss_bits(257, cols, reduction, false, 1, 0), dense) << "misaligned, " << cols;
+  for (int loop : kElementwiseLoops)
+    for (std::int64_t block_limit : {0, 2}) {
+      SCOPED_TRACE("packs per step " + std::to_string(loop) + ", block limit " +
+                   std::to_string(block_limit));
+      const ForcedElementwiseLoop forced(loop, block_limit);
+      for (Reduction reduction : {Reduction::sum, Reduction::mean}) {
+        const std::uint32_t first = loss_bits(257, 1025, reduction, true, 0, 0);
+        EXPECT_EQ(loss_bits(257, 1025, reduction, true, 0, 0), first) << "repeated call";
+        EXPECT_EQ(loss_bits(257, 1025, reduction, true, 1, 0), first) << "misaligned copy";
+        EXPECT_EQ(loss_bits(257, 1025, reduction, true, 0, 3), first) << "strided copy";
+        for (std::int64_t cols : {1, 17}) {
+          const std::uint32_t dense = loss_bits(257, cols, reduction, false, 0, 0);
+          EXPECT_EQ(loss_bits(257, cols, reduction, false, 1, 0), dense)
+              << "misaligned, " << cols;
+        }
+      }
     }
-  }
 }
 
 TEST(CudaBce, NoElementsGiveZeroLoss) {

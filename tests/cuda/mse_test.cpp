@@ -5,6 +5,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <vector>
 
 #include <actloss/mse.h>
@@ -42,17 +43,24 @@ std::uint32_t loss_bits(const std::vector<double>& input, const std::vector<doub
 }
 
 // The sum is a function of the shape and the device only: repeated calls, and calls on
-// misaligned copies (scalar loads instead of vector loads), give the same bits.
+// misaligned copies (scalar loads instead of vector loads), give the same bits; so under either
+// loop, and with a grid capped to two blocks, where every thread takes many steps.
 TEST(CudaMse, ReductionsAreBitwiseReproducible) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  for (Reduction reduction : {Reduction::sum, Reduction::mean})
-    for (std::int64_t n : {std::int64_t{4099}, std::int64_t{65537}}) {
-      const std::vector<double> input = random_values(std::size_t(n), -4, 4, 300);
-      const std::vector<double> target = random_values(std::size_t(n), -4, 4, 301);
-      const std::uint32_t first = loss_bits(input, target, reduction, 0);
-      EXPECT_EQ(loss_bits(input, target, reduction, 0), first);
-      EXPECT_EQ(loss_bits(input, target, reduction, 1), first)
-          << "misaligned copy summed differently";
+  for (int loop : kElementwiseLoops)
+    for (std::int64_t block_limit : {0, 2}) {
+      SCOPED_TRACE("packs per step " + std::to_string(loop) + ", block limit " +
+                   std::to_string(block_limit));
+      const ForcedElementwiseLoop forced(loop, block_limit);
+      for (Reduction reduction : {Reduction::sum, Reduction::mean})
+        for (std::int64_t n : {std::int64_t{4099}, std::int64_t{65537}}) {
+          const std::vector<double> input = random_values(std::size_t(n), -4, 4, 300);
+          const std::vector<double> target = random_values(std::size_t(n), -4, 4, 301);
+          const std::uint32_t first = loss_bits(input, target, reduction, 0);
+          EXPECT_EQ(loss_bits(input, target, reduction, 0), first);
+          EXPECT_EQ(loss_bits(input, target, reduction, 1), first)
+              << "misaligned copy summed differently";
+        }
     }
 }
 

@@ -126,6 +126,27 @@ class ForcedRowPath {
   ForcedRowPath& operator=(const ForcedRowPath&) = delete;
 };
 
+// The elementwise kernels' loops (cuda/elementwise.cuh): several packs per thread per step (0,
+// the default) and one (1, the loop last measured on a GPU, kept selectable until a card has
+// compared the two).
+inline constexpr int kElementwiseLoops[] = {0, 1};
+
+// Forces an elementwise loop and a cap on the elementwise grid (0: none; a small cap makes the
+// grid-stride loops take many steps) for its lifetime.
+class ForcedElementwiseLoop {
+ public:
+  explicit ForcedElementwiseLoop(int packs_per_step, std::int64_t block_limit = 0) {
+    detail::cuda_set_elementwise_packs_per_step_for_testing(packs_per_step);
+    detail::cuda_set_elementwise_block_limit_for_testing(block_limit);
+  }
+  ~ForcedElementwiseLoop() {
+    detail::cuda_set_elementwise_packs_per_step_for_testing(0);
+    detail::cuda_set_elementwise_block_limit_for_testing(0);
+  }
+  ForcedElementwiseLoop(const ForcedElementwiseLoop&) = delete;
+  ForcedElementwiseLoop& operator=(const ForcedElementwiseLoop&) = delete;
+};
+
 // Waits for the device (tests only; the library never does) and fails on any pending CUDA error.
 void synchronize_or_fail();
 

@@ -1,7 +1,10 @@
 // Every case of the validation table (validation/validation.h) as a test: the same cases and the
-// same tolerance rule as `actloss validate`, at the table's full depth.
+// same tolerance rule as `actloss validate`, at the table's full depth. ACTLOSS_ELEMENTWISE_PACKS=1
+// runs them with the elementwise kernels' one-pack loop (the loop last measured on a GPU, kept
+// selectable until a card has compared it with the default), so that both loops meet every case.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <ostream>
 #include <set>
@@ -10,6 +13,7 @@
 #include <actloss/actloss.h>
 
 #include "benchmarks/support/memory.h"
+#include "host/backend.h"
 #include "validation/validation.h"
 
 namespace actloss::validation {
@@ -62,6 +66,24 @@ Depth depth() {
   if (name == "quick") return Depth::quick;
   return Depth::full;
 }
+
+class ElementwiseLoop : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const char* packs = std::getenv("ACTLOSS_ELEMENTWISE_PACKS");
+    if (packs == nullptr || std::string(packs).empty()) return;
+    if (std::string(packs) != "1") {
+      // Not a failure inside the tests: every case would report SKIPPED, and ctest pass that.
+      std::fprintf(stderr, "ACTLOSS_ELEMENTWISE_PACKS: 1 or unset (got '%s')\n", packs);
+      std::exit(2);
+    }
+#if ACTLOSS_BENCH_CUDA
+    detail::cuda_set_elementwise_packs_per_step_for_testing(1);
+#endif
+  }
+};
+const ::testing::Environment* const kElementwiseLoop =
+    ::testing::AddGlobalTestEnvironment(new ElementwiseLoop);
 
 INSTANTIATE_TEST_SUITE_P(Cpu, Table, ::testing::ValuesIn(cases(Device::cpu, depth())), case_name);
 INSTANTIATE_TEST_SUITE_P(Cuda, Table, ::testing::ValuesIn(cases(Device::cuda, depth())),
