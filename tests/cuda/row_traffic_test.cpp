@@ -31,6 +31,7 @@ constexpr Layout kLayouts[] = {
 };
 constexpr std::int64_t kRows = 5;
 
+#if defined(ACTLOSS_SIM)
 // The 16-byte share a row of `cols` elements of `bytes_per_element` must reach: everything but
 // a head and a tail of less than 16 bytes each.
 std::uint64_t vector_bytes_at_least(std::int64_t cols, std::int64_t bytes_per_element) {
@@ -38,7 +39,6 @@ std::uint64_t vector_bytes_at_least(std::int64_t cols, std::int64_t bytes_per_el
   return static_cast<std::uint64_t>(kRows * (row > 32 ? row - 32 : 0));
 }
 
-#if defined(ACTLOSS_SIM)
 struct Traffic {
   std::uint64_t loaded16 = 0, stored16 = 0;
 };
