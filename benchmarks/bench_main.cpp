@@ -14,6 +14,8 @@
 //                       block_shared, block_two_pass) for the cross-entropy and softmax
 //                       launches, so that a card compares a new path with the one it replaces
 //                       in one run; a path that cannot hold a row runs the automatic choice
+//   --actloss_row_prefetch=0  the short-row paths process one row at a time instead of loading
+//                       the next row before reducing the current one (the loop last measured)
 //   --elementwise-packs=1
 //                       run the elementwise kernels (activations, BCE, MSE) with one pack per
 //                       thread per loop step, the loop last measured on a GPU, so that a card can
@@ -141,6 +143,10 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "actloss_bench: unknown row path '%s'\n", name.c_str());
         return 1;
       }
+      continue;
+    }
+    if (arg == "--actloss_row_prefetch=0" || arg == "--actloss_row_prefetch=1") {
+      detail::set_row_prefetch(arg.back() == '1');
       continue;
     }
     if (const std::string flag = "--elementwise-packs="; arg.rfind(flag, 0) == 0) {

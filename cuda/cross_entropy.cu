@@ -73,6 +73,7 @@ struct CrossEntropyParams {
   DeviceError* error = nullptr;
   int threads_per_row = 32;
   int staging_chunks = 0;  // block_shared: the row is staged in dynamic shared memory
+  bool prefetch = false;   // short rows: the next row's logits loaded before this one is reduced
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -290,9 +291,19 @@ __device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p
 }
 
 // ---------------------------------------------------------------------------------------------
-// One row, by the threads of `group`. Returns the row's loss on one thread of the group (0
-// elsewhere) for the block's partial sum, in double: a row's loss may exceed float's range while
-// the mean of the batch does not.
+// Row r of the logits into `row` (nothing for a row past the end).
+template <class TX, class Row>
+__device__ __forceinline__ void load_logits_row(const CrossEntropyParams& p,
+                                                const RowGroup& group, Row& row,
+                                                std::int64_t r) {
+  const bool in_range = r < p.rows;
+  const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? r * p.logits_stride : 0);
+  row.load(logits_row, in_range ? static_cast<int>(p.classes) : 0, group.rank, group.size);
+}
+
+// One row, by the threads of `group`, its logits loaded by load_logits_row. Returns the row's
+// loss on one thread of the group (0 elsewhere) for the block's partial sum, in double: a row's
+// loss may exceed float's range while the mean of the batch does not.
 template <class TX, class TG, class Row>
 __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
                                                    const BatchConstants& batch,
@@ -316,8 +327,6 @@ __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
   const bool hard_active = !soft && kind == RowKind::active;
   const int y = hard_active ? static_cast<int>(target) : -1;
 
-  const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? r * p.logits_stride : 0);
-  row.load(logits_row, in_range ? classes : 0, group.rank, group.size);
 
   // 1. Statistics: (m, rest), s = 1 + rest (row_common.cuh), and A = sum_c a_c, a row sum for
   // probability targets and known in closed form for class indices. The row's loss is finished
@@ -494,14 +503,25 @@ __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>:
   const BatchConstants batch = batch_constants(p);
 
   double loss_sum = 0.0;
-  for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
-    if constexpr (kChunks > 0) {
-      row::RegisterRow<TX, kChunks> source;
-      loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, tiles.row_of(tile));
-    } else {
+  if constexpr (kChunks > 0) {
+    using Row = row::RegisterRow<TX, kChunks>;
+    // A second register tile costs registers: it fits (no spill, ptxas -v, sm_90) beside the
+    // forward-only tiles, and beside the gradient's one-chunk tile of 16-bit logits.
+    constexpr bool kMayPrefetch =
+        kChunks <= 2 && (kVariant == Variant::plain_forward ||
+                         (kVariant == Variant::plain && kChunks == 1 && sizeof(TX) == 2));
+    row::for_each_row_tile<Row>(
+        tiles, kMayPrefetch && p.prefetch,
+        [&](Row& source, std::int64_t r) { load_logits_row<TX>(p, group, source, r); },
+        [&](Row& source, std::int64_t r) {
+          loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, r);
+        });
+  } else {
+    for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
       row::GlobalRow<TX> source;
       source.staging = staging;
       source.staging_chunks = p.staging_chunks;
+      load_logits_row<TX>(p, group, source, tiles.row_of(tile));
       loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, tiles.row_of(tile));
     }
   }
@@ -678,6 +698,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
       args.logits_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
+  p.prefetch = launch.prefetch;
 
   // Scratch: the main kernel's loss partials, then the pre-pass's two partial arrays.
   const bool partials = p.want_loss && reduced;

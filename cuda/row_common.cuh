@@ -556,6 +556,40 @@ struct RowTiles {
   }
 };
 
+// Runs process(row, r) for this thread's row r of every tile the block takes, the row loaded by
+// load(row, r) into a register tile. With `prefetch`, the next tile's row is loaded before the
+// current one is processed, so its loads are in flight during this row's reductions: a bf16 row
+// of 256 is one 16-byte load per lane, and a thread group that waits on its reduction before it
+// issues the next row's loads leaves memory idle. Rows are disjoint, so loading the next row
+// before writing this one's outputs is safe also in place. Tile bounds are uniform over the
+// block, so every thread runs the same iterations.
+template <class Row, class Load, class Process>
+__device__ __forceinline__ void for_each_row_tile(const RowTiles& tiles, bool prefetch,
+                                                  Load&& load, Process&& process) {
+  const std::int64_t count = tiles.count();
+  const std::int64_t stride = gridDim.x;
+  if (!prefetch) {
+    for (std::int64_t tile = blockIdx.x; tile < count; tile += stride) {
+      Row row;
+      load(row, tiles.row_of(tile));
+      process(row, tiles.row_of(tile));
+    }
+    return;
+  }
+  // Two tiles, named rather than indexed: an array indexed by the loop would live in local memory.
+  Row current, next;
+  std::int64_t tile = blockIdx.x;
+  if (tile < count) load(current, tiles.row_of(tile));
+  for (; tile < count; tile += 2 * stride) {
+    const std::int64_t second = tile + stride;
+    if (second < count) load(next, tiles.row_of(second));
+    process(current, tiles.row_of(tile));
+    if (second >= count) break;
+    if (second + stride < count) load(current, tiles.row_of(second + stride));
+    process(next, tiles.row_of(second));
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Host side: launch geometry of the dispatch paths.
 
@@ -566,6 +600,7 @@ struct RowLaunch {
   int block = 0;            // threads per block
   unsigned grid = 0;
   int staging_chunks = 0;   // block_shared: chunks of the staging area (GlobalRow), else 0
+  bool prefetch = false;    // load a group's next row before reducing this one (for_each_row_tile)
   std::size_t shared_bytes = 0;  // block_shared: its dynamic shared memory
 };
 
@@ -650,6 +685,8 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
       break;
     }
   }
+  // Short rows only: a tile of one or two chunks leaves room for a second one in registers.
+  launch.prefetch = (launch.chunks == 1 || launch.chunks == 2) && detail::row_prefetch();
   const int rows_per_block = launch.block / launch.threads_per_row;
   // At most as many blocks as the device can hold at full thread occupancy (an upper bound on
   // residency: registers may allow fewer); grid-stride loops take the rest. The two-pass path

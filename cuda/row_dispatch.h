@@ -125,6 +125,10 @@ inline std::atomic<RowAlgorithm>& override_slot() {
   static std::atomic<RowAlgorithm> slot{RowAlgorithm::automatic};
   return slot;
 }
+inline std::atomic<bool>& prefetch_slot() {
+  static std::atomic<bool> slot{true};
+  return slot;
+}
 inline std::atomic<std::int64_t>& grid_limit_slot() {
   static std::atomic<std::int64_t> slot{0};
   return slot;
@@ -149,6 +153,14 @@ inline void set_row_grid_limit(std::int64_t blocks) {
 inline std::int64_t row_grid_limit() {
   return row_limits::grid_limit_slot().load(std::memory_order_relaxed);
 }
+
+// Process-wide, for tests and benchmarks: whether the short-row paths (register tiles of one or
+// two chunks) load a thread group's next row before they reduce the current one (the default),
+// or one row at a time, the loop last measured on a card.
+inline void set_row_prefetch(bool prefetch) {
+  row_limits::prefetch_slot().store(prefetch, std::memory_order_relaxed);
+}
+inline bool row_prefetch() { return row_limits::prefetch_slot().load(std::memory_order_relaxed); }
 
 // The algorithm a launch uses: the override when set and able to hold the row, else automatic.
 inline RowAlgorithm chosen_row_algorithm(RowOp op, std::int64_t classes, DType dtype) {

@@ -32,15 +32,25 @@ struct SoftmaxForwardParams {
   bool log = false;
   int threads_per_row = 32;
   int staging_chunks = 0;  // block_shared: the row is staged in dynamic shared memory
+  bool prefetch = false;   // short rows: the next row loaded before this one is reduced
 };
 
+// Row r of x into `row` (nothing for a row past the end).
+template <class TX, class Row>
+__device__ __forceinline__ void load_forward_row(const SoftmaxForwardParams& p,
+                                                 const RowGroup& group, Row& row,
+                                                 std::int64_t r) {
+  const bool in_range = r < p.rows;
+  const TX* x_row = static_cast<const TX*>(p.x) + (in_range ? r * p.x_stride : 0);
+  row.load(x_row, in_range ? p.cols : 0, group.rank, group.size);
+}
+
+// Row r, loaded by load_forward_row.
 template <class TX, class TY, class Row>
 __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& p,
                                                     const RowGroup& group, Row& row,
                                                     std::int64_t r) {
   const bool in_range = r < p.rows;
-  const TX* x_row = static_cast<const TX*>(p.x) + (in_range ? r * p.x_stride : 0);
-  row.load(x_row, in_range ? p.cols : 0, group.rank, group.size);
   float m = -INFINITY;
   double rest = -1.0;
   row.for_each(
@@ -73,23 +83,27 @@ __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& 
 // shared memory on its first read when the plan gives a staging area (block_shared).
 template <class TX, class TY, int kChunks>
 // Launch bounds: row::RowBounds, eight chunks being the largest tile (16-bit x). The one-chunk
-// tile of the shortest rows fits 40 registers without spilling (ptxas -v, sm_90): six blocks of
-// 256 threads per SM, against four at the 53 it takes unbounded.
-__global__ void __launch_bounds__(row::RowBounds<kChunks, 8, 6>::kMaxThreads,
-                                  row::RowBounds<kChunks, 8, 6>::kMinBlocks)
+// tiles of the shortest rows, the next row's among them (for_each_row_tile), fit 48 registers
+// without spilling (ptxas -v, sm_90): five blocks of 256 threads per SM.
+__global__ void __launch_bounds__(row::RowBounds<kChunks, 8, 5>::kMaxThreads,
+                                  row::RowBounds<kChunks, 8, 5>::kMinBlocks)
     softmax_forward_kernel(SoftmaxForwardParams p) {
   __shared__ double2 exchange[row::kMaxWarps];
   SIMCUDA_DYNAMIC_SHARED(uint4, staging_area);
   const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
   const RowTiles tiles{p.rows, group.rows_per_block(), group.row_in_block()};
-  for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
-    if constexpr (kChunks > 0) {
-      row::RegisterRow<TX, kChunks> source;
-      softmax_forward_row<TX, TY>(p, group, source, tiles.row_of(tile));
-    } else {
+  if constexpr (kChunks > 0) {
+    using Row = row::RegisterRow<TX, kChunks>;
+    row::for_each_row_tile<Row>(
+        tiles, kChunks <= 2 && p.prefetch,
+        [&](Row& source, std::int64_t r) { load_forward_row<TX>(p, group, source, r); },
+        [&](Row& source, std::int64_t r) { softmax_forward_row<TX, TY>(p, group, source, r); });
+  } else {
+    for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
       row::GlobalRow<TX> source;
       source.staging = p.staging_chunks > 0 ? staging_area : nullptr;
       source.staging_chunks = p.staging_chunks;
+      load_forward_row<TX>(p, group, source, tiles.row_of(tile));
       softmax_forward_row<TX, TY>(p, group, source, tiles.row_of(tile));
     }
   }
@@ -345,6 +359,7 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
       row::max_row_pad(args.x, args.x_dtype, args.rows, args.x_row_stride), args.x_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
+  p.prefetch = launch.prefetch;
   return row::with_dtype("softmax", args.x_dtype, [&](auto x_tag) {
     return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
       using TX = typename decltype(x_tag)::type;

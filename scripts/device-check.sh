@@ -138,6 +138,13 @@ if [[ -n $bench ]]; then
     --actloss_row_path=block_two_pass --benchmark_out="$LOGS/bench-two-pass.json" \
     --benchmark_out_format=json --benchmark_min_time=0.05s
   report "benchmarks, block_two_pass" $? bench-two-pass.log bench-two-pass.json
+  # The short rows again one row at a time, as before the next row's loads moved ahead of the
+  # current row's reduction.
+  run_step "benchmarks, no row prefetch" 60 bench-no-prefetch.log "$bench" \
+    --benchmark_filter="${ACTLOSS_CHECK_PREFETCH_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:256/}" \
+    --actloss_row_prefetch=0 --benchmark_out="$LOGS/bench-no-prefetch.json" \
+    --benchmark_out_format=json --benchmark_min_time=0.05s
+  report "benchmarks, no row prefetch" $? bench-no-prefetch.log bench-no-prefetch.json
   # The elementwise kernels at 16M elements again with one pack per thread per step, the loop
   # measured before the several-pack one (cuda/elementwise.cuh): bench.json beside
   # bench-one-pack.json is the comparison that decides whether the old loop can go.
