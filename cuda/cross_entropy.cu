@@ -183,8 +183,7 @@ template <bool kCapped, class Row>
 __device__ __forceinline__ void accumulate_max_rest(Row& row, const Softcap& cap, int y,
                                                     float& m, double& rest, float& target_x,
                                                     bool& found) {
-  // For y = -1 the owner of a row's masked head chunk may set `found` without a target; callers
-  // read `found` only for rows that have a target class.
+  // For y = -1 nothing is found; callers read `found` only for rows that have a target class.
   row.for_each([&](int col0, const float (&x)[kChunk], row::Span span) {
     float capped[kChunk];
 #pragma unroll
@@ -356,7 +355,7 @@ __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
   if (soft) {
     double sum = 0.0;
     if (kind == RowKind::active) {
-      row::for_each_owned_chunk(classes, row.pad, group.rank, group.size,
+      row::for_each_owned_chunk(classes, group.rank, group.size,
                                 [&](int col0, row::Span span) {
         float weight[kChunk], coefficient[kChunk] = {};  // {}: for g++ -O3, see RawPack
         load_class_inputs(p, rc.target_row, col0, rc.smooth, weight, coefficient);
@@ -692,10 +691,8 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
     if (Status status = device_error_record(exec, &p.error); !status.ok()) return status;
   }
 
-  const row::RowLaunch launch = row::plan_row_launch(
-      RowOp::cross_entropy, args.rows, args.classes,
-      row::max_row_pad(args.logits, args.logits_dtype, args.rows, args.logits_row_stride),
-      args.logits_dtype, *device);
+  const row::RowLaunch launch = row::plan_row_launch(RowOp::cross_entropy, args.rows,
+                                                     args.classes, args.logits_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
   p.prefetch = launch.prefetch;

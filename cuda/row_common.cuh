@@ -74,17 +74,14 @@ __device__ __forceinline__ float exp_shifted_accurate(float x, float m) {
 // ---------------------------------------------------------------------------------------------
 // Chunks: loads and stores of 8 elements.
 //
-// The chunk grid of a row follows that row's own address, not the tensor's: chunk k of a row
-// covers columns 8k - pad .. 8k - pad + 7, where pad is how many elements the row starts past a
-// 16-byte boundary. Every whole chunk then starts on a 16-byte boundary, whatever the row
-// stride, and only a masked head (columns before 0) and a masked tail (columns from cols on)
-// are read element by element. With one flag for the whole tensor instead, a single odd stride
-// (50257 classes) turned every access of every row into scalar loads.
-//
-// The other tensors of a row op (the gradient, dy, soft targets, class weights) follow the held
-// tensor's grid. Where their rows sit at another offset, a chunk goes out in the widest words
-// its address allows (16, 8 or 4 bytes), checked per chunk: for the usual pairs (the same row
-// stride in elements, f32 beside bf16) that is still 16 bytes on every row or on every other.
+// Chunk k of a row covers columns 8k .. 8k + 7 wherever the row lies in memory: which thread
+// adds which elements, in which groups, depends only on the shape, so sum and mean are the same
+// bits for a misaligned or strided copy of the same data. A chunk moves in the widest words its
+// address allows, checked per chunk and per tensor (16 bytes where the row starts on a 16-byte
+// boundary, else 8 or 4), so one misaligned tensor no longer turns every access of the launch
+// into element-by-element loads. A grid that followed each row's own 16-byte boundary would
+// load every row of an odd width (50257) in 16-byte vectors, but it changed the grouping of
+// the sums with the address, and with it the last bit of a reduced loss.
 
 template <class T>
 struct alignas(16) Chunk {
@@ -94,23 +91,6 @@ struct alignas(16) Chunk {
 template <class T>
 __device__ __forceinline__ T negative_infinity() {
   return from_float<T>(-INFINITY);
-}
-
-// How many elements `row` starts past a 16-byte boundary: the masked head of its chunk grid.
-// Elements are aligned to their size (the host validates it), so this is exact.
-template <class T>
-__device__ __forceinline__ int row_pad(const T* row) {
-  return static_cast<int>((reinterpret_cast<std::uintptr_t>(row) % 16) / sizeof(T));
-}
-
-// The largest pad a row of `dtype` can have: 0 when every row of the tensor starts on a 16-byte
-// boundary (aligned base, row stride a multiple of 16 bytes), else 16 bytes' worth of elements
-// less one. Launch plans size the rows' chunk grids with it.
-inline int max_row_pad(const void* data, DType dtype, std::int64_t rows, std::int64_t stride) {
-  const std::int64_t size = dtype_size(dtype);
-  const bool base = reinterpret_cast<std::uintptr_t>(data) % 16 == 0;
-  if (data == nullptr || (base && (rows <= 1 || (stride * size) % 16 == 0))) return 0;
-  return static_cast<int>(16 / size - 1);
 }
 
 // The columns of a chunk inside the row: element j is in it for lo <= j < hi.
@@ -146,36 +126,8 @@ __device__ __forceinline__ void load_elements(Chunk<T>& chunk, const T* row, int
   }
 }
 
-// Chunk `col0` of the held tensor's row, on that row's own grid (row_pad): every 16 bytes of
-// it start on a 16-byte boundary by construction. An f32 chunk is two such words, so a head or
-// tail chunk still loads a word that lies wholly in the row as one vector: what goes element
-// by element is under 16 bytes at each end of the row.
-template <class T>
-__device__ __forceinline__ void load_grid_chunk(Chunk<T>& chunk, const T* row, int col0,
-                                                int cols) {
-  if (whole_chunk(col0, cols)) {
-    load_words<uint4>(chunk, row + col0);
-    return;
-  }
-  constexpr int kWords = sizeof(Chunk<T>) / 16;
-  constexpr int kPerWord = kChunk / kWords;
-#pragma unroll
-  for (int i = 0; i < kWords; ++i) {
-    const int first = col0 + i * kPerWord;
-    if (kWords > 1 && first >= 0 && first <= cols - kPerWord) {
-      reinterpret_cast<uint4*>(chunk.v)[i] =
-          simcuda::load_vector(reinterpret_cast<const uint4*>(row + first));
-    } else {
-#pragma unroll
-      for (int j = 0; j < kPerWord; ++j) {
-        const int c = first + j;
-        chunk.v[i * kPerWord + j] = c >= 0 && c < cols ? row[c] : negative_infinity<T>();
-      }
-    }
-  }
-}
-
-// Chunk `col0` of any other tensor's row: the widest words its address allows.
+// Chunk `col0` of a row: the widest words its address allows (16 bytes for a row that starts on
+// a 16-byte boundary), the elements one by one for a partial chunk.
 template <class T>
 __device__ __forceinline__ void load_chunk(Chunk<T>& chunk, const T* row, int col0, int cols) {
   if (whole_chunk(col0, cols)) {
@@ -254,8 +206,8 @@ __device__ __forceinline__ void store_chunk(T* row, int col0, int cols,
     if (address % 8 == 0) return store_words<uint2>(at, chunk);
     if (sizeof(T) == 2 && address % 4 == 0) return store_words<unsigned>(at, chunk);
   }
-  // A head or tail chunk: as in load_grid_chunk, a 16-byte word of it that lies in the row and
-  // on a 16-byte boundary still goes out whole.
+  // A tail chunk: a 16-byte word of it that lies in the row and on a 16-byte boundary still goes
+  // out whole.
   constexpr int kWords = sizeof(Chunk<T>) / 16;
   constexpr int kPerWord = kChunk / kWords;
 #pragma unroll
@@ -280,14 +232,13 @@ __device__ __forceinline__ void store_chunk(T* row, int col0, int cols,
 // each of the thread's chunks in increasing order, x widened to float (elements outside the row
 // -inf), span the chunk's elements inside the row.
 //
-// Thread `rank` of a group of `size` owns chunks rank, rank + size, ... of the row's grid. Chunk
-// indices, not columns, drive the loops, and a column is formed in 64 bits before it is
-// narrowed: 8k can pass 2^31 where 8k - pad, the column, does not.
-__device__ __forceinline__ int chunk_column(int chunk, int pad) {
-  return static_cast<int>(std::int64_t{chunk} * kChunk - pad);
+// Thread `rank` of a group of `size` owns chunks rank, rank + size, ... Chunk indices, not
+// columns, drive the loops, and a column is formed in 64 bits before it is narrowed.
+__device__ __forceinline__ int chunk_column(int chunk) {
+  return static_cast<int>(std::int64_t{chunk} * kChunk);
 }
-__device__ __forceinline__ int grid_chunks(int cols, int pad) {
-  return static_cast<int>((std::int64_t{cols} + pad + kChunk - 1) / kChunk);
+__device__ __forceinline__ int row_chunks(int cols) {
+  return static_cast<int>((std::int64_t{cols} + kChunk - 1) / kChunk);
 }
 
 // The thread's chunks of the row held in registers, loaded once (all loads in flight together).
@@ -295,18 +246,17 @@ template <class T, int kChunks>
 struct RegisterRow {
   Chunk<T> chunk[kChunks];
   int cols;
-  int first, step, pad;
+  int first, step;
 
   __device__ __forceinline__ void load(const T* row, int row_cols, int rank, int size) {
     cols = row_cols;
     first = rank;
     step = size;
-    pad = row_pad(row);
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) {
-      const int col0 = (first + k * step) * kChunk - pad;
+      const int col0 = (first + k * step) * kChunk;
       if (col0 < cols) {
-        load_grid_chunk(chunk[k], row, col0, cols);
+        load_chunk(chunk[k], row, col0, cols);
       } else {
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) chunk[k].v[j] = negative_infinity<T>();
@@ -318,7 +268,7 @@ struct RegisterRow {
   __device__ __forceinline__ void for_each(Body&& body) const {
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) {
-      const int col0 = (first + k * step) * kChunk - pad;
+      const int col0 = (first + k * step) * kChunk;
       if (col0 < cols) {
         float x[kChunk];
 #pragma unroll
@@ -342,7 +292,7 @@ struct GlobalRow {
   static constexpr int kWords = sizeof(Chunk<T>) / 16;
   const T* row;
   int cols;
-  int first, step, pad;
+  int first, step;
   uint4* staging = nullptr;  // block_shared's area, or null
   int staging_chunks = 0;    // its chunks per word plane: the most chunks a row's grid has
   bool staged = false;       // a visit of this row has filled the area
@@ -352,7 +302,6 @@ struct GlobalRow {
     cols = row_cols;
     first = rank;
     step = size;
-    pad = row_pad(row_data);
     staged = false;
   }
 
@@ -372,13 +321,13 @@ struct GlobalRow {
     float x[kChunk];
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) x[j] = element(raw, j);
-    const int col0 = chunk_column(c, pad);
+    const int col0 = chunk_column(c);
     body(col0, x, span_of(col0, cols));
   }
 
   template <class Body>
   __device__ __forceinline__ void for_each(Body&& body) {
-    const int chunks = grid_chunks(cols, pad);
+    const int chunks = row_chunks(cols);
     if (staged) {
       for (int c = first; c < chunks; c += step) {
         Chunk<T> raw;
@@ -392,7 +341,7 @@ struct GlobalRow {
       Chunk<T> raw[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
-        load_grid_chunk(raw[u], row, chunk_column(c + u * step, pad), cols);
+        load_chunk(raw[u], row, chunk_column(c + u * step), cols);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         if (staging != nullptr) stage(raw[u], c + u * step);
@@ -401,7 +350,7 @@ struct GlobalRow {
     }
     for (; c < chunks; c += step) {
       Chunk<T> raw;
-      load_grid_chunk(raw, row, chunk_column(c, pad), cols);
+      load_chunk(raw, row, chunk_column(c), cols);
       if (staging != nullptr) stage(raw, c);
       visit(raw, c, body);
     }
@@ -409,14 +358,13 @@ struct GlobalRow {
   }
 };
 
-// Calls body(col0, span) for each chunk this thread owns in a row of `cols` elements on a grid
-// with `pad`, without loading anything (for per-column inputs of another tensor).
+// Calls body(col0, span) for each chunk this thread owns in a row of `cols` elements, without
+// loading anything (for per-column inputs of another tensor).
 template <class Body>
-__device__ __forceinline__ void for_each_owned_chunk(int cols, int pad, int rank, int size,
-                                                     Body&& body) {
-  const int chunks = grid_chunks(cols, pad);
+__device__ __forceinline__ void for_each_owned_chunk(int cols, int rank, int size, Body&& body) {
+  const int chunks = row_chunks(cols);
   for (int c = rank; c < chunks; c += size) {
-    const int col0 = chunk_column(c, pad);
+    const int col0 = chunk_column(c);
     body(col0, span_of(col0, cols));
   }
 }
@@ -628,16 +576,11 @@ inline int round_up_to_warps(std::int64_t threads) {
 // The launch of a rows x cols problem of `op` whose held elements have `dtype`. Depends only on
 // the shape, the dtype, the forced algorithm and the device, never on pointers or timing, so the
 // per-block partial sums of a reduction are the same on every call.
-//
-// `max_pad` (max_row_pad of the held tensor) makes room for the masked head of a row that does
-// not start on a 16-byte boundary: such a row's grid has up to one chunk more, so a row at the
-// very limit of an on-chip path moves to the next path when its tensor's rows can be misaligned.
-inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols, int max_pad,
-                                 DType dtype, const DeviceInfo& device) {
+inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols, DType dtype,
+                                 const DeviceInfo& device) {
   RowLaunch launch;
-  const std::int64_t grid_cols = cols + max_pad;
-  launch.algorithm = detail::chosen_row_algorithm(op, grid_cols, dtype);
-  const std::int64_t chunks = (grid_cols + kChunk - 1) / kChunk;
+  launch.algorithm = detail::chosen_row_algorithm(op, cols, dtype);
+  const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
   const int max_chunks = detail::row_limits::max_chunks_per_thread(op, dtype);
   switch (launch.algorithm) {
     case RowAlgorithm::rows_per_warp:

@@ -83,10 +83,10 @@ __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& 
 // shared memory on its first read when the plan gives a staging area (block_shared).
 template <class TX, class TY, int kChunks>
 // Launch bounds: row::RowBounds, eight chunks being the largest tile (16-bit x). The one-chunk
-// tiles of the shortest rows, the next row's among them (for_each_row_tile), fit 48 registers
-// without spilling (ptxas -v, sm_90): five blocks of 256 threads per SM.
-__global__ void __launch_bounds__(row::RowBounds<kChunks, 8, 5>::kMaxThreads,
-                                  row::RowBounds<kChunks, 8, 5>::kMinBlocks)
+// tiles of the shortest rows, the next row's among them (for_each_row_tile), fit 64 registers
+// without spilling (ptxas -v, sm_90; f32 spilled at 48): four blocks of 256 threads per SM.
+__global__ void __launch_bounds__(row::RowBounds<kChunks, 8, 4>::kMaxThreads,
+                                  row::RowBounds<kChunks, 8, 4>::kMinBlocks)
     softmax_forward_kernel(SoftmaxForwardParams p) {
   __shared__ double2 exchange[row::kMaxWarps];
   SIMCUDA_DYNAMIC_SHARED(uint4, staging_area);
@@ -127,25 +127,24 @@ struct SoftmaxBackwardParams {
 };
 
 // Row sources for two tensors, as RegisterRow and GlobalRow of row_common.cuh: body(col0, y, dy,
-// span) for each of the thread's chunks, on y's chunk grid. Elements outside the row are -inf;
-// bodies look at the span.
+// span) for each of the thread's chunks. Elements outside the row are -inf; bodies look at the
+// span.
 template <class T, int kChunks>
 struct RegisterPairRow {
   row::Chunk<T> y[kChunks];
   float dy[kChunks][kChunk];
-  int cols, first, step, pad;
+  int cols, first, step;
 
   __device__ __forceinline__ void load(const T* y_row, const void* dy_row, DType dy_dtype,
                                        int row_cols, int rank, int size) {
     cols = row_cols;
     first = rank;
     step = size;
-    pad = row::row_pad(y_row);
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) {
-      const int col0 = (first + k * step) * kChunk - pad;
+      const int col0 = (first + k * step) * kChunk;
       if (col0 < cols) {
-        row::load_grid_chunk(y[k], y_row, col0, cols);
+        row::load_chunk(y[k], y_row, col0, cols);
         row::load_chunk_as_float(dy[k], dy_row, dy_dtype, col0, cols);
       } else {
 #pragma unroll
@@ -161,7 +160,7 @@ struct RegisterPairRow {
   __device__ __forceinline__ void for_each(Body&& body) const {
 #pragma unroll
     for (int k = 0; k < kChunks; ++k) {
-      const int col0 = (first + k * step) * kChunk - pad;
+      const int col0 = (first + k * step) * kChunk;
       if (col0 < cols) {
         float yk[kChunk];
 #pragma unroll
@@ -178,7 +177,7 @@ struct GlobalPairRow {
   const T* y_row;
   const void* dy_row;
   DType dy_dtype;
-  int cols, first, step, pad;
+  int cols, first, step;
 
   __device__ __forceinline__ void load(const T* y_data, const void* dy_data, DType dtype,
                                        int row_cols, int rank, int size) {
@@ -188,20 +187,19 @@ struct GlobalPairRow {
     cols = row_cols;
     first = rank;
     step = size;
-    pad = row::row_pad(y_data);
   }
 
   template <class Body>
   __device__ __forceinline__ void for_each(Body&& body) const {
-    const int chunks = row::grid_chunks(cols, pad);
+    const int chunks = row::row_chunks(cols);
     int c = first;
     for (; c + (kUnroll - 1) * step < chunks; c += kUnroll * step) {
       row::Chunk<T> y_raw[kUnroll];
       float dy[kUnroll][kChunk];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        const int col0 = row::chunk_column(c + u * step, pad);
-        row::load_grid_chunk(y_raw[u], y_row, col0, cols);
+        const int col0 = row::chunk_column(c + u * step);
+        row::load_chunk(y_raw[u], y_row, col0, cols);
         row::load_chunk_as_float(dy[u], dy_row, dy_dtype, col0, cols);
       }
 #pragma unroll
@@ -209,15 +207,15 @@ struct GlobalPairRow {
         float y[kChunk];
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) y[j] = row::element(y_raw[u], j);
-        const int col0 = row::chunk_column(c + u * step, pad);
+        const int col0 = row::chunk_column(c + u * step);
         body(col0, y, dy[u], row::span_of(col0, cols));
       }
     }
     for (; c < chunks; c += step) {
-      const int col0 = row::chunk_column(c, pad);
+      const int col0 = row::chunk_column(c);
       row::Chunk<T> y_raw;
       float dy[kChunk];
-      row::load_grid_chunk(y_raw, y_row, col0, cols);
+      row::load_chunk(y_raw, y_row, col0, cols);
       row::load_chunk_as_float(dy, dy_row, dy_dtype, col0, cols);
       float y[kChunk];
 #pragma unroll
@@ -354,9 +352,8 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
   p.y = args.y;
   p.y_stride = args.y_row_stride;
   p.log = options.log;
-  const RowLaunch launch = row::plan_row_launch(
-      RowOp::softmax_forward, args.rows, args.cols,
-      row::max_row_pad(args.x, args.x_dtype, args.rows, args.x_row_stride), args.x_dtype, *device);
+  const RowLaunch launch =
+      row::plan_row_launch(RowOp::softmax_forward, args.rows, args.cols, args.x_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
   p.prefetch = launch.prefetch;
@@ -388,9 +385,8 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptio
   p.dx = args.dx;
   p.dx_stride = args.dx_row_stride;
   p.log = options.log;
-  const RowLaunch launch = row::plan_row_launch(
-      RowOp::softmax_backward, args.rows, args.cols,
-      row::max_row_pad(args.y, args.y_dtype, args.rows, args.y_row_stride), args.y_dtype, *device);
+  const RowLaunch launch =
+      row::plan_row_launch(RowOp::softmax_backward, args.rows, args.cols, args.y_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
   return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
     return row::with_dtype("softmax", args.dx_dtype, [&](auto dx_tag) {

@@ -235,12 +235,10 @@ Inputs make_inputs(const Spec& s) {
 // The threads that share a row on the path that runs (to be called with the path forced): the
 // launch plan of cuda/row_common.cuh (plan_row_launch), which the bounds' replay of the
 // reductions follows. On the CPU the reference runs, and any shape's bound holds.
-// A tensor whose rows may start off a 16-byte boundary (`max_pad` > 0) gets room for a head
-// chunk, as in the plan.
-int threads_per_row(RowOp op, std::int64_t cols, int max_pad, DType dtype) {
-  const std::int64_t chunks = (cols + max_pad + kChunk - 1) / kChunk;
+int threads_per_row(RowOp op, std::int64_t cols, DType dtype) {
+  const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
   auto whole_warps = [](std::int64_t threads) { return (threads + 31) / 32 * 32; };
-  switch (detail::chosen_row_algorithm(op, cols + max_pad, dtype)) {
+  switch (detail::chosen_row_algorithm(op, cols, dtype)) {
     case RowAlgorithm::rows_per_warp: {
       int threads = 1;
       while (threads < chunks) threads *= 2;
@@ -315,20 +313,16 @@ void add_chunk(Partial& p, const double (&x)[kChunk]) {
   }
 }
 
-// The row's (max, s) in the kernel's order: on the row's chunk grid (chunk c holds columns
-// 8c - pad .. 8c - pad + 7, where the row starts `pad` elements past a 16-byte boundary),
-// thread `rank` of `threads` takes chunks rank, rank + threads, ...; the butterfly over
-// min(threads, 32) lanes; then the warps in turn.
-Partial replay(const double* x, std::int64_t cols, int pad, int threads) {
-  const std::int64_t chunks = (cols + pad + kChunk - 1) / kChunk;
+// The row's (max, s) in the kernel's order: thread `rank` of `threads` takes chunks rank,
+// rank + threads, ...; the butterfly over min(threads, 32) lanes; then the warps in turn.
+Partial replay(const double* x, std::int64_t cols, int threads) {
+  const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
   std::vector<Partial> lanes(static_cast<std::size_t>(threads));
   double chunk[kChunk];
   for (int rank = 0; rank < threads; ++rank)
     for (std::int64_t c = rank; c < chunks; c += threads) {
-      for (std::int64_t j = 0; j < kChunk; ++j) {
-        const std::int64_t col = c * kChunk - pad + j;
-        chunk[j] = col >= 0 && col < cols ? x[col] : -kInf;
-      }
+      for (std::int64_t j = 0; j < kChunk; ++j)
+        chunk[j] = c * kChunk + j < cols ? x[c * kChunk + j] : -kInf;
       add_chunk(lanes[std::size_t(rank)], chunk);
     }
   const int width = std::min(threads, 32);
@@ -344,34 +338,15 @@ Partial replay(const double* x, std::int64_t cols, int pad, int threads) {
   return row;
 }
 
-// Where each row of a device tensor starts relative to a 16-byte boundary, in elements: the
-// kernels' chunk grid follows it (cuda/row_common.cuh, row_pad).
-struct RowPads {
-  std::uintptr_t base = 0;
-  std::int64_t stride_bytes = 0;
-  std::int64_t element = 1;
-  int of(std::int64_t r) const {
-    return static_cast<int>(((base + std::uintptr_t(r * stride_bytes)) % 16) / element);
-  }
-  // The plan's room for a head chunk (max_row_pad): none when every row is aligned (the pads
-  // repeat within 16 rows), else a full 16 bytes' worth less one.
-  int max(std::int64_t rows) const {
-    for (std::int64_t r = 0; r < rows && r < 16; ++r)
-      if (of(r) != 0) return static_cast<int>(16 / element - 1);
-    return 0;
-  }
-};
-
 std::vector<double> forward_bounds(const Spec& s, const std::vector<double>& x,
-                                   const std::vector<double>& y, int threads,
-                                   const RowPads& pads) {
+                                   const std::vector<double>& y, int threads) {
   const std::int64_t cols = s.cols;
   std::vector<double> err(x.size(), 0.0);
   for (std::int64_t r = 0; r < s.rows; ++r) {
     const double* row = x.data() + r * cols;
     // A NaN or +inf makes the row NaN; every element -inf gives exact 0s or -infs.
     if (std::any_of(row, row + cols, [](double v) { return std::isnan(v) || v == kInf; })) continue;
-    const Partial p = replay(row, cols, pads.of(r), threads);
+    const Partial p = replay(row, cols, threads);
     if (p.m == -kInf) continue;
     double shifts = 0;  // sum_c exp(t_c) |t_c|
     for (std::int64_t c = 0; c < cols; ++c) {
@@ -397,7 +372,7 @@ std::vector<double> backward_bounds(const Spec& s, const std::vector<double>& y,
                                     const std::vector<double>& dy, const std::vector<double>& dx,
                                     int threads) {
   const std::int64_t cols = s.cols;
-  const std::int64_t chunks = (cols + kChunk - 1) / kChunk + 1;  // a head chunk, at most
+  const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
   int levels = 0;
   for (int lanes = std::min(threads, 32); lanes > 1; lanes /= 2) ++levels;
   // Additions on an element's way into the double sum: its thread's elements, the butterfly,
@@ -455,11 +430,9 @@ Outcome run(const Spec& s) {
   options.log = s.log;
   Outcome outcome;
   int threads = 0;
-  const RowPads pads{reinterpret_cast<std::uintptr_t>(input.data()),
-                     in_stride * std::int64_t(dtype_size(s.in)), std::int64_t(dtype_size(s.in))};
   {
     const RowPathScope scope(s.path, s.grid_limit);
-    threads = threads_per_row(op_of(s), cols, pads.max(rows), s.in);
+    threads = threads_per_row(op_of(s), cols, s.in);
     const Exec exec = exec_for(device);
     Status status;
     if (!backward) {
@@ -502,7 +475,7 @@ Outcome run(const Spec& s) {
     outcome.checks.push_back(compare_exact(name, got, expected, out));
   } else {
     const std::vector<double> err = backward ? backward_bounds(s, in.y, in.dy, expected, threads)
-                                             : forward_bounds(s, in.x, expected, threads, pads);
+                                             : forward_bounds(s, in.x, expected, threads);
     outcome.checks.push_back(compare(name, got, expected, out, err));
   }
   outcome.checks.push_back(

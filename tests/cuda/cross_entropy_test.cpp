@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -139,8 +140,9 @@ TEST(CudaCrossEntropy, OutOfRangeTargetsAreReported) {
 // copies of the same data, in place, and forward alone give the same bits, on every path.
 TEST(CudaCrossEntropy, ReducedLossIsBitwiseReproducible) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  const std::int64_t kClasses[] = {20, 500, 3000, 3000};
-  for (int p = 0; p < 4; ++p) {
+  const std::int64_t kClasses[] = {20, 500, 3000, 3000, 3000};  // one per path, in kPaths order
+  static_assert(std::size(kClasses) == std::size(kPaths));
+  for (int p = 0; p < static_cast<int>(std::size(kPaths)); ++p) {
     const ForcedRowPath forced(kPaths[p]);
     const std::int64_t rows = p == 0 ? 257 : 33, classes = kClasses[p];
     const std::vector<double> values = random_values(std::size_t(rows * classes), -6, 6, 10 + p);

@@ -1,8 +1,9 @@
-// How the row kernels move their bytes: every row goes through 16-byte vectors whatever its
-// length, stride or offset, but for a masked head and tail of at most 16 bytes each. The
-// simulator counts the bytes that kernels move through its vector accesses; a kernel that fell
-// back to element-by-element access for a misaligned row (as one flag for the whole tensor once
-// made every row of 50257 classes do) shows as a shortfall against the bytes the op must move.
+// How the row kernels move their bytes. A row whose start allows 16-byte access goes through
+// 16-byte vectors whatever its length, but for a tail of under 16 bytes; a misaligned tensor
+// moves its chunks in the widest words its own address allows, never element by element for the
+// whole launch (as one flag for every tensor of a launch once made it). The simulator counts the
+// bytes that kernels move through its vector accesses, by width; a fallback shows as a shortfall
+// against the bytes the op must move.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -18,37 +19,40 @@ namespace {
 
 using detail::RowAlgorithm;
 
-// The widths and layouts under test: odd widths on every path, rows whose stride is not a
-// multiple of 16 bytes, and a base one element past a 16-byte boundary.
+// The widths and layouts under test: odd widths on every path, in rows whose stride keeps each
+// start on a 16-byte boundary (stride_pad rounds the width up to 8 elements), and rows 8 bytes
+// past a boundary (8-byte words).
 struct Layout {
-  std::int64_t cols, stride_pad, offset;
+  std::int64_t cols, stride_pad, offset_bytes;
 };
 constexpr Layout kLayouts[] = {
-    {50257, 0, 0},   // GPT-2's vocabulary: each row starts at another offset
-    {4097, 3, 1},    // block_on_chip, odd stride and misaligned base
-    {1000, 1, 0},    // warp_per_row
-    {100, 5, 3},     // rows_per_warp
+    {50257, 7, 0},  // GPT-2's vocabulary: block_shared
+    {4097, 7, 0},   // block_on_chip
+    {1001, 7, 0},   // warp_per_row
+    {100, 4, 0},    // rows_per_warp
+    {4096, 0, 8},   // misaligned base: 8-byte words
 };
 constexpr std::int64_t kRows = 5;
 
 #if defined(ACTLOSS_SIM)
-// The 16-byte share a row of `cols` elements of `bytes_per_element` must reach: everything but
-// a head and a tail of less than 16 bytes each.
+// The vector share the rows must reach: everything but a partial last chunk of 8 elements.
 std::uint64_t vector_bytes_at_least(std::int64_t cols, std::int64_t bytes_per_element) {
-  const std::int64_t row = cols * bytes_per_element;
-  return static_cast<std::uint64_t>(kRows * (row > 32 ? row - 32 : 0));
+  return static_cast<std::uint64_t>(kRows * (cols - cols % 8) * bytes_per_element);
 }
 
+// Bytes moved in the word width the layout allows: 16 bytes for aligned rows, 8 for the
+// misaligned layout.
 struct Traffic {
-  std::uint64_t loaded16 = 0, stored16 = 0;
+  std::uint64_t loaded = 0, stored = 0;
 };
 template <class Call>
-Traffic traffic_of(Call&& call) {
+Traffic traffic_of(const Layout& layout, Call&& call) {
   simcuda::sim::reset_vector_traffic();
   call();
   synchronize_or_fail();
   const simcuda::sim::VectorTraffic t = simcuda::sim::vector_traffic();
-  return Traffic{t.loaded_16(), t.stored_16()};
+  const int width = layout.offset_bytes == 0 ? 2 : 1;
+  return Traffic{t.loaded[width], t.stored[width]};
 }
 #endif
 
@@ -61,10 +65,11 @@ TEST(CudaRowTraffic, CrossEntropyReadsAndWritesEveryRowWithVectors) {
     for (DType dtype : {DType::f32, DType::bf16}) {
       SCOPED_TRACE(std::to_string(layout.cols) + " classes, " + to_string(dtype));
       const std::int64_t cols = layout.cols, stride = cols + layout.stride_pad;
+      const std::int64_t element = dtype_size(dtype), offset = layout.offset_bytes / element;
       const DeviceMatrix logits =
           upload_matrix(random_values(std::size_t(kRows * cols), -4, 4, 7), kRows, cols, dtype,
-                        stride, layout.offset);
-      const DeviceMatrix grad = poisoned_matrix(kRows, cols, dtype, stride, layout.offset);
+                        stride, offset);
+      const DeviceMatrix grad = poisoned_matrix(kRows, cols, dtype, stride, offset);
       std::vector<std::int64_t> labels(kRows);
       for (std::int64_t r = 0; r < kRows; ++r) labels[std::size_t(r)] = (r * 7919) % cols;
       const DeviceBuffer targets = upload_vector(labels);
@@ -82,12 +87,11 @@ TEST(CudaRowTraffic, CrossEntropyReadsAndWritesEveryRowWithVectors) {
       args.grad = grad.data();
       args.grad_dtype = dtype;
       args.grad_row_stride = stride;
-      const std::int64_t element = dtype_size(dtype);
-      const Traffic t = traffic_of([&] {
+      const Traffic t = traffic_of(layout, [&] {
         ASSERT_TRUE(cross_entropy_forward_backward(args, CrossEntropyOptions{}, cuda_exec()).ok());
       });
-      EXPECT_GE(t.loaded16, vector_bytes_at_least(cols, element));
-      EXPECT_GE(t.stored16, vector_bytes_at_least(cols, element));
+      EXPECT_GE(t.loaded, vector_bytes_at_least(cols, element));
+      EXPECT_GE(t.stored, vector_bytes_at_least(cols, element));
     }
 #endif
 }
@@ -101,10 +105,10 @@ TEST(CudaRowTraffic, SoftmaxReadsAndWritesEveryRowWithVectors) {
     for (DType dtype : {DType::f32, DType::f16}) {
       SCOPED_TRACE(std::to_string(layout.cols) + " columns, " + to_string(dtype));
       const std::int64_t cols = layout.cols, stride = cols + layout.stride_pad;
-      const std::int64_t element = dtype_size(dtype);
+      const std::int64_t element = dtype_size(dtype), offset = layout.offset_bytes / element;
       const DeviceMatrix x = upload_matrix(random_values(std::size_t(kRows * cols), -4, 4, 8),
-                                           kRows, cols, dtype, stride, layout.offset);
-      const DeviceMatrix y = poisoned_matrix(kRows, cols, dtype, stride, layout.offset);
+                                           kRows, cols, dtype, stride, offset);
+      const DeviceMatrix y = poisoned_matrix(kRows, cols, dtype, stride, offset);
       SoftmaxForwardArgs forward;
       forward.rows = kRows;
       forward.cols = cols;
@@ -115,9 +119,10 @@ TEST(CudaRowTraffic, SoftmaxReadsAndWritesEveryRowWithVectors) {
       forward.y_dtype = dtype;
       forward.y_row_stride = stride;
       const Traffic f = traffic_of(
+          layout,
           [&] { ASSERT_TRUE(softmax_forward(forward, SoftmaxOptions{}, cuda_exec()).ok()); });
-      EXPECT_GE(f.loaded16, vector_bytes_at_least(cols, element));
-      EXPECT_GE(f.stored16, vector_bytes_at_least(cols, element));
+      EXPECT_GE(f.loaded, vector_bytes_at_least(cols, element));
+      EXPECT_GE(f.stored, vector_bytes_at_least(cols, element));
 
       // Backward: y and dy in the same layout, dx written over dy.
       SoftmaxBackwardArgs backward;
@@ -133,9 +138,10 @@ TEST(CudaRowTraffic, SoftmaxReadsAndWritesEveryRowWithVectors) {
       backward.dx_dtype = dtype;
       backward.dx_row_stride = stride;
       const Traffic b = traffic_of(
+          layout,
           [&] { ASSERT_TRUE(softmax_backward(backward, SoftmaxOptions{}, cuda_exec()).ok()); });
-      EXPECT_GE(b.loaded16, 2 * vector_bytes_at_least(cols, element));
-      EXPECT_GE(b.stored16, vector_bytes_at_least(cols, element));
+      EXPECT_GE(b.loaded, 2 * vector_bytes_at_least(cols, element));
+      EXPECT_GE(b.stored, vector_bytes_at_least(cols, element));
     }
 #endif
 }
