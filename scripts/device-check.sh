@@ -151,7 +151,7 @@ if [[ -n $bench ]]; then
   if [[ ${ACTLOSS_CHECK_ONE_PACK:-1} != 0 ]]; then
     elementwise='relu|leaky_relu|tanh|sigmoid|gelu_erf|gelu_tanh|silu|mse|bce_with_logits'
     run_step "benchmarks, one pack per step" 60 bench-one-pack.log "$bench" \
-      --benchmark_filter="^cuda/actloss/($elementwise)/.*/n:16777216\$" --elementwise-packs=1 \
+      --benchmark_filter="^cuda/actloss/($elementwise)/.*/n:16777216/" --elementwise-packs=1 \
       --benchmark_out="$LOGS/bench-one-pack.json" --benchmark_out_format=json \
       --benchmark_min_time=0.05s
     report "benchmarks, one pack per step" $? bench-one-pack.log bench-one-pack.json
