@@ -16,6 +16,9 @@
 //                       in one run; a path that cannot hold a row runs the automatic choice
 //   --actloss_row_prefetch=0  the short-row paths process one row at a time instead of loading
 //                       the next row before reducing the current one (the loop last measured)
+//   --actloss_row_pieces=0  the row kernels move a 16-bit chunk 2 bytes past a 4-byte boundary
+//                       element by element, as last measured on a card, instead of in pieces
+//                       (cuda/row_common.cuh)
 //   --elementwise-packs=1
 //                       run the elementwise kernels (activations, BCE, MSE) with one pack per
 //                       thread per loop step, the loop last measured on a GPU, so that a card can
@@ -147,6 +150,10 @@ int main(int argc, char** argv) {
     }
     if (arg == "--actloss_row_prefetch=0" || arg == "--actloss_row_prefetch=1") {
       detail::set_row_prefetch(arg.back() == '1');
+      continue;
+    }
+    if (arg == "--actloss_row_pieces=0" || arg == "--actloss_row_pieces=1") {
+      detail::set_row_chunk_pieces(arg.back() == '1');
       continue;
     }
     if (const std::string flag = "--elementwise-packs="; arg.rfind(flag, 0) == 0) {

@@ -74,6 +74,7 @@ struct CrossEntropyParams {
   int threads_per_row = 32;
   int staging_chunks = 0;  // block_shared: the row is staged in dynamic shared memory
   bool prefetch = false;   // short rows: the next row's logits loaded before this one is reduced
+  bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -218,7 +219,7 @@ __device__ __forceinline__ void load_class_inputs(const CrossEntropyParams& p,
   const int classes = static_cast<int>(p.classes);
   if (p.class_weight != nullptr) {
     row::Chunk<float> w;
-    row::load_chunk(w, p.class_weight, col0, classes);
+    row::load_chunk(w, p.class_weight, col0, classes, p.chunk_pieces);
 #pragma unroll
     for (int j = 0; j < kChunk; ++j) weight[j] = w.v[j];
   } else {
@@ -227,7 +228,8 @@ __device__ __forceinline__ void load_class_inputs(const CrossEntropyParams& p,
   }
   if (p.soft_targets) {
     float q[kChunk];
-    row::load_chunk_as_float(q, target_row, p.target_dtype, col0, classes);
+    row::load_chunk_as_float(q, target_row, p.target_dtype, col0, classes,
+                              p.chunk_pieces);
 #pragma unroll
     for (int j = 0; j < kChunk; ++j)
       coefficient[j] = weight[j] * ((1.0f - p.smoothing) * q[j] + smooth);
@@ -283,7 +285,7 @@ __device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p
       const float value = (e != 0.0f ? rc.prob_scale * e : 0.0f) - step;
       g[j] = rc.zero_grad ? 0.0f : value * slope;
     }
-    if (grad_row != nullptr) row::store_chunk(grad_row, col0, classes, g);
+    if (grad_row != nullptr) row::store_chunk(grad_row, col0, classes, g, p.chunk_pieces);
     total += chunk_terms;
   });
   return total;
@@ -297,7 +299,8 @@ __device__ __forceinline__ void load_logits_row(const CrossEntropyParams& p,
                                                 std::int64_t r) {
   const bool in_range = r < p.rows;
   const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? r * p.logits_stride : 0);
-  row.load(logits_row, in_range ? static_cast<int>(p.classes) : 0, group.rank, group.size);
+  row.load(logits_row, in_range ? static_cast<int>(p.classes) : 0, group.rank, group.size,
+           p.chunk_pieces);
 }
 
 // One row, by the threads of `group`, its logits loaded by load_logits_row. Returns the row's
@@ -696,6 +699,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
   p.prefetch = launch.prefetch;
+  p.chunk_pieces = launch.chunk_pieces;
 
   // Scratch: the main kernel's loss partials, then the pre-pass's two partial arrays.
   const bool partials = p.want_loss && reduced;

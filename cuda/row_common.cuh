@@ -2,8 +2,8 @@
 // row access with 16-byte vectors, the merge of (max, rest of the exponentials) pairs, reductions over
 // the threads of one row, and the launch geometry of the four dispatch paths (row_dispatch.h).
 //
-// Layout. A row is cut into chunks of kChunk = 8 consecutive elements on the row's own 16-byte
-// grid (the first and the last may be partial; see Chunks below).
+// Layout. A row is cut into chunks of kChunk = 8 consecutive elements, columns 8k .. 8k + 7
+// (the last may be partial; see Chunks below).
 // The threads of a row form a group of `size` threads (1..32 within a warp, or a whole block);
 // the thread of rank r owns chunks r, r + size, r + 2 size, ... A chunk is one 16-byte vector of
 // f16/bf16 or two of f32, so a warp reads 512 or 1024 contiguous bytes per step, and mixed-dtype
@@ -126,16 +126,74 @@ __device__ __forceinline__ void load_elements(Chunk<T>& chunk, const T* row, int
   }
 }
 
-// Chunk `col0` of a row: the widest words its address allows (16 bytes for a row that starts on
-// a 16-byte boundary), the elements one by one for a partial chunk.
+// A whole 16-bit chunk 2 bytes past a 4-byte boundary (every row but one in four of an odd
+// width) moves in pieces: its first and last elements alone, the six between as three aligned
+// 4-byte words, which shifts put back into the chunk's own words. Five accesses where the
+// elements took eight, every byte inside the chunk, and one fixed sequence whatever the row's
+// offset. f32 has no such case: its misaligned chunks already move in 4-byte words, and pieces
+// of 8 bytes at odd word positions cost ptxas register copies (softmax forward's four-chunk f32
+// tile went from 96 to 128 registers).
+//
+// The bits of a 16-bit element, and back.
+__device__ __forceinline__ unsigned bits_of(__half value) { return __half_as_ushort(value); }
+__device__ __forceinline__ unsigned bits_of(__nv_bfloat16 value) {
+  return __bfloat16_as_ushort(value);
+}
 template <class T>
-__device__ __forceinline__ void load_chunk(Chunk<T>& chunk, const T* row, int col0, int cols) {
+__device__ __forceinline__ T from_bits(unsigned bits) {
+  if constexpr (std::is_same_v<T, __half>)
+    return __ushort_as_half(static_cast<unsigned short>(bits));
+  else
+    return __ushort_as_bfloat16(static_cast<unsigned short>(bits));
+}
+
+// Chunk word k holds elements 2k (low half) and 2k + 1 (high half); middle word i holds
+// elements 2i + 1 and 2i + 2.
+template <class T>
+__device__ __forceinline__ void load_pieces(Chunk<T>& chunk, const T* at) {
+  static_assert(sizeof(T) == 2);
+  const unsigned* middle = reinterpret_cast<const unsigned*>(at + 1);
+  unsigned words[4];
+  words[0] = bits_of(at[0]);
+#pragma unroll
+  for (int i = 0; i < 3; ++i) {
+    const unsigned pair = simcuda::load_vector(middle + i);
+    words[i] |= pair << 16;
+    words[i + 1] = pair >> 16;
+  }
+  words[3] |= bits_of(at[7]) << 16;
+#pragma unroll
+  for (int k = 0; k < 4; ++k) reinterpret_cast<unsigned*>(chunk.v)[k] = words[k];
+}
+
+template <class T>
+__device__ __forceinline__ void store_pieces(T* at, const Chunk<T>& chunk) {
+  static_assert(sizeof(T) == 2);
+  unsigned* middle = reinterpret_cast<unsigned*>(at + 1);
+  const unsigned* words = reinterpret_cast<const unsigned*>(chunk.v);
+  at[0] = chunk.v[0];
+#pragma unroll
+  for (int i = 0; i < 3; ++i)
+    simcuda::store_vector(middle + i, __funnelshift_r(words[i], words[i + 1], 16));
+  at[7] = chunk.v[7];
+}
+
+// Chunk `col0` of a row, in the widest words its start allows: 16 bytes on a 16-byte boundary,
+// then 8 or 4; with `pieces`, a 16-bit chunk off the 4-byte grid in pieces (load_pieces), where
+// it would go element by element without (the loads last measured on a card). A partial chunk,
+// and an f32 chunk off the 8-byte grid, go element by element; elements past the row read as
+// -inf.
+template <class T>
+__device__ __forceinline__ void load_chunk(Chunk<T>& chunk, const T* row, int col0, int cols,
+                                           bool pieces) {
   if (whole_chunk(col0, cols)) {
     const T* at = row + col0;
     const auto address = reinterpret_cast<std::uintptr_t>(at);
     if (address % 16 == 0) return load_words<uint4>(chunk, at);
     if (address % 8 == 0) return load_words<uint2>(chunk, at);
     if (sizeof(T) == 2 && address % 4 == 0) return load_words<unsigned>(chunk, at);
+    if constexpr (sizeof(T) == 2)
+      if (pieces) return load_pieces(chunk, at);  // elements are aligned: 2 bytes off
   }
   load_elements(chunk, row, col0, cols);
 }
@@ -149,25 +207,26 @@ __device__ __forceinline__ float element(const Chunk<T>& chunk, int j) {
 // A chunk of a tensor whose dtype is a run-time value (dy of softmax backward, soft targets),
 // widened to float. The switch is uniform across the launch.
 __device__ __forceinline__ void load_chunk_as_float(float (&out)[kChunk], const void* row,
-                                                    DType dtype, int col0, int cols) {
+                                                    DType dtype, int col0, int cols,
+                                                    bool pieces) {
   switch (dtype) {
     case DType::f16: {
       Chunk<__half> c;
-      load_chunk(c, static_cast<const __half*>(row), col0, cols);
+      load_chunk(c, static_cast<const __half*>(row), col0, cols, pieces);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
       break;
     }
     case DType::bf16: {
       Chunk<__nv_bfloat16> c;
-      load_chunk(c, static_cast<const __nv_bfloat16*>(row), col0, cols);
+      load_chunk(c, static_cast<const __nv_bfloat16*>(row), col0, cols, pieces);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
       break;
     }
     default: {
       Chunk<float> c;
-      load_chunk(c, static_cast<const float*>(row), col0, cols);
+      load_chunk(c, static_cast<const float*>(row), col0, cols, pieces);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
       break;
@@ -191,11 +250,11 @@ __device__ __forceinline__ void store_words(T* at, const Chunk<T>& chunk) {
   }
 }
 
-// Stores the values of chunk `col0` that lie in the row, rounded once to T, in the widest words
-// the address allows.
+// Stores the values of chunk `col0` that lie in the row, rounded once to T, in the words
+// load_chunk reads them with.
 template <class T>
 __device__ __forceinline__ void store_chunk(T* row, int col0, int cols,
-                                            const float (&values)[kChunk]) {
+                                            const float (&values)[kChunk], bool pieces) {
   Chunk<T> chunk;
 #pragma unroll
   for (int j = 0; j < kChunk; ++j) chunk.v[j] = from_float<T>(values[j]);
@@ -205,6 +264,8 @@ __device__ __forceinline__ void store_chunk(T* row, int col0, int cols,
     if (address % 16 == 0) return store_words<uint4>(at, chunk);
     if (address % 8 == 0) return store_words<uint2>(at, chunk);
     if (sizeof(T) == 2 && address % 4 == 0) return store_words<unsigned>(at, chunk);
+    if constexpr (sizeof(T) == 2)
+      if (pieces) return store_pieces(at, chunk);  // elements are aligned: 2 bytes off
   }
   // A tail chunk: a 16-byte word of it that lies in the row and on a 16-byte boundary still goes
   // out whole.
@@ -248,7 +309,8 @@ struct RegisterRow {
   int cols;
   int first, step;
 
-  __device__ __forceinline__ void load(const T* row, int row_cols, int rank, int size) {
+  __device__ __forceinline__ void load(const T* row, int row_cols, int rank, int size,
+                                       bool pieces) {
     cols = row_cols;
     first = rank;
     step = size;
@@ -256,7 +318,7 @@ struct RegisterRow {
     for (int k = 0; k < kChunks; ++k) {
       const int col0 = (first + k * step) * kChunk;
       if (col0 < cols) {
-        load_chunk(chunk[k], row, col0, cols);
+        load_chunk(chunk[k], row, col0, cols, pieces);
       } else {
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) chunk[k].v[j] = negative_infinity<T>();
@@ -296,13 +358,16 @@ struct GlobalRow {
   uint4* staging = nullptr;  // block_shared's area, or null
   int staging_chunks = 0;    // its chunks per word plane: the most chunks a row's grid has
   bool staged = false;       // a visit of this row has filled the area
+  bool pieces = false;       // misaligned chunks in aligned pieces (load_chunk)
 
-  __device__ __forceinline__ void load(const T* row_data, int row_cols, int rank, int size) {
+  __device__ __forceinline__ void load(const T* row_data, int row_cols, int rank, int size,
+                                       bool chunk_pieces) {
     row = row_data;
     cols = row_cols;
     first = rank;
     step = size;
     staged = false;
+    pieces = chunk_pieces;
   }
 
   __device__ __forceinline__ void stage(const Chunk<T>& chunk, int c) const {
@@ -341,7 +406,7 @@ struct GlobalRow {
       Chunk<T> raw[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
-        load_chunk(raw[u], row, chunk_column(c + u * step), cols);
+        load_chunk(raw[u], row, chunk_column(c + u * step), cols, pieces);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         if (staging != nullptr) stage(raw[u], c + u * step);
@@ -350,7 +415,7 @@ struct GlobalRow {
     }
     for (; c < chunks; c += step) {
       Chunk<T> raw;
-      load_chunk(raw, row, chunk_column(c), cols);
+      load_chunk(raw, row, chunk_column(c), cols, pieces);
       if (staging != nullptr) stage(raw, c);
       visit(raw, c, body);
     }
@@ -549,6 +614,7 @@ struct RowLaunch {
   unsigned grid = 0;
   int staging_chunks = 0;   // block_shared: chunks of the staging area (GlobalRow), else 0
   bool prefetch = false;    // load a group's next row before reducing this one (for_each_row_tile)
+  bool chunk_pieces = true;  // misaligned chunks move in aligned pieces (load_chunk, store_chunk)
   std::size_t shared_bytes = 0;  // block_shared: its dynamic shared memory
 };
 
@@ -630,6 +696,7 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
   }
   // Short rows only: a tile of one or two chunks leaves room for a second one in registers.
   launch.prefetch = (launch.chunks == 1 || launch.chunks == 2) && detail::row_prefetch();
+  launch.chunk_pieces = detail::row_chunk_pieces();
   const int rows_per_block = launch.block / launch.threads_per_row;
   // At most as many blocks as the device can hold at full thread occupancy (an upper bound on
   // residency: registers may allow fewer); grid-stride loops take the rest. The two-pass path
@@ -708,10 +775,13 @@ cudaError_t launch_for_chunks(int chunks, LaunchWith&& launch_with) {
 // an SM, which short rows need to keep enough loads in flight. Everything else may use 128
 // registers in blocks of up to 512 threads. The minimum of one block per SM is stated: without
 // it ptxas held several row kernels to 64 registers and spilled (sm_90, CUDA 13). A kernel
-// whose one-chunk tile fits fewer registers asks for more blocks there (kOneChunkBlocks).
-template <int kChunks, int kLargestTile, int kOneChunkBlocks = 3>
+// whose one-chunk tile fits fewer registers asks for more blocks there (kOneChunkBlocks); one
+// whose four-chunk tile fits the cap extends it to that tile (kCappedTile), so that ptxas does
+// not spend the 128 a block of 512 would allow on a tile that only runs in blocks of 256.
+template <int kChunks, int kLargestTile, int kOneChunkBlocks = 3, int kCappedTile = 2>
 struct RowBounds {
-  static constexpr bool kSmallTile = kChunks > 0 && kChunks < kLargestTile && kChunks <= 2;
+  static constexpr bool kSmallTile =
+      kChunks > 0 && kChunks < kLargestTile && kChunks <= kCappedTile;
   static constexpr int kMaxThreads = kSmallTile ? kSmallRowBlock : kMaxBlock;
   static constexpr int kMinBlocks = kChunks == 1 ? kOneChunkBlocks : (kSmallTile ? 3 : 1);
 };

@@ -129,6 +129,10 @@ inline std::atomic<bool>& prefetch_slot() {
   static std::atomic<bool> slot{true};
   return slot;
 }
+inline std::atomic<bool>& chunk_pieces_slot() {
+  static std::atomic<bool> slot{true};
+  return slot;
+}
 inline std::atomic<std::int64_t>& grid_limit_slot() {
   static std::atomic<std::int64_t> slot{0};
   return slot;
@@ -161,6 +165,17 @@ inline void set_row_prefetch(bool prefetch) {
   row_limits::prefetch_slot().store(prefetch, std::memory_order_relaxed);
 }
 inline bool row_prefetch() { return row_limits::prefetch_slot().load(std::memory_order_relaxed); }
+
+// Process-wide, for tests and benchmarks: whether a 16-bit chunk 2 bytes past a 4-byte boundary
+// (half the rows of 50257 bf16 classes) moves in pieces, its first and last elements alone and
+// aligned 4-byte words between (the default), or element by element, the access last measured
+// on a card (row_common.cuh).
+inline void set_row_chunk_pieces(bool pieces) {
+  row_limits::chunk_pieces_slot().store(pieces, std::memory_order_relaxed);
+}
+inline bool row_chunk_pieces() {
+  return row_limits::chunk_pieces_slot().load(std::memory_order_relaxed);
+}
 
 // The algorithm a launch uses: the override when set and able to hold the row, else automatic.
 inline RowAlgorithm chosen_row_algorithm(RowOp op, std::int64_t classes, DType dtype) {

@@ -33,6 +33,7 @@ struct SoftmaxForwardParams {
   int threads_per_row = 32;
   int staging_chunks = 0;  // block_shared: the row is staged in dynamic shared memory
   bool prefetch = false;   // short rows: the next row loaded before this one is reduced
+  bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
 };
 
 // Row r of x into `row` (nothing for a row past the end).
@@ -42,7 +43,7 @@ __device__ __forceinline__ void load_forward_row(const SoftmaxForwardParams& p,
                                                  std::int64_t r) {
   const bool in_range = r < p.rows;
   const TX* x_row = static_cast<const TX*>(p.x) + (in_range ? r * p.x_stride : 0);
-  row.load(x_row, in_range ? p.cols : 0, group.rank, group.size);
+  row.load(x_row, in_range ? p.cols : 0, group.rank, group.size, p.chunk_pieces);
 }
 
 // Row r, loaded by load_forward_row.
@@ -75,18 +76,25 @@ __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& 
       else
         out[j] = row::exp_shifted(x[j], shift) * inv_s;
     }
-    row::store_chunk(y_row, col0, p.cols, out);
+    row::store_chunk(y_row, col0, p.cols, out, p.chunk_pieces);
   });
 }
 
 // kChunks > 0: the row in registers; 0: the row in global memory (block_two_pass), staged in
 // shared memory on its first read when the plan gives a staging area (block_shared).
+//
+// Launch bounds: row::RowBounds, the largest tile being eight chunks of 16-bit x and four of f32
+// (block_on_chip). The one-chunk tiles of the shortest rows, the next row's among them
+// (for_each_row_tile), fit 64 registers without spilling (ptxas -v, sm_90; f32 spilled at 48):
+// four blocks of 256 threads per SM. The four-chunk tile of 16-bit x (warp_per_row, 1025-2048
+// columns) fits the cap of 80 registers: without it, ptxas took 111 once misaligned chunks moved
+// in pieces, leaving room for two blocks of 256 instead of three.
+template <class TX, int kChunks>
+using ForwardBounds = row::RowBounds<kChunks, sizeof(TX) == 2 ? 8 : 4, 4, 4>;
+
 template <class TX, class TY, int kChunks>
-// Launch bounds: row::RowBounds, eight chunks being the largest tile (16-bit x). The one-chunk
-// tiles of the shortest rows, the next row's among them (for_each_row_tile), fit 64 registers
-// without spilling (ptxas -v, sm_90; f32 spilled at 48): four blocks of 256 threads per SM.
-__global__ void __launch_bounds__(row::RowBounds<kChunks, 8, 4>::kMaxThreads,
-                                  row::RowBounds<kChunks, 8, 4>::kMinBlocks)
+__global__ void __launch_bounds__(ForwardBounds<TX, kChunks>::kMaxThreads,
+                                  ForwardBounds<TX, kChunks>::kMinBlocks)
     softmax_forward_kernel(SoftmaxForwardParams p) {
   __shared__ double2 exchange[row::kMaxWarps];
   SIMCUDA_DYNAMIC_SHARED(uint4, staging_area);
@@ -124,6 +132,7 @@ struct SoftmaxBackwardParams {
   std::int64_t dx_stride = 0;
   bool log = false;
   int threads_per_row = 32;
+  bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
 };
 
 // Row sources for two tensors, as RegisterRow and GlobalRow of row_common.cuh: body(col0, y, dy,
@@ -134,9 +143,11 @@ struct RegisterPairRow {
   row::Chunk<T> y[kChunks];
   float dy[kChunks][kChunk];
   int cols, first, step;
+  bool pieces;
 
   __device__ __forceinline__ void load(const T* y_row, const void* dy_row, DType dy_dtype,
-                                       int row_cols, int rank, int size) {
+                                       int row_cols, int rank, int size, bool chunk_pieces) {
+    pieces = chunk_pieces;
     cols = row_cols;
     first = rank;
     step = size;
@@ -144,8 +155,8 @@ struct RegisterPairRow {
     for (int k = 0; k < kChunks; ++k) {
       const int col0 = (first + k * step) * kChunk;
       if (col0 < cols) {
-        row::load_chunk(y[k], y_row, col0, cols);
-        row::load_chunk_as_float(dy[k], dy_row, dy_dtype, col0, cols);
+        row::load_chunk(y[k], y_row, col0, cols, pieces);
+        row::load_chunk_as_float(dy[k], dy_row, dy_dtype, col0, cols, pieces);
       } else {
 #pragma unroll
         for (int j = 0; j < kChunk; ++j) {
@@ -178,9 +189,11 @@ struct GlobalPairRow {
   const void* dy_row;
   DType dy_dtype;
   int cols, first, step;
+  bool pieces;
 
   __device__ __forceinline__ void load(const T* y_data, const void* dy_data, DType dtype,
-                                       int row_cols, int rank, int size) {
+                                       int row_cols, int rank, int size, bool chunk_pieces) {
+    pieces = chunk_pieces;
     y_row = y_data;
     dy_row = dy_data;
     dy_dtype = dtype;
@@ -199,8 +212,8 @@ struct GlobalPairRow {
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         const int col0 = row::chunk_column(c + u * step);
-        row::load_chunk(y_raw[u], y_row, col0, cols);
-        row::load_chunk_as_float(dy[u], dy_row, dy_dtype, col0, cols);
+        row::load_chunk(y_raw[u], y_row, col0, cols, pieces);
+        row::load_chunk_as_float(dy[u], dy_row, dy_dtype, col0, cols, pieces);
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
@@ -215,8 +228,8 @@ struct GlobalPairRow {
       const int col0 = row::chunk_column(c);
       row::Chunk<T> y_raw;
       float dy[kChunk];
-      row::load_chunk(y_raw, y_row, col0, cols);
-      row::load_chunk_as_float(dy, dy_row, dy_dtype, col0, cols);
+      row::load_chunk(y_raw, y_row, col0, cols, pieces);
+      row::load_chunk_as_float(dy, dy_row, dy_dtype, col0, cols, pieces);
       float y[kChunk];
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) y[j] = row::element(y_raw, j);
@@ -233,7 +246,8 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
   const TY* y_row = static_cast<const TY*>(p.y) + (in_range ? r * p.y_stride : 0);
   const char* dy_row = static_cast<const char*>(p.dy) +
                        (in_range ? r * p.dy_stride * dtype_size(p.dy_dtype) : 0);
-  row.load(y_row, dy_row, p.dy_dtype, in_range ? p.cols : 0, group.rank, group.size);
+  row.load(y_row, dy_row, p.dy_dtype, in_range ? p.cols : 0, group.rank, group.size,
+           p.chunk_pieces);
   // softmax: sum dy y; log-softmax: sum dy. In double, where every product of two floats is
   // exact: dx = y (dy - dot) cancels to a small difference where dy is nearly dot (a confident
   // row), and float accumulation would leave an error relative to dot, not to that difference.
@@ -267,7 +281,7 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
                                                  expf(y[j]) * lo))
                        : y[j] * __fsub_rn(__fsub_rn(dy[j], hi), lo);
       }
-      row::store_chunk(dx_row, col0, p.cols, out);
+      row::store_chunk(dx_row, col0, p.cols, out, p.chunk_pieces);
     });
   } else {
     row.for_each([&](int col0, const float (&y)[kChunk], const float (&dy)[kChunk], row::Span) {
@@ -278,7 +292,7 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
         out[j] = static_cast<float>(p.log ? dy_j - static_cast<double>(expf(y[j])) * dot
                                           : static_cast<double>(y[j]) * (dy_j - dot));
       }
-      row::store_chunk(dx_row, col0, p.cols, out);
+      row::store_chunk(dx_row, col0, p.cols, out, p.chunk_pieces);
     });
   }
 }
@@ -357,6 +371,7 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
   p.prefetch = launch.prefetch;
+  p.chunk_pieces = launch.chunk_pieces;
   return row::with_dtype("softmax", args.x_dtype, [&](auto x_tag) {
     return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
       using TX = typename decltype(x_tag)::type;
@@ -388,6 +403,7 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptio
   const RowLaunch launch =
       row::plan_row_launch(RowOp::softmax_backward, args.rows, args.cols, args.y_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
+  p.chunk_pieces = launch.chunk_pieces;
   return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
     return row::with_dtype("softmax", args.dx_dtype, [&](auto dx_tag) {
       using TY = typename decltype(y_tag)::type;

@@ -37,7 +37,7 @@ declare -a summary
 elapsed() { echo "$(($(date +%s) - start))s"; }
 checkpoint() {
   printf '%s\n' "${summary[@]}" >"$LOGS/summary.txt"
-  for keep in summary.txt device.txt bench.json bench-one-pack.json torch.json results.md; do
+  for keep in summary.txt device.txt bench.json bench-one-pack.json bench-no-pieces.json torch.json results.md; do
     [[ -f $LOGS/$keep ]] && cp "$LOGS/$keep" "$OUT/"
   done
   tar -C "$(dirname "$LOGS")" -czf "$OUT/device-check-logs.tar.gz" logs
@@ -130,21 +130,14 @@ if [[ -n $bench ]]; then
   run_step benchmarks 180 bench.log "$bench" --benchmark_filter="${ACTLOSS_CHECK_BENCH_FILTER:-^cuda/}" \
     --benchmark_out="$LOGS/bench.json" --benchmark_out_format=json --benchmark_min_time=0.05s
   report benchmarks $? bench.log bench.json
-  # The row widths that block_shared now takes, again on the two-pass path it replaced, in the
-  # same run: the comparison a path rewritten without a card waits for (its JSON travels in
-  # the logs archive).
-  run_step "benchmarks, block_two_pass" 60 bench-two-pass.log "$bench" \
-    --benchmark_filter="${ACTLOSS_CHECK_TWO_PASS_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:(32000|50257)/}" \
-    --actloss_row_path=block_two_pass --benchmark_out="$LOGS/bench-two-pass.json" \
+  # The odd widths again with the row kernels' misaligned chunks element by element, as before
+  # they moved in pieces (cuda/row_common.cuh): the same-run comparison that a path rewritten
+  # without a card waits for (its JSON travels in the logs archive).
+  run_step "benchmarks, no row pieces" 60 bench-no-pieces.log "$bench" \
+    --benchmark_filter="${ACTLOSS_CHECK_PIECES_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:50257/}" \
+    --actloss_row_pieces=0 --benchmark_out="$LOGS/bench-no-pieces.json" \
     --benchmark_out_format=json --benchmark_min_time=0.05s
-  report "benchmarks, block_two_pass" $? bench-two-pass.log bench-two-pass.json
-  # The short rows again one row at a time, as before the next row's loads moved ahead of the
-  # current row's reduction.
-  run_step "benchmarks, no row prefetch" 60 bench-no-prefetch.log "$bench" \
-    --benchmark_filter="${ACTLOSS_CHECK_PREFETCH_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:256/}" \
-    --actloss_row_prefetch=0 --benchmark_out="$LOGS/bench-no-prefetch.json" \
-    --benchmark_out_format=json --benchmark_min_time=0.05s
-  report "benchmarks, no row prefetch" $? bench-no-prefetch.log bench-no-prefetch.json
+  report "benchmarks, no row pieces" $? bench-no-pieces.log bench-no-pieces.json
   # The elementwise kernels at 16M elements again with one pack per thread per step, the loop
   # measured before the several-pack one (cuda/elementwise.cuh): bench.json beside
   # bench-one-pack.json is the comparison that decides whether the old loop can go.

@@ -30,12 +30,12 @@ struct Shape {
   std::int64_t rows, cols, grid;
 };
 // rows_per_warp at 100 columns: 16 threads a row, 16 rows per 256-thread block, so 37 rows are 3
-// tiles; warp_per_row at 300 (one chunk) and 600 (two chunks, f32): 8 rows a block, 37 rows are 5
-// tiles.
+// tiles; warp_per_row at 200 (one chunk a lane) and 300 (two chunks a lane): 8 rows a block, 37
+// rows are 5 tiles.
 constexpr Shape kShapes[] = {
     {RowAlgorithm::rows_per_warp, 37, 100, 1}, {RowAlgorithm::rows_per_warp, 37, 100, 2},
-    {RowAlgorithm::warp_per_row, 37, 300, 1},  {RowAlgorithm::warp_per_row, 37, 300, 2},
-    {RowAlgorithm::warp_per_row, 37, 600, 3},
+    {RowAlgorithm::warp_per_row, 37, 200, 1},  {RowAlgorithm::warp_per_row, 37, 200, 2},
+    {RowAlgorithm::warp_per_row, 37, 300, 3},
 };
 
 TEST(CudaRowPrefetch, CrossEntropyMatchesOneRowAtATime) {

@@ -4,6 +4,12 @@
 // whole launch (as one flag for every tensor of a launch once made it). The simulator counts the
 // bytes that kernels move through its vector accesses, by width; a fallback shows as a shortfall
 // against the bytes the op must move.
+//
+// Packed rows of an odd width start at every offset: a 16-bit chunk 2 bytes past a 4-byte
+// boundary moves in pieces (its first and last element alone, three aligned 4-byte words
+// between: 3/4 of its bytes in words), where it once went element by element. The pieces
+// change only how bytes move, never which values are added in which order, so outputs keep
+// their bits with the pieces off.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -142,6 +148,126 @@ TEST(CudaRowTraffic, SoftmaxReadsAndWritesEveryRowWithVectors) {
           [&] { ASSERT_TRUE(softmax_backward(backward, SoftmaxOptions{}, cuda_exec()).ok()); });
       EXPECT_GE(b.loaded, 2 * vector_bytes_at_least(cols, element));
       EXPECT_GE(b.stored, vector_bytes_at_least(cols, element));
+    }
+#endif
+}
+
+#if defined(ACTLOSS_SIM)
+// Pieces on (the default) or off (element by element, the access last measured on a card).
+class PiecesSetting {
+ public:
+  explicit PiecesSetting(bool pieces) { detail::set_row_chunk_pieces(pieces); }
+  ~PiecesSetting() { detail::set_row_chunk_pieces(true); }
+  PiecesSetting(const PiecesSetting&) = delete;
+  PiecesSetting& operator=(const PiecesSetting&) = delete;
+};
+
+// Packed rows (stride = width): 8 rows of these odd widths put a 16-bit row at every even
+// offset mod 16, half of them 2 bytes past a 4-byte boundary (101 is rows_per_warp).
+constexpr std::int64_t kPackedRows = 8;
+constexpr std::int64_t kPackedWidths[] = {50257, 4097, 1001, 101};
+
+// Bytes in whole chunks (the partial last chunk of a row goes element by element), and the
+// share of them that must move in words: all of an aligned chunk, 3/4 of one in pieces.
+std::uint64_t word_bytes_at_least(std::int64_t cols, std::int64_t element_bytes) {
+  return static_cast<std::uint64_t>(kPackedRows * (cols - cols % 8) * element_bytes * 3 / 4);
+}
+
+struct WordTraffic {
+  std::uint64_t loaded = 0, stored = 0;
+  std::vector<std::uint8_t> outputs;
+};
+
+template <class Call>
+WordTraffic word_traffic_of(bool pieces, Call&& call) {
+  const PiecesSetting setting(pieces);
+  simcuda::sim::reset_vector_traffic();
+  std::vector<std::uint8_t> outputs = call();
+  const simcuda::sim::VectorTraffic t = simcuda::sim::vector_traffic();
+  WordTraffic traffic;
+  for (int width = 0; width < 3; ++width) {
+    traffic.loaded += t.loaded[width];
+    traffic.stored += t.stored[width];
+  }
+  traffic.outputs = std::move(outputs);
+  return traffic;
+}
+#endif
+
+TEST(CudaRowTraffic, PackedOddRowsMoveInWordsAndKeepTheirBits) {
+  ACTLOSS_REQUIRE_CUDA_DEVICE();
+#if !defined(ACTLOSS_SIM)
+  GTEST_SKIP() << "needs the simulator's count of vector accesses";
+#else
+  for (const std::int64_t cols : kPackedWidths)
+    for (DType dtype : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE(std::to_string(cols) + " classes, " + to_string(dtype));
+      const std::int64_t rows = kPackedRows, element = dtype_size(dtype);
+      const DeviceMatrix logits =
+          upload_matrix(random_values(std::size_t(rows * cols), -4, 4, 17), rows, cols, dtype);
+      std::vector<std::int64_t> labels(static_cast<std::size_t>(rows));
+      for (std::int64_t r = 0; r < rows; ++r) labels[std::size_t(r)] = (r * 7919) % cols;
+      const DeviceBuffer targets = upload_vector(labels);
+
+      // Cross-entropy forward + backward, then softmax forward and backward (dx over dy).
+      const auto run = [&] {
+        const DeviceMatrix grad = poisoned_matrix(rows, cols, dtype);
+        const DeviceMatrix row_loss = poisoned_matrix(1, rows, DType::f32);
+        CrossEntropyArgs args;
+        args.rows = rows;
+        args.classes = cols;
+        args.logits = logits.data();
+        args.logits_dtype = dtype;
+        args.target_kind = TargetKind::class_index_i64;
+        args.targets = targets.get();
+        args.loss = static_cast<float*>(row_loss.data());
+        args.grad = grad.data();
+        args.grad_dtype = dtype;
+        CrossEntropyOptions options;
+        options.reduction = Reduction::none;
+        EXPECT_TRUE(cross_entropy_forward_backward(args, options, cuda_exec()).ok());
+
+        const DeviceMatrix y = poisoned_matrix(rows, cols, dtype);
+        SoftmaxForwardArgs forward;
+        forward.rows = rows;
+        forward.cols = cols;
+        forward.x = logits.data();
+        forward.x_dtype = dtype;
+        forward.y = y.data();
+        forward.y_dtype = dtype;
+        EXPECT_TRUE(softmax_forward(forward, SoftmaxOptions{}, cuda_exec()).ok());
+        SoftmaxBackwardArgs backward;
+        backward.rows = rows;
+        backward.cols = cols;
+        backward.y = y.data();
+        backward.y_dtype = dtype;
+        backward.dy = grad.data();
+        backward.dy_dtype = dtype;
+        backward.dx = grad.data();
+        backward.dx_dtype = dtype;
+        EXPECT_TRUE(softmax_backward(backward, SoftmaxOptions{}, cuda_exec()).ok());
+        synchronize_or_fail();
+        EXPECT_TRUE(grad.padding_intact());
+        EXPECT_TRUE(y.padding_intact());
+        std::vector<std::uint8_t> out = row_loss.buffer.download_bytes();
+        for (const DeviceMatrix* m : {&grad, &y}) {
+          const std::vector<std::uint8_t> bytes = m->buffer.download_bytes();
+          out.insert(out.end(), bytes.begin(), bytes.end());
+        }
+        return out;
+      };
+      const WordTraffic with = word_traffic_of(true, run);
+      const WordTraffic without = word_traffic_of(false, run);
+      // Reads: the logits by cross-entropy and softmax, y and dy by the backward (at least once
+      // each); writes: the gradient, y and dx.
+      const std::uint64_t once = word_bytes_at_least(cols, element);
+      EXPECT_GE(with.loaded, 4 * once);
+      EXPECT_GE(with.stored, 3 * once);
+      // Without pieces half the rows (those 2 bytes off a 4-byte boundary) go element by
+      // element: the counts must tell.
+      EXPECT_GT(with.loaded, without.loaded);
+      EXPECT_GT(with.stored, without.stored);
+      EXPECT_EQ(with.outputs, without.outputs);
     }
 #endif
 }
