@@ -221,8 +221,21 @@ Status cuda_bce_with_logits(Pass pass, const BceArgs& args, const BceOptions& op
     constexpr int kUnroll = decltype(unroll)::value;
     return ew::launch_loss(bce_kernel<kUnroll>,
                            ew::threads_for(kernel_rows * a.packs.per_row, kUnroll), a, reduces,
-                           denominator, args.loss, exec.stream);
+                           denominator, args.loss, exec, "bce_with_logits_workspace_size");
   });
+}
+
+Status cuda_bce_workspace_size(const BceArgs& args, const BceOptions& options,
+                               std::size_t* bytes) {
+  *bytes = 0;
+  if (options.reduction == Reduction::none || args.rows == 0 || args.cols == 0) return {};
+  // Row by row has at least as many packs as the flattened layout the call may choose.
+  const cuda::ew::Packs packs = cuda::ew::packs_of(args.rows, args.cols);
+  // Saturated: the grid is capped far below, and the call itself refuses such a size.
+  const std::int64_t count = packs.rows > INT64_MAX / packs.per_row
+                                 ? INT64_MAX
+                                 : packs.rows * packs.per_row;
+  return cuda::ew::loss_workspace_bytes(count, bytes);
 }
 
 }  // namespace actloss::detail

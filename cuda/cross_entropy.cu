@@ -637,10 +637,54 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
   return {};
 }
 
+// The scratch of a call, in doubles: the main kernel's per-block loss partials (a reduced loss
+// that is written), then the pre-pass's two partial arrays (target weights for a mean over class
+// targets; class weights for label smoothing with class weights).
+struct ScratchLayout {
+  std::size_t loss_slots = 0;
+  int weight_blocks = 0;
+  bool target_weights = false;
+  bool class_weights = false;
+  std::size_t doubles() const { return loss_slots + 2 * static_cast<std::size_t>(weight_blocks); }
+};
+
+ScratchLayout scratch_layout(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
+                             bool want_loss, const row::RowLaunch& launch) {
+  const bool soft = args.target_kind == TargetKind::probabilities;
+  const bool reduced = options.reduction != Reduction::none;
+  ScratchLayout layout;
+  layout.target_weights = !soft && options.reduction == Reduction::mean;
+  layout.class_weights =
+      !soft && args.class_weight != nullptr && options.label_smoothing != 0;
+  if (layout.target_weights || layout.class_weights) {
+    const std::int64_t items = args.rows > args.classes ? args.rows : args.classes;
+    layout.weight_blocks =
+        static_cast<int>(grid_size_for(items, kWeightSumThreads * 16, kMaxWeightSumBlocks));
+  }
+  if (want_loss && reduced) layout.loss_slots = launch.grid;
+  return layout;
+}
+
 }  // namespace
 }  // namespace actloss::cuda
 
 namespace actloss::detail {
+
+Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs& args,
+                                         const CrossEntropyOptions& options,
+                                         std::size_t* bytes) {
+  using namespace actloss::cuda;
+  *bytes = 0;
+  if (args.rows == 0) return {};
+  if (Status status = row::check_row_length(args.classes, "classes"); !status.ok()) return status;
+  const DeviceInfo* device = nullptr;
+  if (Status status = current_device_info(&device); !status.ok()) return status;
+  const row::RowLaunch launch = row::plan_row_launch(RowOp::cross_entropy, args.rows,
+                                                     args.classes, args.logits_dtype, *device);
+  // With the loss wanted: the most any of the three passes needs.
+  *bytes = scratch_layout(args, options, true, launch).doubles() * sizeof(double);
+  return {};
+}
 
 Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
                           const CrossEntropyOptions& options, const Exec& exec) {
@@ -701,22 +745,18 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.prefetch = launch.prefetch;
   p.chunk_pieces = launch.chunk_pieces;
 
-  // Scratch: the main kernel's loss partials, then the pre-pass's two partial arrays.
-  const bool partials = p.want_loss && reduced;
-  const bool target_weights = !soft && mean;
-  const bool class_weights = !soft && args.class_weight != nullptr && options.label_smoothing != 0;
+  const ScratchLayout layout = scratch_layout(args, options, p.want_loss, launch);
+  const bool partials = layout.loss_slots > 0;
+  const bool target_weights = layout.target_weights;
+  const bool class_weights = layout.class_weights;
   const bool prepass = target_weights || class_weights;
-  int weight_blocks = 0;
-  if (prepass) {
-    const std::int64_t items = args.rows > args.classes ? args.rows : args.classes;
-    weight_blocks = static_cast<int>(
-        grid_size_for(items, kWeightSumThreads * 16, kMaxWeightSumBlocks));
-  }
-  const std::size_t loss_slots = partials ? launch.grid : 0;
-  StreamScratch scratch;
+  const int weight_blocks = layout.weight_blocks;
+  const std::size_t loss_slots = layout.loss_slots;
+  CallScratch scratch;
   if (partials || prepass) {
-    const std::size_t doubles = loss_slots + 2 * static_cast<std::size_t>(weight_blocks);
-    if (Status status = scratch.allocate(doubles * sizeof(double), stream); !status.ok())
+    if (Status status = scratch.acquire(layout.doubles() * sizeof(double), exec.workspace,
+                                        stream, "cross_entropy_workspace_size");
+        !status.ok())
       return status;
   }
   if (partials) p.loss_partials = scratch.as<double>();

@@ -147,18 +147,31 @@ Status with_packs_per_step(std::int64_t packs, F&& f) {
   });
 }
 
+// The workspace bytes of a reduced loss over `packs` packs: one double per block of the grid of
+// the one-pack loop, which has the most threads (several packs per step need fewer blocks).
+inline Status loss_workspace_bytes(std::int64_t packs, std::size_t* bytes) {
+  unsigned blocks = 0;
+  if (Status status = blocks_for(threads_for(packs, 1), &blocks); !status.ok()) return status;
+  *bytes = sizeof(double) * blocks;
+  return {};
+}
+
 // Launches a loss kernel with `threads` threads. When `reduces`, every block leaves a double
-// partial sum in a stream-ordered scratch (a.partials), and finish_partial_sums adds them in
-// block order into *loss, divided by `denominator`: the same grid for the same shape, so the sum
-// is reproducible.
+// partial sum in the call's scratch (a.partials: the workspace, or stream-ordered memory), and
+// finish_partial_sums adds them in block order into *loss, divided by `denominator`: the same
+// grid for the same shape, so the sum is reproducible.
 template <class Args>
 Status launch_loss(void (*kernel)(Args), std::int64_t threads, Args& a, bool reduces,
-                   double denominator, float* loss, cudaStream_t stream) {
+                   double denominator, float* loss, const Exec& exec,
+                   const char* size_function) {
+  const cudaStream_t stream = exec.stream;
   unsigned blocks = 0;
   if (Status status = blocks_for(threads, &blocks); !status.ok()) return status;
-  StreamScratch partials;
+  CallScratch partials;
   if (reduces) {
-    if (Status status = partials.allocate(sizeof(double) * blocks, stream); !status.ok())
+    if (Status status =
+            partials.acquire(sizeof(double) * blocks, exec.workspace, stream, size_function);
+        !status.ok())
       return status;
     a.partials = partials.as<double>();
   }

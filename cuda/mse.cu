@@ -149,8 +149,15 @@ Status cuda_mse(Pass pass, const MseArgs& args, const MseOptions& options, const
   return ew::with_packs_per_step<kPacksPerStep>([&](auto unroll) {
     constexpr int kUnroll = decltype(unroll)::value;
     return ew::launch_loss(mse_kernel<kUnroll>, ew::threads_for(a.packs.per_row, kUnroll), a,
-                           reduces, denominator, args.loss, exec.stream);
+                           reduces, denominator, args.loss, exec, "mse_workspace_size");
   });
+}
+
+Status cuda_mse_workspace_size(const MseArgs& args, const MseOptions& options,
+                               std::size_t* bytes) {
+  *bytes = 0;
+  if (options.reduction == Reduction::none || args.n == 0) return {};
+  return cuda::ew::loss_workspace_bytes(cuda::ew::packs_of(1, args.n).per_row, bytes);
 }
 
 }  // namespace actloss::detail

@@ -12,20 +12,34 @@
 
 namespace actloss::cuda {
 
-// Stream-ordered scratch memory: allocated and freed on the op's stream, so no host
-// synchronisation and CUDA graph capture works (the allocation becomes a memory node).
-class StreamScratch {
+// The scratch memory of one call: the caller's workspace when one is given (Workspace, types.h),
+// else stream-ordered memory, allocated and freed on the op's stream (no host synchronisation;
+// under graph capture the allocation becomes a memory node). Acquired before the call launches
+// anything, so a workspace that is too small fails with nothing written.
+class CallScratch {
  public:
-  StreamScratch() = default;
-  StreamScratch(const StreamScratch&) = delete;
-  StreamScratch& operator=(const StreamScratch&) = delete;
-  ~StreamScratch() {
-    if (data_ != nullptr) (void)cudaFreeAsync(data_, stream_);
+  CallScratch() = default;
+  CallScratch(const CallScratch&) = delete;
+  CallScratch& operator=(const CallScratch&) = delete;
+  ~CallScratch() {
+    if (owned_ != nullptr) (void)cudaFreeAsync(owned_, stream_);
   }
 
-  Status allocate(std::size_t bytes, cudaStream_t stream) {
+  Status acquire(std::size_t bytes, const Workspace& workspace, cudaStream_t stream,
+                 const char* size_function) {
+    if (workspace.data != nullptr) {
+      if (workspace.bytes < bytes) {
+        return Status(StatusCode::invalid_argument, "exec.workspace",
+                      "exec.workspace: " + std::to_string(workspace.bytes) +
+                          " bytes, this call needs " + std::to_string(bytes) + " (" +
+                          size_function + ")");
+      }
+      data_ = workspace.data;
+      return {};
+    }
     stream_ = stream;
-    ACTLOSS_CUDA_TRY(cudaMallocAsync(&data_, bytes == 0 ? 1 : bytes, stream));
+    ACTLOSS_CUDA_TRY(cudaMallocAsync(&owned_, bytes == 0 ? 1 : bytes, stream));
+    data_ = owned_;
     return {};
   }
   template <class T>
@@ -35,6 +49,7 @@ class StreamScratch {
 
  private:
   void* data_ = nullptr;
+  void* owned_ = nullptr;
   cudaStream_t stream_ = nullptr;
 };
 

@@ -28,6 +28,15 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptio
                              const Exec& exec);
 Status cuda_mse(Pass pass, const MseArgs& args, const MseOptions& options, const Exec& exec);
 
+// The workspace bytes of the calls above on the current device (the public *_workspace_size,
+// after their checks). A reduced loss with no rows or elements needs none.
+Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs& args,
+                                         const CrossEntropyOptions& options, std::size_t* bytes);
+Status cuda_bce_workspace_size(const BceArgs& args, const BceOptions& options,
+                               std::size_t* bytes);
+Status cuda_mse_workspace_size(const MseArgs& args, const MseOptions& options,
+                               std::size_t* bytes);
+
 // ok when the current CUDA device can read and write `pointer` (device or managed memory, or
 // host memory mapped for the device); otherwise invalid_argument naming `argument`.
 Status cuda_check_pointer(const void* pointer, const char* argument);

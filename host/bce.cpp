@@ -171,10 +171,15 @@ Status run_on_cpu(Pass pass, const Plan& plan, const BceOptions& options) {
 Status run(Pass pass, const BceArgs& args, const BceOptions& options, const Exec& exec) {
   Plan plan;
   ACTLOSS_TRY(validate(pass, args, options, exec, plan));
+  host::Region workspace;
+  ACTLOSS_TRY(host::check_workspace(exec, {&plan.logits, &plan.targets, &plan.pos_weight,
+                                           &plan.weight, &plan.loss, &plan.grad,
+                                           &plan.upstream_grad},
+                                    workspace));
   if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
   ACTLOSS_TRY(host::check_device_pointers(exec, {&plan.logits, &plan.targets, &plan.pos_weight,
                                                  &plan.weight, &plan.loss, &plan.grad,
-                                                 &plan.upstream_grad}));
+                                                 &plan.upstream_grad, &workspace}));
   return detail::cuda_bce_with_logits(pass, plan.args, options, exec);
 }
 
@@ -193,6 +198,19 @@ Status bce_with_logits_backward(const BceArgs& args, const BceOptions& options,
 Status bce_with_logits_forward_backward(const BceArgs& args, const BceOptions& options,
                                         const Exec& exec) {
   return run(Pass::forward_backward, args, options, exec);
+}
+
+Status bce_with_logits_workspace_size(const BceArgs& args, const BceOptions& options,
+                                      const Exec& exec, std::size_t* bytes) {
+  ACTLOSS_TRY(host::check_workspace_query(exec, bytes));
+  ACTLOSS_TRY(host::check_reduction(options.reduction));
+  ACTLOSS_TRY(host::check_non_negative(args.rows, "rows"));
+  ACTLOSS_TRY(host::check_non_negative(args.cols, "cols"));
+  if (exec.device == Device::cpu) {
+    *bytes = 0;
+    return {};
+  }
+  return detail::cuda_bce_workspace_size(args, options, bytes);
 }
 
 }  // namespace actloss

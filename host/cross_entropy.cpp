@@ -298,10 +298,15 @@ Status run(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOptions& o
            const Exec& exec) {
   Plan plan;
   ACTLOSS_TRY(validate(pass, args, options, exec, plan));
+  host::Region workspace;
+  ACTLOSS_TRY(host::check_workspace(
+      exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
+             &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad},
+      workspace));
   if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
   ACTLOSS_TRY(host::check_device_pointers(
       exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
-             &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad}));
+             &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad, &workspace}));
   return detail::cuda_cross_entropy(pass, plan.args, options, exec);
 }
 
@@ -320,6 +325,25 @@ Status cross_entropy_backward(const CrossEntropyArgs& args, const CrossEntropyOp
 Status cross_entropy_forward_backward(const CrossEntropyArgs& args,
                                       const CrossEntropyOptions& options, const Exec& exec) {
   return run(Pass::forward_backward, args, options, exec);
+}
+
+Status cross_entropy_workspace_size(const CrossEntropyArgs& args,
+                                    const CrossEntropyOptions& options, const Exec& exec,
+                                    std::size_t* bytes) {
+  ACTLOSS_TRY(host::check_workspace_query(exec, bytes));
+  ACTLOSS_TRY(check_options(Pass::forward, args, options));
+  ACTLOSS_TRY(host::check_non_negative(args.rows, "rows"));
+  ACTLOSS_TRY(host::check_non_negative(args.classes, "classes"));
+  if (!is_valid(args.target_kind)) {
+    return host::invalid("target_kind", "not a TargetKind value (got ",
+                         static_cast<int>(args.target_kind), ")");
+  }
+  ACTLOSS_TRY(host::check_dtype(args.logits_dtype, "logits_dtype"));
+  if (exec.device == Device::cpu || args.rows == 0) {
+    *bytes = 0;
+    return {};
+  }
+  return detail::cuda_cross_entropy_workspace_size(args, options, bytes);
 }
 
 }  // namespace actloss

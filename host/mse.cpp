@@ -110,9 +110,14 @@ Status run_on_cpu(Pass pass, const Plan& plan, const MseOptions& options) {
 Status run(Pass pass, const MseArgs& args, const MseOptions& options, const Exec& exec) {
   Plan plan;
   ACTLOSS_TRY(validate(pass, args, options, exec, plan));
+  host::Region workspace;
+  ACTLOSS_TRY(host::check_workspace(
+      exec, {&plan.input, &plan.target, &plan.loss, &plan.grad, &plan.upstream_grad},
+      workspace));
   if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
   ACTLOSS_TRY(host::check_device_pointers(
-      exec, {&plan.input, &plan.target, &plan.loss, &plan.grad, &plan.upstream_grad}));
+      exec, {&plan.input, &plan.target, &plan.loss, &plan.grad, &plan.upstream_grad,
+             &workspace}));
   return detail::cuda_mse(pass, plan.args, options, exec);
 }
 
@@ -128,6 +133,18 @@ Status mse_backward(const MseArgs& args, const MseOptions& options, const Exec& 
 
 Status mse_forward_backward(const MseArgs& args, const MseOptions& options, const Exec& exec) {
   return run(Pass::forward_backward, args, options, exec);
+}
+
+Status mse_workspace_size(const MseArgs& args, const MseOptions& options, const Exec& exec,
+                          std::size_t* bytes) {
+  ACTLOSS_TRY(host::check_workspace_query(exec, bytes));
+  ACTLOSS_TRY(host::check_reduction(options.reduction));
+  ACTLOSS_TRY(host::check_non_negative(args.n, "n"));
+  if (exec.device == Device::cpu) {
+    *bytes = 0;
+    return {};
+  }
+  return detail::cuda_mse_workspace_size(args, options, bytes);
 }
 
 }  // namespace actloss

@@ -1,6 +1,7 @@
 #include "host/validate.h"
 
 #include <cmath>
+#include <cstdint>
 
 #include "host/backend.h"
 
@@ -178,6 +179,43 @@ Status check_no_overlap_except_in_place(const Region& output, const Region& in_p
                    "overlap is not allowed");
   }
   return check_no_overlap(output, others);
+}
+
+Status check_workspace(const Exec& exec, std::initializer_list<const Region*> regions,
+                       Region& out) {
+  const Workspace& workspace = exec.workspace;
+  out = Region{"exec.workspace", workspace.data, 0};
+  if (workspace.data == nullptr) {
+    if (workspace.bytes != 0) {
+      return invalid("exec.workspace", "bytes is ", workspace.bytes,
+                     " but data is null (give both, or neither to let the call allocate)");
+    }
+    return {};
+  }
+  if (reinterpret_cast<std::uintptr_t>(workspace.data) % 16 != 0) {
+    return invalid("exec.workspace", "data must be aligned to 16 bytes (got address ",
+                   workspace.data, ")");
+  }
+  const auto address = reinterpret_cast<std::uintptr_t>(workspace.data);
+  if (workspace.bytes > static_cast<std::size_t>(INT64_MAX) ||
+      address + workspace.bytes < address) {
+    return invalid("exec.workspace", "bytes ", workspace.bytes,
+                   " runs past the end of the address space");
+  }
+  out.bytes = static_cast<std::int64_t>(workspace.bytes);
+  for (const Region* region : regions) {
+    if (overlaps(out, *region)) {
+      return invalid("exec.workspace", "overlaps ", region->argument,
+                     " (the workspace must be apart from every buffer of the call)");
+    }
+  }
+  return {};
+}
+
+Status check_workspace_query(const Exec& exec, const std::size_t* bytes) {
+  ACTLOSS_TRY(check_exec(exec));
+  if (bytes == nullptr) return invalid("bytes", "must not be null (where the size is written)");
+  return {};
 }
 
 Status check_device_pointers(const Exec& exec, std::initializer_list<const Region*> regions) {

@@ -102,4 +102,13 @@ Status check_no_overlap_except_in_place(const Region& output, const Region& in_p
 // device-accessible. Nothing to do for Device::cpu.
 Status check_device_pointers(const Exec& exec, std::initializer_list<const Region*> regions);
 
+// exec.workspace of an op that may use one: data and bytes given together, data aligned to 16
+// bytes, the range not wrapping around and apart from every region of the call. Its size is the
+// backend's to check (it depends on the device); `out` is its region, for the pointer check.
+Status check_workspace(const Exec& exec, std::initializer_list<const Region*> regions,
+                       Region& out);
+
+// The common checks of a *_workspace_size query: exec and the out pointer.
+Status check_workspace_query(const Exec& exec, const std::size_t* bytes);
+
 }  // namespace actloss::host

@@ -22,6 +22,17 @@ Status cuda_bce_with_logits(Pass, const BceArgs&, const BceOptions&, const Exec&
   return not_built();
 }
 
+Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs&, const CrossEntropyOptions&,
+                                         std::size_t*) {
+  return not_built();
+}
+Status cuda_bce_workspace_size(const BceArgs&, const BceOptions&, std::size_t*) {
+  return not_built();
+}
+Status cuda_mse_workspace_size(const MseArgs&, const MseOptions&, std::size_t*) {
+  return not_built();
+}
+
 Status cuda_activation_forward(const ActivationForwardArgs&, const ActivationOptions&,
                                const Exec&) {
   return not_built();

@@ -55,4 +55,10 @@ Status bce_with_logits_backward(const BceArgs& args, const BceOptions& options, 
 Status bce_with_logits_forward_backward(const BceArgs& args, const BceOptions& options,
                                         const Exec& exec);
 
+// The bytes of Exec::workspace (see Workspace) that the calls above need with these arguments
+// and options on exec's device, at most: 0 when none (the CPU, Reduction::none, no elements).
+// Reads rows, cols and the options; the pointers need not be set yet.
+Status bce_with_logits_workspace_size(const BceArgs& args, const BceOptions& options,
+                                      const Exec& exec, std::size_t* bytes);
+
 }  // namespace actloss

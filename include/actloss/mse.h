@@ -32,4 +32,10 @@ Status mse_forward(const MseArgs& args, const MseOptions& options, const Exec& e
 Status mse_backward(const MseArgs& args, const MseOptions& options, const Exec& exec);
 Status mse_forward_backward(const MseArgs& args, const MseOptions& options, const Exec& exec);
 
+// The bytes of Exec::workspace (see Workspace) that the calls above need with these arguments
+// and options on exec's device, at most: 0 when none (the CPU, Reduction::none, no elements).
+// Reads n and the options; the pointers need not be set yet.
+Status mse_workspace_size(const MseArgs& args, const MseOptions& options, const Exec& exec,
+                          std::size_t* bytes);
+
 }  // namespace actloss

@@ -16,6 +16,7 @@
 //  * NaN in gives NaN out, in forward and backward alike.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -92,6 +93,26 @@ struct DeviceError {
   std::int64_t value = 0;     // the offending value
 };
 
+// Device memory that an op uses for its intermediate results: the per-block partial sums behind
+// a reduced loss (cross-entropy, BCE and MSE with Reduction::sum or mean, and cross-entropy's
+// target-weight sums). `<op>_workspace_size` says how many bytes a call needs; other ops need
+// none and ignore it.
+//
+// Given (data not null), the call uses it and allocates nothing, so it fits a caller's allocator
+// and its memory accounting, and captures into a CUDA graph as kernel nodes only. It must be
+// device memory on exec's device, aligned to 16 bytes, at least the size asked for, and apart
+// from every other buffer of the call; too small is an invalid_argument naming
+// "exec.workspace", and nothing is written. Calls ordered on one stream may share a workspace;
+// calls that may run at the same time (other streams) each need their own.
+//
+// Not given (data null, bytes 0: the default), a call that needs scratch allocates it with
+// cudaMallocAsync on exec.stream and frees it there with cudaFreeAsync: ordered with the work,
+// no host synchronisation, from the device's default memory pool. The CPU path needs none.
+struct Workspace {
+  void* data = nullptr;
+  std::size_t bytes = 0;
+};
+
 // Where and how an op runs.
 struct Exec {
   Device device = Device::cpu;
@@ -100,6 +121,8 @@ struct Exec {
   // CUDA only, optional: where kernels record data errors (see DeviceError). When null, a
   // per-device record owned by actloss is used; `take_device_error` reads either.
   DeviceError* device_error = nullptr;
+  // CUDA only, optional: scratch memory for the call (see Workspace).
+  Workspace workspace = {};
 };
 
 // Reads, clears and converts the data-error record of `exec` (the caller's, or actloss's own for

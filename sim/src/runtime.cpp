@@ -7,6 +7,9 @@
 // stream's order; streams and events exist for validation and timing only.
 #include "engine.h"
 
+#include <simcuda/sim_control.h>
+
+#include <atomic>
 #include <chrono>
 #include <cstdlib>
 #include <map>
@@ -122,6 +125,11 @@ cudaError_t check_copy(const void* dst, std::size_t dst_span, const void* src,
   return cudaSuccess;
 }
 
+std::atomic<std::uint64_t>& device_allocation_count() {
+  static std::atomic<std::uint64_t> count{0};
+  return count;
+}
+
 cudaError_t allocate(void** p, std::size_t size, Kind kind) {
   if (p == nullptr) return cudaErrorInvalidValue;
   *p = nullptr;
@@ -137,7 +145,10 @@ cudaError_t allocate(void** p, std::size_t size, Kind kind) {
   if (posix_memalign(&mem, kAllocAlign, size) != 0) return cudaErrorMemoryAllocation;
   std::lock_guard lk(s.m);
   s.allocs.emplace(reinterpret_cast<std::uintptr_t>(mem), Alloc{size, kind});
-  if (kind == Kind::kDevice) s.device_bytes += size;
+  if (kind == Kind::kDevice) {
+    s.device_bytes += size;
+    device_allocation_count().fetch_add(1, std::memory_order_relaxed);
+  }
   *p = mem;
   return cudaSuccess;
 }
@@ -639,3 +650,9 @@ cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* numBlocks, const 
 }
 
 }  // extern "C"
+
+namespace simcuda::sim {
+std::uint64_t device_allocations() noexcept {
+  return detail::device_allocation_count().load(std::memory_order_relaxed);
+}
+}  // namespace simcuda::sim

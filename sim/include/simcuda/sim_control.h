@@ -34,4 +34,8 @@ struct VectorTraffic {
 VectorTraffic vector_traffic() noexcept;
 void reset_vector_traffic() noexcept;
 
+// Successful cudaMalloc and cudaMallocAsync calls since the process started, so that a test can
+// see that a call given its scratch memory allocated nothing.
+std::uint64_t device_allocations() noexcept;
+
 }  // namespace simcuda::sim
