@@ -43,8 +43,8 @@ struct DeviceInfo {
 // The current device's cached properties; fails only if the runtime cannot be queried.
 Status current_device_info(const DeviceInfo** info);
 
-// The record that kernels write data errors into: the caller's, or a per-device one owned by
-// actloss (allocated on first use).
+// The record that kernels write data errors into: the caller's, or one per device and stream
+// owned by actloss (allocated on the stream's first use).
 Status device_error_record(const Exec& exec, DeviceError** record);
 
 // ---------------------------------------------------------------------------------------------

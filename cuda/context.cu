@@ -3,6 +3,7 @@
 #include "cuda/common.cuh"
 
 #include <array>
+#include <map>
 #include <mutex>
 
 namespace actloss::cuda {
@@ -25,7 +26,11 @@ struct PerDevice {
   DeviceInfo info;
   cudaError_t info_error = cudaSuccess;
   std::mutex record_mutex;
-  DeviceError* record = nullptr;  // owned for the life of the process, like a CUDA context
+  // One record per stream handle, so that concurrent streams neither lose nor clear each
+  // other's errors. Owned for the life of the process, like a CUDA context: a stream handle
+  // that CUDA reuses after cudaStreamDestroy finds its record cleared by the last
+  // take_device_error, or holding an error nobody took.
+  std::map<cudaStream_t, DeviceError*> records;
 };
 
 std::array<PerDevice, kMaxDevices>& per_device() {
@@ -82,18 +87,25 @@ Status device_error_record(const Exec& exec, DeviceError** record) {
   if (Status status = current_device(&device); !status.ok()) return status;
   PerDevice& entry = per_device()[static_cast<std::size_t>(device)];
   std::lock_guard lock(entry.record_mutex);
-  if (entry.record == nullptr) {
-    // One small allocation for the life of the process. cudaMalloc memory is not initialised;
-    // zero it synchronously once so no stream ordering is needed on later calls.
+  DeviceError*& slot = entry.records[exec.stream];
+  if (slot == nullptr) {
+    // One small allocation per stream for the life of the process. cudaMalloc memory is not
+    // initialised; zero it synchronously once so no stream ordering is needed on later calls.
     DeviceError* fresh = nullptr;
-    ACTLOSS_CUDA_TRY(cudaMalloc(reinterpret_cast<void**>(&fresh), sizeof(DeviceError)));
+    if (const cudaError_t error =
+            cudaMalloc(reinterpret_cast<void**>(&fresh), sizeof(DeviceError));
+        error != cudaSuccess) {
+      entry.records.erase(exec.stream);
+      return cuda_status(error, "cudaMalloc(device error record)");
+    }
     if (const cudaError_t error = cudaMemset(fresh, 0, sizeof(DeviceError)); error != cudaSuccess) {
       (void)cudaFree(fresh);
+      entry.records.erase(exec.stream);
       return cuda_status(error, "cudaMemset(device error record)");
     }
-    entry.record = fresh;
+    slot = fresh;
   }
-  *record = entry.record;
+  *record = slot;
   return {};
 }
 

@@ -118,15 +118,17 @@ struct Exec {
   Device device = Device::cpu;
   // CUDA only: the stream every kernel and copy of the call is ordered on. No op synchronises it.
   Stream stream = nullptr;
-  // CUDA only, optional: where kernels record data errors (see DeviceError). When null, a
-  // per-device record owned by actloss is used; `take_device_error` reads either.
+  // CUDA only, optional: where kernels record data errors (see DeviceError). When null, actloss
+  // keeps one record per device and stream (allocated on the stream's first use; capture a CUDA
+  // graph after a first call on that stream); `take_device_error` reads either. Calls on other
+  // streams never see or clear each other's errors.
   DeviceError* device_error = nullptr;
   // CUDA only, optional: scratch memory for the call (see Workspace).
   Workspace workspace = {};
 };
 
 // Reads, clears and converts the data-error record of `exec` (the caller's, or actloss's own for
-// the current device when exec.device_error is null). This is the one call that waits: on CUDA it
+// the current device and exec.stream when exec.device_error is null). This is the one call that waits: on CUDA it
 // synchronises exec.stream to read the record. On CPU, data errors are returned by the op itself,
 // so this returns ok unless a caller-provided record holds an error.
 Status take_device_error(const Exec& exec);

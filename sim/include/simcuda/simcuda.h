@@ -11,6 +11,7 @@
 #pragma once
 
 #include <cstddef>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -20,17 +21,31 @@
 
 namespace simcuda {
 
+namespace detail {
+template <class Params, std::size_t... I>
+inline cudaError_t launch_with(const void* kernel, dim3 grid, dim3 block,
+                               std::size_t dynamic_smem_bytes, cudaStream_t stream,
+                               Params& params, std::index_sequence<I...>) {
+  void* pointers[sizeof...(I) + 1] = {static_cast<void*>(&std::get<I>(params))...};
+  return cudaLaunchKernel(kernel, grid, block, pointers, dynamic_smem_bytes, stream);
+}
+}  // namespace detail
+
 // Every launch of the library goes through here, so the simulator can replace
-// it. The launch check makes configuration errors show up at the call site in
-// both builds.
+// it. The launch's own status comes back at the call site in both builds:
+// cudaLaunchKernel returns it, where <<<>>> would need cudaGetLastError, which
+// also takes (and clears) an error the caller had left pending.
 template <class... KArgs, class... Args>
 inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block,
                           std::size_t dynamic_smem_bytes, cudaStream_t stream,
                           Args&&... args) {
   static_assert(sizeof...(KArgs) == sizeof...(Args),
                 "simcuda::launch: argument count does not match the kernel");
-  kernel<<<grid, block, dynamic_smem_bytes, stream>>>(std::forward<Args>(args)...);
-  return cudaGetLastError();
+  // Converted to the parameter types first, as <<<>>> does.
+  std::tuple<std::remove_cv_t<KArgs>...> params(std::forward<Args>(args)...);
+  return detail::launch_with(reinterpret_cast<const void*>(kernel), grid, block,
+                             dynamic_smem_bytes, stream, params,
+                             std::index_sequence_for<KArgs...>{});
 }
 
 // Vector memory access for kernels: V is a 4-, 8- or 16-byte type (uint4,
