@@ -10,6 +10,7 @@
 // and then written by the same thread). Math is float; the formulas below are chosen so that no
 // intermediate overflows or cancels where the result is representable.
 #include "cuda/elementwise.cuh"
+#include <initializer_list>
 
 namespace actloss::cuda {
 namespace {
@@ -23,6 +24,18 @@ constexpr int kMaskTilesPerStep = 4;
 constexpr int kBackwardPacksPerStep = 2;
 constexpr int kMaskBackwardPacksPerStep = 4;
 constexpr int kBlocksPerSm = 4;
+
+// Whether an activation over these tensors takes one pack per step instead: f32 tensors of every
+// activation but gelu_erf. On the H200 (benchmarks/RESULTS.md, 67b6053, both loops in one run)
+// one pack streamed 8-10 points of the copy ceiling faster for those f32 forwards and 1-4 for
+// most backwards at 16M elements, while several packs were 4-11 points faster for 16-bit tensors
+// and for gelu_erf, whose erf is long enough arithmetic to need more loads in flight.
+bool one_pack_per_step(const ActivationOptions& options, std::initializer_list<DType> dtypes) {
+  if (options.activation == Activation::gelu_erf) return false;
+  for (DType dtype : dtypes)
+    if (dtype != DType::f32) return false;
+  return true;
+}
 
 // ---------------------------------------------------------------------------------------------
 // The activations. forward(x) is f(x); slope(x) is f'(x), with dx = dy * f'. A NaN argument gives
@@ -275,7 +288,8 @@ Status cuda_activation_forward(const ActivationForwardArgs& args, const Activati
 
   const ew::Packs packs = ew::packs_of(1, args.n);
   return ew::with_packs_per_step<kForwardPacksPerStep>(
-      packs.per_row, [&](auto unroll, unsigned blocks) -> Status {
+      packs.per_row, one_pack_per_step(options, {args.x_dtype, args.y_dtype}),
+      [&](auto unroll, unsigned blocks) -> Status {
         return with_activation(options, [&](auto act) -> Status {
           ACTLOSS_CUDA_TRY(simcuda::launch(
               activation_forward_kernel<decltype(act), decltype(unroll)::value>, dim3(blocks),
@@ -401,7 +415,9 @@ Status cuda_activation_backward(const ActivationBackwardArgs& args,
       return {};
     });
   };
-  return ew::with_packs_per_step<kBackwardPacksPerStep>(packs.per_row, launch);
+  return ew::with_packs_per_step<kBackwardPacksPerStep>(
+      packs.per_row, one_pack_per_step(options, {args.saved_dtype, args.dy_dtype, args.dx_dtype}),
+      launch);
 }
 
 }  // namespace actloss::detail

@@ -19,9 +19,12 @@
 // kUnroll is chosen per kernel against its registers (min_blocks_per_sm): more packs per thread
 // pay only while enough threads stay resident to issue them.
 //
-// The loop with one pack per step (kUnroll = 1) is the one last measured on a GPU; its index
-// arithmetic and load order are kept as measured, and until a card has compared the two, tests
-// and benchmarks can select it (packs_per_step_for_testing).
+// The loop with one pack per step (kUnroll = 1) keeps the index arithmetic and load order it was
+// first measured with. A card compared the two in one run (benchmarks/RESULTS.md, 67b6053): one
+// pack was faster for f32 activations (a pack is already two 16-byte loads per tensor), several
+// for 16-bit tensors, so each launcher may choose per dtype (the with_packs_per_step overload
+// taking `one_pack`). Tests and benchmarks can force the one-pack loop everywhere
+// (packs_per_step_for_testing).
 //
 // A full pack is fetched with 16-byte loads when every tensor of the launch allows it (base
 // 16-byte aligned, row stride a multiple of 16 bytes); otherwise, and for a row's partial last
@@ -145,6 +148,16 @@ Status with_packs_per_step(std::int64_t packs, F&& f) {
       return status;
     return f(unroll, blocks);
   });
+}
+
+// The same, for a launch that takes the one-pack loop where `one_pack` says so (the dtypes and
+// kernels for which a card measured it faster), and kDefault otherwise.
+template <int kDefault, class F>
+Status with_packs_per_step(std::int64_t packs, bool one_pack, F&& f) {
+  if (!one_pack) return with_packs_per_step<kDefault>(packs, f);
+  unsigned blocks = 0;
+  if (Status status = blocks_for(threads_for(packs, 1), &blocks); !status.ok()) return status;
+  return f(std::integral_constant<int, 1>{}, blocks);
 }
 
 // The workspace bytes of a reduced loss over `packs` packs: one double per block of the grid of
