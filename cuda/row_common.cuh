@@ -134,17 +134,10 @@ __device__ __forceinline__ void load_elements(Chunk<T>& chunk, const T* row, int
 // of 8 bytes at odd word positions cost ptxas register copies (softmax forward's four-chunk f32
 // tile went from 96 to 128 registers).
 //
-// The bits of a 16-bit element, and back.
+// The bits of a 16-bit element.
 __device__ __forceinline__ unsigned bits_of(__half value) { return __half_as_ushort(value); }
 __device__ __forceinline__ unsigned bits_of(__nv_bfloat16 value) {
   return __bfloat16_as_ushort(value);
-}
-template <class T>
-__device__ __forceinline__ T from_bits(unsigned bits) {
-  if constexpr (std::is_same_v<T, __half>)
-    return __ushort_as_half(static_cast<unsigned short>(bits));
-  else
-    return __ushort_as_bfloat16(static_cast<unsigned short>(bits));
 }
 
 // Chunk word k holds elements 2k (low half) and 2k + 1 (high half); middle word i holds
