@@ -350,6 +350,13 @@ cudaError_t run_launch(const KernelLaunch& l) noexcept {
     set_last_error(e);
     return e;
   }
+  switch (capture_launch(l)) {
+    case CaptureResult::not_capturing: break;
+    case CaptureResult::captured: return cudaSuccess;
+    case CaptureResult::refused:
+      set_last_error(cudaErrorStreamCaptureImplicit);
+      return cudaErrorStreamCaptureImplicit;
+  }
   static const bool fork_handlers_registered =
       pthread_atfork(&prepare_fork, &parent_after_fork, &child_after_fork) == 0;
   (void)fork_handlers_registered;

@@ -101,6 +101,13 @@ void mode_child_after_fork();
 void set_last_error(cudaError_t e) noexcept;
 std::size_t max_dynamic_smem(const void* kernel) noexcept;
 bool stream_is_valid(cudaStream_t s) noexcept;
+
+// Stream capture (runtime.cpp). A launch on a capturing stream is recorded
+// into its graph instead of run; one on the legacy stream while a blocking
+// stream captures is refused (cudaErrorStreamCaptureImplicit, which also
+// invalidates that capture), as in CUDA.
+enum class CaptureResult { not_capturing, captured, refused };
+CaptureResult capture_launch(const KernelLaunch& l) noexcept;
 // True when [p, p + bytes) lies inside one live cudaMalloc allocation: what a
 // library call that reads or writes device memory (the cuBLAS stand-in) may
 // touch.

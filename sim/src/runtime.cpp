@@ -5,6 +5,8 @@
 //
 // Every operation runs synchronously at the call, which trivially keeps each
 // stream's order; streams and events exist for validation and timing only.
+// A capturing stream records its kernels, memsets and copies into a graph
+// instead, and a graph launch runs them in order.
 #include "engine.h"
 
 #include <simcuda/sim_control.h>
@@ -13,8 +15,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <set>
+#include <vector>
 
 namespace simcuda::detail {
 namespace {
@@ -41,8 +45,35 @@ struct Alloc {
   Kind kind;
 };
 
+// What a graph replays: its operations in capture order, and the memory that
+// cudaMallocAsync gave it while capturing (freed with the last graph or
+// executable graph that holds it).
+struct GraphOp {
+  enum class Kind { kernel, memset, copy } kind;
+  KernelLaunch launch{};  // kernel: closure owned by `closure`
+  std::shared_ptr<void> closure;
+  void* dst = nullptr;
+  const void* src = nullptr;
+  std::size_t count = 0;
+  int value = 0;
+  cudaMemcpyKind copy_kind = cudaMemcpyDefault;
+};
+struct GraphBody {
+  std::vector<GraphOp> ops;
+  std::vector<void*> owned;
+  ~GraphBody();
+};
+struct Graph {
+  std::shared_ptr<GraphBody> body;
+};
+struct GraphExec {
+  std::shared_ptr<GraphBody> body;
+};
+
 struct Stream {
   unsigned flags;
+  std::shared_ptr<GraphBody> capture;  // non-null while capturing
+  bool invalidated = false;
 };
 struct Event {
   unsigned flags;
@@ -58,6 +89,9 @@ struct State {
   std::set<const void*> events;
   std::map<const void*, std::size_t> max_dyn_smem;
   std::map<const void*, int> carveout;
+  std::set<const void*> graphs;
+  std::set<const void*> graph_execs;
+  int capturing = 0;  // streams now capturing (global mode: every thread sees them)
 };
 
 State& state() {
@@ -66,6 +100,64 @@ State& state() {
 }
 
 thread_local cudaError_t tl_last_error = cudaSuccess;
+
+// The capture state of a stream created here, or null (the legacy and
+// per-thread streams never capture). Caller holds the lock.
+Stream* capturing_stream(State& s, cudaStream_t st) {
+  if (st == nullptr || st == cudaStreamLegacy || st == cudaStreamPerThread) return nullptr;
+  if (s.streams.count(st) == 0) return nullptr;
+  auto* stream = reinterpret_cast<Stream*>(st);
+  return stream->capture != nullptr ? stream : nullptr;
+}
+
+// Every capture in progress becomes invalid, as CUDA's global capture mode
+// does when a call that is unsafe during capture runs on any thread.
+void invalidate_captures(State& s) {
+  for (const void* p : s.streams) {
+    auto* stream = static_cast<Stream*>(const_cast<void*>(p));
+    if (stream->capture != nullptr) stream->invalidated = true;
+  }
+}
+
+// For calls that CUDA forbids while a capture is in progress (they would
+// synchronise with, or allocate outside of, the captured work): the error
+// to return, after invalidating the captures, or success.
+cudaError_t unsafe_during_capture() {
+  State& s = state();
+  std::lock_guard lk(s.m);
+  if (s.capturing == 0) return cudaSuccess;
+  invalidate_captures(s);
+  return cudaErrorStreamCaptureUnsupported;
+}
+
+// The legacy stream synchronises with every blocking stream, so using it
+// while a blocking stream captures is an implicit dependency that CUDA
+// refuses. Caller holds the lock.
+bool legacy_use_during_capture(State& s, cudaStream_t st) {
+  if (!(st == nullptr || st == cudaStreamLegacy) || s.capturing == 0) return false;
+  bool refused = false;
+  for (const void* p : s.streams) {
+    auto* stream = static_cast<Stream*>(const_cast<void*>(p));
+    if (stream->capture != nullptr && (stream->flags & cudaStreamNonBlocking) == 0) {
+      stream->invalidated = true;
+      refused = true;
+    }
+  }
+  return refused;
+}
+
+enum class Queued { run_now, recorded, refused };
+
+// Records a memset or copy queued on a capturing stream. Caller holds no lock.
+Queued queue_op(cudaStream_t st, const GraphOp& op) {
+  State& s = state();
+  std::lock_guard lk(s.m);
+  if (legacy_use_during_capture(s, st)) return Queued::refused;
+  Stream* stream = capturing_stream(s, st);
+  if (stream == nullptr) return Queued::run_now;
+  if (!stream->invalidated) stream->capture->ops.push_back(op);
+  return Queued::recorded;
+}
 
 cudaError_t ret(cudaError_t e) noexcept {
   if (e != cudaSuccess) tl_last_error = e;
@@ -167,6 +259,11 @@ cudaError_t release(void* p, Kind kind) {
   return cudaSuccess;
 }
 
+// Runs with no lock held: every owner lets go of a body outside the lock.
+GraphBody::~GraphBody() {
+  for (void* p : owned) (void)release(p, Kind::kDevice);
+}
+
 bool known(const std::set<const void*>& set, const void* h) {
   State& s = state();
   std::lock_guard lk(s.m);
@@ -233,6 +330,22 @@ std::size_t max_dynamic_smem(const void* kernel) noexcept {
 bool stream_is_valid(cudaStream_t st) noexcept {
   if (st == nullptr || st == cudaStreamLegacy || st == cudaStreamPerThread) return true;
   return known(state().streams, st);
+}
+
+CaptureResult capture_launch(const KernelLaunch& l) noexcept {
+  State& s = state();
+  std::lock_guard lk(s.m);
+  if (legacy_use_during_capture(s, l.stream)) return CaptureResult::refused;
+  Stream* stream = capturing_stream(s, l.stream);
+  if (stream == nullptr) return CaptureResult::not_capturing;
+  if (!stream->invalidated) {
+    GraphOp op{GraphOp::Kind::kernel};
+    op.launch = l;
+    op.closure = std::shared_ptr<void>(l.copy_closure(l.closure), l.delete_closure);
+    op.launch.closure = nullptr;
+    stream->capture->ops.push_back(std::move(op));
+  }
+  return CaptureResult::captured;
 }
 
 bool device_range(const void* p, std::size_t bytes) noexcept {
@@ -327,7 +440,10 @@ cudaError_t cudaSetDevice(int device) {
   return device == 0 ? cudaSuccess : ret(cudaErrorInvalidDevice);
 }
 
-cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }
+cudaError_t cudaDeviceSynchronize(void) {
+  if (cudaError_t e = unsafe_during_capture()) return ret(e);
+  return cudaSuccess;
+}
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (prop == nullptr) return ret(cudaErrorInvalidValue);
@@ -406,21 +522,58 @@ cudaError_t cudaRuntimeGetVersion(int* v) {
 }
 
 // -------------------------------------------------------------- memory --
-cudaError_t cudaMalloc(void** devPtr, size_t size) { return ret(allocate(devPtr, size, Kind::kDevice)); }
-cudaError_t cudaFree(void* devPtr) { return ret(release(devPtr, Kind::kDevice)); }
-cudaError_t cudaMallocHost(void** ptr, size_t size) { return ret(allocate(ptr, size, Kind::kHost)); }
+cudaError_t cudaMalloc(void** devPtr, size_t size) {
+  if (cudaError_t e = unsafe_during_capture()) return ret(e);
+  return ret(allocate(devPtr, size, Kind::kDevice));
+}
+cudaError_t cudaFree(void* devPtr) {
+  if (cudaError_t e = unsafe_during_capture()) return ret(e);
+  return ret(release(devPtr, Kind::kDevice));
+}
+cudaError_t cudaMallocHost(void** ptr, size_t size) {
+  if (cudaError_t e = unsafe_during_capture()) return ret(e);
+  return ret(allocate(ptr, size, Kind::kHost));
+}
 cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int flags) {
   if (flags & ~0xfu) return ret(cudaErrorInvalidValue);
   return ret(allocate(pHost, size, Kind::kHost));
 }
 cudaError_t cudaFreeHost(void* ptr) { return ret(release(ptr, Kind::kHost)); }
 
+// While capturing, the allocation is made at once and belongs to the graph
+// (CUDA's memory node: the same address on every replay); a free of it in
+// the same capture is then a no-op, and the graph frees it when destroyed.
 cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t stream) {
   if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
-  return ret(allocate(devPtr, size, Kind::kDevice));
+  std::shared_ptr<GraphBody> capture;
+  {
+    State& s = state();
+    std::lock_guard lk(s.m);
+    if (legacy_use_during_capture(s, stream)) return ret(cudaErrorStreamCaptureImplicit);
+    if (Stream* st = capturing_stream(s, stream)) capture = st->capture;
+  }
+  const cudaError_t e = allocate(devPtr, size, Kind::kDevice);
+  if (e == cudaSuccess && capture != nullptr && *devPtr != nullptr) {
+    State& s = state();
+    std::lock_guard lk(s.m);
+    capture->owned.push_back(*devPtr);
+  }
+  return ret(e);
 }
 cudaError_t cudaFreeAsync(void* devPtr, cudaStream_t stream) {
   if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
+  {
+    State& s = state();
+    std::lock_guard lk(s.m);
+    if (legacy_use_during_capture(s, stream)) return ret(cudaErrorStreamCaptureImplicit);
+    if (Stream* st = capturing_stream(s, stream)) {
+      for (void* owned : st->capture->owned)
+        if (owned == devPtr) return cudaSuccess;
+      // Freeing memory the graph did not allocate is not modelled.
+      st->invalidated = true;
+      return ret(cudaErrorStreamCaptureUnsupported);
+    }
+  }
   return ret(release(devPtr, Kind::kDevice));
 }
 
@@ -447,7 +600,15 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const vo
   return cudaSuccess;
 }
 
+cudaError_t do_memcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind);
+cudaError_t do_memset(void* devPtr, int value, size_t count);
+
 cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
+  if (cudaError_t e = unsafe_during_capture()) return ret(e);
+  return do_memcpy(dst, src, count, kind);
+}
+
+cudaError_t do_memcpy(void* dst, const void* src, size_t count, cudaMemcpyKind kind) {
   if (count == 0) return cudaSuccess;
   if (cudaError_t e = check_copy(dst, count, src, count, kind)) return ret(e);
   // memcpy, not memmove: overlapping copies are undefined in CUDA as well,
@@ -459,11 +620,22 @@ cudaError_t cudaMemcpy(void* dst, const void* src, size_t count, cudaMemcpyKind 
 cudaError_t cudaMemcpyAsync(void* dst, const void* src, size_t count, cudaMemcpyKind kind,
                             cudaStream_t stream) {
   if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaMemcpy(dst, src, count, kind);
+  GraphOp op{GraphOp::Kind::copy};
+  op.dst = dst;
+  op.src = src;
+  op.count = count;
+  op.copy_kind = kind;
+  switch (queue_op(stream, op)) {
+    case Queued::run_now: return do_memcpy(dst, src, count, kind);
+    case Queued::recorded: return cudaSuccess;
+    case Queued::refused: return ret(cudaErrorStreamCaptureImplicit);
+  }
+  return cudaSuccess;
 }
 
 cudaError_t cudaMemcpy2D(void* dst, size_t dpitch, const void* src, size_t spitch, size_t width,
                          size_t height, cudaMemcpyKind kind) {
+  if (cudaError_t e = unsafe_during_capture()) return ret(e);
   if (width == 0 || height == 0) return cudaSuccess;
   if (width > dpitch || width > spitch) return ret(cudaErrorInvalidPitchValue);
   const std::size_t dspan = dpitch * (height - 1) + width;
@@ -480,10 +652,25 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
                               size_t width, size_t height, cudaMemcpyKind kind,
                               cudaStream_t stream) {
   if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
+  // 2D copies into a graph are not modelled.
+  {
+    State& s = state();
+    std::lock_guard lk(s.m);
+    if (legacy_use_during_capture(s, stream)) return ret(cudaErrorStreamCaptureImplicit);
+    if (Stream* st = capturing_stream(s, stream)) {
+      st->invalidated = true;
+      return ret(cudaErrorStreamCaptureUnsupported);
+    }
+  }
   return cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind);
 }
 
 cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
+  if (cudaError_t e = unsafe_during_capture()) return ret(e);
+  return do_memset(devPtr, value, count);
+}
+
+cudaError_t do_memset(void* devPtr, int value, size_t count) {
   if (count == 0) return cudaSuccess;
   {
     State& s = state();
@@ -498,7 +685,16 @@ cudaError_t cudaMemset(void* devPtr, int value, size_t count) {
 
 cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t stream) {
   if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
-  return cudaMemset(devPtr, value, count);
+  GraphOp op{GraphOp::Kind::memset};
+  op.dst = devPtr;
+  op.value = value;
+  op.count = count;
+  switch (queue_op(stream, op)) {
+    case Queued::run_now: return do_memset(devPtr, value, count);
+    case Queued::recorded: return cudaSuccess;
+    case Queued::refused: return ret(cudaErrorStreamCaptureImplicit);
+  }
+  return cudaSuccess;
 }
 
 // ------------------------------------------------------------- streams --
@@ -515,19 +711,160 @@ cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags)
 cudaError_t cudaStreamCreate(cudaStream_t* pStream) { return cudaStreamCreateWithFlags(pStream, 0); }
 
 cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  std::shared_ptr<GraphBody> abandoned;  // released after the lock
   State& s = state();
   std::lock_guard lk(s.m);
-  if (s.streams.erase(stream) == 0) return ret(cudaErrorInvalidResourceHandle);
-  delete reinterpret_cast<Stream*>(stream);
+  if (s.streams.count(stream) == 0) return ret(cudaErrorInvalidResourceHandle);
+  auto* st = reinterpret_cast<Stream*>(stream);
+  if (st->capture != nullptr) {
+    --s.capturing;
+    abandoned = std::move(st->capture);
+  }
+  s.streams.erase(stream);
+  delete st;
   return cudaSuccess;
 }
 
-cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  return stream_is_valid(stream) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
+// Waiting for a capturing stream (or for the legacy stream, or the device,
+// while anything captures) is unsafe during capture.
+cudaError_t wait_for_stream(cudaStream_t stream) {
+  if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
+  State& s = state();
+  std::lock_guard lk(s.m);
+  const bool legacy = stream == nullptr || stream == cudaStreamLegacy;
+  if ((legacy && s.capturing > 0) || capturing_stream(s, stream) != nullptr) {
+    invalidate_captures(s);
+    return ret(cudaErrorStreamCaptureUnsupported);
+  }
+  return cudaSuccess;
 }
 
-cudaError_t cudaStreamQuery(cudaStream_t stream) {
-  return stream_is_valid(stream) ? cudaSuccess : ret(cudaErrorInvalidResourceHandle);
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) { return wait_for_stream(stream); }
+
+cudaError_t cudaStreamQuery(cudaStream_t stream) { return wait_for_stream(stream); }
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode mode) {
+  if (mode != cudaStreamCaptureModeGlobal && mode != cudaStreamCaptureModeThreadLocal &&
+      mode != cudaStreamCaptureModeRelaxed)
+    return ret(cudaErrorInvalidValue);
+  if (stream == nullptr || stream == cudaStreamLegacy || stream == cudaStreamPerThread)
+    return ret(cudaErrorStreamCaptureUnsupported);
+  State& s = state();
+  std::lock_guard lk(s.m);
+  if (s.streams.count(stream) == 0) return ret(cudaErrorInvalidResourceHandle);
+  auto* st = reinterpret_cast<Stream*>(stream);
+  if (st->capture != nullptr) return ret(cudaErrorIllegalState);
+  st->capture = std::make_shared<GraphBody>();
+  st->invalidated = false;
+  ++s.capturing;
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t* pGraph) {
+  if (pGraph == nullptr) return ret(cudaErrorInvalidValue);
+  std::shared_ptr<GraphBody> body;  // an invalidated capture's: released after the lock
+  State& s = state();
+  std::lock_guard lk(s.m);
+  if (s.streams.count(stream) == 0) return ret(cudaErrorIllegalState);
+  auto* st = reinterpret_cast<Stream*>(stream);
+  if (st->capture == nullptr) return ret(cudaErrorIllegalState);
+  body = std::move(st->capture);
+  st->capture = nullptr;
+  --s.capturing;
+  *pGraph = nullptr;
+  if (st->invalidated) {
+    st->invalidated = false;
+    return ret(cudaErrorStreamCaptureInvalidated);
+  }
+  auto* graph = new Graph{std::move(body)};
+  s.graphs.insert(graph);
+  *pGraph = reinterpret_cast<cudaGraph_t>(graph);
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamIsCapturing(cudaStream_t stream, cudaStreamCaptureStatus* pCaptureStatus) {
+  if (pCaptureStatus == nullptr) return ret(cudaErrorInvalidValue);
+  if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
+  State& s = state();
+  std::lock_guard lk(s.m);
+  *pCaptureStatus = cudaStreamCaptureStatusNone;
+  if (Stream* st = capturing_stream(s, stream)) {
+    *pCaptureStatus =
+        st->invalidated ? cudaStreamCaptureStatusInvalidated : cudaStreamCaptureStatusActive;
+  } else if ((stream == nullptr || stream == cudaStreamLegacy) && s.capturing > 0) {
+    return ret(cudaErrorStreamCaptureImplicit);
+  }
+  return cudaSuccess;
+}
+
+// ------------------------------------------------------------- graphs --
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t* pGraphExec, cudaGraph_t graph,
+                                 unsigned long long flags) {
+  if (pGraphExec == nullptr || flags != 0) return ret(cudaErrorInvalidValue);
+  State& s = state();
+  std::lock_guard lk(s.m);
+  if (s.graphs.count(graph) == 0) return ret(cudaErrorInvalidValue);
+  auto* exec = new GraphExec{reinterpret_cast<Graph*>(graph)->body};
+  s.graph_execs.insert(exec);
+  *pGraphExec = reinterpret_cast<cudaGraphExec_t>(exec);
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
+  if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
+  std::shared_ptr<GraphBody> body;
+  {
+    State& s = state();
+    std::lock_guard lk(s.m);
+    if (s.graph_execs.count(graphExec) == 0) return ret(cudaErrorInvalidValue);
+    if (legacy_use_during_capture(s, stream)) return ret(cudaErrorStreamCaptureImplicit);
+    if (Stream* st = capturing_stream(s, stream)) {
+      // A graph launched into a capture (a child graph node) is not modelled.
+      st->invalidated = true;
+      return ret(cudaErrorStreamCaptureUnsupported);
+    }
+    body = reinterpret_cast<GraphExec*>(graphExec)->body;
+  }
+  for (const GraphOp& op : body->ops) {
+    cudaError_t e = cudaSuccess;
+    switch (op.kind) {
+      case GraphOp::Kind::kernel: {
+        KernelLaunch launch = op.launch;
+        launch.closure = op.closure.get();
+        launch.stream = stream;
+        e = run_launch(launch);
+        break;
+      }
+      case GraphOp::Kind::memset: e = do_memset(op.dst, op.value, op.count); break;
+      case GraphOp::Kind::copy: e = do_memcpy(op.dst, op.src, op.count, op.copy_kind); break;
+    }
+    if (e != cudaSuccess) return ret(e);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t graphExec) {
+  GraphExec* exec = nullptr;
+  {
+    State& s = state();
+    std::lock_guard lk(s.m);
+    if (s.graph_execs.erase(graphExec) == 0) return ret(cudaErrorInvalidValue);
+    exec = reinterpret_cast<GraphExec*>(graphExec);
+  }
+  delete exec;  // may free the graph's memory: outside the lock
+  return cudaSuccess;
+}
+
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  Graph* g = nullptr;
+  {
+    State& s = state();
+    std::lock_guard lk(s.m);
+    if (s.graphs.erase(graph) == 0) return ret(cudaErrorInvalidValue);
+    g = reinterpret_cast<Graph*>(graph);
+  }
+  delete g;
+  return cudaSuccess;
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {
@@ -561,6 +898,12 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
   State& s = state();
   std::lock_guard lk(s.m);
+  if (legacy_use_during_capture(s, stream)) return ret(cudaErrorStreamCaptureImplicit);
+  if (Stream* st = capturing_stream(s, stream)) {
+    // Events inside a capture (event record nodes, fork and join) are not modelled.
+    st->invalidated = true;
+    return ret(cudaErrorStreamCaptureUnsupported);
+  }
   if (s.events.count(event) == 0) return ret(cudaErrorInvalidResourceHandle);
   auto* ev = reinterpret_cast<Event*>(event);
   ev->recorded = true;

@@ -29,7 +29,30 @@ __global__ void atomics_kernel(AtomicResults* r) {
   atomicAdd(&r->exch_sum, atomicExch(&r->exch_sum, 0u) + 1u);
 }
 
+// The last-block pattern: every block leaves a partial, fences, takes a
+// ticket; the block with the last ticket adds all partials. No block waits.
+__global__ void last_block_sum_kernel(double* partials, unsigned* ticket, double* out) {
+  __shared__ unsigned last;
+  if (threadIdx.x == 0) {
+    partials[blockIdx.x] = static_cast<double>(blockIdx.x + 1);
+    __threadfence();
+    last = atomicAdd(ticket, 1u) == gridDim.x - 1 ? 1u : 0u;
+  }
+  __syncthreads();
+  if (last == 0u || threadIdx.x != 0) return;
+  __threadfence();
+  double sum = 0.0;
+  for (unsigned b = 0; b < gridDim.x; ++b) sum += __ldcg(partials + b);
+  *out = sum;
+}
+
 }  // namespace
+
+cudaError_t last_block_sum(int blocks, double* partials, unsigned* ticket, double* out,
+                           cudaStream_t stream) {
+  return simcuda::launch(last_block_sum_kernel, dim3(blocks), dim3(64), 0, stream, partials,
+                         ticket, out);
+}
 
 cudaError_t atomics(int blocks, AtomicResults* results_device) {
   return simcuda::launch(atomics_kernel, dim3(blocks), dim3(256), 0, nullptr, results_device);

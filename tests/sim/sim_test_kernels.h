@@ -83,6 +83,10 @@ struct AtomicResults {
 };
 // blocks x 256 threads hammer the same words.
 cudaError_t atomics(int blocks, AtomicResults* results_device);
+// Block b leaves b + 1 in partials[b]; the block that takes the last ticket
+// (*ticket must be 0) writes their sum to *out.
+cudaError_t last_block_sum(int blocks, double* partials, unsigned* ticket, double* out,
+                           cudaStream_t stream);
 
 // ------------------------------------------------------------- math --
 // out[i] for x = in[i]: a table of intrinsics, see kernels_math.cu.

@@ -120,6 +120,113 @@ TEST(Runtime, StreamsAndEvents) {
   (void)cudaGetLastError();
 }
 
+TEST(Runtime, LastBlockAddsEveryPartial) {
+  constexpr int kBlocks = 300;
+  DeviceBuffer<double> partials(kBlocks), out(1);
+  DeviceBuffer<unsigned> ticket(1);
+  for (int run = 0; run < 3; ++run) {
+    CUDA_OK(cudaMemsetAsync(ticket.get(), 0, sizeof(unsigned), nullptr));
+    CUDA_OK(last_block_sum(kBlocks, partials.get(), ticket.get(), out.get(), nullptr));
+    EXPECT_EQ(out.to_host()[0], kBlocks * (kBlocks + 1) / 2.0);
+    EXPECT_EQ(ticket.to_host()[0], unsigned{kBlocks});
+  }
+}
+
+// A capture records launches, memsets and copies in order and runs none of
+// them; every replay runs them all, on the replay's stream.
+TEST(Runtime, GraphCaptureRecordsAndReplays) {
+  constexpr int kBlocks = 40;
+  DeviceBuffer<double> partials(kBlocks), out(1), copy(1);
+  DeviceBuffer<unsigned> ticket(1);
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreate(&s));
+  cudaStreamCaptureStatus status = cudaStreamCaptureStatusActive;
+  CUDA_OK(cudaStreamIsCapturing(s, &status));
+  EXPECT_EQ(status, cudaStreamCaptureStatusNone);
+  CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  CUDA_OK(cudaStreamIsCapturing(s, &status));
+  EXPECT_EQ(status, cudaStreamCaptureStatusActive);
+  CUDA_OK(cudaMemsetAsync(ticket.get(), 0, sizeof(unsigned), s));
+  CUDA_OK(last_block_sum(kBlocks, partials.get(), ticket.get(), out.get(), s));
+  CUDA_OK(cudaMemcpyAsync(copy.get(), out.get(), sizeof(double), cudaMemcpyDeviceToDevice, s));
+  void* scratch = nullptr;  // graph-owned: freed with the graph
+  CUDA_OK(cudaMallocAsync(&scratch, 64, s));
+  CUDA_OK(cudaMemsetAsync(scratch, 0, 64, s));
+  CUDA_OK(cudaFreeAsync(scratch, s));
+  cudaGraph_t graph = nullptr;
+  CUDA_OK(cudaStreamEndCapture(s, &graph));
+  ASSERT_NE(graph, nullptr);
+  EXPECT_EQ(copy.to_host()[0], 0.0) << "captured work ran at capture";
+  EXPECT_EQ(ticket.to_host()[0], 0u);
+  cudaGraphExec_t exec = nullptr;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  CUDA_OK(cudaGraphDestroy(graph));
+  for (int replay = 0; replay < 2; ++replay) {
+    CUDA_OK(cudaMemset(copy.get(), 0, sizeof(double)));
+    CUDA_OK(cudaGraphLaunch(exec, s));
+    CUDA_OK(cudaStreamSynchronize(s));
+    EXPECT_EQ(copy.to_host()[0], kBlocks * (kBlocks + 1) / 2.0) << "replay " << replay;
+    EXPECT_EQ(ticket.to_host()[0], unsigned{kBlocks}) << "the memset ran before the kernel";
+  }
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  EXPECT_EQ(cudaGraphExecDestroy(exec), cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+  CUDA_OK(cudaStreamDestroy(s));
+}
+
+// What CUDA forbids during a capture fails, and the capture then ends in
+// cudaErrorStreamCaptureInvalidated with no graph. The simulator's error
+// codes are checked in its build; a GPU only has to refuse.
+TEST(Runtime, UnsafeCallsInvalidateTheCapture) {
+  DeviceBuffer<double> partials(4), out(1);
+  DeviceBuffer<unsigned> ticket(1);
+  cudaStream_t s;
+  CUDA_OK(cudaStreamCreate(&s));
+  const auto expect_invalidated = [&](const char* what, cudaError_t expected, auto&& call) {
+    SCOPED_TRACE(what);
+    ASSERT_EQ(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal), cudaSuccess);
+    const cudaError_t error = call();
+    if (sim_build())
+      EXPECT_EQ(error, expected);
+    else
+      EXPECT_NE(error, cudaSuccess);
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    EXPECT_EQ(cudaStreamIsCapturing(s, &status), cudaSuccess);
+    EXPECT_EQ(status, cudaStreamCaptureStatusInvalidated);
+    cudaGraph_t graph = reinterpret_cast<cudaGraph_t>(&status);
+    EXPECT_EQ(cudaStreamEndCapture(s, &graph), cudaErrorStreamCaptureInvalidated);
+    EXPECT_EQ(graph, nullptr);
+    (void)cudaGetLastError();
+  };
+  void* p = nullptr;
+  expect_invalidated("cudaMalloc", cudaErrorStreamCaptureUnsupported,
+                     [&] { return cudaMalloc(&p, 16); });
+  expect_invalidated("cudaMemset", cudaErrorStreamCaptureUnsupported,
+                     [&] { return cudaMemset(out.get(), 0, 8); });
+  double host = 0;
+  expect_invalidated("cudaMemcpy", cudaErrorStreamCaptureUnsupported, [&] {
+    return cudaMemcpy(&host, out.get(), 8, cudaMemcpyDeviceToHost);
+  });
+  expect_invalidated("cudaStreamSynchronize", cudaErrorStreamCaptureUnsupported,
+                     [&] { return cudaStreamSynchronize(s); });
+  expect_invalidated("cudaDeviceSynchronize", cudaErrorStreamCaptureUnsupported,
+                     [&] { return cudaDeviceSynchronize(); });
+  expect_invalidated("a launch on the legacy stream", cudaErrorStreamCaptureImplicit, [&] {
+    return last_block_sum(4, partials.get(), ticket.get(), out.get(), nullptr);
+  });
+  EXPECT_EQ(p, nullptr);
+  // Queries are allowed.
+  CUDA_OK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+  cudaPointerAttributes attributes{};
+  CUDA_OK(cudaPointerGetAttributes(&attributes, out.get()));
+  int device = -1;
+  CUDA_OK(cudaGetDevice(&device));
+  cudaGraph_t graph = nullptr;
+  CUDA_OK(cudaStreamEndCapture(s, &graph));
+  CUDA_OK(cudaGraphDestroy(graph));
+  CUDA_OK(cudaStreamDestroy(s));
+}
+
 TEST(Runtime, DeviceProperties) {
   int n = 0, dev = -1;
   CUDA_OK(cudaGetDeviceCount(&n));

@@ -14,6 +14,10 @@ struct KernelLaunch {
   dim3 block;
   std::size_t dynamic_smem_bytes;
   cudaStream_t stream;
+  // A heap copy of the closure and its deleter: a launch captured into a
+  // graph keeps its arguments for every replay.
+  void* (*copy_closure)(const void* closure);
+  void (*delete_closure)(void* closure);
 };
 
 // Validates the configuration (errors go through cudaGetLastError as in
@@ -42,7 +46,9 @@ inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block,
         const auto* cl = static_cast<const Closure*>(c);
         std::apply(cl->fn, cl->params);
       },
-      &closure, grid, block, dynamic_smem_bytes, stream};
+      &closure, grid, block, dynamic_smem_bytes, stream,
+      [](const void* c) -> void* { return new Closure(*static_cast<const Closure*>(c)); },
+      [](void* c) { delete static_cast<Closure*>(c); }};
   return detail::run_launch(l);
 }
 
