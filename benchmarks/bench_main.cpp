@@ -5,6 +5,12 @@
 //   copy_frac         GB/s as a fraction of a same-device copy measured by this run at start
 // and the JSON context carries the copy ceilings and the device names (plot.py reads them).
 //
+// host_cost/<op>/checks:<PointerChecks> (CUDA): the host time one call takes to validate and
+// enqueue its work at a tiny shape, in us_per_call, with the pointer checks and without. The
+// calls are timed in batches and the stream is drained between batches, untimed, so that a full
+// launch queue never blocks the timed calls. In a simulator build the kernels run inside the
+// call, so the figure includes them and says nothing about a GPU.
+//
 // Flags besides Google Benchmark's:
 //   --actloss_sim_gpu   in a simulator build, also register the (tiny) CUDA set; its timings
 //                       are those of the simulator and mean nothing about a GPU
@@ -25,14 +31,17 @@
 //                       compare it with the default (=default); the JSON context records which
 #include <benchmark/benchmark.h>
 
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <exception>
+#include <functional>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include <actloss/actloss.h>
+#include <actloss/throwing.h>
 
 #include "benchmarks/byte_formulas.h"
 #include "benchmarks/support/memory.h"
@@ -90,6 +99,86 @@ void register_set(Device device, SetSize size, double ceiling) {
           [c, ceiling](benchmark::State& state) { run_case(state, c, ceiling); })
           ->UseManualTime()
           ->Unit(device == Device::cuda ? benchmark::kMicrosecond : benchmark::kMillisecond);
+    }
+  }
+}
+
+// Host cost per call: see the top of this file.
+void run_host_cost(benchmark::State& state, const std::string& op, PointerChecks checks) {
+  try {
+    constexpr std::int64_t kRows = 8, kClasses = 128, kElements = 1024;
+    constexpr int kBatch = 64;
+    Buffer logits(Device::cuda, sizeof(float) * kRows * kClasses);
+    Buffer grad(Device::cuda, sizeof(float) * kRows * kClasses);
+    Buffer labels(Device::cuda, sizeof(std::int64_t) * kRows);
+    Buffer loss(Device::cuda, sizeof(float));
+    const std::vector<std::uint8_t> pattern = uniform_pattern(kRows * kClasses, DType::f32, -2, 2, 1);
+    logits.upload(pattern.data(), pattern.size());
+    const std::vector<std::uint8_t> classes = class_pattern(kRows, kClasses, 2);
+    labels.upload(classes.data(), classes.size());
+
+    Exec exec;
+    exec.device = Device::cuda;
+    exec.stream = bench_stream();
+    exec.pointer_checks = checks;
+    CrossEntropyArgs ce;
+    ce.rows = kRows;
+    ce.classes = kClasses;
+    ce.logits = logits.data();
+    ce.targets = labels.data();
+    ce.loss = loss.as<float>();
+    ce.grad = grad.data();
+    std::size_t workspace_bytes = 0;
+    check(cross_entropy_workspace_size(ce, CrossEntropyOptions{}, exec, &workspace_bytes));
+    Buffer workspace(Device::cuda, workspace_bytes);
+    exec.workspace = Workspace{workspace.data(), workspace.bytes()};
+    SoftmaxForwardArgs softmax;
+    softmax.rows = kRows;
+    softmax.cols = kClasses;
+    softmax.x = logits.data();
+    softmax.y = grad.data();
+    ActivationForwardArgs relu;
+    relu.n = kElements;
+    relu.x = logits.data();
+    relu.y = grad.data();
+
+    std::function<Status()> call;
+    if (op == "cross_entropy_fused")
+      call = [&] { return cross_entropy_forward_backward(ce, CrossEntropyOptions{}, exec); };
+    else if (op == "softmax_forward")
+      call = [&] { return softmax_forward(softmax, SoftmaxOptions{}, exec); };
+    else
+      call = [&] { return activation_forward(relu, ActivationOptions{}, exec); };
+    check(call());  // first-call set-up (module load, the stream's error record) is not timed
+    synchronize(Device::cuda);
+
+    double seconds = 0;
+    for (auto _ : state) {
+      const auto start = std::chrono::steady_clock::now();
+      for (int i = 0; i < kBatch; ++i) check(call());
+      const std::chrono::duration<double> elapsed = std::chrono::steady_clock::now() - start;
+      state.SetIterationTime(elapsed.count());
+      seconds += elapsed.count();
+      synchronize(Device::cuda);
+    }
+    const double calls = static_cast<double>(state.iterations()) * kBatch;
+    state.counters["us_per_call"] = calls > 0 ? seconds / calls * 1e6 : 0.0;
+  } catch (const std::exception& error) {
+    state.SkipWithError(error.what());
+  }
+}
+
+void register_host_cost() {
+  for (const char* op : {"cross_entropy_fused", "softmax_forward", "relu_forward"}) {
+    for (PointerChecks checks : {PointerChecks::every_call, PointerChecks::none}) {
+      const std::string name = std::string("cuda/actloss/host_cost/") + op + "/checks:" +
+                               (checks == PointerChecks::none ? "none" : "every_call");
+      benchmark::RegisterBenchmark(name.c_str(),
+                                   [op = std::string(op), checks](benchmark::State& state) {
+                                     run_host_cost(state, op, checks);
+                                   })
+          ->UseManualTime()
+          ->Unit(benchmark::kMicrosecond);
     }
   }
 }
@@ -210,6 +299,7 @@ int main(int argc, char** argv) {
       benchmark::AddCustomContext("actloss_cuda_copy_GBps", gbps(copy.bytes_per_second));
       register_set(Device::cuda, simulated_cuda() ? SetSize::sim : SetSize::full,
                    copy.bytes_per_second);
+      register_host_cost();
     } else {
       benchmark::AddCustomContext("actloss_cuda_device",
                                   cuda_device_present()  ? "simulator (pass --actloss_sim_gpu)"

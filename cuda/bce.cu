@@ -3,8 +3,8 @@
 // One pass over [rows x cols] (every input with its own row stride) reads logits, targets and the
 // optional weight, pos_weight and per-element upstream gradient, and writes whatever the call
 // asks for: the dense float32 loss (Reduction::none), per-block partial sums of the loss
-// (sum/mean, finished by finish_partial_sums in a fixed order: no float atomics, bitwise
-// reproducible), the gradient, or several at once. Packs never straddle rows, so a pack's
+// (sum/mean, added in a fixed order by the last block to finish: no float atomics, bitwise
+// reproducible, one launch), the gradient, or several at once. Packs never straddle rows, so a pack's
 // pos_weight is the 8 consecutive entries at its column; dense inputs without a per-column
 // pos_weight are processed as one long row. Packs, vector loads and grid: cuda/elementwise.cuh.
 //
@@ -33,7 +33,8 @@ struct BceKernelArgs {
   const float* pos_weight = nullptr;  // [cols]; null: 1
   bool pos_weight_broadcast = false;  // one pos_weight for every element (a flattened [N x 1])
   float* loss_elements = nullptr;  // dense [rows x cols] under none when the loss is wanted
-  double* partials = nullptr;      // [gridDim.x] under sum/mean when the loss is wanted
+  ReducedLoss reduced;             // under sum/mean when the loss is wanted
+  double denominator = 1.0;        // of the reduced loss
   ew::Out grad;                    // data null when the gradient is not wanted
   // grad = w * slope * grad_coefficient * upstream, grad_coefficient = grad_scale / (mean
   // denominator); upstream is dense [rows x cols] under none, [1] otherwise, 1 when null.
@@ -65,7 +66,7 @@ template <int kUnroll>
 __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, kBlocksPerSm))
     bce_kernel(BceKernelArgs a) {
   __shared__ double warp_partials[ew::kThreads / kWarpSize];
-  const bool wants_loss = a.loss_elements != nullptr || a.partials != nullptr;
+  const bool wants_loss = a.loss_elements != nullptr || a.reduced.numerators != nullptr;
   const bool wants_grad = a.grad.data != nullptr;
   const bool has_weight = a.weight.data != nullptr;
   const bool has_pos_weight = a.pos_weight != nullptr;
@@ -154,10 +155,8 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
   };
   ew::for_each_pack<kUnroll, BceLoaded>(a.packs, a.vector, load, use);
 
-  if (a.partials != nullptr) {
-    const double block_total = block_sum(sum, warp_partials);
-    if (threadIdx.x == 0) a.partials[blockIdx.x] = block_total;
-  }
+  if (a.reduced.numerators != nullptr)
+    finish_reduced_loss(a.reduced, block_sum(sum, warp_partials), a.denominator, warp_partials);
 }
 
 }  // namespace
@@ -179,8 +178,7 @@ Status cuda_bce_with_logits(Pass pass, const BceArgs& args, const BceOptions& op
 
   if (rows == 0 || cols == 0) {
     // Nothing to read or differentiate; sum and mean of nothing are 0.
-    if (reduces)
-      return finish_partial_sums(nullptr, nullptr, 0, denominator, args.loss, exec.stream);
+    if (reduces) ACTLOSS_CUDA_TRY(cudaMemsetAsync(args.loss, 0, sizeof(float), exec.stream));
     return {};
   }
 

@@ -89,6 +89,19 @@ Status device_error_record(const Exec& exec, DeviceError** record) {
   std::lock_guard lock(entry.record_mutex);
   DeviceError*& slot = entry.records[exec.stream];
   if (slot == nullptr) {
+    // Allocating and zeroing the record synchronously would invalidate a graph capture in
+    // progress on this stream (and zeroing it inside the graph would clear it on every
+    // replay), so a first call that is being captured is refused, leaving the capture intact.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    const cudaError_t query = cudaStreamIsCapturing(exec.stream, &capture);
+    if (query != cudaSuccess || capture != cudaStreamCaptureStatusNone) {
+      entry.records.erase(exec.stream);
+      if (query != cudaSuccess) return cuda_status(query, "cudaStreamIsCapturing");
+      return Status(StatusCode::unsupported, "exec.device_error",
+                    "exec.device_error: exec.stream is capturing a CUDA graph before any actloss "
+                    "call on it; make one call on the stream before capturing, or give "
+                    "exec.device_error a record of your own");
+    }
     // One small allocation per stream for the life of the process. cudaMalloc memory is not
     // initialised; zero it synchronously once so no stream ordering is needed on later calls.
     DeviceError* fresh = nullptr;

@@ -12,10 +12,12 @@
 // memory, so the logits are read once; block_two_pass reads them a second time for step 2
 // (mostly from L2).
 //
-// Reductions are deterministic: sum/mean add per-block double partials in a fixed order
-// (finish_partial_sums); mean with class targets divides by the summed weight of the non-ignored
-// rows, which a small pre-pass over the targets computes before the main kernel needs it for
-// the gradient. Out-of-range targets make their row NaN (and, under mean, the denominator, hence
+// Reductions are deterministic and end inside the main kernel: the last block to finish adds
+// the per-block double partials in block order (finish_reduced_loss, cuda/reduce.cuh). Mean with
+// class targets divides by the summed weight of the non-ignored rows: without a gradient the
+// blocks sum it beside the loss, so a reduced forward is one kernel; the gradient needs it before
+// the first row is written, so a small pre-pass over the targets computes it first. Out-of-range
+// targets make their row NaN (and, under mean, the denominator, hence
 // everything) and are recorded for take_device_error; nothing is read at such an index.
 #include "cuda/row_common.cuh"
 
@@ -51,7 +53,7 @@ struct CrossEntropyParams {
 
   bool want_loss = false;             // row losses are needed (loss output given)
   float* row_loss = nullptr;          // reduction none: [rows]
-  double* loss_partials = nullptr;    // sum / mean: [gridDim.x]
+  ReducedLoss reduced;                // sum / mean: the blocks' partials, finished in the launch
   float* lse = nullptr;
   CrossEntropyRowStats* stats = nullptr;
 
@@ -67,6 +69,9 @@ struct CrossEntropyParams {
   const double* weight_partials = nullptr;
   int weight_blocks = 0;
   bool denominator_from_targets = false;  // mean with class targets: the summed target weights
+  // Mean with class targets and no gradient: the blocks sum the target weights of their rows
+  // into reduced.denominators themselves, and no pre-pass runs.
+  bool sum_row_weights = false;
   bool sum_class_weights = false;         // label smoothing with class weights needs sum_c w_c
   double fixed_denominator = 1.0;         // otherwise: 1 (sum, none), rows (mean, probabilities)
 
@@ -207,6 +212,17 @@ __device__ __forceinline__ void accumulate_max_rest(Row& row, const Softcap& cap
 
 __device__ __forceinline__ float class_weight_at(const CrossEntropyParams& p, int c) {
   return p.class_weight != nullptr ? p.class_weight[c] : 1.0f;
+}
+
+// Row r's share of a mean's denominator, once per row (on the group's rank 0): w_y for a row
+// with a valid target, 0 for an ignored one. An invalid target adds 0 here because its row's
+// loss is already NaN, and with it the mean.
+__device__ __forceinline__ double row_weight_of(const CrossEntropyParams& p, const RowGroup& group,
+                                                std::int64_t r) {
+  if (r >= p.rows || group.rank != 0) return 0.0;
+  const std::int64_t y = load_class_target(p, r);
+  if (y == p.ignore_index || y < 0 || y >= p.classes) return 0.0;
+  return class_weight_at(p, static_cast<int>(y));
 }
 
 // The per-class inputs of a chunk of classes: the class weights w_c (1 when unweighted) and, for
@@ -491,6 +507,9 @@ __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>:
     p.softcap = 0.0f;
     p.class_weight = nullptr;
   }
+  if constexpr (kVariant == Variant::plain) {
+    p.sum_row_weights = false;  // the gradient takes its denominator from the pre-pass
+  }
   if constexpr (kVariant == Variant::plain_forward) {
     p.grad = nullptr;
     p.saved_stats = nullptr;
@@ -527,13 +546,18 @@ __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>:
       loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, tiles.row_of(tile));
     }
   }
-  if (p.loss_partials != nullptr) {
+  if (p.reduced.numerators != nullptr) {
     const double total = block_sum(loss_sum, warp_partials);
-    if (threadIdx.x == 0) {
-      // Divided here, so the finishing kernel needs no device-resident denominator. A zero
-      // denominator (nothing counts) gives 0; NaN (an invalid target) stays NaN.
-      p.loss_partials[blockIdx.x] = batch.denominator == 0.0 ? 0.0 : total / batch.denominator;
+    double denominator = batch.denominator;
+    if (p.sum_row_weights) {
+      // After the row loop, so that nothing more stays live across it: the same rows again,
+      // their targets now in cache.
+      double weight_sum = 0.0;
+      for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x)
+        weight_sum += row_weight_of(p, group, tiles.row_of(tile));
+      denominator = block_sum(weight_sum, warp_partials);
     }
+    finish_reduced_loss(p.reduced, total, denominator, warp_partials);
   }
 }
 
@@ -637,23 +661,29 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
   return {};
 }
 
-// The scratch of a call, in doubles: the main kernel's per-block loss partials (a reduced loss
-// that is written), then the pre-pass's two partial arrays (target weights for a mean over class
-// targets; class weights for label smoothing with class weights).
+// The scratch of a call, in doubles: the main kernel's reduced loss (a sum or mean that is
+// written), then the pre-pass's two partial arrays. The pre-pass runs only where the gradient
+// needs a batch-wide sum before the main kernel writes it (the target weights of a mean over
+// class targets), or where every row needs one (the class weights, under label smoothing with
+// class weights); a mean without a gradient sums its target weights in the main kernel.
 struct ScratchLayout {
-  std::size_t loss_slots = 0;
+  std::size_t reduced_doubles = 0;
+  bool sum_row_weights = false;
   int weight_blocks = 0;
   bool target_weights = false;
   bool class_weights = false;
-  std::size_t doubles() const { return loss_slots + 2 * static_cast<std::size_t>(weight_blocks); }
+  std::size_t doubles() const {
+    return reduced_doubles + 2 * static_cast<std::size_t>(weight_blocks);
+  }
 };
 
 ScratchLayout scratch_layout(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
-                             bool want_loss, const row::RowLaunch& launch) {
+                             bool want_loss, bool writes_grad, const row::RowLaunch& launch) {
   const bool soft = args.target_kind == TargetKind::probabilities;
   const bool reduced = options.reduction != Reduction::none;
+  const bool mean_over_targets = !soft && options.reduction == Reduction::mean;
   ScratchLayout layout;
-  layout.target_weights = !soft && options.reduction == Reduction::mean;
+  layout.target_weights = mean_over_targets && writes_grad;
   layout.class_weights =
       !soft && args.class_weight != nullptr && options.label_smoothing != 0;
   if (layout.target_weights || layout.class_weights) {
@@ -661,7 +691,10 @@ ScratchLayout scratch_layout(const CrossEntropyArgs& args, const CrossEntropyOpt
     layout.weight_blocks =
         static_cast<int>(grid_size_for(items, kWeightSumThreads * 16, kMaxWeightSumBlocks));
   }
-  if (want_loss && reduced) layout.loss_slots = launch.grid;
+  if (want_loss && reduced) {
+    layout.sum_row_weights = mean_over_targets && !writes_grad;
+    layout.reduced_doubles = reduced_loss_doubles(launch.grid, layout.sum_row_weights);
+  }
   return layout;
 }
 
@@ -682,7 +715,9 @@ Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs& args,
   const row::RowLaunch launch = row::plan_row_launch(RowOp::cross_entropy, args.rows,
                                                      args.classes, args.logits_dtype, *device);
   // With the loss wanted: the most any of the three passes needs.
-  *bytes = scratch_layout(args, options, true, launch).doubles() * sizeof(double);
+  const std::size_t forward = scratch_layout(args, options, true, false, launch).doubles();
+  const std::size_t with_grad = scratch_layout(args, options, true, true, launch).doubles();
+  *bytes = (forward > with_grad ? forward : with_grad) * sizeof(double);
   return {};
 }
 
@@ -745,21 +780,23 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.prefetch = launch.prefetch;
   p.chunk_pieces = launch.chunk_pieces;
 
-  const ScratchLayout layout = scratch_layout(args, options, p.want_loss, launch);
-  const bool partials = layout.loss_slots > 0;
-  const bool target_weights = layout.target_weights;
-  const bool class_weights = layout.class_weights;
-  const bool prepass = target_weights || class_weights;
-  const int weight_blocks = layout.weight_blocks;
-  const std::size_t loss_slots = layout.loss_slots;
+  const ScratchLayout layout = scratch_layout(args, options, p.want_loss, writes_grad, launch);
+  const bool prepass = layout.target_weights || layout.class_weights;
   CallScratch scratch;
-  if (partials || prepass) {
+  if (layout.doubles() > 0) {
     if (Status status = scratch.acquire(layout.doubles() * sizeof(double), exec.workspace,
                                         stream, "cross_entropy_workspace_size");
         !status.ok())
       return status;
   }
-  if (partials) p.loss_partials = scratch.as<double>();
+  if (layout.reduced_doubles > 0) {
+    if (Status status =
+            prepare_reduced_loss(scratch.as<double>(), launch.grid, layout.sum_row_weights,
+                                 args.loss, stream, &p.reduced);
+        !status.ok())
+      return status;
+    p.sum_row_weights = layout.sum_row_weights;
+  }
   p.fixed_denominator = mean && soft ? static_cast<double>(args.rows) : 1.0;
   if (prepass) {
     WeightSumParams w;
@@ -769,15 +806,16 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
     w.targets_i32 = p.targets_i32;
     w.ignore_index = options.ignore_index;
     w.class_weight = args.class_weight;
-    w.target_weights = target_weights;
-    w.class_weights = class_weights;
-    w.partials = scratch.as<double>() + loss_slots;
-    ACTLOSS_CUDA_TRY(simcuda::launch(cross_entropy_weight_sums_kernel, dim3(weight_blocks),
-                                     dim3(kWeightSumThreads), 0, stream, w));
+    w.target_weights = layout.target_weights;
+    w.class_weights = layout.class_weights;
+    w.partials = scratch.as<double>() + layout.reduced_doubles;
+    ACTLOSS_CUDA_TRY(simcuda::launch(cross_entropy_weight_sums_kernel,
+                                     dim3(layout.weight_blocks), dim3(kWeightSumThreads), 0,
+                                     stream, w));
     p.weight_partials = w.partials;
-    p.weight_blocks = weight_blocks;
-    p.denominator_from_targets = target_weights;
-    p.sum_class_weights = class_weights;
+    p.weight_blocks = layout.weight_blocks;
+    p.denominator_from_targets = layout.target_weights;
+    p.sum_class_weights = layout.class_weights;
   }
 
   // The gradient's dtype only matters when a gradient is written; forward reuses the logits'
@@ -790,12 +828,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
       return launch_cross_entropy<TX, TG>(launch, p, stream);
     });
   });
-  if (!status.ok()) return status;
-  if (partials) {
-    return finish_partial_sums(p.loss_partials, nullptr, static_cast<int>(launch.grid), 1.0,
-                               args.loss, stream);
-  }
-  return {};
+  return status;
 }
 
 }  // namespace actloss::detail

@@ -160,19 +160,19 @@ Status with_packs_per_step(std::int64_t packs, bool one_pack, F&& f) {
   return f(std::integral_constant<int, 1>{}, blocks);
 }
 
-// The workspace bytes of a reduced loss over `packs` packs: one double per block of the grid of
-// the one-pack loop, which has the most threads (several packs per step need fewer blocks).
+// The workspace bytes of a reduced loss over `packs` packs: the ReducedLoss of the grid of the
+// one-pack loop, which has the most threads (several packs per step need fewer blocks).
 inline Status loss_workspace_bytes(std::int64_t packs, std::size_t* bytes) {
   unsigned blocks = 0;
   if (Status status = blocks_for(threads_for(packs, 1), &blocks); !status.ok()) return status;
-  *bytes = sizeof(double) * blocks;
+  *bytes = sizeof(double) * reduced_loss_doubles(blocks, false);
   return {};
 }
 
-// Launches a loss kernel with `threads` threads. When `reduces`, every block leaves a double
-// partial sum in the call's scratch (a.partials: the workspace, or stream-ordered memory), and
-// finish_partial_sums adds them in block order into *loss, divided by `denominator`: the same
-// grid for the same shape, so the sum is reproducible.
+// Launches a loss kernel with `threads` threads. When `reduces`, the kernel's blocks leave their
+// double partial sums in the call's scratch (a.reduced: the workspace, or stream-ordered memory)
+// and the last of them writes their sum in block order, divided by `denominator` (a.denominator),
+// into *loss: one launch, the same grid for the same shape, so the sum is reproducible.
 template <class Args>
 Status launch_loss(void (*kernel)(Args), std::int64_t threads, Args& a, bool reduces,
                    double denominator, float* loss, const Exec& exec,
@@ -180,18 +180,20 @@ Status launch_loss(void (*kernel)(Args), std::int64_t threads, Args& a, bool red
   const cudaStream_t stream = exec.stream;
   unsigned blocks = 0;
   if (Status status = blocks_for(threads, &blocks); !status.ok()) return status;
-  CallScratch partials;
+  CallScratch scratch;
   if (reduces) {
+    const std::size_t doubles = reduced_loss_doubles(blocks, false);
     if (Status status =
-            partials.acquire(sizeof(double) * blocks, exec.workspace, stream, size_function);
+            scratch.acquire(sizeof(double) * doubles, exec.workspace, stream, size_function);
         !status.ok())
       return status;
-    a.partials = partials.as<double>();
+    if (Status status =
+            prepare_reduced_loss(scratch.as<double>(), blocks, false, loss, stream, &a.reduced);
+        !status.ok())
+      return status;
+    a.denominator = denominator;
   }
   ACTLOSS_CUDA_TRY(simcuda::launch(kernel, dim3(blocks), dim3(kThreads), 0, stream, a));
-  if (reduces)
-    return finish_partial_sums(a.partials, nullptr, static_cast<int>(blocks), denominator, loss,
-                               stream);
   return {};
 }
 

@@ -1,8 +1,8 @@
 // Mean squared error on the GPU (semantics: include/actloss/mse.h).
 //
 // One pass over input and target writes whatever the call asks for: the per-element loss
-// (Reduction::none), per-block partial sums of the loss (sum/mean, finished by
-// finish_partial_sums in a fixed order: no float atomics, bitwise reproducible), the gradient, or
+// (Reduction::none), per-block partial sums of the loss (sum/mean, added in a fixed
+// order by the last block to finish: no float atomics, bitwise reproducible, one launch), the gradient, or
 // several of these at once (forward_backward). Packs, vector loads and grid: cuda/elementwise.cuh.
 #include "cuda/elementwise.cuh"
 #include "cuda/reduce.cuh"
@@ -19,7 +19,8 @@ struct MseKernelArgs {
   ew::Packs packs;  // 1 x n
   ew::In input, target;
   float* loss_elements = nullptr;  // [n] under none when the loss is wanted, else null
-  double* partials = nullptr;      // [gridDim.x] under sum/mean when the loss is wanted, else null
+  ReducedLoss reduced;             // under sum/mean when the loss is wanted
+  double denominator = 1.0;        // of the reduced loss
   ew::Out grad;                    // data null when the gradient is not wanted
   // d loss / d input = 2 (input - target) * grad_coefficient * upstream, where
   // grad_coefficient = grad_scale / (mean denominator) and upstream is [n] under none, [1]
@@ -102,10 +103,8 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
   };
   ew::for_each_pack<kUnroll, MseLoaded, ew::Shape::one_row>(a.packs, a.vector, load, use);
 
-  if (a.partials != nullptr) {
-    const double block_total = block_sum(sum, warp_partials);
-    if (threadIdx.x == 0) a.partials[blockIdx.x] = block_total;
-  }
+  if (a.reduced.numerators != nullptr)
+    finish_reduced_loss(a.reduced, block_sum(sum, warp_partials), a.denominator, warp_partials);
 }
 
 }  // namespace
@@ -124,8 +123,7 @@ Status cuda_mse(Pass pass, const MseArgs& args, const MseOptions& options, const
 
   if (args.n == 0) {
     // Nothing to read or differentiate; sum and mean of nothing are 0.
-    if (reduces)
-      return finish_partial_sums(nullptr, nullptr, 0, denominator, args.loss, exec.stream);
+    if (reduces) ACTLOSS_CUDA_TRY(cudaMemsetAsync(args.loss, 0, sizeof(float), exec.stream));
     return {};
   }
 

@@ -1,11 +1,11 @@
-// Deterministic reduction of per-block partial sums to one float.
+// Deterministic reduction of per-block partial sums to one float, finished inside the launch.
 //
 // Sum and mean must be bitwise identical across runs and graph replays, so no float atomics touch
-// a result: each block of an op's main kernel writes its partial sums (in double, so that summing
-// millions of rows does not lose the 2^-21 relative accuracy we promise) to stream-ordered
-// scratch memory, and one finishing block adds them in a fixed order. The grid of the main kernel
-// depends only on the problem shape and the device, never on timing, so the partials are the same
-// every run.
+// a result: each block of an op's kernel writes its partial sums (in double, so that summing
+// millions of rows does not lose the 2^-21 relative accuracy we promise) to the call's scratch,
+// takes a ticket, and the block that takes the last ticket adds every partial in block order. No
+// block waits for another, and no second kernel is launched; the grid depends only on the shape
+// and the device, never on timing, so the partials and their order are the same every run.
 #pragma once
 
 #include "cuda/common.cuh"
@@ -69,11 +69,70 @@ __device__ __forceinline__ double block_sum(double value, double* warp_partials)
   return total;
 }
 
-// out[0] = sum(numerators) / denominator, where the denominator is sum(denominators) when
-// given, else constant_denominator; the sums run over `count` partials in a fixed order. A zero
-// denominator (an empty or all-ignored batch under mean) gives 0, never NaN; a NaN numerator
-// stays NaN. Defined in cuda/reduce.cu.
-Status finish_partial_sums(const double* numerators, const double* denominators, int count,
-                           double constant_denominator, float* out, cudaStream_t stream);
+// Where a kernel's blocks leave their partials, in the call's scratch. `numerators` is null when
+// the launch reduces nothing.
+struct ReducedLoss {
+  double* numerators = nullptr;    // [gridDim.x]
+  double* denominators = nullptr;  // [gridDim.x] when the blocks sum the denominator, else null
+  unsigned* ticket = nullptr;      // 0 at launch (clear_ticket)
+  float* out = nullptr;
+};
+
+// The scratch of a ReducedLoss over `blocks` blocks, in doubles: the partials, then one slot for
+// the ticket.
+inline std::size_t reduced_loss_doubles(std::size_t blocks, bool summed_denominator) {
+  return blocks * (summed_denominator ? 2 : 1) + 1;
+}
+
+// Lays a ReducedLoss out in `scratch` (reduced_loss_doubles of them) and queues the clearing of
+// its ticket on `stream`: a stream-ordered 4-byte memset, which a graph captures as a memset
+// node. The memory may be the caller's workspace, with whatever a previous call left in it.
+inline Status prepare_reduced_loss(double* scratch, std::size_t blocks, bool summed_denominator,
+                                   float* out, cudaStream_t stream, ReducedLoss* reduced) {
+  reduced->numerators = scratch;
+  reduced->denominators = summed_denominator ? scratch + blocks : nullptr;
+  reduced->ticket = reinterpret_cast<unsigned*>(scratch + blocks * (summed_denominator ? 2 : 1));
+  reduced->out = out;
+  ACTLOSS_CUDA_TRY(cudaMemsetAsync(reduced->ticket, 0, sizeof(unsigned), stream));
+  return {};
+}
+
+// Every thread of every block calls this once, at the end of the kernel, with the block's sums
+// (the same on every thread, as block_sum gives them). The last block to finish writes
+//   *out = sum(numerators) / denominator,
+// the denominator being sum(denominators) when the blocks sum it, else `block_denominator`
+// (then a constant of the launch, the same in every block). A zero denominator (an empty or
+// all-ignored batch under mean) gives 0, never NaN; a NaN numerator stays NaN. `warp_partials`
+// as for block_sum.
+__device__ __forceinline__ void finish_reduced_loss(const ReducedLoss& reduced,
+                                                    double block_numerator,
+                                                    double block_denominator,
+                                                    double* warp_partials) {
+  __shared__ unsigned last_block;
+  if (threadIdx.x == 0) {
+    reduced.numerators[blockIdx.x] = block_numerator;
+    if (reduced.denominators != nullptr) reduced.denominators[blockIdx.x] = block_denominator;
+    // Our partials are visible to every block before the ticket says they are there.
+    __threadfence();
+    last_block = atomicAdd(reduced.ticket, 1u) == gridDim.x - 1 ? 1u : 0u;
+  }
+  __syncthreads();
+  if (last_block == 0u) return;
+  // Every other block fenced before taking its ticket; this fence orders our reads after ours.
+  __threadfence();
+  double numerator = 0.0, denominator = 0.0;
+  for (unsigned b = threadIdx.x; b < gridDim.x; b += blockDim.x) {
+    // L2 loads (.cg): another SM wrote these, and this SM's L1 is not coherent with it.
+    numerator += __ldcg(reduced.numerators + b);
+    if (reduced.denominators != nullptr) denominator += __ldcg(reduced.denominators + b);
+  }
+  numerator = block_sum(numerator, warp_partials);
+  denominator = reduced.denominators != nullptr ? block_sum(denominator, warp_partials)
+                                                : block_denominator;
+  if (threadIdx.x == 0) {
+    const double value = denominator == 0.0 ? 0.0 : numerator / denominator;
+    *reduced.out = static_cast<float>(numerator != numerator ? numerator : value);
+  }
+}
 
 }  // namespace actloss::cuda

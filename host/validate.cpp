@@ -30,6 +30,11 @@ Status check_exec(const Exec& exec) {
   if (!is_valid(exec.device)) {
     return invalid("exec.device", "not a Device value (got ", static_cast<int>(exec.device), ")");
   }
+  if (exec.pointer_checks != PointerChecks::every_call &&
+      exec.pointer_checks != PointerChecks::none) {
+    return invalid("exec.pointer_checks", "not a PointerChecks value (got ",
+                   static_cast<int>(exec.pointer_checks), ")");
+  }
   return {};
 }
 
@@ -219,7 +224,7 @@ Status check_workspace_query(const Exec& exec, const std::size_t* bytes) {
 }
 
 Status check_device_pointers(const Exec& exec, std::initializer_list<const Region*> regions) {
-  if (exec.device != Device::cuda) return {};
+  if (exec.device != Device::cuda || exec.pointer_checks == PointerChecks::none) return {};
   for (const Region* region : regions) {
     if (region->bytes == 0 || region->data == nullptr) continue;
     ACTLOSS_TRY(detail::cuda_check_pointer(region->data, region->argument));

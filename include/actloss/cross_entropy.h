@@ -111,8 +111,9 @@ Status cross_entropy_forward_backward(const CrossEntropyArgs& args,
                                       const CrossEntropyOptions& options, const Exec& exec);
 
 // The bytes of Exec::workspace (see Workspace) that cross_entropy_forward, _backward and
-// _forward_backward need with these arguments and options on exec's device: 0 when none (the
-// CPU, Reduction::none without class weights and label smoothing, no rows). Reads rows,
+// _forward_backward need with these arguments and options on exec's device (the most of the
+// three: a forward under mean sums its denominator beside the loss): 0 when none (the CPU,
+// Reduction::none without class weights and label smoothing, no rows). Reads rows,
 // classes, logits_dtype, target_kind, whether class_weight is null, and the options; the other
 // pointers need not be set yet.
 Status cross_entropy_workspace_size(const CrossEntropyArgs& args,

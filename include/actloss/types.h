@@ -95,11 +95,15 @@ struct DeviceError {
 
 // Device memory that an op uses for its intermediate results: the per-block partial sums behind
 // a reduced loss (cross-entropy, BCE and MSE with Reduction::sum or mean, and cross-entropy's
-// target-weight sums). `<op>_workspace_size` says how many bytes a call needs; other ops need
-// none and ignore it.
+// target-weight sums), and the counter that lets the kernel's last block add them up, so that a
+// reduced loss is one kernel after a 4-byte memset of that counter (cross-entropy adds a small
+// pre-pass over the targets where a gradient needs a batch-wide sum first: mean over class
+// targets, label smoothing with class weights). `<op>_workspace_size` says how many bytes a call
+// needs; other ops need none and ignore it. Its contents need no initialisation and are
+// overwritten.
 //
 // Given (data not null), the call uses it and allocates nothing, so it fits a caller's allocator
-// and its memory accounting, and captures into a CUDA graph as kernel nodes only. It must be
+// and its memory accounting, and captures into a CUDA graph as kernel and memset nodes only. It must be
 // device memory on exec's device, aligned to 16 bytes, at least the size asked for, and apart
 // from every other buffer of the call; too small is an invalid_argument naming
 // "exec.workspace", and nothing is written. Calls ordered on one stream may share a workspace;
@@ -113,18 +117,34 @@ struct Workspace {
   std::size_t bytes = 0;
 };
 
+// How a CUDA call makes sure that its buffers are memory the current device can use.
+enum class PointerChecks : std::uint8_t {
+  // The default: cudaPointerGetAttributes on every buffer, so that a host pointer or another
+  // device's memory is refused by name before anything runs. It costs host time on every call
+  // (a fraction of a microsecond per buffer; the `host_cost/` benchmarks measure it).
+  every_call,
+  // Trust the caller: the other checks (null, sizes, strides, alignment, overlap, workspace)
+  // stay, but a pointer the device cannot reach is not caught here; the kernel then faults with
+  // an illegal-address error, which ends the CUDA context. For hot loops whose buffers were
+  // checked once, by an earlier call with every_call.
+  none,
+};
+
 // Where and how an op runs.
 struct Exec {
   Device device = Device::cpu;
   // CUDA only: the stream every kernel and copy of the call is ordered on. No op synchronises it.
   Stream stream = nullptr;
   // CUDA only, optional: where kernels record data errors (see DeviceError). When null, actloss
-  // keeps one record per device and stream (allocated on the stream's first use; capture a CUDA
-  // graph after a first call on that stream); `take_device_error` reads either. Calls on other
-  // streams never see or clear each other's errors.
+  // keeps one record per device and stream, allocated on the stream's first use: capture a CUDA
+  // graph after a first call on that stream (a first call while capturing is refused as
+  // unsupported, "exec.device_error", and the capture goes on). `take_device_error` reads
+  // either. Calls on other streams never see or clear each other's errors.
   DeviceError* device_error = nullptr;
   // CUDA only, optional: scratch memory for the call (see Workspace).
   Workspace workspace = {};
+  // CUDA only: see PointerChecks.
+  PointerChecks pointer_checks = PointerChecks::every_call;
 };
 
 // Reads, clears and converts the data-error record of `exec` (the caller's, or actloss's own for

@@ -74,6 +74,9 @@ std::vector<ActCase> act_reject_cases() {
   return {
       {"DeviceOutOfEnum", both, [](ActSetup& s) { s.exec.device = garbage<Device>(255); },
        "exec.device"},
+      {"PointerChecksOutOfEnum", both,
+       [](ActSetup& s) { s.exec.pointer_checks = garbage<PointerChecks>(5); },
+       "exec.pointer_checks"},
       {"ActivationOutOfEnum", both,
        [](ActSetup& s) {
          s.options.activation = garbage<Activation>(7);

@@ -83,6 +83,9 @@ std::vector<BceCase> bce_reject_cases() {
   return {
       {"DeviceOutOfEnum", kAllPasses, [](BceSetup& s) { s.exec.device = garbage<Device>(2); },
        "exec.device"},
+      {"PointerChecksOutOfEnum", kAllPasses,
+       [](BceSetup& s) { s.exec.pointer_checks = garbage<PointerChecks>(5); },
+       "exec.pointer_checks"},
       {"ReductionOutOfEnum", kAllPasses,
        [](BceSetup& s) { s.options.reduction = garbage<Reduction>(250); }, "options.reduction"},
       {"GradScaleNaN", kGradPasses, [](BceSetup& s) { s.args.grad_scale = NAN; }, "grad_scale"},

@@ -103,6 +103,9 @@ std::vector<CeCase> ce_reject_cases() {
   return {
       {"DeviceOutOfEnum", kAllPasses, [](CeSetup& s) { s.exec.device = garbage<Device>(7); },
        "exec.device"},
+      {"PointerChecksOutOfEnum", kAllPasses,
+       [](CeSetup& s) { s.exec.pointer_checks = garbage<PointerChecks>(5); },
+       "exec.pointer_checks"},
       {"ReductionOutOfEnum", kAllPasses,
        [](CeSetup& s) { s.options.reduction = garbage<Reduction>(3); }, "options.reduction"},
       {"LabelSmoothingNegative", kAllPasses,

@@ -72,6 +72,9 @@ std::vector<MseCase> mse_reject_cases() {
   return {
       {"DeviceOutOfEnum", kAllPasses, [](MseSetup& s) { s.exec.device = garbage<Device>(9); },
        "exec.device"},
+      {"PointerChecksOutOfEnum", kAllPasses,
+       [](MseSetup& s) { s.exec.pointer_checks = garbage<PointerChecks>(5); },
+       "exec.pointer_checks"},
       {"ReductionOutOfEnum", kAllPasses,
        [](MseSetup& s) { s.options.reduction = garbage<Reduction>(4); }, "options.reduction"},
       {"GradScaleNaN", kGradPasses, [](MseSetup& s) { s.args.grad_scale = NAN; }, "grad_scale"},

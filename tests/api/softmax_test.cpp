@@ -65,6 +65,9 @@ std::vector<SmCase> sm_reject_cases() {
   return {
       {"DeviceOutOfEnum", both, [](SmSetup& s) { s.exec.device = garbage<Device>(3); },
        "exec.device"},
+      {"PointerChecksOutOfEnum", both,
+       [](SmSetup& s) { s.exec.pointer_checks = garbage<PointerChecks>(5); },
+       "exec.pointer_checks"},
       {"RowsNegative", both,
        [](SmSetup& s) {
          s.fwd.rows = -1;

@@ -38,8 +38,9 @@ std::vector<std::uint8_t> poison_and_run(const ReducedCall& c, const Exec& exec,
   return bytes;
 }
 
-// `exact`: the asked-for size is what the call needs, so a byte less is refused (cross-entropy,
-// for a call that writes the loss); otherwise it covers every loop and layout the call may pick
+// `exact`: the asked-for size is what the call needs, so a byte less is refused (cross-entropy's
+// forward, the pass that needs the most: under mean its blocks also sum the denominator);
+// otherwise it covers every loop and layout the call may pick
 // (BCE, MSE), and only less than one partial sum is sure to be too small.
 void expect_workspace_contract(const ReducedCall& c, bool exact) {
   std::size_t bytes = 0;
@@ -80,7 +81,7 @@ TEST(CudaWorkspace, CrossEntropyUsesTheGivenWorkspace) {
       upload_vector(std::vector<float>(std::size_t(kRows * kClasses), 0.25f));
   std::vector<std::int64_t> labels(kRows);
   for (std::int64_t r = 0; r < kRows; ++r) labels[std::size_t(r)] = (r * 17) % kClasses;
-  labels[3] = -100;  // ignored: the mean's denominator comes from the pre-pass
+  labels[3] = -100;  // ignored: not in the mean's denominator
   const DeviceBuffer targets = upload_vector(labels);
   const DeviceBuffer class_weight = upload_vector(std::vector<float>(kClasses, 0.5f));
   DeviceBuffer loss(sizeof(float)), grad(std::size_t(kRows * kClasses) * sizeof(float));
@@ -95,12 +96,24 @@ TEST(CudaWorkspace, CrossEntropyUsesTheGivenWorkspace) {
   args.grad = grad.get();
   CrossEntropyOptions options;  // mean
   options.label_smoothing = 0.1f;  // with class weights: the second pre-pass sum
-  expect_workspace_contract(ReducedCall{
-      [&](const Exec& exec, std::size_t* bytes) {
-        return cross_entropy_workspace_size(args, options, exec, bytes);
-      },
-      [&](const Exec& exec) { return cross_entropy_forward_backward(args, options, exec); },
-      {&loss, &grad}}, true);
+  const auto size = [&](const Exec& exec, std::size_t* bytes) {
+    return cross_entropy_workspace_size(args, options, exec, bytes);
+  };
+  {
+    SCOPED_TRACE("forward: the denominator summed beside the loss");
+    expect_workspace_contract(
+        ReducedCall{size, [&](const Exec& exec) { return cross_entropy_forward(args, options, exec); },
+                    {&loss}},
+        true);
+  }
+  {
+    SCOPED_TRACE("forward_backward: the denominator from the pre-pass");
+    expect_workspace_contract(
+        ReducedCall{size,
+                    [&](const Exec& exec) { return cross_entropy_forward_backward(args, options, exec); },
+                    {&loss, &grad}},
+        false);
+  }
 
   // Per-row losses without weights or smoothing need no scratch.
   CrossEntropyOptions per_row;
