@@ -39,6 +39,7 @@ std::array<PerDevice, kMaxDevices>& per_device() {
 }
 
 Status current_device(int* device) {
+  if (Status status = detail::cuda_require_device(); !status.ok()) return status;
   ACTLOSS_CUDA_TRY(cudaGetDevice(device));
   if (*device < 0 || *device >= kMaxDevices)
     return Status(StatusCode::unsupported, "exec.device",
@@ -126,6 +127,29 @@ Status device_error_record(const Exec& exec, DeviceError** record) {
 
 namespace actloss::detail {
 
+Status cuda_require_device() {
+  struct Probe {
+    cudaError_t error = cudaSuccess;
+    int count = 0;
+  };
+  // Without a driver every runtime call fails the same way; asking once keeps the answer (and
+  // its cost) out of every later call.
+  static const Probe probe = [] {
+    Probe p;
+    p.error = cudaGetDeviceCount(&p.count);
+    if (p.error != cudaSuccess) (void)cudaGetLastError();
+    return p;
+  }();
+  if (probe.error == cudaSuccess && probe.count > 0) return {};
+  const std::string reason = probe.error != cudaSuccess
+                                 ? std::string(cudaGetErrorName(probe.error)) + ": " +
+                                       cudaGetErrorString(probe.error)
+                                 : std::string("the runtime found no device");
+  return Status(StatusCode::no_device, "exec.device",
+                "exec.device: Device::cuda, but this process can use no CUDA device (" + reason +
+                    "); run with Device::cpu, or where a GPU and its driver are present");
+}
+
 Status cuda_check_pointer(const void* pointer, const char* argument) {
   cudaPointerAttributes attributes{};
   const cudaError_t error = cudaPointerGetAttributes(&attributes, pointer);
@@ -151,6 +175,21 @@ Status cuda_check_pointer(const void* pointer, const char* argument) {
                       std::to_string(attributes.device) + ", but the current device is " +
                       std::to_string(device));
   return {};
+}
+
+Status cuda_check_host_pointer(const void* pointer, const char* argument) {
+  // Without a usable device there is no device memory to mistake for host memory.
+  if (!cuda_require_device().ok()) return {};
+  cudaPointerAttributes attributes{};
+  if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return {};
+  }
+  if (attributes.type != cudaMemoryTypeDevice) return {};
+  return Status(StatusCode::invalid_argument, argument,
+                std::string(argument) +
+                    ": CUDA device memory, which the CPU path cannot read; pass host memory, or "
+                    "run with Device::cuda (exec.device)");
 }
 
 Status cuda_take_device_error(const Exec& exec) {

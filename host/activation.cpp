@@ -61,7 +61,7 @@ Status check_options(const ActivationOptions& options) {
   }
   // alpha is read by leaky_relu alone; elsewhere it is ignored like any unused field.
   if (options.activation == Activation::leaky_relu) {
-    ACTLOSS_TRY(host::check_finite(options.alpha, "alpha"));
+    ACTLOSS_TRY(host::check_finite(options.alpha, "options.alpha"));
   }
   return {};
 }
@@ -228,8 +228,8 @@ Status activation_forward(const ActivationForwardArgs& args, const ActivationOpt
                           const Exec& exec) {
   ForwardPlan plan;
   ACTLOSS_TRY(validate_forward(args, options, exec, plan));
+  ACTLOSS_TRY(host::check_memory(exec, {&plan.x, &plan.y, &plan.relu_mask}));
   if (exec.device == Device::cpu) return forward_on_cpu(args, options);
-  ACTLOSS_TRY(host::check_device_pointers(exec, {&plan.x, &plan.y, &plan.relu_mask}));
   return detail::cuda_activation_forward(args, options, exec);
 }
 
@@ -237,8 +237,8 @@ Status activation_backward(const ActivationBackwardArgs& args, const ActivationO
                            const Exec& exec) {
   BackwardPlan plan;
   ACTLOSS_TRY(validate_backward(args, options, exec, plan));
+  ACTLOSS_TRY(host::check_memory(exec, {&plan.saved, &plan.dy, &plan.dx}));
   if (exec.device == Device::cpu) return backward_on_cpu(args, options);
-  ACTLOSS_TRY(host::check_device_pointers(exec, {&plan.saved, &plan.dy, &plan.dx}));
   return detail::cuda_activation_backward(args, options, exec);
 }
 

@@ -46,11 +46,11 @@ Status check_options(Pass pass, const CrossEntropyArgs& args,
   ACTLOSS_TRY(host::check_reduction(options.reduction));
   // The negated form also rejects NaN.
   if (!(options.label_smoothing >= 0.0f && options.label_smoothing <= 1.0f)) {
-    return host::invalid("label_smoothing", "must be in [0, 1] (got ", options.label_smoothing,
-                         ")");
+    return host::invalid("options.label_smoothing", "must be in [0, 1] (got ",
+                         options.label_smoothing, ")");
   }
-  ACTLOSS_TRY(host::check_finite_non_negative(options.z_loss, "z_loss"));
-  ACTLOSS_TRY(host::check_finite_non_negative(options.softcap, "softcap"));
+  ACTLOSS_TRY(host::check_finite_non_negative(options.z_loss, "options.z_loss"));
+  ACTLOSS_TRY(host::check_finite_non_negative(options.softcap, "options.softcap"));
   if (pass != Pass::forward) ACTLOSS_TRY(host::check_finite(args.grad_scale, "grad_scale"));
   return {};
 }
@@ -303,10 +303,10 @@ Status run(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOptions& o
       exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
              &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad},
       workspace));
-  if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
-  ACTLOSS_TRY(host::check_device_pointers(
+  ACTLOSS_TRY(host::check_memory(
       exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
              &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad, &workspace}));
+  if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
   return detail::cuda_cross_entropy(pass, plan.args, options, exec);
 }
 

@@ -114,10 +114,10 @@ Status run(Pass pass, const MseArgs& args, const MseOptions& options, const Exec
   ACTLOSS_TRY(host::check_workspace(
       exec, {&plan.input, &plan.target, &plan.loss, &plan.grad, &plan.upstream_grad},
       workspace));
-  if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
-  ACTLOSS_TRY(host::check_device_pointers(
+  ACTLOSS_TRY(host::check_memory(
       exec, {&plan.input, &plan.target, &plan.loss, &plan.grad, &plan.upstream_grad,
              &workspace}));
+  if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
   return detail::cuda_mse(pass, plan.args, options, exec);
 }
 

@@ -52,8 +52,8 @@ Status softmax_forward(const SoftmaxForwardArgs& in, const SoftmaxOptions& optio
                       args.y_row_stride, "y_row_stride", y));
   ACTLOSS_TRY(host::check_no_overlap_except_in_place(y, x, {}));
 
+  ACTLOSS_TRY(host::check_memory(exec, {&x, &y}));
   if (exec.device == Device::cuda) {
-    ACTLOSS_TRY(host::check_device_pointers(exec, {&x, &y}));
     return detail::cuda_softmax_forward(args, options, exec);
   }
   return host::run_cpu("softmax_forward", [&] {
@@ -79,8 +79,8 @@ Status softmax_backward(const SoftmaxBackwardArgs& in, const SoftmaxOptions& opt
                       args.dx_row_stride, "dx_row_stride", dx));
   ACTLOSS_TRY(host::check_no_overlap_except_in_place(dx, dy, {&y}));
 
+  ACTLOSS_TRY(host::check_memory(exec, {&y, &dy, &dx}));
   if (exec.device == Device::cuda) {
-    ACTLOSS_TRY(host::check_device_pointers(exec, {&y, &dy, &dx}));
     return detail::cuda_softmax_backward(args, options, exec);
   }
   return host::run_cpu("softmax_backward", [&] {

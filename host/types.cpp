@@ -45,6 +45,7 @@ const char* to_string(StatusCode code) {
     case StatusCode::unsupported: return "unsupported";
     case StatusCode::cuda_error: return "cuda_error";
     case StatusCode::internal: return "internal";
+    case StatusCode::no_device: return "no_device";
   }
   return "invalid StatusCode";
 }

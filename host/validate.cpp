@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <string_view>
 
 #include "host/backend.h"
 
@@ -223,11 +224,16 @@ Status check_workspace_query(const Exec& exec, const std::size_t* bytes) {
   return {};
 }
 
-Status check_device_pointers(const Exec& exec, std::initializer_list<const Region*> regions) {
-  if (exec.device != Device::cuda || exec.pointer_checks == PointerChecks::none) return {};
+Status check_memory(const Exec& exec, std::initializer_list<const Region*> regions) {
+  if (exec.device == Device::cuda) ACTLOSS_TRY(detail::cuda_require_device());
+  if (exec.pointer_checks == PointerChecks::none) return {};
   for (const Region* region : regions) {
     if (region->bytes == 0 || region->data == nullptr) continue;
-    ACTLOSS_TRY(detail::cuda_check_pointer(region->data, region->argument));
+    if (exec.device == Device::cuda) {
+      ACTLOSS_TRY(detail::cuda_check_pointer(region->data, region->argument));
+    } else if (std::string_view(region->argument) != "exec.workspace") {
+      ACTLOSS_TRY(detail::cuda_check_host_pointer(region->data, region->argument));
+    }
   }
   return {};
 }

@@ -98,9 +98,11 @@ Status check_no_overlap(const Region& output, std::initializer_list<const Region
 Status check_no_overlap_except_in_place(const Region& output, const Region& in_place_partner,
                                         std::initializer_list<const Region*> others);
 
-// For Device::cuda: asks the backend whether every region that will be touched is
-// device-accessible. Nothing to do for Device::cpu.
-Status check_device_pointers(const Exec& exec, std::initializer_list<const Region*> regions);
+// That every region the call will touch is memory its device can use: for Device::cuda, that a
+// device is usable and (unless exec.pointer_checks says none) that each buffer is
+// device-accessible; for Device::cpu in a build with the CUDA backend, that no buffer is device
+// memory, which the host cannot read (the workspace, which the CPU ignores, excepted).
+Status check_memory(const Exec& exec, std::initializer_list<const Region*> regions);
 
 // exec.workspace of an op that may use one: data and bytes given together, data aligned to 16
 // bytes, the range not wrapping around and apart from every region of the call. Its size is the

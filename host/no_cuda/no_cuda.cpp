@@ -13,6 +13,9 @@ Status not_built() {
 
 }  // namespace
 
+Status cuda_require_device() { return not_built(); }
+Status cuda_check_host_pointer(const void*, const char*) { return {}; }
+
 Status cuda_cross_entropy(Pass, const CrossEntropyArgs&, const CrossEntropyOptions&,
                           const Exec&) {
   return not_built();

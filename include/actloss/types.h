@@ -57,6 +57,7 @@ enum class StatusCode : std::uint8_t {
   unsupported,       // valid request this build or device cannot serve (e.g. CUDA not built)
   cuda_error,        // the CUDA runtime reported an error
   internal,          // a bug in actloss
+  no_device,         // Device::cuda, but no CUDA device or driver is usable in this process
 };
 
 const char* to_string(StatusCode code);
@@ -117,16 +118,17 @@ struct Workspace {
   std::size_t bytes = 0;
 };
 
-// How a CUDA call makes sure that its buffers are memory the current device can use.
+// How a call makes sure that its buffers are memory its device can use.
 enum class PointerChecks : std::uint8_t {
-  // The default: cudaPointerGetAttributes on every buffer, so that a host pointer or another
-  // device's memory is refused by name before anything runs. It costs host time on every call
+  // The default: cudaPointerGetAttributes on every buffer, so that on Device::cuda a host
+  // pointer or another device's memory, and on Device::cpu (in a build with the CUDA backend)
+  // device memory, is refused by name before anything runs. It costs host time on every call
   // (a fraction of a microsecond per buffer; the `host_cost/` benchmarks measure it).
   every_call,
   // Trust the caller: the other checks (null, sizes, strides, alignment, overlap, workspace)
-  // stay, but a pointer the device cannot reach is not caught here; the kernel then faults with
-  // an illegal-address error, which ends the CUDA context. For hot loops whose buffers were
-  // checked once, by an earlier call with every_call.
+  // stay, but a pointer the device cannot reach is not caught here; a CUDA kernel then faults
+  // with an illegal-address error, which ends the CUDA context, and the CPU path crashes the
+  // process. For hot loops whose buffers were checked once, by an earlier call with every_call.
   none,
 };
 

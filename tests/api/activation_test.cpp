@@ -89,14 +89,14 @@ std::vector<ActCase> act_reject_cases() {
          s.options.alpha = NAN;
          s.fwd.relu_mask = nullptr;
        },
-       "alpha"},
+       "options.alpha"},
       {"LeakyAlphaInfinite", both,
        [](ActSetup& s) {
          s.options.activation = Activation::leaky_relu;
          s.options.alpha = -INFINITY;
          s.fwd.relu_mask = nullptr;
        },
-       "alpha"},
+       "options.alpha"},
       {"CountNegative", both,
        [](ActSetup& s) {
          s.fwd.n = -1;
