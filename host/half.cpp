@@ -1,4 +1,5 @@
 #include "host/half.h"
+#include <actloss/half.h>
 
 #include <cmath>
 #include <limits>
@@ -142,3 +143,25 @@ void store_from_double(void* base, DType dtype, std::int64_t index, double value
 }
 
 }  // namespace actloss::host
+
+namespace actloss {
+
+std::uint16_t float_to_f16_bits(float value) { return host::float_to_half_bits(value); }
+std::uint16_t float_to_bf16_bits(float value) { return host::float_to_bf16_bits(value); }
+float f16_bits_to_float(std::uint16_t bits) { return host::half_bits_to_float(bits); }
+float bf16_bits_to_float(std::uint16_t bits) { return host::bf16_bits_to_float(bits); }
+
+void floats_to_f16(const float* in, std::size_t count, std::uint16_t* out) {
+  for (std::size_t i = 0; i < count; ++i) out[i] = host::float_to_half_bits(in[i]);
+}
+void floats_to_bf16(const float* in, std::size_t count, std::uint16_t* out) {
+  for (std::size_t i = 0; i < count; ++i) out[i] = host::float_to_bf16_bits(in[i]);
+}
+void f16_to_floats(const std::uint16_t* in, std::size_t count, float* out) {
+  for (std::size_t i = 0; i < count; ++i) out[i] = host::half_bits_to_float(in[i]);
+}
+void bf16_to_floats(const std::uint16_t* in, std::size_t count, float* out) {
+  for (std::size_t i = 0; i < count; ++i) out[i] = host::bf16_bits_to_float(in[i]);
+}
+
+}  // namespace actloss

@@ -2,8 +2,9 @@
 //
 //   actloss validate [--device cpu|cuda] [--op NAME] [--quick | --smoke] [--failures-only]
 //   actloss bench    [--device cpu|cuda] [--op NAME] [--quick]
-//   actloss info
+//   actloss info     [--cuda-device]
 //   actloss demo     [--device cpu|cuda] [--out FILE.svg] [--quick]
+//   actloss <command> --help, actloss help <command>
 //
 // Exit status: 0 success, 1 a check failed or a benchmark errored, 2 bad usage or an
 // unavailable device.
@@ -69,6 +70,66 @@ void usage(std::FILE* out) {
       "  --out FILE.svg     demo: write the loss curves as SVG\n");
 }
 
+// `actloss <command> --help` and `actloss help <command>`: what that command does and only the
+// options it takes.
+void command_usage(const std::string& command, std::FILE* out) {
+  const char* device =
+      "  --device cpu|cuda  one device (default: cpu, plus cuda when this build has the\n"
+      "                     CUDA backend and a device)\n";
+  const char* op =
+      "  --op NAME          one op: cross_entropy (ce), bce_with_logits (bce), softmax,\n"
+      "                     log_softmax, mse, activation (all seven), or one activation:\n"
+      "                     relu, leaky_relu, tanh, sigmoid, gelu_erf, gelu_tanh, silu\n";
+  if (command == "validate") {
+    std::fprintf(out,
+                 "usage: actloss validate [--device cpu|cuda] [--op NAME] [--quick | --smoke]\n"
+                 "                        [--failures-only]\n"
+                 "\n"
+                 "Runs every op x dtype x dispatch path on random and adversarial inputs and\n"
+                 "compares each with the float64 reference; exit 1 on any failure.\n"
+                 "\n"
+                 "%s%s"
+                 "  --quick            a representative subset: seconds rather than minutes\n"
+                 "  --smoke            a smaller subset still crossing every path (for\n"
+                 "                     sanitizer builds)\n"
+                 "  --failures-only    list only the failing cases\n",
+                 device, op);
+  } else if (command == "bench") {
+    std::fprintf(out,
+                 "usage: actloss bench [--device cpu|cuda] [--op NAME] [--quick]\n"
+                 "\n"
+                 "GB/s of each op (and of the peers this build has) against the copy bandwidth\n"
+                 "measured in the same run. A simulated CUDA device is measured only when\n"
+                 "--device cuda asks for it.\n"
+                 "\n"
+                 "%s%s"
+                 "  --quick            a representative subset: seconds rather than minutes\n",
+                 device, op);
+  } else if (command == "info") {
+    std::fprintf(out,
+                 "usage: actloss info [--cuda-device]\n"
+                 "\n"
+                 "Build options, devices, and memory bandwidth measured now.\n"
+                 "\n"
+                 "  --cuda-device      print nothing; exit 0 when this build can run its CUDA\n"
+                 "                     kernels here (a GPU, or the simulator), 1 otherwise\n");
+  } else {
+    std::fprintf(out,
+                 "usage: actloss demo [--device cpu|cuda] [--out FILE.svg] [--quick]\n"
+                 "\n"
+                 "Trains a small MLP: softmax + cross-entropy against sigmoid + MSE, and the\n"
+                 "gradient norm by depth for each activation.\n"
+                 "\n"
+                 "  --device cpu|cuda  where to train (default: cpu)\n"
+                 "  --out FILE.svg     write the loss curves as SVG\n"
+                 "  --quick            fewer steps and nets\n");
+  }
+}
+
+bool known_command(const std::string& command) {
+  return command == "validate" || command == "bench" || command == "info" || command == "demo";
+}
+
 bool device_usable(Device device, std::string& why) {
   if (device == Device::cpu) return true;
   if (!cuda_backend_built()) {
@@ -105,11 +166,14 @@ int main_with(int argc, char** argv) {
   }
   const std::string command = argv[1];
   if (command == "-h" || command == "--help" || command == "help") {
-    usage(stdout);
+    if (argc >= 3 && known_command(argv[2])) {
+      command_usage(argv[2], stdout);
+    } else {
+      usage(stdout);
+    }
     return 0;
   }
-  if (command != "validate" && command != "bench" && command != "info" &&
-      command != "demo") {
+  if (!known_command(command)) {
     std::fprintf(stderr, "actloss: unknown command '%s'\n\n", command.c_str());
     usage(stderr);
     return 2;
@@ -121,6 +185,8 @@ int main_with(int argc, char** argv) {
   bool failures_only = false;
   std::string device_name;
   std::string out_path;
+  bool cuda_device_query = false;
+  std::string cuda_why;
   for (int i = 2; i < argc; ++i) {
     const std::string arg = argv[i];
     auto value = [&](const char* flag) -> std::string {
@@ -142,17 +208,20 @@ int main_with(int argc, char** argv) {
       device_name = value("--device");
     } else if (arg == "--op" || arg.rfind("--op=", 0) == 0) {
       options.op = value("--op");
+    } else if (command == "info" && arg == "--cuda-device") {
+      cuda_device_query = true;
     } else if (command == "demo" && (arg == "--out" || arg.rfind("--out=", 0) == 0)) {
       out_path = value("--out");
     } else if (arg == "-h" || arg == "--help") {
-      usage(stdout);
+      command_usage(command, stdout);
       return 0;
     } else {
       std::fprintf(stderr, "actloss %s: unknown option '%s'\n", command.c_str(), arg.c_str());
       return 2;
     }
   }
-  if (command == "info") return info();
+  if (command == "info") return cuda_device_query ? (device_usable(Device::cuda, cuda_why) ? 0 : 1)
+                                                  : info();
   if (command == "demo") {
     // One device per run: the point is the comparison between configurations, not devices.
     if (device_name.empty() || device_name == "cpu") return demo(quick, out_path, Device::cpu);

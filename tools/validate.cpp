@@ -50,10 +50,14 @@ struct Worst {
 // CPU path, against the float64 reference.
 std::string device_heading(Device device) {
   if (device == Device::cpu)
-    return "cpu: the CPU path (the float64 reference, rounded into each output's dtype)";
+    return "cpu: the CPU path against the float64 reference. The CPU path IS that reference, "
+           "rounded into each output's dtype, so this checks the rounding, the validation and "
+           "the harness, not an independent implementation";
   const bench::DeviceDescription d = bench::describe_device(Device::cuda);
-  return bench::simulated_cuda() ? "cuda: the CUDA kernels on the CPU simulator (" + d.name + ")"
-                                 : "cuda: the CUDA kernels on " + d.name;
+  return bench::simulated_cuda()
+             ? "cuda: the CUDA kernels, run on the CPU simulator (" + d.name +
+                   "), against the float64 reference"
+             : "cuda: the CUDA kernels on " + d.name + ", against the float64 reference";
 }
 
 }  // namespace

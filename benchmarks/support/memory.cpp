@@ -257,12 +257,30 @@ std::size_t last_level_cache_bytes(Device device) {
     return static_cast<std::size_t>(std::max(l2, 1 << 20));
 #endif
   }
-  long largest = 0;
+  // sysfs describes the caches this CPU actually sees; glibc's sysconf reads CPUID, which under
+  // a hypervisor can report the host's whole L3 (320 MiB on a VM that has 32 MiB).
+  std::size_t largest = 0;
+  for (int index = 0; index < 8; ++index) {
+    std::ifstream file("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) +
+                       "/size");
+    std::string text;
+    if (!(file >> text) || text.empty()) continue;
+    std::size_t scale = 1;
+    if (text.back() == 'K') scale = std::size_t{1} << 10;
+    if (text.back() == 'M') scale = std::size_t{1} << 20;
+    if (scale != 1) text.pop_back();
+    try {
+      largest = std::max(largest, static_cast<std::size_t>(std::stoull(text)) * scale);
+    } catch (const std::exception&) {
+    }
+  }
+  if (largest > 0) return largest;
+  long reported = 0;
   for (int name : {_SC_LEVEL1_DCACHE_SIZE, _SC_LEVEL2_CACHE_SIZE, _SC_LEVEL3_CACHE_SIZE,
                    _SC_LEVEL4_CACHE_SIZE}) {
-    largest = std::max(largest, sysconf(name));
+    reported = std::max(reported, sysconf(name));
   }
-  return largest > 0 ? static_cast<std::size_t>(largest) : std::size_t{32} << 20;
+  return reported > 0 ? static_cast<std::size_t>(reported) : std::size_t{32} << 20;
 }
 
 CacheFlusher::CacheFlusher(Device device) {

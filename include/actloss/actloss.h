@@ -4,6 +4,7 @@
 #include <actloss/activation.h>
 #include <actloss/bce.h>
 #include <actloss/cross_entropy.h>
+#include <actloss/half.h>
 #include <actloss/mse.h>
 #include <actloss/softmax.h>
 #include <actloss/types.h>

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "host/half.h"
+#include <actloss/half.h>
 
 namespace {
 
@@ -202,3 +203,53 @@ TEST(Half, LoadAndStoreAddressElementsOfEachDtype) {
 }
 
 }  // namespace
+
+// The public conversions (<actloss/half.h>) are the ones tested above, under their public names,
+// and the array forms convert element by element.
+namespace public_api {
+
+TEST(PublicHalf, ScalarFormsMatchTheTestedConversions) {
+  for (std::uint32_t bits = 0; bits <= 0xffff; ++bits) {
+    const auto b = static_cast<std::uint16_t>(bits);
+    const float h = actloss::f16_bits_to_float(b), bf = actloss::bf16_bits_to_float(b);
+    if (is_half_nan(b)) {
+      ASSERT_TRUE(std::isnan(h)) << bits;
+    } else {
+      ASSERT_EQ(h, static_cast<float>(half_value(b))) << bits;
+    }
+    if (is_bf16_nan(b)) {
+      ASSERT_TRUE(std::isnan(bf)) << bits;
+    }
+  }
+  // Known patterns, and ties to even.
+  EXPECT_EQ(actloss::float_to_f16_bits(1.0f), 0x3c00);
+  EXPECT_EQ(actloss::float_to_bf16_bits(1.0f), 0x3f80);
+  EXPECT_EQ(actloss::float_to_f16_bits(1.0f + 0x1p-11f), 0x3c00);  // tie: down to even
+  EXPECT_EQ(actloss::float_to_f16_bits(1.0f + 0x3p-11f), 0x3c02);  // tie: up to even
+  EXPECT_EQ(actloss::float_to_bf16_bits(1.0f + 0x1p-8f), 0x3f80);
+  EXPECT_EQ(actloss::float_to_bf16_bits(1.0f + 0x3p-8f), 0x3f82);
+  EXPECT_EQ(actloss::float_to_f16_bits(65520.0f), 0x7c00);  // rounds past 65504: +inf
+  EXPECT_EQ(actloss::float_to_f16_bits(-1e-9f), 0x8000);
+  EXPECT_TRUE(is_half_nan(actloss::float_to_f16_bits(NAN)));
+  EXPECT_TRUE(is_bf16_nan(actloss::float_to_bf16_bits(NAN)));
+}
+
+TEST(PublicHalf, ArrayFormsConvertEachElement) {
+  const std::vector<float> values{0.0f, -2.5f, 3.140625f, 1e5f, -INFINITY, 1.0f + 0x1p-11f};
+  std::vector<std::uint16_t> f16(values.size()), bf16(values.size());
+  actloss::floats_to_f16(values.data(), values.size(), f16.data());
+  actloss::floats_to_bf16(values.data(), values.size(), bf16.data());
+  std::vector<float> back16(values.size()), back_bf16(values.size());
+  actloss::f16_to_floats(f16.data(), f16.size(), back16.data());
+  actloss::bf16_to_floats(bf16.data(), bf16.size(), back_bf16.data());
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    EXPECT_EQ(f16[i], actloss::float_to_f16_bits(values[i])) << i;
+    EXPECT_EQ(bf16[i], actloss::float_to_bf16_bits(values[i])) << i;
+    EXPECT_EQ(back16[i], actloss::f16_bits_to_float(f16[i])) << i;
+    EXPECT_EQ(back_bf16[i], actloss::bf16_bits_to_float(bf16[i])) << i;
+  }
+  EXPECT_EQ(back16[2], 3.140625f);  // exactly representable in both
+  EXPECT_EQ(back_bf16[1], -2.5f);
+}
+
+}  // namespace public_api

@@ -169,6 +169,12 @@ struct RejectParam {
   Device device;
 };
 
+// What gtest prints for a parameter (instead of its bytes): the case, the pass and the device.
+template <class Setup>
+void PrintTo(const RejectParam<Setup>& p, std::ostream* os) {
+  *os << p.rejection.name << " " << pass_name(p.pass) << " " << actloss::to_string(p.device);
+}
+
 template <class Setup>
 std::vector<RejectParam<Setup>> expand(const std::vector<RejectCase<Setup>>& cases) {
   std::vector<RejectParam<Setup>> out;

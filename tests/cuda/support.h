@@ -16,6 +16,11 @@
 #include "cuda/row_dispatch.h"
 #include "host/backend.h"
 
+namespace actloss {
+// gtest prints a Device parameter by name, not as its byte.
+inline void PrintTo(Device device, std::ostream* os) { *os << to_string(device); }
+}  // namespace actloss
+
 namespace actloss::test {
 
 bool cuda_device_available();
