@@ -218,7 +218,7 @@ __device__ __forceinline__ void load_chunk_as_float(float (&out)[kChunk], const 
       break;
     }
     default: {
-      Chunk<float> c;
+      Chunk<float> c{};  // {}: as in GlobalRow::for_each
       load_chunk(c, static_cast<const float*>(row), col0, cols, pieces);
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) out[j] = element(c, j);
@@ -407,7 +407,7 @@ struct GlobalRow {
       }
     }
     for (; c < chunks; c += step) {
-      Chunk<T> raw;
+      Chunk<T> raw{};  // {}: for g++ -O3 in the simulator, which cannot see the word stores
       load_chunk(raw, row, chunk_column(c), cols, pieces);
       if (staging != nullptr) stage(raw, c);
       visit(raw, c, body);

@@ -4,14 +4,16 @@
 #   2. the simulator build under ASan+UBSan: the same kernels run on CPU threads, every test for real;
 #   3. the simulator's own self-tests, and its threads mode under ThreadSanitizer, with every
 #      kernel on every dispatch path (the validation table's smoke depth);
-#   4. install, then a separate project finds the package with find_package(actloss) and runs;
+#   4. the simulator's Release build (g++ -O3, as scripts/main.sh builds it on a machine without
+#      a GPU) and the main job's validation of the kernels on it;
+#   5. install, then a separate project finds the package with find_package(actloss) and runs;
 #      the training example's GPU path too, which reports SKIPPED (exit 77) without a GPU.
 # ACTLOSS_TEST_STAGES (e.g. "sim-asan consumer") runs a subset while iterating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-stages=${ACTLOSS_TEST_STAGES:-"nvcc sim-asan sim-tsan consumer"}
+stages=${ACTLOSS_TEST_STAGES:-"nvcc sim-asan sim-tsan sim-release consumer"}
 run_stage() { [[ " $stages " == *" $1 "* ]]; }
 banner() { printf '\n===== %s =====\n' "$*"; }
 
@@ -66,6 +68,13 @@ if run_stage sim-tsan; then
   cmake --build --preset sim-tsan -j "$ACTLOSS_JOBS" --target $sim_targets sim_planted_race \
     validation_tests
   ctest --preset sim-tsan -L "sim|races" -j "$ACTLOSS_JOBS"
+fi
+
+if run_stage sim-release; then
+  banner "the main job's no-GPU path: the kernels on the simulator, Release, against the reference"
+  cmake --preset sim
+  cmake --build --preset sim -j "$ACTLOSS_JOBS" --target actloss_cli
+  ./build/sim/tools/actloss validate --quick --device cuda --failures-only
 fi
 
 if run_stage consumer; then

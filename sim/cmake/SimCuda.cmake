@@ -23,6 +23,11 @@ function(simcuda_add_cu_sources target)
   # cannot silence that warning from inside the header.
   set_property(SOURCE ${sources} TARGET_DIRECTORY ${target}
     APPEND PROPERTY COMPILE_OPTIONS -x c++ $<$<CXX_COMPILER_ID:GNU,Clang>:-Wno-unknown-pragmas>)
+  # Kernels move registers as wider words (a chunk of halves loaded as a uint4), which CUDA
+  # code does freely and nvcc compiles as meant; the host compiler's type-based alias analysis
+  # would be free to reorder such accesses at -O2 and above.
+  set_property(SOURCE ${sources} TARGET_DIRECTORY ${target}
+    APPEND PROPERTY COMPILE_OPTIONS $<$<CXX_COMPILER_ID:GNU,Clang>:-fno-strict-aliasing>)
   if(SIMCUDA_BOUNDS_CHECK)
     # Static __shared__ arrays are TLS or plain statics that ASan does not
     # guard; the bounds sanitizer checks indexing into fixed-size arrays.
