@@ -650,10 +650,17 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
   const cudaError_t error =
       row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4>(launch.chunks, [&](auto chunks) {
         constexpr int kChunks = decltype(chunks)::value;
-        if (variant == Variant::plain_forward)
-          return row::launch_row_kernel(
-              cross_entropy_kernel<TX, TG, kChunks, Variant::plain_forward>, launch, stream,
-              params);
+        if (variant == Variant::plain_forward) {
+          // A call without a gradient dispatches on the logits' dtype alone (TG = TX), so the
+          // forward kernels exist once per logits dtype, not once per dtype pair.
+          if constexpr (std::is_same_v<TX, TG>) {
+            return row::launch_row_kernel(
+                cross_entropy_kernel<TX, TG, kChunks, Variant::plain_forward>, launch, stream,
+                params);
+          } else {
+            return cudaErrorInvalidValue;  // unreachable: see cuda_cross_entropy
+          }
+        }
         return row::launch_row_kernel(cross_entropy_kernel<TX, TG, kChunks, Variant::plain>,
                                       launch, stream, params);
       });

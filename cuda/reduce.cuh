@@ -74,7 +74,7 @@ __device__ __forceinline__ double block_sum(double value, double* warp_partials)
 struct ReducedLoss {
   double* numerators = nullptr;    // [gridDim.x]
   double* denominators = nullptr;  // [gridDim.x] when the blocks sum the denominator, else null
-  unsigned* ticket = nullptr;      // 0 at launch (clear_ticket)
+  unsigned* ticket = nullptr;      // 0 at launch (prepare_reduced_loss)
   float* out = nullptr;
 };
 
