@@ -33,15 +33,49 @@ struct Curves {
   std::vector<const Run*> runs;
 };
 
-// Panels two to a row, log-scale loss against epoch: losses of CE and MSE differ by an order of
-// magnitude, and a log axis keeps both readable.
+// Epoch ticks: 1, then multiples of a 1-2-5 step giving at most about six intervals.
+std::vector<std::size_t> epoch_ticks(std::size_t epochs) {
+  std::size_t step = 1;
+  for (std::size_t scale = 1; (epochs - 1) / step > 6; scale *= 10) {
+    for (std::size_t m : {1, 2, 5}) {
+      step = m * scale;
+      if ((epochs - 1) / step <= 6) break;
+    }
+  }
+  std::vector<std::size_t> ticks{1};
+  for (std::size_t e = step; e <= epochs; e += step)
+    if (e > 1) ticks.push_back(e);
+  return ticks;
+}
+
+// Loss ticks on the log axis [lo, hi] (decimal exponents): every decade; 2x and 5x of each when
+// the range spans less than three decades; every multiple when it spans less than one.
+std::vector<double> loss_ticks(double lo, double hi) {
+  std::vector<double> ticks;
+  const int first = static_cast<int>(std::floor(lo)), last = static_cast<int>(std::ceil(hi));
+  const std::vector<double> multiples = hi - lo < 1.0   ? std::vector<double>{1, 2, 3, 4, 5, 6, 7, 8, 9}
+                                        : hi - lo < 3.0 ? std::vector<double>{1, 2, 5}
+                                                        : std::vector<double>{1};
+  for (int d = first; d <= last; ++d)
+    for (double m : multiples) {
+      const double l = d + std::log10(m);
+      if (l >= lo - 1e-9 && l <= hi + 1e-9) ticks.push_back(l);
+    }
+  return ticks;
+}
+
+// Panels two to a row, loss on a log axis against epoch: losses of CE and MSE differ by an
+// order of magnitude, and a log axis keeps both readable. Every axis has ticks, labels and a
+// light grid; each run has its own colour and dash pattern, so that curves which lie on top of
+// each other (sigmoid and tanh early on) stay distinguishable.
 std::string svg(const std::vector<Curves>& panels) {
-  const double panel_w = 520, panel_h = 380, margin = 50, legend_w = 150;
+  const double panel_w = 540, panel_h = 390, margin = 58, legend_w = 150;
   const std::size_t per_row = 2, grid_rows = (panels.size() + per_row - 1) / per_row;
   const double width = per_row * (panel_w + legend_w);
   static const char* const kColors[] = {"#1f77b4", "#ff7f0e", "#2ca02c", "#d62728",
                                         "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
                                         "#bcbd22", "#17becf", "#000000", "#aec7e8"};
+  static const char* const kDashes[] = {"none", "7,3", "2,2", "9,3,2,3", "4,4", "12,4"};
   std::string out = format(
       "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
       "font-family=\"sans-serif\" font-size=\"11\">\n<rect width=\"100%%\" height=\"100%%\" "
@@ -50,8 +84,8 @@ std::string svg(const std::vector<Curves>& panels) {
   for (std::size_t p = 0; p < panels.size(); ++p) {
     const Curves& panel = panels[p];
     const double x0 = (p % per_row) * (panel_w + legend_w) + margin;
-    const double y0 = (p / per_row) * panel_h + margin;
-    const double w = panel_w - 1.5 * margin, h = panel_h - 2 * margin;
+    const double y0 = (p / per_row) * panel_h + margin - 10;
+    const double w = panel_w - 1.3 * margin, h = panel_h - 2 * margin;
     double lo = 1e30, hi = -1e30;
     std::size_t epochs = 1;
     for (const Run* run : panel.runs)
@@ -62,37 +96,57 @@ std::string svg(const std::vector<Curves>& panels) {
         epochs = std::max(epochs, run->result.loss_curve.size());
       }
     if (!(hi > lo)) hi = lo + 1;
-    out += format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"13\">%s</text>\n", x0, y0 - 15,
+    const auto x_of = [&](double epoch) {
+      return x0 + (epochs > 1 ? w * (epoch - 1) / static_cast<double>(epochs - 1) : 0.0);
+    };
+    const auto y_of = [&](double l) { return y0 + h * (hi - l) / (hi - lo); };
+    out += format("<text x=\"%.0f\" y=\"%.0f\" font-size=\"13\">%s</text>\n", x0, y0 - 12,
                   panel.title.c_str());
+    out += "<g class=\"loss-ticks\">\n";
+    for (double l : loss_ticks(lo, hi)) {
+      const double y = y_of(l);
+      out += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>"
+                    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#666\"/>"
+                    "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\">%.3g</text>\n",
+                    x0, y, x0 + w, y, x0 - 4, y, x0, y, x0 - 6, y + 4, std::pow(10.0, l));
+    }
+    out += "</g>\n<g class=\"epoch-ticks\">\n";
+    for (std::size_t e : epoch_ticks(epochs)) {
+      const double x = x_of(static_cast<double>(e));
+      out += format("<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#e3e3e3\"/>"
+                    "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#666\"/>"
+                    "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%zu</text>\n",
+                    x, y0, x, y0 + h, x, y0 + h, x, y0 + h + 4, x, y0 + h + 16, e);
+    }
+    out += "</g>\n";
     out += format(
         "<rect x=\"%.0f\" y=\"%.0f\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" "
         "stroke=\"#999\"/>\n",
         x0, y0, w, h);
-    out += format("<text x=\"%.0f\" y=\"%.0f\">loss %.3g</text>\n", x0 - margin + 2, y0 + 4,
-                  std::pow(10.0, hi));
-    out += format("<text x=\"%.0f\" y=\"%.0f\">%.3g</text>\n", x0 - margin + 2, y0 + h,
-                  std::pow(10.0, lo));
-    out += format("<text x=\"%.0f\" y=\"%.0f\">epoch 1</text>\n", x0, y0 + h + 15);
-    out += format("<text x=\"%.0f\" y=\"%.0f\" text-anchor=\"end\">epoch %zu (log-scale loss)"
-                  "</text>\n",
-                  x0 + w, y0 + h + 15, epochs);
+    out += format("<text class=\"axis-title\" x=\"%.0f\" y=\"%.0f\" text-anchor=\"middle\">"
+                  "epoch</text>\n",
+                  x0 + w / 2, y0 + h + 32);
+    out += format("<text class=\"axis-title\" text-anchor=\"middle\" "
+                  "transform=\"translate(%.0f,%.0f) rotate(-90)\">loss (log scale)</text>\n",
+                  x0 - margin + 12, y0 + h / 2);
     for (std::size_t r = 0; r < panel.runs.size(); ++r) {
       const Run& run = *panel.runs[r];
       const char* color = kColors[r % (sizeof kColors / sizeof kColors[0])];
-      out += format("<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", color);
+      const char* dash = kDashes[r % (sizeof kDashes / sizeof kDashes[0])];
+      out += format("<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.6\" "
+                    "stroke-dasharray=\"%s\" points=\"",
+                    color, dash);
       const std::vector<float>& curve = run.result.loss_curve;
       for (std::size_t e = 0; e < curve.size(); ++e) {
         const double l = std::log10(std::max(static_cast<double>(curve[e]), 1e-6));
-        const double x = x0 + (epochs > 1 ? w * e / (epochs - 1) : 0);
-        const double y = y0 + h * (hi - l) / (hi - lo);
-        out += format("%s%.1f,%.1f", e ? " " : "", x, y);
+        out += format("%s%.1f,%.1f", e ? " " : "", x_of(static_cast<double>(e + 1)), y_of(l));
       }
       out += "\"/>\n";
       const double ly = y0 + 10 + 15 * r;
       out += format("<line x1=\"%.0f\" y1=\"%.0f\" x2=\"%.0f\" y2=\"%.0f\" stroke=\"%s\" "
-                    "stroke-width=\"2\"/>\n",
-                    x0 + w + 10, ly - 4, x0 + w + 28, ly - 4, color);
-      out += format("<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", x0 + w + 32, ly, run.name.c_str());
+                    "stroke-width=\"2\" stroke-dasharray=\"%s\"/>\n",
+                    x0 + w + 10, ly - 4, x0 + w + 34, ly - 4, color, dash);
+      out += format("<text x=\"%.0f\" y=\"%.0f\">%s</text>\n", x0 + w + 38, ly, run.name.c_str());
     }
   }
   out += "</svg>\n";

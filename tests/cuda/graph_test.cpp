@@ -161,8 +161,10 @@ struct Workload {
     }
     return all;
   }
+  // The memsets run on the legacy stream, which a non-blocking stream does not wait for.
   void poison_outputs() {
     for (DeviceBuffer* out : outputs()) out->fill_bytes(kPoisonByte);
+    EXPECT_EQ(cudaDeviceSynchronize(), cudaSuccess);
   }
 };
 
@@ -280,6 +282,7 @@ TEST(CudaGraph, FirstCallOnACapturingStreamNeedsARecord) {
 
   DeviceBuffer record(sizeof(DeviceError));
   record.fill_bytes(0);
+  ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);  // as in Workload::poison_outputs
   exec.device_error = record.as<DeviceError>();
   std::vector<std::int64_t> labels(kRows, 1);
   labels[7] = kClasses;  // out of range: the replay records it in the caller's record
