@@ -164,6 +164,21 @@ cudaError_t ret(cudaError_t e) noexcept {
   return e;
 }
 
+// Forgets a graph or executable graph and deletes it, outside the lock: the last holder of a
+// graph's body frees the memory the capture allocated, which takes the lock.
+template <class Object>
+cudaError_t destroy_graph_handle(std::set<const void*> State::*handles, const void* handle) {
+  Object* object = nullptr;
+  {
+    State& s = state();
+    std::lock_guard lk(s.m);
+    if ((s.*handles).erase(handle) == 0) return ret(cudaErrorInvalidValue);
+    object = static_cast<Object*>(const_cast<void*>(handle));
+  }
+  delete object;
+  return cudaSuccess;
+}
+
 // The allocation containing [p, p+n), if any. Caller holds the lock.
 const Alloc* find_alloc(State& s, const void* p, std::size_t n, bool* whole) {
   const auto a = reinterpret_cast<std::uintptr_t>(p);
@@ -844,27 +859,11 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
 }
 
 cudaError_t cudaGraphExecDestroy(cudaGraphExec_t graphExec) {
-  GraphExec* exec = nullptr;
-  {
-    State& s = state();
-    std::lock_guard lk(s.m);
-    if (s.graph_execs.erase(graphExec) == 0) return ret(cudaErrorInvalidValue);
-    exec = reinterpret_cast<GraphExec*>(graphExec);
-  }
-  delete exec;  // may free the graph's memory: outside the lock
-  return cudaSuccess;
+  return destroy_graph_handle<GraphExec>(&State::graph_execs, graphExec);
 }
 
 cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
-  Graph* g = nullptr;
-  {
-    State& s = state();
-    std::lock_guard lk(s.m);
-    if (s.graphs.erase(graph) == 0) return ret(cudaErrorInvalidValue);
-    g = reinterpret_cast<Graph*>(graph);
-  }
-  delete g;
-  return cudaSuccess;
+  return destroy_graph_handle<Graph>(&State::graphs, graph);
 }
 
 cudaError_t cudaStreamWaitEvent(cudaStream_t stream, cudaEvent_t event, unsigned int flags) {

@@ -19,19 +19,6 @@ namespace {
 
 constexpr std::int64_t kRows = 37, kClasses = 1000, kBceCols = 100, kElements = 5000;
 
-// A stream of its own: the legacy stream cannot capture.
-class Stream {
- public:
-  Stream() { EXPECT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess); }
-  ~Stream() { (void)cudaStreamDestroy(stream_); }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  cudaStream_t get() const { return stream_; }
-
- private:
-  cudaStream_t stream_ = nullptr;
-};
-
 // The inputs and outputs of one call of every op family, and the calls themselves.
 struct Workload {
   DeviceBuffer logits, labels, bce_logits, bce_targets, mse_input, mse_target, act_input, dy;
@@ -208,7 +195,7 @@ std::uint64_t device_allocations() {
 }
 
 void expect_replays_match_eager(bool with_workspace) {
-  const Stream stream;
+  const TestStream stream;
   Exec exec = cuda_exec();
   exec.stream = stream.get();
   Workload work(1);
@@ -261,7 +248,7 @@ TEST(CudaGraph, EveryOpReplaysItsEagerResultWithoutAWorkspace) {
 // the capture goes on unharmed. With a record of the caller's own it captures.
 TEST(CudaGraph, FirstCallOnACapturingStreamNeedsARecord) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  const Stream stream;
+  const TestStream stream;
   Exec exec = cuda_exec();
   exec.stream = stream.get();
   Workload work(3);

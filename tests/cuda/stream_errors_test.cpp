@@ -11,18 +11,6 @@
 namespace actloss::test {
 namespace {
 
-class Stream {
- public:
-  Stream() { EXPECT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess); }
-  ~Stream() { (void)cudaStreamDestroy(stream_); }
-  Stream(const Stream&) = delete;
-  Stream& operator=(const Stream&) = delete;
-  cudaStream_t get() const { return stream_; }
-
- private:
-  cudaStream_t stream_ = nullptr;
-};
-
 // A mean cross-entropy over `rows` rows of 16 classes whose row `bad_row` (if any, -1: none)
 // has target 16.
 struct BadTargetCall {
@@ -51,7 +39,7 @@ Exec on(cudaStream_t stream) {
 
 TEST(CudaStreamErrors, EachStreamKeepsItsOwnDataError) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  const Stream first, second;
+  const TestStream first, second;
   ASSERT_TRUE(take_device_error(on(first.get())).ok());
   ASSERT_TRUE(take_device_error(on(second.get())).ok());
   BadTargetCall a(9, 4), b(9, 7);

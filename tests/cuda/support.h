@@ -152,6 +152,22 @@ class ForcedElementwiseLoop {
   ForcedElementwiseLoop& operator=(const ForcedElementwiseLoop&) = delete;
 };
 
+// A non-blocking stream of the test's own (the legacy stream cannot capture a graph, and
+// streams that must not order each other's work need their own), destroyed with the object.
+class TestStream {
+ public:
+  TestStream() {
+    EXPECT_EQ(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), cudaSuccess);
+  }
+  ~TestStream() { (void)cudaStreamDestroy(stream_); }
+  TestStream(const TestStream&) = delete;
+  TestStream& operator=(const TestStream&) = delete;
+  cudaStream_t get() const { return stream_; }
+
+ private:
+  cudaStream_t stream_ = nullptr;
+};
+
 // Waits for the device (tests only; the library never does) and fails on any pending CUDA error.
 void synchronize_or_fail();
 
