@@ -25,6 +25,10 @@
 //   --actloss_row_pieces=0  the row kernels move a 16-bit chunk 2 bytes past a 4-byte boundary
 //                       element by element, as last measured on a card, instead of in pieces
 //                       (cuda/row_common.cuh)
+//   --actloss_reduce_in_kernel=0  reduced losses (sum, mean) finish in a second kernel over the
+//                       per-block partials, after the cross-entropy targets' pre-pass, as last
+//                       measured on a card, instead of in their kernel's last block
+//                       (cuda/reduce.cuh); the JSON context records which
 //   --elementwise-packs=1
 //                       run the elementwise kernels (activations, BCE, MSE) with one pack per
 //                       thread per loop step, the loop last measured on a GPU, so that a card can
@@ -208,6 +212,7 @@ std::string gbps(double bytes_per_second) {
 int main(int argc, char** argv) {
   bool sim_gpu = false;
   bool one_pack_per_step = false;
+  bool reduce_in_kernel = true;
   std::vector<char*> args;
   std::vector<std::string> rewritten;
   rewritten.reserve(static_cast<std::size_t>(argc));
@@ -239,6 +244,10 @@ int main(int argc, char** argv) {
     }
     if (arg == "--actloss_row_prefetch=0" || arg == "--actloss_row_prefetch=1") {
       detail::set_row_prefetch(arg.back() == '1');
+      continue;
+    }
+    if (arg == "--actloss_reduce_in_kernel=0" || arg == "--actloss_reduce_in_kernel=1") {
+      reduce_in_kernel = arg.back() == '1';
       continue;
     }
     if (arg == "--actloss_row_pieces=0" || arg == "--actloss_row_pieces=1") {
@@ -278,9 +287,12 @@ int main(int argc, char** argv) {
 #if ACTLOSS_BENCH_CUDA
   detail::cuda_set_elementwise_packs_per_step_for_testing(one_pack_per_step ? 1 : 0);
   benchmark::AddCustomContext("actloss_elementwise_packs", one_pack_per_step ? "1" : "default");
+  detail::cuda_set_reduced_loss_in_kernel_for_testing(reduce_in_kernel);
+  benchmark::AddCustomContext("actloss_reduce_in_kernel", reduce_in_kernel ? "1" : "0");
 #else
-  if (one_pack_per_step) {
-    std::fprintf(stderr, "actloss_bench: --elementwise-packs=1: this build has no CUDA backend\n");
+  if (one_pack_per_step || !reduce_in_kernel) {
+    std::fprintf(stderr, "actloss_bench: --elementwise-packs=1 and --actloss_reduce_in_kernel=0 "
+                         "need the CUDA backend, which this build lacks\n");
     return 1;
   }
 #endif

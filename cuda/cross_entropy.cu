@@ -690,7 +690,11 @@ ScratchLayout scratch_layout(const CrossEntropyArgs& args, const CrossEntropyOpt
   const bool reduced = options.reduction != Reduction::none;
   const bool mean_over_targets = !soft && options.reduction == Reduction::mean;
   ScratchLayout layout;
-  layout.target_weights = mean_over_targets && writes_grad;
+  // The second-kernel finish (cuda/reduce.cuh) takes the denominator from the pre-pass, as when
+  // it was last measured.
+  const bool sum_row_weights =
+      mean_over_targets && want_loss && !writes_grad && reduced_loss_in_kernel();
+  layout.target_weights = mean_over_targets && (writes_grad || (want_loss && !sum_row_weights));
   layout.class_weights =
       !soft && args.class_weight != nullptr && options.label_smoothing != 0;
   if (layout.target_weights || layout.class_weights) {
@@ -699,7 +703,7 @@ ScratchLayout scratch_layout(const CrossEntropyArgs& args, const CrossEntropyOpt
         static_cast<int>(grid_size_for(items, kWeightSumThreads * 16, kMaxWeightSumBlocks));
   }
   if (want_loss && reduced) {
-    layout.sum_row_weights = mean_over_targets && !writes_grad;
+    layout.sum_row_weights = sum_row_weights;
     layout.reduced_doubles = reduced_loss_doubles(launch.grid, layout.sum_row_weights);
   }
   return layout;
@@ -835,7 +839,8 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
       return launch_cross_entropy<TX, TG>(launch, p, stream);
     });
   });
-  return status;
+  if (!status.ok() || layout.reduced_doubles == 0) return status;
+  return finish_in_second_kernel(p.reduced, static_cast<unsigned>(launch.grid), stream);
 }
 
 }  // namespace actloss::detail

@@ -194,6 +194,7 @@ Status launch_loss(void (*kernel)(Args), std::int64_t threads, Args& a, bool red
     a.denominator = denominator;
   }
   ACTLOSS_CUDA_TRY(simcuda::launch(kernel, dim3(blocks), dim3(kThreads), 0, stream, a));
+  if (reduces) return finish_in_second_kernel(a.reduced, blocks, stream);
   return {};
 }
 

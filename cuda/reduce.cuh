@@ -6,6 +6,10 @@
 // takes a ticket, and the block that takes the last ticket adds every partial in block order. No
 // block waits for another, and no second kernel is launched; the grid depends only on the shape
 // and the device, never on timing, so the partials and their order are the same every run.
+//
+// The finish last measured on a GPU, a second kernel over the partials (cuda/reduce.cu), stays
+// selectable (detail::cuda_set_reduced_loss_in_kernel_for_testing, actloss_bench
+// --actloss_reduce_in_kernel=0) until a card has compared the two in one run.
 #pragma once
 
 #include "cuda/common.cuh"
@@ -74,7 +78,8 @@ __device__ __forceinline__ double block_sum(double value, double* warp_partials)
 struct ReducedLoss {
   double* numerators = nullptr;    // [gridDim.x]
   double* denominators = nullptr;  // [gridDim.x] when the blocks sum the denominator, else null
-  unsigned* ticket = nullptr;      // 0 at launch (prepare_reduced_loss)
+  unsigned* ticket = nullptr;      // 0 at launch (prepare_reduced_loss); null: a second kernel
+                                   // finishes (finish_in_second_kernel)
   float* out = nullptr;
 };
 
@@ -84,6 +89,10 @@ inline std::size_t reduced_loss_doubles(std::size_t blocks, bool summed_denomina
   return blocks * (summed_denominator ? 2 : 1) + 1;
 }
 
+// Whether reduced losses finish in their kernel's last block (the default) or in a second
+// kernel. Defined in cuda/reduce.cu.
+bool reduced_loss_in_kernel();
+
 // Lays a ReducedLoss out in `scratch` (reduced_loss_doubles of them) and queues the clearing of
 // its ticket on `stream`: a stream-ordered 4-byte memset, which a graph captures as a memset
 // node. The memory may be the caller's workspace, with whatever a previous call left in it.
@@ -91,11 +100,18 @@ inline Status prepare_reduced_loss(double* scratch, std::size_t blocks, bool sum
                                    float* out, cudaStream_t stream, ReducedLoss* reduced) {
   reduced->numerators = scratch;
   reduced->denominators = summed_denominator ? scratch + blocks : nullptr;
-  reduced->ticket = reinterpret_cast<unsigned*>(scratch + blocks * (summed_denominator ? 2 : 1));
+  reduced->ticket = nullptr;
   reduced->out = out;
+  if (!reduced_loss_in_kernel()) return {};
+  reduced->ticket = reinterpret_cast<unsigned*>(scratch + blocks * (summed_denominator ? 2 : 1));
   ACTLOSS_CUDA_TRY(cudaMemsetAsync(reduced->ticket, 0, sizeof(unsigned), stream));
   return {};
 }
+
+// After the kernel that called finish_reduced_loss: launches the second kernel that adds its
+// `blocks` partials when the kernel did not finish them itself (no ticket). Defined in
+// cuda/reduce.cu.
+Status finish_in_second_kernel(const ReducedLoss& reduced, unsigned blocks, cudaStream_t stream);
 
 // Every thread of every block calls this once, at the end of the kernel, with the block's sums
 // (the same on every thread, as block_sum gives them). The last block to finish writes
@@ -110,11 +126,20 @@ __device__ __forceinline__ void finish_reduced_loss(const ReducedLoss& reduced,
                                                     double* warp_partials) {
   __shared__ unsigned last_block;
   if (threadIdx.x == 0) {
-    reduced.numerators[blockIdx.x] = block_numerator;
+    // For the second kernel, a launch-constant denominator is applied here, block by block, as
+    // that kernel knows none.
+    const bool divide_here = reduced.ticket == nullptr && reduced.denominators == nullptr;
+    reduced.numerators[blockIdx.x] =
+        !divide_here ? block_numerator
+                     : (block_denominator == 0.0 ? 0.0 : block_numerator / block_denominator);
     if (reduced.denominators != nullptr) reduced.denominators[blockIdx.x] = block_denominator;
-    // Our partials are visible to every block before the ticket says they are there.
-    __threadfence();
-    last_block = atomicAdd(reduced.ticket, 1u) == gridDim.x - 1 ? 1u : 0u;
+    if (reduced.ticket == nullptr) {
+      last_block = 0u;
+    } else {
+      // Our partials are visible to every block before the ticket says they are there.
+      __threadfence();
+      last_block = atomicAdd(reduced.ticket, 1u) == gridDim.x - 1 ? 1u : 0u;
+    }
   }
   __syncthreads();
   if (last_block == 0u) return;

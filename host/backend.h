@@ -63,6 +63,13 @@ void cuda_set_elementwise_block_limit_for_testing(std::int64_t blocks);
 // default.
 void cuda_set_elementwise_packs_per_step_for_testing(int packs);
 
+// Test and benchmark hook (defined in cuda/reduce.cu): false finishes every reduced loss (sum,
+// mean) in a second kernel over the per-block partials, after the cross-entropy targets'
+// pre-pass wherever a mean over class targets needs it, the way last measured on a GPU, so that
+// a card can compare it with the default (the kernel's last block adds the partials); true
+// restores the default.
+void cuda_set_reduced_loss_in_kernel_for_testing(bool in_kernel);
+
 // Which argument a DeviceError::argument value stands for.
 enum class DeviceErrorArgument : std::int32_t { none = 0, targets = 1 };
 

@@ -10,7 +10,8 @@
 #
 # ACTLOSS_CHECK_BENCH_FILTER (default ^cuda/) narrows the benchmarks; ACTLOSS_CHECK_TORCH=0 skips
 # torch_compare (when the PyTorch figures of the same card are recent and time is short);
-# ACTLOSS_CHECK_ONE_PACK=0 skips the elementwise kernels' second run with their one-pack loop.
+# ACTLOSS_CHECK_ONE_PACK=0 skips the elementwise kernels' second run with their one-pack loop;
+# ACTLOSS_CHECK_REDUCE_FILTER narrows the reduced losses' run with their second-kernel finish.
 #
 #   scripts/device-check.sh [BUNDLE]   BUNDLE: the folder or .tar.gz made by
 #                                      scripts/device-bundle.sh on a machine without a GPU
@@ -138,6 +139,16 @@ if [[ -n $bench ]]; then
     --actloss_row_pieces=0 --benchmark_out="$LOGS/bench-no-pieces.json" \
     --benchmark_out_format=json --benchmark_min_time=0.05s
   report "benchmarks, no row pieces" $? bench-no-pieces.log bench-no-pieces.json
+  # The reduced losses where a launch weighs most (short rows, 1M elements, the host cost) again
+  # with the finish last measured on a card, a second kernel over the partials (cuda/reduce.cuh),
+  # against bench.json's in-kernel finish (its JSON travels in the logs archive: the device tool
+  # brings back eight files at most).
+  run_step "benchmarks, reduced loss in a second kernel" 60 bench-second-kernel.log "$bench" \
+    --benchmark_filter="${ACTLOSS_CHECK_REDUCE_FILTER:-^cuda/actloss/(cross_entropy/(forward|fused)/(f32|bf16)/classes:(256|4096)/|(bce_with_logits|mse)/(forward|fused)/f32/n:1048576/|host_cost/cross_entropy_fused/)}" \
+    --actloss_reduce_in_kernel=0 --benchmark_out="$LOGS/bench-second-kernel.json" \
+    --benchmark_out_format=json --benchmark_min_time=0.05s
+  report "benchmarks, reduced loss in a second kernel" $? bench-second-kernel.log \
+    bench-second-kernel.json
   # The elementwise kernels at 16M elements again with one pack per thread per step, the loop
   # measured before the several-pack one (cuda/elementwise.cuh): bench.json beside
   # bench-one-pack.json is the comparison that decides whether the old loop can go.

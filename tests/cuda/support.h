@@ -152,6 +152,16 @@ class ForcedElementwiseLoop {
   ForcedElementwiseLoop& operator=(const ForcedElementwiseLoop&) = delete;
 };
 
+// Finishes every reduced loss in a second kernel (the path last measured on a GPU, see
+// cuda/reduce.cuh) for its lifetime.
+class SecondKernelFinish {
+ public:
+  SecondKernelFinish() { detail::cuda_set_reduced_loss_in_kernel_for_testing(false); }
+  ~SecondKernelFinish() { detail::cuda_set_reduced_loss_in_kernel_for_testing(true); }
+  SecondKernelFinish(const SecondKernelFinish&) = delete;
+  SecondKernelFinish& operator=(const SecondKernelFinish&) = delete;
+};
+
 // A non-blocking stream of the test's own (the legacy stream cannot capture a graph, and
 // streams that must not order each other's work need their own), destroyed with the object.
 class TestStream {
