@@ -150,11 +150,20 @@ Status cuda_require_device() {
                     "); run with Device::cpu, or where a GPU and its driver are present");
 }
 
-Status cuda_check_pointer(const void* pointer, const char* argument) {
+Status cuda_check_memory(Device device, const void* pointer, const char* argument) {
+  // Without a usable device there is no device memory for the host to mistake for its own.
+  if (device == Device::cpu && !cuda_require_device().ok()) return {};
   cudaPointerAttributes attributes{};
   const cudaError_t error = cudaPointerGetAttributes(&attributes, pointer);
+  if (error != cudaSuccess) (void)cudaGetLastError();
+  if (device == Device::cpu) {
+    if (error != cudaSuccess || attributes.type != cudaMemoryTypeDevice) return {};
+    return Status(StatusCode::invalid_argument, argument,
+                  std::string(argument) +
+                      ": CUDA device memory, which the CPU path cannot read; pass host memory, "
+                      "or run with Device::cuda (exec.device)");
+  }
   if (error != cudaSuccess) {
-    (void)cudaGetLastError();
     return Status(StatusCode::invalid_argument, argument,
                   std::string(argument) + ": the CUDA runtime cannot identify this pointer (" +
                       cudaGetErrorName(error) + ")");
@@ -167,29 +176,14 @@ Status cuda_check_pointer(const void* pointer, const char* argument) {
                   std::string(argument) +
                       ": host memory the CUDA device cannot access; pass device memory (or "
                       "pinned, mapped host memory), or run with Device::cpu");
-  int device = 0;
-  ACTLOSS_CUDA_TRY(cudaGetDevice(&device));
-  if (attributes.type == cudaMemoryTypeDevice && attributes.device != device)
+  int current = 0;
+  ACTLOSS_CUDA_TRY(cudaGetDevice(&current));
+  if (attributes.type == cudaMemoryTypeDevice && attributes.device != current)
     return Status(StatusCode::invalid_argument, argument,
                   std::string(argument) + ": memory of CUDA device " +
                       std::to_string(attributes.device) + ", but the current device is " +
-                      std::to_string(device));
+                      std::to_string(current));
   return {};
-}
-
-Status cuda_check_host_pointer(const void* pointer, const char* argument) {
-  // Without a usable device there is no device memory to mistake for host memory.
-  if (!cuda_require_device().ok()) return {};
-  cudaPointerAttributes attributes{};
-  if (cudaPointerGetAttributes(&attributes, pointer) != cudaSuccess) {
-    (void)cudaGetLastError();
-    return {};
-  }
-  if (attributes.type != cudaMemoryTypeDevice) return {};
-  return Status(StatusCode::invalid_argument, argument,
-                std::string(argument) +
-                    ": CUDA device memory, which the CPU path cannot read; pass host memory, or "
-                    "run with Device::cuda (exec.device)");
 }
 
 Status cuda_take_device_error(const Exec& exec) {

@@ -41,13 +41,11 @@ Status cuda_mse_workspace_size(const MseArgs& args, const MseOptions& options,
 // runtime's reason (no driver, no device). Probed once per process.
 Status cuda_require_device();
 
-// ok when the current CUDA device can read and write `pointer` (device or managed memory, or
-// host memory mapped for the device); otherwise invalid_argument naming `argument`.
-Status cuda_check_pointer(const void* pointer, const char* argument);
-
-// ok unless `pointer` is CUDA device memory, which the host cannot read: then invalid_argument
-// naming `argument`. Always ok without a usable device, and in a build without the backend.
-Status cuda_check_host_pointer(const void* pointer, const char* argument);
+// ok when `device` can read and write `pointer`, otherwise invalid_argument naming `argument`.
+// Device::cuda: the current CUDA device (device or managed memory, or host memory mapped for the
+// device). Device::cpu: anything but CUDA device memory; always ok without a usable device, and
+// in a build without the backend.
+Status cuda_check_memory(Device device, const void* pointer, const char* argument);
 
 // Implements take_device_error for Device::cuda.
 Status cuda_take_device_error(const Exec& exec);

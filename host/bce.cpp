@@ -177,8 +177,8 @@ Status run(Pass pass, const BceArgs& args, const BceOptions& options, const Exec
                                            &plan.upstream_grad},
                                     workspace));
   ACTLOSS_TRY(host::check_memory(exec, {&plan.logits, &plan.targets, &plan.pos_weight,
-                                                 &plan.weight, &plan.loss, &plan.grad,
-                                                 &plan.upstream_grad, &workspace}));
+                                        &plan.weight, &plan.loss, &plan.grad,
+                                        &plan.upstream_grad, &workspace}));
   if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
   return detail::cuda_bce_with_logits(pass, plan.args, options, exec);
 }

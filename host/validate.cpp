@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <string_view>
 
 #include "host/backend.h"
 
@@ -215,6 +214,7 @@ Status check_workspace(const Exec& exec, std::initializer_list<const Region*> re
                      " (the workspace must be apart from every buffer of the call)");
     }
   }
+  if (exec.device == Device::cpu) out.bytes = 0;
   return {};
 }
 
@@ -229,11 +229,7 @@ Status check_memory(const Exec& exec, std::initializer_list<const Region*> regio
   if (exec.pointer_checks == PointerChecks::none) return {};
   for (const Region* region : regions) {
     if (region->bytes == 0 || region->data == nullptr) continue;
-    if (exec.device == Device::cuda) {
-      ACTLOSS_TRY(detail::cuda_check_pointer(region->data, region->argument));
-    } else if (std::string_view(region->argument) != "exec.workspace") {
-      ACTLOSS_TRY(detail::cuda_check_host_pointer(region->data, region->argument));
-    }
+    ACTLOSS_TRY(detail::cuda_check_memory(exec.device, region->data, region->argument));
   }
   return {};
 }

@@ -101,12 +101,13 @@ Status check_no_overlap_except_in_place(const Region& output, const Region& in_p
 // That every region the call will touch is memory its device can use: for Device::cuda, that a
 // device is usable and (unless exec.pointer_checks says none) that each buffer is
 // device-accessible; for Device::cpu in a build with the CUDA backend, that no buffer is device
-// memory, which the host cannot read (the workspace, which the CPU ignores, excepted).
+// memory, which the host cannot read.
 Status check_memory(const Exec& exec, std::initializer_list<const Region*> regions);
 
 // exec.workspace of an op that may use one: data and bytes given together, data aligned to 16
 // bytes, the range not wrapping around and apart from every region of the call. Its size is the
-// backend's to check (it depends on the device); `out` is its region, for the pointer check.
+// backend's to check (it depends on the device); `out` is the region the call will touch, for
+// check_memory: empty on Device::cpu, which never uses a workspace.
 Status check_workspace(const Exec& exec, std::initializer_list<const Region*> regions,
                        Region& out);
 

@@ -14,7 +14,9 @@ Status not_built() {
 }  // namespace
 
 Status cuda_require_device() { return not_built(); }
-Status cuda_check_host_pointer(const void*, const char*) { return {}; }
+Status cuda_check_memory(Device device, const void*, const char*) {
+  return device == Device::cpu ? Status{} : not_built();
+}
 
 Status cuda_cross_entropy(Pass, const CrossEntropyArgs&, const CrossEntropyOptions&,
                           const Exec&) {
@@ -55,8 +57,6 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs&, const SoftmaxOptions&, 
 }
 
 Status cuda_mse(Pass, const MseArgs&, const MseOptions&, const Exec&) { return not_built(); }
-
-Status cuda_check_pointer(const void*, const char*) { return not_built(); }
 
 Status cuda_take_device_error(const Exec&) { return not_built(); }
 
