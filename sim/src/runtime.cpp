@@ -146,6 +146,18 @@ bool legacy_use_during_capture(State& s, cudaStream_t st) {
   return refused;
 }
 
+// For a stream operation the simulator does not model inside a capture: success when `st`
+// neither captures nor is the legacy stream beside a blocking capture; otherwise the error CUDA
+// gives such a misuse, with the capture invalidated. Caller holds the lock.
+cudaError_t refuse_if_capturing(State& s, cudaStream_t st) {
+  if (legacy_use_during_capture(s, st)) return cudaErrorStreamCaptureImplicit;
+  if (Stream* stream = capturing_stream(s, st)) {
+    stream->invalidated = true;
+    return cudaErrorStreamCaptureUnsupported;
+  }
+  return cudaSuccess;
+}
+
 enum class Queued { run_now, recorded, refused };
 
 // Records a memset or copy queued on a capturing stream. Caller holds no lock.
@@ -667,15 +679,10 @@ cudaError_t cudaMemcpy2DAsync(void* dst, size_t dpitch, const void* src, size_t 
                               size_t width, size_t height, cudaMemcpyKind kind,
                               cudaStream_t stream) {
   if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
-  // 2D copies into a graph are not modelled.
   {
     State& s = state();
     std::lock_guard lk(s.m);
-    if (legacy_use_during_capture(s, stream)) return ret(cudaErrorStreamCaptureImplicit);
-    if (Stream* st = capturing_stream(s, stream)) {
-      st->invalidated = true;
-      return ret(cudaErrorStreamCaptureUnsupported);
-    }
+    if (cudaError_t e = refuse_if_capturing(s, stream)) return ret(e);  // 2D copy nodes
   }
   return cudaMemcpy2D(dst, dpitch, src, spitch, width, height, kind);
 }
@@ -832,12 +839,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
     State& s = state();
     std::lock_guard lk(s.m);
     if (s.graph_execs.count(graphExec) == 0) return ret(cudaErrorInvalidValue);
-    if (legacy_use_during_capture(s, stream)) return ret(cudaErrorStreamCaptureImplicit);
-    if (Stream* st = capturing_stream(s, stream)) {
-      // A graph launched into a capture (a child graph node) is not modelled.
-      st->invalidated = true;
-      return ret(cudaErrorStreamCaptureUnsupported);
-    }
+    if (cudaError_t e = refuse_if_capturing(s, stream)) return ret(e);  // child graph nodes
     body = reinterpret_cast<GraphExec*>(graphExec)->body;
   }
   for (const GraphOp& op : body->ops) {
@@ -897,12 +899,8 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream) {
   if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
   State& s = state();
   std::lock_guard lk(s.m);
-  if (legacy_use_during_capture(s, stream)) return ret(cudaErrorStreamCaptureImplicit);
-  if (Stream* st = capturing_stream(s, stream)) {
-    // Events inside a capture (event record nodes, fork and join) are not modelled.
-    st->invalidated = true;
-    return ret(cudaErrorStreamCaptureUnsupported);
-  }
+  // Event record nodes (fork and join inside a capture).
+  if (cudaError_t e = refuse_if_capturing(s, stream)) return ret(e);
   if (s.events.count(event) == 0) return ret(cudaErrorInvalidResourceHandle);
   auto* ev = reinterpret_cast<Event*>(event);
   ev->recorded = true;
