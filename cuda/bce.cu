@@ -4,9 +4,10 @@
 // optional weight, pos_weight and per-element upstream gradient, and writes whatever the call
 // asks for: the dense float32 loss (Reduction::none), per-block partial sums of the loss
 // (sum/mean, added in a fixed order by the last block to finish: no float atomics, bitwise
-// reproducible, one launch), the gradient, or several at once. Packs never straddle rows, so a pack's
-// pos_weight is the 8 consecutive entries at its column; dense inputs without a per-column
-// pos_weight are processed as one long row. Packs, vector loads and grid: cuda/elementwise.cuh.
+// reproducible, one launch), the gradient, or several at once. Packs never straddle rows, so a
+// pack's pos_weight is the 8 consecutive entries at its column; dense inputs without a
+// per-column pos_weight are processed as one long row. Packs, vector loads and grid:
+// cuda/elementwise.cuh.
 //
 // The loss is evaluated as the sum of two non-negative terms (as the float64 reference does),
 //   loss = w * (pw y softplus(-x) + (1 - y) softplus(x)),

@@ -1,8 +1,8 @@
 // Mean squared error on the GPU (semantics: include/actloss/mse.h).
 //
 // One pass over input and target writes whatever the call asks for: the per-element loss
-// (Reduction::none), per-block partial sums of the loss (sum/mean, added in a fixed
-// order by the last block to finish: no float atomics, bitwise reproducible, one launch), the gradient, or
+// (Reduction::none), per-block partial sums of the loss (sum/mean, added in a fixed order by the
+// last block to finish: no float atomics, bitwise reproducible, one launch), the gradient, or
 // several of these at once (forward_backward). Packs, vector loads and grid: cuda/elementwise.cuh.
 #include "cuda/elementwise.cuh"
 #include "cuda/reduce.cuh"

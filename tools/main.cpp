@@ -56,18 +56,7 @@ void usage(std::FILE* out) {
       "  demo      train a small MLP: softmax+CE vs sigmoid+MSE, and gradient norms\n"
       "            by depth and activation\n"
       "\n"
-      "options:\n"
-      "  --device cpu|cuda  one device (default: cpu, plus cuda when this build has the\n"
-      "                     CUDA backend and a device; bench uses a simulated device only\n"
-      "                     when asked; demo runs on cpu unless given cuda)\n"
-      "  --op NAME          one op: cross_entropy (ce), bce_with_logits (bce), softmax,\n"
-      "                     log_softmax, mse, activation (all seven), or one activation:\n"
-      "                     relu, leaky_relu, tanh, sigmoid, gelu_erf, gelu_tanh, silu\n"
-      "  --quick            a representative subset: seconds rather than minutes\n"
-      "  --smoke            validate: a smaller subset still crossing every path (for\n"
-      "                     sanitizer builds)\n"
-      "  --failures-only    validate: list only the failing cases\n"
-      "  --out FILE.svg     demo: write the loss curves as SVG\n");
+      "actloss <command> --help (or actloss help <command>) lists that command's options.\n");
 }
 
 // `actloss <command> --help` and `actloss help <command>`: what that command does and only the
@@ -239,7 +228,8 @@ int main_with(int argc, char** argv) {
   }
 
   if (!options.op.empty() && !op_known(options.op)) {
-    std::fprintf(stderr, "actloss: unknown op '%s' (see actloss --help)\n", options.op.c_str());
+    std::fprintf(stderr, "actloss: unknown op '%s' (see actloss %s --help)\n", options.op.c_str(),
+                 command.c_str());
     return 2;
   }
   options.depth = smoke ? Depth::smoke : quick ? Depth::quick : Depth::full;
