@@ -189,10 +189,13 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
 // them all before it uses the first.
 // Scalar part: the rest (everything, when unaligned), one word per warp per step, one element per
 // lane, the word being the warp's ballot. Both loops are warp-uniform, as the collectives need.
+//
+// Strided rows (cols < n, n being every element of every row) take the scalar part alone, element
+// i being column i % cols of row i / cols.
 template <int kUnroll>
 __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, kBlocksPerSm))
-    relu_forward_with_mask_kernel(std::int64_t n, ew::In x, ew::Out y, std::uint32_t* mask,
-                                  bool vector) {
+    relu_forward_with_mask_kernel(std::int64_t n, std::int64_t cols, ew::In x, ew::Out y,
+                                  std::uint32_t* mask, bool vector) {
   static_assert(ew::kPack == 8, "the vector part packs one byte of mask bits per lane");
   constexpr int kTile = kWarpSize * ew::kPack;
   const Relu relu;
@@ -248,13 +251,31 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
     const std::int64_t i = w * kWarpSize + lane;
     bool positive = false;
     if (i < n) {
-      const float value = load_dynamic(x.data, x.dtype, i);
+      const std::int64_t row = cols == n ? 0 : i / cols;
+      const std::int64_t col = i - row * cols;
+      const float value = load_dynamic(x.data, x.dtype, row * x.row_stride + col);
       positive = value > 0.0f;
-      ew::store_one(y, i, relu.forward(value));
+      ew::store_one(y, row * y.row_stride + col, relu.forward(value));
     }
     const std::uint32_t word = __ballot_sync(kFullMask, positive);
     if (lane == 0) mask[w] = word;
   }
+}
+
+// How a rows x cols call runs: rows whose operands are all dense are one long row, the layout
+// every loop handles; strided rows go through the one-pack loop, the one that walks rows (the
+// several-packs loops of the activations are instantiated for one row only).
+struct ActivationLayout {
+  bool strided = false;
+  ew::Packs packs;
+};
+
+ActivationLayout activation_layout(std::int64_t rows, std::int64_t cols,
+                                   std::initializer_list<std::int64_t> row_strides) {
+  bool dense = true;
+  for (std::int64_t stride : row_strides) dense = dense && stride == cols;
+  if (rows == 1 || dense) return {false, ew::packs_of(1, rows * cols)};
+  return {true, ew::packs_of(rows, cols)};
 }
 
 }  // namespace
@@ -265,30 +286,36 @@ namespace actloss::detail {
 Status cuda_activation_forward(const ActivationForwardArgs& args, const ActivationOptions& options,
                                const Exec& exec) {
   using namespace cuda;
-  if (args.n == 0) return {};
-  const ew::In x{args.x, args.x_dtype, args.n};
-  const ew::Out y{args.y, args.y_dtype, args.n};
-  const bool vector = ew::vector_ok(x.data, x.dtype, 1, 0) && ew::vector_ok(y.data, y.dtype, 1, 0);
-
+  if (args.n == 0 || args.rows == 0) return {};
+  const ActivationLayout layout =
+      activation_layout(args.rows, args.n, {args.x_row_stride, args.y_row_stride});
+  const std::int64_t count = args.rows * args.n;
+  const ew::In x{args.x, args.x_dtype, args.x_row_stride};
+  const ew::Out y{args.y, args.y_dtype, args.y_row_stride};
+  const std::int64_t kernel_rows = layout.packs.rows;
+  const bool vector = ew::vector_ok(x.data, x.dtype, kernel_rows, x.row_stride) &&
+                      ew::vector_ok(y.data, y.dtype, kernel_rows, y.row_stride);
   if (args.relu_mask != nullptr) {
+    const bool tiles_ok = vector && !layout.strided;
+    const std::int64_t cols = layout.strided ? args.n : count;
     return ew::with_packs_per_step<kMaskTilesPerStep>([&](auto unroll) -> Status {
       constexpr int kUnroll = decltype(unroll)::value;
       // One warp per kUnroll vector tiles, then one warp per remaining mask word.
-      const std::int64_t tiles = vector ? args.n / (kWarpSize * ew::kPack) : 0;
-      const std::int64_t tail_words = relu_mask_words(args.n) - tiles * ew::kPack;
+      const std::int64_t tiles = tiles_ok ? count / (kWarpSize * ew::kPack) : 0;
+      const std::int64_t tail_words = relu_mask_words(count) - tiles * ew::kPack;
       const std::int64_t warps = ew::threads_for(tiles, kUnroll) + tail_words;
       unsigned blocks = 0;
       if (Status status = ew::blocks_for(warps * kWarpSize, &blocks); !status.ok()) return status;
       ACTLOSS_CUDA_TRY(simcuda::launch(relu_forward_with_mask_kernel<kUnroll>, dim3(blocks),
-                                       dim3(ew::kThreads), 0, exec.stream, args.n, x, y,
-                                       args.relu_mask, vector));
+                                       dim3(ew::kThreads), 0, exec.stream, count, cols, x, y,
+                                       args.relu_mask, tiles_ok));
       return {};
     });
   }
-
-  const ew::Packs packs = ew::packs_of(1, args.n);
+  const ew::Packs packs = layout.packs;
   return ew::with_packs_per_step<kForwardPacksPerStep>(
-      packs.per_row, one_pack_per_step(options, {args.x_dtype, args.y_dtype}),
+      packs.rows * packs.per_row,
+      layout.strided || one_pack_per_step(options, {args.x_dtype, args.y_dtype}),
       [&](auto unroll, unsigned blocks) -> Status {
         return with_activation(options, [&](auto act) -> Status {
           ACTLOSS_CUDA_TRY(simcuda::launch(
@@ -338,12 +365,15 @@ __global__ void __launch_bounds__(ew::kThreads)
 }
 
 struct MaskAndGrad {
-  std::uint32_t word = 0;  // the mask word that holds the pack's bits
+  std::uint64_t words = 0;  // the mask word that holds the pack's first bit, and the next
+  int shift = 0;            // the first bit's place in it
   ew::RawPack dy;
 };
 
-// dx = dy * bit: the pack's 8 bits lie in one mask word (packs start at multiples of 8). The word
-// is shifted only where it is used, so that its load does not hold up the step's other loads.
+// dx = dy * bit. In one row the pack's 8 bits lie in one mask word (packs start at multiples of
+// 8); with strided rows (the one-pack loop) a pack's bits start at element row * cols + col and
+// may run into the next word. The word is shifted only where it is used, so that its load does
+// not hold up the step's other loads.
 template <int kUnroll>
 __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, kBlocksPerSm))
     relu_backward_from_mask_kernel(ew::Packs packs, const std::uint32_t* mask, ew::In dy,
@@ -351,11 +381,15 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
   ew::for_each_pack<kUnroll, MaskAndGrad, ew::Shape::one_row>(
       packs, vector,
       [&](const ew::Pack& p, MaskAndGrad& raw) {
-        raw.word = mask[p.col / kWarpSize];
+        const std::int64_t first = p.row * packs.cols + p.col;
+        raw.shift = static_cast<int>(first % kWarpSize);
+        raw.words = mask[first / kWarpSize];
+        if (raw.shift + p.count > kWarpSize)
+          raw.words |= std::uint64_t{mask[first / kWarpSize + 1]} << kWarpSize;
         ew::load(dy, p, raw.dy);
       },
       [&](const ew::Pack& p, const MaskAndGrad& raw) {
-        const std::uint32_t bits = raw.word >> (p.col % kWarpSize);
+        const auto bits = static_cast<std::uint32_t>(raw.words >> raw.shift);
         float g[ew::kPack];
         ew::unpack(raw.dy, dy.dtype, g);
 #pragma unroll
@@ -372,19 +406,25 @@ namespace actloss::detail {
 Status cuda_activation_backward(const ActivationBackwardArgs& args,
                                 const ActivationOptions& options, const Exec& exec) {
   using namespace cuda;
-  if (args.n == 0) return {};
-  const ew::In dy{args.dy, args.dy_dtype, args.n};
-  const ew::Out dx{args.dx, args.dx_dtype, args.n};
-  const ew::Packs packs = ew::packs_of(1, args.n);
-  const bool io_vector =
-      ew::vector_ok(dy.data, dy.dtype, 1, 0) && ew::vector_ok(dx.data, dx.dtype, 1, 0);
+  if (args.n == 0 || args.rows == 0) return {};
+  const bool mask = args.saved_kind == SavedTensor::relu_mask;
+  const ActivationLayout layout = activation_layout(
+      args.rows, args.n,
+      {args.dy_row_stride, args.dx_row_stride, mask ? args.n : args.saved_row_stride});
+  const ew::In dy{args.dy, args.dy_dtype, args.dy_row_stride};
+  const ew::Out dx{args.dx, args.dx_dtype, args.dx_row_stride};
+  const ew::Packs packs = layout.packs;
+  const std::int64_t pack_count = packs.rows * packs.per_row;
+  const bool io_vector = ew::vector_ok(dy.data, dy.dtype, packs.rows, dy.row_stride) &&
+                         ew::vector_ok(dx.data, dx.dtype, packs.rows, dx.row_stride);
 
-  if (args.saved_kind == SavedTensor::relu_mask) {
+  if (mask) {
     // f32 like the other activations: one pack a step measured 11 points of the copy ceiling
     // faster (80.8% against 69.8% at 16M, H200, ed78223); 16-bit keeps several (69.2% / 64.8%).
-    const bool one_pack = args.dy_dtype == DType::f32 && args.dx_dtype == DType::f32;
+    const bool one_pack =
+        layout.strided || (args.dy_dtype == DType::f32 && args.dx_dtype == DType::f32);
     return ew::with_packs_per_step<kMaskBackwardPacksPerStep>(
-        packs.per_row, one_pack, [&](auto unroll, unsigned blocks) -> Status {
+        pack_count, one_pack, [&](auto unroll, unsigned blocks) -> Status {
           ACTLOSS_CUDA_TRY(simcuda::launch(
               relu_backward_from_mask_kernel<decltype(unroll)::value>, dim3(blocks),
               dim3(ew::kThreads), 0, exec.stream, packs,
@@ -393,8 +433,9 @@ Status cuda_activation_backward(const ActivationBackwardArgs& args,
         });
   }
 
-  const ew::In saved{args.saved, args.saved_dtype, args.n};
-  const bool vector = io_vector && ew::vector_ok(saved.data, saved.dtype, 1, 0);
+  const ew::In saved{args.saved, args.saved_dtype, args.saved_row_stride};
+  const bool vector =
+      io_vector && ew::vector_ok(saved.data, saved.dtype, packs.rows, saved.row_stride);
   const bool from_output = args.saved_kind == SavedTensor::output;
   const auto launch = [&](auto unroll, unsigned blocks) -> Status {
     constexpr int kUnroll = decltype(unroll)::value;
@@ -419,8 +460,131 @@ Status cuda_activation_backward(const ActivationBackwardArgs& args,
     });
   };
   return ew::with_packs_per_step<kBackwardPacksPerStep>(
-      packs.per_row, one_pack_per_step(options, {args.saved_dtype, args.dy_dtype, args.dx_dtype}),
+      pack_count,
+      layout.strided ||
+          one_pack_per_step(options, {args.saved_dtype, args.dy_dtype, args.dx_dtype}),
       launch);
+}
+
+}  // namespace actloss::detail
+
+// ---------------------------------------------------------------------------------------------
+// SwiGLU: y = silu(gate) * up; backward d_gate = dy * up * silu'(gate), d_up = dy * silu(gate).
+// Two or three streams in, one or two out, with silu's formulas above; both loops take two packs
+// a step (as the two-stream activation backward), strided rows the one-pack loop.
+
+namespace actloss::cuda {
+namespace {
+
+constexpr int kSwigluPacksPerStep = 2;
+
+struct GateAndUp {
+  ew::RawPack gate, up;
+};
+
+template <int kUnroll>
+__global__ void __launch_bounds__(ew::kThreads)
+    swiglu_forward_kernel(ew::Packs packs, ew::In gate, ew::In up, ew::Out y, bool vector) {
+  const Silu silu;
+  ew::for_each_pack<kUnroll, GateAndUp, ew::Shape::one_row>(
+      packs, vector,
+      [&](const ew::Pack& p, GateAndUp& raw) {
+        ew::load(gate, p, raw.gate);
+        ew::load(up, p, raw.up);
+      },
+      [&](const ew::Pack& p, const GateAndUp& raw) {
+        float g[ew::kPack], u[ew::kPack];
+        ew::unpack(raw.gate, gate.dtype, g);
+        ew::unpack(raw.up, up.dtype, u);
+#pragma unroll
+        for (int i = 0; i < ew::kPack; ++i) g[i] = silu.forward(g[i]) * u[i];
+        ew::store(y, p, g);
+      });
+}
+
+struct SwigluLoaded {
+  ew::RawPack gate, up, dy;
+};
+
+template <int kUnroll>
+__global__ void __launch_bounds__(ew::kThreads)
+    swiglu_backward_kernel(ew::Packs packs, ew::In gate, ew::In up, ew::In dy, ew::Out d_gate,
+                           ew::Out d_up, bool vector) {
+  ew::for_each_pack<kUnroll, SwigluLoaded, ew::Shape::one_row>(
+      packs, vector,
+      [&](const ew::Pack& p, SwigluLoaded& raw) {
+        ew::load(gate, p, raw.gate);
+        ew::load(up, p, raw.up);
+        ew::load(dy, p, raw.dy);
+      },
+      [&](const ew::Pack& p, const SwigluLoaded& raw) {
+        float g[ew::kPack], u[ew::kPack], d[ew::kPack], dg[ew::kPack], du[ew::kPack];
+        ew::unpack(raw.gate, gate.dtype, g);
+        ew::unpack(raw.up, up.dtype, u);
+        ew::unpack(raw.dy, dy.dtype, d);
+#pragma unroll
+        for (int i = 0; i < ew::kPack; ++i) {
+          // One exp serves silu and its slope (Silu::forward and Silu::slope, fused).
+          const ew::SigmoidPair s = ew::sigmoid_pair(g[i]);
+          du[i] = d[i] * (finite_below(g[i]) * s.pos);
+          dg[i] = (d[i] * u[i]) * (s.pos * (1.0f + finite_part(g[i]) * s.neg));
+        }
+        ew::store(d_gate, p, dg);
+        ew::store(d_up, p, du);
+      });
+}
+
+}  // namespace
+}  // namespace actloss::cuda
+
+namespace actloss::detail {
+
+Status cuda_swiglu_forward(const SwigluForwardArgs& args, const Exec& exec) {
+  using namespace cuda;
+  if (args.n == 0 || args.rows == 0) return {};
+  const ActivationLayout layout = activation_layout(
+      args.rows, args.n, {args.gate_row_stride, args.up_row_stride, args.y_row_stride});
+  const ew::Packs packs = layout.packs;
+  const ew::In gate{args.gate, args.gate_dtype, args.gate_row_stride};
+  const ew::In up{args.up, args.up_dtype, args.up_row_stride};
+  const ew::Out y{args.y, args.y_dtype, args.y_row_stride};
+  const bool vector = ew::vector_ok(gate.data, gate.dtype, packs.rows, gate.row_stride) &&
+                      ew::vector_ok(up.data, up.dtype, packs.rows, up.row_stride) &&
+                      ew::vector_ok(y.data, y.dtype, packs.rows, y.row_stride);
+  return ew::with_packs_per_step<kSwigluPacksPerStep>(
+      packs.rows * packs.per_row, layout.strided, [&](auto unroll, unsigned blocks) -> Status {
+        ACTLOSS_CUDA_TRY(simcuda::launch(swiglu_forward_kernel<decltype(unroll)::value>,
+                                         dim3(blocks), dim3(ew::kThreads), 0, exec.stream,
+                                         packs, gate, up, y, vector));
+        return {};
+      });
+}
+
+Status cuda_swiglu_backward(const SwigluBackwardArgs& args, const Exec& exec) {
+  using namespace cuda;
+  if (args.n == 0 || args.rows == 0) return {};
+  const ActivationLayout layout =
+      activation_layout(args.rows, args.n,
+                        {args.gate_row_stride, args.up_row_stride, args.dy_row_stride,
+                         args.d_gate_row_stride, args.d_up_row_stride});
+  const ew::Packs packs = layout.packs;
+  const ew::In gate{args.gate, args.gate_dtype, args.gate_row_stride};
+  const ew::In up{args.up, args.up_dtype, args.up_row_stride};
+  const ew::In dy{args.dy, args.dy_dtype, args.dy_row_stride};
+  const ew::Out d_gate{args.d_gate, args.d_gate_dtype, args.d_gate_row_stride};
+  const ew::Out d_up{args.d_up, args.d_up_dtype, args.d_up_row_stride};
+  const bool vector = ew::vector_ok(gate.data, gate.dtype, packs.rows, gate.row_stride) &&
+                      ew::vector_ok(up.data, up.dtype, packs.rows, up.row_stride) &&
+                      ew::vector_ok(dy.data, dy.dtype, packs.rows, dy.row_stride) &&
+                      ew::vector_ok(d_gate.data, d_gate.dtype, packs.rows, d_gate.row_stride) &&
+                      ew::vector_ok(d_up.data, d_up.dtype, packs.rows, d_up.row_stride);
+  return ew::with_packs_per_step<kSwigluPacksPerStep>(
+      packs.rows * packs.per_row, layout.strided, [&](auto unroll, unsigned blocks) -> Status {
+        ACTLOSS_CUDA_TRY(simcuda::launch(swiglu_backward_kernel<decltype(unroll)::value>,
+                                         dim3(blocks), dim3(ew::kThreads), 0, exec.stream,
+                                         packs, gate, up, dy, d_gate, d_up, vector));
+        return {};
+      });
 }
 
 }  // namespace actloss::detail

@@ -30,7 +30,8 @@ constexpr int kBlocksPerSm = 2;
 struct BceKernelArgs {
   ew::Packs packs;
   ew::In logits, targets;
-  ew::In weight;                   // data null: 1
+  ew::In weight;                   // data null: 1; row stride 0 for a per-column weight
+  bool weight_per_row = false;     // weight [rows]: one value per row, read once per pack
   const float* pos_weight = nullptr;  // [cols]; null: 1
   bool pos_weight_broadcast = false;  // one pos_weight for every element (a flattened [N x 1])
   float* loss_elements = nullptr;  // dense [rows x cols] under none when the loss is wanted
@@ -61,6 +62,7 @@ __device__ __forceinline__ float positive_term(float pos_weight, float y, float 
 
 struct BceLoaded {
   ew::RawPack logits, targets, weight, pos_weight, upstream;
+  float row_weight = 1.0f;  // a per-row weight (packs never straddle rows)
 };
 
 template <int kUnroll>
@@ -87,7 +89,10 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
   const auto load = [&](const ew::Pack& p, BceLoaded& raw) {
     ew::load(a.logits, p, raw.logits);
     ew::load(a.targets, p, raw.targets);
-    if (has_weight) ew::load(a.weight, p, raw.weight);
+    if (a.weight_per_row)
+      raw.row_weight = load_dynamic(a.weight.data, a.weight.dtype, p.row);
+    else if (has_weight)
+      ew::load(a.weight, p, raw.weight);
     if (pack_pos_weight) ew::load(pos_weight, ew::Pack{0, p.col, p.count, p.full}, raw.pos_weight);
     if (upstream_elements) ew::load(upstream, p, raw.upstream);
   };
@@ -99,7 +104,12 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
     for (int i = 0; i < ew::kPack; ++i) pw[i] = broadcast_pos_weight;
     ew::unpack(raw.logits, a.logits.dtype, x);
     ew::unpack(raw.targets, a.targets.dtype, y);
-    if (has_weight) ew::unpack(raw.weight, a.weight.dtype, w);
+    if (a.weight_per_row) {
+#pragma unroll
+      for (int i = 0; i < ew::kPack; ++i) w[i] = raw.row_weight;
+    } else if (has_weight) {
+      ew::unpack(raw.weight, a.weight.dtype, w);
+    }
     if (pack_pos_weight) ew::unpack(raw.pos_weight, DType::f32, pw);
     if (upstream_elements) ew::unpack(raw.upstream, DType::f32, up);
 
@@ -187,17 +197,26 @@ Status cuda_bce_with_logits(Pass pass, const BceArgs& args, const BceOptions& op
   // is then full and vectorisable whatever cols is, which matters most for [N x 1] binary labels
   // (one element per pack otherwise). The partition, and so the order of the partial sums,
   // remains a function of the arguments' shape and layout only.
+  // A broadcast weight needs the row or the column, except a per-row one over [N x 1], which is
+  // a full one.
+  const bool weight_per_row = args.weight != nullptr &&
+                              args.weight_shape == BceWeightShape::per_row && cols > 1;
+  const bool weight_per_column = args.weight != nullptr &&
+                                 args.weight_shape == BceWeightShape::per_column && rows > 1;
   const bool dense = args.logits_row_stride == cols && args.target_row_stride == cols &&
                      (args.weight == nullptr || args.weight_row_stride == cols) &&
                      (!wants_grad || args.grad_row_stride == cols);
-  const bool flatten = rows > 1 && dense && (args.pos_weight == nullptr || cols == 1);
+  const bool flatten = rows > 1 && dense && (args.pos_weight == nullptr || cols == 1) &&
+                       !weight_per_row && !weight_per_column;
 
   BceKernelArgs a;
   a.packs = flatten ? ew::packs_of(1, rows * cols) : ew::packs_of(rows, cols);
   a.pos_weight_broadcast = args.pos_weight != nullptr && cols == 1;
   a.logits = ew::In{args.logits, args.logits_dtype, args.logits_row_stride};
   a.targets = ew::In{args.targets, args.target_dtype, args.target_row_stride};
-  a.weight = ew::In{args.weight, args.weight_dtype, args.weight_row_stride};
+  a.weight = ew::In{args.weight, args.weight_dtype,
+                    weight_per_column ? 0 : args.weight_row_stride};
+  a.weight_per_row = weight_per_row;
   a.pos_weight = args.pos_weight;
   if (wants_loss && per_element) a.loss_elements = args.loss;
   if (wants_grad) {
@@ -210,7 +229,8 @@ Status cuda_bce_with_logits(Pass pass, const BceArgs& args, const BceOptions& op
   a.vector =
       ew::vector_ok(a.logits.data, a.logits.dtype, kernel_rows, a.logits.row_stride) &&
       ew::vector_ok(a.targets.data, a.targets.dtype, kernel_rows, a.targets.row_stride) &&
-      ew::vector_ok(a.weight.data, a.weight.dtype, kernel_rows, a.weight.row_stride) &&
+      ew::vector_ok(weight_per_row ? nullptr : a.weight.data, a.weight.dtype, kernel_rows,
+                    a.weight.row_stride) &&
       ew::vector_ok(a.pos_weight_broadcast ? nullptr : a.pos_weight, DType::f32, 1, 0) &&
       ew::vector_ok(a.loss_elements, DType::f32, kernel_rows, cols) &&
       ew::vector_ok(a.grad.data, a.grad.dtype, kernel_rows, a.grad.row_stride) &&

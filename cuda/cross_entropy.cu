@@ -37,13 +37,13 @@ struct CrossEntropyParams {
   std::int64_t classes = 0;
 
   const void* logits = nullptr;
-  std::int64_t logits_stride = 0;
+  row::RowStarts logits_rows;
 
   const void* targets = nullptr;
   bool soft_targets = false;
   bool targets_i32 = false;           // class indices: int32 (else int64)
   DType target_dtype = DType::f32;    // probabilities
-  std::int64_t target_stride = 0;     // probabilities
+  row::RowStarts target_rows;         // in elements: probabilities; class indices (row stride 1)
   const float* class_weight = nullptr;
 
   std::int64_t ignore_index = -100;
@@ -60,7 +60,7 @@ struct CrossEntropyParams {
   const CrossEntropyRowStats* saved_stats = nullptr;  // backward: statistics come from here
 
   void* grad = nullptr;
-  std::int64_t grad_stride = 0;
+  row::RowStarts grad_rows;
   float grad_scale = 1.0f;
   const float* upstream = nullptr;
   bool upstream_per_row = false;
@@ -129,8 +129,9 @@ struct Softcap {
 
 __device__ __forceinline__ std::int64_t load_class_target(const CrossEntropyParams& p,
                                                           std::int64_t r) {
-  return p.targets_i32 ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[r]}
-                       : static_cast<const std::int64_t*>(p.targets)[r];
+  const std::int64_t at = p.target_rows.of(r);
+  return p.targets_i32 ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[at]}
+                       : static_cast<const std::int64_t*>(p.targets)[at];
 }
 
 enum class RowKind : std::uint8_t { none, active, ignored, invalid };
@@ -314,7 +315,7 @@ __device__ __forceinline__ void load_logits_row(const CrossEntropyParams& p,
                                                 const RowGroup& group, Row& row,
                                                 std::int64_t r) {
   const bool in_range = r < p.rows;
-  const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? r * p.logits_stride : 0);
+  const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? p.logits_rows.of(r) : 0);
   row.load(logits_row, in_range ? static_cast<int>(p.classes) : 0, group.rank, group.size,
            p.chunk_pieces);
 }
@@ -367,7 +368,7 @@ __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
   rc.m = m;
   rc.smooth = eps / static_cast<float>(p.classes);
   rc.target_row = soft && in_range ? static_cast<const char*>(p.targets) +
-                                         r * p.target_stride * dtype_size(p.target_dtype)
+                                         p.target_rows.of(r) * dtype_size(p.target_dtype)
                                    : nullptr;
   const float hard_coefficient = hard_active ? (1.0f - eps) * class_weight_at(p, y) : 0.0f;
   float coefficient_sum;
@@ -454,7 +455,7 @@ __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
   const bool terms_here = need_terms && kind == RowKind::active;
   double terms = 0.0;
   if (write_grad || terms_here) {
-    TG* grad_row = write_grad ? static_cast<TG*>(p.grad) + r * p.grad_stride : nullptr;
+    TG* grad_row = write_grad ? static_cast<TG*>(p.grad) + p.grad_rows.of(r) : nullptr;
     const bool general = soft || p.softcap != 0.0f || (eps != 0.0f && p.class_weight != nullptr);
     terms = general ? gradient_and_terms<true>(p, rc, row, grad_row, terms_here)
                     : gradient_and_terms<false>(p, rc, row, grad_row, terms_here);
@@ -571,6 +572,7 @@ struct WeightSumParams {
   std::int64_t rows = 0;
   std::int64_t classes = 0;
   const void* targets = nullptr;
+  row::RowStarts target_rows;  // row stride 1
   bool targets_i32 = false;
   std::int64_t ignore_index = -100;
   const float* class_weight = nullptr;
@@ -587,9 +589,10 @@ __global__ void __launch_bounds__(kWeightSumThreads)
   double target_sum = 0.0, class_sum = 0.0;
   if (p.target_weights) {
     for (std::int64_t i = first; i < p.rows; i += step) {
+      const std::int64_t at = p.target_rows.of(i);
       const std::int64_t y = p.targets_i32
-                                 ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[i]}
-                                 : static_cast<const std::int64_t*>(p.targets)[i];
+                                 ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[at]}
+                                 : static_cast<const std::int64_t*>(p.targets)[at];
       if (y == p.ignore_index) continue;
       if (y < 0 || y >= p.classes)
         target_sum += NAN;
@@ -755,13 +758,17 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.rows = args.rows;
   p.classes = args.classes;
   p.logits = args.logits;
-  p.logits_stride = args.logits_row_stride;
+  p.logits_rows = row::row_starts(args.rows, args.rows_per_batch, args.logits_row_stride,
+                                  args.logits_batch_stride);
   p.targets = args.targets;
   p.soft_targets = soft;
   p.targets_i32 = args.target_kind == TargetKind::class_index_i32;
   if (soft) {
     p.target_dtype = args.target_dtype;
-    p.target_stride = args.target_row_stride;
+    p.target_rows = row::row_starts(args.rows, args.rows_per_batch, args.target_row_stride,
+                                    args.target_batch_stride);
+  } else {
+    p.target_rows = row::row_starts(args.rows, args.rows_per_batch, 1, args.target_batch_stride);
   }
   p.class_weight = args.class_weight;
   p.ignore_index = options.ignore_index;
@@ -775,7 +782,8 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.saved_stats = pass == Pass::backward ? args.saved_stats : nullptr;
   if (writes_grad) {
     p.grad = args.grad;
-    p.grad_stride = args.grad_row_stride;
+    p.grad_rows = row::row_starts(args.rows, args.rows_per_batch, args.grad_row_stride,
+                                  args.grad_batch_stride);
     p.grad_scale = args.grad_scale;
     p.upstream = args.upstream_grad;
     p.upstream_per_row = !reduced;
@@ -814,6 +822,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
     w.rows = args.rows;
     w.classes = args.classes;
     w.targets = args.targets;
+    w.target_rows = p.target_rows;
     w.targets_i32 = p.targets_i32;
     w.ignore_index = options.ignore_index;
     w.class_weight = args.class_weight;

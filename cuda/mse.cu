@@ -16,15 +16,15 @@ constexpr int kPacksPerStep = 2;
 constexpr int kBlocksPerSm = 3;
 
 struct MseKernelArgs {
-  ew::Packs packs;  // 1 x n
+  ew::Packs packs;  // one long row, or rows x cols for strided rows
   ew::In input, target;
-  float* loss_elements = nullptr;  // [n] under none when the loss is wanted, else null
+  float* loss_elements = nullptr;  // dense [rows x cols] under none when the loss is wanted
   ReducedLoss reduced;             // under sum/mean when the loss is wanted
   double denominator = 1.0;        // of the reduced loss
   ew::Out grad;                    // data null when the gradient is not wanted
   // d loss / d input = 2 (input - target) * grad_coefficient * upstream, where
-  // grad_coefficient = grad_scale / (mean denominator) and upstream is [n] under none, [1]
-  // otherwise, 1 when null.
+  // grad_coefficient = grad_scale / (mean denominator) and upstream is dense [rows x cols]
+  // under none, [1] otherwise, 1 when null.
   float grad_coefficient = 1.0f;
   const float* upstream = nullptr;
   bool upstream_per_element = false;
@@ -44,8 +44,9 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
   const float coefficient =
       2.0f * a.grad_coefficient *
       (a.upstream != nullptr && !a.upstream_per_element ? a.upstream[0] : 1.0f);
-  const ew::In upstream{a.upstream, DType::f32, 0};
-  const ew::Out loss{a.loss_elements, DType::f32, 0};
+  // Per-element buffers are dense [rows x cols].
+  const ew::In upstream{a.upstream, DType::f32, a.packs.cols};
+  const ew::Out loss{a.loss_elements, DType::f32, a.packs.cols};
 
   double sum = 0.0;
   const auto load = [&](const ew::Pack& p, MseLoaded& raw) {
@@ -118,44 +119,61 @@ Status cuda_mse(Pass pass, const MseArgs& args, const MseOptions& options, const
   const bool wants_loss = pass != Pass::backward && args.loss != nullptr;
   const bool wants_grad = pass != Pass::forward;
   const bool reduces = wants_loss && !per_element;
+  const std::int64_t count = args.rows * args.n;
   const double denominator =
-      options.reduction == Reduction::mean ? static_cast<double>(args.n) : 1.0;
+      options.reduction == Reduction::mean ? static_cast<double>(count) : 1.0;
 
-  if (args.n == 0) {
+  if (count == 0) {
     // Nothing to read or differentiate; sum and mean of nothing are 0.
     if (reduces) ACTLOSS_CUDA_TRY(cudaMemsetAsync(args.loss, 0, sizeof(float), exec.stream));
     return {};
   }
 
+  // Dense rows are one long row, the layout the several-packs loop handles; strided rows take the
+  // one-pack loop, which walks rows.
+  const bool strided =
+      args.rows > 1 && (args.input_row_stride != args.n || args.target_row_stride != args.n ||
+                        (wants_grad && args.grad_row_stride != args.n));
   MseKernelArgs a;
-  a.packs = ew::packs_of(1, args.n);
-  a.input = ew::In{args.input, args.input_dtype, args.n};
-  a.target = ew::In{args.target, args.target_dtype, args.n};
+  a.packs = strided ? ew::packs_of(args.rows, args.n) : ew::packs_of(1, count);
+  a.input = ew::In{args.input, args.input_dtype, args.input_row_stride};
+  a.target = ew::In{args.target, args.target_dtype, args.target_row_stride};
   if (wants_loss && per_element) a.loss_elements = args.loss;
   if (wants_grad) {
-    a.grad = ew::Out{args.grad, args.grad_dtype, args.n};
+    a.grad = ew::Out{args.grad, args.grad_dtype, args.grad_row_stride};
     a.grad_coefficient = static_cast<float>(static_cast<double>(args.grad_scale) / denominator);
     a.upstream = args.upstream_grad;
     a.upstream_per_element = per_element;
   }
-  a.vector = ew::vector_ok(a.input.data, a.input.dtype, 1, 0) &&
-             ew::vector_ok(a.target.data, a.target.dtype, 1, 0) &&
-             ew::vector_ok(a.loss_elements, DType::f32, 1, 0) &&
-             ew::vector_ok(a.grad.data, a.grad.dtype, 1, 0) &&
-             ew::vector_ok(a.upstream_per_element ? a.upstream : nullptr, DType::f32, 1, 0);
+  const std::int64_t rows = a.packs.rows, cols = a.packs.cols;
+  a.vector = ew::vector_ok(a.input.data, a.input.dtype, rows, a.input.row_stride) &&
+             ew::vector_ok(a.target.data, a.target.dtype, rows, a.target.row_stride) &&
+             ew::vector_ok(a.loss_elements, DType::f32, rows, cols) &&
+             ew::vector_ok(a.grad.data, a.grad.dtype, rows, a.grad.row_stride) &&
+             ew::vector_ok(a.upstream_per_element ? a.upstream : nullptr, DType::f32, rows, cols);
 
+  const std::int64_t packs = rows * a.packs.per_row;
+  if (strided) {
+    return ew::launch_loss(mse_kernel<1>, ew::threads_for(packs, 1), a, reduces, denominator,
+                           args.loss, exec, "mse_workspace_size");
+  }
   return ew::with_packs_per_step<kPacksPerStep>([&](auto unroll) {
     constexpr int kUnroll = decltype(unroll)::value;
-    return ew::launch_loss(mse_kernel<kUnroll>, ew::threads_for(a.packs.per_row, kUnroll), a,
-                           reduces, denominator, args.loss, exec, "mse_workspace_size");
+    return ew::launch_loss(mse_kernel<kUnroll>, ew::threads_for(packs, kUnroll), a, reduces,
+                           denominator, args.loss, exec, "mse_workspace_size");
   });
 }
 
 Status cuda_mse_workspace_size(const MseArgs& args, const MseOptions& options,
                                std::size_t* bytes) {
   *bytes = 0;
-  if (options.reduction == Reduction::none || args.n == 0) return {};
-  return cuda::ew::loss_workspace_bytes(cuda::ew::packs_of(1, args.n).per_row, bytes);
+  if (options.reduction == Reduction::none || args.n == 0 || args.rows == 0) return {};
+  // Row by row has at least as many packs as the one long row a dense call takes; saturated, as
+  // the grid is capped far below and the call itself refuses such a size.
+  const cuda::ew::Packs packs = cuda::ew::packs_of(args.rows, args.n);
+  const std::int64_t count =
+      packs.rows > INT64_MAX / packs.per_row ? INT64_MAX : packs.rows * packs.per_row;
+  return cuda::ew::loss_workspace_bytes(count, bytes);
 }
 
 }  // namespace actloss::detail

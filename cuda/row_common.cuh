@@ -28,6 +28,47 @@ using detail::RowAlgorithm;
 using detail::RowOp;
 
 constexpr int kChunk = detail::row_limits::kChunk;
+
+// Where row r of an operand starts, in elements. Rows may come in batches (a [B, T, C] view such
+// as logits[:, :-1, :]); rows_per_batch 0 is the layout of one batch (or of batches that follow
+// each other densely), the common case. The batch of a row comes from a multiplication by the
+// host's double reciprocal, corrected to the exact quotient: a 64-bit integer division is a
+// subroutine call on the GPU, around which the row kernels spilled their live registers.
+struct RowStarts {
+  std::int64_t row_stride = 0;
+  std::int64_t batch_stride = 0;
+  std::int64_t rows_per_batch = 0;
+  double inverse_rows_per_batch = 0.0;
+
+  __device__ __forceinline__ std::int64_t of(std::int64_t r) const {
+    if (rows_per_batch == 0) return r * row_stride;
+    std::int64_t batch =
+        static_cast<std::int64_t>(static_cast<double>(r) * inverse_rows_per_batch);
+    std::int64_t step = r - batch * rows_per_batch;
+    while (step < 0) {
+      --batch;
+      step += rows_per_batch;
+    }
+    while (step >= rows_per_batch) {
+      ++batch;
+      step -= rows_per_batch;
+    }
+    return batch * batch_stride + step * row_stride;
+  }
+};
+
+// The RowStarts of an operand of `rows` rows (strides normalised by the host). One row per batch
+// is rows of the batch stride.
+inline RowStarts row_starts(std::int64_t rows, std::int64_t rows_per_batch,
+                            std::int64_t row_stride, std::int64_t batch_stride) {
+  if (rows_per_batch <= 0 || rows_per_batch >= rows ||
+      batch_stride == rows_per_batch * row_stride)
+    return RowStarts{row_stride, 0, 0, 0.0};
+  if (rows_per_batch == 1) return RowStarts{batch_stride, 0, 0, 0.0};
+  return RowStarts{row_stride, batch_stride, rows_per_batch,
+                   1.0 / static_cast<double>(rows_per_batch)};
+}
+
 constexpr float kLog2e = 1.4426950408889634f;
 constexpr int kMaxBlock = detail::row_limits::kMaxThreadsPerRow;  // the largest block of any path
 constexpr int kMaxWarps = 32;

@@ -26,9 +26,9 @@ struct SoftmaxForwardParams {
   std::int64_t rows = 0;
   int cols = 0;
   const void* x = nullptr;
-  std::int64_t x_stride = 0;
+  row::RowStarts x_rows;
   void* y = nullptr;
-  std::int64_t y_stride = 0;
+  row::RowStarts y_rows;
   bool log = false;
   int threads_per_row = 32;
   int staging_chunks = 0;  // block_shared: the row is staged in dynamic shared memory
@@ -42,7 +42,7 @@ __device__ __forceinline__ void load_forward_row(const SoftmaxForwardParams& p,
                                                  const RowGroup& group, Row& row,
                                                  std::int64_t r) {
   const bool in_range = r < p.rows;
-  const TX* x_row = static_cast<const TX*>(p.x) + (in_range ? r * p.x_stride : 0);
+  const TX* x_row = static_cast<const TX*>(p.x) + (in_range ? p.x_rows.of(r) : 0);
   row.load(x_row, in_range ? p.cols : 0, group.rank, group.size, p.chunk_pieces);
 }
 
@@ -66,7 +66,7 @@ __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& 
   const float log_s = log1pf(static_cast<float>(rest));
   const bool no_mass = rest == -1.0;
   const float inv_s = no_mass ? 0.0f : 1.0f / (1.0f + static_cast<float>(rest));
-  TY* y_row = static_cast<TY*>(p.y) + r * p.y_stride;
+  TY* y_row = static_cast<TY*>(p.y) + p.y_rows.of(r);
   row.for_each([&](int col0, const float (&x)[kChunk], row::Span) {
     float out[kChunk];
 #pragma unroll
@@ -124,12 +124,12 @@ struct SoftmaxBackwardParams {
   std::int64_t rows = 0;
   int cols = 0;
   const void* y = nullptr;
-  std::int64_t y_stride = 0;
+  row::RowStarts y_rows;
   const void* dy = nullptr;
   DType dy_dtype = DType::f32;
-  std::int64_t dy_stride = 0;  // elements
+  row::RowStarts dy_rows;  // elements
   void* dx = nullptr;
-  std::int64_t dx_stride = 0;
+  row::RowStarts dx_rows;
   bool log = false;
   int threads_per_row = 32;
   bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
@@ -243,9 +243,9 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
                                                      const RowGroup& group, Row& row,
                                                      std::int64_t r) {
   const bool in_range = r < p.rows;
-  const TY* y_row = static_cast<const TY*>(p.y) + (in_range ? r * p.y_stride : 0);
+  const TY* y_row = static_cast<const TY*>(p.y) + (in_range ? p.y_rows.of(r) : 0);
   const char* dy_row = static_cast<const char*>(p.dy) +
-                       (in_range ? r * p.dy_stride * dtype_size(p.dy_dtype) : 0);
+                       (in_range ? p.dy_rows.of(r) * dtype_size(p.dy_dtype) : 0);
   row.load(y_row, dy_row, p.dy_dtype, in_range ? p.cols : 0, group.rank, group.size,
            p.chunk_pieces);
   // softmax: sum dy y; log-softmax: sum dy. In double, where every product of two floats is
@@ -267,7 +267,7 @@ __device__ __forceinline__ void softmax_backward_row(const SoftmaxBackwardParams
   // difference (dy - hi) - lo is as accurate as a double one where dy and dot nearly cancel. A
   // dot beyond 2^100 (dy and y near float's range) could overflow hi or the difference although
   // dx is finite: such a row is done in double, apart, so that the common loop holds no double.
-  TDX* dx_row = static_cast<TDX*>(p.dx) + r * p.dx_stride;
+  TDX* dx_row = static_cast<TDX*>(p.dx) + p.dx_rows.of(r);
   if (fabs(dot) <= 0x1p100) {
     const float hi = static_cast<float>(dot);
     const float lo = static_cast<float>(dot - static_cast<double>(hi));
@@ -362,9 +362,11 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
   p.rows = args.rows;
   p.cols = static_cast<int>(args.cols);
   p.x = args.x;
-  p.x_stride = args.x_row_stride;
+  p.x_rows = row::row_starts(args.rows, args.rows_per_batch, args.x_row_stride,
+                             args.x_batch_stride);
   p.y = args.y;
-  p.y_stride = args.y_row_stride;
+  p.y_rows = row::row_starts(args.rows, args.rows_per_batch, args.y_row_stride,
+                             args.y_batch_stride);
   p.log = options.log;
   const RowLaunch launch =
       row::plan_row_launch(RowOp::softmax_forward, args.rows, args.cols, args.x_dtype, *device);
@@ -393,12 +395,15 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptio
   p.rows = args.rows;
   p.cols = static_cast<int>(args.cols);
   p.y = args.y;
-  p.y_stride = args.y_row_stride;
+  p.y_rows = row::row_starts(args.rows, args.rows_per_batch, args.y_row_stride,
+                             args.y_batch_stride);
   p.dy = args.dy;
   p.dy_dtype = args.dy_dtype;
-  p.dy_stride = args.dy_row_stride;
+  p.dy_rows = row::row_starts(args.rows, args.rows_per_batch, args.dy_row_stride,
+                              args.dy_batch_stride);
   p.dx = args.dx;
-  p.dx_stride = args.dx_row_stride;
+  p.dx_rows = row::row_starts(args.rows, args.rows_per_batch, args.dx_row_stride,
+                              args.dx_batch_stride);
   p.log = options.log;
   const RowLaunch launch =
       row::plan_row_launch(RowOp::softmax_backward, args.rows, args.cols, args.y_dtype, *device);

@@ -1,13 +1,14 @@
 // Public activation entry points: validate, then run on the CPU path or hand over to the CUDA
 // backend.
 //
-//   forward   needs x, y (n > 0)          writes y and, for relu, the optional mask
-//   backward  needs saved, dy, dx (n > 0)  writes dx
-// In place: y == x and dx == dy, each only with matching dtypes. Every other overlap between an
-// output and anything else is rejected.
+//   forward   needs x, y (rows * n > 0)          writes y and, for relu, the optional mask
+//   backward  needs saved, dy, dx (rows * n > 0)  writes dx
+// In place: y == x and dx == dy, each only with matching dtypes and row strides. Every other
+// overlap between an output and anything else is rejected.
 #include <actloss/activation.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <vector>
 
 #include "host/backend.h"
@@ -66,27 +67,44 @@ Status check_options(const ActivationOptions& options) {
   return {};
 }
 
-Status element_region(const char* argument, const void* data, DType dtype, std::int64_t n,
+// A rows x n operand: its stride normalised (0: dense) and its extent.
+Status element_region(const char* argument, const void* data, DType dtype, std::int64_t rows,
+                      std::int64_t n, std::int64_t& stride, const char* stride_argument,
                       Region& out) {
-  ACTLOSS_TRY(host::matrix_region(argument, data, dtype, 1, n, n, "n", "n", "n", out));
-  return {};
+  ACTLOSS_TRY(host::normalize_stride(stride, n, stride_argument, "n"));
+  return host::matrix_region(argument, data, dtype, rows, n, stride, "rows", "n",
+                             stride_argument, out);
 }
 
-Status mask_region(const char* argument, const void* data, std::int64_t n, Region& out) {
-  return host::vector_region(argument, data, relu_mask_words(n), 4, "n", out);
+// The mask of rows x n elements.
+Status mask_region(const char* argument, const void* data, std::int64_t rows, std::int64_t n,
+                   Region& out) {
+  std::int64_t count = 0;
+  if (__builtin_mul_overflow(rows, n, &count)) {
+    return host::invalid("rows", "rows * n overflows int64 (got ", rows, " rows of ", n, ")");
+  }
+  return host::vector_region(argument, data, relu_mask_words(count), 4, "n", out);
+}
+
+Status check_shape(std::int64_t rows, std::int64_t n) {
+  ACTLOSS_TRY(host::check_non_negative(rows, "rows"));
+  return host::check_non_negative(n, "n");
 }
 
 // ---- forward ---------------------------------------------------------------------------------
 
 struct ForwardPlan {
+  ActivationForwardArgs args;  // strides normalised
   Region x, y, relu_mask;
 };
 
-Status validate_forward(const ActivationForwardArgs& args, const ActivationOptions& options,
+Status validate_forward(const ActivationForwardArgs& in, const ActivationOptions& options,
                         const Exec& exec, ForwardPlan& plan) {
   ACTLOSS_TRY(host::check_exec(exec));
   ACTLOSS_TRY(check_options(options));
-  ACTLOSS_TRY(host::check_non_negative(args.n, "n"));
+  ActivationForwardArgs& args = plan.args;
+  args = in;
+  ACTLOSS_TRY(check_shape(args.rows, args.n));
   ACTLOSS_TRY(host::check_dtype(args.x_dtype, "x_dtype"));
   ACTLOSS_TRY(host::check_dtype(args.y_dtype, "y_dtype"));
   if (args.relu_mask != nullptr && options.activation != Activation::relu) {
@@ -94,15 +112,17 @@ Status validate_forward(const ActivationForwardArgs& args, const ActivationOptio
                          to_string(options.activation), ")");
   }
 
-  ACTLOSS_TRY(element_region("x", args.x, args.x_dtype, args.n, plan.x));
-  ACTLOSS_TRY(element_region("y", args.y, args.y_dtype, args.n, plan.y));
+  ACTLOSS_TRY(element_region("x", args.x, args.x_dtype, args.rows, args.n, args.x_row_stride,
+                             "x_row_stride", plan.x));
+  ACTLOSS_TRY(element_region("y", args.y, args.y_dtype, args.rows, args.n, args.y_row_stride,
+                             "y_row_stride", plan.y));
   if (args.relu_mask != nullptr) {
-    ACTLOSS_TRY(mask_region("relu_mask", args.relu_mask, args.n, plan.relu_mask));
+    ACTLOSS_TRY(mask_region("relu_mask", args.relu_mask, args.rows, args.n, plan.relu_mask));
   }
 
-  if (args.n > 0) {
-    ACTLOSS_TRY(host::check_required(args.x, "x", "n > 0"));
-    ACTLOSS_TRY(host::check_required(args.y, "y", "n > 0"));
+  if (args.rows > 0 && args.n > 0) {
+    ACTLOSS_TRY(host::check_required(args.x, "x", "rows * n > 0"));
+    ACTLOSS_TRY(host::check_required(args.y, "y", "rows * n > 0"));
   }
   ACTLOSS_TRY(host::check_no_overlap_except_in_place(plan.y, plan.x, {}));
   ACTLOSS_TRY(host::check_no_overlap(plan.relu_mask, {&plan.x, &plan.y}));
@@ -111,16 +131,19 @@ Status validate_forward(const ActivationForwardArgs& args, const ActivationOptio
 
 Status forward_on_cpu(const ActivationForwardArgs& args, const ActivationOptions& options) {
   return host::run_cpu("activation_forward", [&] {
-    if (args.n == 0) return;
-    const std::vector<double> x = host::gather(args.x, args.x_dtype, 1, args.n, args.n);
+    if (args.n == 0 || args.rows == 0) return;
+    const std::vector<double> x =
+        host::gather(args.x, args.x_dtype, args.rows, args.n, args.x_row_stride);
     const std::vector<double> y = ref::activation_forward(to_ref(options.activation), x,
                                                           options.alpha);
-    host::scatter(args.y, args.y_dtype, 1, args.n, args.n, y);
+    host::scatter(args.y, args.y_dtype, args.rows, args.n, args.y_row_stride, y);
     if (args.relu_mask != nullptr) {
-      // Bits past n in the last word are written as 0 so the whole mask is defined.
-      for (std::int64_t word = 0; word < relu_mask_words(args.n); ++word) {
+      // Bits past the last element in the last word are written as 0 so the whole mask is
+      // defined.
+      const std::int64_t count = args.rows * args.n;
+      for (std::int64_t word = 0; word < relu_mask_words(count); ++word) {
         std::uint32_t bits = 0;
-        for (std::int64_t bit = 0; bit < 32 && word * 32 + bit < args.n; ++bit) {
+        for (std::int64_t bit = 0; bit < 32 && word * 32 + bit < count; ++bit) {
           if (x[static_cast<std::size_t>(word * 32 + bit)] > 0.0) bits |= std::uint32_t{1} << bit;
         }
         args.relu_mask[word] = bits;
@@ -132,6 +155,7 @@ Status forward_on_cpu(const ActivationForwardArgs& args, const ActivationOptions
 // ---- backward --------------------------------------------------------------------------------
 
 struct BackwardPlan {
+  ActivationBackwardArgs args;  // strides normalised
   Region saved, dy, dx;
 };
 
@@ -159,29 +183,35 @@ Status check_saved_kind(SavedTensor kind, const ActivationOptions& options) {
   return {};
 }
 
-Status validate_backward(const ActivationBackwardArgs& args, const ActivationOptions& options,
+Status validate_backward(const ActivationBackwardArgs& in, const ActivationOptions& options,
                          const Exec& exec, BackwardPlan& plan) {
   ACTLOSS_TRY(host::check_exec(exec));
   ACTLOSS_TRY(check_options(options));
+  ActivationBackwardArgs& args = plan.args;
+  args = in;
   ACTLOSS_TRY(check_saved_kind(args.saved_kind, options));
-  ACTLOSS_TRY(host::check_non_negative(args.n, "n"));
+  ACTLOSS_TRY(check_shape(args.rows, args.n));
   const bool mask = args.saved_kind == SavedTensor::relu_mask;
   if (!mask) ACTLOSS_TRY(host::check_dtype(args.saved_dtype, "saved_dtype"));
   ACTLOSS_TRY(host::check_dtype(args.dy_dtype, "dy_dtype"));
   ACTLOSS_TRY(host::check_dtype(args.dx_dtype, "dx_dtype"));
 
   if (mask) {
-    ACTLOSS_TRY(mask_region("saved", args.saved, args.n, plan.saved));
+    args.saved_row_stride = args.n;
+    ACTLOSS_TRY(mask_region("saved", args.saved, args.rows, args.n, plan.saved));
   } else {
-    ACTLOSS_TRY(element_region("saved", args.saved, args.saved_dtype, args.n, plan.saved));
+    ACTLOSS_TRY(element_region("saved", args.saved, args.saved_dtype, args.rows, args.n,
+                               args.saved_row_stride, "saved_row_stride", plan.saved));
   }
-  ACTLOSS_TRY(element_region("dy", args.dy, args.dy_dtype, args.n, plan.dy));
-  ACTLOSS_TRY(element_region("dx", args.dx, args.dx_dtype, args.n, plan.dx));
+  ACTLOSS_TRY(element_region("dy", args.dy, args.dy_dtype, args.rows, args.n, args.dy_row_stride,
+                             "dy_row_stride", plan.dy));
+  ACTLOSS_TRY(element_region("dx", args.dx, args.dx_dtype, args.rows, args.n, args.dx_row_stride,
+                             "dx_row_stride", plan.dx));
 
-  if (args.n > 0) {
-    ACTLOSS_TRY(host::check_required(args.saved, "saved", "n > 0"));
-    ACTLOSS_TRY(host::check_required(args.dy, "dy", "n > 0"));
-    ACTLOSS_TRY(host::check_required(args.dx, "dx", "n > 0"));
+  if (args.rows > 0 && args.n > 0) {
+    ACTLOSS_TRY(host::check_required(args.saved, "saved", "rows * n > 0"));
+    ACTLOSS_TRY(host::check_required(args.dy, "dy", "rows * n > 0"));
+    ACTLOSS_TRY(host::check_required(args.dx, "dx", "rows * n > 0"));
   }
   ACTLOSS_TRY(host::check_no_overlap_except_in_place(plan.dx, plan.dy, {&plan.saved}));
   return {};
@@ -189,20 +219,21 @@ Status validate_backward(const ActivationBackwardArgs& args, const ActivationOpt
 
 Status backward_on_cpu(const ActivationBackwardArgs& args, const ActivationOptions& options) {
   return host::run_cpu("activation_backward", [&] {
-    if (args.n == 0) return;
-    const std::vector<double> dy = host::gather(args.dy, args.dy_dtype, 1, args.n, args.n);
+    if (args.n == 0 || args.rows == 0) return;
+    const std::int64_t rows = args.rows, n = args.n;
+    const std::vector<double> dy = host::gather(args.dy, args.dy_dtype, rows, n, args.dy_row_stride);
     const ref::Activation activation = to_ref(options.activation);
     std::vector<double> dx;
     switch (args.saved_kind) {
       case SavedTensor::input: {
         const std::vector<double> x =
-            host::gather(args.saved, args.saved_dtype, 1, args.n, args.n);
+            host::gather(args.saved, args.saved_dtype, rows, n, args.saved_row_stride);
         dx = ref::activation_backward_from_input(activation, x, dy, options.alpha);
         break;
       }
       case SavedTensor::output: {
         const std::vector<double> y =
-            host::gather(args.saved, args.saved_dtype, 1, args.n, args.n);
+            host::gather(args.saved, args.saved_dtype, rows, n, args.saved_row_stride);
         dx = ref::activation_backward_from_output(activation, y, dy, options.alpha);
         break;
       }
@@ -210,27 +241,120 @@ Status backward_on_cpu(const ActivationBackwardArgs& args, const ActivationOptio
         // relu's derivative depends only on x > 0, so a stand-in input of 1 (bit set) or 0
         // (relu'(0) = 0) gives the reference exactly what the mask knows.
         const auto* words = static_cast<const std::uint32_t*>(args.saved);
-        std::vector<double> x(static_cast<std::size_t>(args.n));
-        for (std::int64_t i = 0; i < args.n; ++i) {
+        std::vector<double> x(static_cast<std::size_t>(rows * n));
+        for (std::int64_t i = 0; i < rows * n; ++i) {
           x[static_cast<std::size_t>(i)] = ((words[i / 32] >> (i % 32)) & 1u) != 0 ? 1.0 : 0.0;
         }
         dx = ref::activation_backward_from_input(activation, x, dy, options.alpha);
         break;
       }
     }
-    host::scatter(args.dx, args.dx_dtype, 1, args.n, args.n, dx);
+    host::scatter(args.dx, args.dx_dtype, rows, n, args.dx_row_stride, dx);
   });
 }
 
+// ---- SwiGLU ----------------------------------------------------------------------------------
+
+struct SwigluOperand {
+  const char* name;
+  const void* data;
+  DType dtype;
+  const char* dtype_name;
+  std::int64_t* stride;
+  const char* stride_name;
+  Region* region;
+};
+
+Status check_swiglu_operands(std::int64_t rows, std::int64_t n,
+                             std::initializer_list<SwigluOperand> operands) {
+  ACTLOSS_TRY(check_shape(rows, n));
+  for (const SwigluOperand& o : operands) ACTLOSS_TRY(host::check_dtype(o.dtype, o.dtype_name));
+  for (const SwigluOperand& o : operands) {
+    ACTLOSS_TRY(element_region(o.name, o.data, o.dtype, rows, n, *o.stride, o.stride_name,
+                               *o.region));
+  }
+  if (rows > 0 && n > 0) {
+    for (const SwigluOperand& o : operands)
+      ACTLOSS_TRY(host::check_required(o.data, o.name, "rows * n > 0"));
+  }
+  return {};
+}
+
+host::BatchedRows rows_of(std::int64_t rows, std::int64_t n, std::int64_t stride) {
+  return host::BatchedRows{rows, n, stride, rows > 0 ? rows : 1, 0};
+}
+
 }  // namespace
+
+Status swiglu_forward(const SwigluForwardArgs& in, const Exec& exec) {
+  ACTLOSS_TRY(host::check_exec(exec));
+  SwigluForwardArgs args = in;
+  Region gate, up, y;
+  ACTLOSS_TRY(check_swiglu_operands(
+      args.rows, args.n,
+      {{"gate", args.gate, args.gate_dtype, "gate_dtype", &args.gate_row_stride,
+        "gate_row_stride", &gate},
+       {"up", args.up, args.up_dtype, "up_dtype", &args.up_row_stride, "up_row_stride", &up},
+       {"y", args.y, args.y_dtype, "y_dtype", &args.y_row_stride, "y_row_stride", &y}}));
+  if (host::same_view(y, up)) {
+    ACTLOSS_TRY(host::check_no_overlap_except_in_place(y, up, {&gate}));
+  } else {
+    ACTLOSS_TRY(host::check_no_overlap_except_in_place(y, gate, {&up}));
+  }
+  ACTLOSS_TRY(host::check_memory(exec, {&gate, &up, &y}));
+  if (exec.device == Device::cuda) return detail::cuda_swiglu_forward(args, exec);
+  return host::run_cpu("swiglu_forward", [&] {
+    if (args.rows == 0 || args.n == 0) return;
+    const std::vector<double> g =
+        host::gather(args.gate, args.gate_dtype, rows_of(args.rows, args.n, args.gate_row_stride));
+    const std::vector<double> u =
+        host::gather(args.up, args.up_dtype, rows_of(args.rows, args.n, args.up_row_stride));
+    host::scatter(args.y, args.y_dtype, rows_of(args.rows, args.n, args.y_row_stride),
+                  ref::swiglu_forward(g, u));
+  });
+}
+
+Status swiglu_backward(const SwigluBackwardArgs& in, const Exec& exec) {
+  ACTLOSS_TRY(host::check_exec(exec));
+  SwigluBackwardArgs args = in;
+  Region gate, up, dy, d_gate, d_up;
+  ACTLOSS_TRY(check_swiglu_operands(
+      args.rows, args.n,
+      {{"gate", args.gate, args.gate_dtype, "gate_dtype", &args.gate_row_stride,
+        "gate_row_stride", &gate},
+       {"up", args.up, args.up_dtype, "up_dtype", &args.up_row_stride, "up_row_stride", &up},
+       {"dy", args.dy, args.dy_dtype, "dy_dtype", &args.dy_row_stride, "dy_row_stride", &dy},
+       {"d_gate", args.d_gate, args.d_gate_dtype, "d_gate_dtype", &args.d_gate_row_stride,
+        "d_gate_row_stride", &d_gate},
+       {"d_up", args.d_up, args.d_up_dtype, "d_up_dtype", &args.d_up_row_stride,
+        "d_up_row_stride", &d_up}}));
+  ACTLOSS_TRY(host::check_no_overlap_except_in_place(d_gate, gate, {&up, &dy, &d_up}));
+  ACTLOSS_TRY(host::check_no_overlap_except_in_place(d_up, up, {&gate, &dy}));
+  ACTLOSS_TRY(host::check_memory(exec, {&gate, &up, &dy, &d_gate, &d_up}));
+  if (exec.device == Device::cuda) return detail::cuda_swiglu_backward(args, exec);
+  return host::run_cpu("swiglu_backward", [&] {
+    if (args.rows == 0 || args.n == 0) return;
+    const std::int64_t rows = args.rows, n = args.n;
+    const std::vector<double> g =
+        host::gather(args.gate, args.gate_dtype, rows_of(rows, n, args.gate_row_stride));
+    const std::vector<double> u =
+        host::gather(args.up, args.up_dtype, rows_of(rows, n, args.up_row_stride));
+    const std::vector<double> dys =
+        host::gather(args.dy, args.dy_dtype, rows_of(rows, n, args.dy_row_stride));
+    std::vector<double> dg, du;
+    ref::swiglu_backward(g, u, dys, dg, du);
+    host::scatter(args.d_gate, args.d_gate_dtype, rows_of(rows, n, args.d_gate_row_stride), dg);
+    host::scatter(args.d_up, args.d_up_dtype, rows_of(rows, n, args.d_up_row_stride), du);
+  });
+}
 
 Status activation_forward(const ActivationForwardArgs& args, const ActivationOptions& options,
                           const Exec& exec) {
   ForwardPlan plan;
   ACTLOSS_TRY(validate_forward(args, options, exec, plan));
   ACTLOSS_TRY(host::check_memory(exec, {&plan.x, &plan.y, &plan.relu_mask}));
-  if (exec.device == Device::cpu) return forward_on_cpu(args, options);
-  return detail::cuda_activation_forward(args, options, exec);
+  if (exec.device == Device::cpu) return forward_on_cpu(plan.args, options);
+  return detail::cuda_activation_forward(plan.args, options, exec);
 }
 
 Status activation_backward(const ActivationBackwardArgs& args, const ActivationOptions& options,
@@ -238,8 +362,8 @@ Status activation_backward(const ActivationBackwardArgs& args, const ActivationO
   BackwardPlan plan;
   ACTLOSS_TRY(validate_backward(args, options, exec, plan));
   ACTLOSS_TRY(host::check_memory(exec, {&plan.saved, &plan.dy, &plan.dx}));
-  if (exec.device == Device::cpu) return backward_on_cpu(args, options);
-  return detail::cuda_activation_backward(args, options, exec);
+  if (exec.device == Device::cpu) return backward_on_cpu(plan.args, options);
+  return detail::cuda_activation_backward(plan.args, options, exec);
 }
 
 }  // namespace actloss

@@ -22,6 +22,8 @@ Status cuda_activation_forward(const ActivationForwardArgs& args, const Activati
                                const Exec& exec);
 Status cuda_activation_backward(const ActivationBackwardArgs& args,
                                 const ActivationOptions& options, const Exec& exec);
+Status cuda_swiglu_forward(const SwigluForwardArgs& args, const Exec& exec);
+Status cuda_swiglu_backward(const SwigluBackwardArgs& args, const Exec& exec);
 Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions& options,
                             const Exec& exec);
 Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptions& options,

@@ -20,6 +20,15 @@ namespace {
 using detail::Pass;
 using host::Region;
 
+bool is_valid(BceWeightShape shape) {
+  switch (shape) {
+    case BceWeightShape::full:
+    case BceWeightShape::per_column:
+    case BceWeightShape::per_row: return true;
+  }
+  return false;
+}
+
 struct Plan {
   BceArgs args;
   Region logits, targets, pos_weight, weight, loss, grad, upstream_grad;
@@ -39,14 +48,21 @@ Status validate(Pass pass, const BceArgs& in, const BceOptions& options, const E
   ACTLOSS_TRY(host::check_non_negative(args.cols, "cols"));
   ACTLOSS_TRY(host::check_dtype(args.logits_dtype, "logits_dtype"));
   ACTLOSS_TRY(host::check_dtype(args.target_dtype, "target_dtype"));
-  if (args.weight != nullptr) ACTLOSS_TRY(host::check_dtype(args.weight_dtype, "weight_dtype"));
+  if (args.weight != nullptr) {
+    ACTLOSS_TRY(host::check_dtype(args.weight_dtype, "weight_dtype"));
+    if (!is_valid(args.weight_shape)) {
+      return host::invalid("weight_shape", "not a BceWeightShape value (got ",
+                           static_cast<int>(args.weight_shape), ")");
+    }
+  }
+  const bool full_weight = args.weight != nullptr && args.weight_shape == BceWeightShape::full;
   if (writes_grad) ACTLOSS_TRY(host::check_dtype(args.grad_dtype, "grad_dtype"));
 
   ACTLOSS_TRY(
       host::normalize_stride(args.logits_row_stride, args.cols, "logits_row_stride", "cols"));
   ACTLOSS_TRY(
       host::normalize_stride(args.target_row_stride, args.cols, "target_row_stride", "cols"));
-  if (args.weight != nullptr) {
+  if (full_weight) {
     ACTLOSS_TRY(
         host::normalize_stride(args.weight_row_stride, args.cols, "weight_row_stride", "cols"));
   } else {
@@ -77,9 +93,15 @@ Status validate(Pass pass, const BceArgs& in, const BceOptions& options, const E
   ACTLOSS_TRY(host::vector_region("pos_weight", args.pos_weight,
                                   args.pos_weight != nullptr && has_elements ? cols : 0, 4,
                                   "cols", plan.pos_weight));
-  if (args.weight != nullptr) {
+  if (full_weight) {
     ACTLOSS_TRY(host::matrix_region("weight", args.weight, args.weight_dtype, rows, cols,
                                     args.weight_row_stride, "rows", "cols", "weight_row_stride",
+                                    plan.weight));
+  } else if (args.weight != nullptr) {
+    const bool per_row = args.weight_shape == BceWeightShape::per_row;
+    ACTLOSS_TRY(host::vector_region("weight", args.weight,
+                                    has_elements ? (per_row ? rows : cols) : 0,
+                                    dtype_size(args.weight_dtype), per_row ? "rows" : "cols",
                                     plan.weight));
   }
   // Per-element float32 buffers (loss and upstream_grad under `none`) are dense
@@ -144,9 +166,26 @@ Status run_on_cpu(Pass pass, const Plan& plan, const BceOptions& options) {
     problem.targets = host::gather(args.targets, args.target_dtype, args.rows, args.cols,
                                    args.target_row_stride);
     problem.pos_weight = host::gather_f32(args.pos_weight, args.cols);
+    // A broadcast weight reaches the reference as the full [rows x cols] tensor it stands for.
     if (args.weight != nullptr) {
-      problem.weight = host::gather(args.weight, args.weight_dtype, args.rows, args.cols,
-                                    args.weight_row_stride);
+      switch (args.weight_shape) {
+        case BceWeightShape::full:
+          problem.weight = host::gather(args.weight, args.weight_dtype, args.rows, args.cols,
+                                        args.weight_row_stride);
+          break;
+        case BceWeightShape::per_column:
+          problem.weight = host::gather(args.weight, args.weight_dtype, args.rows, args.cols, 0);
+          break;
+        case BceWeightShape::per_row: {
+          const std::vector<double> per_row =
+              host::gather(args.weight, args.weight_dtype, args.rows, 1, 1);
+          problem.weight.reserve(static_cast<std::size_t>(args.rows * args.cols));
+          for (double weight : per_row) problem.weight.insert(problem.weight.end(),
+                                                              static_cast<std::size_t>(args.cols),
+                                                              weight);
+          break;
+        }
+      }
     }
     problem.reduction = host::to_ref(options.reduction);
     problem.grad_scale = args.grad_scale;

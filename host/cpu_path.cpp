@@ -25,6 +25,28 @@ void scatter(void* data, DType dtype, std::int64_t rows, std::int64_t cols,
   }
 }
 
+std::vector<double> gather(const void* data, DType dtype, const BatchedRows& layout) {
+  std::vector<double> values(static_cast<std::size_t>(layout.rows * layout.cols));
+  for (std::int64_t r = 0; r < layout.rows; ++r) {
+    const std::int64_t start = layout.start_of(r);
+    for (std::int64_t c = 0; c < layout.cols; ++c) {
+      values[static_cast<std::size_t>(r * layout.cols + c)] =
+          load_as_double(data, dtype, start + c);
+    }
+  }
+  return values;
+}
+
+void scatter(void* data, DType dtype, const BatchedRows& layout,
+             std::span<const double> values) {
+  for (std::int64_t r = 0; r < layout.rows; ++r) {
+    const std::int64_t start = layout.start_of(r);
+    for (std::int64_t c = 0; c < layout.cols; ++c) {
+      store_from_double(data, dtype, start + c, values[static_cast<std::size_t>(r * layout.cols + c)]);
+    }
+  }
+}
+
 std::vector<double> gather_f32(const float* data, std::int64_t count) {
   if (data == nullptr) return {};
   return std::vector<double>(data, data + count);

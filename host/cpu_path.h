@@ -27,6 +27,21 @@ std::vector<double> gather(const void* data, DType dtype, std::int64_t rows, std
 void scatter(void* data, DType dtype, std::int64_t rows, std::int64_t cols,
              std::int64_t row_stride, std::span<const double> values);
 
+// Rows in batches (CrossEntropyArgs::rows_per_batch, strides normalised): row r starts at
+// (r / rows_per_batch) * batch_stride + (r % rows_per_batch) * row_stride elements.
+struct BatchedRows {
+  std::int64_t rows = 0;
+  std::int64_t cols = 0;
+  std::int64_t row_stride = 0;
+  std::int64_t rows_per_batch = 1;
+  std::int64_t batch_stride = 0;
+  std::int64_t start_of(std::int64_t row) const {
+    return (row / rows_per_batch) * batch_stride + (row % rows_per_batch) * row_stride;
+  }
+};
+std::vector<double> gather(const void* data, DType dtype, const BatchedRows& layout);
+void scatter(void* data, DType dtype, const BatchedRows& layout, std::span<const double> values);
+
 std::vector<double> gather_f32(const float* data, std::int64_t count);
 void scatter_f32(float* data, std::span<const double> values);
 void store_f32(float* data, double value);

@@ -96,6 +96,26 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
     args.grad_row_stride = args.classes;
   }
 
+  ACTLOSS_TRY(host::normalize_rows_per_batch(args.rows_per_batch, args.rows));
+  const std::int64_t rows_per_batch = args.rows_per_batch;
+  ACTLOSS_TRY(host::normalize_batch_stride(args.logits_batch_stride, args.rows, rows_per_batch,
+                                           args.classes, args.logits_row_stride,
+                                           "logits_batch_stride", "logits_row_stride"));
+  if (plan.probabilities) {
+    ACTLOSS_TRY(host::normalize_batch_stride(args.target_batch_stride, args.rows, rows_per_batch,
+                                             args.classes, args.target_row_stride,
+                                             "target_batch_stride", "target_row_stride"));
+  } else {
+    // Class indices lie contiguously within a batch.
+    ACTLOSS_TRY(host::normalize_batch_stride(args.target_batch_stride, args.rows, rows_per_batch,
+                                             1, 1, "target_batch_stride",
+                                             "the class indices' row stride"));
+  }
+  if (!writes_grad) args.grad_batch_stride = 0;
+  ACTLOSS_TRY(host::normalize_batch_stride(args.grad_batch_stride, args.rows, rows_per_batch,
+                                           args.classes, args.grad_row_stride,
+                                           "grad_batch_stride", "grad_row_stride"));
+
   // Fields the pass does not use reach neither the checks below nor the backend.
   if (!writes_loss) {
     args.loss = args.lse = nullptr;
@@ -109,17 +129,37 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
 
   const std::int64_t rows = args.rows;
   const std::int64_t loss_count = options.reduction == Reduction::none ? rows : 1;
-  ACTLOSS_TRY(host::matrix_region("logits", args.logits, args.logits_dtype, rows, args.classes,
-                                  args.logits_row_stride, "rows", "classes", "logits_row_stride",
-                                  plan.logits));
-  if (plan.probabilities) {
+  // One batch spans what a plain matrix does: its checks name the same arguments as before.
+  const bool batched = rows_per_batch != rows && rows > 0;
+  if (batched) {
+    ACTLOSS_TRY(host::batched_region("logits", args.logits, args.logits_dtype, rows, args.classes,
+                                     args.logits_row_stride, rows_per_batch,
+                                     args.logits_batch_stride, "logits_batch_stride",
+                                     plan.logits));
+  } else {
+    ACTLOSS_TRY(host::matrix_region("logits", args.logits, args.logits_dtype, rows, args.classes,
+                                    args.logits_row_stride, "rows", "classes",
+                                    "logits_row_stride", plan.logits));
+  }
+  if (plan.probabilities && batched) {
+    ACTLOSS_TRY(host::batched_region("targets", args.targets, args.target_dtype, rows,
+                                     args.classes, args.target_row_stride, rows_per_batch,
+                                     args.target_batch_stride, "target_batch_stride",
+                                     plan.targets));
+  } else if (plan.probabilities) {
     ACTLOSS_TRY(host::matrix_region("targets", args.targets, args.target_dtype, rows,
                                     args.classes, args.target_row_stride, "rows", "classes",
                                     "target_row_stride", plan.targets));
   } else {
     const std::int64_t index_size = args.target_kind == TargetKind::class_index_i32 ? 4 : 8;
-    ACTLOSS_TRY(host::vector_region("targets", args.targets, rows, index_size, "rows",
-                                    plan.targets));
+    if (batched) {
+      ACTLOSS_TRY(host::batched_region("targets", args.targets, index_size, rows, 1, 1,
+                                       rows_per_batch, args.target_batch_stride,
+                                       "target_batch_stride", plan.targets));
+    } else {
+      ACTLOSS_TRY(host::vector_region("targets", args.targets, rows, index_size, "rows",
+                                      plan.targets));
+    }
   }
   // Optional inputs span nothing when there are no rows: they are not read.
   ACTLOSS_TRY(host::vector_region("class_weight", args.class_weight,
@@ -136,7 +176,11 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
   ACTLOSS_TRY(host::vector_region("saved_stats", args.saved_stats,
                                   pass == Pass::backward ? rows : 0, stats_size, "rows",
                                   plan.saved_stats, stats_alignment));
-  if (writes_grad) {
+  if (writes_grad && batched) {
+    ACTLOSS_TRY(host::batched_region("grad", args.grad, args.grad_dtype, rows, args.classes,
+                                     args.grad_row_stride, rows_per_batch, args.grad_batch_stride,
+                                     "grad_batch_stride", plan.grad));
+  } else if (writes_grad) {
     ACTLOSS_TRY(host::matrix_region("grad", args.grad, args.grad_dtype, rows, args.classes,
                                     args.grad_row_stride, "rows", "classes", "grad_row_stride",
                                     plan.grad));
@@ -176,15 +220,27 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
   return {};
 }
 
+host::BatchedRows layout_of(const CrossEntropyArgs& args, std::int64_t row_stride,
+                           std::int64_t batch_stride, std::int64_t cols) {
+  return host::BatchedRows{args.rows, cols, row_stride, args.rows_per_batch, batch_stride};
+}
+
 std::int64_t load_target(const Plan& plan, std::int64_t row) {
+  const std::int64_t index =
+      layout_of(plan.args, 1, plan.args.target_batch_stride, 1).start_of(row);
   if (plan.args.target_kind == TargetKind::class_index_i32) {
     std::int32_t value;
-    std::memcpy(&value, static_cast<const std::int32_t*>(plan.args.targets) + row, sizeof value);
+    std::memcpy(&value, static_cast<const std::int32_t*>(plan.args.targets) + index,
+                sizeof value);
     return value;
   }
   std::int64_t value;
-  std::memcpy(&value, static_cast<const std::int64_t*>(plan.args.targets) + row, sizeof value);
+  std::memcpy(&value, static_cast<const std::int64_t*>(plan.args.targets) + index, sizeof value);
   return value;
+}
+
+host::BatchedRows grad_layout(const CrossEntropyArgs& args) {
+  return layout_of(args, args.grad_row_stride, args.grad_batch_stride, args.classes);
 }
 
 // The data check that the CPU path can afford before writing anything (on CUDA the kernel
@@ -208,12 +264,14 @@ ref::CrossEntropyProblem make_problem(const Plan& plan, const CrossEntropyOption
   ref::CrossEntropyProblem problem;
   problem.rows = args.rows;
   problem.classes = args.classes;
-  problem.logits = host::gather(args.logits, args.logits_dtype, args.rows, args.classes,
-                                args.logits_row_stride);
+  problem.logits = host::gather(
+      args.logits, args.logits_dtype,
+      layout_of(args, args.logits_row_stride, args.logits_batch_stride, args.classes));
   problem.soft_targets = plan.probabilities;
   if (plan.probabilities) {
-    problem.target_prob = host::gather(args.targets, args.target_dtype, args.rows, args.classes,
-                                       args.target_row_stride);
+    problem.target_prob = host::gather(
+        args.targets, args.target_dtype,
+        layout_of(args, args.target_row_stride, args.target_batch_stride, args.classes));
   } else {
     problem.target_index.resize(static_cast<std::size_t>(args.rows));
     for (std::int64_t row = 0; row < args.rows; ++row) {
@@ -279,14 +337,12 @@ Status run_on_cpu(Pass pass, const Plan& plan, const CrossEntropyOptions& option
           log_sum[static_cast<std::size_t>(row)] = args.saved_stats[row].log_sum;
         }
         const std::vector<double> grad = ref::cross_entropy_backward(problem, max, log_sum);
-        host::scatter(args.grad, args.grad_dtype, args.rows, args.classes, args.grad_row_stride,
-                      grad);
+        host::scatter(args.grad, args.grad_dtype, grad_layout(args), grad);
         return;
       }
       case Pass::forward_backward: {
         const ref::CrossEntropyResult result = ref::cross_entropy(problem);
-        host::scatter(args.grad, args.grad_dtype, args.rows, args.classes, args.grad_row_stride,
-                      result.grad);
+        host::scatter(args.grad, args.grad_dtype, grad_layout(args), result.grad);
         write_loss(plan, options, result);
         return;
       }

@@ -1,7 +1,7 @@
 // Public mean-squared-error entry points: validate, then run on the CPU path or hand over to the
 // CUDA backend.
 //
-// What each pass needs (when n > 0; with n == 0 every pointer may be null):
+// What each pass needs (when rows * n > 0; otherwise every pointer may be null):
 //   forward           input, target, loss    writes loss
 //   backward          input, target, grad    writes grad
 //   forward_backward  input, target, grad    writes grad and loss (optional)
@@ -33,6 +33,7 @@ Status validate(Pass pass, const MseArgs& in, const MseOptions& options, const E
 
   MseArgs& args = plan.args;
   args = in;
+  ACTLOSS_TRY(host::check_non_negative(args.rows, "rows"));
   ACTLOSS_TRY(host::check_non_negative(args.n, "n"));
   ACTLOSS_TRY(host::check_dtype(args.input_dtype, "input_dtype"));
   ACTLOSS_TRY(host::check_dtype(args.target_dtype, "target_dtype"));
@@ -44,30 +45,46 @@ Status validate(Pass pass, const MseArgs& in, const MseOptions& options, const E
     args.upstream_grad = nullptr;
   }
 
-  const std::int64_t n = args.n;
-  const std::int64_t reduced_count = options.reduction == Reduction::none ? n : 1;
-  ACTLOSS_TRY(host::matrix_region("input", args.input, args.input_dtype, 1, n, n, "n", "n", "n",
+  const std::int64_t rows = args.rows, n = args.n;
+  ACTLOSS_TRY(host::normalize_stride(args.input_row_stride, n, "input_row_stride", "n"));
+  ACTLOSS_TRY(host::normalize_stride(args.target_row_stride, n, "target_row_stride", "n"));
+  if (writes_grad) {
+    ACTLOSS_TRY(host::normalize_stride(args.grad_row_stride, n, "grad_row_stride", "n"));
+  } else {
+    args.grad_row_stride = n;
+  }
+  ACTLOSS_TRY(host::matrix_region("input", args.input, args.input_dtype, rows, n,
+                                  args.input_row_stride, "rows", "n", "input_row_stride",
                                   plan.input));
-  ACTLOSS_TRY(host::matrix_region("target", args.target, args.target_dtype, 1, n, n, "n", "n",
-                                  "n", plan.target));
-  ACTLOSS_TRY(host::vector_region("loss", args.loss, args.loss != nullptr ? reduced_count : 0, 4,
+  ACTLOSS_TRY(host::matrix_region("target", args.target, args.target_dtype, rows, n,
+                                  args.target_row_stride, "rows", "n", "target_row_stride",
+                                  plan.target));
+  // Per-element float32 buffers (loss and upstream_grad under `none`) are dense [rows x n];
+  // otherwise they hold one value. rows * n fits: input spans at least as many elements.
+  const std::int64_t elements = rows * n;
+  const bool has_elements = elements > 0;
+  const std::int64_t loss_count = options.reduction == Reduction::none ? elements : 1;
+  ACTLOSS_TRY(host::vector_region("loss", args.loss, args.loss != nullptr ? loss_count : 0, 4,
                                   "n", plan.loss));
   if (writes_grad) {
-    ACTLOSS_TRY(host::matrix_region("grad", args.grad, args.grad_dtype, 1, n, n, "n", "n", "n",
+    ACTLOSS_TRY(host::matrix_region("grad", args.grad, args.grad_dtype, rows, n,
+                                    args.grad_row_stride, "rows", "n", "grad_row_stride",
                                     plan.grad));
   }
   ACTLOSS_TRY(host::vector_region("upstream_grad", args.upstream_grad,
-                                  args.upstream_grad != nullptr && n > 0 ? reduced_count : 0, 4,
-                                  "n", plan.upstream_grad));
+                                  args.upstream_grad != nullptr && has_elements ? loss_count : 0,
+                                  4, "n", plan.upstream_grad));
 
-  if (n > 0) {
-    ACTLOSS_TRY(host::check_required(args.input, "input", "n > 0"));
-    ACTLOSS_TRY(host::check_required(args.target, "target", "n > 0"));
+  if (has_elements) {
+    ACTLOSS_TRY(host::check_required(args.input, "input", "rows * n > 0"));
+    ACTLOSS_TRY(host::check_required(args.target, "target", "rows * n > 0"));
     if (pass == Pass::forward) {
-      ACTLOSS_TRY(host::check_required(args.loss, "loss", "forward writes it when n > 0"));
+      ACTLOSS_TRY(
+          host::check_required(args.loss, "loss", "forward writes it when rows * n > 0"));
     }
     if (writes_grad) {
-      ACTLOSS_TRY(host::check_required(args.grad, "grad", "the pass writes it when n > 0"));
+      ACTLOSS_TRY(
+          host::check_required(args.grad, "grad", "the pass writes it when rows * n > 0"));
     }
   }
 
@@ -81,21 +98,22 @@ Status validate(Pass pass, const MseArgs& in, const MseOptions& options, const E
 Status run_on_cpu(Pass pass, const Plan& plan, const MseOptions& options) {
   const MseArgs& args = plan.args;
   return host::run_cpu("mse", [&] {
-    if (args.n == 0) {
+    const std::int64_t rows = args.rows, n = args.n;
+    if (rows == 0 || n == 0) {
       if (args.loss != nullptr && options.reduction != Reduction::none) *args.loss = 0.0f;
       return;
     }
     ref::MseProblem problem;
-    problem.n = args.n;
-    problem.input = host::gather(args.input, args.input_dtype, 1, args.n, args.n);
-    problem.target = host::gather(args.target, args.target_dtype, 1, args.n, args.n);
+    problem.n = rows * n;
+    problem.input = host::gather(args.input, args.input_dtype, rows, n, args.input_row_stride);
+    problem.target = host::gather(args.target, args.target_dtype, rows, n, args.target_row_stride);
     problem.reduction = host::to_ref(options.reduction);
     problem.grad_scale = args.grad_scale;
-    problem.upstream = host::gather_upstream(args.upstream_grad, options.reduction, args.n);
+    problem.upstream = host::gather_upstream(args.upstream_grad, options.reduction, rows * n);
 
     const ref::MseResult result = ref::mse(problem);
     if (pass != Pass::forward) {
-      host::scatter(args.grad, args.grad_dtype, 1, args.n, args.n, result.grad);
+      host::scatter(args.grad, args.grad_dtype, rows, n, args.grad_row_stride, result.grad);
     }
     if (args.loss != nullptr) {
       if (options.reduction == Reduction::none) {
@@ -139,6 +157,7 @@ Status mse_workspace_size(const MseArgs& args, const MseOptions& options, const 
                           std::size_t* bytes) {
   ACTLOSS_TRY(host::check_workspace_query(exec, bytes));
   ACTLOSS_TRY(host::check_reduction(options.reduction));
+  ACTLOSS_TRY(host::check_non_negative(args.rows, "rows"));
   ACTLOSS_TRY(host::check_non_negative(args.n, "n"));
   if (exec.device == Device::cpu) {
     *bytes = 0;

@@ -87,6 +87,49 @@ Status normalize_stride(std::int64_t& stride, std::int64_t cols, const char* str
   return {};
 }
 
+Status normalize_rows_per_batch(std::int64_t& rows_per_batch, std::int64_t rows) {
+  if (rows_per_batch < 0) {
+    return invalid("rows_per_batch", "must be >= 0 (got ", rows_per_batch, "; 0: one batch)");
+  }
+  if (rows_per_batch == 0) {
+    rows_per_batch = rows > 0 ? rows : 1;
+    return {};
+  }
+  if (rows % rows_per_batch != 0) {
+    return invalid("rows_per_batch", "must divide rows (got ", rows_per_batch, ", rows ", rows,
+                   ")");
+  }
+  return {};
+}
+
+Status normalize_batch_stride(std::int64_t& batch_stride, std::int64_t rows,
+                              std::int64_t rows_per_batch, std::int64_t cols,
+                              std::int64_t row_stride, const char* batch_stride_argument,
+                              const char* row_stride_argument) {
+  if (batch_stride < 0) {
+    return invalid(batch_stride_argument, "must be >= 0 (got ", batch_stride, "; 0: dense)");
+  }
+  std::int64_t dense = 0;
+  if (__builtin_mul_overflow(rows_per_batch, row_stride, &dense)) dense = INT64_MAX;
+  const std::int64_t batches = rows_per_batch > 0 ? rows / rows_per_batch : 0;
+  if (batch_stride == 0 || batches <= 1) {
+    batch_stride = dense;
+    return {};
+  }
+  if (batch_stride >= dense) return {};
+  // Batches interleaved with the rows: each row of a batch falls between two rows of the others.
+  std::int64_t batches_span = 0;
+  const bool interleaved = batch_stride >= cols &&
+                           !__builtin_mul_overflow(batches, batch_stride, &batches_span) &&
+                           (rows_per_batch == 1 || row_stride >= batches_span);
+  if (interleaved) return {};
+  return invalid(batch_stride_argument, "rows of different batches would share elements (got ",
+                 batch_stride, " with ", row_stride_argument, " ", row_stride, ", ", cols,
+                 " columns, ", rows_per_batch, " rows per batch, ", batches,
+                 " batches); use 0 (dense), at least rows_per_batch * row stride (",
+                 dense, "), or a batch inside each row's stride");
+}
+
 namespace {
 
 Status finish_region(const char* argument, const void* data, std::int64_t bytes,
@@ -135,7 +178,45 @@ Status matrix_region(const char* argument, const void* data, DType dtype, std::i
                    " elements, row stride ", stride, ", ", element_size,
                    " bytes each) overflows int64");
   }
+  if (rows > 1) {
+    out.rows = rows;
+    out.row_bytes = cols * element_size;
+    out.stride_bytes = stride * element_size;
+  }
   return finish_region(argument, data, bytes, element_size, out);
+}
+
+Status batched_region(const char* argument, const void* data, std::int64_t element_size,
+                      std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
+                      std::int64_t rows_per_batch, std::int64_t batch_stride,
+                      const char* batch_stride_argument, Region& out) {
+  out = Region{};
+  out.row_stride = row_stride;
+  out.batch_stride = batch_stride;
+  if (rows == 0 || cols == 0) return finish_region(argument, data, 0, element_size, out);
+  const std::int64_t batches = rows / rows_per_batch;
+  std::int64_t batch_part = 0, row_part = 0, bytes = 0;
+  const bool overflows = __builtin_mul_overflow(batches - 1, batch_stride, &batch_part) ||
+                         __builtin_mul_overflow(rows_per_batch - 1, row_stride, &row_part) ||
+                         __builtin_add_overflow(batch_part, row_part, &bytes) ||
+                         __builtin_add_overflow(bytes, cols, &bytes) ||
+                         __builtin_mul_overflow(bytes, element_size, &bytes);
+  if (overflows) {
+    return invalid(batch_stride_argument, "the extent of ", argument, " (", batches,
+                   " batches of ", rows_per_batch, " rows of ", cols, " elements, batch stride ",
+                   batch_stride, ", row stride ", row_stride, ", ", element_size,
+                   " bytes each) overflows int64");
+  }
+  return finish_region(argument, data, bytes, element_size, out);
+}
+
+Status batched_region(const char* argument, const void* data, DType dtype, std::int64_t rows,
+                      std::int64_t cols, std::int64_t row_stride, std::int64_t rows_per_batch,
+                      std::int64_t batch_stride, const char* batch_stride_argument, Region& out) {
+  const Status status = batched_region(argument, data, dtype_size(dtype), rows, cols, row_stride,
+                                       rows_per_batch, batch_stride, batch_stride_argument, out);
+  out.dtype = dtype;
+  return status;
 }
 
 Status vector_region(const char* argument, const void* data, std::int64_t count,
@@ -151,19 +232,39 @@ Status vector_region(const char* argument, const void* data, std::int64_t count,
   return finish_region(argument, data, bytes, alignment != 0 ? alignment : element_size, out);
 }
 
+namespace {
+
+std::int64_t floor_div(std::int64_t a, std::int64_t b) {  // b > 0
+  return a / b - (a % b != 0 && a < 0 ? 1 : 0);
+}
+
+}  // namespace
+
 bool overlaps(const Region& a, const Region& b) {
   if (a.bytes == 0 || b.bytes == 0 || a.data == nullptr || b.data == nullptr) return false;
   // Compare as integers: relational operators on pointers into different objects are
   // unspecified.
   const auto a_begin = reinterpret_cast<std::uintptr_t>(a.data);
   const auto b_begin = reinterpret_cast<std::uintptr_t>(b.data);
-  return a_begin < b_begin + static_cast<std::uintptr_t>(b.bytes) &&
-         b_begin < a_begin + static_cast<std::uintptr_t>(a.bytes);
+  const bool ranges_meet = a_begin < b_begin + static_cast<std::uintptr_t>(b.bytes) &&
+                           b_begin < a_begin + static_cast<std::uintptr_t>(a.bytes);
+  if (!ranges_meet) return false;
+  const std::int64_t stride = a.stride_bytes;
+  if (stride == 0 || b.stride_bytes != stride) return true;
+  // Row i of a is a + i S + [0, wa), row j of b is b + j S + [0, wb), wa and wb <= S; with
+  // delta = b - a they meet where delta - wa < (i - j) S < delta + wb. The ranges meet, so
+  // |delta| is below either extent.
+  const auto delta = static_cast<std::int64_t>(b_begin - a_begin);
+  const std::int64_t k_low = floor_div(delta - a.row_bytes, stride) + 1;
+  const std::int64_t k_high = -floor_div(-(delta + b.row_bytes), stride) - 1;
+  const std::int64_t low = k_low > -(b.rows - 1) ? k_low : -(b.rows - 1);
+  const std::int64_t high = k_high < a.rows - 1 ? k_high : a.rows - 1;
+  return low <= high;
 }
 
 bool same_view(const Region& a, const Region& b) {
   return a.data == b.data && a.dtype == b.dtype && a.row_stride == b.row_stride &&
-         a.bytes == b.bytes;
+         a.batch_stride == b.batch_stride && a.bytes == b.bytes;
 }
 
 Status check_no_overlap(const Region& output, std::initializer_list<const Region*> others) {
@@ -180,7 +281,7 @@ Status check_no_overlap_except_in_place(const Region& output, const Region& in_p
                                         std::initializer_list<const Region*> others) {
   if (overlaps(output, in_place_partner) && !same_view(output, in_place_partner)) {
     return invalid(output.argument, "overlaps ", in_place_partner.argument,
-                   "; in place needs the same pointer, dtype and row stride, and any other "
+                   "; in place needs the same pointer, dtype and strides, and any other "
                    "overlap is not allowed");
   }
   return check_no_overlap(output, others);

@@ -64,10 +64,31 @@ struct Region {
   const char* argument = "";
   const void* data = nullptr;
   std::int64_t bytes = 0;
-  // For recognising the documented in-place cases: same start, same element type, same stride.
+  // For recognising the documented in-place cases: same start, same element type, same strides.
   DType dtype = DType::f32;
   std::int64_t row_stride = 0;
+  std::int64_t batch_stride = 0;
+  // A matrix of several rows (matrix_region): row_bytes of elements every stride_bytes, so that
+  // two such regions with the same stride are compared element by element (0 otherwise).
+  std::int64_t rows = 0;
+  std::int64_t row_bytes = 0;
+  std::int64_t stride_bytes = 0;
 };
+
+// Batched row views (CrossEntropyArgs::rows_per_batch): rows_per_batch 0 becomes rows (one batch;
+// 1 when there are no rows); otherwise it must divide rows. Names "rows_per_batch".
+Status normalize_rows_per_batch(std::int64_t& rows_per_batch, std::int64_t rows);
+
+// A batch stride of an operand of `rows` rows of `cols` elements, row stride already normalised:
+// 0 becomes dense (rows_per_batch * row_stride, saturated); negative is refused, and so is a
+// layout in which two rows would share an element: the batches must lie either beyond a batch's
+// last row (batch_stride >= rows_per_batch * row_stride) or between its rows (batch_stride >=
+// cols and row_stride >= batches * batch_stride, a [T, B, C] tensor viewed as [B, T, C]). With
+// one batch, any value is dense.
+Status normalize_batch_stride(std::int64_t& batch_stride, std::int64_t rows,
+                              std::int64_t rows_per_batch, std::int64_t cols,
+                              std::int64_t row_stride, const char* batch_stride_argument,
+                              const char* row_stride_argument);
 
 // A strided rows x cols operand (stride already normalised): its extent is
 // ((rows - 1) * stride + cols) * dtype_size bytes. Fails when data is not aligned to the dtype's
@@ -78,13 +99,27 @@ Status matrix_region(const char* argument, const void* data, DType dtype, std::i
                      std::int64_t cols, std::int64_t stride, const char* rows_argument,
                      const char* cols_argument, const char* stride_argument, Region& out);
 
+// The same for rows in batches (strides normalised): the extent runs from the first element to
+// the last, (batches - 1) * batch_stride + (rows_per_batch - 1) * row_stride + cols elements.
+// Overflow is reported against the batch stride.
+Status batched_region(const char* argument, const void* data, DType dtype, std::int64_t rows,
+                      std::int64_t cols, std::int64_t row_stride, std::int64_t rows_per_batch,
+                      std::int64_t batch_stride, const char* batch_stride_argument, Region& out);
+// The same for elements of `element_size` bytes that are no DType (class indices).
+Status batched_region(const char* argument, const void* data, std::int64_t element_size,
+                      std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
+                      std::int64_t rows_per_batch, std::int64_t batch_stride,
+                      const char* batch_stride_argument, Region& out);
+
 // `count` contiguous elements of `element_size` bytes, aligned to `alignment` bytes (0: to
 // element_size).
 Status vector_region(const char* argument, const void* data, std::int64_t count,
                      std::int64_t element_size, const char* count_argument, Region& out,
                      std::int64_t alignment = 0);
 
-// Byte ranges [data, data + bytes) intersect; empty ranges never do.
+// The regions share a byte: their ranges [data, data + bytes) intersect and, for two matrices
+// with the same row stride in bytes, some row of one meets some row of the other (so the two
+// halves of a [rows x 2n] tensor are apart); empty ranges never do.
 bool overlaps(const Region& a, const Region& b);
 
 // Exactly the same view of memory: what the in-place cases require.

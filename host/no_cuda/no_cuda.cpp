@@ -48,6 +48,9 @@ Status cuda_activation_backward(const ActivationBackwardArgs&, const ActivationO
   return not_built();
 }
 
+Status cuda_swiglu_forward(const SwigluForwardArgs&, const Exec&) { return not_built(); }
+Status cuda_swiglu_backward(const SwigluBackwardArgs&, const Exec&) { return not_built(); }
+
 Status cuda_softmax_forward(const SoftmaxForwardArgs&, const SoftmaxOptions&, const Exec&) {
   return not_built();
 }

@@ -126,4 +126,21 @@ std::vector<double> activation_backward_from_output(Activation act, std::span<co
   return dx;
 }
 
+std::vector<double> swiglu_forward(std::span<const double> gate, std::span<const double> up) {
+  std::vector<double> y(gate.size());
+  for (std::size_t i = 0; i < gate.size(); ++i) y[i] = forward(Activation::silu, gate[i], 0.0) * up[i];
+  return y;
+}
+
+void swiglu_backward(std::span<const double> gate, std::span<const double> up,
+                     std::span<const double> dy, std::vector<double>& d_gate,
+                     std::vector<double>& d_up) {
+  d_gate.resize(gate.size());
+  d_up.resize(gate.size());
+  for (std::size_t i = 0; i < gate.size(); ++i) {
+    d_gate[i] = dy[i] * up[i] * derivative_from_input(Activation::silu, gate[i], 0.0);
+    d_up[i] = dy[i] * forward(Activation::silu, gate[i], 0.0);
+  }
+}
+
 }  // namespace actloss::ref

@@ -232,6 +232,13 @@ std::vector<double> activation_backward_from_output(Activation act,
                                                     std::span<const double> dy,
                                                     double alpha);
 
+// SwiGLU: y = silu(gate) * up; d_gate = dy * up * silu'(gate), d_up = dy * silu(gate), with
+// silu's limits above.
+std::vector<double> swiglu_forward(std::span<const double> gate, std::span<const double> up);
+void swiglu_backward(std::span<const double> gate, std::span<const double> up,
+                     std::span<const double> dy, std::vector<double>& d_gate,
+                     std::vector<double>& d_up);
+
 // ---------------------------------------------------------------------------
 // Softmax / log-softmax over the last dimension of a rows x cols array.
 //

@@ -5,7 +5,9 @@
 //   loss   = weight * ((1 - y) * x + l * softplus(-x)),  softplus(-x) = max(-x, 0) + log1p(exp(-|x|))
 //   d/dx   = weight * ((1 - y) - l * sigmoid(-x))
 // Differences from PyTorch:
-//  * weight is a full [rows x cols] tensor (no broadcasting); pos_weight is per column.
+//  * weight broadcasts as PyTorch's does in the shapes training code uses: a full [rows x cols]
+//    tensor, one weight per column ([cols]) or one per row ([rows, 1]); see BceWeightShape.
+//    pos_weight is per column, as PyTorch's [cols].
 //  * The loss is float32 whatever the logits' dtype; for Reduction::none it is dense
 //    [rows x cols] float32.
 //  * `mean` over zero elements is 0, not NaN.
@@ -14,6 +16,13 @@
 #include <actloss/types.h>
 
 namespace actloss {
+
+// The shape of BceArgs::weight, broadcast over [rows x cols].
+enum class BceWeightShape : std::uint8_t {
+  full,        // [rows x cols], with weight_row_stride
+  per_column,  // [cols]: the same weight for every row (PyTorch's weight of shape [cols])
+  per_row,     // [rows]: the same weight for every column (PyTorch's weight of shape [rows, 1])
+};
 
 struct BceOptions {
   Reduction reduction = Reduction::mean;
@@ -34,9 +43,10 @@ struct BceArgs {
 
   const float* pos_weight = nullptr;  // optional [cols]
 
-  const void* weight = nullptr;  // optional [rows x cols]
+  const void* weight = nullptr;  // optional, of weight_shape
   DType weight_dtype = DType::f32;
-  std::int64_t weight_row_stride = 0;
+  std::int64_t weight_row_stride = 0;  // full only
+  BceWeightShape weight_shape = BceWeightShape::full;
 
   // [rows x cols] dense for Reduction::none, [1] otherwise.
   float* loss = nullptr;

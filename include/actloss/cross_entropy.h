@@ -65,6 +65,21 @@ struct CrossEntropyArgs {
   std::int64_t rows = 0;
   std::int64_t classes = 0;
 
+  // Batched views without copies: [batches x rows_per_batch x classes] logits such as PyTorch's
+  // logits[:, :-1, :] with the matching targets[:, 1:]. Row r is row t = r % rows_per_batch of
+  // batch b = r / rows_per_batch and starts b * <operand>_batch_stride + t * <operand>_row_stride
+  // elements after the operand's start. rows_per_batch 0 (the default) is one batch of all rows;
+  // otherwise it must divide rows. Batch strides are in elements, 0 meaning dense
+  // (rows_per_batch times the row stride; for class-index targets, which are contiguous within a
+  // batch, rows_per_batch). Batches may also lie inside rows (a [T, B, classes] tensor viewed as
+  // [B, T, classes]: batch stride classes, row stride B classes); no two rows may share an
+  // element. The per-row buffers (loss under Reduction::none, lse, stats, saved_stats, a per-row
+  // upstream_grad) stay dense [rows], batch-major.
+  std::int64_t rows_per_batch = 0;
+  std::int64_t logits_batch_stride = 0;
+  std::int64_t target_batch_stride = 0;
+  std::int64_t grad_batch_stride = 0;
+
   const void* logits = nullptr;
   DType logits_dtype = DType::f32;
   std::int64_t logits_row_stride = 0;
@@ -87,7 +102,8 @@ struct CrossEntropyArgs {
   const CrossEntropyRowStats* saved_stats = nullptr;
 
   // Gradient output of backward and forward_backward: d(loss)/d(logits), same shape as the logits.
-  // May be the logits pointer itself (in place) when grad_dtype and the row stride match.
+  // May be the logits pointer itself (in place) when grad_dtype and the row and batch strides
+  // match.
   void* grad = nullptr;
   DType grad_dtype = DType::f32;
   std::int64_t grad_row_stride = 0;

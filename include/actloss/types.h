@@ -10,8 +10,10 @@
 //    given, is written as 0. Zero classes (or softmax columns) with rows > 0 is rejected.
 //  * Outputs may not overlap inputs or each other; buffers are compared by their whole byte span
 //    (first to last element, padding included), so two strided buffers that interleave without
-//    sharing an element are rejected too. The exceptions are the in-place cases each header
-//    names, which require the very same pointer, dtype and row stride.
+//    sharing an element are rejected too, except two matrices with the same row stride in bytes,
+//    which are compared row by row (the two halves of one [rows x 2n] tensor are apart). The
+//    exceptions are the in-place cases each header names, which require the very same pointer,
+//    dtype and strides.
 //  * Mean over a zero denominator (an empty or fully ignored batch) is 0 with a zero gradient.
 //  * NaN in gives NaN out, in forward and backward alike.
 #pragma once

@@ -63,6 +63,35 @@ class DeviceBuffer {
   std::size_t bytes_ = 0;
 };
 
+// `bytes` bytes where `device` computes (host memory for Device::cpu), every byte kPoisonByte
+// to start with: one test body for both devices.
+class Memory {
+ public:
+  Memory(Device device, std::size_t bytes) : device_(device) {
+    if (device == Device::cuda) {
+      device_bytes_ = DeviceBuffer(bytes);
+      device_bytes_.fill_bytes(kPoisonByte);
+    } else {
+      host_bytes_.assign(bytes, kPoisonByte);
+    }
+  }
+  void* get() { return device_ == Device::cuda ? device_bytes_.get() : host_bytes_.data(); }
+  void upload(const std::vector<std::uint8_t>& bytes) {
+    if (device_ == Device::cuda)
+      device_bytes_.upload_bytes(bytes.data(), bytes.size());
+    else
+      host_bytes_ = bytes;
+  }
+  std::vector<std::uint8_t> download() const {
+    return device_ == Device::cuda ? device_bytes_.download_bytes() : host_bytes_;
+  }
+
+ private:
+  Device device_;
+  std::vector<std::uint8_t> host_bytes_;
+  DeviceBuffer device_bytes_;
+};
+
 template <class T>
 DeviceBuffer upload_vector(const std::vector<T>& values) {
   DeviceBuffer buffer(values.size() * sizeof(T));
