@@ -7,7 +7,9 @@
 #   4. the simulator's Release build (g++ -O3, as scripts/main.sh builds it on a machine without
 #      a GPU) and the main job's validation of the kernels on it;
 #   5. install, then a separate project finds the package with find_package(actloss) and runs;
-#      the training example's GPU path too, which reports SKIPPED (exit 77) without a GPU.
+#      the training example's GPU path too, which reports SKIPPED (exit 77) without a GPU; a
+#      CPU-only project that cannot find the CUDA toolkit links actloss::shared, and plain
+#      compiler commands link the shared and the static library by hand.
 # ACTLOSS_TEST_STAGES (e.g. "sim-asan consumer") runs a subset while iterating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -92,6 +94,30 @@ if run_stage consumer; then
   "$prefix/build-consumer/consumer"
   "$prefix/build-quickstart/quickstart"
   "$prefix/build-train_mlp/train_mlp"
+
+  # CPU-only consumers without the CUDA toolkit: a CMake project that cannot find it links
+  # actloss::shared, and a plain compiler command links -lactloss (the shared library, which
+  # carries its CUDA runtime). The static library by hand needs the runtime named (README).
+  cmake -S tests/consumer -B "$prefix/build-consumer-shared" -G Ninja \
+    -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_DISABLE_FIND_PACKAGE_CUDAToolkit=ON \
+    -DACTLOSS_CONSUMER_TARGET=actloss::shared
+  cmake --build "$prefix/build-consumer-shared"
+  "$prefix/build-consumer-shared/consumer"
+  libdir=$(dirname "$(find "$prefix" -name 'libactloss.a' -print -quit)")
+  c++ -std=c++20 tests/consumer/consumer.cpp -I"$prefix/include" -L"$libdir" -lactloss \
+    -Wl,-rpath,"$libdir" -o "$prefix/consumer-by-hand"
+  if ldd "$prefix/consumer-by-hand" | grep -q cudart; then
+    echo "consumer-by-hand: depends on a CUDA runtime library" >&2
+    exit 1
+  fi
+  "$prefix/consumer-by-hand"
+  static_runtime=()
+  if grep -q 'actloss_CUDA_BACKEND "NVCC"' "$(find "$prefix" -name actlossConfig.cmake -print -quit)"; then
+    static_runtime=(-L"$(dirname "$(command -v nvcc)")/../lib64" -lcudart_static -ldl -lrt)
+  fi
+  c++ -std=c++20 tests/consumer/consumer.cpp -I"$prefix/include" "$libdir/libactloss.a" \
+    "${static_runtime[@]}" -pthread -o "$prefix/consumer-static-by-hand"
+  "$prefix/consumer-static-by-hand"
   # The example builds its GPU path against an install with the CUDA backend; without a GPU it
   # says so and exits 77, any other failure fails the stage.
   config=$(find "$prefix" -name actlossConfig.cmake -print -quit)
