@@ -365,8 +365,8 @@ __global__ void __launch_bounds__(ew::kThreads)
 }
 
 struct MaskAndGrad {
-  std::uint64_t words = 0;  // the mask word that holds the pack's first bit, and the next
-  int shift = 0;            // the first bit's place in it
+  std::uint32_t word = 0;  // the mask word that holds the pack's (first) bit
+  std::uint32_t next = 0;  // strided rows: the word after it, where the pack's bits run on
   ew::RawPack dy;
 };
 
@@ -378,18 +378,29 @@ template <int kUnroll>
 __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, kBlocksPerSm))
     relu_backward_from_mask_kernel(ew::Packs packs, const std::uint32_t* mask, ew::In dy,
                                    ew::Out dx, bool vector) {
+  // The mask bit of a pack's first element, dense over the rows' elements; in one row (every
+  // loop but the one-pack one) its column.
+  const auto bit_of = [&](const ew::Pack& p) {
+    if constexpr (kUnroll == 1) return p.row * packs.cols + p.col;
+    return p.col;
+  };
   ew::for_each_pack<kUnroll, MaskAndGrad, ew::Shape::one_row>(
       packs, vector,
       [&](const ew::Pack& p, MaskAndGrad& raw) {
-        const std::int64_t first = p.row * packs.cols + p.col;
-        raw.shift = static_cast<int>(first % kWarpSize);
-        raw.words = mask[first / kWarpSize];
-        if (raw.shift + p.count > kWarpSize)
-          raw.words |= std::uint64_t{mask[first / kWarpSize + 1]} << kWarpSize;
+        raw.word = mask[bit_of(p) / kWarpSize];
+        // Only strided rows (the one-pack loop) put a pack across two words.
+        if constexpr (kUnroll == 1) {
+          if (bit_of(p) % kWarpSize + p.count > kWarpSize)
+            raw.next = mask[bit_of(p) / kWarpSize + 1];
+        }
         ew::load(dy, p, raw.dy);
       },
       [&](const ew::Pack& p, const MaskAndGrad& raw) {
-        const auto bits = static_cast<std::uint32_t>(raw.words >> raw.shift);
+        const auto shift = static_cast<int>(bit_of(p) % kWarpSize);
+        std::uint32_t bits = raw.word >> shift;
+        if constexpr (kUnroll == 1) {
+          if (shift != 0) bits |= raw.next << (kWarpSize - shift);
+        }
         float g[ew::kPack];
         ew::unpack(raw.dy, dy.dtype, g);
 #pragma unroll
