@@ -56,6 +56,7 @@ struct CrossEntropyParams {
   ReducedLoss reduced;                // sum / mean: the blocks' partials, finished in the launch
   float* lse = nullptr;
   CrossEntropyRowStats* stats = nullptr;
+  std::int64_t* predicted = nullptr;  // forward: each row's argmax
 
   const CrossEntropyRowStats* saved_stats = nullptr;  // backward: statistics come from here
 
@@ -127,11 +128,16 @@ struct Softcap {
   }
 };
 
+// Element `at` of int32 or int64 class indices.
+__device__ __forceinline__ std::int64_t class_index_at(const void* targets, bool i32,
+                                                       std::int64_t at) {
+  return i32 ? std::int64_t{static_cast<const std::int32_t*>(targets)[at]}
+             : static_cast<const std::int64_t*>(targets)[at];
+}
+
 __device__ __forceinline__ std::int64_t load_class_target(const CrossEntropyParams& p,
                                                           std::int64_t r) {
-  const std::int64_t at = p.target_rows.of(r);
-  return p.targets_i32 ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[at]}
-                       : static_cast<const std::int64_t*>(p.targets)[at];
+  return class_index_at(p.targets, p.targets_i32, p.target_rows.of(r));
 }
 
 enum class RowKind : std::uint8_t { none, active, ignored, invalid };
@@ -361,6 +367,40 @@ __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
     else
       accumulate_max_rest<false>(row, Softcap{p.softcap}, y, m, rest, target_logit, holds_target);
     group.reduce_max_rest(m, rest);
+    if (p.predicted != nullptr) {
+      // A pass of its own, taken only when asked: over registers for on-chip rows.
+      if (p.softcap == 0.0f) {
+        // m is the largest raw logit: the first column equal to it wins, unless a NaN comes
+        // first in the order. One register: the key is a NaN's column, or the top bit set on
+        // the column of a maximum (columns are below 2^31).
+        constexpr unsigned kMaxFlag = 0x80000000u;
+        unsigned key = UINT_MAX;
+        row.for_each([&](int col0, const float (&x)[kChunk], row::Span span) {
+#pragma unroll
+          for (int j = 0; j < kChunk; ++j) {
+            const auto column = static_cast<unsigned>(col0 + j);
+            const unsigned candidate = x[j] != x[j] ? column
+                                       : x[j] == m  ? (column | kMaxFlag)
+                                                    : UINT_MAX;
+            if (span.has(j) && candidate < key) key = candidate;
+          }
+        });
+        key = group.reduce_min(key);
+        if (in_range && group.rank == 0) p.predicted[r] = key & ~kMaxFlag;
+      } else {
+        // m is a capped logit, and distinct logits may cap to one float: the raw logits'
+        // order, from their own (value, column) pairs.
+        float best = -INFINITY;
+        int best_index = INT_MAX;
+        row.for_each([&](int col0, const float (&x)[kChunk], row::Span span) {
+#pragma unroll
+          for (int j = 0; j < kChunk; ++j)
+            if (span.has(j)) row::take_larger(best, best_index, x[j], col0 + j);
+        });
+        group.reduce_argmax(best, best_index);
+        if (in_range && group.rank == 0) p.predicted[r] = best_index;
+      }
+    }
   }
   const bool loss_thread = hard_active ? holds_target : group.rank == 0;
   RowConstants rc;
@@ -498,6 +538,12 @@ enum class Variant : std::uint8_t {
   plain_forward,  // the same, loss and lse only (no gradient): 79-95 registers for on-chip rows
 };
 
+// Whether a tile of kChunks chunks computes `predicted` itself. The one- and two-chunk tiles
+// (the shortest rows) hold the next row's logits beside the current ones (prefetch), and the
+// predicted class's pass over the row spilled them (ptxas -v, sm_90): a call that asks for
+// predicted classes on such rows takes the general kernel instead.
+constexpr bool predicts_in_registers(int chunks) { return chunks != 1 && chunks != 2; }
+
 template <class TX, class TG, int kChunks, Variant kVariant>
 __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>::kMinBlocks)
     cross_entropy_kernel(CrossEntropyParams params) {
@@ -515,6 +561,9 @@ __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>:
     p.grad = nullptr;
     p.saved_stats = nullptr;
     p.upstream = nullptr;
+  }
+  if constexpr (!predicts_in_registers(kChunks)) {
+    p.predicted = nullptr;  // such calls take the general kernel (launch_cross_entropy)
   }
   __shared__ double2 exchange[row::kMaxWarps];
   __shared__ double warp_partials[row::kMaxWarps];
@@ -589,10 +638,7 @@ __global__ void __launch_bounds__(kWeightSumThreads)
   double target_sum = 0.0, class_sum = 0.0;
   if (p.target_weights) {
     for (std::int64_t i = first; i < p.rows; i += step) {
-      const std::int64_t at = p.target_rows.of(i);
-      const std::int64_t y = p.targets_i32
-                                 ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[at]}
-                                 : static_cast<const std::int64_t*>(p.targets)[at];
+      const std::int64_t y = class_index_at(p.targets, p.targets_i32, p.target_rows.of(i));
       if (y == p.ignore_index) continue;
       if (y < 0 || y >= p.classes)
         target_sum += NAN;
@@ -611,6 +657,47 @@ __global__ void __launch_bounds__(kWeightSumThreads)
   }
 }
 
+// Token accuracy from the classes the main kernel predicted, after it on the stream: one block
+// in a fixed grid-stride order over the rows (their targets and predictions, 16 bytes a row
+// against the row's logits). The counts are integers, exact in double, so any order of adding
+// them gives the same result.
+constexpr int kAccuracyThreads = 256;
+
+struct AccuracyParams {
+  std::int64_t rows = 0;
+  std::int64_t classes = 0;
+  const void* targets = nullptr;
+  row::RowStarts target_rows;  // row stride 1
+  bool targets_i32 = false;
+  std::int64_t ignore_index = -100;
+  const std::int64_t* predicted = nullptr;
+  float* accuracy = nullptr;
+};
+
+__global__ void __launch_bounds__(kAccuracyThreads)
+    cross_entropy_accuracy_kernel(AccuracyParams p) {
+  __shared__ double warp_partials[kAccuracyThreads / kWarpSize];
+  double counted = 0.0, correct = 0.0, invalid = 0.0;
+  for (std::int64_t i = threadIdx.x; i < p.rows; i += blockDim.x) {
+    const std::int64_t y = class_index_at(p.targets, p.targets_i32, p.target_rows.of(i));
+    if (y == p.ignore_index) continue;
+    if (y < 0 || y >= p.classes) {
+      invalid += 1.0;
+      continue;
+    }
+    counted += 1.0;
+    if (p.predicted[i] == y) correct += 1.0;
+  }
+  counted = block_sum(counted, warp_partials);
+  correct = block_sum(correct, warp_partials);
+  invalid = block_sum(invalid, warp_partials);
+  if (threadIdx.x == 0) {
+    *p.accuracy = invalid > 0.0    ? NAN
+                  : counted == 0.0 ? 0.0f
+                                   : static_cast<float>(correct / counted);
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 
@@ -622,8 +709,9 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
     return Status(StatusCode::internal, "",
                   "cross_entropy: a block of " + std::to_string(launch.block) +
                       " threads exceeds the launch bound of its kernel");
-  const bool plain =
-      !params.soft_targets && params.softcap == 0.0f && params.class_weight == nullptr;
+  const bool plain = !params.soft_targets && params.softcap == 0.0f &&
+                     params.class_weight == nullptr &&
+                     (params.predicted == nullptr || predicts_in_registers(launch.chunks));
   const Variant variant = !plain ? Variant::general
                           : params.grad == nullptr && params.saved_stats == nullptr
                               ? Variant::plain_forward
@@ -744,6 +832,8 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
     // A reduced loss over no rows is 0; there is nothing else to write.
     if (args.loss != nullptr && reduced)
       ACTLOSS_CUDA_TRY(cudaMemsetAsync(args.loss, 0, sizeof(float), stream));
+    if (args.accuracy != nullptr)
+      ACTLOSS_CUDA_TRY(cudaMemsetAsync(args.accuracy, 0, sizeof(float), stream));
     return {};
   }
   if (Status status = row::check_row_length(args.classes, "classes"); !status.ok()) return status;
@@ -779,6 +869,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.row_loss = p.want_loss && !reduced ? args.loss : nullptr;
   p.lse = pass != Pass::backward ? args.lse : nullptr;
   p.stats = pass != Pass::backward ? args.stats : nullptr;
+  p.predicted = pass != Pass::backward ? args.predicted : nullptr;
   p.saved_stats = pass == Pass::backward ? args.saved_stats : nullptr;
   if (writes_grad) {
     p.grad = args.grad;
@@ -848,8 +939,26 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
       return launch_cross_entropy<TX, TG>(launch, p, stream);
     });
   });
-  if (!status.ok() || layout.reduced_doubles == 0) return status;
-  return finish_in_second_kernel(p.reduced, static_cast<unsigned>(launch.grid), stream);
+  if (!status.ok()) return status;
+  if (layout.reduced_doubles > 0) {
+    if (Status finished =
+            finish_in_second_kernel(p.reduced, static_cast<unsigned>(launch.grid), stream);
+        !finished.ok())
+      return finished;
+  }
+  if (pass == Pass::backward || args.accuracy == nullptr) return {};
+  AccuracyParams a;
+  a.rows = args.rows;
+  a.classes = args.classes;
+  a.targets = args.targets;
+  a.target_rows = p.target_rows;
+  a.targets_i32 = p.targets_i32;
+  a.ignore_index = options.ignore_index;
+  a.predicted = args.predicted;
+  a.accuracy = args.accuracy;
+  ACTLOSS_CUDA_TRY(simcuda::launch(cross_entropy_accuracy_kernel, dim3(1),
+                                   dim3(kAccuracyThreads), 0, stream, a));
+  return {};
 }
 
 }  // namespace actloss::detail

@@ -18,6 +18,7 @@
 #include "cuda/reduce.cuh"
 #include "cuda/row_dispatch.h"
 
+#include <climits>
 #include <cmath>
 #include <cstdint>
 #include <type_traits>
@@ -28,6 +29,18 @@ using detail::RowAlgorithm;
 using detail::RowOp;
 
 constexpr int kChunk = detail::row_limits::kChunk;
+
+// argmax's order (torch.argmax): a NaN above every number, ties to the lower index. Keeps in
+// (value, index) the larger of itself and (value2, index2).
+__device__ __forceinline__ void take_larger(float& value, int& index, float value2, int index2) {
+  const bool nan = value != value, nan2 = value2 != value2;
+  const bool larger = nan2 ? (!nan || index2 < index)
+                           : (!nan && (value2 > value || (value2 == value && index2 < index)));
+  if (larger) {
+    value = value2;
+    index = index2;
+  }
+}
 
 // Where row r of an operand starts, in elements. Rows may come in batches (a [B, T, C] view such
 // as logits[:, :-1, :]); rows_per_batch 0 is the layout of one batch (or of batches that follow
@@ -569,6 +582,51 @@ struct RowGroup {
         merge_max_rest(m, r, static_cast<float>(exchange[w].x), exchange[w].y);
       __syncthreads();
     }
+  }
+
+  // Every thread of the row ends with the row's (largest value, its first index), from each
+  // thread's own best (take_larger); a thread with no element holds (-inf, INT_MAX).
+  __device__ __forceinline__ void reduce_argmax(float& value, int& index) const {
+    const int width = size < kWarpSize ? size : kWarpSize;
+    for (int offset = width / 2; offset > 0; offset /= 2) {
+      const float value2 = __shfl_xor_sync(kFullMask, value, offset);
+      const int index2 = __shfl_xor_sync(kFullMask, index, offset);
+      take_larger(value, index, value2, index2);
+    }
+    if (size > kWarpSize) {
+      const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+      const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+      if (lane == 0) exchange[warp] = make_double2(value, index);
+      __syncthreads();
+      value = -INFINITY;
+      index = INT_MAX;
+      for (int w = 0; w < size / kWarpSize; ++w)
+        take_larger(value, index, static_cast<float>(exchange[w].x),
+                    static_cast<int>(exchange[w].y));
+      __syncthreads();
+    }
+  }
+
+  // Every thread of the row ends with the smallest of the threads' values.
+  __device__ __forceinline__ unsigned reduce_min(unsigned value) const {
+    const int width = size < kWarpSize ? size : kWarpSize;
+    for (int offset = width / 2; offset > 0; offset /= 2) {
+      const unsigned other = __shfl_xor_sync(kFullMask, value, offset);
+      value = other < value ? other : value;
+    }
+    if (size > kWarpSize) {
+      const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+      const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+      if (lane == 0) exchange[warp].x = value;
+      __syncthreads();
+      value = UINT_MAX;
+      for (int w = 0; w < size / kWarpSize; ++w) {
+        const auto other = static_cast<unsigned>(exchange[w].x);
+        value = other < value ? other : value;
+      }
+      __syncthreads();
+    }
+    return value;
   }
 
   // Every thread of the row ends with the same sum (fixed order: reproducible).

@@ -10,6 +10,7 @@
 // (not validated) and reach the backend as null.
 #include <actloss/cross_entropy.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -39,6 +40,7 @@ struct Plan {
   CrossEntropyArgs args;
   bool probabilities = false;
   Region logits, targets, class_weight, loss, lse, stats, saved_stats, grad, upstream_grad;
+  Region predicted, accuracy;
 };
 
 Status check_options(Pass pass, const CrossEntropyArgs& args,
@@ -120,6 +122,16 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
   if (!writes_loss) {
     args.loss = args.lse = nullptr;
     args.stats = nullptr;
+    args.predicted = nullptr;
+    args.accuracy = nullptr;
+  }
+  if (args.accuracy != nullptr) {
+    if (plan.probabilities) {
+      return host::invalid("accuracy", "needs class-index targets (target_kind is probabilities)");
+    }
+    if (args.predicted == nullptr) {
+      return host::invalid("accuracy", "needs predicted (accuracy is counted from it)");
+    }
   }
   if (!writes_grad) {
     args.grad = nullptr;
@@ -173,6 +185,11 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
   constexpr std::int64_t stats_alignment = alignof(CrossEntropyRowStats);
   ACTLOSS_TRY(host::vector_region("stats", args.stats, args.stats != nullptr ? rows : 0,
                                   stats_size, "rows", plan.stats, stats_alignment));
+  ACTLOSS_TRY(host::vector_region("predicted", args.predicted,
+                                  args.predicted != nullptr ? rows : 0, 8, "rows",
+                                  plan.predicted));
+  ACTLOSS_TRY(host::vector_region("accuracy", args.accuracy, args.accuracy != nullptr ? 1 : 0, 4,
+                                  "rows", plan.accuracy));
   ACTLOSS_TRY(host::vector_region("saved_stats", args.saved_stats,
                                   pass == Pass::backward ? rows : 0, stats_size, "rows",
                                   plan.saved_stats, stats_alignment));
@@ -213,10 +230,17 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
   ACTLOSS_TRY(host::check_no_overlap(plan.stats, {&plan.logits, &plan.targets,
                                                   &plan.class_weight, &plan.saved_stats,
                                                   &plan.upstream_grad, &plan.loss, &plan.lse}));
+  ACTLOSS_TRY(host::check_no_overlap(plan.predicted, {&plan.logits, &plan.targets,
+                                                      &plan.class_weight, &plan.upstream_grad,
+                                                      &plan.loss, &plan.lse, &plan.stats}));
+  ACTLOSS_TRY(host::check_no_overlap(plan.accuracy,
+                                     {&plan.logits, &plan.targets, &plan.class_weight,
+                                      &plan.upstream_grad, &plan.loss, &plan.lse, &plan.stats,
+                                      &plan.predicted}));
   ACTLOSS_TRY(host::check_no_overlap_except_in_place(
       plan.grad, plan.logits,
       {&plan.targets, &plan.class_weight, &plan.saved_stats, &plan.upstream_grad, &plan.loss,
-       &plan.lse, &plan.stats}));
+       &plan.lse, &plan.stats, &plan.predicted, &plan.accuracy}));
   return {};
 }
 
@@ -314,6 +338,20 @@ void write_loss(const Plan& plan, const CrossEntropyOptions& options,
   }
 }
 
+// predicted and accuracy, from the gathered (unsoftcapped) logits.
+void write_predictions(const Plan& plan, const CrossEntropyOptions& options,
+                       const ref::CrossEntropyProblem& problem) {
+  const CrossEntropyArgs& args = plan.args;
+  if (args.predicted == nullptr) return;
+  const std::vector<std::int64_t> predicted =
+      ref::predicted_classes(args.rows, args.classes, problem.logits);
+  if (args.accuracy != nullptr) {
+    *args.accuracy = host::double_to_float(ref::token_accuracy(
+        predicted, problem.target_index, options.ignore_index, args.classes));
+  }
+  std::copy(predicted.begin(), predicted.end(), args.predicted);
+}
+
 Status run_on_cpu(Pass pass, const Plan& plan, const CrossEntropyOptions& options) {
   ACTLOSS_TRY(check_class_targets(plan, options));
   const CrossEntropyArgs& args = plan.args;
@@ -321,12 +359,15 @@ Status run_on_cpu(Pass pass, const Plan& plan, const CrossEntropyOptions& option
     if (args.rows == 0) {
       // Nothing to compute; a reduced loss over no rows is 0 by the API's definition.
       if (args.loss != nullptr && options.reduction != Reduction::none) *args.loss = 0.0f;
+      if (args.accuracy != nullptr) *args.accuracy = 0.0f;
       return;
     }
     const ref::CrossEntropyProblem problem = make_problem(plan, options);
     switch (pass) {
       case Pass::forward: {
-        write_loss(plan, options, ref::cross_entropy(problem));
+        const ref::CrossEntropyResult result = ref::cross_entropy(problem);
+        write_loss(plan, options, result);
+        write_predictions(plan, options, problem);
         return;
       }
       case Pass::backward: {
@@ -344,6 +385,7 @@ Status run_on_cpu(Pass pass, const Plan& plan, const CrossEntropyOptions& option
         const ref::CrossEntropyResult result = ref::cross_entropy(problem);
         host::scatter(args.grad, args.grad_dtype, grad_layout(args), result.grad);
         write_loss(plan, options, result);
+        write_predictions(plan, options, problem);
         return;
       }
     }
@@ -357,11 +399,13 @@ Status run(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOptions& o
   host::Region workspace;
   ACTLOSS_TRY(host::check_workspace(
       exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
-             &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad},
+             &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad, &plan.predicted,
+             &plan.accuracy},
       workspace));
   ACTLOSS_TRY(host::check_memory(
       exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
-             &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad, &workspace}));
+             &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad, &plan.predicted,
+             &plan.accuracy, &workspace}));
   if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
   return detail::cuda_cross_entropy(pass, plan.args, options, exec);
 }

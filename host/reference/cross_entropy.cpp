@@ -219,4 +219,32 @@ std::vector<double> cross_entropy_backward(const CrossEntropyProblem& p,
   return grad;
 }
 
+std::vector<std::int64_t> predicted_classes(int64_t rows, int64_t cols,
+                                            std::span<const double> values) {
+  std::vector<std::int64_t> predicted(at(rows));
+  for (int64_t i = 0; i < rows; ++i) {
+    int64_t best = 0;
+    for (int64_t c = 1; c < cols; ++c) {
+      const double x = values[at(i * cols + c)], incumbent = values[at(i * cols + best)];
+      if (std::isnan(incumbent)) break;  // the first NaN wins
+      if (std::isnan(x) || x > incumbent) best = c;
+    }
+    predicted[at(i)] = best;
+  }
+  return predicted;
+}
+
+double token_accuracy(std::span<const std::int64_t> predicted,
+                      std::span<const std::int64_t> targets, std::int64_t ignore_index,
+                      std::int64_t classes) {
+  double counted = 0.0, correct = 0.0;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    if (targets[i] == ignore_index) continue;
+    if (targets[i] < 0 || targets[i] >= classes) return kNaN;
+    counted += 1.0;
+    if (predicted[i] == targets[i]) correct += 1.0;
+  }
+  return counted == 0.0 ? 0.0 : correct / counted;
+}
+
 }  // namespace actloss::ref

@@ -154,6 +154,16 @@ std::vector<double> cross_entropy_backward(const CrossEntropyProblem& problem,
                                            std::span<const double> max,
                                            std::span<const double> log_sum);
 
+// Token accuracy. predicted_classes: for each of `rows` rows of `cols` values, the first index
+// of the largest, a NaN counting as larger than any number (torch.argmax). token_accuracy: the
+// fraction of rows whose target is not ignore_index and equals the predicted class; 0 when no
+// row counts; NaN when a counted target is outside [0, classes).
+std::vector<std::int64_t> predicted_classes(int64_t rows, int64_t cols,
+                                            std::span<const double> values);
+double token_accuracy(std::span<const std::int64_t> predicted,
+                      std::span<const std::int64_t> targets, std::int64_t ignore_index,
+                      std::int64_t classes);
+
 // ---------------------------------------------------------------------------
 // Binary cross-entropy with logits (PyTorch's BCEWithLogitsLoss).
 //

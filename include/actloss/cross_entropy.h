@@ -98,6 +98,16 @@ struct CrossEntropyArgs {
   float* lse = nullptr;
   CrossEntropyRowStats* stats = nullptr;
 
+  // Optional outputs of the forward pass for token accuracy, from the same read of the logits.
+  // `predicted`: [rows], each row's predicted class, the first index of its largest logit, a NaN
+  // counting as larger than any number (torch.argmax; softcap, being increasing, changes
+  // nothing). `accuracy`: [1], class-index targets only, and `predicted` given: the fraction of
+  // the rows not ignored whose predicted class is their target, 0 when every row is ignored, NaN
+  // when a target is out of range (as the loss). Under `none` too. On rows too long for the
+  // on-chip paths, `predicted` costs one more read of each row.
+  std::int64_t* predicted = nullptr;
+  float* accuracy = nullptr;
+
   // Input of backward only: the stats written by a forward call with the same logits and options.
   const CrossEntropyRowStats* saved_stats = nullptr;
 
