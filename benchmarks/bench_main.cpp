@@ -30,9 +30,10 @@
 //                       measured on a card, instead of in their kernel's last block
 //                       (cuda/reduce.cuh); the JSON context records which
 //   --elementwise-packs=1
-//                       run the elementwise kernels (activations, BCE, MSE) with one pack per
-//                       thread per loop step, the loop last measured on a GPU, so that a card can
-//                       compare it with the default (=default); the JSON context records which
+//                       run the elementwise kernels (activations, SwiGLU, BCE, MSE) with one
+//                       pack per thread per loop step, the loop last measured on a GPU, so that
+//                       a card can compare it with the default (=default); the JSON context
+//                       records which
 #include <benchmark/benchmark.h>
 
 #include <chrono>

@@ -24,15 +24,18 @@ enum class Op : std::uint8_t {
   softmax,
   log_softmax,
   activation,
-  mse
+  mse,
+  swiglu
 };
 
 // `fused` is forward and backward in one call (cross_entropy / bce / mse forward_backward).
 // `forward_mask` is relu's forward that also writes the 1-bit mask; `backward_mask` starts from it.
 enum class Pass : std::uint8_t { forward, backward, fused, forward_mask, backward_mask };
 
-// rows x cols; the elementwise ops (activations, BCE, MSE) are one row of n = cols elements for
-// activations and MSE, and a [rows x cols] matrix for BCE (pos_weight would be per column).
+// rows x cols; the elementwise ops (activations, SwiGLU, BCE, MSE) are one row of n = cols
+// elements for activations, SwiGLU and MSE, and a [rows x cols] matrix for BCE (pos_weight would be
+// per column). SwiGLU's gate and up are separate dense tensors of n elements each, so a problem's
+// elements() is the size of y, not of the [rows x 2n] projection an MLP would split.
 struct Problem {
   Op op = Op::cross_entropy;
   Activation activation = Activation::relu;  // Op::activation only
@@ -58,6 +61,8 @@ struct Problem {
 //   activation backward     N e (x) + N e (dy) + N e (dx)           (from the saved input)
 //   relu forward_mask       N e (x) + N e (y) + 4 ceil(N / 32) (mask)
 //   relu backward_mask      4 ceil(N / 32) (mask) + N e (dy) + N e (dx)
+//   swiglu forward          N e (gate) + N e (up) + N e (y)
+//   swiglu backward         N e (gate) + N e (up) + N e (dy) + N e (d_gate) + N e (d_up)
 //
 // The device-to-device copy that sets the ceiling counts its read and its write: 2 x its size.
 constexpr std::int64_t min_bytes(const Problem& p) {
@@ -92,6 +97,7 @@ constexpr std::int64_t min_bytes(const Problem& p) {
         case Pass::backward_mask: return mask + 2 * tensor;
         default: return 3 * tensor;
       }
+    case Op::swiglu: return p.pass == Pass::forward ? 3 * tensor : 5 * tensor;
   }
   return 0;
 }

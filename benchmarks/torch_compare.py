@@ -75,6 +75,8 @@ def min_bytes(p):
         return {"forward": 2 * tensor + loss, "backward": 3 * tensor}.get(p.pass_, 3 * tensor + loss)
     if p.op in ("softmax", "log_softmax"):
         return 2 * tensor if p.pass_ == "forward" else 3 * tensor
+    if p.op == "swiglu":  # gate and up in; y out, or dy in and d_gate, d_up out
+        return 3 * tensor if p.pass_ == "forward" else 5 * tensor
     return {"forward": 2 * tensor, "forward_mask": 2 * tensor + mask,
             "backward_mask": mask + 2 * tensor}.get(p.pass_, 3 * tensor)
 
@@ -117,6 +119,7 @@ def problem_set(device, quick=False):
                 out.append(elementwise_problem("gelu_tanh", "backward", dtype, n))
                 out.append(elementwise_problem("bce_with_logits", "fused", dtype, n))
                 out.append(elementwise_problem("mse", "fused", dtype, n))
+                out.append(elementwise_problem("swiglu", "backward", dtype, n))
         return out
     loss_passes = ["forward", "backward", "fused"]
     for dtype in s["dtypes"]:
@@ -138,6 +141,9 @@ def problem_set(device, quick=False):
             for n in s["elements"]:
                 for p in loss_passes:
                     out.append(elementwise_problem(op, p, dtype, n))
+        for n in s["elements"]:
+            for p in ("forward", "backward"):
+                out.append(elementwise_problem("swiglu", p, dtype, n))
     if s["f16_subset"]:
         for c in s["classes"]:
             out.append(row_problem("cross_entropy", "fused", "f16", c, s["row_bytes"]))
@@ -276,6 +282,20 @@ def make_case(torch, p, compiled):
             fn = maybe_compile(lambda g, out: aten._softmax_backward_data(g, out, -1, dt))
         return lambda: fn(dy, y)
 
+    if p.op == "swiglu":
+        # Two separate [n] operands, as actloss_bench gives them; backward is autograd's through
+        # the forward graph, both gradients at once.
+        n = p.elements
+        backward = p.pass_ != "forward"
+        gate = uniform((n,), -4, 4, requires_grad=backward)
+        up = uniform((n,), -4, 4, requires_grad=backward)
+        fn = maybe_compile(lambda g, u: F.silu(g) * u)
+        if not backward:
+            return lambda: fn(gate, up)
+        y = fn(gate, up)
+        dy = uniform((n,), -1, 1)
+        return lambda: torch.autograd.grad(y, (gate, up), dy, retain_graph=True)
+
     if p.pass_ in ("forward_mask", "backward_mask"):
         return None  # no PyTorch counterpart to a 1-bit relu mask
     n = p.elements
@@ -294,7 +314,7 @@ def make_case(torch, p, compiled):
 def compile_priority(p):
     order = [("cross_entropy", "fused"), ("softmax", "forward"), ("log_softmax", "backward"),
              ("gelu_tanh", "forward"), ("silu", "backward"), ("bce_with_logits", "fused"),
-             ("mse", "fused"), ("cross_entropy", "forward")]
+             ("mse", "fused"), ("swiglu", "backward"), ("cross_entropy", "forward")]
     key = (p.op, p.pass_)
     return order.index(key) if key in order else None
 

@@ -153,7 +153,7 @@ if [[ -n $bench ]]; then
   # measured before the several-pack one (cuda/elementwise.cuh): bench.json beside
   # bench-one-pack.json is the comparison that decides whether the old loop can go.
   if [[ ${ACTLOSS_CHECK_ONE_PACK:-1} != 0 ]]; then
-    elementwise='relu|leaky_relu|tanh|sigmoid|gelu_erf|gelu_tanh|silu|mse|bce_with_logits'
+    elementwise='relu|leaky_relu|tanh|sigmoid|gelu_erf|gelu_tanh|silu|swiglu|mse|bce_with_logits'
     run_step "benchmarks, one pack per step" 60 bench-one-pack.log "$bench" \
       --benchmark_filter="^cuda/actloss/($elementwise)/.*/n:16777216/" --elementwise-packs=1 \
       --benchmark_out="$LOGS/bench-one-pack.json" --benchmark_out_format=json \

@@ -26,7 +26,7 @@ namespace {
 constexpr const char* kActivationNames[] = {"relu",     "leaky_relu", "tanh", "sigmoid",
                                             "gelu_erf", "gelu_tanh",  "silu"};
 constexpr const char* kOtherNames[] = {"cross_entropy", "bce_with_logits", "softmax", "log_softmax",
-                                       "mse"};
+                                       "mse",           "swiglu"};
 
 bool is_activation(const std::string& name) {
   for (const char* a : kActivationNames)
@@ -67,7 +67,7 @@ void command_usage(const std::string& command, std::FILE* out) {
       "                     CUDA backend and a device)\n";
   const char* op =
       "  --op NAME          one op: cross_entropy (ce), bce_with_logits (bce), softmax,\n"
-      "                     log_softmax, mse, activation (all seven), or one activation:\n"
+      "                     log_softmax, mse, swiglu, activation (all seven), or one activation:\n"
       "                     relu, leaky_relu, tanh, sigmoid, gelu_erf, gelu_tanh, silu\n";
   if (command == "validate") {
     std::fprintf(out,

@@ -49,6 +49,7 @@
 #include <vector>
 
 #include "validation/paths.h"
+#include "validation/sigmoid_bounds.h"
 #include "validation/tensors.h"
 #include "validation/tolerance.h"
 
@@ -59,7 +60,6 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
 constexpr float kAlpha = 0.01f;
 constexpr double kSub = 0x1p-150;       // one float rounding below the normal range
-constexpr double kSmallAbs = 0x1p-147;  // sigmoid's small side: expf's 2^-148 + a product's 2^-150
 constexpr double kSqrtHalf = 0.70710678118654752440;
 constexpr double kInvSqrt2Pi = 0.39894228040143267794;
 constexpr double kSqrt2OverPi = 0.79788456080286535588;
@@ -199,22 +199,10 @@ Inputs make_inputs(const Spec& s) {
 
 // ---- error bounds -----------------------------------------------------------------------------
 
-// The relative (in u) and absolute errors of the kernels' sigmoid(x) and sigmoid(-x).
-struct PairError {
-  double pos_rel, pos_abs, neg_rel, neg_abs;
-};
-
-PairError pair_error(double x) {
-  if (x >= 0) return {7, 0, 12, kSmallAbs};
-  return {12, kSmallAbs, 7, 0};
-}
-
 double phi(double x) { return kInvSqrt2Pi * std::exp(-0.5 * x * x); }
 double big_phi(double x) { return 0.5 * std::erfc(-x * kSqrtHalf); }
 double gelu_w(double x) { return 2.0 * kSqrt2OverPi * (x + kGeluCubic * x * x * x); }
 double gelu_du(double x) { return kSqrt2OverPi * (1.0 + 3.0 * kGeluCubic * x * x); }
-
-double finite_or_zero(double err) { return std::isfinite(err) ? err : 0.0; }
 
 // At x = +-inf the kernels meet the documented special values (expf(-inf) = 0, erfcf(+-inf) = 0
 // or 2, tanhf(+-inf) = +-1) and products with 0, 1 and FLT_MAX; the one inexact step left is

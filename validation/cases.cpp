@@ -147,6 +147,7 @@ std::vector<Case> cases(Device device, Depth depth,
   add_cross_entropy_cases(device, depth, all);
   add_softmax_cases(device, depth, all);
   add_activation_cases(device, depth, all);
+  add_swiglu_cases(device, depth, all);
   add_bce_cases(device, depth, all);
   add_mse_cases(device, depth, all);
   if (wanted) {

@@ -98,5 +98,6 @@ void add_softmax_cases(Device device, Depth depth, std::vector<Case>& cases);
 void add_activation_cases(Device device, Depth depth, std::vector<Case>& cases);
 void add_bce_cases(Device device, Depth depth, std::vector<Case>& cases);
 void add_mse_cases(Device device, Depth depth, std::vector<Case>& cases);
+void add_swiglu_cases(Device device, Depth depth, std::vector<Case>& cases);
 
 }  // namespace actloss::validation

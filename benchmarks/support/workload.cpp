@@ -107,6 +107,9 @@ void add_full(std::vector<Problem>& out, const Sizes& s) {
       for (std::int64_t n : s.elements)
         for (Pass pass : loss_passes)
           out.push_back(elementwise_problem(op, Activation::relu, pass, dtype, n));
+    for (std::int64_t n : s.elements)
+      for (Pass pass : row_passes)
+        out.push_back(elementwise_problem(Op::swiglu, Activation::relu, pass, dtype, n));
   }
   if (!s.f16_subset) return;
   // f16 where it is still common: the fused loss, the forward softmax, and SiLU (gated MLPs).
@@ -135,6 +138,7 @@ void add_quick(std::vector<Problem>& out, const Sizes& s) {
       out.push_back(
           elementwise_problem(Op::bce_with_logits, Activation::relu, Pass::fused, dtype, n));
       out.push_back(elementwise_problem(Op::mse, Activation::relu, Pass::fused, dtype, n));
+      out.push_back(elementwise_problem(Op::swiglu, Activation::relu, Pass::backward, dtype, n));
     }
   }
 }
@@ -493,6 +497,69 @@ class ActivationWorkload final : public Workload {
   std::vector<Slot> slots_;
 };
 
+// ---- SwiGLU ---------------------------------------------------------------------------------
+
+class SwigluWorkload final : public Workload {
+ public:
+  SwigluWorkload(const Case& c, int slots) : Workload(slots), case_(c) {
+    const Problem& p = c.problem;
+    const Device d = c.device;
+    const std::int64_t n = p.elements();
+    for (int s = 0; s < slots; ++s) {
+      Slot slot;
+      slot.gate = uniform_tensor(d, n, p.dtype, -4.0, 4.0, seed_of(s, 0));
+      slot.up = uniform_tensor(d, n, p.dtype, -4.0, 4.0, seed_of(s, 1));
+      slot.out = output_tensor(d, n, p.dtype);
+      if (p.pass != Pass::forward) {
+        slot.dy = uniform_tensor(d, n, p.dtype, -1.0, 1.0, seed_of(s, 2));
+        slot.d_up = output_tensor(d, n, p.dtype);
+      }
+      slots_.push_back(std::move(slot));
+    }
+  }
+
+  void run(int s) override {
+    Slot& slot = slots_.at(static_cast<std::size_t>(s));
+    const Problem& p = case_.problem;
+    if (case_.impl != Impl::actloss) {
+      throw std::runtime_error(std::string("no swiglu in ") + to_string(case_.impl));
+    }
+    const Exec exec = exec_for(case_.device);
+    if (p.pass == Pass::forward) {
+      SwigluForwardArgs args;
+      args.n = p.elements();
+      args.gate = slot.gate.data();
+      args.gate_dtype = p.dtype;
+      args.up = slot.up.data();
+      args.up_dtype = p.dtype;
+      args.y = slot.out.data();
+      args.y_dtype = p.dtype;
+      check(swiglu_forward(args, exec), "swiglu_forward");
+      return;
+    }
+    SwigluBackwardArgs args;
+    args.n = p.elements();
+    args.gate = slot.gate.data();
+    args.gate_dtype = p.dtype;
+    args.up = slot.up.data();
+    args.up_dtype = p.dtype;
+    args.dy = slot.dy.data();
+    args.dy_dtype = p.dtype;
+    args.d_gate = slot.out.data();
+    args.d_gate_dtype = p.dtype;
+    args.d_up = slot.d_up.data();
+    args.d_up_dtype = p.dtype;
+    check(swiglu_backward(args, exec), "swiglu_backward");
+  }
+
+ private:
+  struct Slot {
+    Buffer gate, up, dy, out, d_up;  // out is y forward, d_gate backward
+  };
+  Case case_;
+  std::vector<Slot> slots_;
+};
+
 // ---- BCE and MSE ----------------------------------------------------------------------------
 
 class PointwiseLossWorkload final : public Workload {
@@ -577,6 +644,7 @@ const char* to_string(Op op) {
     case Op::log_softmax: return "log_softmax";
     case Op::activation: return "activation";
     case Op::mse: return "mse";
+    case Op::swiglu: return "swiglu";
   }
   return "invalid";
 }
@@ -659,6 +727,8 @@ bool implements(Impl impl, Device device, const Problem& p, std::string* why) {
   const bool softmax_like = p.op == Op::softmax || p.op == Op::log_softmax;
   const bool plain_activation =
       p.op == Op::activation && (p.pass == Pass::forward || p.pass == Pass::backward);
+  // cuDNN's legacy API and oneDNN's eltwise take one input: neither has a gated unit to compare.
+  if (p.op == Op::swiglu && impl != Impl::actloss) return no("no fused SwiGLU");
   switch (impl) {
     case Impl::actloss:
       if (device == Device::cuda && !cuda_backend_built()) return no("built without CUDA");
@@ -740,6 +810,7 @@ std::unique_ptr<Workload> make_workload(const Case& c, int slots) {
     case Op::activation: return std::make_unique<ActivationWorkload>(c, slots);
     case Op::bce_with_logits:
     case Op::mse: return std::make_unique<PointwiseLossWorkload>(c, slots);
+    case Op::swiglu: return std::make_unique<SwigluWorkload>(c, slots);
   }
   throw std::runtime_error("unknown op");
 }

@@ -43,7 +43,8 @@ std::string case_name(const ::testing::TestParamInfo<Case>& param) { return para
 TEST(TableContents, EveryOpAtEveryDepthOnBothDevices) {
   const char* kOps[] = {"cross_entropy", "softmax",   "log_softmax", "relu",
                         "leaky_relu",    "tanh",      "sigmoid",     "gelu_erf",
-                        "gelu_tanh",     "silu",      "bce_with_logits", "mse"};
+                        "gelu_tanh",     "silu",      "swiglu",      "bce_with_logits",
+                        "mse"};
   for (Device device : {Device::cpu, Device::cuda})
     for (Depth d : {Depth::smoke, Depth::quick, Depth::full}) {
       std::set<std::string> ops, names;
