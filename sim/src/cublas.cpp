@@ -1,4 +1,4 @@
-// CPU stand-in for the few cuBLAS calls that code outside the library (the
+// CPU stand-in for the few cuBLAS calls that code around the library (the
 // training example) makes on simulated device memory, defined against the
 // real declarations of cublas_v2.h. Like the runtime stand-in, whatever is not
 // here stays an undefined symbol: a program that needs another cuBLAS call
@@ -16,8 +16,12 @@
 
 #include <cublas_v2.h>
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <initializer_list>
 #include <mutex>
 #include <set>
@@ -54,6 +58,9 @@ std::size_t matrix_bytes(int rows, int cols, int ld) {
           static_cast<std::size_t>(rows)) *
          sizeof(float);
 }
+std::size_t matrix_bytes(int rows, int cols, int ld, std::size_t element_size) {
+  return matrix_bytes(rows, cols, ld) / sizeof(float) * element_size;
+}
 std::size_t vector_bytes(int n, int inc) {
   const std::int64_t step = inc < 0 ? -std::int64_t{inc} : std::int64_t{inc};
   return static_cast<std::size_t>((std::int64_t{n} - 1) * step + 1) * sizeof(float);
@@ -81,6 +88,57 @@ cublasStatus_t check_launch(cublasHandle_t h, std::initializer_list<Operand> ope
   for (const auto& [p, bytes] : operands)
     if (!device_range(p, bytes)) return CUBLAS_STATUS_INVALID_VALUE;
   return CUBLAS_STATUS_SUCCESS;
+}
+
+// GemmEx's element types: the bytes of a float, a half or a bfloat16, widened exactly to float
+// and narrowed with round-to-nearest-even (NaN stays NaN), as the GPU's conversions do.
+std::size_t element_size(cudaDataType type) {
+  switch (type) {
+    case CUDA_R_32F: return 4;
+    case CUDA_R_16F:
+    case CUDA_R_16BF: return 2;
+    default: return 0;
+  }
+}
+
+float load_element(const void* base, cudaDataType type, std::int64_t i) {
+  switch (type) {
+    case CUDA_R_16F: return __half2float(static_cast<const __half*>(base)[i]);
+    case CUDA_R_16BF: {
+      std::uint16_t bits;
+      std::memcpy(&bits, static_cast<const char*>(base) + 2 * i, 2);
+      const std::uint32_t word = std::uint32_t{bits} << 16;
+      float value;
+      std::memcpy(&value, &word, 4);
+      return value;
+    }
+    default: return static_cast<const float*>(base)[i];
+  }
+}
+
+void store_element(void* base, cudaDataType type, std::int64_t i, float value) {
+  switch (type) {
+    case CUDA_R_16F: static_cast<__half*>(base)[i] = __float2half_rn(value); return;
+    case CUDA_R_16BF: {
+      std::uint32_t word;
+      std::memcpy(&word, &value, 4);
+      const bool nan = (word & 0x7fffffffu) > 0x7f800000u;
+      const std::uint32_t rounded = nan ? (word | 0x00400000u)
+                                        : word + 0x7fffu + ((word >> 16) & 1u);
+      const auto bits = static_cast<std::uint16_t>(rounded >> 16);
+      std::memcpy(static_cast<char*>(base) + 2 * i, &bits, 2);
+      return;
+    }
+    default: static_cast<float*>(base)[i] = value; return;
+  }
+}
+
+// The compute types that accumulate in float (the _FAST_ ones may round inputs lower on a GPU;
+// here they are all exact float products).
+bool float_compute(cublasComputeType_t compute) {
+  return compute == CUBLAS_COMPUTE_32F || compute == CUBLAS_COMPUTE_32F_PEDANTIC ||
+         compute == CUBLAS_COMPUTE_32F_FAST_16F || compute == CUBLAS_COMPUTE_32F_FAST_16BF ||
+         compute == CUBLAS_COMPUTE_32F_FAST_TF32;
 }
 
 }  // namespace
@@ -256,6 +314,51 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t handle, cublasOperation_t transa,
           sum += (ta ? A[p + i * lda] : A[i + p * lda]) * (tb ? B[j + p * ldb] : B[p + j * ldb]);
       float& out = C[i + j * ldc];
       out = (product ? a * sum : 0.0f) + (b == 0.0f ? 0.0f : b * out);
+    }
+  return CUBLAS_STATUS_SUCCESS;
+}
+
+// Float accumulation over A and B of one type (f32, f16, bf16), C of that type or f32, float
+// alpha and beta on the host: the mixed-precision GEMM of training code (bf16 activations and
+// weights, f32 gradients of the weights). Other type or compute combinations are
+// CUBLAS_STATUS_NOT_SUPPORTED here, as most are on the GPU. The algorithm is ignored.
+cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
+                            cublasOperation_t transb, int m, int n, int k, const void* alpha,
+                            const void* A, cudaDataType Atype, int lda, const void* B,
+                            cudaDataType Btype, int ldb, const void* beta, void* C,
+                            cudaDataType Ctype, int ldc, cublasComputeType_t computeType,
+                            cublasGemmAlgo_t /*algo*/) {
+  if (!live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (!float_compute(computeType) || element_size(Atype) == 0 || Btype != Atype ||
+      (Ctype != Atype && Ctype != CUDA_R_32F))
+    return CUBLAS_STATUS_NOT_SUPPORTED;
+  const bool ta = transa != CUBLAS_OP_N, tb = transb != CUBLAS_OP_N;
+  const int a_rows = ta ? k : m, a_cols = ta ? m : k;
+  const int b_rows = tb ? n : k, b_cols = tb ? k : n;
+  if (!valid_op(transa) || !valid_op(transb) || m < 0 || n < 0 || k < 0 ||
+      lda < at_least_1(a_rows) || ldb < at_least_1(b_rows) || ldc < at_least_1(m) ||
+      alpha == nullptr || beta == nullptr)
+    return CUBLAS_STATUS_INVALID_VALUE;
+  if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;
+  const float a = *static_cast<const float*>(alpha), b = *static_cast<const float*>(beta);
+  const bool product = a != 0.0f && k > 0;
+  const std::size_t in_size = element_size(Atype), out_size = element_size(Ctype);
+  cublasStatus_t s =
+      product ? check_launch(handle, {{A, matrix_bytes(a_rows, a_cols, lda, in_size)},
+                                      {B, matrix_bytes(b_rows, b_cols, ldb, in_size)},
+                                      {C, matrix_bytes(m, n, ldc, out_size)}})
+              : check_launch(handle, {{C, matrix_bytes(m, n, ldc, out_size)}});
+  if (s != CUBLAS_STATUS_SUCCESS) return s;
+  for (std::int64_t j = 0; j < n; ++j)
+    for (std::int64_t i = 0; i < m; ++i) {
+      float sum = 0.0f;
+      if (product)
+        for (std::int64_t p = 0; p < k; ++p)
+          sum += load_element(A, Atype, ta ? p + i * lda : i + p * lda) *
+                 load_element(B, Btype, tb ? j + p * ldb : p + j * ldb);
+      const std::int64_t at = i + j * ldc;
+      const float old = b == 0.0f ? 0.0f : load_element(C, Ctype, at);
+      store_element(C, Ctype, at, (product ? a * sum : 0.0f) + (b == 0.0f ? 0.0f : b * old));
     }
   return CUBLAS_STATUS_SUCCESS;
 }

@@ -1,11 +1,13 @@
 // The cuBLAS stand-in (sim/src/cublas.cpp) against naive loops in double: every transpose pair of
-// Sgemm, both Sgemv directions, Sger, Saxpy and Sscal, with padded leading dimensions, strides
+// Sgemm and of GemmEx (f32, f16, bf16; C of the inputs' type or f32), both Sgemv directions, Sger, Saxpy and Sscal, with padded leading dimensions, strides
 // (negative ones too) and beta == 0 over NaN, which must not leak through. Linked against the
 // real cuBLAS the same checks hold on a GPU; the simulator's stricter checks are sim-only.
 #include <cublas_v2.h>
+#include <cuda_fp16.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <random>
 #include <vector>
@@ -209,6 +211,115 @@ TEST_F(Cublas, OrderedWithTheStreamsCopiesAndMemsets) {
                           stream_));
   CUDA_OK(cudaStreamSynchronize(stream_));
   for (float v : back) ASSERT_EQ(v, 2.0f);
+}
+
+// GemmEx as mixed-precision training calls it: A and B of one type, C of that type or f32,
+// accumulation in float. The inputs are multiples of 1/8 in [-1, 1], exact in every type, so
+// every product and partial sum is exact in float; only C's rounding to its type remains:
+// within its unit roundoff (2^-8 bf16, 2^-11 f16, exact f32).
+TEST_F(Cublas, GemmExMixedPrecisionMatchesNaiveLoop) {
+  const int m = 6, n = 5, k = 9;
+  const float alpha = 0.5f, beta = -2.0f;
+  struct Types {
+    cudaDataType in, out;
+    double unit_roundoff;
+  };
+  const Types kTypes[] = {{CUDA_R_32F, CUDA_R_32F, 0.0},     {CUDA_R_16F, CUDA_R_16F, 0x1p-11},
+                          {CUDA_R_16BF, CUDA_R_16BF, 0x1p-8}, {CUDA_R_16F, CUDA_R_32F, 0.0},
+                          {CUDA_R_16BF, CUDA_R_32F, 0.0}};
+  const auto encode = [](cudaDataType type, const std::vector<float>& values) {
+    std::vector<std::uint8_t> bytes(values.size() * (type == CUDA_R_32F ? 4 : 2));
+    for (std::size_t i = 0; i < values.size(); ++i) {
+      if (type == CUDA_R_32F) {
+        std::memcpy(bytes.data() + 4 * i, &values[i], 4);
+      } else if (type == CUDA_R_16F) {
+        const __half_raw h = __float2half_rn(values[i]);
+        std::memcpy(bytes.data() + 2 * i, &h.x, 2);
+      } else {
+        std::uint32_t word;
+        std::memcpy(&word, &values[i], 4);
+        const auto top = static_cast<std::uint16_t>(word >> 16);  // exact: low bits are 0
+        std::memcpy(bytes.data() + 2 * i, &top, 2);
+      }
+    }
+    return bytes;
+  };
+  const auto decode = [](cudaDataType type, const std::vector<std::uint8_t>& bytes, int i) {
+    if (type == CUDA_R_32F) {
+      float v;
+      std::memcpy(&v, bytes.data() + 4 * i, 4);
+      return static_cast<double>(v);
+    }
+    std::uint16_t bits;
+    std::memcpy(&bits, bytes.data() + 2 * i, 2);
+    if (type == CUDA_R_16F) {
+      __half_raw h;
+      h.x = bits;
+      return static_cast<double>(__half2float(__half(h)));
+    }
+    const std::uint32_t word = std::uint32_t{bits} << 16;
+    float v;
+    std::memcpy(&v, &word, 4);
+    return static_cast<double>(v);
+  };
+  const auto eighths = [](std::size_t count, std::uint32_t seed) {
+    std::mt19937 rng(seed);
+    std::vector<float> v(count);
+    for (float& x : v) x = static_cast<float>(static_cast<int>(rng() % 17) - 8) / 8.0f;
+    return v;
+  };
+  for (const Types& t : kTypes)
+    for (cublasOperation_t ta : {CUBLAS_OP_N, CUBLAS_OP_T})
+      for (cublasOperation_t tb : {CUBLAS_OP_N, CUBLAS_OP_T}) {
+        SCOPED_TRACE(testing::Message() << "types " << t.in << " -> " << t.out << " transa "
+                                        << ta << " transb " << tb);
+        const int a_rows = ta == CUBLAS_OP_N ? m : k, a_cols = ta == CUBLAS_OP_N ? k : m;
+        const int b_rows = tb == CUBLAS_OP_N ? k : n, b_cols = tb == CUBLAS_OP_N ? n : k;
+        const int lda = a_rows + 2, ldb = b_rows + 1, ldc = m + 3;
+        const std::vector<float> a = eighths(static_cast<std::size_t>(lda) * a_cols, 11);
+        const std::vector<float> b = eighths(static_cast<std::size_t>(ldb) * b_cols, 12);
+        const std::vector<float> c0 = eighths(static_cast<std::size_t>(ldc) * n, 13);
+        DeviceBuffer<std::uint8_t> da(encode(t.in, a)), db(encode(t.in, b)),
+            dc(encode(t.out, c0));
+        CUBLAS_OK(cublasGemmEx(handle_, ta, tb, m, n, k, &alpha, da.get(), t.in, lda, db.get(),
+                               t.in, ldb, &beta, dc.get(), t.out, ldc, CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT));
+        CUDA_OK(cudaStreamSynchronize(stream_));
+        const std::vector<std::uint8_t> got = dc.to_host();
+        for (int j = 0; j < n; ++j)
+          for (int i = 0; i < m; ++i) {
+            double sum = 0;
+            for (int p = 0; p < k; ++p)
+              sum += static_cast<double>(ta == CUBLAS_OP_N ? a[i + p * lda] : a[p + i * lda]) *
+                     (tb == CUBLAS_OP_N ? b[p + j * ldb] : b[j + p * ldb]);
+            const int at = i + j * ldc;
+            const double want = alpha * sum + beta * static_cast<double>(c0[at]);
+            ASSERT_LE(std::fabs(decode(t.out, got, at) - want), t.unit_roundoff * std::fabs(want))
+                << "C(" << i << ", " << j << ")";
+          }
+      }
+}
+
+TEST_F(Cublas, GemmExRefusesWhatItDoesNotModel) {
+  const float one = 1.0f;
+  DeviceBuffer<float> d(64);
+  EXPECT_EQ(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, d.get(), CUDA_R_16F, 4,
+                         d.get(), CUDA_R_16BF, 4, &one, d.get(), CUDA_R_32F, 4,
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_NOT_SUPPORTED)
+      << "A and B of different types";
+  if (sim_build()) {
+    // The real cuBLAS serves these; the stand-in models float accumulation only.
+    EXPECT_EQ(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, d.get(), CUDA_R_32F,
+                           4, d.get(), CUDA_R_32F, 4, &one, d.get(), CUDA_R_32F, 4,
+                           CUBLAS_COMPUTE_64F, CUBLAS_GEMM_DEFAULT),
+              CUBLAS_STATUS_NOT_SUPPORTED);
+  }
+  EXPECT_EQ(cublasGemmEx(handle_, CUBLAS_OP_N, CUBLAS_OP_N, 4, 4, 4, &one, d.get(), CUDA_R_32F, 3,
+                         d.get(), CUDA_R_32F, 4, &one, d.get(), CUDA_R_32F, 4,
+                         CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT),
+            CUBLAS_STATUS_INVALID_VALUE)
+      << "lda < m";
 }
 
 TEST_F(Cublas, InvalidArguments) {
