@@ -141,37 +141,20 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
 
   const std::int64_t rows = args.rows;
   const std::int64_t loss_count = options.reduction == Reduction::none ? rows : 1;
-  // One batch spans what a plain matrix does: its checks name the same arguments as before.
-  const bool batched = rows_per_batch != rows && rows > 0;
-  if (batched) {
-    ACTLOSS_TRY(host::batched_region("logits", args.logits, args.logits_dtype, rows, args.classes,
-                                     args.logits_row_stride, rows_per_batch,
-                                     args.logits_batch_stride, "logits_batch_stride",
-                                     plan.logits));
-  } else {
-    ACTLOSS_TRY(host::matrix_region("logits", args.logits, args.logits_dtype, rows, args.classes,
-                                    args.logits_row_stride, "rows", "classes",
-                                    "logits_row_stride", plan.logits));
-  }
-  if (plan.probabilities && batched) {
+  ACTLOSS_TRY(host::batched_region("logits", args.logits, args.logits_dtype, rows, args.classes,
+                                   args.logits_row_stride, rows_per_batch,
+                                   args.logits_batch_stride, "classes", "logits_row_stride",
+                                   "logits_batch_stride", plan.logits));
+  if (plan.probabilities) {
     ACTLOSS_TRY(host::batched_region("targets", args.targets, args.target_dtype, rows,
                                      args.classes, args.target_row_stride, rows_per_batch,
-                                     args.target_batch_stride, "target_batch_stride",
-                                     plan.targets));
-  } else if (plan.probabilities) {
-    ACTLOSS_TRY(host::matrix_region("targets", args.targets, args.target_dtype, rows,
-                                    args.classes, args.target_row_stride, "rows", "classes",
-                                    "target_row_stride", plan.targets));
+                                     args.target_batch_stride, "classes", "target_row_stride",
+                                     "target_batch_stride", plan.targets));
   } else {
     const std::int64_t index_size = args.target_kind == TargetKind::class_index_i32 ? 4 : 8;
-    if (batched) {
-      ACTLOSS_TRY(host::batched_region("targets", args.targets, index_size, rows, 1, 1,
-                                       rows_per_batch, args.target_batch_stride,
-                                       "target_batch_stride", plan.targets));
-    } else {
-      ACTLOSS_TRY(host::vector_region("targets", args.targets, rows, index_size, "rows",
-                                      plan.targets));
-    }
+    ACTLOSS_TRY(host::class_index_region("targets", args.targets, index_size, rows,
+                                         rows_per_batch, args.target_batch_stride,
+                                         "target_batch_stride", plan.targets));
   }
   // Optional inputs span nothing when there are no rows: they are not read.
   ACTLOSS_TRY(host::vector_region("class_weight", args.class_weight,
@@ -193,14 +176,11 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
   ACTLOSS_TRY(host::vector_region("saved_stats", args.saved_stats,
                                   pass == Pass::backward ? rows : 0, stats_size, "rows",
                                   plan.saved_stats, stats_alignment));
-  if (writes_grad && batched) {
+  if (writes_grad) {
     ACTLOSS_TRY(host::batched_region("grad", args.grad, args.grad_dtype, rows, args.classes,
                                      args.grad_row_stride, rows_per_batch, args.grad_batch_stride,
-                                     "grad_batch_stride", plan.grad));
-  } else if (writes_grad) {
-    ACTLOSS_TRY(host::matrix_region("grad", args.grad, args.grad_dtype, rows, args.classes,
-                                    args.grad_row_stride, "rows", "classes", "grad_row_stride",
-                                    plan.grad));
+                                     "classes", "grad_row_stride", "grad_batch_stride",
+                                     plan.grad));
   }
   ACTLOSS_TRY(host::vector_region("upstream_grad", args.upstream_grad,
                                   args.upstream_grad != nullptr && rows > 0 ? loss_count : 0, 4,

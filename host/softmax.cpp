@@ -27,8 +27,7 @@ Status check_shape(std::int64_t rows, std::int64_t cols) {
   return {};
 }
 
-// One operand: dtype, strides (normalised in place), extent, and presence. A layout of one batch
-// keeps the checks of a plain matrix, so that their messages name the row stride.
+// One operand: dtype, strides (normalised in place), extent, and presence.
 Status operand(const char* argument, const void* data, DType dtype, const char* dtype_argument,
                std::int64_t rows, std::int64_t cols, std::int64_t rows_per_batch,
                std::int64_t& stride, const char* stride_argument, std::int64_t& batch_stride,
@@ -37,13 +36,9 @@ Status operand(const char* argument, const void* data, DType dtype, const char* 
   ACTLOSS_TRY(host::normalize_stride(stride, cols, stride_argument, "cols"));
   ACTLOSS_TRY(host::normalize_batch_stride(batch_stride, rows, rows_per_batch, cols, stride,
                                            batch_stride_argument, stride_argument));
-  if (rows_per_batch != rows && rows > 0) {
-    ACTLOSS_TRY(host::batched_region(argument, data, dtype, rows, cols, stride, rows_per_batch,
-                                     batch_stride, batch_stride_argument, out));
-  } else {
-    ACTLOSS_TRY(host::matrix_region(argument, data, dtype, rows, cols, stride, "rows", "cols",
-                                    stride_argument, out));
-  }
+  ACTLOSS_TRY(host::batched_region(argument, data, dtype, rows, cols, stride, rows_per_batch,
+                                   batch_stride, "cols", stride_argument, batch_stride_argument,
+                                   out));
   if (rows > 0) ACTLOSS_TRY(host::check_required(data, argument, "rows > 0"));
   return {};
 }

@@ -186,14 +186,15 @@ Status matrix_region(const char* argument, const void* data, DType dtype, std::i
   return finish_region(argument, data, bytes, element_size, out);
 }
 
-Status batched_region(const char* argument, const void* data, std::int64_t element_size,
+namespace {
+
+// The extent of several batches of rows, in bytes, from the first element to the last.
+Status batches_extent(const char* argument, const void* data, std::int64_t element_size,
                       std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
                       std::int64_t rows_per_batch, std::int64_t batch_stride,
                       const char* batch_stride_argument, Region& out) {
-  out = Region{};
   out.row_stride = row_stride;
   out.batch_stride = batch_stride;
-  if (rows == 0 || cols == 0) return finish_region(argument, data, 0, element_size, out);
   const std::int64_t batches = rows / rows_per_batch;
   std::int64_t batch_part = 0, row_part = 0, bytes = 0;
   const bool overflows = __builtin_mul_overflow(batches - 1, batch_stride, &batch_part) ||
@@ -210,13 +211,31 @@ Status batched_region(const char* argument, const void* data, std::int64_t eleme
   return finish_region(argument, data, bytes, element_size, out);
 }
 
+}  // namespace
+
 Status batched_region(const char* argument, const void* data, DType dtype, std::int64_t rows,
                       std::int64_t cols, std::int64_t row_stride, std::int64_t rows_per_batch,
-                      std::int64_t batch_stride, const char* batch_stride_argument, Region& out) {
-  const Status status = batched_region(argument, data, dtype_size(dtype), rows, cols, row_stride,
-                                       rows_per_batch, batch_stride, batch_stride_argument, out);
+                      std::int64_t batch_stride, const char* cols_argument,
+                      const char* stride_argument, const char* batch_stride_argument,
+                      Region& out) {
+  if (rows_per_batch >= rows || cols == 0) {
+    return matrix_region(argument, data, dtype, rows, cols, row_stride, "rows", cols_argument,
+                         stride_argument, out);
+  }
+  out = Region{};
   out.dtype = dtype;
-  return status;
+  return batches_extent(argument, data, dtype_size(dtype), rows, cols, row_stride,
+                        rows_per_batch, batch_stride, batch_stride_argument, out);
+}
+
+Status class_index_region(const char* argument, const void* data, std::int64_t element_size,
+                          std::int64_t rows, std::int64_t rows_per_batch,
+                          std::int64_t batch_stride, const char* batch_stride_argument,
+                          Region& out) {
+  if (rows_per_batch >= rows) return vector_region(argument, data, rows, element_size, "rows", out);
+  out = Region{};
+  return batches_extent(argument, data, element_size, rows, 1, 1, rows_per_batch, batch_stride,
+                        batch_stride_argument, out);
 }
 
 Status vector_region(const char* argument, const void* data, std::int64_t count,

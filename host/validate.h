@@ -99,17 +99,23 @@ Status matrix_region(const char* argument, const void* data, DType dtype, std::i
                      std::int64_t cols, std::int64_t stride, const char* rows_argument,
                      const char* cols_argument, const char* stride_argument, Region& out);
 
-// The same for rows in batches (strides normalised): the extent runs from the first element to
-// the last, (batches - 1) * batch_stride + (rows_per_batch - 1) * row_stride + cols elements.
-// Overflow is reported against the batch stride.
+// A matrix whose rows may come in batches (rows_per_batch and strides normalised). One batch is
+// matrix_region, with its checks and the names they report ("rows", cols_argument,
+// stride_argument). Several: the extent runs from the first element to the last,
+// (batches - 1) * batch_stride + (rows_per_batch - 1) * row_stride + cols elements, and overflow
+// is reported against the batch stride.
 Status batched_region(const char* argument, const void* data, DType dtype, std::int64_t rows,
                       std::int64_t cols, std::int64_t row_stride, std::int64_t rows_per_batch,
-                      std::int64_t batch_stride, const char* batch_stride_argument, Region& out);
-// The same for elements of `element_size` bytes that are no DType (class indices).
-Status batched_region(const char* argument, const void* data, std::int64_t element_size,
-                      std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
-                      std::int64_t rows_per_batch, std::int64_t batch_stride,
-                      const char* batch_stride_argument, Region& out);
+                      std::int64_t batch_stride, const char* cols_argument,
+                      const char* stride_argument, const char* batch_stride_argument,
+                      Region& out);
+
+// Class indices of `element_size` bytes, one per row, contiguous within each batch: one batch is
+// vector_region (counted by "rows"); several, as batched_region.
+Status class_index_region(const char* argument, const void* data, std::int64_t element_size,
+                          std::int64_t rows, std::int64_t rows_per_batch,
+                          std::int64_t batch_stride, const char* batch_stride_argument,
+                          Region& out);
 
 // `count` contiguous elements of `element_size` bytes, aligned to `alignment` bytes (0: to
 // element_size).
