@@ -140,6 +140,25 @@ __device__ __forceinline__ std::int64_t load_class_target(const CrossEntropyPara
   return class_index_at(p.targets, p.targets_i32, p.target_rows.of(r));
 }
 
+// The class-index targets as the side kernels (the targets' pre-pass, token accuracy) read them.
+struct ClassTargets {
+  std::int64_t rows = 0;
+  std::int64_t classes = 0;
+  const void* data = nullptr;
+  row::RowStarts starts;  // row stride 1
+  bool i32 = false;
+  std::int64_t ignore_index = -100;
+
+  __device__ __forceinline__ std::int64_t at(std::int64_t r) const {
+    return class_index_at(data, i32, starts.of(r));
+  }
+};
+
+ClassTargets class_targets_of(const CrossEntropyParams& p) {
+  return ClassTargets{p.rows, p.classes, p.targets, p.target_rows, p.targets_i32,
+                      p.ignore_index};
+}
+
 enum class RowKind : std::uint8_t { none, active, ignored, invalid };
 
 // Batch-wide constants every block derives the same way from the pre-pass partials.
@@ -618,12 +637,7 @@ constexpr int kWeightSumThreads = 256;
 constexpr int kMaxWeightSumBlocks = 32;
 
 struct WeightSumParams {
-  std::int64_t rows = 0;
-  std::int64_t classes = 0;
-  const void* targets = nullptr;
-  row::RowStarts target_rows;  // row stride 1
-  bool targets_i32 = false;
-  std::int64_t ignore_index = -100;
+  ClassTargets targets;
   const float* class_weight = nullptr;
   bool target_weights = false;
   bool class_weights = false;
@@ -637,17 +651,18 @@ __global__ void __launch_bounds__(kWeightSumThreads)
   const std::int64_t step = std::int64_t{gridDim.x} * blockDim.x;
   double target_sum = 0.0, class_sum = 0.0;
   if (p.target_weights) {
-    for (std::int64_t i = first; i < p.rows; i += step) {
-      const std::int64_t y = class_index_at(p.targets, p.targets_i32, p.target_rows.of(i));
-      if (y == p.ignore_index) continue;
-      if (y < 0 || y >= p.classes)
+    for (std::int64_t i = first; i < p.targets.rows; i += step) {
+      const std::int64_t y = p.targets.at(i);
+      if (y == p.targets.ignore_index) continue;
+      if (y < 0 || y >= p.targets.classes)
         target_sum += NAN;
       else
         target_sum += p.class_weight != nullptr ? p.class_weight[y] : 1.0f;
     }
   }
   if (p.class_weights) {
-    for (std::int64_t c = first; c < p.classes; c += step) class_sum += p.class_weight[c];
+    for (std::int64_t c = first; c < p.targets.classes; c += step)
+      class_sum += p.class_weight[c];
   }
   target_sum = block_sum(target_sum, warp_partials);
   class_sum = block_sum(class_sum, warp_partials);
@@ -664,12 +679,7 @@ __global__ void __launch_bounds__(kWeightSumThreads)
 constexpr int kAccuracyThreads = 256;
 
 struct AccuracyParams {
-  std::int64_t rows = 0;
-  std::int64_t classes = 0;
-  const void* targets = nullptr;
-  row::RowStarts target_rows;  // row stride 1
-  bool targets_i32 = false;
-  std::int64_t ignore_index = -100;
+  ClassTargets targets;
   const std::int64_t* predicted = nullptr;
   float* accuracy = nullptr;
 };
@@ -678,10 +688,10 @@ __global__ void __launch_bounds__(kAccuracyThreads)
     cross_entropy_accuracy_kernel(AccuracyParams p) {
   __shared__ double warp_partials[kAccuracyThreads / kWarpSize];
   double counted = 0.0, correct = 0.0, invalid = 0.0;
-  for (std::int64_t i = threadIdx.x; i < p.rows; i += blockDim.x) {
-    const std::int64_t y = class_index_at(p.targets, p.targets_i32, p.target_rows.of(i));
-    if (y == p.ignore_index) continue;
-    if (y < 0 || y >= p.classes) {
+  for (std::int64_t i = threadIdx.x; i < p.targets.rows; i += blockDim.x) {
+    const std::int64_t y = p.targets.at(i);
+    if (y == p.targets.ignore_index) continue;
+    if (y < 0 || y >= p.targets.classes) {
       invalid += 1.0;
       continue;
     }
@@ -910,12 +920,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.fixed_denominator = mean && soft ? static_cast<double>(args.rows) : 1.0;
   if (prepass) {
     WeightSumParams w;
-    w.rows = args.rows;
-    w.classes = args.classes;
-    w.targets = args.targets;
-    w.target_rows = p.target_rows;
-    w.targets_i32 = p.targets_i32;
-    w.ignore_index = options.ignore_index;
+    w.targets = class_targets_of(p);
     w.class_weight = args.class_weight;
     w.target_weights = layout.target_weights;
     w.class_weights = layout.class_weights;
@@ -948,12 +953,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   }
   if (pass == Pass::backward || args.accuracy == nullptr) return {};
   AccuracyParams a;
-  a.rows = args.rows;
-  a.classes = args.classes;
-  a.targets = args.targets;
-  a.target_rows = p.target_rows;
-  a.targets_i32 = p.targets_i32;
-  a.ignore_index = options.ignore_index;
+  a.targets = class_targets_of(p);
   a.predicted = args.predicted;
   a.accuracy = args.accuracy;
   ACTLOSS_CUDA_TRY(simcuda::launch(cross_entropy_accuracy_kernel, dim3(1),
