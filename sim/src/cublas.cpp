@@ -53,13 +53,10 @@ bool live(cublasHandle_t h) {
 // Bytes from the first to the last element of a column-major rows x cols
 // matrix (rows, cols > 0) or of an n-element vector with stride inc (n > 0):
 // cuBLAS addresses a vector with a negative stride from its lowest element.
-std::size_t matrix_bytes(int rows, int cols, int ld) {
+std::size_t matrix_bytes(int rows, int cols, int ld, std::size_t element_size = sizeof(float)) {
   return (static_cast<std::size_t>(cols - 1) * static_cast<std::size_t>(ld) +
           static_cast<std::size_t>(rows)) *
-         sizeof(float);
-}
-std::size_t matrix_bytes(int rows, int cols, int ld, std::size_t element_size) {
-  return matrix_bytes(rows, cols, ld) / sizeof(float) * element_size;
+         element_size;
 }
 std::size_t vector_bytes(int n, int inc) {
   const std::int64_t step = inc < 0 ? -std::int64_t{inc} : std::int64_t{inc};
