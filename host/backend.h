@@ -30,6 +30,21 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptio
                              const Exec& exec);
 Status cuda_mse(Pass pass, const MseArgs& args, const MseOptions& options, const Exec& exec);
 
+// The fused linear cross-entropy's chunk buffers hold each token's classes rounded up to this
+// many (32-byte rows of float logits, 16-byte rows of a 16-bit gradient).
+constexpr std::int64_t kLinearBufferRowMultiple = 8;
+
+// The fused linear cross-entropy in chunks of `chunk_tokens` tokens (> 0 when tokens > 0; the
+// host chose it from the options), and the workspace bytes of such a call (`gradients`: of
+// forward_backward, else of forward).
+Status cuda_linear_cross_entropy(Pass pass, const LinearCrossEntropyArgs& args,
+                                 const LinearCrossEntropyOptions& options,
+                                 std::int64_t chunk_tokens, const Exec& exec);
+Status cuda_linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs& args,
+                                                const LinearCrossEntropyOptions& options,
+                                                std::int64_t chunk_tokens, bool gradients,
+                                                std::size_t* bytes);
+
 // The workspace bytes of the calls above on the current device (the public *_workspace_size,
 // after their checks). A reduced loss with no rows or elements needs none.
 Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs& args,

@@ -27,6 +27,16 @@ Status cuda_bce_with_logits(Pass, const BceArgs&, const BceOptions&, const Exec&
   return not_built();
 }
 
+Status cuda_linear_cross_entropy(Pass, const LinearCrossEntropyArgs&,
+                                 const LinearCrossEntropyOptions&, std::int64_t, const Exec&) {
+  return not_built();
+}
+Status cuda_linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs&,
+                                                const LinearCrossEntropyOptions&, std::int64_t,
+                                                bool, std::size_t*) {
+  return not_built();
+}
+
 Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs&, const CrossEntropyOptions&,
                                          std::size_t*) {
   return not_built();

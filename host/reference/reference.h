@@ -165,6 +165,27 @@ double token_accuracy(std::span<const std::int64_t> predicted,
                       std::int64_t classes);
 
 // ---------------------------------------------------------------------------
+// Linear layer, y = x w^T + b, with x [rows x in], w [out x in], b [out]
+// (empty: no bias), y [rows x out]; plain double sums in index order.
+// linear_backward gives, for an upstream dy [rows x out]:
+//   d_input = dy w [rows x in], d_weight = dy^T x [out x in],
+//   d_bias = the column sums of dy [out].
+// The fused linear cross-entropy is judged against this followed by
+// cross_entropy and linear_backward of its gradient.
+// ---------------------------------------------------------------------------
+std::vector<double> linear_forward(int64_t rows, int64_t in, int64_t out,
+                                   std::span<const double> x, std::span<const double> w,
+                                   std::span<const double> b);
+
+struct LinearGradients {
+  std::vector<double> d_input, d_weight, d_bias;
+};
+
+LinearGradients linear_backward(int64_t rows, int64_t in, int64_t out,
+                                std::span<const double> x, std::span<const double> w,
+                                std::span<const double> dy);
+
+// ---------------------------------------------------------------------------
 // Binary cross-entropy with logits (PyTorch's BCEWithLogitsLoss).
 //
 // For element e = (r, c): x = logits[e], y = targets[e],

@@ -5,6 +5,7 @@
 #include <actloss/bce.h>
 #include <actloss/cross_entropy.h>
 #include <actloss/half.h>
+#include <actloss/linear_cross_entropy.h>
 #include <actloss/mse.h>
 #include <actloss/softmax.h>
 #include <actloss/types.h>

@@ -87,6 +87,19 @@ cublasStatus_t check_launch(cublasHandle_t h, std::initializer_list<Operand> ope
   return CUBLAS_STATUS_SUCCESS;
 }
 
+// The computation of a call whose arguments passed every check, in stream order: now, or, on a
+// capturing stream, at each replay of the graph (the arguments, alpha and beta included, as they
+// were at capture, as cuBLAS's host-mode scalars are).
+template <class Body>
+cublasStatus_t run_in_stream_order(cublasHandle_t h, Body body) {
+  switch (queue_library_call(h->stream, body)) {
+    case LibraryCall::run_now: body(); return CUBLAS_STATUS_SUCCESS;
+    case LibraryCall::recorded: return CUBLAS_STATUS_SUCCESS;
+    case LibraryCall::refused: break;
+  }
+  return CUBLAS_STATUS_EXECUTION_FAILED;
+}
+
 // GemmEx's element types: the bytes of a float, a half or a bfloat16, widened exactly to float
 // and narrowed with round-to-nearest-even (NaN stays NaN), as the GPU's conversions do.
 std::size_t element_size(cudaDataType type) {
@@ -173,6 +186,13 @@ cublasStatus_t cublasSetStream_v2(cublasHandle_t handle, cudaStream_t streamId) 
   return CUBLAS_STATUS_SUCCESS;
 }
 
+cublasStatus_t cublasGetStream_v2(cublasHandle_t handle, cudaStream_t* streamId) {
+  if (!live(handle)) return CUBLAS_STATUS_NOT_INITIALIZED;
+  if (streamId == nullptr) return CUBLAS_STATUS_INVALID_VALUE;
+  *streamId = handle->stream;
+  return CUBLAS_STATUS_SUCCESS;
+}
+
 #define SIMCUDA_CUBLAS_STATUSES(X)                                              \
   X(CUBLAS_STATUS_SUCCESS, "success")                                           \
   X(CUBLAS_STATUS_NOT_INITIALIZED, "the library was not initialized")           \
@@ -213,8 +233,9 @@ cublasStatus_t cublasSscal_v2(cublasHandle_t handle, int n, const float* alpha, 
   if (n <= 0 || incx <= 0) return CUBLAS_STATUS_SUCCESS;  // as the reference BLAS
   if (cublasStatus_t s = check_launch(handle, {{x, vector_bytes(n, incx)}})) return s;
   const float a = *alpha;
-  for (std::int64_t i = 0; i < n; ++i) x[i * incx] *= a;
-  return CUBLAS_STATUS_SUCCESS;
+  return run_in_stream_order(handle, [=] {
+    for (std::int64_t i = 0; i < n; ++i) x[i * incx] *= a;
+  });
 }
 
 cublasStatus_t cublasSaxpy_v2(cublasHandle_t handle, int n, const float* alpha, const float* x,
@@ -226,8 +247,9 @@ cublasStatus_t cublasSaxpy_v2(cublasHandle_t handle, int n, const float* alpha, 
           check_launch(handle, {{x, vector_bytes(n, incx)}, {y, vector_bytes(n, incy)}}))
     return s;
   const float a = *alpha;
-  for (std::int64_t i = 0; i < n; ++i) y[at(i, n, incy)] += a * x[at(i, n, incx)];
-  return CUBLAS_STATUS_SUCCESS;
+  return run_in_stream_order(handle, [=] {
+    for (std::int64_t i = 0; i < n; ++i) y[at(i, n, incy)] += a * x[at(i, n, incx)];
+  });
 }
 
 // -------------------------------------------------------------- level 2 --
@@ -249,16 +271,17 @@ cublasStatus_t cublasSgemv_v2(cublasHandle_t handle, cublasOperation_t trans, in
                                                      {y, vector_bytes(y_len, incy)}})
                              : check_launch(handle, {{y, vector_bytes(y_len, incy)}});
   if (s != CUBLAS_STATUS_SUCCESS) return s;
-  for (std::int64_t i = 0; i < y_len; ++i) {
-    float sum = 0.0f;
-    if (product)
-      for (std::int64_t p = 0; p < x_len; ++p)
-        sum += (t ? A[p + i * lda] : A[i + p * lda]) * x[at(p, x_len, incx)];
-    float& out = y[at(i, y_len, incy)];
-    // beta == 0 does not read y, so it may start as NaN, as in BLAS.
-    out = (product ? a * sum : 0.0f) + (b == 0.0f ? 0.0f : b * out);
-  }
-  return CUBLAS_STATUS_SUCCESS;
+  return run_in_stream_order(handle, [=] {
+    for (std::int64_t i = 0; i < y_len; ++i) {
+      float sum = 0.0f;
+      if (product)
+        for (std::int64_t p = 0; p < x_len; ++p)
+          sum += (t ? A[p + i * lda] : A[i + p * lda]) * x[at(p, x_len, incx)];
+      float& out = y[at(i, y_len, incy)];
+      // beta == 0 does not read y, so it may start as NaN, as in BLAS.
+      out = (product ? a * sum : 0.0f) + (b == 0.0f ? 0.0f : b * out);
+    }
+  });
 }
 
 cublasStatus_t cublasSger_v2(cublasHandle_t handle, int m, int n, const float* alpha,
@@ -273,11 +296,12 @@ cublasStatus_t cublasSger_v2(cublasHandle_t handle, int m, int n, const float* a
                                                {y, vector_bytes(n, incy)},
                                                {A, matrix_bytes(m, n, lda)}}))
     return s;
-  for (std::int64_t j = 0; j < n; ++j) {
-    const float ay = a * y[at(j, n, incy)];
-    for (std::int64_t i = 0; i < m; ++i) A[i + j * lda] += x[at(i, m, incx)] * ay;
-  }
-  return CUBLAS_STATUS_SUCCESS;
+  return run_in_stream_order(handle, [=] {
+    for (std::int64_t j = 0; j < n; ++j) {
+      const float ay = a * y[at(j, n, incy)];
+      for (std::int64_t i = 0; i < m; ++i) A[i + j * lda] += x[at(i, m, incx)] * ay;
+    }
+  });
 }
 
 // -------------------------------------------------------------- level 3 --
@@ -303,16 +327,18 @@ cublasStatus_t cublasSgemm_v2(cublasHandle_t handle, cublasOperation_t transa,
                                                      {C, matrix_bytes(m, n, ldc)}})
                              : check_launch(handle, {{C, matrix_bytes(m, n, ldc)}});
   if (s != CUBLAS_STATUS_SUCCESS) return s;
-  for (std::int64_t j = 0; j < n; ++j)
-    for (std::int64_t i = 0; i < m; ++i) {
-      float sum = 0.0f;
-      if (product)
-        for (std::int64_t p = 0; p < k; ++p)
-          sum += (ta ? A[p + i * lda] : A[i + p * lda]) * (tb ? B[j + p * ldb] : B[p + j * ldb]);
-      float& out = C[i + j * ldc];
-      out = (product ? a * sum : 0.0f) + (b == 0.0f ? 0.0f : b * out);
-    }
-  return CUBLAS_STATUS_SUCCESS;
+  return run_in_stream_order(handle, [=] {
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t i = 0; i < m; ++i) {
+        float sum = 0.0f;
+        if (product)
+          for (std::int64_t p = 0; p < k; ++p)
+            sum += (ta ? A[p + i * lda] : A[i + p * lda]) *
+                   (tb ? B[j + p * ldb] : B[p + j * ldb]);
+        float& out = C[i + j * ldc];
+        out = (product ? a * sum : 0.0f) + (b == 0.0f ? 0.0f : b * out);
+      }
+  });
 }
 
 // Float accumulation over A and B of one type (f32, f16, bf16), C of that type or f32, float
@@ -346,18 +372,19 @@ cublasStatus_t cublasGemmEx(cublasHandle_t handle, cublasOperation_t transa,
                                       {C, matrix_bytes(m, n, ldc, out_size)}})
               : check_launch(handle, {{C, matrix_bytes(m, n, ldc, out_size)}});
   if (s != CUBLAS_STATUS_SUCCESS) return s;
-  for (std::int64_t j = 0; j < n; ++j)
-    for (std::int64_t i = 0; i < m; ++i) {
-      float sum = 0.0f;
-      if (product)
-        for (std::int64_t p = 0; p < k; ++p)
-          sum += load_element(A, Atype, ta ? p + i * lda : i + p * lda) *
-                 load_element(B, Btype, tb ? j + p * ldb : p + j * ldb);
-      const std::int64_t at = i + j * ldc;
-      const float old = b == 0.0f ? 0.0f : load_element(C, Ctype, at);
-      store_element(C, Ctype, at, (product ? a * sum : 0.0f) + (b == 0.0f ? 0.0f : b * old));
-    }
-  return CUBLAS_STATUS_SUCCESS;
+  return run_in_stream_order(handle, [=] {
+    for (std::int64_t j = 0; j < n; ++j)
+      for (std::int64_t i = 0; i < m; ++i) {
+        float sum = 0.0f;
+        if (product)
+          for (std::int64_t p = 0; p < k; ++p)
+            sum += load_element(A, Atype, ta ? p + i * lda : i + p * lda) *
+                   load_element(B, Btype, tb ? j + p * ldb : p + j * ldb);
+        const std::int64_t at = i + j * ldc;
+        const float old = b == 0.0f ? 0.0f : load_element(C, Ctype, at);
+        store_element(C, Ctype, at, (product ? a * sum : 0.0f) + (b == 0.0f ? 0.0f : b * old));
+      }
+  });
 }
 
 }  // extern "C"

@@ -6,6 +6,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <functional>
 #include <string>
 
 namespace simcuda::detail {
@@ -108,6 +109,11 @@ bool stream_is_valid(cudaStream_t s) noexcept;
 // invalidates that capture), as in CUDA.
 enum class CaptureResult { not_capturing, captured, refused };
 CaptureResult capture_launch(const KernelLaunch& l) noexcept;
+// A library call on device memory (the cuBLAS stand-in) queued on `st`: to run at once when st
+// does not capture; recorded into st's capture, to run at each replay of the graph, as the
+// kernels a real library launches would be; or refused, as a launch would be.
+enum class LibraryCall { run_now, recorded, refused };
+LibraryCall queue_library_call(cudaStream_t st, const std::function<void()>& call);
 // True when [p, p + bytes) lies inside one live cudaMalloc allocation: what a
 // library call that reads or writes device memory (the cuBLAS stand-in) may
 // touch.

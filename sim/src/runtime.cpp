@@ -14,6 +14,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -49,7 +50,7 @@ struct Alloc {
 // cudaMallocAsync gave it while capturing (freed with the last graph or
 // executable graph that holds it).
 struct GraphOp {
-  enum class Kind { kernel, memset, copy } kind;
+  enum class Kind { kernel, memset, copy, library } kind;
   KernelLaunch launch{};  // kernel: closure owned by `closure`
   std::shared_ptr<void> closure;
   void* dst = nullptr;
@@ -57,6 +58,7 @@ struct GraphOp {
   std::size_t count = 0;
   int value = 0;
   cudaMemcpyKind copy_kind = cudaMemcpyDefault;
+  std::function<void()> library_call;  // library: a cuBLAS stand-in call, run at each replay
 };
 struct GraphBody {
   std::vector<GraphOp> ops;
@@ -373,6 +375,17 @@ CaptureResult capture_launch(const KernelLaunch& l) noexcept {
     stream->capture->ops.push_back(std::move(op));
   }
   return CaptureResult::captured;
+}
+
+LibraryCall queue_library_call(cudaStream_t st, const std::function<void()>& call) {
+  GraphOp op{GraphOp::Kind::library};
+  op.library_call = call;
+  switch (queue_op(st, op)) {
+    case Queued::run_now: return LibraryCall::run_now;
+    case Queued::recorded: return LibraryCall::recorded;
+    case Queued::refused: break;
+  }
+  return LibraryCall::refused;
 }
 
 bool device_range(const void* p, std::size_t bytes) noexcept {
@@ -853,6 +866,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
         break;
       }
       case GraphOp::Kind::memset: e = do_memset(op.dst, op.value, op.count); break;
+      case GraphOp::Kind::library: op.library_call(); break;
       case GraphOp::Kind::copy: e = do_memcpy(op.dst, op.src, op.count, op.copy_kind); break;
     }
     if (e != cudaSuccess) return ret(e);

@@ -18,16 +18,21 @@ namespace actloss::test {
 namespace {
 
 constexpr std::int64_t kRows = 37, kClasses = 1000, kBceCols = 100, kElements = 5000;
+// The linear cross-entropy reads its hidden states from the logits' buffer (the first kHidden
+// of each row) and its weight [kClasses x kHidden] from dy's.
+constexpr std::int64_t kHidden = 16;
 
 // The inputs and outputs of one call of every op family, and the calls themselves.
 struct Workload {
   DeviceBuffer logits, labels, bce_logits, bce_targets, mse_input, mse_target, act_input, dy;
   DeviceBuffer ce_loss, ce_grad, probs, softmax_dx, bce_loss, bce_grad, mse_loss, mse_grad,
-      act_y, act_dx;
+      act_y, act_dx, linear_loss, d_hidden, d_weight;
   CrossEntropyArgs ce;
   CrossEntropyOptions ce_options;
   BceArgs bce;
   MseArgs mse;
+  LinearCrossEntropyArgs linear;
+  LinearCrossEntropyOptions linear_options;
 
   explicit Workload(std::uint64_t seed)
       : logits(sizeof(float) * kRows * kClasses),
@@ -47,7 +52,10 @@ struct Workload {
         mse_loss(sizeof(float)),
         mse_grad(sizeof(float) * kElements),
         act_y(sizeof(float) * kElements),
-        act_dx(sizeof(float) * kElements) {
+        act_dx(sizeof(float) * kElements),
+        linear_loss(sizeof(float)),
+        d_hidden(sizeof(float) * kRows * kHidden),
+        d_weight(sizeof(float) * kClasses * kHidden) {
     upload_inputs(seed);
     ce.rows = kRows;
     ce.classes = kClasses;
@@ -68,6 +76,18 @@ struct Workload {
     mse.target = mse_target.get();
     mse.loss = mse_loss.as<float>();
     mse.grad = mse_grad.get();
+    linear.tokens = kRows;
+    linear.hidden_size = kHidden;
+    linear.classes = kClasses;
+    linear.hidden = logits.get();
+    linear.hidden_row_stride = kClasses;
+    linear.weight = dy.get();
+    linear.targets = labels.get();
+    linear.loss = linear_loss.as<float>();
+    linear.d_hidden = d_hidden.get();
+    linear.d_weight = d_weight.get();
+    linear_options.loss = ce_options;
+    linear_options.max_chunk_tokens = 10;  // four chunks, GEMMs and cross-entropy in each
   }
 
   void upload_inputs(std::uint64_t seed) {
@@ -90,7 +110,7 @@ struct Workload {
 
   std::vector<DeviceBuffer*> outputs() {
     return {&ce_loss, &ce_grad, &probs,  &softmax_dx, &bce_loss, &bce_grad,
-            &mse_loss, &mse_grad, &act_y, &act_dx};
+            &mse_loss, &mse_grad, &act_y, &act_dx, &linear_loss, &d_hidden, &d_weight};
   }
 
   // The bytes of the workspace every reduced call here fits in.
@@ -103,6 +123,8 @@ struct Workload {
     MseOptions sum;
     sum.reduction = Reduction::sum;
     EXPECT_TRUE(mse_workspace_size(mse, sum, exec, &bytes).ok());
+    most = std::max(most, bytes);
+    EXPECT_TRUE(linear_cross_entropy_workspace_size(linear, linear_options, exec, &bytes).ok());
     return std::max(most, bytes);
   }
 
@@ -125,6 +147,8 @@ struct Workload {
     MseOptions sum;
     sum.reduction = Reduction::sum;
     if (Status s = mse_forward_backward(mse, sum, exec); !s.ok()) return s;
+    if (Status s = linear_cross_entropy_forward_backward(linear, linear_options, exec); !s.ok())
+      return s;
     ActivationOptions gelu;
     gelu.activation = Activation::gelu_tanh;
     ActivationForwardArgs act;

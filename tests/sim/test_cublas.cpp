@@ -213,6 +213,36 @@ TEST_F(Cublas, OrderedWithTheStreamsCopiesAndMemsets) {
   for (float v : back) ASSERT_EQ(v, 2.0f);
 }
 
+// A call on a capturing stream becomes part of the graph: nothing runs at capture, each replay
+// runs it with the scalars as they were at capture (host pointer mode).
+TEST_F(Cublas, CapturedIntoAGraphRunsAtEachReplay) {
+  const int n = 32;
+  float alpha = 1.5f;
+  const std::vector<float> x = random_floats(n, 11), y0 = random_floats(n, 12);
+  DeviceBuffer<float> dx(x), dy(y0);
+  CUDA_OK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeGlobal));
+  CUBLAS_OK(cublasSaxpy(handle_, n, &alpha, dx.get(), 1, dy.get(), 1));
+  cudaGraph_t graph = nullptr;
+  CUDA_OK(cudaStreamEndCapture(stream_, &graph));
+  alpha = 100.0f;
+  EXPECT_EQ(dy.to_host(), y0) << "ran at capture";
+  cudaGraphExec_t exec = nullptr;
+  CUDA_OK(cudaGraphInstantiate(&exec, graph, 0));
+  for (int replay = 1; replay <= 2; ++replay) {
+    CUDA_OK(cudaGraphLaunch(exec, stream_));
+    CUDA_OK(cudaStreamSynchronize(stream_));
+    const std::vector<float> y = dy.to_host();
+    for (int i = 0; i < n; ++i) {
+      float want = y0[i];
+      for (int r = 0; r < replay; ++r) want += 1.5f * x[i];
+      // A GPU may fuse the multiply-add: within a rounding or two of |y| <= 4.
+      ASSERT_NEAR(y[i], want, 1e-6) << "replay " << replay << " element " << i;
+    }
+  }
+  CUDA_OK(cudaGraphExecDestroy(exec));
+  CUDA_OK(cudaGraphDestroy(graph));
+}
+
 // GemmEx as mixed-precision training calls it: A and B of one type, C of that type or f32,
 // accumulation in float. The inputs are multiples of 1/8 in [-1, 1], exact in every type, so
 // every product and partial sum is exact in float; only C's rounding to its type remains:
