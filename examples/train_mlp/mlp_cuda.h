@@ -1,8 +1,11 @@
 // The net of mlp.h on a GPU. Every tensor lives in device memory and every operation is queued on
 // one stream: matrix products, bias adds, bias gradients and the SGD update are cuBLAS calls;
-// activations and losses are actloss calls with Exec{Device::cuda, stream}. There is no kernel of
-// its own, so this is plain C++: compile it with the host compiler and link cuBLAS and the CUDA
-// runtime. Only batches (gathered on the host), one loss per step and the logits once per epoch
+// activations and losses are actloss calls with Exec{Device::cuda, stream}. With softmax
+// cross-entropy, the output layer's loss and its gradients (of its weight, its bias and its
+// input) come from one call of actloss's fused linear cross-entropy, which recomputes the logits
+// from the layer's input chunk by chunk (forward() still writes them, for the accuracy). There is
+// no kernel of its own, so this is plain C++: compile it with the host compiler and link cuBLAS
+// and the CUDA runtime. Only batches (gathered on the host), one loss per step and the logits once per epoch
 // cross the bus.
 //
 // Part of mlp.h, which includes it when TRAIN_MLP_CUDA is defined: include mlp.h, not this file.
@@ -106,7 +109,10 @@ struct CublasDeleter {
 
 struct DeviceLayer {
   int in = 0, out = 0;
-  DeviceArray<float> w, b;  // w: row-major [in x out], as in mlp.h
+  // w: row-major [in x out], as in mlp.h; the output layer's is [out x in] (one row per class,
+  // as torch.nn.Linear and actloss's linear cross-entropy hold it), and so is its dw.
+  bool classes_major = false;
+  DeviceArray<float> w, b;
   DeviceArray<float> dw, db;
   DeviceArray<float> vw, vb;  // momentum
 };
@@ -143,7 +149,8 @@ class CudaNet {
       DeviceLayer d;
       d.in = static_cast<int>(h.in);
       d.out = static_cast<int>(h.out);
-      TRAIN_MLP_TRY(d.w.upload(h.w, stream));
+      d.classes_major = &h == &host.back();
+      TRAIN_MLP_TRY(d.w.upload(d.classes_major ? transposed(h.w, h.in, h.out) : h.w, stream));
       TRAIN_MLP_TRY(d.b.upload(h.b, stream));
       TRAIN_MLP_TRY(d.dw.zeros(h.w.size(), stream));
       TRAIN_MLP_TRY(d.db.zeros(h.b.size(), stream));
@@ -158,6 +165,8 @@ class CudaNet {
       layers_.push_back(std::move(d));
     }
     TRAIN_MLP_TRY(x_.allocate(rows * static_cast<std::size_t>(inputs)));
+    // d(loss)/d(input) of a net without hidden layers: the fused loss writes it, nothing reads it.
+    if (host.size() == 1) TRAIN_MLP_TRY(dx_.allocate(rows * static_cast<std::size_t>(inputs)));
     TRAIN_MLP_TRY(labels_.allocate(rows));
     TRAIN_MLP_TRY(loss_.allocate(1));
     // Bias add and bias gradient are rank-1 products with a vector of ones (see forward()).
@@ -186,7 +195,8 @@ class CudaNet {
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       DeviceLayer& layer = layers_[l];
       float* pre = pre_[l].get();
-      TRAIN_MLP_TRY(gemm(false, false, m, layer.out, layer.in, in, layer.w.get(), pre));
+      TRAIN_MLP_TRY(
+          gemm(false, layer.classes_major, m, layer.out, layer.in, in, layer.w.get(), pre));
       // pre += ones b^T. Row-major pre [rows x out] is column-major [out x rows] (see gemm()), so
       // in cuBLAS's terms that is A[out x rows] += b ones^T, one ger.
       TRAIN_MLP_CUBLAS_TRY(cublasSger(handle(), layer.out, m, &one, layer.b.get(), 1, ones_.get(),
@@ -211,25 +221,36 @@ class CudaNet {
     return {};
   }
 
-  // Loss of the last forward pass against labels [rows] (host), and d(loss)/d(logits).
+  // Loss of the last forward pass against labels [rows] (host), and d(loss)/d(logits); with
+  // softmax cross-entropy, the output layer's dw and db and d(loss)/d(its input) instead.
   actloss::Status loss_and_grad(const std::int64_t* labels, float& loss) {
     const std::int64_t rows = rows_;
     const std::int64_t classes = layers_.back().out;
     float* dlogits = dpre_.back().get();
-    if (config_.output == Output::softmax_cross_entropy) {
+    if (fused_output_layer()) {
       TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(labels_.get(), labels,
                                          static_cast<std::size_t>(rows) * sizeof(std::int64_t),
                                          cudaMemcpyHostToDevice, stream()));
-      actloss::CrossEntropyArgs ce;
-      ce.rows = rows;
-      ce.classes = classes;
-      ce.logits = pre_.back().get();
-      ce.targets = labels_.get();
-      ce.target_kind = actloss::TargetKind::class_index_i64;
-      ce.loss = loss_.get();
-      ce.grad = dlogits;
-      TRAIN_MLP_TRY(actloss::cross_entropy_forward_backward(ce, actloss::CrossEntropyOptions{},
-                                                            exec()));
+      // The output layer's input, hidden [rows x in], times its weight [classes x in], plus its
+      // bias, into the mean cross-entropy: loss, d_hidden, d_weight and d_bias in one call.
+      DeviceLayer& head = layers_.back();
+      const std::size_t below = layers_.size() - 1;
+      actloss::LinearCrossEntropyArgs lce;
+      lce.tokens = rows;
+      lce.hidden_size = head.in;
+      lce.classes = head.out;
+      lce.hidden = below == 0 ? x_.get() : post_[below - 1].get();
+      lce.weight = head.w.get();
+      lce.bias = head.b.get();
+      lce.targets = labels_.get();
+      lce.target_kind = actloss::TargetKind::class_index_i64;
+      lce.loss = loss_.get();
+      lce.d_hidden = below == 0 ? dx_.get() : dpre_[below - 1].get();
+      lce.d_weight = head.dw.get();
+      lce.d_bias = head.db.get();
+      lce.blas_handle = handle();  // the GEMMs run on this example's handle and stream
+      TRAIN_MLP_TRY(actloss::linear_cross_entropy_forward_backward(
+          lce, actloss::LinearCrossEntropyOptions{}, exec()));
     } else {
       // The one-hot targets are built on the host: a few hundred bytes per batch.
       onehot_host_.assign(static_cast<std::size_t>(rows * classes), 0.0f);
@@ -272,26 +293,33 @@ class CudaNet {
   actloss::Status backward() {
     const int m = static_cast<int>(rows_);
     const float one = 1.0f, zero = 0.0f;
-    for (std::size_t l = layers_.size(); l-- > 0;) {
+    std::size_t top = layers_.size();
+    if (fused_output_layer()) {
+      // loss_and_grad gave the output layer's gradients and d(loss)/d(post) of the layer below.
+      --top;
+      if (top == 0) return {};
+      TRAIN_MLP_TRY(activation_backward_in_place(top - 1));
+    }
+    for (std::size_t l = top; l-- > 0;) {
       DeviceLayer& layer = layers_[l];
       const float* in = l == 0 ? x_.get() : post_[l - 1].get();
       const float* grad = dpre_[l].get();  // d(loss)/d(pre-activation), [rows x out]
-      // dW [in x out] = in^T grad.
-      TRAIN_MLP_TRY(gemm(true, false, layer.in, layer.out, m, in, grad, layer.dw.get()));
+      if (layer.classes_major) {
+        // dW [out x in] = grad^T in.
+        TRAIN_MLP_TRY(gemm(true, false, layer.out, layer.in, m, grad, in, layer.dw.get()));
+      } else {
+        // dW [in x out] = in^T grad.
+        TRAIN_MLP_TRY(gemm(true, false, layer.in, layer.out, m, in, grad, layer.dw.get()));
+      }
       // db = grad^T ones: column-major, grad is [out x rows], so a plain gemv.
       TRAIN_MLP_CUBLAS_TRY(cublasSgemv(handle(), CUBLAS_OP_N, layer.out, m, &one, grad, layer.out,
                                        ones_.get(), 1, &zero, layer.db.get(), 1));
       if (l == 0) break;
       // d(loss)/d(post) of the layer below = grad W^T, then through its activation in place.
       float* below = dpre_[l - 1].get();
-      TRAIN_MLP_TRY(gemm(false, true, m, layer.in, layer.out, grad, layer.w.get(), below));
-      actloss::ActivationBackwardArgs args;
-      args.n = rows_ * layer.in;
-      args.saved_kind = actloss::SavedTensor::input;  // gelu and silu need x, so keep x for all
-      args.saved = pre_[l - 1].get();
-      args.dy = below;
-      args.dx = below;
-      TRAIN_MLP_TRY(actloss::activation_backward(args, options(), exec()));
+      TRAIN_MLP_TRY(gemm(false, !layer.classes_major, m, layer.in, layer.out, grad,
+                         layer.w.get(), below));
+      TRAIN_MLP_TRY(activation_backward_in_place(l - 1));
     }
     return {};
   }
@@ -348,6 +376,29 @@ class CudaNet {
     return {};
   }
 
+  bool fused_output_layer() const { return config_.output == Output::softmax_cross_entropy; }
+
+  // dpre_[l] holds d(loss)/d(post-activation) of layer l; turns it into d(loss)/d(pre).
+  actloss::Status activation_backward_in_place(std::size_t l) {
+    actloss::ActivationBackwardArgs args;
+    args.n = rows_ * layers_[l].out;
+    args.saved_kind = actloss::SavedTensor::input;  // gelu and silu need x, so keep x for all
+    args.saved = pre_[l].get();
+    args.dy = dpre_[l].get();
+    args.dx = dpre_[l].get();
+    return actloss::activation_backward(args, options(), exec());
+  }
+
+  // Row-major [rows x cols] -> row-major [cols x rows].
+  static std::vector<float> transposed(const std::vector<float>& m, std::int64_t rows,
+                                       std::int64_t cols) {
+    std::vector<float> t(m.size());
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < cols; ++c)
+        t[static_cast<std::size_t>(c * rows + r)] = m[static_cast<std::size_t>(r * cols + c)];
+    return t;
+  }
+
   actloss::ActivationOptions options() const {
     actloss::ActivationOptions o;
     o.activation = config_.activation;
@@ -365,7 +416,7 @@ class CudaNet {
   std::vector<DeviceLayer> layers_;
   // Per layer, for up to max_rows rows: pre-activations, activations, d(loss)/d(pre).
   std::vector<DeviceArray<float>> pre_, post_, dpre_;
-  DeviceArray<float> x_, ones_, loss_, probs_, dprobs_, onehot_;
+  DeviceArray<float> x_, dx_, ones_, loss_, probs_, dprobs_, onehot_;
   DeviceArray<std::int64_t> labels_;
   std::vector<float> onehot_host_;
 };
