@@ -11,6 +11,22 @@
 // launch queue never blocks the timed calls. In a simulator build the kernels run inside the
 // call, so the figure includes them and says nothing about a GPU.
 //
+// cuda/<impl>/linear_cross_entropy/fused/bf16/tokens:N/hidden:D/classes:V (GPU; in a simulator
+// build, a tiny shape with --actloss_sim_gpu):
+// the fused linear + cross-entropy forward and backward (impl actloss; with /chunk_tokens:C, its
+// chunk set through the options), the three cuBLAS GEMMs it is made of alone (gemms), and the
+// full-logits GEMM, cross_entropy_forward_backward and the two gradient GEMMs (unfused); see
+// benchmarks/support/linear_cross_entropy.h. GEMM-bound, so no GB/s; instead
+//   TFLOP/s               6 N D V (byte_formulas.h) over the time
+//   vs_gemms              the time over the bare GEMMs' time for the same shape in the same run
+//                         (when their row ran first; the fused call aims at <= 1.10)
+//   extra_bytes           device memory beyond the operands, as counted (the workspace; the
+//                         logits, their gradient and the cross-entropy's scratch)
+//   extra_bytes_measured  the same, from cudaMemGetInfo around the first run
+//   extra_vs_unfused      extra_bytes over the unfused path's
+//   <stage>_ms            gemms and unfused: each call's device time
+// A few fixed iterations each: one GEMM of the larger shape takes tens of milliseconds.
+//
 // Flags besides Google Benchmark's:
 //   --actloss_sim_gpu   in a simulator build, also register the (tiny) CUDA set; its timings
 //                       are those of the simulator and mean nothing about a GPU
@@ -29,6 +45,8 @@
 //                       per-block partials, after the cross-entropy targets' pre-pass, as last
 //                       measured on a card, instead of in their kernel's last block
 //                       (cuda/reduce.cuh); the JSON context records which
+//   --actloss_linear_ce=0  leave out the linear cross-entropy rows (the device check runs them
+//                       in a step of their own)
 //   --elementwise-packs=1
 //                       run the elementwise kernels (activations, SwiGLU, BCE, MSE) with one
 //                       pack per thread per loop step, the loop last measured on a GPU, so that
@@ -41,6 +59,7 @@
 #include <cstring>
 #include <exception>
 #include <functional>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -51,6 +70,9 @@
 #include "benchmarks/byte_formulas.h"
 #include "benchmarks/support/memory.h"
 #include "benchmarks/support/workload.h"
+#if ACTLOSS_BENCH_LINEAR_CE
+#include "benchmarks/support/linear_cross_entropy.h"
+#endif
 #include "host/backend.h"
 #include "cuda/row_dispatch.h"
 
@@ -188,6 +210,101 @@ void register_host_cost() {
   }
 }
 
+#if ACTLOSS_BENCH_LINEAR_CE
+// The bare GEMMs' mean time per shape, for the vs_gemms of the rows registered after theirs.
+std::map<std::string, double>& gemm_seconds() {
+  static std::map<std::string, double> seconds;
+  return seconds;
+}
+
+std::string shape_key(const LinearCrossEntropyShape& s) {
+  return std::to_string(s.tokens) + "x" + std::to_string(s.hidden) + "x" +
+         std::to_string(s.classes) + "/" + std::to_string(static_cast<int>(s.dtype));
+}
+
+benchmark::Counter bytes_counter(double bytes) {
+  return benchmark::Counter(bytes, benchmark::Counter::kDefaults, benchmark::Counter::kIs1024);
+}
+
+void run_linear_ce(benchmark::State& state, const LinearCeCase& c) {
+  try {
+    LinearCeWorkload workload(c);
+    // cuBLAS's kernel choice and the modules' loading belong to no iteration. No cache flush:
+    // the weight alone is many times the L2.
+    workload.run();
+    synchronize(Device::cuda);
+    const std::size_t measured = workload.measured_extra_bytes();
+    Timer timer(Device::cuda);
+    double seconds = 0;
+    std::vector<std::pair<std::string, double>> stages;
+    for (auto _ : state) {
+      timer.start();
+      workload.run();
+      const double t = timer.stop_seconds();
+      state.SetIterationTime(t);
+      seconds += t;
+      const std::vector<LinearCeStage> last = workload.last_stages();
+      if (stages.empty())
+        for (const LinearCeStage& stage : last) stages.emplace_back(stage.name, 0.0);
+      for (std::size_t i = 0; i < last.size() && i < stages.size(); ++i)
+        stages[i].second += last[i].seconds;
+    }
+    const double iterations = static_cast<double>(state.iterations());
+    if (iterations == 0 || seconds <= 0) return;
+    const double mean = seconds / iterations;
+    state.counters["TFLOP/s"] =
+        static_cast<double>(linear_cross_entropy_flops(c.shape)) / mean * 1e-12;
+    const auto extra = static_cast<double>(workload.extra_bytes());
+    state.counters["extra_bytes"] = bytes_counter(extra);
+    state.counters["extra_bytes_measured"] = bytes_counter(static_cast<double>(measured));
+    state.counters["extra_vs_unfused"] =
+        extra / static_cast<double>(unfused_linear_ce_extra_bytes(c.shape));
+    for (const auto& [name, total] : stages) state.counters[name + "_ms"] = total / iterations * 1e3;
+    if (c.path == LinearCePath::fused) {
+      state.counters["chunk_tokens"] = static_cast<double>(workload.chunk_tokens());
+      state.counters["chunks"] = static_cast<double>(workload.chunks());
+    }
+    const std::string key = shape_key(c.shape);
+    if (c.path == LinearCePath::gemms) {
+      gemm_seconds()[key] = mean;
+    } else if (const auto found = gemm_seconds().find(key); found != gemm_seconds().end()) {
+      state.counters["vs_gemms"] = mean / found->second;
+    }
+  } catch (const std::exception& error) {
+    state.SkipWithError(error.what());
+  }
+}
+
+// N = 8192 tokens of a 4096-wide model, Llama 2's and Llama 3's vocabularies, bf16; each path in
+// the order that lets the later rows compare with the bare GEMMs. The fused call runs with its
+// default chunk and with 2048 tokens per chunk: fewer chunks mean fewer passes of the float32
+// d_weight accumulation through memory, for more workspace. The simulator gets a tiny shape
+// that still takes several chunks, to show that every path runs.
+void register_linear_ce(bool simulated) {
+  std::vector<LinearCrossEntropyShape> shapes;
+  if (simulated) {
+    shapes.push_back({64, 32, 1000, DType::bf16});
+  } else {
+    shapes.push_back({8192, 4096, 32000, DType::bf16});
+    shapes.push_back({8192, 4096, 128256, DType::bf16});
+  }
+  const std::int64_t other_chunk = simulated ? 16 : 2048;
+  for (const LinearCrossEntropyShape& shape : shapes) {
+    const LinearCeCase cases[] = {{LinearCePath::gemms, shape, 0},
+                                  {LinearCePath::fused, shape, 0},
+                                  {LinearCePath::fused, shape, other_chunk},
+                                  {LinearCePath::unfused, shape, 0}};
+    for (const LinearCeCase& c : cases) {
+      benchmark::RegisterBenchmark(linear_ce_name(c).c_str(),
+                                   [c](benchmark::State& state) { run_linear_ce(state, c); })
+          ->UseManualTime()
+          ->Iterations(simulated ? 2 : 5)
+          ->Unit(benchmark::kMillisecond);
+    }
+  }
+}
+#endif
+
 void print_problem_list() {
   std::printf("[\n");
   bool first = true;
@@ -214,6 +331,7 @@ int main(int argc, char** argv) {
   bool sim_gpu = false;
   bool one_pack_per_step = false;
   bool reduce_in_kernel = true;
+  bool linear_ce = true;
   std::vector<char*> args;
   std::vector<std::string> rewritten;
   rewritten.reserve(static_cast<std::size_t>(argc));
@@ -251,6 +369,10 @@ int main(int argc, char** argv) {
       reduce_in_kernel = arg.back() == '1';
       continue;
     }
+    if (arg == "--actloss_linear_ce=0" || arg == "--actloss_linear_ce=1") {
+      linear_ce = arg.back() == '1';
+      continue;
+    }
     if (arg == "--actloss_row_pieces=0" || arg == "--actloss_row_pieces=1") {
       detail::set_row_chunk_pieces(arg.back() == '1');
       continue;
@@ -279,6 +401,9 @@ int main(int argc, char** argv) {
 #endif
     args.push_back(argv[i]);
   }
+#if !ACTLOSS_BENCH_LINEAR_CE
+  (void)linear_ce;  // this build has no such rows to leave out
+#endif
   int count = static_cast<int>(args.size());
   args.push_back(nullptr);
   benchmark::Initialize(&count, args.data());
@@ -313,6 +438,9 @@ int main(int argc, char** argv) {
       register_set(Device::cuda, simulated_cuda() ? SetSize::sim : SetSize::full,
                    copy.bytes_per_second);
       register_host_cost();
+#if ACTLOSS_BENCH_LINEAR_CE
+      if (linear_ce) register_linear_ce(simulated_cuda());
+#endif
     } else {
       benchmark::AddCustomContext("actloss_cuda_device",
                                   cuda_device_present()  ? "simulator (pass --actloss_sim_gpu)"

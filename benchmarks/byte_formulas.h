@@ -105,4 +105,37 @@ constexpr std::int64_t min_bytes(const Problem& p) {
 // Bytes a copy of `size` bytes moves: it reads them and writes them.
 constexpr std::int64_t copy_bytes(std::int64_t size) { return 2 * size; }
 
+// The fused linear + cross-entropy (include/actloss/linear_cross_entropy.h), forward and backward:
+// tokens N, hidden size D, classes V, hidden, weight and d_hidden of `dtype` (e bytes), d_weight
+// float32, int64 targets, a mean loss. Its three GEMMs (logits, d_hidden, d_weight) make it
+// compute-bound, so it is measured in FLOP/s, not GB/s, and by the device memory it needs beyond
+// its operands, which is what fusing saves.
+struct LinearCrossEntropyShape {
+  std::int64_t tokens = 0;
+  std::int64_t hidden = 0;
+  std::int64_t classes = 0;
+  DType dtype = DType::bf16;
+};
+
+//   flops           3 GEMMs x N D V multiply-adds x 2 = 6 N D V (the cross-entropy between them,
+//                   O(N V), is left out: every path does the same)
+//   operand bytes   N D e (hidden) + V D e (weight) + 8 N (targets) + 4 (loss)
+//                   + N D e (d_hidden) + 4 V D (d_weight): what no path can do without
+//   full logits     N V 4 (float32 logits) + N V e (their gradient, the backward GEMMs' operand):
+//                   what the unfused path and the bare GEMMs hold besides the operands, before
+//                   the cross-entropy's own scratch
+constexpr std::int64_t linear_cross_entropy_flops(const LinearCrossEntropyShape& s) {
+  return 6 * s.tokens * s.hidden * s.classes;
+}
+
+constexpr std::int64_t linear_cross_entropy_operand_bytes(const LinearCrossEntropyShape& s) {
+  const std::int64_t e = dtype_size(s.dtype);
+  return s.tokens * s.hidden * e + s.classes * s.hidden * e + 8 * s.tokens + 4 +
+         s.tokens * s.hidden * e + 4 * s.classes * s.hidden;
+}
+
+constexpr std::int64_t linear_cross_entropy_full_logits_bytes(const LinearCrossEntropyShape& s) {
+  return s.tokens * s.classes * (4 + dtype_size(s.dtype));
+}
+
 }  // namespace actloss::bench

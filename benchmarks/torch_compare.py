@@ -9,6 +9,14 @@ plot.py draws both files on one chart. Names are "cuda/torch_eager/..." and
     python3 benchmarks/torch_compare.py --out torch.json           # ~90 s on an H100
     python3 benchmarks/torch_compare.py --quick --out torch.json   # a few problems
     python3 benchmarks/torch_compare.py --check-bytes build/default/benchmarks/actloss_bench
+    python3 benchmarks/torch_compare.py --filter linear_cross_entropy --out linear.json
+
+The fused linear + cross-entropy's peer, F.cross_entropy(F.linear(hidden, weight), targets) in
+bf16, forward and backward ("cuda/torch_eager/linear_cross_entropy/fused/bf16/tokens:..."), runs
+first, eager then compiled, at actloss_bench's shapes; it reports TFLOP/s (6 N D V over the time)
+and extra_bytes, the peak of torch.cuda.max_memory_allocated beyond the operands (inputs before
+the call, the gradients it returns), instead of GB/s. PyTorch's d_weight is bf16 (the weight's
+dtype), where actloss_bench's is float32.
 
 The shapes and the byte formula are restated here from benchmarks/support/workload.cpp and
 benchmarks/byte_formulas.h (the statement of record); --check-bytes compares them with
@@ -24,6 +32,7 @@ import datetime
 import json
 import math
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -152,6 +161,29 @@ def problem_set(device, quick=False):
             for p in ("forward", "backward"):
                 out.append(elementwise_problem("silu", p, "f16", n))
     return out
+
+
+# ---- the fused linear + cross-entropy (mirrors register_linear_ce in bench_main.cpp) ----------
+
+LINEAR_CE_SHAPES = [(8192, 4096, 32000), (8192, 4096, 128256)]  # tokens, hidden, classes
+
+
+class LinearCe:
+    def __init__(self, tokens, hidden, classes, dtype="bf16"):
+        self.tokens, self.hidden, self.classes, self.dtype = tokens, hidden, classes, dtype
+
+    def name(self, device, impl):
+        return (f"{device}/{impl}/linear_cross_entropy/fused/{self.dtype}/tokens:{self.tokens}"
+                f"/hidden:{self.hidden}/classes:{self.classes}")
+
+    @property
+    def flops(self):
+        """byte_formulas.h, linear_cross_entropy_flops: three GEMMs of N D V multiply-adds."""
+        return 6 * self.tokens * self.hidden * self.classes
+
+
+def linear_ce_set(quick):
+    return [LinearCe(*shape) for shape in (LINEAR_CE_SHAPES[:1] if quick else LINEAR_CE_SHAPES)]
 
 
 def parse_name(name):
@@ -309,6 +341,38 @@ def make_case(torch, p, compiled):
     return lambda: fn(dy, x, y)
 
 
+def run_linear_ce(torch, case, compiled, timer):
+    """-> (median seconds, iterations, extra bytes) of forward + backward."""
+    F = torch.nn.functional
+    dt = {"f32": torch.float32, "f16": torch.float16, "bf16": torch.bfloat16}[case.dtype]
+    n, d, v = case.tokens, case.hidden, case.classes
+    hidden = torch.empty((n, d), device="cuda", dtype=dt).uniform_(-1, 1).requires_grad_()
+    weight = torch.empty((v, d), device="cuda", dtype=dt).uniform_(-0.05, 0.05).requires_grad_()
+    targets = torch.randint(0, v, (n,), device="cuda", dtype=torch.int64)
+
+    def loss_fn(h, w, t):
+        return F.cross_entropy(F.linear(h, w), t)
+
+    fn = torch.compile(loss_fn, dynamic=False) if compiled else loss_fn
+
+    def step():
+        return torch.autograd.grad(fn(hidden, weight, targets), (hidden, weight))
+
+    step()  # compilation, cuBLAS's and the allocator's first-call set-up
+    torch.cuda.synchronize()
+    # Peak beyond the operands: the inputs are allocated before, the returned gradients are the
+    # outputs; whatever else the peak held is the logits and what autograd kept of them.
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    grads = step()
+    torch.cuda.synchronize()
+    outputs = sum(g.numel() * g.element_size() for g in grads)
+    extra = max(0, torch.cuda.max_memory_allocated() - base - outputs)
+    del grads
+    seconds, iterations = timer.median_seconds(step, 3, 5, 0.0)
+    return seconds, iterations, extra
+
+
 # torch.compile's subset, in priority order: the fused loss first (what the library is for),
 # then one problem per other family.
 def compile_priority(p):
@@ -406,10 +470,17 @@ def run(args):
         pass
 
     problems = problem_set("cuda", args.quick)
-    plan = [(p, False) for p in problems]
+    # The linear cross-entropy first, eager and compiled: its figures are the newest.
+    linear = linear_ce_set(args.quick)
+    plan = [(p, False) for p in linear] + [(p, True) for p in linear]
+    plan += [(p, False) for p in problems]
     compiled = sorted((p for p in problems if compile_priority(p) is not None),
                       key=lambda p: (compile_priority(p), p.dtype != "bf16"))
     plan += [(p, True) for p in compiled]
+    if args.filter:
+        pattern = re.compile(args.filter)
+        plan = [(p, c) for p, c in plan
+                if pattern.search(p.name("cuda", "torch_compile" if c else "torch_eager"))]
     timer = Timer(torch)
     results = []
     budget = args.budget
@@ -425,6 +496,17 @@ def run(args):
                  "repetition_index": 0, "threads": 1, "family_index": index,
                  "per_family_instance_index": 0}
         try:
+            if isinstance(p, LinearCe):
+                seconds, iterations, extra = run_linear_ce(torch, p, is_compiled, timer)
+                tflops = p.flops / seconds * 1e-12
+                entry.update({"iterations": iterations, "real_time": seconds * 1e6,
+                              "cpu_time": seconds * 1e6, "time_unit": "us", "TFLOP/s": tflops,
+                              "extra_bytes": extra})
+                print(f"{name:<72} {seconds * 1e6:12.1f} us {tflops:9.1f} TFLOP/s "
+                      f"{extra / GIB:7.2f} GiB extra", flush=True)
+                results.append(entry)
+                write_json(args.out, context, results)
+                continue
             fn = make_case(torch, p, is_compiled)
             if fn is None:
                 continue
@@ -459,6 +541,8 @@ def main(argv=None):
     parser.add_argument("--budget", type=float, default=85.0,
                         help="seconds after which no new problem starts (default 85: the device "
                              "check allows 120, and one compilation can take 20)")
+    parser.add_argument("--filter", metavar="REGEX",
+                        help="run only the problems whose names match (e.g. linear_cross_entropy)")
     parser.add_argument("--check-bytes", metavar="ACTLOSS_BENCH",
                         help="compare names and byte counts with `ACTLOSS_BENCH --actloss_list`, then exit")
     args = parser.parse_args(argv)

@@ -8,9 +8,10 @@
 # The summary and the packed logs are refreshed after every step, so a check cut short still
 # brings back everything it finished.
 #
-# ACTLOSS_CHECK_BENCH_FILTER (default ^cuda/) narrows the benchmarks; ACTLOSS_CHECK_TORCH=0 skips
-# torch_compare (when the PyTorch figures of the same card are recent and time is short);
-# ACTLOSS_CHECK_ONE_PACK=0 skips the elementwise kernels' second run with their one-pack loop;
+# ACTLOSS_CHECK_BENCH_FILTER (default ^cuda/) narrows the benchmarks, whose fused linear
+# cross-entropy rows run in a step of their own (ACTLOSS_CHECK_LINEAR_CE=0 skips it);
+# ACTLOSS_CHECK_TORCH=0 skips torch_compare (when the PyTorch figures of the same card are recent
+# and time is short); ACTLOSS_CHECK_ONE_PACK=0 skips the elementwise kernels' second run with their one-pack loop;
 # ACTLOSS_CHECK_REDUCE_FILTER narrows the reduced losses' run with their second-kernel finish.
 #
 #   scripts/device-check.sh [BUNDLE]   BUNDLE: the folder or .tar.gz made by
@@ -128,9 +129,34 @@ fi
 # minutes of the lease on a float64 reference.
 bench=$(find_exe actloss_bench)
 if [[ -n $bench ]]; then
+  # A bundle built before the linear cross-entropy rows knows neither them nor the flag.
+  linear_ce=()
+  grep -qa -- --actloss_linear_ce "$bench" && linear_ce=(--actloss_linear_ce=0)
   run_step benchmarks 180 bench.log "$bench" --benchmark_filter="${ACTLOSS_CHECK_BENCH_FILTER:-^cuda/}" \
+    ${linear_ce[@]+"${linear_ce[@]}"} \
     --benchmark_out="$LOGS/bench.json" --benchmark_out_format=json --benchmark_min_time=0.05s
   report benchmarks $? bench.log bench.json
+  # The fused linear cross-entropy against its bare cuBLAS GEMMs and its unfused form at N = 8192,
+  # D = 4096, V = 32000 and 128256 (bf16): five fixed iterations per row, since one GEMM of the
+  # larger shape takes tens of milliseconds. Its JSON travels in the logs archive (the device
+  # tool brings back eight files at most).
+  if [[ ${ACTLOSS_CHECK_LINEAR_CE:-1} == 0 ]]; then
+    record "benchmarks, linear cross-entropy" skipped "ACTLOSS_CHECK_LINEAR_CE=0"
+  elif ((${#linear_ce[@]} == 0)); then
+    record "benchmarks, linear cross-entropy" missing "(not in this bundle's actloss_bench)"
+  else
+    run_step "benchmarks, linear cross-entropy" 60 bench-linear-ce.log "$bench" \
+      --benchmark_filter=/linear_cross_entropy/ --benchmark_out="$LOGS/bench-linear-ce.json" \
+      --benchmark_out_format=json --benchmark_counters_tabular=true
+    rc=$?
+    # A row that threw exits 0 too: its first run on a card must not read as a pass.
+    if ((rc == 0)) && grep -q "ERROR OCCURRED" "$LOGS/bench-linear-ce.log"; then
+      record "benchmarks, linear cross-entropy" FAIL \
+        "$(grep -m1 "ERROR OCCURRED" "$LOGS/bench-linear-ce.log" | cut -c1-200)"
+    else
+      report "benchmarks, linear cross-entropy" $rc bench-linear-ce.log bench-linear-ce.json
+    fi
+  fi
   # The odd widths again with the row kernels' misaligned chunks element by element, as before
   # they moved in pieces (cuda/row_common.cuh): the same-run comparison that a path rewritten
   # without a card waits for (its JSON travels in the logs archive).

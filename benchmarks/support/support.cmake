@@ -38,6 +38,22 @@ if(ACTLOSS_CUDA_BACKEND STREQUAL "NVCC")
   endif()
 endif()
 
+# The fused linear cross-entropy against its bare GEMMs and its unfused form. Compiled as CUDA
+# in both CUDA builds (nvcc, or the simulator's front end): its cuBLAS calls go through the
+# library's own table (cuda/blas.h, which starts with simcuda.h), so nothing links libcublas.
+if(ACTLOSS_CUDA_BACKEND)
+  set(_linear_ce ${_support_dir}/linear_cross_entropy.cu)
+  if(ACTLOSS_CUDA_BACKEND STREQUAL "SIM")
+    simcuda_add_cu_sources(actloss_bench_support ${_linear_ce})
+  else()
+    target_sources(actloss_bench_support PRIVATE ${_linear_ce})
+    # simcuda.h, which the library's CUDA sources see privately.
+    set_source_files_properties(${_linear_ce} PROPERTIES
+      INCLUDE_DIRECTORIES ${PROJECT_SOURCE_DIR}/sim/include)
+  endif()
+  target_compile_definitions(actloss_bench_support PUBLIC ACTLOSS_BENCH_LINEAR_CE=1)
+endif()
+
 # oneDNN on the CPU, optional (Debian: libdnnl-dev). Found by header and library, not by its
 # package config: Debian's dnnl-config.cmake requires the OpenCL headers, which libdnnl-dev does
 # not pull in, and a failed find_package there is a fatal configure error even when QUIET. Used
