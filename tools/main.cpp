@@ -26,7 +26,7 @@ namespace {
 constexpr const char* kActivationNames[] = {"relu",     "leaky_relu", "tanh", "sigmoid",
                                             "gelu_erf", "gelu_tanh",  "silu"};
 constexpr const char* kOtherNames[] = {"cross_entropy", "bce_with_logits", "softmax", "log_softmax",
-                                       "mse",           "swiglu"};
+                                       "mse",           "swiglu",          "linear_cross_entropy"};
 
 bool is_activation(const std::string& name) {
   for (const char* a : kActivationNames)
@@ -67,8 +67,9 @@ void command_usage(const std::string& command, std::FILE* out) {
       "                     CUDA backend and a device)\n";
   const char* op =
       "  --op NAME          one op: cross_entropy (ce), bce_with_logits (bce), softmax,\n"
-      "                     log_softmax, mse, swiglu, activation (all seven), or one activation:\n"
-      "                     relu, leaky_relu, tanh, sigmoid, gelu_erf, gelu_tanh, silu\n";
+      "                     log_softmax, mse, swiglu, linear_cross_entropy (validate only),\n"
+      "                     activation (all seven), or one activation: relu, leaky_relu,\n"
+      "                     tanh, sigmoid, gelu_erf, gelu_tanh, silu\n";
   if (command == "validate") {
     std::fprintf(out,
                  "usage: actloss validate [--device cpu|cuda] [--op NAME] [--quick | --smoke]\n"
@@ -230,6 +231,14 @@ int main_with(int argc, char** argv) {
   if (!options.op.empty() && !op_known(options.op)) {
     std::fprintf(stderr, "actloss: unknown op '%s' (see actloss %s --help)\n", options.op.c_str(),
                  command.c_str());
+    return 2;
+  }
+  // GEMM-bound, so GB/s against the copy ceiling says nothing about it: actloss_bench times it.
+  if (command == "bench" && canonical(options.op) == "linear_cross_entropy") {
+    std::fprintf(stderr,
+                 "actloss bench: linear_cross_entropy is not measured here (its GEMMs make GB/s "
+                 "meaningless); actloss_bench --benchmark_filter=/linear_cross_entropy/ "
+                 "times it\n");
     return 2;
   }
   options.depth = smoke ? Depth::smoke : quick ? Depth::quick : Depth::full;

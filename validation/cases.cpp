@@ -150,6 +150,7 @@ std::vector<Case> cases(Device device, Depth depth,
   add_swiglu_cases(device, depth, all);
   add_bce_cases(device, depth, all);
   add_mse_cases(device, depth, all);
+  add_linear_cross_entropy_cases(device, depth, all);
   if (wanted) {
     std::erase_if(all, [&](const Case& c) { return !wanted(c.op); });
   }

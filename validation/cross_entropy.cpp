@@ -260,24 +260,21 @@ std::vector<CrossEntropyRowStats> saved_stats(const ref::CrossEntropyResult& r) 
 // A coefficient times a term where the term may be infinite and the coefficient 0.
 double times(double coefficient, double term) { return coefficient == 0 ? 0.0 : coefficient * term; }
 
-struct Bounds {
-  std::vector<double> loss, lse, log_sum, max;  // per row
-  std::vector<double> grad;                     // per element
-  double reduced = 0;
-};
+}  // namespace
 
-Bounds error_bounds(const Spec& s, const ref::CrossEntropyProblem& p,
-                    const ref::CrossEntropyResult& r, bool from_saved_stats) {
+CrossEntropyBounds cross_entropy_error_bounds(const ref::CrossEntropyProblem& p,
+                                              const ref::CrossEntropyResult& r,
+                                              bool from_saved_stats) {
   const std::int64_t C = p.classes;
   const double cap = p.softcap;
   const double cap_error = cap > 0 ? 4 * kU * cap : 0.0;  // of every x' = cap tanh(x / cap)
-  Bounds b;
+  CrossEntropyBounds b;
   b.loss.resize(std::size_t(p.rows));
   b.lse.resize(b.loss.size());
   b.log_sum.resize(b.loss.size());
   b.max.assign(b.loss.size(), cap_error);
   b.grad.resize(std::size_t(p.rows * C));
-  const bool mean = s.reduction == Reduction::mean;
+  const bool mean = p.reduction == ref::Reduction::mean;
   for (std::int64_t row = 0; row < p.rows; ++row) {
     const auto i = std::size_t(row);
     const double m = r.max[i], log_s = r.log_sum[i];
@@ -331,7 +328,7 @@ Bounds error_bounds(const Spec& s, const ref::CrossEntropyProblem& p,
 
     // The gradient.
     double multiplier = p.grad_scale;
-    if (!p.upstream.empty()) multiplier *= s.reduction == Reduction::none ? p.upstream[i] : p.upstream[0];
+    if (!p.upstream.empty()) multiplier *= p.reduction == ref::Reduction::none ? p.upstream[i] : p.upstream[0];
     if (mean) multiplier = r.weight_sum != 0 ? multiplier / r.weight_sum : 0.0;
     multiplier = std::fabs(multiplier);
     if (!std::isfinite(multiplier)) multiplier = 0;
@@ -353,6 +350,8 @@ Bounds error_bounds(const Spec& s, const ref::CrossEntropyProblem& p,
   if (mean) b.reduced = r.weight_sum != 0 ? b.reduced / std::fabs(r.weight_sum) : 0.0;
   return b;
 }
+
+namespace {
 
 std::vector<double> rows_of(const std::vector<double>& values, std::size_t index, std::size_t stride) {
   std::vector<double> out;
@@ -450,7 +449,8 @@ Outcome run(const Spec& s) {
   }
   if (!outcome.error.empty()) return outcome;
 
-  const Bounds bounds = error_bounds(s, problem, expected, s.pass == Pass::backward);
+  const CrossEntropyBounds bounds =
+      cross_entropy_error_bounds(problem, expected, s.pass == Pass::backward);
   auto untouched = [&](const char* name, const Tensor& t) {
     outcome.checks.push_back(verdict(name, t.untouched(), "written although not asked for"));
   };

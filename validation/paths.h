@@ -92,6 +92,20 @@ std::string point_path_name(Device device, PointPath path);
 std::vector<PointPath> point_paths(Device device);
 inline std::int64_t offset_of(PointPath path) { return path == PointPath::scalar ? 1 : 0; }
 
+// The cross-entropy kernels' own error bounds (derived in validation/cross_entropy.cpp), for the
+// problem's logits exactly as the kernels read them: per row (loss, lse, the saved statistics),
+// per gradient element, and the reduced loss. from_saved_stats: the backward, whose
+// probabilities come from the forward's statistics rounded to float. The fused linear
+// cross-entropy, whose chunks run these kernels, starts from them.
+struct CrossEntropyBounds {
+  std::vector<double> loss, lse, log_sum, max;  // per row
+  std::vector<double> grad;                     // per element
+  double reduced = 0;
+};
+CrossEntropyBounds cross_entropy_error_bounds(const ref::CrossEntropyProblem& p,
+                                              const ref::CrossEntropyResult& r,
+                                              bool from_saved_stats);
+
 // The op families' parts of the table (validation/<family>.cpp).
 void add_cross_entropy_cases(Device device, Depth depth, std::vector<Case>& cases);
 void add_softmax_cases(Device device, Depth depth, std::vector<Case>& cases);
@@ -99,5 +113,6 @@ void add_activation_cases(Device device, Depth depth, std::vector<Case>& cases);
 void add_bce_cases(Device device, Depth depth, std::vector<Case>& cases);
 void add_mse_cases(Device device, Depth depth, std::vector<Case>& cases);
 void add_swiglu_cases(Device device, Depth depth, std::vector<Case>& cases);
+void add_linear_cross_entropy_cases(Device device, Depth depth, std::vector<Case>& cases);
 
 }  // namespace actloss::validation

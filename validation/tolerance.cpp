@@ -12,16 +12,6 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Half the spacing of the dtype's subnormals.
-double floor_of(DType dtype) {
-  switch (dtype) {
-    case DType::f16: return 0x1p-25;
-    case DType::bf16: return 0x1p-134;
-    case DType::f32: break;
-  }
-  return 0x1p-150;
-}
-
 std::string number(double value) {
   char text[32];
   std::snprintf(text, sizeof text, "%.9g", value);
@@ -35,6 +25,15 @@ double rounded(double value, DType dtype) {
 }
 
 }  // namespace
+
+double floor_of(DType dtype) {
+  switch (dtype) {
+    case DType::f16: return 0x1p-25;
+    case DType::bf16: return 0x1p-134;
+    case DType::f32: break;
+  }
+  return 0x1p-150;
+}
 
 double unit_roundoff(DType dtype) {
   switch (dtype) {

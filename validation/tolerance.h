@@ -13,6 +13,11 @@
 //    roundoff 2^-24 with the counts of roundings stated, and with room for the GPU's math
 //    functions at their documented worst (expf, exp2f 2 ulp; erfcf 4 ulp), which the simulator's
 //    libm beats. A result that cancels is judged against the error it really carries, no more.
+//    Where the computation must round to a narrower dtype on the way (the fused linear
+//    cross-entropy's GEMMs take the logits' gradient in the 16-bit inputs' dtype, and a 16-bit
+//    d_weight is rounded after every chunk), each such rounding enters err at that dtype's unit
+//    roundoff and floor, and a GEMM's sums at gamma_{K+1} of its absolute products (validation/
+//    linear_cross_entropy.cpp).
 //  * floor: half the spacing of the output dtype's subnormals (2^-150 f32, 2^-25 f16, 2^-134
 //    bf16): below the normal range rounding is absolute.
 //
@@ -36,6 +41,9 @@ namespace actloss::validation {
 inline constexpr double kU = 0x1p-24;
 
 double unit_roundoff(DType dtype);
+// Half the spacing of the dtype's subnormals: the rule's floor, and what any rounding into the
+// dtype may lose below its normal range.
+double floor_of(DType dtype);
 double largest_finite(DType dtype);
 
 // `err` per element, or empty for an exact computation (err = 0).

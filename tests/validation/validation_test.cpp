@@ -44,7 +44,7 @@ TEST(TableContents, EveryOpAtEveryDepthOnBothDevices) {
   const char* kOps[] = {"cross_entropy", "softmax",   "log_softmax", "relu",
                         "leaky_relu",    "tanh",      "sigmoid",     "gelu_erf",
                         "gelu_tanh",     "silu",      "swiglu",      "bce_with_logits",
-                        "mse"};
+                        "mse",           "linear_cross_entropy"};
   for (Device device : {Device::cpu, Device::cuda})
     for (Depth d : {Depth::smoke, Depth::quick, Depth::full}) {
       std::set<std::string> ops, names;
