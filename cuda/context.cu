@@ -152,11 +152,12 @@ Status cuda_require_device() {
 
 Status cuda_check_memory(Device device, const void* pointer, const char* argument) {
   // Without a usable device there is no device memory for the host to mistake for its own.
-  if (device == Device::cpu && !cuda_require_device().ok()) return {};
+  const bool host = device != Device::cuda;
+  if (host && !cuda_require_device().ok()) return {};
   cudaPointerAttributes attributes{};
   const cudaError_t error = cudaPointerGetAttributes(&attributes, pointer);
   if (error != cudaSuccess) (void)cudaGetLastError();
-  if (device == Device::cpu) {
+  if (host) {
     if (error != cudaSuccess || attributes.type != cudaMemoryTypeDevice) return {};
     return Status(StatusCode::invalid_argument, argument,
                   std::string(argument) +

@@ -353,7 +353,7 @@ Status activation_forward(const ActivationForwardArgs& args, const ActivationOpt
   ForwardPlan plan;
   ACTLOSS_TRY(validate_forward(args, options, exec, plan));
   ACTLOSS_TRY(host::check_memory(exec, {&plan.x, &plan.y, &plan.relu_mask}));
-  if (exec.device == Device::cpu) return forward_on_cpu(plan.args, options);
+  if (host::runs_on_host(exec.device)) return forward_on_cpu(plan.args, options);
   return detail::cuda_activation_forward(plan.args, options, exec);
 }
 
@@ -362,7 +362,7 @@ Status activation_backward(const ActivationBackwardArgs& args, const ActivationO
   BackwardPlan plan;
   ACTLOSS_TRY(validate_backward(args, options, exec, plan));
   ACTLOSS_TRY(host::check_memory(exec, {&plan.saved, &plan.dy, &plan.dx}));
-  if (exec.device == Device::cpu) return backward_on_cpu(plan.args, options);
+  if (host::runs_on_host(exec.device)) return backward_on_cpu(plan.args, options);
   return detail::cuda_activation_backward(plan.args, options, exec);
 }
 

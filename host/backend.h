@@ -60,7 +60,7 @@ Status cuda_require_device();
 
 // ok when `device` can read and write `pointer`, otherwise invalid_argument naming `argument`.
 // Device::cuda: the current CUDA device (device or managed memory, or host memory mapped for the
-// device). Device::cpu: anything but CUDA device memory; always ok without a usable device, and
+// device). Device::cpu and reference: anything but CUDA device memory; always ok without a usable device, and
 // in a build without the backend.
 Status cuda_check_memory(Device device, const void* pointer, const char* argument);
 

@@ -218,7 +218,7 @@ Status run(Pass pass, const BceArgs& args, const BceOptions& options, const Exec
   ACTLOSS_TRY(host::check_memory(exec, {&plan.logits, &plan.targets, &plan.pos_weight,
                                         &plan.weight, &plan.loss, &plan.grad,
                                         &plan.upstream_grad, &workspace}));
-  if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
+  if (host::runs_on_host(exec.device)) return run_on_cpu(pass, plan, options);
   return detail::cuda_bce_with_logits(pass, plan.args, options, exec);
 }
 
@@ -245,7 +245,7 @@ Status bce_with_logits_workspace_size(const BceArgs& args, const BceOptions& opt
   ACTLOSS_TRY(host::check_reduction(options.reduction));
   ACTLOSS_TRY(host::check_non_negative(args.rows, "rows"));
   ACTLOSS_TRY(host::check_non_negative(args.cols, "cols"));
-  if (exec.device == Device::cpu) {
+  if (host::runs_on_host(exec.device)) {
     *bytes = 0;
     return {};
   }

@@ -386,7 +386,7 @@ Status run(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOptions& o
       exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
              &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad, &plan.predicted,
              &plan.accuracy, &workspace}));
-  if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
+  if (host::runs_on_host(exec.device)) return run_on_cpu(pass, plan, options);
   return detail::cuda_cross_entropy(pass, plan.args, options, exec);
 }
 
@@ -419,7 +419,7 @@ Status cross_entropy_workspace_size(const CrossEntropyArgs& args,
                          static_cast<int>(args.target_kind), ")");
   }
   ACTLOSS_TRY(host::check_dtype(args.logits_dtype, "logits_dtype"));
-  if (exec.device == Device::cpu || args.rows == 0) {
+  if (host::runs_on_host(exec.device) || args.rows == 0) {
     *bytes = 0;
     return {};
   }

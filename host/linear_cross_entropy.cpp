@@ -334,7 +334,7 @@ Status run(Pass pass, const LinearCrossEntropyArgs& args,
       exec, {&plan.hidden, &plan.weight, &plan.bias, &plan.targets, &plan.class_weight,
              &plan.upstream_grad, &plan.loss, &plan.lse, &plan.d_hidden, &plan.d_weight,
              &plan.d_bias, &workspace}));
-  if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
+  if (host::runs_on_host(exec.device)) return run_on_cpu(pass, plan, options);
   return detail::cuda_linear_cross_entropy(pass, plan.args, options, plan.chunk_tokens, exec);
 }
 
@@ -368,7 +368,7 @@ Status linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs& args,
   ACTLOSS_TRY(check_options(Pass::forward_backward, args, options));
   ACTLOSS_TRY(check_shape(args));
   *bytes = 0;
-  if (exec.device == Device::cpu || args.tokens == 0) return {};
+  if (host::runs_on_host(exec.device) || args.tokens == 0) return {};
   std::size_t most = 0;
   for (const bool gradients : {false, true}) {
     std::int64_t chunk_tokens = 0;

@@ -135,7 +135,7 @@ Status run(Pass pass, const MseArgs& args, const MseOptions& options, const Exec
   ACTLOSS_TRY(host::check_memory(
       exec, {&plan.input, &plan.target, &plan.loss, &plan.grad, &plan.upstream_grad,
              &workspace}));
-  if (exec.device == Device::cpu) return run_on_cpu(pass, plan, options);
+  if (host::runs_on_host(exec.device)) return run_on_cpu(pass, plan, options);
   return detail::cuda_mse(pass, plan.args, options, exec);
 }
 
@@ -159,7 +159,7 @@ Status mse_workspace_size(const MseArgs& args, const MseOptions& options, const 
   ACTLOSS_TRY(host::check_reduction(options.reduction));
   ACTLOSS_TRY(host::check_non_negative(args.rows, "rows"));
   ACTLOSS_TRY(host::check_non_negative(args.n, "n"));
-  if (exec.device == Device::cpu) {
+  if (host::runs_on_host(exec.device)) {
     *bytes = 0;
     return {};
   }

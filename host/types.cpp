@@ -33,6 +33,7 @@ const char* to_string(Device device) {
   switch (device) {
     case Device::cpu: return "cpu";
     case Device::cuda: return "cuda";
+    case Device::reference: return "reference";
   }
   return "invalid Device";
 }

@@ -21,7 +21,8 @@ bool is_valid(Reduction reduction) {
 bool is_valid(Device device) {
   switch (device) {
     case Device::cpu:
-    case Device::cuda: return true;
+    case Device::cuda:
+    case Device::reference: return true;
   }
   return false;
 }
@@ -334,7 +335,7 @@ Status check_workspace(const Exec& exec, std::initializer_list<const Region*> re
                      " (the workspace must be apart from every buffer of the call)");
     }
   }
-  if (exec.device == Device::cpu) out.bytes = 0;
+  if (runs_on_host(exec.device)) out.bytes = 0;
   return {};
 }
 

@@ -46,6 +46,9 @@ bool is_valid(DType dtype);
 bool is_valid(Reduction reduction);
 bool is_valid(Device device);
 
+// Device::cpu and Device::reference: host memory, no workspace, no stream.
+constexpr bool runs_on_host(Device device) { return device != Device::cuda; }
+
 Status check_exec(const Exec& exec);                             // "exec.device"
 Status check_dtype(DType dtype, const char* argument);
 Status check_reduction(Reduction reduction);                     // "options.reduction"

@@ -74,10 +74,11 @@ struct LinearCrossEntropyArgs {
   float* lse = nullptr;
 
   // Gradients (forward_backward only). d_hidden [N x D] of `dtype` is required, overwritten.
-  // d_weight [V x D] is required; d_bias [V] is required when bias is given. Both are of
-  // d_weight_dtype: float32 (the default) or `dtype`; a 16-bit d_weight takes each chunk's sum
-  // rounded to its dtype (one rounding per chunk). With accumulate they are added to (gradients
-  // summed over micro-batches); otherwise overwritten (zeroed when tokens is 0).
+  // d_weight [V x D] is required; d_bias [V] is required when bias is given, and given without
+  // one it receives the gradient of a zero bias (the column sums of the logits' gradient). Both
+  // are of d_weight_dtype: float32 (the default) or `dtype`; a 16-bit d_weight takes each
+  // chunk's sum rounded to its dtype (one rounding per chunk). With accumulate they are added to
+  // (gradients summed over micro-batches); otherwise overwritten (zeroed when tokens is 0).
   void* d_hidden = nullptr;
   std::int64_t d_hidden_row_stride = 0;
   void* d_weight = nullptr;

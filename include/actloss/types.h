@@ -36,7 +36,12 @@ enum class DType : std::uint8_t { f32, f16, bf16 };
 // Reduction over rows/elements, as PyTorch's `reduction=`.
 enum class Reduction : std::uint8_t { none, sum, mean };
 
-enum class Device : std::uint8_t { cpu, cuda };
+// Where an op runs. `cuda`: the GPU kernels, on device memory. `reference`: the float64
+// reference on the CPU, the oracle every backend is tested against, kept reachable so that
+// kernels of your own can be checked against it. `cpu`: actloss's CPU path on host memory; today
+// that is the same float64 reference, and a faster float32 backend may take its place op by op,
+// within the accuracy the kernels are held to, while `reference` stays the oracle.
+enum class Device : std::uint8_t { cpu, cuda, reference };
 
 // Size in bytes of one element of `dtype`; 0 for a value outside the enum.
 constexpr std::int64_t dtype_size(DType dtype) {

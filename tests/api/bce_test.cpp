@@ -81,7 +81,7 @@ using BceCase = RejectCase<BceSetup>;
 
 std::vector<BceCase> bce_reject_cases() {
   return {
-      {"DeviceOutOfEnum", kAllPasses, [](BceSetup& s) { s.exec.device = garbage<Device>(2); },
+      {"DeviceOutOfEnum", kAllPasses, [](BceSetup& s) { s.exec.device = garbage<Device>(9); },
        "exec.device"},
       {"PointerChecksOutOfEnum", kAllPasses,
        [](BceSetup& s) { s.exec.pointer_checks = garbage<PointerChecks>(5); },

@@ -26,6 +26,7 @@ TEST(Types, ToStringNamesEveryEnumerator) {
   EXPECT_STREQ(to_string(Reduction::mean), "mean");
   EXPECT_STREQ(to_string(Device::cpu), "cpu");
   EXPECT_STREQ(to_string(Device::cuda), "cuda");
+  EXPECT_STREQ(to_string(Device::reference), "reference");
   EXPECT_STREQ(to_string(StatusCode::ok), "ok");
   EXPECT_STREQ(to_string(StatusCode::invalid_argument), "invalid_argument");
   EXPECT_STREQ(to_string(StatusCode::out_of_range), "out_of_range");
@@ -109,6 +110,82 @@ TEST(TakeDeviceError, UnknownCodeIsReportedAsInternal) {
   EXPECT_EQ(status.code(), StatusCode::internal);
   EXPECT_EQ(status.argument(), "");
   EXPECT_EQ(record.code, 0);
+}
+
+// Device::reference runs every op family on host memory, as the float64 oracle; the CPU path is
+// that oracle today, so both write the same bytes. Each call also goes through the checks that
+// branch on the device (memory, workspace), which must treat reference as host memory.
+TEST(ReferenceDevice, EveryOpFamilyRunsAndMatchesTheCpuPath) {
+  constexpr std::int64_t kRows = 3, kCols = 5, kHidden = 4;
+  const float x[kRows * kCols] = {0.5f, -1, 2, 3, -4, 0.25f, 8, -2, 1, 0, -0.5f, 1.5f, 7, -3, 2};
+  const std::int64_t labels[kRows] = {1, 4, 0};
+  const float w[kCols * kHidden] = {0.1f, -0.2f, 0.3f, 0.4f, -0.5f, 0.6f, 0.7f, -0.8f, 0.9f, 1.0f,
+                                    -0.1f, 0.2f, 0.3f, -0.4f, 0.5f, 0.6f, -0.7f, 0.8f, 0.9f, -1.0f};
+  const float* hidden = x;  // [kRows x kHidden] with row stride kCols
+  struct Outputs {
+    float ce_loss = 0, ce_grad[kRows * kCols] = {}, probs[kRows * kCols] = {};
+    float act[kRows * kCols] = {}, bce_loss = 0, mse_loss = 0, linear_loss = 0;
+    float d_hidden[kRows * kHidden] = {}, d_weight[kCols * kHidden] = {};
+  };
+  const auto run_all = [&](Device device, Outputs& out) {
+    Exec exec;
+    exec.device = device;
+    CrossEntropyArgs ce;
+    ce.rows = kRows;
+    ce.classes = kCols;
+    ce.logits = x;
+    ce.targets = labels;
+    ce.loss = &out.ce_loss;
+    ce.grad = out.ce_grad;
+    ASSERT_TRUE(cross_entropy_forward_backward(ce, {}, exec).ok());
+    SoftmaxForwardArgs softmax;
+    softmax.rows = kRows;
+    softmax.cols = kCols;
+    softmax.x = x;
+    softmax.y = out.probs;
+    ASSERT_TRUE(softmax_forward(softmax, {}, exec).ok());
+    ActivationForwardArgs act;
+    act.n = kRows * kCols;
+    act.x = x;
+    act.y = out.act;
+    ActivationOptions gelu;
+    gelu.activation = Activation::gelu_erf;
+    ASSERT_TRUE(activation_forward(act, gelu, exec).ok());
+    BceArgs bce;
+    bce.rows = kRows;
+    bce.cols = kCols;
+    bce.logits = x;
+    bce.targets = out.probs;
+    bce.loss = &out.bce_loss;
+    ASSERT_TRUE(bce_with_logits_forward(bce, {}, exec).ok());
+    MseArgs mse;
+    mse.n = kRows * kCols;
+    mse.input = x;
+    mse.target = out.probs;
+    mse.loss = &out.mse_loss;
+    ASSERT_TRUE(mse_forward(mse, {}, exec).ok());
+    LinearCrossEntropyArgs linear;
+    linear.tokens = kRows;
+    linear.hidden_size = kHidden;
+    linear.classes = kCols;
+    linear.hidden = hidden;
+    linear.hidden_row_stride = kCols;
+    linear.weight = w;
+    linear.targets = labels;
+    linear.loss = &out.linear_loss;
+    linear.d_hidden = out.d_hidden;
+    linear.d_weight = out.d_weight;
+    std::size_t workspace = 1;
+    ASSERT_TRUE(linear_cross_entropy_workspace_size(linear, {}, exec, &workspace).ok());
+    EXPECT_EQ(workspace, 0u);  // the host paths need none
+    ASSERT_TRUE(linear_cross_entropy_forward_backward(linear, {}, exec).ok());
+  };
+  Outputs cpu, reference;
+  run_all(Device::cpu, cpu);
+  run_all(Device::reference, reference);
+  EXPECT_EQ(std::memcmp(&cpu, &reference, sizeof cpu), 0);
+  EXPECT_GT(reference.ce_loss, 0.0f);
+  EXPECT_GT(reference.linear_loss, 0.0f);
 }
 
 TEST(TakeDeviceError, InvalidDeviceIsRejected) {
