@@ -77,7 +77,12 @@ Status check_shape(const LinearCrossEntropyArgs& args) {
     return host::invalid("hidden_size", "must be >= 1 when tokens > 0 (got 0)");
   }
   ACTLOSS_TRY(check_fits_int(args.hidden_size, "hidden_size"));
-  ACTLOSS_TRY(check_fits_int(args.classes + kLinearBufferRowMultiple - 1, "classes"));
+  // The chunk buffer's rows round classes up, and that must fit too.
+  if (args.classes > INT_MAX - (kLinearBufferRowMultiple - 1)) {
+    return host::invalid("classes", "must be at most ", INT_MAX - (kLinearBufferRowMultiple - 1),
+                         " (cuBLAS's 32-bit sizes, rows rounded up to ", kLinearBufferRowMultiple,
+                         "; got ", args.classes, ")");
+  }
   if (args.target_kind != TargetKind::class_index_i32 &&
       args.target_kind != TargetKind::class_index_i64) {
     return host::invalid("target_kind", "must be class_index_i32 or class_index_i64 (got ",
@@ -353,7 +358,7 @@ Status linear_cross_entropy_forward_backward(const LinearCrossEntropyArgs& args,
 
 std::int64_t linear_cross_entropy_bytes_per_token(std::int64_t classes, DType dtype,
                                                   bool with_gradients) {
-  if (classes <= 0) return 0;
+  if (classes <= 0 || classes > INT64_MAX / 16) return 0;
   const std::int64_t stride =
       (classes + kLinearBufferRowMultiple - 1) / kLinearBufferRowMultiple *
       kLinearBufferRowMultiple;

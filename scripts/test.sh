@@ -6,7 +6,9 @@
 #      kernel on every dispatch path (the validation table's smoke depth);
 #   4. the simulator's Release build (g++ -O3, as scripts/main.sh builds it on a machine without
 #      a GPU) and the main job's validation of the kernels on it;
-#   5. install, then a separate project finds the package with find_package(actloss) and runs;
+#   5. the libFuzzer targets (clang, ASan + UBSan): every committed corpus input and past finding
+#      replayed, then a few seconds of fuzzing per target (scripts/fuzz.sh runs them for longer);
+#   6. install, then a separate project finds the package with find_package(actloss) and runs;
 #      the training example's GPU path too, which reports SKIPPED (exit 77) without a GPU; a
 #      CPU-only project that cannot find the CUDA toolkit links actloss::shared, and plain
 #      compiler commands link the shared and the static library by hand.
@@ -15,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-stages=${ACTLOSS_TEST_STAGES:-"nvcc sim-asan sim-tsan sim-release consumer"}
+stages=${ACTLOSS_TEST_STAGES:-"nvcc sim-asan sim-tsan sim-release fuzz consumer"}
 run_stage() { [[ " $stages " == *" $1 "* ]]; }
 banner() { printf '\n===== %s =====\n' "$*"; }
 
@@ -77,6 +79,23 @@ if run_stage sim-release; then
   cmake --preset sim
   cmake --build --preset sim -j "$ACTLOSS_JOBS" --target actloss_cli
   ./build/sim/tools/actloss validate --quick --device cuda --failures-only
+fi
+
+if run_stage fuzz; then
+  banner "fuzz targets: the corpus and past findings replayed, then 5 s of fuzzing each"
+  cmake --preset fuzz
+  cmake --build --preset fuzz -j "$ACTLOSS_JOBS"
+  for target in cross_entropy softmax activation bce mse linear_cross_entropy; do
+    fuzzer=build/fuzz/tests/fuzz/${target}_fuzz
+    inputs=()
+    for dir in tests/fuzz/corpus/$target tests/fuzz/regressions/$target; do
+      [[ -d $dir ]] && inputs+=("$dir")
+    done
+    ((${#inputs[@]})) && "$fuzzer" -runs=0 "${inputs[@]}" 2>&1 | tail -1
+    scratch=$(mktemp -d)
+    "$fuzzer" -max_total_time=5 -artifact_prefix="$scratch/" "$scratch" 2>&1 | tail -1
+    rm -rf "$scratch"
+  done
 fi
 
 if run_stage consumer; then

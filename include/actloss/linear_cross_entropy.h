@@ -112,7 +112,7 @@ Status linear_cross_entropy_forward_backward(const LinearCrossEntropyArgs& args,
 // The chunk buffer's bytes per token: 4 bytes per class for the float32 logits, plus the
 // gradient's size per class when `dtype` is not float32 (the backward GEMMs take it in `dtype`;
 // float32 gradients overwrite the logits), classes rounded up to a multiple of 8.
-// `with_gradients` false: the forward's.
+// `with_gradients` false: the forward's. 0 for classes <= 0 or beyond any buffer.
 std::int64_t linear_cross_entropy_bytes_per_token(std::int64_t classes, DType dtype,
                                                   bool with_gradients);
 

@@ -1,0 +1,237 @@
+// What every fuzz target shares. A target decodes the fuzzer's bytes into one call, as a careless
+// or hostile caller would make it (sizes negative, zero or enormous, strides too small, enum
+// values outside their enums, NaN and infinite options, buffers null, aliasing one another at any
+// offset, misaligned; contents with NaN, infinities, huge and subnormal values), and checks:
+//  * the status is ok, or an error whose argument() names the field at fault;
+//  * on error, not one byte of any buffer changed;
+//  * the CPU path (Device::cpu) and the float64 oracle (Device::reference), each on its own copy
+//    of the same buffers, return the same status and leave the same bytes: on success the
+//    outputs agree and nothing else changed (today the two are one implementation; where the CPU
+//    path gets its own, this check becomes the documented tolerance);
+//  * nothing is read or written past a buffer: every buffer lies in one heap block whose end is
+//    the end of the last buffer, so AddressSanitizer stops an access one element past it, and
+//    bytes between buffers are compared like the buffers themselves.
+#pragma once
+
+#include <fuzzer/FuzzedDataProvider.h>
+
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include <actloss/actloss.h>
+
+namespace actloss::fuzz {
+
+// Buffers stay small: the point is every path through validation and the loops, not volume.
+inline constexpr std::int64_t kMaxBytes = 1 << 15;
+
+[[noreturn]] inline void fail(const std::string& what) {
+  std::fprintf(stderr, "fuzz check failed: %s\n", what.c_str());
+  std::abort();
+}
+
+// A size as callers get them wrong: mostly small, sometimes zero, negative or enormous.
+inline std::int64_t size(FuzzedDataProvider& in, std::int64_t small_max) {
+  switch (in.ConsumeIntegralInRange<int>(0, 15)) {
+    case 0: return 0;
+    case 1: return -in.ConsumeIntegralInRange<std::int64_t>(1, 3);
+    case 2: return std::numeric_limits<std::int64_t>::max() - in.ConsumeIntegral<std::uint8_t>();
+    case 3: return std::int64_t{1} << in.ConsumeIntegralInRange<int>(31, 62);
+    default: return in.ConsumeIntegralInRange<std::int64_t>(1, small_max);
+  }
+}
+
+// A row or batch stride: 0 (dense) or near what it should be, sometimes too small or huge.
+inline std::int64_t stride(FuzzedDataProvider& in, std::int64_t length) {
+  // Near an enormous length, near enough: the harness's own arithmetic must not overflow.
+  constexpr std::int64_t kFar = std::int64_t{1} << 62;
+  length = length > kFar ? kFar : (length < -kFar ? -kFar : length);
+  switch (in.ConsumeIntegralInRange<int>(0, 9)) {
+    case 0: return length - in.ConsumeIntegralInRange<std::int64_t>(1, 2);
+    case 1: return -in.ConsumeIntegralInRange<std::int64_t>(1, 3);
+    case 2: return std::numeric_limits<std::int64_t>::max() / in.ConsumeIntegralInRange<int>(1, 4);
+    case 3: return length + in.ConsumeIntegralInRange<std::int64_t>(0, 5);
+    default: return 0;
+  }
+}
+
+// An enum from any byte: usually a valid value, sometimes one outside the enum.
+template <class Enum>
+Enum enum_value(FuzzedDataProvider& in, int valid_count) {
+  const int raw = in.ConsumeIntegralInRange<int>(0, 7) != 0
+                      ? in.ConsumeIntegralInRange<int>(0, valid_count - 1)
+                      : in.ConsumeIntegral<std::uint8_t>();
+  return static_cast<Enum>(raw);
+}
+
+// A float option: usually ordinary, sometimes NaN, infinite, negative or huge.
+inline float option(FuzzedDataProvider& in, float typical) {
+  switch (in.ConsumeIntegralInRange<int>(0, 11)) {
+    case 0: return std::numeric_limits<float>::quiet_NaN();
+    case 1: return std::numeric_limits<float>::infinity();
+    case 2: return -typical - 1.0f;
+    case 3: return 3e38f;
+    case 4:
+    case 5: return 0.0f;
+    default: return typical * in.ConsumeFloatingPointInRange<float>(0.0f, 2.0f);
+  }
+}
+
+// The bytes a strided operand spans, ((batches - 1) batch_stride + (rows_per_batch - 1)
+// row_stride + cols) elements, in 128 bits so that what overflows 64 shows; 0 when nothing is
+// read. Strides of 0 count as dense. Used only to size buffers, never to decide validity.
+inline __int128 extent(std::int64_t rows, std::int64_t cols, std::int64_t row_stride,
+                       std::int64_t element, std::int64_t rows_per_batch = 0,
+                       std::int64_t batch_stride = 0) {
+  if (rows <= 0 || cols <= 0 || element <= 0) return 0;
+  const __int128 rs = row_stride > 0 ? row_stride : cols;
+  const __int128 per_batch = rows_per_batch > 0 && rows % rows_per_batch == 0 ? rows_per_batch : rows;
+  const __int128 batches = rows / per_batch;
+  const __int128 bs = batch_stride > 0 ? batch_stride : per_batch * rs;
+  // Each product stays below 2^126; past 2^100 elements the exact size matters no more.
+  const __int128 elements = (batches - 1) * bs + (per_batch - 1) * rs + cols;
+  const __int128 cap = static_cast<__int128>(1) << 100;
+  return (elements < cap ? elements : cap) * element;
+}
+
+// rows x cols elements, capped past any memory (2^100) so that bytes of it still fit 128 bits.
+inline __int128 elements(std::int64_t rows, std::int64_t cols) {
+  if (rows <= 0 || cols <= 0) return 0;
+  const __int128 count = __int128{rows} * cols;
+  const __int128 cap = static_cast<__int128>(1) << 100;
+  return count < cap ? count : cap;
+}
+
+// Where each buffer of a call lies: an offset into one arena, or null, or (for extents that no
+// memory could hold) a separate 16-byte block that the call must refuse to touch.
+class Buffers {
+ public:
+  static constexpr std::int64_t kNull = -1, kTooLarge = -2;
+
+  explicit Buffers(FuzzedDataProvider& in) : in_(in) {}
+
+  // A buffer of `bytes`; `required` ones are given whenever they span anything, the others only
+  // when the input says so. Returns its handle.
+  int add(__int128 bytes, std::int64_t alignment, bool required) {
+    std::int64_t placement = kNull;
+    if (bytes > std::numeric_limits<std::int64_t>::max()) {
+      placement = kTooLarge;
+    } else if (bytes > kMaxBytes) {
+      skip_ = true;  // real memory would be needed and tells nothing more than a small case
+    } else if (bytes > 0 && (required || in_.ConsumeBool()) && in_.ConsumeIntegralInRange<int>(0, 31) != 0) {
+      placement = place(static_cast<std::int64_t>(bytes), alignment);
+    } else if (bytes == 0 && in_.ConsumeBool()) {
+      placement = place(16, 16);  // a pointer given for nothing to read
+    }
+    placements_.push_back(placement);
+    return static_cast<int>(placements_.size() - 1);
+  }
+  bool skip() const { return skip_; }
+  std::int64_t arena_bytes() const { return end_ > 0 ? end_ : 1; }
+
+  template <class T = void>
+  T* at(std::uint8_t* arena, std::uint8_t* too_large, int handle) const {
+    const std::int64_t placement = placements_[static_cast<std::size_t>(handle)];
+    if (placement == kNull) return nullptr;
+    if (placement == kTooLarge) return reinterpret_cast<T*>(too_large);
+    return reinterpret_cast<T*>(arena + placement);
+  }
+
+ private:
+  std::int64_t place(std::int64_t bytes, std::int64_t alignment) {
+    if (!fresh_.empty() && in_.ConsumeIntegralInRange<int>(0, 7) == 0) {
+      // Alias: inside an earlier buffer, at an offset that keeps this one inside the arena's
+      // fresh part (so the heap block's end stays the last buffer's end).
+      const auto& [start, length] =
+          fresh_[in_.ConsumeIntegralInRange<std::size_t>(0, fresh_.size() - 1)];
+      const std::int64_t offset =
+          start + in_.ConsumeIntegralInRange<std::int64_t>(0, length) / alignment * alignment;
+      if (offset + bytes <= end_) return offset;
+    }
+    const std::int64_t misalign = in_.ConsumeIntegralInRange<int>(0, 31) == 0 ? 1 : 0;
+    const std::int64_t offset = (end_ + 31) / 32 * 32 + misalign;
+    end_ = offset + bytes;
+    fresh_.push_back({offset, bytes});
+    return offset;
+  }
+
+  FuzzedDataProvider& in_;
+  std::vector<std::int64_t> placements_;
+  std::vector<std::pair<std::int64_t, std::int64_t>> fresh_;
+  std::int64_t end_ = 0;
+  bool skip_ = false;
+};
+
+// Fills bytes with element values of `element` bytes: ordinary numbers, NaN, infinities, huge
+// and subnormal ones (as float bit patterns for 4 bytes, raw for 2, which covers both 16-bit
+// formats' specials).
+inline void fill(FuzzedDataProvider& in, std::uint8_t* data, std::int64_t bytes) {
+  for (std::int64_t i = 0; i + 4 <= bytes; i += 4) {
+    float value = 0.0f;
+    switch (in.ConsumeIntegralInRange<int>(0, 15)) {
+      case 0: value = std::numeric_limits<float>::quiet_NaN(); break;
+      case 1: value = std::numeric_limits<float>::infinity(); break;
+      case 2: value = -std::numeric_limits<float>::infinity(); break;
+      case 3: value = -3e38f; break;
+      case 4: value = 1e-40f; break;
+      case 5: value = static_cast<float>(in.ConsumeIntegralInRange<int>(-2, 40)); break;
+      default: value = in.ConsumeFloatingPointInRange<float>(-20.0f, 20.0f);
+    }
+    std::memcpy(data + i, &value, 4);
+  }
+}
+
+// Runs `call(exec, arena, too_large)` on Device::cpu and on Device::reference, each on its own
+// copy of the arena, and makes the checks above.
+template <class Call>
+void run_and_check(FuzzedDataProvider& in, const Buffers& buffers, const Call& call) {
+  if (buffers.skip()) return;
+  const std::int64_t bytes = buffers.arena_bytes();
+  std::vector<std::uint8_t> initial(static_cast<std::size_t>(bytes));
+  fill(in, initial.data(), bytes);
+  // Exact-size heap blocks: ASan's redzone starts right after the last buffer.
+  auto* cpu = new std::uint8_t[static_cast<std::size_t>(bytes)];
+  auto* reference = new std::uint8_t[static_cast<std::size_t>(bytes)];
+  auto* too_large_cpu = new std::uint8_t[16];
+  auto* too_large_reference = new std::uint8_t[16];
+  std::memcpy(cpu, initial.data(), initial.size());
+  std::memcpy(reference, initial.data(), initial.size());
+  std::memset(too_large_cpu, 0x5a, 16);
+  std::memset(too_large_reference, 0x5a, 16);
+
+  Exec exec;
+  exec.device = Device::cpu;
+  const Status on_cpu = call(exec, cpu, too_large_cpu);
+  exec.device = Device::reference;
+  const Status on_reference = call(exec, reference, too_large_reference);
+
+  const bool cpu_changed = std::memcmp(cpu, initial.data(), initial.size()) != 0;
+  for (int i = 0; i < 16; ++i)
+    if (too_large_cpu[i] != 0x5a) fail("a buffer too large for memory was written");
+  if (!on_cpu.ok()) {
+    const bool names_argument = on_cpu.code() == StatusCode::invalid_argument ||
+                                on_cpu.code() == StatusCode::out_of_range;
+    if (!names_argument && on_cpu.code() != StatusCode::unsupported)
+      fail("unexpected status: " + on_cpu.message());
+    if (names_argument && on_cpu.argument().empty())
+      fail("an error that names no argument: " + on_cpu.message());
+    if (on_cpu.message().rfind(on_cpu.argument(), 0) != 0)
+      fail("a message that does not start with its argument: " + on_cpu.message());
+    if (cpu_changed) fail("bytes changed by a call that failed: " + on_cpu.message());
+  }
+  if (on_cpu.code() != on_reference.code() || on_cpu.argument() != on_reference.argument())
+    fail("cpu and reference disagree: '" + on_cpu.message() + "' vs '" + on_reference.message() +
+         "'");
+  if (std::memcmp(cpu, reference, initial.size()) != 0) fail("cpu and reference wrote different bytes");
+  delete[] cpu;
+  delete[] reference;
+  delete[] too_large_cpu;
+  delete[] too_large_reference;
+}
+
+}  // namespace actloss::fuzz
