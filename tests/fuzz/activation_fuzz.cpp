@@ -6,9 +6,8 @@ namespace {
 
 using namespace actloss;
 using fuzz::Buffers;
+using fuzz::element_size;
 using fuzz::extent;
-
-std::int64_t element_size(DType dtype) { return dtype_size(dtype) > 0 ? dtype_size(dtype) : 4; }
 
 struct Operand {
   DType dtype = DType::f32;
@@ -19,7 +18,8 @@ struct Operand {
 Operand operand(FuzzedDataProvider& in, Buffers& b, std::int64_t rows, std::int64_t n,
                 bool required, const Operand* in_place_partner = nullptr) {
   Operand op;
-  if (in_place_partner != nullptr && in.ConsumeIntegralInRange<int>(0, 3) == 0) return *in_place_partner;
+  if (in_place_partner != nullptr && in.ConsumeIntegralInRange<int>(0, 3) == 0)
+    return *in_place_partner;
   op.dtype = fuzz::enum_value<DType>(in, 3);
   op.stride = fuzz::stride(in, n);
   op.buffer = b.add(extent(rows, n, op.stride, element_size(op.dtype)), 16, required);

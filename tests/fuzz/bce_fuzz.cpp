@@ -5,9 +5,8 @@ namespace {
 
 using namespace actloss;
 using fuzz::Buffers;
+using fuzz::element_size;
 using fuzz::extent;
-
-std::int64_t element_size(DType dtype) { return dtype_size(dtype) > 0 ? dtype_size(dtype) : 4; }
 
 }  // namespace
 
@@ -33,8 +32,12 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const __int128 per_element = o.reduction == Reduction::none ? elements : 1;
   __int128 weight_bytes = 0;
   switch (a.weight_shape) {
-    case BceWeightShape::per_column: weight_bytes = extent(1, a.cols, 0, element_size(a.weight_dtype)); break;
-    case BceWeightShape::per_row: weight_bytes = extent(1, a.rows, 0, element_size(a.weight_dtype)); break;
+    case BceWeightShape::per_column:
+      weight_bytes = extent(1, a.cols, 0, element_size(a.weight_dtype));
+      break;
+    case BceWeightShape::per_row:
+      weight_bytes = extent(1, a.rows, 0, element_size(a.weight_dtype));
+      break;
     default:
       weight_bytes = extent(a.rows, a.cols, a.weight_row_stride, element_size(a.weight_dtype));
   }
@@ -48,7 +51,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const int loss = b.add(per_element * 4, 4, pass != 1);
   const int grad = in.ConsumeIntegralInRange<int>(0, 3) == 0
                        ? logits
-                       : b.add(extent(a.rows, a.cols, a.grad_row_stride, element_size(a.grad_dtype)),
+                       : b.add(extent(a.rows, a.cols, a.grad_row_stride,
+                                      element_size(a.grad_dtype)),
                                16, pass != 0);
   const int upstream = b.add(per_element * 4, 4, false);
   fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {

@@ -5,9 +5,8 @@ namespace {
 
 using namespace actloss;
 using fuzz::Buffers;
+using fuzz::element_size;
 using fuzz::extent;
-
-std::int64_t element_size(DType dtype) { return dtype_size(dtype) > 0 ? dtype_size(dtype) : 4; }
 
 }  // namespace
 

@@ -35,6 +35,12 @@ inline constexpr std::int64_t kMaxBytes = 1 << 15;
   std::abort();
 }
 
+// The bytes of one element; a dtype outside the enum is sized as float, so that the buffer
+// exists and the call, not the harness, has to refuse it.
+inline std::int64_t element_size(DType dtype) {
+  return dtype_size(dtype) > 0 ? dtype_size(dtype) : 4;
+}
+
 // A size as callers get them wrong: mostly small, sometimes zero, negative or enormous.
 inline std::int64_t size(FuzzedDataProvider& in, std::int64_t small_max) {
   switch (in.ConsumeIntegralInRange<int>(0, 15)) {
@@ -90,7 +96,8 @@ inline __int128 extent(std::int64_t rows, std::int64_t cols, std::int64_t row_st
                        std::int64_t batch_stride = 0) {
   if (rows <= 0 || cols <= 0 || element <= 0) return 0;
   const __int128 rs = row_stride > 0 ? row_stride : cols;
-  const __int128 per_batch = rows_per_batch > 0 && rows % rows_per_batch == 0 ? rows_per_batch : rows;
+  const __int128 per_batch =
+      rows_per_batch > 0 && rows % rows_per_batch == 0 ? rows_per_batch : rows;
   const __int128 batches = rows / per_batch;
   const __int128 bs = batch_stride > 0 ? batch_stride : per_batch * rs;
   // Each product stays below 2^126; past 2^100 elements the exact size matters no more.
@@ -123,7 +130,9 @@ class Buffers {
       placement = kTooLarge;
     } else if (bytes > kMaxBytes) {
       skip_ = true;  // real memory would be needed and tells nothing more than a small case
-    } else if (bytes > 0 && (required || in_.ConsumeBool()) && in_.ConsumeIntegralInRange<int>(0, 31) != 0) {
+    } else if (bytes > 0 && (required || in_.ConsumeBool()) &&
+               in_.ConsumeIntegralInRange<int>(0, 31) != 0) {
+      // A required buffer is still left out now and then: the call must name it.
       placement = place(static_cast<std::int64_t>(bytes), alignment);
     } else if (bytes == 0 && in_.ConsumeBool()) {
       placement = place(16, 16);  // a pointer given for nothing to read
@@ -167,9 +176,9 @@ class Buffers {
   bool skip_ = false;
 };
 
-// Fills bytes with element values of `element` bytes: ordinary numbers, NaN, infinities, huge
-// and subnormal ones (as float bit patterns for 4 bytes, raw for 2, which covers both 16-bit
-// formats' specials).
+// Fills bytes with float values: ordinary numbers, NaN, infinities, huge and subnormal ones.
+// A 16-bit operand reads each as two halves, which gives its formats NaN, infinities and
+// subnormals too, and class indices read them as large or negative integers.
 inline void fill(FuzzedDataProvider& in, std::uint8_t* data, std::int64_t bytes) {
   for (std::int64_t i = 0; i + 4 <= bytes; i += 4) {
     float value = 0.0f;
@@ -227,7 +236,8 @@ void run_and_check(FuzzedDataProvider& in, const Buffers& buffers, const Call& c
   if (on_cpu.code() != on_reference.code() || on_cpu.argument() != on_reference.argument())
     fail("cpu and reference disagree: '" + on_cpu.message() + "' vs '" + on_reference.message() +
          "'");
-  if (std::memcmp(cpu, reference, initial.size()) != 0) fail("cpu and reference wrote different bytes");
+  if (std::memcmp(cpu, reference, initial.size()) != 0)
+    fail("cpu and reference wrote different bytes");
   delete[] cpu;
   delete[] reference;
   delete[] too_large_cpu;

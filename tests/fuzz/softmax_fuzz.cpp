@@ -5,9 +5,8 @@ namespace {
 
 using namespace actloss;
 using fuzz::Buffers;
+using fuzz::element_size;
 using fuzz::extent;
-
-std::int64_t element_size(DType dtype) { return dtype_size(dtype) > 0 ? dtype_size(dtype) : 4; }
 
 // A [rows x cols] operand in batches of the call's rows_per_batch.
 struct Operand {
@@ -41,7 +40,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   options.log = in.ConsumeBool();
   const std::int64_t rows = fuzz::size(in, 9);
   const std::int64_t cols = fuzz::size(in, 70);
-  const std::int64_t rows_per_batch = in.ConsumeIntegralInRange<int>(0, 3) == 0 ? fuzz::size(in, 4) : 0;
+  const std::int64_t rows_per_batch =
+      in.ConsumeIntegralInRange<int>(0, 3) == 0 ? fuzz::size(in, 4) : 0;
   Buffers b(in);
   if (!backward) {
     const Operand x = operand(in, b, rows, cols, rows_per_batch, true);
