@@ -43,6 +43,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const Operand x = operand(in, b, rows, n, true);
     const Operand y = operand(in, b, rows, n, true, &x);
     const int mask = b.add(mask_bytes, 4, false);
+    b.output(y.buffer);
+    b.output(mask);
     fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
       ActivationForwardArgs a;
       a.n = n;
@@ -66,6 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     const Operand dy = operand(in, b, rows, n, true);
     const Operand dx = operand(in, b, rows, n, true, &dy);
+    b.output(dx.buffer);
     fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
       ActivationBackwardArgs a;
       a.n = n;
@@ -86,6 +89,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const Operand gate = operand(in, b, rows, n, true);
     const Operand up = operand(in, b, rows, n, true);
     const Operand y = operand(in, b, rows, n, true, in.ConsumeBool() ? &gate : &up);
+    b.output(y.buffer);
     fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
       SwigluForwardArgs a;
       a.n = n;
@@ -107,6 +111,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const Operand dy = operand(in, b, rows, n, true);
     const Operand d_gate = operand(in, b, rows, n, true, &gate);
     const Operand d_up = operand(in, b, rows, n, true, &up);
+    b.output(d_gate.buffer);
+    b.output(d_up.buffer);
     fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
       SwigluBackwardArgs a;
       a.n = n;

@@ -55,6 +55,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                       element_size(a.grad_dtype)),
                                16, pass != 0);
   const int upstream = b.add(per_element * 4, 4, false);
+  b.output(loss);
+  b.output(grad);
   fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
     BceArgs c = a;
     c.logits = b.at(arena, big, logits);

@@ -68,6 +68,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                            a.grad_batch_stride),
                                     16, pass != 0);
   const int upstream = b.add(per_row * 4, 4, false);
+  for (int out : {loss, lse, stats, predicted, accuracy, grad}) b.output(out);
 
   fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
     CrossEntropyArgs c = a;

@@ -11,10 +11,21 @@
 //  * nothing is read or written past a buffer: every buffer lies in one heap block whose end is
 //    the end of the last buffer, so AddressSanitizer stops an access one element past it, and
 //    bytes between buffers are compared like the buffers themselves.
+// In the simulator build (the fuzz-sim preset) each call also runs on Device::cuda, the real
+// kernels on simulated device memory under the same sanitizers, and must return the same status
+// (a target out of range: ok, then the same error from take_device_error), write nothing on
+// error, and write nothing outside the buffers the target marks as outputs. How close its
+// outputs come to the reference is the validation table's business (validation/), not this
+// one's.
 #pragma once
+
+#if defined(ACTLOSS_SIM)
+#include <cuda_runtime_api.h>
+#endif
 
 #include <fuzzer/FuzzedDataProvider.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -125,7 +136,7 @@ class Buffers {
   // A buffer of `bytes`; `required` ones are given whenever they span anything, the others only
   // when the input says so. Returns its handle.
   int add(__int128 bytes, std::int64_t alignment, bool required) {
-    std::int64_t placement = kNull;
+    std::int64_t placement = kNull, placed = 0;
     if (bytes > std::numeric_limits<std::int64_t>::max()) {
       placement = kTooLarge;
     } else if (bytes > kMaxBytes) {
@@ -133,12 +144,27 @@ class Buffers {
     } else if (bytes > 0 && (required || in_.ConsumeBool()) &&
                in_.ConsumeIntegralInRange<int>(0, 31) != 0) {
       // A required buffer is still left out now and then: the call must name it.
-      placement = place(static_cast<std::int64_t>(bytes), alignment);
+      placed = static_cast<std::int64_t>(bytes);
+      placement = place(placed, alignment);
     } else if (bytes == 0 && in_.ConsumeBool()) {
-      placement = place(16, 16);  // a pointer given for nothing to read
+      placed = 16;  // a pointer given for nothing to read
+      placement = place(placed, 16);
     }
     placements_.push_back(placement);
+    sizes_.push_back(placed);
     return static_cast<int>(placements_.size() - 1);
+  }
+  // Marks a buffer as one the call may write (the kernels' check; see check_kernels).
+  void output(int handle) {
+    const std::int64_t placement = placements_[static_cast<std::size_t>(handle)];
+    if (placement < 0) return;
+    outputs_.push_back({placement, sizes_[static_cast<std::size_t>(handle)]});
+  }
+  // True when byte `at` of the arena lies in no output.
+  bool outside_outputs(std::int64_t at) const {
+    for (const auto& [start, length] : outputs_)
+      if (at >= start && at < start + length) return false;
+    return true;
   }
   bool skip() const { return skip_; }
   std::int64_t arena_bytes() const { return end_ > 0 ? end_ : 1; }
@@ -171,6 +197,8 @@ class Buffers {
 
   FuzzedDataProvider& in_;
   std::vector<std::int64_t> placements_;
+  std::vector<std::int64_t> sizes_;
+  std::vector<std::pair<std::int64_t, std::int64_t>> outputs_;
   std::vector<std::pair<std::int64_t, std::int64_t>> fresh_;
   std::int64_t end_ = 0;
   bool skip_ = false;
@@ -194,6 +222,59 @@ inline void fill(FuzzedDataProvider& in, std::uint8_t* data, std::int64_t bytes)
     std::memcpy(data + i, &value, 4);
   }
 }
+
+#if defined(ACTLOSS_SIM)
+inline void cuda_or_fail(cudaError_t error, const char* what) {
+  if (error != cudaSuccess) fail(std::string(what) + ": " + cudaGetErrorString(error));
+}
+
+// The same call on the kernels, on a device copy of the initial bytes (an exact-size simulated
+// allocation, so ASan guards its end as well), against what the CPU path did.
+template <class Call>
+void check_kernels(const Buffers& buffers, const std::vector<std::uint8_t>& initial,
+                   const Status& on_cpu, const Call& call) {
+  std::uint8_t* arena = nullptr;
+  std::uint8_t* too_large = nullptr;
+  cuda_or_fail(cudaMalloc(reinterpret_cast<void**>(&arena), initial.size()), "cudaMalloc");
+  cuda_or_fail(cudaMalloc(reinterpret_cast<void**>(&too_large), 16), "cudaMalloc");
+  cuda_or_fail(cudaMemcpy(arena, initial.data(), initial.size(), cudaMemcpyHostToDevice),
+               "cudaMemcpy");
+  cuda_or_fail(cudaMemset(too_large, 0x5a, 16), "cudaMemset");
+  Exec exec;
+  exec.device = Device::cuda;
+  const Status on_cuda = call(exec, arena, too_large);
+  cuda_or_fail(cudaDeviceSynchronize(), "the kernels");
+  const Status data_error = take_device_error(exec);
+  std::vector<std::uint8_t> after(initial.size());
+  std::uint8_t guard[16];
+  cuda_or_fail(cudaMemcpy(after.data(), arena, after.size(), cudaMemcpyDeviceToHost),
+               "cudaMemcpy");
+  cuda_or_fail(cudaMemcpy(guard, too_large, 16, cudaMemcpyDeviceToHost), "cudaMemcpy");
+  cuda_or_fail(cudaFree(arena), "cudaFree");
+  cuda_or_fail(cudaFree(too_large), "cudaFree");
+  for (std::uint8_t byte : guard)
+    if (byte != 0x5a) fail("a kernel wrote a buffer too large for memory");
+
+  if (on_cpu.code() == StatusCode::out_of_range) {
+    // The kernels find a bad target in the data, without waiting: the call succeeds and the
+    // stream's record names the same argument. Their NaN rows are the documented answer.
+    if (!on_cuda.ok()) fail("cuda refused what only the data makes wrong: " + on_cuda.message());
+    if (data_error.code() != StatusCode::out_of_range ||
+        data_error.argument() != on_cpu.argument())
+      fail("cuda's data error '" + data_error.message() + "' for '" + on_cpu.message() + "'");
+    return;
+  }
+  if (!data_error.ok()) fail("a data error the CPU path did not see: " + data_error.message());
+  if (on_cuda.code() != on_cpu.code() || on_cuda.argument() != on_cpu.argument())
+    fail("cpu and cuda disagree: '" + on_cpu.message() + "' vs '" + on_cuda.message() + "'");
+  // Outputs are the validation table's to judge; everything else must be as it was.
+  for (std::size_t i = 0; i < initial.size(); ++i) {
+    if (after[i] != initial[i] && buffers.outside_outputs(static_cast<std::int64_t>(i)))
+      fail("a kernel wrote byte " + std::to_string(i) + ", outside every output (" +
+           (on_cuda.ok() ? std::string("ok") : on_cuda.message()) + ")");
+  }
+}
+#endif
 
 // Runs `call(exec, arena, too_large)` on Device::cpu and on Device::reference, each on its own
 // copy of the arena, and makes the checks above.
@@ -238,6 +319,9 @@ void run_and_check(FuzzedDataProvider& in, const Buffers& buffers, const Call& c
          "'");
   if (std::memcmp(cpu, reference, initial.size()) != 0)
     fail("cpu and reference wrote different bytes");
+#if defined(ACTLOSS_SIM)
+  check_kernels(buffers, initial, on_cpu, call);
+#endif
   delete[] cpu;
   delete[] reference;
   delete[] too_large_cpu;

@@ -53,6 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                              16, gradients);
   const int d_bias = b.add(extent(1, a.classes, 0, element_size(a.d_weight_dtype)), 16, false);
   const int upstream = b.add(per_row * 4, 4, false);
+  for (int out : {loss, lse, d_hidden, d_weight, d_bias}) b.output(out);
 
   fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
     LinearCrossEntropyArgs c = a;

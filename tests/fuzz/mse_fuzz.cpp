@@ -38,6 +38,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                        : b.add(extent(a.rows, a.n, a.grad_row_stride, element_size(a.grad_dtype)),
                                16, pass != 0);
   const int upstream = b.add(per_element * 4, 4, false);
+  b.output(loss);
+  b.output(grad);
   fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
     MseArgs c = a;
     c.input = b.at(arena, big, input);

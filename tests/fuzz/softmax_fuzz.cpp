@@ -46,6 +46,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!backward) {
     const Operand x = operand(in, b, rows, cols, rows_per_batch, true);
     const Operand y = operand(in, b, rows, cols, rows_per_batch, true, &x);
+    b.output(y.buffer);
     fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
       SoftmaxForwardArgs a;
       a.rows = rows;
@@ -66,6 +67,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const Operand y = operand(in, b, rows, cols, rows_per_batch, true);
   const Operand dy = operand(in, b, rows, cols, rows_per_batch, true);
   const Operand dx = operand(in, b, rows, cols, rows_per_batch, true, &dy);
+  b.output(dx.buffer);
   fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
     SoftmaxBackwardArgs a;
     a.rows = rows;
