@@ -14,7 +14,7 @@
 // Everything is in a fixed order and the GEMMs are cuBLAS's reproducible ones, so the same call
 // gives the same bits. The workspace holds the chunk buffers, the cross-entropy's own scratch,
 // one loss per chunk and the bias sums.
-#include "cuda/reduce.cuh"
+#include "cuda/row_common.cuh"
 
 #include "cuda/blas.h"
 
@@ -24,6 +24,7 @@ namespace actloss::cuda {
 namespace {
 
 constexpr int kSideThreads = 256;
+constexpr const char* kOp = "linear_cross_entropy";
 
 // ---------------------------------------------------------------------------------------------
 // Kernels: the small steps between the GEMMs.
@@ -139,16 +140,6 @@ __global__ void __launch_bounds__(kSideThreads)
 
 // ---------------------------------------------------------------------------------------------
 // Launchers.
-
-template <class Body>
-Status with_storage_type(DType dtype, Body&& body) {
-  switch (dtype) {
-    case DType::f32: return body(float{});
-    case DType::f16: return body(__half{});
-    case DType::bf16: return body(__nv_bfloat16{});
-  }
-  return Status(StatusCode::internal, "", "linear_cross_entropy: unknown dtype");
-}
 
 // A 2D grid over rows x cols: columns across blocks.x, rows across blocks.y.
 dim3 matrix_grid(std::int64_t rows, std::int64_t cols) {
@@ -343,8 +334,8 @@ Status plan_layout(const LinearCrossEntropyArgs& args, const LinearCrossEntropyO
 }
 
 Status zero_weight_gradients(const LinearCrossEntropyArgs& args, cudaStream_t stream) {
-  return with_storage_type(args.d_weight_dtype, [&](auto tag) -> Status {
-    using TW = decltype(tag);
+  return row::with_dtype(kOp, args.d_weight_dtype, [&](auto tag) -> Status {
+    using TW = typename decltype(tag)::type;
     if (args.d_weight != nullptr && args.classes > 0 && args.hidden_size > 0) {
       ACTLOSS_CUDA_TRY(simcuda::launch(zero_matrix_kernel<TW>,
                                        matrix_grid(args.classes, args.hidden_size),
@@ -409,8 +400,8 @@ Status run_chunks(detail::Pass pass, const LinearCrossEntropyArgs& args,
     // logits (V x rows, column-major) = weight (as D x V, transposed) . hidden chunk (D x rows)
     float bias_beta = 0.0f;
     if (args.bias != nullptr) {
-      Status status = with_storage_type(args.dtype, [&](auto tag) -> Status {
-        using T = decltype(tag);
+      Status status = row::with_dtype(kOp, args.dtype, [&](auto tag) -> Status {
+        using T = typename decltype(tag)::type;
         ACTLOSS_CUDA_TRY(simcuda::launch(broadcast_bias_kernel<T>, matrix_grid(rows, args.classes),
                                          dim3(kSideThreads), 0, stream,
                                          static_cast<const T*>(args.bias), rows, args.classes,
@@ -434,8 +425,9 @@ Status run_chunks(detail::Pass pass, const LinearCrossEntropyArgs& args,
     if (pass == detail::Pass::forward) continue;
 
     if (layout.bias_sums) {
-      Status status = with_storage_type(args.dtype, [&](auto tag) -> Status {
-        using TG = decltype(tag);  // float inputs: the float buffer holds the gradient in place
+      Status status = row::with_dtype(kOp, args.dtype, [&](auto tag) -> Status {
+        // Float inputs: the float buffer holds the gradient in place.
+        using TG = typename decltype(tag)::type;
         ACTLOSS_CUDA_TRY(simcuda::launch(
             bias_gradient_sums_kernel<TG>,
             dim3(grid_size_for(args.classes, kSideThreads, 65535)), dim3(kSideThreads), 0, stream,
@@ -473,8 +465,8 @@ Status run_chunks(detail::Pass pass, const LinearCrossEntropyArgs& args,
                                      stream, f));
   }
   if (layout.bias_sums) {
-    return with_storage_type(args.d_weight_dtype, [&](auto tag) -> Status {
-      using TW = decltype(tag);
+    return row::with_dtype(kOp, args.d_weight_dtype, [&](auto tag) -> Status {
+      using TW = typename decltype(tag)::type;
       ACTLOSS_CUDA_TRY(simcuda::launch(write_bias_gradient_kernel<TW>,
                                        dim3(grid_size_for(args.classes, kSideThreads, 65535)),
                                        dim3(kSideThreads), 0, stream,
