@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "host/backend.h"
+#include "host/cpu/backend.h"
 #include "host/cpu_path.h"
 #include "host/validate.h"
 
@@ -303,6 +304,9 @@ Status swiglu_forward(const SwigluForwardArgs& in, const Exec& exec) {
   }
   ACTLOSS_TRY(host::check_memory(exec, {&gate, &up, &y}));
   if (exec.device == Device::cuda) return detail::cuda_swiglu_forward(args, exec);
+  if (exec.device == Device::cpu) {
+    if (auto status = detail::cpu_swiglu_forward(args)) return *status;
+  }
   return host::run_cpu("swiglu_forward", [&] {
     if (args.rows == 0 || args.n == 0) return;
     const std::vector<double> g =
@@ -332,6 +336,9 @@ Status swiglu_backward(const SwigluBackwardArgs& in, const Exec& exec) {
   ACTLOSS_TRY(host::check_no_overlap_except_in_place(d_up, up, {&gate, &dy}));
   ACTLOSS_TRY(host::check_memory(exec, {&gate, &up, &dy, &d_gate, &d_up}));
   if (exec.device == Device::cuda) return detail::cuda_swiglu_backward(args, exec);
+  if (exec.device == Device::cpu) {
+    if (auto status = detail::cpu_swiglu_backward(args)) return *status;
+  }
   return host::run_cpu("swiglu_backward", [&] {
     if (args.rows == 0 || args.n == 0) return;
     const std::int64_t rows = args.rows, n = args.n;
@@ -353,6 +360,9 @@ Status activation_forward(const ActivationForwardArgs& args, const ActivationOpt
   ForwardPlan plan;
   ACTLOSS_TRY(validate_forward(args, options, exec, plan));
   ACTLOSS_TRY(host::check_memory(exec, {&plan.x, &plan.y, &plan.relu_mask}));
+  if (exec.device == Device::cpu) {
+    if (auto status = detail::cpu_activation_forward(plan.args, options)) return *status;
+  }
   if (host::runs_on_host(exec.device)) return forward_on_cpu(plan.args, options);
   return detail::cuda_activation_forward(plan.args, options, exec);
 }
@@ -362,6 +372,9 @@ Status activation_backward(const ActivationBackwardArgs& args, const ActivationO
   BackwardPlan plan;
   ACTLOSS_TRY(validate_backward(args, options, exec, plan));
   ACTLOSS_TRY(host::check_memory(exec, {&plan.saved, &plan.dy, &plan.dx}));
+  if (exec.device == Device::cpu) {
+    if (auto status = detail::cpu_activation_backward(plan.args, options)) return *status;
+  }
   if (host::runs_on_host(exec.device)) return backward_on_cpu(plan.args, options);
   return detail::cuda_activation_backward(plan.args, options, exec);
 }

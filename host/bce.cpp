@@ -11,6 +11,7 @@
 #include <actloss/bce.h>
 
 #include "host/backend.h"
+#include "host/cpu/backend.h"
 #include "host/cpu_path.h"
 #include "host/validate.h"
 
@@ -218,6 +219,9 @@ Status run(Pass pass, const BceArgs& args, const BceOptions& options, const Exec
   ACTLOSS_TRY(host::check_memory(exec, {&plan.logits, &plan.targets, &plan.pos_weight,
                                         &plan.weight, &plan.loss, &plan.grad,
                                         &plan.upstream_grad, &workspace}));
+  if (exec.device == Device::cpu) {
+    if (auto status = detail::cpu_bce_with_logits(pass, plan.args, options)) return *status;
+  }
   if (host::runs_on_host(exec.device)) return run_on_cpu(pass, plan, options);
   return detail::cuda_bce_with_logits(pass, plan.args, options, exec);
 }

@@ -15,6 +15,7 @@
 #include <cstring>
 
 #include "host/backend.h"
+#include "host/cpu/backend.h"
 #include "host/cpu_path.h"
 #include "host/half.h"
 #include "host/validate.h"
@@ -386,6 +387,11 @@ Status run(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOptions& o
       exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse,
              &plan.stats, &plan.saved_stats, &plan.grad, &plan.upstream_grad, &plan.predicted,
              &plan.accuracy, &workspace}));
+  if (exec.device == Device::cpu) {
+    // Out-of-range targets are refused before the backend writes anything.
+    ACTLOSS_TRY(check_class_targets(plan, options));
+    if (auto status = detail::cpu_cross_entropy(pass, plan.args, options)) return *status;
+  }
   if (host::runs_on_host(exec.device)) return run_on_cpu(pass, plan, options);
   return detail::cuda_cross_entropy(pass, plan.args, options, exec);
 }

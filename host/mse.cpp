@@ -9,6 +9,7 @@
 #include <actloss/mse.h>
 
 #include "host/backend.h"
+#include "host/cpu/backend.h"
 #include "host/cpu_path.h"
 #include "host/validate.h"
 
@@ -135,6 +136,9 @@ Status run(Pass pass, const MseArgs& args, const MseOptions& options, const Exec
   ACTLOSS_TRY(host::check_memory(
       exec, {&plan.input, &plan.target, &plan.loss, &plan.grad, &plan.upstream_grad,
              &workspace}));
+  if (exec.device == Device::cpu) {
+    if (auto status = detail::cpu_mse(pass, plan.args, options)) return *status;
+  }
   if (host::runs_on_host(exec.device)) return run_on_cpu(pass, plan, options);
   return detail::cuda_mse(pass, plan.args, options, exec);
 }

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "host/backend.h"
+#include "host/cpu/backend.h"
 #include "host/cpu_path.h"
 #include "host/validate.h"
 
@@ -70,6 +71,9 @@ Status softmax_forward(const SoftmaxForwardArgs& in, const SoftmaxOptions& optio
   if (exec.device == Device::cuda) {
     return detail::cuda_softmax_forward(args, options, exec);
   }
+  if (exec.device == Device::cpu) {
+    if (auto status = detail::cpu_softmax_forward(args, options)) return *status;
+  }
   return host::run_cpu("softmax_forward", [&] {
     if (args.rows == 0) return;
     const std::vector<double> xs = host::gather(
@@ -104,6 +108,9 @@ Status softmax_backward(const SoftmaxBackwardArgs& in, const SoftmaxOptions& opt
   ACTLOSS_TRY(host::check_memory(exec, {&y, &dy, &dx}));
   if (exec.device == Device::cuda) {
     return detail::cuda_softmax_backward(args, options, exec);
+  }
+  if (exec.device == Device::cpu) {
+    if (auto status = detail::cpu_softmax_backward(args, options)) return *status;
   }
   return host::run_cpu("softmax_backward", [&] {
     if (args.rows == 0) return;

@@ -1,6 +1,7 @@
 #include <actloss/actloss.h>
 
 #include "host/backend.h"
+#include "host/cpu/backend.h"
 #include "host/validate.h"
 
 #ifndef ACTLOSS_VERSION_STRING
@@ -73,6 +74,8 @@ const char* build_info() {
   return "actloss " ACTLOSS_VERSION_STRING " (cpu)";
 #endif
 }
+
+const char* cpu_backend() { return detail::cpu_backend_description(); }
 
 bool cuda_backend_built() {
 #ifdef ACTLOSS_WITH_CUDA

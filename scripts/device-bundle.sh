@@ -15,7 +15,7 @@ find build/nvcc-sm90 -type f -perm -u+x \( -name '*_tests' -o -name '*_bench*' -
   -not -path '*/CMakeFiles/*' -exec cp {} "$bundle/" \;
 for exe in "$bundle"/*; do
   [[ -f $exe ]] || continue
-  ldd "$exe" | awk '/=> \// {print $3}' | grep -E 'libbenchmark|libgtest|libgmock' |
+  ldd "$exe" | awk '/=> \// {print $3}' | grep -E 'libbenchmark|libgtest|libgmock|libhwy|libdnnl|libOpenCL' |
     xargs -r -I{} cp -L {} "$bundle/lib/" || true
 done
 git rev-parse HEAD >"$bundle/COMMIT" 2>/dev/null || echo unknown >"$bundle/COMMIT"

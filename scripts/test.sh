@@ -132,8 +132,11 @@ if run_stage consumer; then
   fi
   "$prefix/consumer-by-hand"
   static_runtime=()
+  if grep -q 'actloss_WITH_HIGHWAY ON' "$(find "$prefix" -name actlossConfig.cmake -print -quit)"; then
+    static_runtime+=(-lhwy)
+  fi
   if grep -q 'actloss_CUDA_BACKEND "NVCC"' "$(find "$prefix" -name actlossConfig.cmake -print -quit)"; then
-    static_runtime=(-L"$(dirname "$(command -v nvcc)")/../lib64" -lcudart_static -ldl -lrt)
+    static_runtime+=(-L"$(dirname "$(command -v nvcc)")/../lib64" -lcudart_static -ldl -lrt)
   fi
   c++ -std=c++20 tests/consumer/consumer.cpp -I"$prefix/include" "$libdir/libactloss.a" \
     "${static_runtime[@]}" -pthread -o "$prefix/consumer-static-by-hand"

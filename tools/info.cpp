@@ -54,6 +54,7 @@ int info() {
   table.add_row({"backends", backend_text()});
   const DeviceDescription cpu = describe_device(Device::cpu);
   table.add_row({"cpu", cpu.name + ", " + cpu.detail});
+  table.add_row({"cpu backend", cpu_backend()});
   table.add_row({"cpu bandwidth", bandwidth_text(Device::cpu)});
   table.add_row({"cpu peers", peers_text(Device::cpu)});
   if (cuda_backend_built()) {

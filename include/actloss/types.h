@@ -38,9 +38,9 @@ enum class Reduction : std::uint8_t { none, sum, mean };
 
 // Where an op runs. `cuda`: the GPU kernels, on device memory. `reference`: the float64
 // reference on the CPU, the oracle every backend is tested against, kept reachable so that
-// kernels of your own can be checked against it. `cpu`: actloss's CPU path on host memory; today
-// that is the same float64 reference, and a faster float32 backend may take its place op by op,
-// within the accuracy the kernels are held to, while `reference` stays the oracle.
+// kernels of your own can be checked against it. `cpu`: actloss's SIMD CPU backend on host memory
+// (see cpu_backend()): float32 math held to the kernels' accuracy, threaded, results the same
+// bits on any thread count; a call it does not cover runs the reference.
 enum class Device : std::uint8_t { cpu, cuda, reference };
 
 // Size in bytes of one element of `dtype`; 0 for a value outside the enum.
@@ -167,5 +167,11 @@ const char* build_info();
 
 // True when this build can run ops with Device::cuda (real CUDA or the simulator).
 bool cuda_backend_built();
+
+// What Device::cpu runs on, e.g. "Highway AVX3, 16 threads": the SIMD instruction set chosen for
+// this processor at run time (one binary carries SSE4, AVX2 and AVX-512 code) and the number of
+// threads (ACTLOSS_CPU_THREADS, read once, else every hardware thread); or "float64 reference"
+// in a build without Highway. The pointer stays valid until this thread calls it again.
+const char* cpu_backend();
 
 }  // namespace actloss

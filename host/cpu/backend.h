@@ -1,0 +1,61 @@
+// The seam between the public entry points (host/<op>.cpp) and the SIMD CPU backend (host/cpu/,
+// built with Highway when it is found). Called for Device::cpu only, after validation succeeded,
+// with the arguments normalised as for the CUDA backend (explicit strides, rows_per_batch set).
+//
+// Each entry point returns std::nullopt for a call it does not cover; the caller then runs the
+// float64 reference, which covers every call. What each covers is stated beside it. In a build
+// without Highway (host/no_simd/) every entry point returns std::nullopt.
+//
+// The backend's contract is the kernels': float32 math with float64 accumulation where accuracy
+// needs it, the stable formulas of the kernels, every output rounded once to its dtype, nothing
+// written before validation, and sums and means that are the same bits on any thread count (work
+// is cut by size, and partial results are combined in a fixed order).
+#pragma once
+
+#include <optional>
+
+#include <actloss/actloss.h>
+
+#include "host/backend.h"
+
+namespace actloss::detail {
+
+// "Highway <target>, <n> threads" (the instruction set chosen for this processor at run time),
+// or "float64 reference" without Highway.
+const char* cpu_backend_description();
+
+// Test hook: restricts Highway's run-time choice to the targets in `mask` (Highway's HWY_*
+// bits; 0 restores every target this processor supports), so that tests can run each compiled
+// target this machine can execute. Returns false without Highway.
+bool cpu_set_simd_targets_for_testing(std::int64_t mask);
+// The compiled targets this processor can run, as Highway's bits (0 without Highway).
+std::int64_t cpu_runnable_simd_targets();
+// Highway's name of one target bit.
+const char* cpu_simd_target_name(std::int64_t target);
+
+// Test hook: every later call uses `threads` threads (0: the default, ACTLOSS_CPU_THREADS or the
+// number of hardware threads).
+void cpu_set_threads_for_testing(int threads);
+
+// All activations, every dtype, stride and the relu mask.
+std::optional<Status> cpu_activation_forward(const ActivationForwardArgs& args,
+                                             const ActivationOptions& options);
+std::optional<Status> cpu_activation_backward(const ActivationBackwardArgs& args,
+                                              const ActivationOptions& options);
+std::optional<Status> cpu_swiglu_forward(const SwigluForwardArgs& args);
+std::optional<Status> cpu_swiglu_backward(const SwigluBackwardArgs& args);
+
+// Softmax and log-softmax, forward and backward, every dtype and batched layout.
+std::optional<Status> cpu_softmax_forward(const SoftmaxForwardArgs& args,
+                                          const SoftmaxOptions& options);
+std::optional<Status> cpu_softmax_backward(const SoftmaxBackwardArgs& args,
+                                           const SoftmaxOptions& options);
+
+// Losses, each pass as the CUDA backend's.
+std::optional<Status> cpu_cross_entropy(Pass pass, const CrossEntropyArgs& args,
+                                        const CrossEntropyOptions& options);
+std::optional<Status> cpu_bce_with_logits(Pass pass, const BceArgs& args,
+                                          const BceOptions& options);
+std::optional<Status> cpu_mse(Pass pass, const MseArgs& args, const MseOptions& options);
+
+}  // namespace actloss::detail

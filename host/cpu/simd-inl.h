@@ -1,0 +1,134 @@
+// Per-target helpers of the CPU backend: typed loads and stores of float32 vectors from and to
+// the API's dtypes, rounding once (nearest even) on the way out. Included by every host/cpu file
+// compiled once per Highway target (foreach_target), hence the toggling include guard.
+#if defined(ACTLOSS_HOST_CPU_SIMD_INL_H_) == defined(HWY_TARGET_TOGGLE)
+#ifdef ACTLOSS_HOST_CPU_SIMD_INL_H_
+#undef ACTLOSS_HOST_CPU_SIMD_INL_H_
+#else
+#define ACTLOSS_HOST_CPU_SIMD_INL_H_
+#endif
+
+#include <hwy/highway.h>
+
+#include <cstdint>
+#include <cstring>
+
+#include "host/half.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace actloss::cpu::HWY_NAMESPACE {
+namespace hn = hwy::HWY_NAMESPACE;
+
+using FloatTag = hn::ScalableTag<float>;
+using FloatVec = hn::Vec<FloatTag>;
+
+// Storage types of DType::f32, f16 and bf16 (raw bits for the 16-bit ones).
+struct Bf16 {
+  std::uint16_t bits;
+};
+struct Half {
+  std::uint16_t bits;
+};
+
+// Calls body(T* tag), T the storage type of `dtype` (the pointer is null), so one templated
+// loop serves the three dtypes without a branch per element.
+template <class Body>
+HWY_INLINE decltype(auto) with_storage(DType dtype, Body&& body) {
+  switch (dtype) {
+    case DType::f16: return body(static_cast<Half*>(nullptr));
+    case DType::bf16: return body(static_cast<Bf16*>(nullptr));
+    case DType::f32:
+    default: return body(static_cast<float*>(nullptr));
+  }
+}
+
+// F16C converts exactly in both directions; Highway's emulation on older targets truncates and
+// saturates, so without F16C the 16-bit floats go through the scalar conversions.
+#if HWY_TARGET <= HWY_AVX2 && HWY_ARCH_X86
+#define ACTLOSS_CPU_F16_VECTOR 1
+#else
+#define ACTLOSS_CPU_F16_VECTOR 0
+#endif
+
+HWY_INLINE FloatVec load_floats(FloatTag d, const float* p) { return hn::LoadU(d, p); }
+
+HWY_INLINE FloatVec load_floats(FloatTag d, const Bf16* p) {
+  const hn::Rebind<std::uint16_t, FloatTag> d16;
+  const hn::RebindToUnsigned<FloatTag> d32;
+  const auto bits = hn::PromoteTo(d32, hn::LoadU(d16, reinterpret_cast<const std::uint16_t*>(p)));
+  return hn::BitCast(d, hn::ShiftLeft<16>(bits));
+}
+
+HWY_INLINE FloatVec load_floats(FloatTag d, const Half* p) {
+#if ACTLOSS_CPU_F16_VECTOR
+  const hn::Rebind<hwy::float16_t, FloatTag> d16;
+  return hn::PromoteTo(d, hn::LoadU(d16, reinterpret_cast<const hwy::float16_t*>(p)));
+#else
+  HWY_ALIGN float widened[hn::MaxLanes(d)];
+  for (size_t i = 0; i < hn::Lanes(d); ++i) widened[i] = host::half_bits_to_float(p[i].bits);
+  return hn::Load(d, widened);
+#endif
+}
+
+HWY_INLINE void store_floats(FloatTag d, FloatVec v, float* p) { hn::StoreU(v, d, p); }
+
+HWY_INLINE void store_floats(FloatTag d, FloatVec v, Bf16* p) {
+  // Round to nearest even on the bits; a NaN keeps its sign and top payload bits, made quiet.
+  const hn::RebindToUnsigned<FloatTag> du;
+  const hn::RebindToSigned<FloatTag> di;
+  const hn::Rebind<std::uint16_t, FloatTag> d16;
+  const auto bits = hn::BitCast(du, v);
+  const auto odd = hn::And(hn::ShiftRight<16>(bits), hn::Set(du, 1));
+  const auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(du, 0x7FFF), odd)));
+  const auto quiet_nan = hn::Or(hn::ShiftRight<16>(bits), hn::Set(du, 0x40));
+  const auto narrowed = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), quiet_nan, rounded);
+  hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, narrowed)), d16,
+             reinterpret_cast<std::uint16_t*>(p));
+}
+
+HWY_INLINE void store_floats(FloatTag d, FloatVec v, Half* p) {
+#if ACTLOSS_CPU_F16_VECTOR
+  const hn::Rebind<hwy::float16_t, FloatTag> d16;
+  hn::StoreU(hn::DemoteTo(d16, v), d16, reinterpret_cast<hwy::float16_t*>(p));
+#else
+  HWY_ALIGN float values[hn::MaxLanes(d)];
+  hn::Store(v, d, values);
+  for (size_t i = 0; i < hn::Lanes(d); ++i) p[i].bits = host::float_to_half_bits(values[i]);
+#endif
+}
+
+// The first `count` (< Lanes) elements, the other lanes 0.
+template <class T>
+HWY_INLINE FloatVec load_floats_partial(FloatTag d, const T* p, size_t count) {
+  HWY_ALIGN T staged[hn::MaxLanes(FloatTag())];
+  std::memset(staged, 0, sizeof staged);
+  std::memcpy(staged, p, count * sizeof(T));
+  return load_floats(d, staged);
+}
+
+// Stores the first `count` (< Lanes) lanes; nothing past them is touched.
+template <class T>
+HWY_INLINE void store_floats_partial(FloatTag d, FloatVec v, T* p, size_t count) {
+  HWY_ALIGN T staged[hn::MaxLanes(FloatTag())];
+  store_floats(d, v, staged);
+  std::memcpy(p, staged, count * sizeof(T));
+}
+
+// Scalar access for the odd element.
+HWY_INLINE float load_float(const float* p) { return *p; }
+HWY_INLINE float load_float(const Bf16* p) { return host::bf16_bits_to_float(p->bits); }
+HWY_INLINE float load_float(const Half* p) { return host::half_bits_to_float(p->bits); }
+
+// Sum of all lanes in double, lane order fixed: the same bits on every run of one target.
+HWY_INLINE double sum_lanes_double(FloatTag d, FloatVec v) {
+  HWY_ALIGN float lanes[hn::MaxLanes(FloatTag())];
+  hn::Store(v, d, lanes);
+  double total = 0.0;
+  for (size_t i = 0; i < hn::Lanes(d); ++i) total += lanes[i];
+  return total;
+}
+
+}  // namespace actloss::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#endif  // ACTLOSS_HOST_CPU_SIMD_INL_H_
