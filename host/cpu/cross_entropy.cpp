@@ -1,10 +1,683 @@
+// Softmax cross-entropy on the CPU backend: forward, backward, and both in one pass, with every
+// option of include/actloss/cross_entropy.h.
+//
+// The math is the CUDA kernel's (cuda/cross_entropy.cu), row by row:
+//   1. the (softcapped) row x' and its max m, in one read of the logits; x' is kept in a
+//      per-thread float buffer when it differs from what memory holds (softcap, 16-bit logits);
+//   2. s = sum_c exp(x'_c - m) = 1 + rest, the first maximum's exact 1 kept out of `rest`, which
+//      is summed in double, so log s = log1p(rest) keeps the relative accuracy of a confident
+//      row's tiny loss; the exponentials stay in the buffer for the gradient;
+//   3. the loss  A log1p(rest) + a_y (m - x'_y) + sum_c a'_c (m - x'_c) + z lse^2, written relative
+//      to m in double (logits up to +-3e38 stay finite), and the gradient
+//      ((A + 2 z lse) p_c - a_c) * multiplier * softcap slope, written once per element.
+// Backward takes m and log s from the forward's row statistics, as the kernel does.
+//
+// Rows are cut into tasks of a fixed number of rows (by size, never by thread count); each task
+// sums its rows' losses in double in row order, and the tasks' sums are added in task order: the
+// same bits on any number of threads.
+#ifndef ACTLOSS_HOST_CPU_CROSS_ENTROPY_ONCE
+#define ACTLOSS_HOST_CPU_CROSS_ENTROPY_ONCE
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <type_traits>
+#include <vector>
+
 #include "host/cpu/backend.h"
+#include "host/cpu/thread_pool.h"
+#include "host/half.h"
+
+namespace actloss::cpu {
+
+using detail::Pass;
+
+// Everything a row needs that is the same for the whole call, worked out once on the host.
+struct CrossEntropyCall {
+  Pass pass = Pass::forward;
+  std::int64_t rows = 0, classes = 0, rows_per_batch = 1;
+
+  const void* logits = nullptr;
+  DType logits_dtype = DType::f32;
+  std::int64_t logits_row_stride = 0, logits_batch_stride = 0;
+
+  const void* targets = nullptr;
+  TargetKind target_kind = TargetKind::class_index_i64;
+  DType target_dtype = DType::f32;
+  std::int64_t target_row_stride = 0, target_batch_stride = 0;
+
+  const float* class_weight = nullptr;
+  double class_weight_sum = 0.0;  // sum_c w_c (classes when unweighted)
+
+  std::int64_t ignore_index = -100;
+  float smoothing = 0.0f, z_loss = 0.0f, softcap = 0.0f;
+
+  bool want_loss = false;      // row losses are needed
+  float* row_loss = nullptr;   // Reduction::none
+  float* lse = nullptr;
+  CrossEntropyRowStats* stats = nullptr;
+  std::int64_t* predicted = nullptr;
+  const CrossEntropyRowStats* saved_stats = nullptr;
+
+  void* grad = nullptr;
+  DType grad_dtype = DType::f32;
+  std::int64_t grad_row_stride = 0, grad_batch_stride = 0;
+  const float* upstream = nullptr;
+  bool upstream_per_row = false;
+  double denominator = 1.0;  // of the mean (1 otherwise); 0 when every row is ignored
+  double grad_factor = 1.0;  // grad_scale / denominator, 0 for a zero denominator
+
+  std::int64_t start_of(std::int64_t row, std::int64_t row_stride,
+                        std::int64_t batch_stride) const {
+    return (row / rows_per_batch) * batch_stride + (row % rows_per_batch) * row_stride;
+  }
+  bool soft() const { return target_kind == TargetKind::probabilities; }
+  std::int64_t class_target(std::int64_t row) const {
+    const std::int64_t index = start_of(row, 1, target_batch_stride);
+    if (target_kind == TargetKind::class_index_i32) {
+      std::int32_t value;
+      std::memcpy(&value, static_cast<const std::int32_t*>(targets) + index, sizeof value);
+      return value;
+    }
+    std::int64_t value;
+    std::memcpy(&value, static_cast<const std::int64_t*>(targets) + index, sizeof value);
+    return value;
+  }
+};
+
+// What a task of rows hands back.
+struct CrossEntropyTaskResult {
+  double loss_sum = 0.0;
+  std::int64_t counted = 0, correct = 0;  // token accuracy: rows not ignored, and hits
+};
+
+}  // namespace actloss::cpu
+
+#endif  // ACTLOSS_HOST_CPU_CROSS_ENTROPY_ONCE
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "host/cpu/cross_entropy.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+#include <hwy/contrib/math/math-inl.h>
+
+#include "host/cpu/simd-inl.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace actloss::cpu::HWY_NAMESPACE {
+namespace {
+
+constexpr float kInf = std::numeric_limits<float>::infinity();
+
+using DoubleTag = hn::Repartition<double, FloatTag>;
+using HalfTag = hn::Half<FloatTag>;
+using DoubleVec = hn::Vec<DoubleTag>;
+
+// Adds the lanes of v to `sum` in double, without a float rounding on the way.
+HWY_INLINE DoubleVec add_promoted(DoubleVec sum, FloatVec v) {
+  const HalfTag dh;
+  const DoubleTag dd;
+  sum = hn::Add(sum, hn::PromoteTo(dd, hn::LowerHalf(dh, v)));
+  return hn::Add(sum, hn::PromoteTo(dd, hn::UpperHalf(dh, v)));
+}
+
+// sum_lanes(coefficient * (m - x)) in double: m - x is exact there and cannot overflow.
+HWY_INLINE DoubleVec add_gaps(DoubleVec sum, FloatVec coefficient, float m, FloatVec x) {
+  const HalfTag dh;
+  const DoubleTag dd;
+  const DoubleVec vm = hn::Set(dd, static_cast<double>(m));
+  const DoubleVec gap_lo = hn::Sub(vm, hn::PromoteTo(dd, hn::LowerHalf(dh, x)));
+  const DoubleVec gap_hi = hn::Sub(vm, hn::PromoteTo(dd, hn::UpperHalf(dh, x)));
+  sum = hn::MulAdd(hn::PromoteTo(dd, hn::LowerHalf(dh, coefficient)), gap_lo, sum);
+  return hn::MulAdd(hn::PromoteTo(dd, hn::UpperHalf(dh, coefficient)), gap_hi, sum);
+}
+
+HWY_INLINE double sum_double_lanes(DoubleVec v) {
+  const DoubleTag dd;
+  HWY_ALIGN double lanes[hn::MaxLanes(DoubleTag())];
+  hn::Store(v, dd, lanes);
+  double total = 0.0;
+  for (size_t i = 0; i < hn::Lanes(dd); ++i) total += lanes[i];
+  return total;
+}
+
+// exp(t) for t <= 0 with NaN kept (Highway's Exp returns 0 for NaN).
+HWY_INLINE FloatVec exp_keeping_nan(FloatTag d, FloatVec t) {
+  return hn::IfThenElse(hn::IsNaN(t), t, hn::Exp(d, t));
+}
+
+// x' = cap tanh(x / cap) and its slope sech^2(x / cap), as the kernel forms them: tanh|u| =
+// -e / (2 + e) with e = expm1(-2|u|), sech^2 u = 4 E / (1 + E)^2 with E = exp(-2|u|); both keep
+// full relative accuracy at either end, where 1 - tanh^2 would cancel to 0.
+HWY_INLINE FloatVec softcapped(FloatTag d, FloatVec x, float cap) {
+  const FloatVec u = hn::Div(x, hn::Set(d, cap));
+  const FloatVec e = hn::Expm1(d, hn::Mul(hn::Set(d, -2.0f), hn::Abs(u)));
+  const FloatVec magnitude = hn::Div(hn::Neg(e), hn::Add(hn::Set(d, 2.0f), e));
+  return hn::IfThenElse(hn::IsNaN(u), u, hn::Mul(hn::Set(d, cap), hn::CopySign(magnitude, u)));
+}
+HWY_INLINE FloatVec softcap_slope(FloatTag d, FloatVec x, float cap) {
+  const FloatVec u = hn::Div(x, hn::Set(d, cap));
+  const FloatVec big_e = hn::Exp(d, hn::Mul(hn::Set(d, -2.0f), hn::Abs(u)));
+  const FloatVec one_plus = hn::Add(hn::Set(d, 1.0f), big_e);
+  const FloatVec slope = hn::Div(hn::Mul(hn::Set(d, 4.0f), big_e), hn::Mul(one_plus, one_plus));
+  return hn::IfThenElse(hn::IsNaN(u), u, slope);
+}
+
+// Per-thread scratch: one row of floats (x', then the exponentials).
+std::vector<float>& row_buffer() {
+  thread_local std::vector<float> buffer;
+  return buffer;
+}
+
+template <class TX, class TG>
+class RowKernel {
+ public:
+  explicit RowKernel(const CrossEntropyCall& call) : c_(call), d_() {
+    lanes_ = static_cast<std::int64_t>(hn::Lanes(d_));
+    const bool needs_buffer = c_.softcap != 0.0f || !std::is_same_v<TX, float> ||
+                              c_.pass == Pass::forward_backward;
+    if (needs_buffer) {
+      std::vector<float>& buffer = row_buffer();
+      // Padded to whole vectors, so that loops over it need no tail.
+      const auto wanted = static_cast<std::size_t>(c_.classes + lanes_);
+      if (buffer.size() < wanted) buffer.resize(wanted);
+      buffer_ = buffer.data();
+    }
+  }
+
+  void run(std::int64_t row, CrossEntropyTaskResult& result) {
+    const TX* logits = static_cast<const TX*>(c_.logits) +
+                       c_.start_of(row, c_.logits_row_stride, c_.logits_batch_stride);
+    const std::int64_t classes = c_.classes;
+
+    // Which row this is: a class target (ignored or active) or a probability row.
+    std::int64_t y = -1;
+    bool ignored = false;
+    if (!c_.soft()) {
+      y = c_.class_target(row);
+      ignored = y == c_.ignore_index;
+      if (ignored) y = -1;
+    }
+    const float smooth = c_.smoothing / static_cast<float>(classes);
+    const float eps = c_.smoothing;
+    const float hard_coefficient =
+        y >= 0 ? (1.0f - eps) * (c_.class_weight != nullptr ? c_.class_weight[y] : 1.0f) : 0.0f;
+    const float coefficient_sum = row_coefficient_sum(row, ignored, hard_coefficient, smooth);
+
+    if (c_.pass == Pass::backward) {
+      backward_row(row, logits, y, ignored, hard_coefficient, smooth, coefficient_sum);
+      return;
+    }
+
+    // 1. x' and its max; a NaN counts as +inf there, so m = +inf flags both (rare) cases.
+    const float* xs = load_capped(logits);
+    float m = -kInf, raw_max = -kInf;
+    bool non_finite = false;
+    row_max(xs, logits, m, raw_max, non_finite);
+    bool nan_row = false;
+    if (non_finite) {
+      // Rare: find out which, and the max of the non-NaN values (what the stats keep).
+      m = -kInf;
+      for (std::int64_t c = 0; c < classes; ++c) {
+        const float x = xs[c];
+        if (std::isnan(x)) {
+          nan_row = true;
+        } else if (x > m) {
+          m = x;
+        }
+      }
+      if (m == kInf) nan_row = true;
+    }
+    if (c_.predicted != nullptr) {
+      const std::int64_t best = predicted_class(logits, raw_max, nan_row && has_nan(logits));
+      c_.predicted[row] = best;
+      if (!c_.soft() && !ignored) {
+        ++result.counted;
+        if (best == y) ++result.correct;
+      }
+    }
+
+    // 2. rest = s - 1 and the loss terms.
+    const bool no_mass = !nan_row && m == -kInf;
+    const bool fused = c_.pass == Pass::forward_backward;
+    const bool need_terms = c_.want_loss && !ignored && (c_.soft() || eps != 0.0f);
+    // Taken before the exponentials may overwrite x' in the buffer.
+    const float target_x = y >= 0 ? xs[y] : 0.0f;
+    double rest = -1.0, terms = 0.0;
+    if (nan_row) {
+      rest = std::numeric_limits<double>::quiet_NaN();
+    } else if (!no_mass) {
+      rest = exponentials(xs, m, row, fused ? buffer_ : nullptr, need_terms, terms);
+    }
+    const double log_s = nan_row ? rest : (no_mass ? -INFINITY : std::log1p(rest));
+    const float log_s_f = static_cast<float>(log_s);
+    const float lse = m + log_s_f;
+
+    double loss = 0.0;
+    if (c_.want_loss && !ignored) {
+      if (no_mass) {
+        loss = coefficient_sum > 0.0f ? INFINITY : (coefficient_sum < 0.0f ? -INFINITY : 0.0);
+        if (c_.z_loss != 0.0f) loss += INFINITY;
+      } else {
+        loss = times(coefficient_sum, log_s_f) + times_gap(hard_coefficient, m, target_x);
+        if (c_.z_loss != 0.0f) {
+          loss += static_cast<double>(c_.z_loss) * static_cast<double>(lse) * lse;
+        }
+        if (need_terms) loss += (c_.soft() ? 1.0 : static_cast<double>(smooth)) * terms;
+      }
+    }
+    if (c_.lse != nullptr) c_.lse[row] = lse;
+    if (c_.stats != nullptr) c_.stats[row] = CrossEntropyRowStats{m, log_s_f};
+    if (c_.row_loss != nullptr) c_.row_loss[row] = host::double_to_float(loss);
+    result.loss_sum += loss;
+
+    if (fused) {
+      const float inv_sum = no_mass ? 0.0f : 1.0f / (1.0f + static_cast<float>(rest));
+      gradient(row, logits, buffer_, /*shift=*/0.0f, y, ignored, nan_row || log_s_f != log_s_f,
+               no_mass, lse, inv_sum, hard_coefficient, smooth, coefficient_sum);
+    }
+  }
+
+ private:
+  static double times(float coefficient, float value) {
+    return coefficient == 0.0f && value == value ? 0.0
+                                                 : static_cast<double>(coefficient) * value;
+  }
+  static double times_gap(float coefficient, float m, float x) {
+    const double gap = static_cast<double>(m) - static_cast<double>(x);
+    return coefficient == 0.0f && gap == gap ? 0.0 : static_cast<double>(coefficient) * gap;
+  }
+
+  // A = sum_c a_c: closed form for class targets, a pass over the targets for probabilities.
+  float row_coefficient_sum(std::int64_t row, bool ignored, float hard_coefficient,
+                            float smooth) const {
+    if (!c_.soft()) {
+      if (ignored) return 0.0f;
+      return hard_coefficient +
+             (c_.smoothing != 0.0f ? smooth * static_cast<float>(c_.class_weight_sum) : 0.0f);
+    }
+    return with_storage(c_.target_dtype, [&](auto* tag) {
+      using TQ = std::remove_pointer_t<decltype(tag)>;
+      const TQ* q = static_cast<const TQ*>(c_.targets) +
+                    c_.start_of(row, c_.target_row_stride, c_.target_batch_stride);
+      DoubleVec sum = hn::Zero(DoubleTag());
+      for_each_vector([&](std::int64_t c, std::int64_t count) {
+        const FloatVec a = coefficients(q, c, count, smooth);
+        sum = add_promoted(sum, a);
+      });
+      return static_cast<float>(sum_double_lanes(sum));
+    });
+  }
+
+  // a_c of probability targets, w_c ((1 - eps) q_c + eps / C), at columns [c, c + count); lanes
+  // past the row are 0.
+  template <class TQ>
+  FloatVec coefficients(const TQ* q, std::int64_t c, std::int64_t count, float smooth) const {
+    const FloatVec qv = load(q + c, count, 0.0f);
+    FloatVec a = hn::MulAdd(hn::Set(d_, 1.0f - c_.smoothing), qv, hn::Set(d_, smooth));
+    if (c_.class_weight != nullptr) a = hn::Mul(a, load(c_.class_weight + c, count, 0.0f));
+    return hn::IfThenElseZero(hn::FirstN(d_, static_cast<size_t>(count)), a);
+  }
+
+  // Calls body(c, count) for the row's vectors: count = Lanes except for the last.
+  template <class Body>
+  void for_each_vector(Body&& body) const {
+    const std::int64_t classes = c_.classes;
+    std::int64_t c = 0;
+    for (; c + lanes_ <= classes; c += lanes_) body(c, lanes_);
+    if (c < classes) body(c, classes - c);
+  }
+
+  // count elements at p as floats; lanes past count get `fill`.
+  template <class T>
+  FloatVec load(const T* p, std::int64_t count, float fill) const {
+    if (count == lanes_) return load_floats(d_, p);
+    const FloatVec v = load_floats_partial(d_, p, static_cast<size_t>(count));
+    return hn::IfThenElse(hn::FirstN(d_, static_cast<size_t>(count)), v, hn::Set(d_, fill));
+  }
+
+  // x' of the row: the logits themselves for f32 without softcap, else the buffer filled with
+  // the (capped) values in float.
+  const float* load_capped(const TX* logits) {
+    if constexpr (std::is_same_v<TX, float>) {
+      if (c_.softcap == 0.0f) return logits;
+    }
+    for_each_vector([&](std::int64_t c, std::int64_t count) {
+      FloatVec x = load(logits + c, count, 0.0f);
+      if (c_.softcap != 0.0f) x = softcapped(d_, x, c_.softcap);
+      hn::StoreU(x, d_, buffer_ + c);
+    });
+    return buffer_;
+  }
+
+  void row_max(const float* xs, const TX* logits, float& m, float& raw_max,
+               bool& non_finite) const {
+    const FloatVec inf = hn::Set(d_, kInf);
+    FloatVec top = hn::Set(d_, -kInf), raw_top = hn::Set(d_, -kInf);
+    const bool capped = c_.softcap != 0.0f;
+    for_each_vector([&](std::int64_t c, std::int64_t count) {
+      const FloatVec x = load(xs + c, count, -kInf);
+      top = hn::Max(top, hn::IfThenElse(hn::IsNaN(x), inf, x));
+      if (capped && c_.predicted != nullptr) {
+        const FloatVec raw = load(logits + c, count, -kInf);
+        raw_top = hn::Max(raw_top, hn::IfThenElse(hn::IsNaN(raw), inf, raw));
+      }
+    });
+    m = hn::GetLane(hn::MaxOfLanes(d_, top));
+    raw_max = capped ? hn::GetLane(hn::MaxOfLanes(d_, raw_top)) : m;
+    non_finite = m == kInf;
+  }
+
+  bool has_nan(const TX* logits) const {
+    for (std::int64_t c = 0; c < c_.classes; ++c) {
+      if (std::isnan(load_float(logits + c))) return true;
+    }
+    return false;
+  }
+
+  // torch.argmax of the raw logits: the first NaN, else the first maximum.
+  std::int64_t predicted_class(const TX* logits, float raw_max, bool any_nan) const {
+    for (std::int64_t c = 0; c < c_.classes; ++c) {
+      const float x = load_float(logits + c);
+      if (any_nan ? std::isnan(x) : x == raw_max) return c;
+    }
+    return 0;
+  }
+
+  // rest = sum of exp(x'_c - m) but the first maximum's 1, in double; the exponentials go to
+  // `keep` when given; `terms` gets sum_c a'_c (m - x'_c) when asked (a' = w for class targets
+  // with smoothing, a for probabilities).
+  double exponentials(const float* xs, float m, std::int64_t row, float* keep, bool need_terms,
+                      double& terms) const {
+    const FloatVec vm = hn::Set(d_, m);
+    DoubleVec rest = hn::Zero(DoubleTag());
+    DoubleVec term_sum = hn::Zero(DoubleTag());
+    FloatVec ties = hn::Zero(d_);
+    const float smooth = c_.smoothing / static_cast<float>(c_.classes);
+    auto body = [&](auto* q_tag) {
+      using TQ = std::remove_pointer_t<decltype(q_tag)>;
+      const TQ* q = c_.soft() ? static_cast<const TQ*>(c_.targets) +
+                                    c_.start_of(row, c_.target_row_stride, c_.target_batch_stride)
+                              : nullptr;
+      for_each_vector([&](std::int64_t c, std::int64_t count) {
+        const FloatVec x = load(xs + c, count, -kInf);
+        const auto top = hn::Eq(x, vm);
+        const FloatVec e = hn::Exp(d_, hn::Sub(x, vm));
+        rest = add_promoted(rest, hn::IfThenZeroElse(top, e));
+        ties = hn::Add(ties, hn::IfThenElseZero(top, hn::Set(d_, 1.0f)));
+        if (keep != nullptr) hn::StoreU(e, d_, keep + c);
+        if (need_terms) {
+          FloatVec weight;
+          if (c_.soft()) {
+            weight = coefficients(q, c, count, smooth);
+          } else {
+            weight = c_.class_weight != nullptr ? load(c_.class_weight + c, count, 0.0f)
+                                                : hn::Set(d_, 1.0f);
+            weight = hn::IfThenElseZero(hn::FirstN(d_, static_cast<size_t>(count)), weight);
+          }
+          // Lanes past the row hold x = -inf with weight 0: masked to a zero gap.
+          const FloatVec x_in_row = hn::IfThenElse(hn::FirstN(d_, static_cast<size_t>(count)), x, vm);
+          term_sum = add_gaps(term_sum, weight, m, x_in_row);
+        }
+      });
+    };
+    if (c_.soft()) {
+      with_storage(c_.target_dtype, body);
+    } else {
+      body(static_cast<float*>(nullptr));
+    }
+    terms = sum_double_lanes(term_sum);
+    // Every maximum but the first adds its 1.
+    return sum_double_lanes(rest) + (static_cast<double>(hn::GetLane(hn::SumOfLanes(d_, ties))) - 1.0);
+  }
+
+  void backward_row(std::int64_t row, const TX* logits, std::int64_t y, bool ignored,
+                    float hard_coefficient, float smooth, float coefficient_sum) {
+    const CrossEntropyRowStats saved = c_.saved_stats[row];
+    const float m = saved.max;
+    const float log_s = saved.log_sum;
+    const bool no_mass = m == -kInf;
+    const float lse = m + log_s;
+    // An all -inf row saved m = -inf: shifting by +inf instead makes every exp(x' - shift) 0.
+    const float shift = no_mass ? kInf : m;
+    gradient(row, logits, nullptr, shift, y, ignored, m != m || log_s != log_s, no_mass, lse,
+             std::exp(-log_s), hard_coefficient, smooth, coefficient_sum);
+  }
+
+  // Writes the row's gradient: ((A + 2 z lse) / s * p'_c - a_c) * multiplier * slope_c, with the
+  // exponentials from `exps` (fused) or computed as exp(x'_c - shift) (backward).
+  void gradient(std::int64_t row, const TX* logits, const float* exps, float shift,
+                std::int64_t y, bool ignored, bool nan_row, bool no_mass, float lse,
+                float inv_sum, float hard_coefficient, float smooth, float coefficient_sum) {
+    TG* out = static_cast<TG*>(c_.grad) +
+              c_.start_of(row, c_.grad_row_stride, c_.grad_batch_stride);
+    const bool zero_grad = ignored || c_.denominator == 0.0;
+    if (zero_grad) {
+      for_each_vector([&](std::int64_t c, std::int64_t count) {
+        store(out + c, count, hn::Zero(d_));
+      });
+      return;
+    }
+    const float upstream =
+        c_.upstream != nullptr ? c_.upstream[c_.upstream_per_row ? row : 0] : 1.0f;
+    const float multiplier =
+        nan_row ? NAN : static_cast<float>(static_cast<double>(upstream) * c_.grad_factor);
+    const float prob_factor =
+        coefficient_sum + (c_.z_loss != 0.0f ? 2.0f * c_.z_loss * lse : 0.0f);
+    const FloatVec prob_scale = hn::Set(d_, prob_factor * inv_sum * multiplier);
+    const FloatVec target_step = hn::Set(d_, multiplier * hard_coefficient);
+    const FloatVec smooth_step = hn::Set(d_, multiplier * smooth);
+    const FloatVec vmultiplier = hn::Set(d_, multiplier);
+    const FloatVec vshift = hn::Set(d_, shift);
+    const bool capped = c_.softcap != 0.0f;
+    const bool smoothing = c_.smoothing != 0.0f;
+    const hn::RebindToSigned<FloatTag> di;
+    const auto lane_index = hn::Iota(di, 0);
+
+    auto body = [&](auto* q_tag) {
+      using TQ = std::remove_pointer_t<decltype(q_tag)>;
+      const TQ* q = c_.soft() ? static_cast<const TQ*>(c_.targets) +
+                                    c_.start_of(row, c_.target_row_stride, c_.target_batch_stride)
+                              : nullptr;
+      for_each_vector([&](std::int64_t c, std::int64_t count) {
+        FloatVec e;
+        FloatVec slope = hn::Set(d_, 1.0f);
+        if (exps != nullptr) {
+          e = no_mass || nan_row ? hn::Zero(d_) : hn::LoadU(d_, exps + c);
+          if (capped) slope = softcap_slope(d_, load(logits + c, count, 0.0f), c_.softcap);
+        } else {
+          const FloatVec raw = load(logits + c, count, 0.0f);
+          FloatVec x = raw;
+          if (capped) {
+            x = softcapped(d_, raw, c_.softcap);
+            slope = softcap_slope(d_, raw, c_.softcap);
+          }
+          e = exp_keeping_nan(d_, hn::Sub(x, vshift));
+        }
+        // The p_c terms are exactly 0 where p_c is: the factor may be infinite (z-loss of an
+        // all -inf row).
+        const FloatVec probability_part =
+            hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d_)), hn::Mul(prob_scale, e));
+        FloatVec step;
+        if (c_.soft()) {
+          step = hn::Mul(vmultiplier, coefficients(q, c, count, smooth));
+        } else {
+          step = hn::Zero(d_);
+          if (smoothing) {
+            step = c_.class_weight != nullptr
+                       ? hn::Mul(smooth_step, load(c_.class_weight + c, count, 0.0f))
+                       : smooth_step;
+          }
+          if (y >= c && y < c + count) {
+            const auto at_target =
+                hn::RebindMask(d_, hn::Eq(lane_index, hn::Set(di, static_cast<int>(y - c))));
+            step = hn::Add(step, hn::IfThenElseZero(at_target, target_step));
+          }
+          if (nan_row) step = hn::Set(d_, NAN);
+        }
+        store(out + c, count, hn::Mul(hn::Sub(probability_part, step), slope));
+      });
+    };
+    if (c_.soft()) {
+      with_storage(c_.target_dtype, body);
+    } else {
+      body(static_cast<float*>(nullptr));
+    }
+  }
+
+  void store(TG* p, std::int64_t count, FloatVec v) const {
+    if (count == lanes_) {
+      store_floats(d_, v, p);
+    } else {
+      store_floats_partial(d_, v, p, static_cast<size_t>(count));
+    }
+  }
+
+  const CrossEntropyCall& c_;
+  FloatTag d_;
+  std::int64_t lanes_ = 1;
+  float* buffer_ = nullptr;
+};
+
+}  // namespace
+
+// Rows [first, end) of the call.
+CrossEntropyTaskResult CrossEntropyRows(const CrossEntropyCall& call, std::int64_t first,
+                                        std::int64_t end) {
+  CrossEntropyTaskResult result;
+  with_storage(call.logits_dtype, [&](auto* x_tag) {
+    using TX = std::remove_pointer_t<decltype(x_tag)>;
+    with_storage(call.grad_dtype, [&](auto* g_tag) {
+      using TG = std::remove_pointer_t<decltype(g_tag)>;
+      RowKernel<TX, TG> kernel(call);
+      for (std::int64_t row = first; row < end; ++row) kernel.run(row, result);
+    });
+  });
+  return result;
+}
+
+}  // namespace actloss::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace actloss::cpu {
+
+HWY_EXPORT(CrossEntropyRows);
+
+namespace {
+
+// Rows per task: about 64K elements, so that a task amortises the pool's hand-off and a small
+// call stays on one thread; fixed by the shape alone.
+std::int64_t rows_per_task(std::int64_t classes) {
+  constexpr std::int64_t kElementsPerTask = std::int64_t{1} << 16;
+  return std::max<std::int64_t>(1, kElementsPerTask / std::max<std::int64_t>(classes, 1));
+}
+
+CrossEntropyCall make_call(Pass pass, const CrossEntropyArgs& args,
+                           const CrossEntropyOptions& options) {
+  CrossEntropyCall call;
+  call.pass = pass;
+  call.rows = args.rows;
+  call.classes = args.classes;
+  call.rows_per_batch = args.rows_per_batch > 0 ? args.rows_per_batch : std::max<std::int64_t>(args.rows, 1);
+  call.logits = args.logits;
+  call.logits_dtype = args.logits_dtype;
+  call.logits_row_stride = args.logits_row_stride;
+  call.logits_batch_stride = args.logits_batch_stride;
+  call.targets = args.targets;
+  call.target_kind = args.target_kind;
+  call.target_dtype = args.target_dtype;
+  call.target_row_stride = args.target_row_stride;
+  call.target_batch_stride = args.target_batch_stride;
+  call.class_weight = args.class_weight;
+  call.ignore_index = options.ignore_index;
+  call.smoothing = options.label_smoothing;
+  call.z_loss = options.z_loss;
+  call.softcap = options.softcap;
+  const bool writes_forward = pass != Pass::backward;
+  call.want_loss = writes_forward && args.loss != nullptr;
+  call.row_loss = call.want_loss && options.reduction == Reduction::none ? args.loss : nullptr;
+  call.lse = writes_forward ? args.lse : nullptr;
+  call.stats = writes_forward ? args.stats : nullptr;
+  call.predicted = writes_forward ? args.predicted : nullptr;
+  call.saved_stats = pass == Pass::backward ? args.saved_stats : nullptr;
+  call.grad = pass != Pass::forward ? args.grad : nullptr;
+  call.grad_dtype = args.grad_dtype;
+  call.grad_row_stride = args.grad_row_stride;
+  call.grad_batch_stride = args.grad_batch_stride;
+  call.upstream = args.upstream_grad;
+  call.upstream_per_row = options.reduction == Reduction::none;
+
+  double class_weight_sum = static_cast<double>(args.classes);
+  if (args.class_weight != nullptr) {
+    class_weight_sum = 0.0;
+    for (std::int64_t c = 0; c < args.classes; ++c) class_weight_sum += args.class_weight[c];
+  }
+  call.class_weight_sum = class_weight_sum;
+
+  if (options.reduction == Reduction::mean) {
+    if (call.soft()) {
+      call.denominator = static_cast<double>(args.rows);
+    } else {
+      double weight_sum = 0.0;
+      for (std::int64_t row = 0; row < args.rows; ++row) {
+        const std::int64_t y = call.class_target(row);
+        if (y == options.ignore_index) continue;
+        weight_sum += args.class_weight != nullptr ? args.class_weight[y] : 1.0;
+      }
+      call.denominator = weight_sum;
+    }
+  }
+  call.grad_factor = call.denominator == 0.0 ? 0.0 : args.grad_scale / call.denominator;
+  return call;
+}
+
+}  // namespace
+}  // namespace actloss::cpu
 
 namespace actloss::detail {
 
-std::optional<Status> cpu_cross_entropy(Pass, const CrossEntropyArgs&,
-                                        const CrossEntropyOptions&) {
-  return std::nullopt;
+std::optional<Status> cpu_cross_entropy(Pass pass, const CrossEntropyArgs& args,
+                                        const CrossEntropyOptions& options) {
+  if (args.rows == 0) return std::nullopt;  // the reference writes the empty call's outputs
+  try {
+    const cpu::CrossEntropyCall call = cpu::make_call(pass, args, options);
+    const std::int64_t per_task = cpu::rows_per_task(args.classes);
+    const std::int64_t tasks = (args.rows + per_task - 1) / per_task;
+    std::vector<cpu::CrossEntropyTaskResult> results(static_cast<std::size_t>(tasks));
+    cpu::parallel_for(tasks, [&](std::int64_t task) {
+      const std::int64_t first = task * per_task;
+      const std::int64_t end = std::min(args.rows, first + per_task);
+      results[static_cast<std::size_t>(task)] =
+          HWY_DYNAMIC_DISPATCH(cpu::CrossEntropyRows)(call, first, end);
+    });
+    double loss_sum = 0.0;
+    std::int64_t counted = 0, correct = 0;
+    for (const cpu::CrossEntropyTaskResult& result : results) {
+      loss_sum += result.loss_sum;
+      counted += result.counted;
+      correct += result.correct;
+    }
+    if (call.want_loss && options.reduction != Reduction::none) {
+      double loss = loss_sum;
+      if (options.reduction == Reduction::mean) {
+        loss = call.denominator == 0.0 ? 0.0 : loss_sum / call.denominator;
+      }
+      *args.loss = host::double_to_float(loss);
+    }
+    if (pass != Pass::backward && args.accuracy != nullptr && args.predicted != nullptr) {
+      *args.accuracy = counted == 0 ? 0.0f
+                                    : static_cast<float>(static_cast<double>(correct) /
+                                                         static_cast<double>(counted));
+    }
+    return Status{};
+  } catch (const std::bad_alloc&) {
+    return Status(StatusCode::unsupported, "",
+                  "cross_entropy: out of host memory for the CPU backend's row buffers");
+  }
 }
 
 }  // namespace actloss::detail
+#endif  // HWY_ONCE

@@ -44,6 +44,7 @@ HWY_INLINE decltype(auto) with_storage(DType dtype, Body&& body) {
 
 // F16C converts exactly in both directions; Highway's emulation on older targets truncates and
 // saturates, so without F16C the 16-bit floats go through the scalar conversions.
+#undef ACTLOSS_CPU_F16_VECTOR
 #if HWY_TARGET <= HWY_AVX2 && HWY_ARCH_X86
 #define ACTLOSS_CPU_F16_VECTOR 1
 #else
@@ -64,7 +65,7 @@ HWY_INLINE FloatVec load_floats(FloatTag d, const Half* p) {
   const hn::Rebind<hwy::float16_t, FloatTag> d16;
   return hn::PromoteTo(d, hn::LoadU(d16, reinterpret_cast<const hwy::float16_t*>(p)));
 #else
-  HWY_ALIGN float widened[hn::MaxLanes(d)];
+  HWY_ALIGN float widened[hn::MaxLanes(FloatTag())];
   for (size_t i = 0; i < hn::Lanes(d); ++i) widened[i] = host::half_bits_to_float(p[i].bits);
   return hn::Load(d, widened);
 #endif
@@ -72,7 +73,7 @@ HWY_INLINE FloatVec load_floats(FloatTag d, const Half* p) {
 
 HWY_INLINE void store_floats(FloatTag d, FloatVec v, float* p) { hn::StoreU(v, d, p); }
 
-HWY_INLINE void store_floats(FloatTag d, FloatVec v, Bf16* p) {
+HWY_INLINE void store_floats(FloatTag, FloatVec v, Bf16* p) {
   // Round to nearest even on the bits; a NaN keeps its sign and top payload bits, made quiet.
   const hn::RebindToUnsigned<FloatTag> du;
   const hn::RebindToSigned<FloatTag> di;
@@ -91,7 +92,7 @@ HWY_INLINE void store_floats(FloatTag d, FloatVec v, Half* p) {
   const hn::Rebind<hwy::float16_t, FloatTag> d16;
   hn::StoreU(hn::DemoteTo(d16, v), d16, reinterpret_cast<hwy::float16_t*>(p));
 #else
-  HWY_ALIGN float values[hn::MaxLanes(d)];
+  HWY_ALIGN float values[hn::MaxLanes(FloatTag())];
   hn::Store(v, d, values);
   for (size_t i = 0; i < hn::Lanes(d); ++i) p[i].bits = host::float_to_half_bits(values[i]);
 #endif
@@ -125,6 +126,80 @@ HWY_INLINE double sum_lanes_double(FloatTag d, FloatVec v) {
   hn::Store(v, d, lanes);
   double total = 0.0;
   for (size_t i = 0; i < hn::Lanes(d); ++i) total += lanes[i];
+  return total;
+}
+
+// ---- Exponentials and float64 sums (softmax, the losses) ------------------------------------
+
+// Highway's Exp returns 0 for NaN and takes about 22 operations; the rows and losses need NaN
+// kept (the losses) or handled apart (softmax), and about 14 operations: exp(t) = 2^k e^r with
+// k = round(t log2 e) and r = t - k ln 2 (ln 2 in two parts, the first exact times any k here),
+// e^r = 1 + r + r^2 P(r) with Cephes' minimax P for |r| <= ln2 / 2: about 1 ulp. 2^k is applied
+// in two normal factors so that results below float's normal range are rounded once (their
+// absolute accuracy is what a tiny probability is judged by), and overflow gives +inf.
+namespace exp_detail {
+HWY_INLINE FloatVec exp_of_reduced(FloatTag d, FloatVec t, FloatVec k) {
+  FloatVec r = hn::MulAdd(k, hn::Set(d, -0.693145751953125f), t);
+  r = hn::MulAdd(k, hn::Set(d, -1.428606765330187045e-6f), r);
+  FloatVec p = hn::Set(d, 1.9875691500e-4f);
+  p = hn::MulAdd(p, r, hn::Set(d, 1.3981999507e-3f));
+  p = hn::MulAdd(p, r, hn::Set(d, 8.3334519073e-3f));
+  p = hn::MulAdd(p, r, hn::Set(d, 4.1665795894e-2f));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.6666665459e-1f));
+  p = hn::MulAdd(p, r, hn::Set(d, 5.0000001201e-1f));
+  return hn::Add(hn::MulAdd(hn::Mul(r, r), p, r), hn::Set(d, 1.0f));
+}
+}  // namespace exp_detail
+
+// exp(t) for t <= 0 (-inf included). NaN gives an unspecified value: callers look for NaN apart.
+HWY_INLINE FloatVec exp_nonpositive(FloatTag d, FloatVec t) {
+  const hn::RebindToSigned<FloatTag> di;
+  // exp(-104) is below half float's smallest subnormal: everything lower rounds to 0 too.
+  t = hn::Max(t, hn::Set(d, -104.0f));
+  // 1.5 * 2^23 puts round(t log2 e) in the low mantissa bits of the sum; the added 191 = 127 + 64
+  // makes those bits, shifted into the exponent field, the float 2^(k + 64) (k >= -150).
+  const FloatVec shifter = hn::Set(d, 12582912.0f + 191.0f);
+  const FloatVec biased = hn::MulAdd(t, hn::Set(d, 1.44269504088896341f), shifter);
+  const FloatVec k = hn::Sub(biased, shifter);
+  const FloatVec scale = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(di, biased)));
+  return hn::Mul(hn::Mul(exp_detail::exp_of_reduced(d, t, k), scale), hn::Set(d, 0x1p-64f));
+}
+
+// exp(t) for any t: +inf beyond float's range, NaN for NaN.
+HWY_INLINE FloatVec exp_any(FloatTag d, FloatVec t) {
+  const hn::RebindToSigned<FloatTag> di;
+  const FloatVec clamped = hn::Min(hn::Max(t, hn::Set(d, -104.0f)), hn::Set(d, 89.0f));
+  const FloatVec shifter = hn::Set(d, 12582912.0f);
+  const FloatVec biased = hn::MulAdd(clamped, hn::Set(d, 1.44269504088896341f), shifter);
+  const FloatVec k = hn::Sub(biased, shifter);
+  const auto k_int = hn::Sub(hn::BitCast(di, biased), hn::BitCast(di, shifter));
+  // 2^k as 2^(k/2) 2^(k - k/2), both normal for k in [-150, 129].
+  const auto half_k = hn::ShiftRight<1>(k_int);
+  const auto bias = hn::Set(di, 127);
+  const FloatVec scale1 = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(half_k, bias)));
+  const FloatVec scale2 = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(hn::Sub(k_int, half_k), bias)));
+  const FloatVec e = hn::Mul(hn::Mul(exp_detail::exp_of_reduced(d, clamped, k), scale1), scale2);
+  return hn::IfThenElse(hn::IsNaN(t), t, e);
+}
+
+using DoubleTag = hn::Repartition<double, FloatTag>;
+using DoubleVec = hn::Vec<DoubleTag>;
+
+// A float vector's lanes, widened to two double vectors (exact).
+HWY_INLINE DoubleVec lower_as_double(FloatTag, FloatVec v) {
+  return hn::PromoteTo(DoubleTag(), hn::LowerHalf(hn::Half<FloatTag>(), v));
+}
+HWY_INLINE DoubleVec upper_as_double(FloatTag, FloatVec v) {
+  return hn::PromoteTo(DoubleTag(), hn::UpperHalf(hn::Half<FloatTag>(), v));
+}
+
+// Sum of a double vector's lanes in lane order: the same bits on every run of one target.
+HWY_INLINE double sum_double_lanes(DoubleVec v) {
+  const DoubleTag dd;
+  HWY_ALIGN double lanes[hn::MaxLanes(DoubleTag())];
+  hn::Store(v, dd, lanes);
+  double total = 0.0;
+  for (size_t i = 0; i < hn::Lanes(dd); ++i) total += lanes[i];
   return total;
 }
 

@@ -1,0 +1,427 @@
+// The CPU backend's cross-entropy (host/cpu/cross_entropy.cpp) against the float64 reference
+// (Device::reference), on every Highway target this processor runs and on 1 and 3 threads:
+// every pass, dtype pair, option, target kind and layout, special values, and the thread-count
+// independence of reduced losses.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include <actloss/actloss.h>
+
+#include "host/half.h"
+#include "tests/api/cpu_backend_support.h"
+
+namespace api_test {
+namespace {
+
+using actloss::CrossEntropyArgs;
+using actloss::DType;
+using actloss::Device;
+using actloss::Reduction;
+using actloss::StatusCode;
+using actloss::CrossEntropyOptions;
+using actloss::CrossEntropyRowStats;
+using actloss::TargetKind;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr std::uint8_t kFill = 0xA5;  // an ordinary finite value in every dtype
+
+// Typed host storage: elements written through the library's exact conversions.
+struct Typed {
+  DType dtype = DType::f32;
+  std::vector<std::uint8_t> bytes;
+  Typed() = default;
+  Typed(DType type, std::int64_t elements)
+      : dtype(type), bytes(static_cast<std::size_t>(elements * actloss::dtype_size(type)), kFill) {}
+  void* data() { return bytes.data(); }
+  double get(std::int64_t i) const { return actloss::host::load_as_double(bytes.data(), dtype, i); }
+  void set(std::int64_t i, double v) { actloss::host::store_from_double(bytes.data(), dtype, i, v); }
+};
+
+struct Problem {
+  std::int64_t rows = 4, classes = 33;
+  std::int64_t rows_per_batch = 0;
+  std::int64_t pad = 0;  // extra elements after each row of logits and grad
+  DType logits_dtype = DType::f32, grad_dtype = DType::f32;
+  bool soft = false, weights = false, upstream = false, in_place = false;
+  DType target_dtype = DType::f32;
+  CrossEntropyOptions options;
+  float grad_scale = 1.0f;
+  std::vector<double> logits;           // rows x classes, before rounding to logits_dtype
+  std::vector<std::int64_t> classes_of;  // class targets
+};
+
+struct Outputs {
+  std::vector<float> loss, lse;
+  std::vector<CrossEntropyRowStats> stats;
+  std::vector<std::int64_t> predicted;
+  float accuracy = 0;
+  Typed grad;        // fused pass
+  Typed grad_back;   // backward pass from the forward's stats
+};
+
+Outputs run(const Problem& p, Device device) {
+  const std::int64_t stride = p.classes + p.pad;
+  Typed logits(p.logits_dtype, p.rows * stride);
+  for (std::int64_t r = 0; r < p.rows; ++r)
+    for (std::int64_t c = 0; c < p.classes; ++c)
+      logits.set(r * stride + c, p.logits[static_cast<std::size_t>(r * p.classes + c)]);
+  Typed probabilities(p.target_dtype, p.rows * p.classes);
+  if (p.soft) {
+    const std::vector<double> raw =
+        uniform_values(static_cast<std::size_t>(p.rows * p.classes), 0.0, 1.0, 7);
+    for (std::int64_t r = 0; r < p.rows; ++r) {
+      double total = 0;
+      for (std::int64_t c = 0; c < p.classes; ++c) total += raw[static_cast<std::size_t>(r * p.classes + c)];
+      for (std::int64_t c = 0; c < p.classes; ++c)
+        probabilities.set(r * p.classes + c, raw[static_cast<std::size_t>(r * p.classes + c)] / total);
+    }
+  }
+  std::vector<float> weight(static_cast<std::size_t>(p.classes));
+  for (std::size_t c = 0; c < weight.size(); ++c) weight[c] = 0.5f + 0.25f * static_cast<float>(c % 5);
+  const bool none = p.options.reduction == Reduction::none;
+  std::vector<float> upstream(static_cast<std::size_t>(none ? p.rows : 1));
+  for (std::size_t i = 0; i < upstream.size(); ++i) upstream[i] = 0.75f - 0.125f * static_cast<float>(i % 7);
+
+  Outputs out;
+  out.loss.assign(static_cast<std::size_t>(none ? p.rows : 1), -1.0f);
+  out.lse.assign(static_cast<std::size_t>(p.rows), -1.0f);
+  out.stats.assign(static_cast<std::size_t>(p.rows), CrossEntropyRowStats{-1, -1});
+  out.predicted.assign(static_cast<std::size_t>(p.rows), -1);
+  out.grad = Typed(p.grad_dtype, p.rows * stride);
+  out.grad_back = Typed(p.grad_dtype, p.rows * stride);
+
+  CrossEntropyArgs args;
+  args.rows = p.rows;
+  args.classes = p.classes;
+  args.rows_per_batch = p.rows_per_batch;
+  args.logits = logits.data();
+  args.logits_dtype = p.logits_dtype;
+  args.logits_row_stride = stride;
+  if (p.soft) {
+    args.target_kind = TargetKind::probabilities;
+    args.targets = probabilities.data();
+    args.target_dtype = p.target_dtype;
+  } else {
+    args.target_kind = TargetKind::class_index_i64;
+    args.targets = p.classes_of.data();
+  }
+  if (p.weights) args.class_weight = weight.data();
+  args.grad_dtype = p.grad_dtype;
+  args.grad_row_stride = stride;
+  args.grad_scale = p.grad_scale;
+  if (p.upstream) args.upstream_grad = upstream.data();
+  const actloss::Exec exec = device == Device::cpu ? cpu_exec() : reference_exec();
+
+  // Forward with every output, then backward from its stats.
+  CrossEntropyArgs forward = args;
+  forward.loss = out.loss.data();
+  forward.lse = out.lse.data();
+  forward.stats = out.stats.data();
+  forward.predicted = out.predicted.data();
+  if (!p.soft) forward.accuracy = &out.accuracy;
+  EXPECT_TRUE(actloss::cross_entropy_forward(forward, p.options, exec).ok());
+  CrossEntropyArgs backward = args;
+  backward.saved_stats = out.stats.data();
+  backward.grad = out.grad_back.data();
+  EXPECT_TRUE(actloss::cross_entropy_backward(backward, p.options, exec).ok());
+
+  // The fused pass, over the logits themselves when in place.
+  CrossEntropyArgs fused = args;
+  std::vector<float> fused_loss(out.loss.size());
+  fused.loss = fused_loss.data();
+  if (p.in_place) {
+    fused.grad = logits.data();
+    fused.grad_dtype = p.logits_dtype;
+  } else {
+    fused.grad = out.grad.data();
+  }
+  EXPECT_TRUE(actloss::cross_entropy_forward_backward(fused, p.options, exec).ok());
+  if (p.in_place) out.grad = logits;
+  // The fused pass's loss is the forward's, bit for bit: the same row math.
+  for (std::size_t i = 0; i < fused_loss.size(); ++i) {
+    EXPECT_EQ(std::memcmp(&fused_loss[i], &out.loss[i], sizeof(float)), 0)
+        << "fused loss " << i << ": " << fused_loss[i] << " vs " << out.loss[i];
+  }
+  return out;
+}
+
+// A bound on the size of the terms a gradient entry is the difference of: multiplier * A * p_c
+// and multiplier * a_c, with multiplier = grad_scale * upstream / denominator and A, a_c at most
+// the largest class weight (plus the z-loss's 2 z lse). The target class's entry is p_y - 1 times
+// that: its float rounding is relative to the terms, not to the (possibly tiny) difference.
+double grad_term_scale(const Problem& p, const Outputs& ref) {
+  const auto weight = [&](std::int64_t c) {
+    return p.weights ? 0.5 + 0.25 * static_cast<double>(c % 5) : 1.0;
+  };
+  double denominator = 1.0;
+  if (p.options.reduction == Reduction::mean) {
+    denominator = 0.0;
+    for (std::int64_t r = 0; r < p.rows; ++r) {
+      const std::int64_t y = p.classes_of[static_cast<std::size_t>(r)];
+      if (p.soft) {
+        denominator += 1.0;
+      } else if (y != p.options.ignore_index) {
+        denominator += weight(y);
+      }
+    }
+    if (denominator == 0.0) return 0.0;
+  }
+  double largest_lse = 0;
+  for (const float lse : ref.lse)
+    if (std::isfinite(lse)) largest_lse = std::max(largest_lse, std::fabs(static_cast<double>(lse)));
+  const double upstream = p.upstream ? 0.75 : 1.0;
+  const double coefficient = (p.weights ? 1.5 : 1.0) + 2.0 * p.options.z_loss * largest_lse;
+  return std::fabs(p.grad_scale) * upstream * coefficient / denominator;
+}
+
+// Tolerances. Losses: the backend forms each row's loss from float exponentials (1 ulp each,
+// summed in double) and log1p in double, then rounds once; 2^-21 relative is the project's goal
+// for an f32 loss against a float64 oracle, plus 2^-21 of the loss's scale (|lse| and the row's
+// largest gap) for the cancellation in lse - x_y, which neither side can avoid once the logits are
+// rounded to float. Gradients: the rounding of the output dtype (2^-24, 2^-11, 2^-8 relative)
+// over a few float operations, relative to each entry and to the terms it is the difference of
+// (grad_term_scale).
+double grad_rtol(DType dtype) {
+  switch (dtype) {
+    case DType::f16: return 0x1p-10;
+    case DType::bf16: return 0x1p-7;
+    default: return 0x1p-19;
+  }
+}
+
+void expect_close(double got, double want, double atol, double rtol, const std::string& what) {
+  if (std::isnan(want)) {
+    EXPECT_TRUE(std::isnan(got)) << what << ": got " << got << ", want NaN";
+    return;
+  }
+  if (std::isinf(want)) {
+    EXPECT_EQ(got, want) << what;
+    return;
+  }
+  EXPECT_LE(std::fabs(got - want), atol + rtol * std::fabs(want))
+      << what << ": got " << got << ", want " << want;
+}
+
+void compare(const Problem& p, const Outputs& cpu, const Outputs& ref) {
+  double scale = 0;  // the largest |logit|: the size of lse and of every gap
+  for (const double x : p.logits)
+    if (std::isfinite(x)) scale = std::max(scale, std::fabs(x));
+  for (std::size_t i = 0; i < ref.loss.size(); ++i) {
+    const double rows = p.options.reduction == Reduction::none ? 1.0 : static_cast<double>(p.rows);
+    expect_close(cpu.loss[i], ref.loss[i], 0x1p-21 * scale * rows * 4, 0x1p-21,
+                 "loss[" + std::to_string(i) + "]");
+  }
+  for (std::int64_t r = 0; r < p.rows; ++r) {
+    const auto i = static_cast<std::size_t>(r);
+    expect_close(cpu.lse[i], ref.lse[i], 0x1p-22 * scale, 0x1p-22, "lse[" + std::to_string(r) + "]");
+    EXPECT_EQ(cpu.predicted[i], ref.predicted[i]) << "predicted[" << r << "]";
+  }
+  if (!p.soft) {
+    EXPECT_EQ(cpu.accuracy, ref.accuracy);
+  }
+  const std::int64_t stride = p.classes + p.pad;
+  const double term_scale = grad_term_scale(p, ref);
+  for (const auto& [got, want, name] :
+       {std::tuple{&cpu.grad, &ref.grad, "fused grad"},
+        std::tuple{&cpu.grad_back, &ref.grad_back, "backward grad"}}) {
+    for (std::int64_t r = 0; r < p.rows; ++r) {
+      double row_max = 0;
+      for (std::int64_t c = 0; c < p.classes; ++c) {
+        const double v = want->get(r * stride + c);
+        if (std::isfinite(v)) row_max = std::max(row_max, std::fabs(v));
+      }
+      const double rtol = grad_rtol(got->dtype);
+      for (std::int64_t c = 0; c < p.classes; ++c) {
+        expect_close(got->get(r * stride + c), want->get(r * stride + c),
+                     rtol * std::max(row_max, term_scale), rtol,
+                     std::string(name) + "[" + std::to_string(r) + "][" + std::to_string(c) + "]");
+      }
+      // Padding between rows is never written (compared byte for byte).
+      for (std::int64_t c = p.classes; c < stride && !p.in_place; ++c) {
+        const auto size = static_cast<std::size_t>(actloss::dtype_size(got->dtype));
+        for (std::size_t b = 0; b < size; ++b) {
+          EXPECT_EQ(got->bytes[static_cast<std::size_t>(r * stride + c) * size + b], kFill)
+              << name << " padding of row " << r;
+        }
+      }
+    }
+  }
+}
+
+Problem random_problem(std::int64_t rows, std::int64_t classes, std::uint64_t seed,
+                       double spread = 8.0) {
+  Problem p;
+  p.rows = rows;
+  p.classes = classes;
+  p.logits = uniform_values(static_cast<std::size_t>(rows * classes), -spread, spread, seed);
+  p.classes_of.resize(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r)
+    p.classes_of[static_cast<std::size_t>(r)] = (r * 7919 + 3) % classes;
+  return p;
+}
+
+void check(const Problem& p) {
+  const Outputs ref = run(p, Device::reference);
+  for_each_simd_target([&] {
+    const Outputs cpu = run(p, Device::cpu);
+    compare(p, cpu, ref);
+  });
+}
+
+TEST(CpuCrossEntropy, ShapesAcrossVectorWidths) {
+  for (const std::int64_t classes : {1, 2, 7, 15, 16, 17, 33, 64, 1000}) {
+    SCOPED_TRACE("classes " + std::to_string(classes));
+    check(random_problem(5, classes, 11 + static_cast<std::uint64_t>(classes)));
+  }
+}
+
+TEST(CpuCrossEntropy, LongOddRow) {
+  Problem p = random_problem(2, 50257, 3);
+  p.options.reduction = Reduction::sum;
+  check(p);
+}
+
+TEST(CpuCrossEntropy, DtypesStridesInPlaceAndReductions) {
+  for (const DType x : {DType::f32, DType::f16, DType::bf16}) {
+    for (const DType g : {DType::f32, DType::f16, DType::bf16}) {
+      for (const Reduction reduction : {Reduction::none, Reduction::sum, Reduction::mean}) {
+        SCOPED_TRACE(std::string(actloss::to_string(x)) + "->" + actloss::to_string(g) + " " +
+                     std::to_string(static_cast<int>(reduction)));
+        Problem p = random_problem(6, 37, 5);
+        p.logits_dtype = x;
+        p.grad_dtype = g;
+        p.pad = 3;
+        p.options.reduction = reduction;
+        p.upstream = true;
+        p.grad_scale = 0.5f;
+        check(p);
+        if (x == g) {
+          p.in_place = true;
+          check(p);
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuCrossEntropy, EveryOption) {
+  for (const bool soft : {false, true}) {
+    for (const bool weights : {false, true}) {
+      for (const float smoothing : {0.0f, 0.1f, 1.0f}) {
+        for (const float z_loss : {0.0f, 1e-3f}) {
+          for (const float softcap : {0.0f, 5.0f}) {
+            SCOPED_TRACE(std::string(soft ? "soft" : "hard") + (weights ? " weights" : "") +
+                         " eps " + std::to_string(smoothing) + " z " + std::to_string(z_loss) +
+                         " cap " + std::to_string(softcap));
+            Problem p = random_problem(7, 45, 9);
+            p.soft = soft;
+            p.weights = weights;
+            p.options.label_smoothing = smoothing;
+            p.options.z_loss = z_loss;
+            p.options.softcap = softcap;
+            p.options.reduction = Reduction::mean;
+            if (!soft) p.classes_of[2] = p.options.ignore_index;
+            check(p);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(CpuCrossEntropy, SoftTargetsIn16Bit) {
+  for (const DType t : {DType::f16, DType::bf16}) {
+    Problem p = random_problem(3, 70, 21);
+    p.soft = true;
+    p.target_dtype = t;
+    p.options.label_smoothing = 0.2f;
+    check(p);
+  }
+}
+
+TEST(CpuCrossEntropy, BatchedRows) {
+  Problem p = random_problem(6, 19, 13);
+  p.rows_per_batch = 3;
+  p.pad = 2;
+  p.options.reduction = Reduction::sum;
+  check(p);
+}
+
+TEST(CpuCrossEntropy, SpecialValues) {
+  Problem p = random_problem(8, 21, 17);
+  const auto at = [&](std::int64_t r, std::int64_t c) -> double& {
+    return p.logits[static_cast<std::size_t>(r * p.classes + c)];
+  };
+  for (std::int64_t c = 0; c < p.classes; c += 2) at(0, c) = -kInf;  // a causal-style mask
+  p.classes_of[0] = 1;
+  for (std::int64_t c = 0; c < p.classes; ++c) at(1, c) = -kInf;       // nothing has mass
+  at(2, 5) = std::numeric_limits<double>::quiet_NaN();                  // NaN in, NaN out
+  at(3, 4) = kInf;                                                      // inf - inf
+  at(4, 0) = 3e38;                                                      // huge, finite loss
+  at(4, 1) = -3e38;
+  at(5, 3) = 60;                                                        // a confident row
+  p.classes_of[5] = 3;
+  for (std::int64_t c = 0; c < p.classes; ++c) at(6, c) = 1.0;          // ties everywhere
+  p.options.reduction = Reduction::none;
+  check(p);
+}
+
+TEST(CpuCrossEntropy, ConfidentRowKeepsItsSmallLossRelative) {
+  // Target logit 40 above the rest: the loss is about 20 exp(-40) = 8.5e-17, far below float's
+  // epsilon relative to lse; log1p of the rest keeps it to a few ulp.
+  Problem p = random_problem(1, 21, 23, 0.0);
+  p.logits[4] = 40.0;
+  p.classes_of[0] = 4;
+  p.options.reduction = Reduction::sum;
+  const Outputs ref = run(p, Device::reference);
+  for_each_simd_target([&] {
+    const Outputs cpu = run(p, Device::cpu);
+    EXPECT_GT(ref.loss[0], 0.0f);
+    EXPECT_NEAR(cpu.loss[0], ref.loss[0], 0x1p-21 * ref.loss[0]);
+  });
+}
+
+TEST(CpuCrossEntropy, ReducedLossIsTheSameBitsOnAnyThreadCount) {
+  // 300 rows of 1000 classes make several tasks; the loss must not depend on how many threads
+  // took them.
+  Problem p = random_problem(300, 1000, 29);
+  for (const Reduction reduction : {Reduction::sum, Reduction::mean}) {
+    p.options.reduction = reduction;
+    std::vector<float> losses;
+    for (const int threads : {1, 2, 3, 8}) {
+      SimdTargetScope scope(0, threads);
+      losses.push_back(run(p, Device::cpu).loss[0]);
+    }
+    for (const float loss : losses) EXPECT_EQ(std::memcmp(&loss, &losses[0], sizeof loss), 0);
+  }
+}
+
+TEST(CpuCrossEntropy, OutOfRangeTargetWritesNothing) {
+  Problem p = random_problem(3, 10, 31);
+  p.classes_of[1] = 10;
+  std::vector<float> loss(1, -1.0f), grad(30, -1.0f);
+  std::vector<float> logits(p.logits.begin(), p.logits.end());
+  CrossEntropyArgs args;
+  args.rows = p.rows;
+  args.classes = p.classes;
+  args.logits = logits.data();
+  args.targets = p.classes_of.data();
+  args.loss = loss.data();
+  args.grad = grad.data();
+  const actloss::Status status =
+      actloss::cross_entropy_forward_backward(args, CrossEntropyOptions{}, cpu_exec());
+  EXPECT_EQ(status.code(), StatusCode::out_of_range);
+  EXPECT_EQ(status.argument(), "targets");
+  EXPECT_EQ(loss[0], -1.0f);
+  for (const float g : grad) EXPECT_EQ(g, -1.0f);
+}
+
+}  // namespace
+}  // namespace api_test
