@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <cstdlib>
 #include <mutex>
+#include <pthread.h>
 #include <thread>
 #include <vector>
 
@@ -26,6 +27,10 @@ std::atomic<int> forced_threads{0};
 // generation number so a worker never runs the same batch twice or misses one.
 class Pool {
  public:
+  Pool() = default;
+  Pool(const Pool&) = delete;
+  Pool& operator=(const Pool&) = delete;
+  // Only a pool that never started a worker is destroyed (see pool()).
   ~Pool() {
     {
       std::lock_guard lock(mutex_);
@@ -112,9 +117,24 @@ class Pool {
   std::exception_ptr error_;
 };
 
+// Never destroyed: at exit the workers are left asleep rather than joined, so no exit path
+// (std::exit from another thread, static destructors of other libraries) waits on them. A
+// forked child has none of the parent's workers, so it starts a fresh pool on first use; the
+// parent's object is abandoned, since its std::thread handles name threads that do not exist
+// there.
+std::atomic<Pool*> current_pool{nullptr};
+std::once_flag fork_handler_registered;
+
 Pool& pool() {
-  static Pool instance;
-  return instance;
+  std::call_once(fork_handler_registered, [] {
+    pthread_atfork(nullptr, nullptr, [] { current_pool.store(nullptr); });
+  });
+  Pool* existing = current_pool.load();
+  if (existing != nullptr) return *existing;
+  auto* fresh = new Pool;
+  if (current_pool.compare_exchange_strong(existing, fresh)) return *fresh;
+  delete fresh;
+  return *existing;
 }
 
 }  // namespace

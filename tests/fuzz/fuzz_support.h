@@ -4,10 +4,11 @@
 // offset, misaligned; contents with NaN, infinities, huge and subnormal values), and checks:
 //  * the status is ok, or an error whose argument() names the field at fault;
 //  * on error, not one byte of any buffer changed;
-//  * the CPU path (Device::cpu) and the float64 oracle (Device::reference), each on its own copy
-//    of the same buffers, return the same status and leave the same bytes: on success the
-//    outputs agree and nothing else changed (today the two are one implementation; where the CPU
-//    path gets its own, this check becomes the documented tolerance);
+//  * the CPU backend (Device::cpu) and the float64 oracle (Device::reference), each on its own
+//    copy of the same buffers, return the same status, and on success neither writes a byte
+//    outside the buffers the target marks as outputs (the backend computes in float32 and the
+//    oracle in float64, so their outputs differ in the last bits: how close they come is the
+//    validation table's and the CPU backend tests' business);
 //  * nothing is read or written past a buffer: every buffer lies in one heap block whose end is
 //    the end of the last buffer, so AddressSanitizer stops an access one element past it, and
 //    bytes between buffers are compared like the buffers themselves.
@@ -317,8 +318,11 @@ void run_and_check(FuzzedDataProvider& in, const Buffers& buffers, const Call& c
   if (on_cpu.code() != on_reference.code() || on_cpu.argument() != on_reference.argument())
     fail("cpu and reference disagree: '" + on_cpu.message() + "' vs '" + on_reference.message() +
          "'");
-  if (std::memcmp(cpu, reference, initial.size()) != 0)
-    fail("cpu and reference wrote different bytes");
+  for (std::size_t i = 0; i < initial.size(); ++i) {
+    if (!buffers.outside_outputs(static_cast<std::int64_t>(i))) continue;
+    if (cpu[i] != initial[i]) fail("the CPU backend wrote byte " + std::to_string(i) + ", outside every output");
+    if (reference[i] != initial[i]) fail("the reference wrote byte " + std::to_string(i) + ", outside every output");
+  }
 #if defined(ACTLOSS_SIM)
   check_kernels(buffers, initial, on_cpu, call);
 #endif
