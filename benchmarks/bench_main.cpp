@@ -2,8 +2,15 @@
 // build found, on CPU always and on the GPU when one is present. Each benchmark reports
 //   bytes_per_second  the minimal byte count of benchmarks/byte_formulas.h over the time
 //   GB/s              the same, in decimal gigabytes per second
-//   copy_frac         GB/s as a fraction of a same-device copy measured by this run at start
-// and the JSON context carries the copy ceilings and the device names (plot.py reads them).
+//   copy_frac         GB/s as a fraction of a same-device copy measured by this run at start;
+//                     on CPU, of the higher of two copies: a one-thread memcpy and a streaming-
+//                     store copy split over the backend's threads (memory.h, CopyKind), since
+//                     the threaded backend can outrun memcpy and a fraction above 1 bounds
+//                     nothing
+// and the JSON context carries the copy ceilings and the device names (plot.py reads them):
+// actloss_cpu_copy_GBps is the ceiling copy_frac divides by, actloss_cpu_memcpy_GBps and
+// actloss_cpu_stream_copy_GBps the two copies, actloss_cpu_threads their thread count.
+// benchmarks/cpu_table.py sets each CPU row beside its oneDNN row from the same run.
 //
 // host_cost/<op>/checks:<PointerChecks> (CUDA): the host time one call takes to validate and
 // enqueue its work at a tiny shape, in us_per_call, with the pointer checks and without. The
@@ -72,6 +79,9 @@
 #include "benchmarks/support/workload.h"
 #if ACTLOSS_BENCH_LINEAR_CE
 #include "benchmarks/support/linear_cross_entropy.h"
+#endif
+#if ACTLOSS_BENCH_ONEDNN
+#include "benchmarks/support/peers.h"
 #endif
 #include "host/backend.h"
 #include "cuda/row_dispatch.h"
@@ -423,10 +433,19 @@ int main(int argc, char** argv) {
   }
 #endif
   try {
-    const CopyCeiling cpu = measure_copy_ceiling(Device::cpu, default_copy_bytes(Device::cpu), 5);
+    const CpuCopyCeilings cpu =
+        measure_cpu_copy_ceilings(default_copy_bytes(Device::cpu), 5);
     benchmark::AddCustomContext("actloss_cpu", describe_device(Device::cpu).name);
-    benchmark::AddCustomContext("actloss_cpu_copy_GBps", gbps(cpu.bytes_per_second));
-    register_set(Device::cpu, SetSize::full, cpu.bytes_per_second);
+    benchmark::AddCustomContext("actloss_cpu_copy_GBps", gbps(cpu.best_bytes_per_second()));
+    benchmark::AddCustomContext("actloss_cpu_memcpy_GBps", gbps(cpu.plain.bytes_per_second));
+    benchmark::AddCustomContext("actloss_cpu_stream_copy_GBps",
+                                gbps(cpu.streaming.bytes_per_second));
+    benchmark::AddCustomContext("actloss_cpu_stream_store", streaming_store_text());
+    benchmark::AddCustomContext("actloss_cpu_threads", std::to_string(cpu_threads()));
+#if ACTLOSS_BENCH_ONEDNN
+    benchmark::AddCustomContext("actloss_onednn", peers::onednn_version());
+#endif
+    register_set(Device::cpu, SetSize::full, cpu.best_bytes_per_second());
 
     const bool gpu = cuda_device_present() && (!simulated_cuda() || sim_gpu);
     if (gpu) {

@@ -7,12 +7,18 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <latch>
 #include <limits>
 #include <new>
 #include <stdexcept>
+#include <thread>
 #include <utility>
 
 #include "host/half.h"
+
+#if defined(__SSE2__)
+#include <immintrin.h>
+#endif
 
 #if ACTLOSS_BENCH_CUDA
 #include <cuda_runtime_api.h>
@@ -364,33 +370,222 @@ std::size_t default_copy_bytes(Device device) {
   return simulated_cuda() ? std::size_t{8} << 20 : std::size_t{1} << 30;
 }
 
-CopyCeiling measure_copy_ceiling(Device device, std::size_t bytes, int repeats) {
-  Buffer source(device, bytes);
-  Buffer destination(device, bytes);
+int cpu_threads() {
+  static const int threads = [] {
+    if (const char* text = std::getenv("ACTLOSS_CPU_THREADS")) {
+      char* end = nullptr;
+      const long value = std::strtol(text, &end, 10);
+      if (end != text && *end == '\0' && value > 0)
+        return static_cast<int>(std::min(value, 1024L));
+    }
+    return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  }();
+  return threads;
+}
+
+namespace {
+
+// The widest streaming store the compiler may emit here. Chosen at compile time: the support
+// library is built without -march, so this is SSE2's 16 bytes unless the flags say more. The
+// width matters little: the stores of a line combine in the core's write-combining buffer
+// before they go to memory, whatever their size.
+#if defined(__AVX512F__)
+using StreamVector = __m512i;
+StreamVector stream_load(const char* p) { return _mm512_loadu_si512(p); }
+void stream_store(char* p, StreamVector v) {
+  _mm512_stream_si512(reinterpret_cast<StreamVector*>(p), v);
+}
+constexpr const char* kStreamStore = "64-byte _mm512_stream_si512";
+#elif defined(__AVX__)
+using StreamVector = __m256i;
+StreamVector stream_load(const char* p) {
+  return _mm256_loadu_si256(reinterpret_cast<const StreamVector*>(p));
+}
+void stream_store(char* p, StreamVector v) {
+  _mm256_stream_si256(reinterpret_cast<StreamVector*>(p), v);
+}
+constexpr const char* kStreamStore = "32-byte _mm256_stream_si256";
+#elif defined(__SSE2__)
+using StreamVector = __m128i;
+StreamVector stream_load(const char* p) {
+  return _mm_loadu_si128(reinterpret_cast<const StreamVector*>(p));
+}
+void stream_store(char* p, StreamVector v) {
+  _mm_stream_si128(reinterpret_cast<StreamVector*>(p), v);
+}
+constexpr const char* kStreamStore = "16-byte _mm_stream_si128";
+#else
+constexpr const char* kStreamStore = "memcpy (no x86 streaming stores in this build)";
+#endif
+
+// One thread's share of the streaming copy.
+void stream_copy(char* destination, const char* source, std::size_t bytes) {
+#if defined(__SSE2__)
+  constexpr std::size_t kWidth = sizeof(StreamVector);
+  // A streaming store faults on an unaligned address: the bytes before the first aligned one
+  // and those after the last whole vector go through memcpy.
+  const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(destination) % kWidth;
+  const std::size_t head = std::min(bytes, misalignment == 0 ? 0 : kWidth - misalignment);
+  std::memcpy(destination, source, head);
+  destination += head;
+  source += head;
+  bytes -= head;
+  // Four loads before four stores: the loads of a group are in flight together rather than each
+  // waiting behind the store before it.
+  constexpr std::size_t kGroup = 4 * kWidth;
+  std::size_t done = 0;
+  for (; done + kGroup <= bytes; done += kGroup) {
+    const StreamVector a = stream_load(source + done);
+    const StreamVector b = stream_load(source + done + kWidth);
+    const StreamVector c = stream_load(source + done + 2 * kWidth);
+    const StreamVector d = stream_load(source + done + 3 * kWidth);
+    stream_store(destination + done, a);
+    stream_store(destination + done + kWidth, b);
+    stream_store(destination + done + 2 * kWidth, c);
+    stream_store(destination + done + 3 * kWidth, d);
+  }
+  for (; done + kWidth <= bytes; done += kWidth)
+    stream_store(destination + done, stream_load(source + done));
+  std::memcpy(destination + done, source + done, bytes - done);
+  // Streaming stores are weakly ordered and may still sit in write-combining buffers: the fence
+  // makes them visible before the thread reports done, so the clock stops after the last byte.
+  _mm_sfence();
+#else
+  std::memcpy(destination, source, bytes);
+#endif
+}
+
+// One timed streaming copy over `threads` threads, the caller's included. Each thread takes one
+// contiguous slice, cut at cache-line multiples so that no two threads write the same line.
+// The threads are started before the clock and joined after it.
+double timed_streaming_copy(char* destination, const char* source, std::size_t bytes,
+                            int threads) {
+  constexpr std::size_t kLine = 64;
+  const auto count = static_cast<std::size_t>(std::max(threads, 1));
+  const std::size_t share = bytes / count / kLine * kLine;
+  auto slice_start = [&](std::size_t i) { return i >= count ? bytes : share * i; };
+  std::latch go(1);
+  std::latch done(static_cast<std::ptrdiff_t>(count));
+  auto work = [&](std::size_t i) {
+    go.wait();
+    const std::size_t begin = slice_start(i);
+    stream_copy(destination + begin, source + begin, slice_start(i + 1) - begin);
+    done.count_down();
+  };
+  std::vector<std::thread> workers;
+  workers.reserve(count - 1);
+  try {
+    for (std::size_t i = 1; i < count; ++i) workers.emplace_back(work, i);
+  } catch (...) {
+    // The threads already started are waiting for `go`: let them finish before rethrowing.
+    go.count_down();
+    for (std::thread& worker : workers) worker.join();
+    throw;
+  }
+  const double start = now_seconds();
+  go.count_down();
+  work(0);
+  done.wait();
+  const double seconds = now_seconds() - start;
+  for (std::thread& worker : workers) worker.join();
+  return seconds;
+}
+
+struct CopyBuffers {
+  Buffer source;
+  Buffer destination;
+};
+
+CopyBuffers touched_buffers(Device device, std::size_t bytes) {
+  CopyBuffers b{Buffer(device, bytes), Buffer(device, bytes)};
   // Touch both first: the first write to fresh pages (CPU) or a fresh allocation is not what a
   // steady-state copy costs.
-  source.fill_bytes(1);
-  destination.fill_bytes(2);
-  Timer timer(device);
-  double best = std::numeric_limits<double>::infinity();
-  for (int i = 0; i < std::max(repeats, 1); ++i) {
-    timer.start();
-    if (device == Device::cpu) {
-      std::memcpy(destination.data(), source.data(), bytes);
-      asm volatile("" : : "r"(destination.data()) : "memory");
-    } else {
-#if ACTLOSS_BENCH_CUDA
-      BENCH_CUDA(cudaMemcpyAsync(destination.data(), source.data(), bytes, cudaMemcpyDeviceToDevice,
-                                 stream()));
-#endif
-    }
-    best = std::min(best, timer.stop_seconds());
+  if (device == Device::cpu) {
+    // Bytes that differ from place to place, repeating at a prime period, so that a slice copied
+    // to the wrong offset shows in check_streaming_copy().
+    std::vector<std::uint8_t> pattern(4099);
+    Random random(7);
+    for (std::uint8_t& byte : pattern) byte = static_cast<std::uint8_t>(random.next());
+    fill_tiled(b.source, pattern);
+  } else {
+    b.source.fill_bytes(1);
   }
+  b.destination.fill_bytes(2);
+  return b;
+}
+
+// The streaming copy is this file's own code: a slip in its slicing or its head and tail would
+// go unseen and make the ceiling too high, so its last result is compared with the source.
+void check_streaming_copy(const CopyBuffers& b) {
+  if (std::memcmp(b.destination.data(), b.source.data(), b.source.bytes()) != 0)
+    throw std::runtime_error("the streaming copy ceiling's copy does not match its source");
+}
+
+double timed_copy(Device device, CopyKind kind, CopyBuffers& b, Timer& timer) {
+  const std::size_t bytes = b.source.bytes();
+  if (kind == CopyKind::streaming)
+    return timed_streaming_copy(b.destination.as<char>(), b.source.as<char>(), bytes,
+                                cpu_threads());
+  timer.start();
+  if (device == Device::cpu) {
+    std::memcpy(b.destination.data(), b.source.data(), bytes);
+    asm volatile("" : : "r"(b.destination.data()) : "memory");
+  } else {
+#if ACTLOSS_BENCH_CUDA
+    BENCH_CUDA(cudaMemcpyAsync(b.destination.data(), b.source.data(), bytes,
+                               cudaMemcpyDeviceToDevice, stream()));
+#endif
+  }
+  return timer.stop_seconds();
+}
+
+CopyCeiling make_ceiling(Device device, CopyKind kind, std::size_t bytes, double best) {
   CopyCeiling ceiling;
   ceiling.device = device;
+  ceiling.kind = kind;
   ceiling.buffer_bytes = bytes;
-  ceiling.bytes_per_second = best > 0 ? 2.0 * static_cast<double>(bytes) / best : 0.0;
+  ceiling.threads = kind == CopyKind::streaming ? cpu_threads() : 1;
+  ceiling.bytes_per_second = best > 0 && best < std::numeric_limits<double>::infinity()
+                                 ? 2.0 * static_cast<double>(bytes) / best
+                                 : 0.0;
   return ceiling;
+}
+
+}  // namespace
+
+const char* streaming_store_text() { return kStreamStore; }
+
+CopyCeiling measure_copy_ceiling(Device device, std::size_t bytes, int repeats, CopyKind kind) {
+  if (kind == CopyKind::streaming && device != Device::cpu)
+    throw std::invalid_argument("the streaming copy ceiling is CPU only");
+  CopyBuffers buffers = touched_buffers(device, bytes);
+  Timer timer(device);
+  double best = std::numeric_limits<double>::infinity();
+  for (int i = 0; i < std::max(repeats, 1); ++i)
+    best = std::min(best, timed_copy(device, kind, buffers, timer));
+  if (kind == CopyKind::streaming) check_streaming_copy(buffers);
+  return make_ceiling(device, kind, bytes, best);
+}
+
+double CpuCopyCeilings::best_bytes_per_second() const {
+  return std::max(plain.bytes_per_second, streaming.bytes_per_second);
+}
+
+CpuCopyCeilings measure_cpu_copy_ceilings(std::size_t bytes, int repeats) {
+  CopyBuffers buffers = touched_buffers(Device::cpu, bytes);
+  Timer timer(Device::cpu);
+  double best_memcpy = std::numeric_limits<double>::infinity();
+  double best_streaming = best_memcpy;
+  // Alternated, on the same buffers: on a shared machine a burst of other work then slows both
+  // copies alike instead of one of them.
+  for (int i = 0; i < std::max(repeats, 1); ++i) {
+    best_memcpy = std::min(best_memcpy, timed_copy(Device::cpu, CopyKind::plain, buffers, timer));
+    best_streaming =
+        std::min(best_streaming, timed_copy(Device::cpu, CopyKind::streaming, buffers, timer));
+  }
+  check_streaming_copy(buffers);  // the streaming copy ran last
+  return {make_ceiling(Device::cpu, CopyKind::plain, bytes, best_memcpy),
+          make_ceiling(Device::cpu, CopyKind::streaming, bytes, best_streaming)};
 }
 
 DeviceDescription describe_device(Device device) {

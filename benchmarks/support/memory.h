@@ -122,14 +122,45 @@ class Timer {
   void* stop_event_ = nullptr;
 };
 
-// Bandwidth of a same-device copy of `bytes` bytes (memcpy on CPU, cudaMemcpyAsync
-// device-to-device on CUDA), best of `repeats`, counting read plus write (copy_bytes()).
+// How a copy ceiling moves its bytes.
+enum class CopyKind : std::uint8_t {
+  // memcpy on one thread (CPU); cudaMemcpyAsync device-to-device (CUDA).
+  plain,
+  // CPU only: non-temporal stores (streaming_store_text()) on cpu_threads() threads, each
+  // copying one contiguous slice. memcpy runs on one core, and whether it skips the read of each
+  // destination line depends on the C library's size thresholds; the threaded CPU backend can
+  // outrun it, which would make a copy_frac above 1 and memcpy no ceiling at all. This copy is
+  // what the backend's threads can reach.
+  streaming,
+};
+
+// Bandwidth of a same-device copy of `bytes` bytes, best of `repeats`, counting read plus write.
 struct CopyCeiling {
   Device device = Device::cpu;
+  CopyKind kind = CopyKind::plain;
   std::size_t buffer_bytes = 0;
+  int threads = 1;
   double bytes_per_second = 0;
 };
-CopyCeiling measure_copy_ceiling(Device device, std::size_t bytes, int repeats);
+CopyCeiling measure_copy_ceiling(Device device, std::size_t bytes, int repeats,
+                                 CopyKind kind = CopyKind::plain);
+
+// Both CPU ceilings of one measurement. Every CPU GB/s is compared with the higher of the two:
+// whichever copy the machine runs faster is the bound a kernel can be held to.
+struct CpuCopyCeilings {
+  CopyCeiling plain;  // memcpy, one thread
+  CopyCeiling streaming;
+  double best_bytes_per_second() const;
+};
+CpuCopyCeilings measure_cpu_copy_ceilings(std::size_t bytes, int repeats);
+
+// The threads the CPU backend runs on, by its rule (ACTLOSS_CPU_THREADS when set to a positive
+// integer, else std::thread::hardware_concurrency()), so that the streaming copy uses as many
+// cores as the kernels it bounds. Restated here, not asked of the backend: its pool is internal.
+int cpu_threads();
+
+// The store the streaming copy uses in this build, e.g. "16-byte _mm_stream_si128".
+const char* streaming_store_text();
 
 // The default sizes: 1 GiB on a GPU, as the benchmarks use; 128 MiB on CPU (beyond any
 // cache); 8 MiB in the simulator, whose figure only shows that the path works.

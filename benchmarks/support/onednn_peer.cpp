@@ -1,8 +1,10 @@
 // oneDNN's softmax and eltwise primitives as the CPU peers. oneDNN 3 replaced the operation
 // descriptors of oneDNN 2 (Debian 12 ships 2.6) with primitive-descriptor constructors, so both
 // spellings are here; CMake compiles this file against the installed version before using it
-// and leaves the peer out when it does not compile. oneDNN runs on all cores (OpenMP), the
-// CPU path on one: its figures are a ceiling for a CPU backend, not a like-for-like comparison.
+// and leaves the peer out when it does not compile. oneDNN runs on its threading runtime's
+// threads (Debian's build: OpenMP, OMP_NUM_THREADS, default every core), the CPU backend on
+// ACTLOSS_CPU_THREADS (default every hardware thread): left at their defaults, or set to the
+// same count, both use the same cores, and benchmarks/cpu_table.py compares like with like.
 #include <dnnl.hpp>
 
 #include <map>
@@ -167,7 +169,16 @@ void guarded(const char* what, Body body) {
 
 std::string onednn_version() {
   const dnnl_version_t* v = dnnl_version();
-  return std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+  std::string text =
+      std::to_string(v->major) + "." + std::to_string(v->minor) + "." + std::to_string(v->patch);
+  // The runtime says which variable sets its thread count, which a comparison must match.
+  switch (v->cpu_runtime) {
+    case DNNL_RUNTIME_SEQ: return text + ", sequential";
+    case DNNL_RUNTIME_OMP: return text + ", OpenMP threads (OMP_NUM_THREADS)";
+    case DNNL_RUNTIME_TBB: return text + ", TBB threads";
+    case DNNL_RUNTIME_THREADPOOL: return text + ", caller's threadpool";
+    default: return text;
+  }
 }
 
 bool onednn_has_activation(Activation activation) {

@@ -9,6 +9,8 @@ set(_support_dir ${PROJECT_SOURCE_DIR}/benchmarks/support)
 add_library(actloss_bench_support STATIC ${_support_dir}/memory.cpp ${_support_dir}/workload.cpp)
 target_include_directories(actloss_bench_support PUBLIC ${PROJECT_SOURCE_DIR})
 target_link_libraries(actloss_bench_support PUBLIC actloss::actloss)
+# The CPU's streaming copy ceiling runs on the backend's thread count.
+target_link_libraries(actloss_bench_support PRIVATE Threads::Threads)
 actloss_set_warnings(actloss_bench_support)
 
 if(ACTLOSS_CUDA_BACKEND)
