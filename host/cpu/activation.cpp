@@ -1,16 +1,813 @@
+// Elementwise activations and SwiGLU on the SIMD CPU backend (semantics:
+// include/actloss/activation.h), with the float32 formulas of the CUDA kernels
+// (cuda/activation.cu), whose error bounds validation/activation.cpp states.
+//
+// Layout: the elements of rows x n are numbered densely (element e is column e % n of row e / n)
+// and cut into tasks of kTaskElements; a task walks its elements row segment by row segment, in
+// blocks of kBlock. An f32 operand is read and written where it lies; a 16-bit one goes through a
+// float staging buffer of one block, so the math below is written once, on float arrays, and only
+// the conversions are instantiated per dtype. Every output element is computed from the inputs
+// of the same element, loaded before the element's outputs are stored: in place is safe.
+//
+// Stores are ordinary ones: streaming stores pay only for outputs larger than the last-level
+// cache, and none was measured to help here; nothing relies on alignment beyond the dtype's.
+
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "host/cpu/activation.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <cfloat>
+#include <cstdint>
+#include <cstring>
+#include <initializer_list>
+#include <type_traits>
+
 #include "host/cpu/backend.h"
+#include "host/cpu/simd-inl.h"
+#include "host/cpu/thread_pool.h"
+#include "host/cpu_path.h"
+
+HWY_BEFORE_NAMESPACE();
+namespace actloss::cpu::HWY_NAMESPACE {
+namespace {
+
+using D = FloatTag;
+using V = FloatVec;
+
+// Elements per task: a multiple of 32 so that every task but the last writes whole relu mask
+// words, and large enough (64 KiB of f32 per operand) that the pool's per-task cost vanishes.
+constexpr std::int64_t kTaskElements = 16384;
+// Elements per staging block: 4 KiB of floats per operand, five operands at most, well inside L1.
+constexpr std::int64_t kBlock = 1024;
+
+// ---- the activations in float32 ---------------------------------------------------------------
+
+constexpr float kSqrtHalf = 0.70710678118654752f;     // 1 / sqrt(2)
+constexpr float kInvSqrt2Pi = 0.39894228040143268f;   // 1 / sqrt(2 pi)
+constexpr float kSqrt2OverPi = 0.79788456080286536f;  // sqrt(2 / pi)
+constexpr float kGeluCubic = 0.044715f;
+
+// NaN in gives NaN out: the exp below and the selects would turn NaN into a plausible number, so
+// every transcendental result takes x back where x is NaN.
+HWY_INLINE V keep_nan(V x, V result) { return hn::IfThenElse(hn::IsNaN(x), x, result); }
+
+// x with -inf replaced by -FLT_MAX, for a factor x of a product whose other factor is an exact
+// 0 at -inf (x g(x) with g(-inf) = 0): the product is then 0, its limit, not inf * 0 = NaN.
+HWY_INLINE V finite_below(D d, V x) { return hn::Max(x, hn::Set(d, -FLT_MAX)); }
+// The same at both infinities, for x times a density that is 0 there.
+HWY_INLINE V finite_part(D d, V x) {
+  return hn::Min(hn::Max(x, hn::Set(d, -FLT_MAX)), hn::Set(d, FLT_MAX));
+}
+
+// 1 / v for v in [1, 16]. AVX-512's 14-bit estimate and one Newton step give 28 bits before the
+// step's two roundings (about 1 ulp, the kernels' fast division allows 2) at a fraction of a
+// division's cost; the older targets' 12-bit estimate would leave 2^-24 after the step, so they
+// divide.
+HWY_INLINE V reciprocal(D d, V v) {
+#if HWY_TARGET <= HWY_AVX3
+  const V estimate = hn::ApproximateReciprocal(v);
+  return hn::Mul(estimate, hn::NegMulAdd(v, estimate, hn::Set(d, 2.0f)));
+#else
+  return hn::Div(hn::Set(d, 1.0f), v);
+#endif
+}
+
+// ---- exp ---------------------------------------------------------------------------------------
+//
+// exp(a + b) 2^64 for a in [-113, 0] and |b| <= 0.06, b the low part of an argument that one
+// float would round (gelu_erf's -x^2 / 2; kWithLow false: none). The factor 2^64 keeps the result
+// a normal float for every such argument, so that a result below float's normal range is rounded
+// once, by the caller's last product (with kTwoToMinus64); below -113 every exp rounds to 0 after
+// that product, so callers clamp there. a and b enter the reduction r = a + b - k ln2 separately
+// (ln2's head has 15 bits, so k ln2_hi is exact, and a - k ln2_hi is exact by Sterbenz); exp(r)
+// on |r| <= 0.37 is a least-squares polynomial of degree 6 (0.05 ulp, 0.5 ulp with float
+// coefficients). Adding 1.5 2^23 rounds (a + b) / ln2 to the integer k in the low mantissa bits,
+// from which the exponent field of 2^(k + 64) is shifted into place (the bits of 1.5 2^23 itself
+// shift out). No special values: NaN is restored by the callers (keep_nan).
+constexpr float kTwoToMinus64 = 0x1p-64f;
+
+template <bool kWithLow>
+HWY_INLINE V scaled_exp_impl(D d, V a, V b) {
+  const hn::RebindToSigned<D> di;
+  const V shifter = hn::Set(d, 12582912.0f);
+  const V sum = kWithLow ? hn::Add(a, b) : a;
+  const V k_shifted = hn::MulAdd(sum, hn::Set(d, 1.44269504088896341f), shifter);
+  const V k = hn::Sub(k_shifted, shifter);
+  V head = hn::NegMulAdd(k, hn::Set(d, 0.693145751953125f), a);
+  if constexpr (kWithLow) head = hn::Add(head, b);
+  const V r = hn::NegMulAdd(k, hn::Set(d, 1.428606765330187045e-06f), head);
+  V p = hn::Set(d, 1.382112736e-03f);
+  p = hn::MulAdd(p, r, hn::Set(d, 8.380520158e-03f));
+  p = hn::MulAdd(p, r, hn::Set(d, 4.166886210e-02f));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.666634828e-01f));
+  p = hn::MulAdd(p, r, hn::Set(d, 4.999998808e-01f));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
+  const auto exponent = hn::Add(hn::BitCast(di, k_shifted), hn::Set(di, 127 + 64));
+  return hn::Mul(p, hn::BitCast(d, hn::ShiftLeft<23>(exponent)));
+}
+
+HWY_INLINE V scaled_exp_of_sum(D d, V a, V b) { return scaled_exp_impl<true>(d, a, b); }
+
+// exp(a) 2^64 for a <= 0, clamped at -113.
+HWY_INLINE V scaled_exp(D d, V a) {
+  return scaled_exp_impl<false>(d, hn::Max(a, hn::Set(d, -113.0f)), hn::Zero(d));
+}
+
+// sigmoid(x) and sigmoid(-x) from one e = exp(-|x|) in [0, 1]: no overflow, full relative
+// accuracy in both tails (the smaller one is e times the larger, not 1 minus it).
+struct SigmoidPair {
+  V pos;  // sigmoid(x)
+  V neg;  // sigmoid(-x)
+};
+
+HWY_INLINE SigmoidPair sigmoid_pair(D d, V x) {
+  const V one = hn::Set(d, 1.0f);
+  const V two_to_minus_64 = hn::Set(d, kTwoToMinus64);
+  const V e_scaled = scaled_exp(d, hn::Neg(hn::Abs(x)));
+  const V big = reciprocal(d, hn::Add(one, hn::Mul(e_scaled, two_to_minus_64)));
+  const V small = hn::Mul(hn::Mul(e_scaled, big), two_to_minus_64);
+  const auto non_negative = hn::Ge(x, hn::Zero(d));
+  return {hn::IfThenElse(non_negative, big, small), hn::IfThenElse(non_negative, small, big)};
+}
+
+struct Relu {
+  static constexpr bool kOutputSlope = true;  // f' is a function of y = f(x)
+  // x <= 0 is false for NaN, which so passes through (relu(NaN) = NaN).
+  HWY_INLINE V forward(D d, V x) const { return hn::IfThenZeroElse(hn::Le(x, hn::Zero(d)), x); }
+  HWY_INLINE V slope(D d, V x) const {
+    return keep_nan(x, hn::IfThenElseZero(hn::Gt(x, hn::Zero(d)), hn::Set(d, 1.0f)));
+  }
+  // relu(x) > 0 exactly when x > 0, and NaN maps to NaN.
+  HWY_INLINE V slope_from_output(D d, V y) const { return slope(d, y); }
+};
+
+struct LeakyRelu {
+  static constexpr bool kOutputSlope = true;
+  float alpha = 0.01f;
+  HWY_INLINE V forward(D d, V x) const {
+    return hn::IfThenElse(hn::Gt(x, hn::Zero(d)), x, hn::Mul(hn::Set(d, alpha), x));
+  }
+  HWY_INLINE V slope(D d, V x) const {
+    return keep_nan(x, hn::IfThenElse(hn::Gt(x, hn::Zero(d)), hn::Set(d, 1.0f),
+                                      hn::Set(d, alpha)));
+  }
+  // Validation admits a saved output only for alpha > 0, where sign(y) = sign(x).
+  HWY_INLINE V slope_from_output(D d, V y) const { return slope(d, y); }
+};
+
+struct Tanh {
+  static constexpr bool kOutputSlope = true;
+  // Below 0.75 an odd polynomial (x times a least-squares fit of tanh(x) / x in x^2, 0.16 ulp
+  // with float coefficients): there 1 - 2e / (1 + e) would cancel. Above, with e = exp(-2|x|),
+  // the subtracted 2e / (1 + e) is below 0.37 while tanh is above 0.63, so its few roundings
+  // weigh less than 0.6 in the result. exp(-inf) = 0 gives +-1 exactly at the infinities.
+  HWY_INLINE V forward(D d, V x) const {
+    const V one = hn::Set(d, 1.0f);
+    const V ax = hn::Abs(x);
+    const V s = hn::Mul(x, x);
+    V q = hn::Set(d, 1.715827500e-03f);
+    q = hn::MulAdd(q, s, hn::Set(d, -7.619337644e-03f));
+    q = hn::MulAdd(q, s, hn::Set(d, 2.142596431e-02f));
+    q = hn::MulAdd(q, s, hn::Set(d, -5.388418585e-02f));
+    q = hn::MulAdd(q, s, hn::Set(d, 1.333255917e-01f));
+    q = hn::MulAdd(q, s, hn::Set(d, -3.333330750e-01f));
+    const V small = hn::MulAdd(hn::Mul(q, s), x, x);
+    const V e = hn::Mul(scaled_exp(d, hn::Mul(hn::Set(d, -2.0f), ax)), hn::Set(d, kTwoToMinus64));
+    const V large = hn::NegMulAdd(hn::Add(e, e), reciprocal(d, hn::Add(one, e)), one);
+    const V result =
+        hn::IfThenElse(hn::Lt(ax, hn::Set(d, 0.75f)), small, hn::CopySign(large, x));
+    return keep_nan(x, result);
+  }
+  // sech^2 x = 4e / (1 + e)^2 with e = exp(-2|x|) in [0, 1]: 1 - tanh^2 would be exactly 0 in
+  // float for |x| > 9, where the true slope is still above 1e-8.
+  HWY_INLINE V slope(D d, V x) const {
+    const V e_scaled = scaled_exp(d, hn::Mul(hn::Set(d, -2.0f), hn::Abs(x)));
+    const V denominator = hn::MulAdd(e_scaled, hn::Set(d, kTwoToMinus64), hn::Set(d, 1.0f));
+    const V scaled = hn::Mul(hn::Mul(hn::Set(d, 4.0f), e_scaled),
+                             reciprocal(d, hn::Mul(denominator, denominator)));
+    return keep_nan(x, hn::Mul(scaled, hn::Set(d, kTwoToMinus64)));
+  }
+  // (1 - y)(1 + y): 1 - y is exact for y in [1/2, 1], so nothing cancels twice.
+  HWY_INLINE V slope_from_output(D d, V y) const {
+    const V one = hn::Set(d, 1.0f);
+    return hn::Mul(hn::Sub(one, y), hn::Add(one, y));
+  }
+};
+
+struct Sigmoid {
+  static constexpr bool kOutputSlope = true;
+  HWY_INLINE V forward(D d, V x) const { return keep_nan(x, sigmoid_pair(d, x).pos); }
+  HWY_INLINE V slope(D d, V x) const {
+    const SigmoidPair s = sigmoid_pair(d, x);
+    return keep_nan(x, hn::Mul(s.pos, s.neg));
+  }
+  HWY_INLINE V slope_from_output(D d, V y) const {
+    return hn::Mul(y, hn::Sub(hn::Set(d, 1.0f), y));
+  }
+};
+
+// ---- gelu_erf: Phi and phi -------------------------------------------------------------------
+//
+// Phi(x) = erfc(-x / sqrt2) / 2 and phi(x) = exp(-x^2 / 2) / sqrt(2 pi) share E = exp(-x^2 / 2).
+// E's argument reaches -112 before E underflows, and a float rounding of x^2 / 2 would move E
+// by up to 112 u relatively; so |x| is split into a 12-bit head h (h^2 exact in float) and a
+// tail l = |x| - h, x^2 = h^2 + l (|x| + h), and exp takes the exact -h^2 / 2 and the small
+// -l (|x| + h) / 2 separately (scaled_exp_of_sum). Then, with z = |x| / sqrt2,
+//   erfc(z) = E R(z),  R(z) = erfc(z) exp(z^2) = t H(t),  t = 3 / (3 + z),
+// R ~ 1 / (sqrt(pi) z) for large z, so H is smooth in t; H is a least-squares fit of degree 8
+// over z in [0.68, 10.2] (0.14 ulp; 1.7 u with float coefficients and Horner steps). R varies
+// slowly (|z R'(z) / R(z)| < 1), so the rounded z and t cost it about a rounding each.
+// Phi = E R / 2 for x <= -1 (relative accuracy in the left tail), 1 - E R / 2 for x >= 1.
+// Between, where erfc's roundings (about 6 u in all) would weigh fully in a result that the
+// kernels' error model (validation/activation.cpp) allows only 9 u, Phi = 1/2 + x S(x^2), S a
+// least-squares fit of (Phi(x) - 1/2) / x of degree 6 in x^2 (0.5 ulp; Phi(-1) = 0.16 cancels
+// by at most 3.2x).
+
+struct NormalParts {
+  V cdf;          // Phi(x)
+  V pdf;          // phi(x)
+  V left_scaled;  // E R / 2 times 2^64: Phi(x) for x <= -1, before its rounding to float
+};
+
+HWY_INLINE NormalParts normal_parts(D d, V x) {
+  const hn::RebindToUnsigned<D> du;
+  const V one = hn::Set(d, 1.0f);
+  // Past 15, E is below float's subnormals (exp(-112.5) < 2^-149) and R needs no larger z: the
+  // clamps keep the infinities out of the arithmetic (the results take their limits).
+  const V ax = hn::Min(hn::Abs(x), hn::Set(d, 15.0f));
+  const V head = hn::BitCast(d, hn::And(hn::BitCast(du, ax), hn::Set(du, 0xFFFFF000u)));
+  const V tail = hn::Sub(ax, head);
+  const V minus_half = hn::Set(d, -0.5f);
+  const V e_scaled = scaled_exp_of_sum(d, hn::Mul(hn::Mul(minus_half, head), head),
+                                       hn::Mul(hn::Mul(minus_half, tail), hn::Add(ax, head)));
+
+  const V z = hn::Min(hn::Mul(ax, hn::Set(d, kSqrtHalf)), hn::Set(d, 10.2f));
+  const V three = hn::Set(d, 3.0f);
+  const V t = hn::Mul(three, reciprocal(d, hn::Add(z, three)));
+  // H / 2 (its fitted coefficients halved, exactly), so that t H / 2 is one product.
+  V half_h = hn::Set(d, -1.719261520e-02f);
+  half_h = hn::MulAdd(half_h, t, hn::Set(d, 8.292442190e-03f));
+  half_h = hn::MulAdd(half_h, t, hn::Set(d, 7.777587325e-02f));
+  half_h = hn::MulAdd(half_h, t, hn::Set(d, -1.370434650e-02f));
+  half_h = hn::MulAdd(half_h, t, hn::Set(d, 1.003023610e-01f));
+  half_h = hn::MulAdd(half_h, t, hn::Set(d, 6.512659045e-02f));
+  half_h = hn::MulAdd(half_h, t, hn::Set(d, 9.163730590e-02f));
+  half_h = hn::MulAdd(half_h, t, hn::Set(d, 9.369853140e-02f));
+  half_h = hn::MulAdd(half_h, t, hn::Set(d, 9.404822440e-02f));
+  const V half_erfc_scaled = hn::Mul(e_scaled, hn::Mul(t, half_h));
+  const V half_erfc = hn::Mul(half_erfc_scaled, hn::Set(d, kTwoToMinus64));
+  const V far = hn::IfThenElse(hn::Lt(x, hn::Zero(d)), half_erfc, hn::Sub(one, half_erfc));
+
+  const V s = hn::Mul(x, x);
+  V q = hn::Set(d, 5.367327276e-07f);
+  q = hn::MulAdd(q, s, hn::Set(d, -9.272797797e-06f));
+  q = hn::MulAdd(q, s, hn::Set(d, 1.153189296e-04f));
+  q = hn::MulAdd(q, s, hn::Set(d, -1.187287737e-03f));
+  q = hn::MulAdd(q, s, hn::Set(d, 9.973550215e-03f));
+  q = hn::MulAdd(q, s, hn::Set(d, -6.649038196e-02f));
+  q = hn::MulAdd(q, s, hn::Set(d, 3.989422917e-01f));
+  const V near = hn::MulAdd(x, q, hn::Set(d, 0.5f));
+
+  return {hn::IfThenElse(hn::Lt(ax, hn::Set(d, 1.0f)), near, far),
+          hn::Mul(e_scaled, hn::Set(d, kInvSqrt2Pi * kTwoToMinus64)), half_erfc_scaled};
+}
+
+struct GeluErf {
+  static constexpr bool kOutputSlope = false;
+  // In the left tail, x times Phi still scaled by 2^64: a result below float's normal range (from
+  // x = -13) is rounded once, not Phi first and then its product with x.
+  HWY_INLINE V forward(D d, V x) const {
+    const NormalParts p = normal_parts(d, x);
+    // x clamped as in normal_parts: from -15 on the result is below float's subnormals.
+    const V clamped = hn::Max(x, hn::Set(d, -15.0f));
+    const V left = hn::Mul(hn::Mul(clamped, p.left_scaled), hn::Set(d, kTwoToMinus64));
+    return keep_nan(x, hn::IfThenElse(hn::Lt(x, hn::Set(d, -1.0f)), left, hn::Mul(x, p.cdf)));
+  }
+  // Phi(x) + x phi(x); phi is an exact 0 at the infinities.
+  HWY_INLINE V slope(D d, V x) const {
+    const NormalParts p = normal_parts(d, x);
+    return keep_nan(x, hn::MulAdd(finite_part(d, x), p.pdf, p.cdf));
+  }
+};
+
+struct GeluTanh {
+  static constexpr bool kOutputSlope = false;
+  // 0.5 x (1 + tanh u) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3), in the kernels'
+  // order: no 1 + tanh that cancels for x << 0. Where x^3 overflows, 2u is +-inf and the sigmoid
+  // takes it to exactly 0 or 1.
+  HWY_INLINE static V two_u(D d, V x) {
+    const V cubic = hn::MulAdd(hn::Mul(hn::Set(d, kGeluCubic), x), x, hn::Set(d, 1.0f));
+    return hn::Mul(hn::Mul(hn::Set(d, 2.0f * kSqrt2OverPi), x), cubic);
+  }
+  HWY_INLINE V forward(D d, V x) const {
+    return keep_nan(x, hn::Mul(finite_below(d, x), sigmoid_pair(d, two_u(d, x)).pos));
+  }
+  // s + 2 x s (1 - s) u'(x), s = sigmoid(2u). s (1 - s) is exactly 0 in float for |x| > 11,
+  // where 2x and u'(x) may overflow (0 * inf = NaN): the second term takes x clamped to +-20,
+  // which changes nothing where s (1 - s) is not 0.
+  HWY_INLINE V slope(D d, V x) const {
+    const SigmoidPair s = sigmoid_pair(d, two_u(d, x));
+    const V clamped = hn::Min(hn::Max(x, hn::Set(d, -20.0f)), hn::Set(d, 20.0f));
+    const V du = hn::Mul(hn::Set(d, kSqrt2OverPi),
+                         hn::MulAdd(hn::Mul(hn::Set(d, 3.0f * kGeluCubic), clamped), clamped,
+                                    hn::Set(d, 1.0f)));
+    const V term = hn::Mul(hn::Mul(hn::Mul(s.pos, s.neg), hn::Add(clamped, clamped)), du);
+    return keep_nan(x, hn::Add(s.pos, term));
+  }
+};
+
+struct Silu {
+  static constexpr bool kOutputSlope = false;
+  HWY_INLINE V forward(D d, V x) const {
+    return keep_nan(x, hn::Mul(finite_below(d, x), sigmoid_pair(d, x).pos));
+  }
+  // s (1 + x (1 - s)), with 1 - s = sigmoid(-x) from the pair rather than cancelled.
+  HWY_INLINE V slope(D d, V x) const {
+    const SigmoidPair s = sigmoid_pair(d, x);
+    return keep_nan(
+        x, hn::Mul(s.pos, hn::MulAdd(finite_part(d, x), s.neg, hn::Set(d, 1.0f))));
+  }
+};
+
+template <class F>
+HWY_INLINE Status with_activation(const ActivationOptions& options, F&& f) {
+  switch (options.activation) {
+    case Activation::relu: return f(Relu{});
+    case Activation::leaky_relu: return f(LeakyRelu{options.alpha});
+    case Activation::tanh: return f(Tanh{});
+    case Activation::sigmoid: return f(Sigmoid{});
+    case Activation::gelu_erf: return f(GeluErf{});
+    case Activation::gelu_tanh: return f(GeluTanh{});
+    case Activation::silu: return f(Silu{});
+  }
+  return Status(StatusCode::internal, "options.activation",
+                "options.activation: unknown activation reached the CPU backend");
+}
+
+// ---- float array loops ------------------------------------------------------------------------
+
+// out[i] = f(a[i]) for count elements; the arrays may be the same.
+template <class F>
+HWY_INLINE void map_unary(const float* a, float* out, std::size_t count, const F& f) {
+  const D d;
+  const std::size_t lanes = hn::Lanes(d);
+  std::size_t i = 0;
+  for (; i + lanes <= count; i += lanes) hn::StoreU(f(hn::LoadU(d, a + i)), d, out + i);
+  if (i < count) {
+    const std::size_t rest = count - i;
+    store_floats_partial(d, f(load_floats_partial(d, a + i, rest)), out + i, rest);
+  }
+}
+
+template <class F>
+HWY_INLINE void map_binary(const float* a, const float* b, float* out, std::size_t count,
+                           const F& f) {
+  const D d;
+  const std::size_t lanes = hn::Lanes(d);
+  std::size_t i = 0;
+  for (; i + lanes <= count; i += lanes)
+    hn::StoreU(f(hn::LoadU(d, a + i), hn::LoadU(d, b + i)), d, out + i);
+  if (i < count) {
+    const std::size_t rest = count - i;
+    store_floats_partial(
+        d, f(load_floats_partial(d, a + i, rest), load_floats_partial(d, b + i, rest)), out + i,
+        rest);
+  }
+}
+
+// ---- operands: f32 in place, 16-bit through a staging block -----------------------------------
+
+struct Source {
+  const void* data;
+  DType dtype;
+  std::int64_t row_stride;
+};
+struct Sink {
+  void* data;
+  DType dtype;
+  std::int64_t row_stride;
+};
+
+template <class T>
+HWY_INLINE void widen(const T* from, float* to, std::size_t count) {
+  const D d;
+  const std::size_t lanes = hn::Lanes(d);
+  std::size_t i = 0;
+  for (; i + lanes <= count; i += lanes) hn::StoreU(load_floats(d, from + i), d, to + i);
+  if (i < count) {
+    const std::size_t rest = count - i;
+    hn::StoreU(load_floats_partial(d, from + i, rest), d, to + i);  // staging has room
+  }
+}
+
+template <class T>
+HWY_INLINE void narrow(const float* from, T* to, std::size_t count) {
+  const D d;
+  const std::size_t lanes = hn::Lanes(d);
+  std::size_t i = 0;
+  for (; i + lanes <= count; i += lanes) store_floats(d, hn::LoadU(d, from + i), to + i);
+  if (i < count) {
+    const std::size_t rest = count - i;
+    store_floats_partial(d, hn::LoadU(d, from + i), to + i, rest);
+  }
+}
+
+// A staging block with a vector's room past kBlock, so a partial last vector may be read and
+// written whole.
+struct Staging {
+  HWY_ALIGN float values[kBlock + HWY_MAX_BYTES / sizeof(float)];
+};
+
+// The floats of `count` elements of `s` from (row, col): the memory itself for f32.
+HWY_INLINE const float* read(const Source& s, std::int64_t row, std::int64_t col,
+                             std::size_t count, Staging& staging) {
+  const std::int64_t offset = row * s.row_stride + col;
+  return with_storage(s.dtype, [&](auto* tag) -> const float* {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* at = static_cast<const T*>(s.data) + offset;
+    if constexpr (std::is_same_v<T, float>) {
+      return at;
+    } else {
+      widen(at, staging.values, count);
+      return staging.values;
+    }
+  });
+}
+
+// Where to compute `count` elements of `s` from (row, col): the memory itself for f32.
+HWY_INLINE float* target(const Sink& s, std::int64_t row, std::int64_t col, Staging& staging) {
+  if (s.dtype == DType::f32) return static_cast<float*>(s.data) + (row * s.row_stride + col);
+  return staging.values;
+}
+
+// Stores a staged result (nothing to do for f32, computed in place).
+HWY_INLINE void write(const Sink& s, std::int64_t row, std::int64_t col, std::size_t count,
+                      const Staging& staging) {
+  const std::int64_t offset = row * s.row_stride + col;
+  with_storage(s.dtype, [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    if constexpr (!std::is_same_v<T, float>) {
+      narrow(staging.values, static_cast<T*>(s.data) + offset, count);
+    }
+  });
+}
+
+// Runs block(first, row, col, count) over the rows x n elements in blocks of at most kBlock
+// within one row, tasks of kTaskElements elements in parallel; `first` is the dense index of
+// the block's first element. Rows whose operands are all dense are taken as one long row.
+template <class Block>
+void for_each_block(std::int64_t rows, std::int64_t n, bool dense, const Block& block) {
+  if (rows == 0 || n == 0) return;
+  if (dense) {
+    n *= rows;
+    rows = 1;
+  }
+  const std::int64_t total = rows * n;
+  const std::int64_t tasks = (total + kTaskElements - 1) / kTaskElements;
+  parallel_for(tasks, [&](std::int64_t task) {
+    const std::int64_t begin = task * kTaskElements;
+    const std::int64_t end = begin + kTaskElements < total ? begin + kTaskElements : total;
+    std::int64_t row = begin / n;
+    std::int64_t col = begin - row * n;
+    for (std::int64_t at = begin; at < end;) {
+      std::int64_t count = n - col;
+      if (count > end - at) count = end - at;
+      if (count > kBlock) count = kBlock;
+      block(at, row, col, static_cast<std::size_t>(count));
+      at += count;
+      col += count;
+      if (col == n) {
+        col = 0;
+        ++row;
+      }
+    }
+  });
+}
+
+bool all_dense(std::int64_t rows, std::int64_t n, std::initializer_list<std::int64_t> strides) {
+  if (rows <= 1) return true;
+  for (std::int64_t stride : strides)
+    if (stride != n) return false;
+  return true;
+}
+
+// ---- relu mask --------------------------------------------------------------------------------
+
+// Appends bits to a run of mask words, low bit first; a task starts on a word boundary.
+class MaskWriter {
+ public:
+  explicit MaskWriter(std::uint32_t* word) : word_(word) {}
+  void append(std::uint64_t bits, int count) {
+    pending_ |= bits << pending_count_;
+    pending_count_ += count;
+    if (pending_count_ >= 32) {
+      *word_++ = static_cast<std::uint32_t>(pending_);
+      pending_ >>= 32;
+      pending_count_ -= 32;
+    }
+  }
+  // The last, partial word of the mask, its bits past the elements 0.
+  void finish() {
+    if (pending_count_ > 0) *word_ = static_cast<std::uint32_t>(pending_);
+  }
+
+ private:
+  std::uint32_t* word_;
+  std::uint64_t pending_ = 0;
+  int pending_count_ = 0;
+};
+
+HWY_INLINE void append_positive_bits(const float* x, std::size_t count, MaskWriter& mask) {
+  const D d;
+  const std::size_t lanes = hn::Lanes(d);
+  std::size_t i = 0;
+  for (; i + lanes <= count; i += lanes) {
+    std::uint8_t bytes[8] = {};
+    hn::StoreMaskBits(d, hn::Gt(hn::LoadU(d, x + i), hn::Zero(d)), bytes);
+    std::uint64_t bits = 0;
+    std::memcpy(&bits, bytes, sizeof bits);
+    mask.append(bits, static_cast<int>(lanes));
+  }
+  for (; i < count; ++i) mask.append(x[i] > 0.0f ? 1u : 0u, 1);
+}
+
+Status relu_forward_with_mask(const ActivationForwardArgs& args) {
+  const Source x{args.x, args.x_dtype, args.x_row_stride};
+  const Sink y{args.y, args.y_dtype, args.y_row_stride};
+  const std::int64_t n = args.n, total = args.rows * args.n;
+  // Tasks by mask words, walking the (possibly strided) rows element by element.
+  const std::int64_t tasks = (total + kTaskElements - 1) / kTaskElements;
+  const Relu relu;
+  parallel_for(tasks, [&](std::int64_t task) {
+    const D d;
+    const std::int64_t begin = task * kTaskElements;
+    const std::int64_t end = begin + kTaskElements < total ? begin + kTaskElements : total;
+    MaskWriter mask(args.relu_mask + begin / 32);
+    std::int64_t row = begin / n;
+    std::int64_t col = begin - row * n;
+    Staging x_staging, y_staging;
+    for (std::int64_t at = begin; at < end;) {
+      std::int64_t count = n - col;
+      if (count > end - at) count = end - at;
+      if (count > kBlock) count = kBlock;
+      const auto size = static_cast<std::size_t>(count);
+      const float* in = read(x, row, col, size, x_staging);
+      // The bits first: in place, y overwrites x.
+      append_positive_bits(in, size, mask);
+      float* out = target(y, row, col, y_staging);
+      map_unary(in, out, size, [&](V v) { return relu.forward(d, v); });
+      write(y, row, col, size, y_staging);
+      at += count;
+      col += count;
+      if (col == n) {
+        col = 0;
+        ++row;
+      }
+    }
+    mask.finish();
+  });
+  return {};
+}
+
+Status relu_backward_from_mask(const ActivationBackwardArgs& args) {
+  const auto* words = static_cast<const std::uint32_t*>(args.saved);
+  const std::int64_t word_count = relu_mask_words(args.rows * args.n);
+  const Source dy{args.dy, args.dy_dtype, args.dy_row_stride};
+  const Sink dx{args.dx, args.dx_dtype, args.dx_row_stride};
+  for_each_block(
+      args.rows, args.n, all_dense(args.rows, args.n, {args.dy_row_stride, args.dx_row_stride}),
+      [&](std::int64_t first, std::int64_t row, std::int64_t col, std::size_t count) {
+        const D d;
+        const hn::RebindToUnsigned<D> du;
+        const std::size_t lanes = hn::Lanes(d);
+        const auto lane_bit = hn::Shl(hn::Set(du, 1u), hn::Iota(du, 0));
+        const V one = hn::Set(d, 1.0f);
+        Staging dy_staging, dx_staging;
+        const float* g = read(dy, row, col, count, dy_staging);
+        float* out = target(dx, row, col, dx_staging);
+        // The lanes' bits from a 64-bit window at bit `first + i` (lanes <= 16 < 33).
+        const auto bits_at = [&](std::int64_t bit) {
+          const std::int64_t word = bit / 32;
+          std::uint64_t window = words[word];
+          if (word + 1 < word_count) window |= std::uint64_t{words[word + 1]} << 32;
+          return static_cast<std::uint32_t>((window >> (bit % 32)) &
+                                            ((std::uint64_t{1} << lanes) - 1));
+        };
+        // dy times 1 or 0 (not a select): dy * 0 is NaN for an infinite or NaN dy, as the
+        // reference's product.
+        const auto slope = [&](std::int64_t bit) {
+          return hn::IfThenElseZero(hn::RebindMask(d, hn::TestBit(hn::Set(du, bits_at(bit)),
+                                                                  lane_bit)),
+                                    one);
+        };
+        std::size_t i = 0;
+        for (; i + lanes <= count; i += lanes) {
+          hn::StoreU(hn::Mul(hn::LoadU(d, g + i), slope(first + static_cast<std::int64_t>(i))),
+                     d, out + i);
+        }
+        if (i < count) {
+          const std::size_t rest = count - i;
+          const V v = hn::Mul(load_floats_partial(d, g + i, rest),
+                              slope(first + static_cast<std::int64_t>(i)));
+          store_floats_partial(d, v, out + i, rest);
+        }
+        write(dx, row, col, count, dx_staging);
+      });
+  return {};
+}
+
+// ---- entry points per target ------------------------------------------------------------------
+
+Status ActivationForward(const ActivationForwardArgs& args, const ActivationOptions& options) {
+  if (args.relu_mask != nullptr) return relu_forward_with_mask(args);
+  const Source x{args.x, args.x_dtype, args.x_row_stride};
+  const Sink y{args.y, args.y_dtype, args.y_row_stride};
+  return with_activation(options, [&](auto act) -> Status {
+    for_each_block(args.rows, args.n,
+                   all_dense(args.rows, args.n, {args.x_row_stride, args.y_row_stride}),
+                   [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
+                     const D d;
+                     Staging x_staging, y_staging;
+                     const float* in = read(x, row, col, count, x_staging);
+                     float* out = target(y, row, col, y_staging);
+                     map_unary(in, out, count, [&](V v) { return act.forward(d, v); });
+                     write(y, row, col, count, y_staging);
+                   });
+    return {};
+  });
+}
+
+Status ActivationBackward(const ActivationBackwardArgs& args, const ActivationOptions& options) {
+  if (args.saved_kind == SavedTensor::relu_mask) return relu_backward_from_mask(args);
+  const Source saved{args.saved, args.saved_dtype, args.saved_row_stride};
+  const Source dy{args.dy, args.dy_dtype, args.dy_row_stride};
+  const Sink dx{args.dx, args.dx_dtype, args.dx_row_stride};
+  const bool from_output = args.saved_kind == SavedTensor::output;
+  const bool dense = all_dense(args.rows, args.n,
+                               {args.saved_row_stride, args.dy_row_stride, args.dx_row_stride});
+  return with_activation(options, [&](auto act) -> Status {
+    using Act = decltype(act);
+    if (from_output && !Act::kOutputSlope) {
+      return Status(StatusCode::internal, "saved_kind",
+                    "saved_kind: the saved output cannot give this activation's derivative "
+                    "(validation should have refused it)");
+    }
+    for_each_block(args.rows, args.n, dense,
+                   [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
+                     const D d;
+                     Staging s_staging, dy_staging, dx_staging;
+                     const float* s = read(saved, row, col, count, s_staging);
+                     const float* g = read(dy, row, col, count, dy_staging);
+                     float* out = target(dx, row, col, dx_staging);
+                     if constexpr (Act::kOutputSlope) {
+                       if (from_output) {
+                         map_binary(s, g, out, count, [&](V sv, V gv) {
+                           return hn::Mul(gv, act.slope_from_output(d, sv));
+                         });
+                         return write(dx, row, col, count, dx_staging);
+                       }
+                     }
+                     map_binary(s, g, out, count,
+                                [&](V sv, V gv) { return hn::Mul(gv, act.slope(d, sv)); });
+                     write(dx, row, col, count, dx_staging);
+                   });
+    return {};
+  });
+}
+
+Status SwigluForward(const SwigluForwardArgs& args) {
+  const Source gate{args.gate, args.gate_dtype, args.gate_row_stride};
+  const Source up{args.up, args.up_dtype, args.up_row_stride};
+  const Sink y{args.y, args.y_dtype, args.y_row_stride};
+  const Silu silu;
+  for_each_block(
+      args.rows, args.n,
+      all_dense(args.rows, args.n, {args.gate_row_stride, args.up_row_stride, args.y_row_stride}),
+      [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
+        const D d;
+        Staging g_staging, u_staging, y_staging;
+        const float* g = read(gate, row, col, count, g_staging);
+        const float* u = read(up, row, col, count, u_staging);
+        float* out = target(y, row, col, y_staging);
+        map_binary(g, u, out, count,
+                   [&](V gv, V uv) { return hn::Mul(silu.forward(d, gv), uv); });
+        write(y, row, col, count, y_staging);
+      });
+  return {};
+}
+
+Status SwigluBackward(const SwigluBackwardArgs& args) {
+  const Source gate{args.gate, args.gate_dtype, args.gate_row_stride};
+  const Source up{args.up, args.up_dtype, args.up_row_stride};
+  const Source dy{args.dy, args.dy_dtype, args.dy_row_stride};
+  const Sink d_gate{args.d_gate, args.d_gate_dtype, args.d_gate_row_stride};
+  const Sink d_up{args.d_up, args.d_up_dtype, args.d_up_row_stride};
+  const bool dense =
+      all_dense(args.rows, args.n,
+                {args.gate_row_stride, args.up_row_stride, args.dy_row_stride,
+                 args.d_gate_row_stride, args.d_up_row_stride});
+  for_each_block(args.rows, args.n, dense,
+                 [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
+                   const D d;
+                   const V one = hn::Set(d, 1.0f);
+                   Staging g_staging, u_staging, dy_staging, dg_staging, du_staging;
+                   const float* g = read(gate, row, col, count, g_staging);
+                   const float* u = read(up, row, col, count, u_staging);
+                   const float* grad = read(dy, row, col, count, dy_staging);
+                   float* dg = target(d_gate, row, col, dg_staging);
+                   float* du = target(d_up, row, col, du_staging);
+                   // One exp serves silu and its slope; every input of an element is loaded
+                   // before either output is stored (d_gate may be gate, d_up up).
+                   const auto step = [&](V gv, V uv, V dyv, V& dgv, V& duv) {
+                     const SigmoidPair s = sigmoid_pair(d, gv);
+                     const V silu = keep_nan(gv, hn::Mul(finite_below(d, gv), s.pos));
+                     const V slope = keep_nan(
+                         gv, hn::Mul(s.pos, hn::MulAdd(finite_part(d, gv), s.neg, one)));
+                     duv = hn::Mul(dyv, silu);
+                     dgv = hn::Mul(hn::Mul(dyv, uv), slope);
+                   };
+                   const std::size_t lanes = hn::Lanes(d);
+                   std::size_t i = 0;
+                   V dgv, duv;
+                   for (; i + lanes <= count; i += lanes) {
+                     step(hn::LoadU(d, g + i), hn::LoadU(d, u + i), hn::LoadU(d, grad + i), dgv,
+                          duv);
+                     hn::StoreU(dgv, d, dg + i);
+                     hn::StoreU(duv, d, du + i);
+                   }
+                   if (i < count) {
+                     const std::size_t rest = count - i;
+                     step(load_floats_partial(d, g + i, rest), load_floats_partial(d, u + i, rest),
+                          load_floats_partial(d, grad + i, rest), dgv, duv);
+                     store_floats_partial(d, dgv, dg + i, rest);
+                     store_floats_partial(d, duv, du + i, rest);
+                   }
+                   write(d_gate, row, col, count, dg_staging);
+                   write(d_up, row, col, count, du_staging);
+                 });
+  return {};
+}
+
+}  // namespace
+
+// Per-target entry points (outside the anonymous namespace for HWY_EXPORT).
+Status activation_forward_simd(const ActivationForwardArgs& args,
+                               const ActivationOptions& options) {
+  return ActivationForward(args, options);
+}
+Status activation_backward_simd(const ActivationBackwardArgs& args,
+                                const ActivationOptions& options) {
+  return ActivationBackward(args, options);
+}
+Status swiglu_forward_simd(const SwigluForwardArgs& args) { return SwigluForward(args); }
+Status swiglu_backward_simd(const SwigluBackwardArgs& args) { return SwigluBackward(args); }
+
+}  // namespace actloss::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace actloss::cpu {
+HWY_EXPORT(activation_forward_simd);
+HWY_EXPORT(activation_backward_simd);
+HWY_EXPORT(swiglu_forward_simd);
+HWY_EXPORT(swiglu_backward_simd);
+}  // namespace actloss::cpu
 
 namespace actloss::detail {
 
-std::optional<Status> cpu_activation_forward(const ActivationForwardArgs&,
-                                             const ActivationOptions&) {
-  return std::nullopt;
+// The thread pool may fail to start a thread (std::system_error); that becomes a Status.
+std::optional<Status> cpu_activation_forward(const ActivationForwardArgs& args,
+                                             const ActivationOptions& options) {
+  Status status;
+  const Status ran = host::run_cpu("activation_forward", [&] {
+    status = HWY_DYNAMIC_DISPATCH(cpu::activation_forward_simd)(args, options);
+  });
+  return ran.ok() ? status : ran;
 }
-std::optional<Status> cpu_activation_backward(const ActivationBackwardArgs&,
-                                              const ActivationOptions&) {
-  return std::nullopt;
+std::optional<Status> cpu_activation_backward(const ActivationBackwardArgs& args,
+                                              const ActivationOptions& options) {
+  Status status;
+  const Status ran = host::run_cpu("activation_backward", [&] {
+    status = HWY_DYNAMIC_DISPATCH(cpu::activation_backward_simd)(args, options);
+  });
+  return ran.ok() ? status : ran;
 }
-std::optional<Status> cpu_swiglu_forward(const SwigluForwardArgs&) { return std::nullopt; }
-std::optional<Status> cpu_swiglu_backward(const SwigluBackwardArgs&) { return std::nullopt; }
+std::optional<Status> cpu_swiglu_forward(const SwigluForwardArgs& args) {
+  Status status;
+  const Status ran = host::run_cpu("swiglu_forward", [&] {
+    status = HWY_DYNAMIC_DISPATCH(cpu::swiglu_forward_simd)(args);
+  });
+  return ran.ok() ? status : ran;
+}
+std::optional<Status> cpu_swiglu_backward(const SwigluBackwardArgs& args) {
+  Status status;
+  const Status ran = host::run_cpu("swiglu_backward", [&] {
+    status = HWY_DYNAMIC_DISPATCH(cpu::swiglu_backward_simd)(args);
+  });
+  return ran.ok() ? status : ran;
+}
 
 }  // namespace actloss::detail
+#endif  // HWY_ONCE

@@ -1,0 +1,554 @@
+// The SIMD CPU backend's activations and SwiGLU (host/cpu/activation.cpp) against the float64
+// reference, on every Highway target this processor runs and on 1 and 3 threads: every
+// activation, pass and dtype pair at sizes around the vector widths (4, 8, 16 lanes) and the
+// task size, strided rows whose padding must stay untouched, in place, the relu mask bits, and
+// special values; and the same bits whatever the thread count.
+//
+// Tolerances, |cpu - reference| <= atol + rtol |reference|, both outputs rounded to the output
+// dtype (the validation table, validation_Cpu_*, holds the per-element error model; these bounds
+// are coarser and state only what makes them large enough):
+//  * rtol: twice the output dtype's unit roundoff (each side rounds once, possibly to different
+//    neighbours of the exact value: a float result at a 16-bit tie is one such case), plus 4e-5
+//    of float math: a few roundings, the math functions' few ulp, and the condition of
+//    gelu_tanh's left tail, where sigmoid(w) moves by |w| times w's 7 roundings
+//    (|w| <= 50 for the random |x| <= 8: 350 u = 2.1e-5; |w| = 87 at the planted x = -10,
+//    610 u = 3.6e-5; beyond, the result is below float's normal range and atol holds it).
+//  * atol, forward: the output dtype's smallest subnormal spacing plus 1e-37: results below
+//    float's normal range are rounded absolutely (sigmoid(-100) = 3.7e-44).
+//  * atol, backward: 1e-5 more: silu' and gelu' cross zero (x = -1.28, -0.75), where terms of
+//    size up to |dy| (1 + |x| phi) <= 4 cancel, each with a few float roundings (4 x 8 x 2^-24
+//    is 2e-6), so their small results are only absolutely accurate.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <actloss/actloss.h>
+
+#include "tests/api/cpu_backend_support.h"
+#include "tests/api/test_util.h"
+
+namespace api_test {
+namespace {
+
+using actloss::Activation;
+using actloss::ActivationBackwardArgs;
+using actloss::ActivationForwardArgs;
+using actloss::ActivationOptions;
+using actloss::SavedTensor;
+
+constexpr double kInf = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+constexpr Activation kActivations[] = {Activation::relu,      Activation::leaky_relu,
+                                       Activation::tanh,      Activation::sigmoid,
+                                       Activation::gelu_erf,  Activation::gelu_tanh,
+                                       Activation::silu};
+constexpr DType kDtypes[] = {DType::f32, DType::f16, DType::bf16};
+constexpr std::int64_t kSizes[] = {1, 7, 15, 16, 17, 33, 1000, 70000};
+
+bool has_output_slope(Activation a) {
+  return a == Activation::relu || a == Activation::leaky_relu || a == Activation::tanh ||
+         a == Activation::sigmoid;
+}
+
+double unit_roundoff(DType dtype) {
+  switch (dtype) {
+    case DType::f16: return 0x1p-11;
+    case DType::bf16: return 0x1p-8;
+    default: return 0x1p-24;
+  }
+}
+double half_subnormal(DType dtype) {
+  switch (dtype) {
+    case DType::f16: return 0x1p-25;
+    case DType::bf16: return 0x1p-134;
+    default: return 0x1p-150;
+  }
+}
+
+struct Tol {
+  double rtol, atol;
+};
+Tol tolerance(DType out, bool backward) {
+  return {2 * unit_roundoff(out) + 4e-5,
+          2 * half_subnormal(out) + 1e-37 + (backward ? 1e-5 : 0.0)};
+}
+
+// Collects mismatches of one output and reports the count and the first few.
+class Comparison {
+ public:
+  explicit Comparison(std::string what) : what_(std::move(what)) {}
+  void check(std::int64_t i, double got, double want, double input, Tol tol) {
+    bool ok;
+    if (std::isnan(want)) {
+      ok = std::isnan(got);
+    } else if (std::isinf(want)) {
+      ok = got == want;
+    } else {
+      ok = std::fabs(got - want) <= tol.atol + tol.rtol * std::fabs(want);
+    }
+    if (ok) return;
+    if (++failures_ <= 5) {
+      first_ << "\n  [" << i << "] input " << input << ": cpu " << got << ", reference " << want;
+    }
+  }
+  ~Comparison() {
+    if (failures_ > 0) ADD_FAILURE() << what_ << ": " << failures_ << " mismatches" << first_.str();
+  }
+
+ private:
+  std::string what_;
+  int failures_ = 0;
+  std::ostringstream first_;
+};
+
+// Inputs in [-8, 8] with special values planted every 13th element from index 3, so that they
+// land in whole vectors and in tails.
+std::vector<double> activation_inputs(std::int64_t count, std::uint64_t seed) {
+  std::vector<double> x = uniform_values(static_cast<std::size_t>(count), -8.0, 8.0, seed);
+  static const double kSpecials[] = {kNaN,   kInf,  -kInf, 0.0,   -0.0, 1e-40, -1e-40, 3e-6,
+                                     -3e-6,  20.0,  -20.0, 100.0, -100, 1e30,  -1e30,  3e38,
+                                     -3e38,  0.75,  -0.75, 14.2,  -14.2, -9.0, 9.0,    -1.28,
+                                     -10.0,  15.0,  -15.0, 0.5,   -0.5};
+  std::size_t k = 0;
+  for (std::size_t i = 3; i < x.size(); i += 13, ++k) x[i] = kSpecials[k % std::size(kSpecials)];
+  return x;
+}
+
+std::string name_of(Activation a, const char* pass, DType in, DType out, std::int64_t rows,
+                    std::int64_t n) {
+  return std::string(actloss::to_string(a)) + " " + pass + " " + actloss::to_string(in) + "->" +
+         actloss::to_string(out) + " " + std::to_string(rows) + "x" + std::to_string(n);
+}
+
+// A rows x n tensor with row stride `stride`, poison between the rows.
+struct Strided {
+  Buffer buffer;
+  std::int64_t rows, n, stride;
+  Strided(DType dtype, std::int64_t rows_, std::int64_t n_, std::int64_t stride_)
+      : buffer(dtype, rows_ * stride_), rows(rows_), n(n_), stride(stride_) {}
+  void fill(const std::vector<double>& values) {
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < n; ++c) buffer.set(r * stride + c, values[r * n + c]);
+  }
+  double get(std::int64_t i) const { return buffer.get(i / n * stride + i % n); }
+  bool padding_untouched() const {
+    const std::int64_t size = actloss::dtype_size(buffer.dtype());
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = n; c < stride; ++c)
+        for (std::int64_t b = 0; b < size; ++b)
+          if (!buffer.byte_is_poison((r * stride + c) * size + b)) return false;
+    return true;
+  }
+};
+
+// One activation call on Device::cpu and on the reference, compared.
+void check_activation(Activation a, SavedTensor kind, bool backward, DType in, DType out,
+                      std::int64_t rows, std::int64_t n, std::int64_t pad, bool in_place,
+                      std::uint64_t seed) {
+  const std::int64_t stride = n + pad, count = rows * n;
+  const ActivationOptions options{a, 0.01f};
+  const std::vector<double> x = activation_inputs(count, seed);
+  const std::vector<double> dy_values = uniform_values(static_cast<std::size_t>(count), -2, 2,
+                                                       seed + 1);
+  // The saved tensor: x, or y = f(x) as the reference's forward gives it in `in`.
+  Strided saved(in, rows, n, stride);
+  saved.fill(x);
+  if (backward && kind == SavedTensor::output) {
+    Strided y(in, rows, n, stride);
+    ActivationForwardArgs f;
+    f.n = n;
+    f.rows = rows;
+    f.x = saved.buffer.data();
+    f.x_dtype = in;
+    f.x_row_stride = stride;
+    f.y = y.buffer.data();
+    f.y_dtype = in;
+    f.y_row_stride = stride;
+    ASSERT_TRUE(actloss::activation_forward(f, options, reference_exec()).ok());
+    saved = std::move(y);
+  }
+  const char* pass = !backward ? "forward" : kind == SavedTensor::output ? "backward(y)"
+                                                                         : "backward";
+  const std::string what =
+      name_of(a, pass, in, out, rows, n) + (pad ? " padded" : "") + (in_place ? " in place" : "");
+  SCOPED_TRACE(what);
+
+  Strided results[2] = {Strided(out, rows, n, stride), Strided(out, rows, n, stride)};
+  Strided dys[2] = {Strided(out, rows, n, stride), Strided(out, rows, n, stride)};
+  Strided inputs[2] = {Strided(in, rows, n, stride), Strided(in, rows, n, stride)};
+  for (int side = 0; side < 2; ++side) {
+    const actloss::Exec exec = side == 0 ? cpu_exec() : reference_exec();
+    Status status;
+    if (!backward) {
+      // In place: y over x, so x is written into the output buffer (in == out).
+      Strided& source = in_place ? results[side] : inputs[side];
+      source.fill(x);
+      ActivationForwardArgs f;
+      f.n = n;
+      f.rows = rows;
+      f.x = source.buffer.data();
+      f.x_dtype = in;
+      f.x_row_stride = stride;
+      f.y = results[side].buffer.data();
+      f.y_dtype = out;
+      f.y_row_stride = stride;
+      status = actloss::activation_forward(f, options, exec);
+    } else {
+      Strided& dy = in_place ? results[side] : dys[side];
+      dy.fill(dy_values);
+      ActivationBackwardArgs b;
+      b.n = n;
+      b.rows = rows;
+      b.saved_kind = kind;
+      b.saved = saved.buffer.data();
+      b.saved_dtype = in;
+      b.saved_row_stride = stride;
+      b.dy = dy.buffer.data();
+      b.dy_dtype = out;
+      b.dy_row_stride = stride;
+      b.dx = results[side].buffer.data();
+      b.dx_dtype = out;
+      b.dx_row_stride = stride;
+      status = actloss::activation_backward(b, options, exec);
+    }
+    ASSERT_TRUE(status.ok()) << status.message();
+  }
+  Comparison comparison(what);
+  const Tol tol = tolerance(out, backward);
+  for (std::int64_t i = 0; i < count; ++i)
+    comparison.check(i, results[0].get(i), results[1].get(i), saved.get(i), tol);
+  EXPECT_TRUE(results[0].padding_untouched()) << "written between the rows";
+}
+
+TEST(CpuActivation, EveryActivationPassAndDtypePairMatchesReference) {
+  for_each_simd_target([] {
+    std::uint64_t seed = 1;
+    for (Activation a : kActivations)
+      for (int pass = 0; pass < 3; ++pass) {
+        if (pass == 2 && !has_output_slope(a)) continue;
+        const SavedTensor kind = pass == 2 ? SavedTensor::output : SavedTensor::input;
+        for (DType in : kDtypes)
+          for (DType out : kDtypes)
+            for (std::int64_t n : kSizes) {
+              // The largest size (several tasks) in f32 and one 16-bit pair.
+              if (n == 70000 && !(in == out && in != DType::bf16)) continue;
+              check_activation(a, kind, pass > 0, in, out, 1, n, 0, false, seed++);
+            }
+      }
+  });
+}
+
+TEST(CpuActivation, StridedRowsLeavePaddingUntouched) {
+  for_each_simd_target([] {
+    std::uint64_t seed = 100;
+    for (Activation a : kActivations)
+      for (int pass = 0; pass < 3; ++pass) {
+        if (pass == 2 && !has_output_slope(a)) continue;
+        const SavedTensor kind = pass == 2 ? SavedTensor::output : SavedTensor::input;
+        check_activation(a, kind, pass > 0, DType::f32, DType::f32, 5, 37, 11, false, seed++);
+        check_activation(a, kind, pass > 0, DType::bf16, DType::f16, 3, 17, 3, false, seed++);
+        // Rows longer than a task, so that a task ends inside a row.
+        check_activation(a, kind, pass > 0, DType::f16, DType::f32, 3, 20001, 5, false, seed++);
+      }
+  });
+}
+
+TEST(CpuActivation, InPlace) {
+  for_each_simd_target([] {
+    std::uint64_t seed = 200;
+    for (Activation a : kActivations)
+      for (int pass = 0; pass < 3; ++pass) {
+        if (pass == 2 && !has_output_slope(a)) continue;
+        const SavedTensor kind = pass == 2 ? SavedTensor::output : SavedTensor::input;
+        for (DType dtype : kDtypes) {
+          check_activation(a, kind, pass > 0, dtype, dtype, 1, 1000, 0, true, seed++);
+          check_activation(a, kind, pass > 0, dtype, dtype, 4, 33, 7, true, seed++);
+        }
+      }
+  });
+}
+
+// Hand-checked limits, NaN and signed zero, independent of the reference.
+TEST(CpuActivation, SpecialValuesTakeTheirLimits) {
+  struct Expect {
+    Activation a;
+    double x, y, slope;
+  };
+  const Expect expects[] = {
+      {Activation::relu, -0.0, 0.0, 0.0},        {Activation::relu, kInf, kInf, 1.0},
+      {Activation::tanh, kInf, 1.0, 0.0},        {Activation::tanh, -kInf, -1.0, 0.0},
+      {Activation::tanh, 20.0, 1.0, 4 * std::exp(-40.0)},
+      {Activation::sigmoid, -kInf, 0.0, 0.0},    {Activation::sigmoid, kInf, 1.0, 0.0},
+      {Activation::sigmoid, -100.0, std::exp(-100.0), std::exp(-100.0)},
+      {Activation::silu, -kInf, 0.0, 0.0},       {Activation::silu, kInf, kInf, 1.0},
+      {Activation::gelu_erf, -kInf, 0.0, 0.0},   {Activation::gelu_erf, kInf, kInf, 1.0},
+      {Activation::gelu_erf, 3e38, 3e38, 1.0},   {Activation::gelu_tanh, -kInf, 0.0, 0.0},
+      {Activation::gelu_tanh, kInf, kInf, 1.0},  {Activation::gelu_tanh, -1e30, 0.0, 0.0},
+      {Activation::leaky_relu, -kInf, -kInf, 0.01},
+  };
+  for_each_simd_target([&] {
+    for (const Expect& e : expects) {
+      SCOPED_TRACE(std::string(actloss::to_string(e.a)) + " at " + std::to_string(e.x));
+      {
+        const Activation act = e.a;
+        Buffer x(DType::f32, 17), y(DType::f32, 17), dy(DType::f32, 17), dx(DType::f32, 17);
+        for (int i = 0; i < 17; ++i) {
+          x.set(i, i == 5 ? kNaN : e.x);
+          dy.set(i, 1.0);
+        }
+        ActivationForwardArgs f;
+        f.n = 17;
+        f.x = x.data();
+        f.y = y.data();
+        const ActivationOptions options{act, 0.01f};
+        ASSERT_TRUE(actloss::activation_forward(f, options, cpu_exec()).ok());
+        ActivationBackwardArgs b;
+        b.n = 17;
+        b.saved = x.data();
+        b.dy = dy.data();
+        b.dx = dx.data();
+        ASSERT_TRUE(actloss::activation_backward(b, options, cpu_exec()).ok());
+        for (int i = 0; i < 17; ++i) {
+          if (i == 5) {
+            EXPECT_TRUE(std::isnan(y.get(i))) << "forward of NaN";
+            EXPECT_TRUE(std::isnan(dx.get(i))) << "backward at NaN";
+            continue;
+          }
+          // 8 float ulp: the few roundings of these saturated results; infinities exact.
+          const auto near = [](double got, double want) {
+            if (std::isinf(want) ? got == want
+                                 : std::fabs(got - want) <= 1e-44 + 8 * 0x1p-24 * std::fabs(want))
+              return ::testing::AssertionSuccess();
+            return ::testing::AssertionFailure() << "got " << got << ", want " << want;
+          };
+          EXPECT_TRUE(near(y.get(i), e.y)) << "forward, element " << i;
+          EXPECT_TRUE(near(dx.get(i), e.slope)) << "backward, element " << i;
+        }
+      }
+    }
+  });
+}
+
+// The relu mask over strided rows: bit i % 32 of word i / 32 is x_i > 0 (NaN: 0), the bits past
+// the elements 0, the word after the mask untouched; the backward from it is dy or dy * 0.
+TEST(CpuActivation, ReluMaskBitsAndBackwardFromMask) {
+  for_each_simd_target([] {
+    for (std::int64_t rows : {1, 3})
+      for (std::int64_t n : {1, 7, 16, 17, 33, 1000, 20001})
+        for (DType dtype : kDtypes)
+          for (bool in_place : {false, true}) {
+            SCOPED_TRACE("rows " + std::to_string(rows) + " n " + std::to_string(n) + " " +
+                         actloss::to_string(dtype) + (in_place ? " in place" : ""));
+            const std::int64_t count = rows * n, stride = n + 3;
+            const std::int64_t words = actloss::relu_mask_words(count);
+            // x as stored, kept aside: in place, y overwrites it.
+            Strided x(dtype, rows, n, stride), separate_y(dtype, rows, n, stride),
+                input(dtype, rows, n, stride);
+            const std::vector<double> values = activation_inputs(count, 7 + n);
+            x.fill(values);
+            input.fill(values);
+            Strided& y = in_place ? x : separate_y;
+            Buffer mask = Buffer::bytes_of(4, words + 1);
+            ActivationForwardArgs f;
+            f.n = n;
+            f.rows = rows;
+            f.x = x.buffer.data();
+            f.x_dtype = dtype;
+            f.x_row_stride = stride;
+            f.y = y.buffer.data();
+            f.y_dtype = dtype;
+            f.y_row_stride = stride;
+            f.relu_mask = static_cast<std::uint32_t*>(mask.data());
+            ASSERT_TRUE(actloss::activation_forward(f, {Activation::relu}, cpu_exec()).ok());
+            int wrong_bits = 0, wrong_values = 0;
+            for (std::int64_t i = 0; i < words * 32; ++i) {
+              const bool bit = (mask.get_raw<std::uint32_t>(i / 32) >> (i % 32)) & 1u;
+              const bool want = i < count && input.get(i) > 0;
+              wrong_bits += bit != want;
+              if (i < count) {
+                const double xi = input.get(i);
+                const double yi = y.get(i);
+                const bool ok = std::isnan(xi) ? std::isnan(yi) : yi == (xi > 0 ? xi : 0.0);
+                wrong_values += !ok;
+              }
+            }
+            EXPECT_EQ(wrong_bits, 0);
+            EXPECT_EQ(wrong_values, 0);
+            EXPECT_TRUE(y.padding_untouched());
+            EXPECT_TRUE(mask.untouched(words)) << "the word after the mask was written";
+
+            Strided dy(dtype, rows, n, stride), dx(dtype, rows, n, stride);
+            dy.fill(uniform_values(static_cast<std::size_t>(count), -2, 2, 9));
+            dy.buffer.set(0, kInf);  // times a 0 bit is NaN, as the reference's product
+            ActivationBackwardArgs b;
+            b.n = n;
+            b.rows = rows;
+            b.saved_kind = SavedTensor::relu_mask;
+            b.saved = mask.data();
+            b.dy = dy.buffer.data();
+            b.dy_dtype = dtype;
+            b.dy_row_stride = stride;
+            b.dx = dx.buffer.data();
+            b.dx_dtype = dtype;
+            b.dx_row_stride = stride;
+            ASSERT_TRUE(actloss::activation_backward(b, {Activation::relu}, cpu_exec()).ok());
+            int wrong_grads = 0;
+            for (std::int64_t i = 0; i < count; ++i) {
+              const double want = dy.get(i) * (input.get(i) > 0 ? 1.0 : 0.0);
+              const double got = dx.get(i);
+              wrong_grads += std::isnan(want) ? !std::isnan(got) : got != want;
+            }
+            EXPECT_EQ(wrong_grads, 0);
+            EXPECT_TRUE(dx.padding_untouched());
+          }
+  });
+}
+
+// ---- SwiGLU ------------------------------------------------------------------------------------
+
+// gate and up as the two halves of one [rows x 2n] projection (row strides 2n), the gradients
+// the halves of another, or, in place, gate and up themselves.
+void check_swiglu(DType in, DType out, std::int64_t rows, std::int64_t n, bool in_place,
+                  std::uint64_t seed) {
+  const std::int64_t count = rows * n, stride = 2 * n;
+  std::vector<double> gate = activation_inputs(count, seed);
+  const std::vector<double> up = uniform_values(static_cast<std::size_t>(count), -3, 3, seed + 1);
+  const std::vector<double> dy = uniform_values(static_cast<std::size_t>(count), -2, 2, seed + 2);
+  const std::string what = std::string("swiglu ") + actloss::to_string(in) + "->" +
+                           actloss::to_string(out) + " " + std::to_string(rows) + "x" +
+                           std::to_string(n) + (in_place ? " in place" : "");
+  SCOPED_TRACE(what);
+  // Forward: y separate. Backward: d_gate and d_up the halves of one buffer, or in place.
+  Buffer y[2], grads[2], projection[2];
+  for (int side = 0; side < 2; ++side) {
+    const actloss::Exec exec = side == 0 ? cpu_exec() : reference_exec();
+    const DType projection_dtype = in_place ? out : in;
+    projection[side] = Buffer(projection_dtype, rows * stride);
+    for (std::int64_t r = 0; r < rows; ++r)
+      for (std::int64_t c = 0; c < n; ++c) {
+        projection[side].set(r * stride + c, gate[r * n + c]);
+        projection[side].set(r * stride + n + c, up[r * n + c]);
+      }
+    Buffer dy_buffer(in, count);
+    for (std::int64_t i = 0; i < count; ++i) dy_buffer.set(i, dy[i]);
+    const std::int64_t element = actloss::dtype_size(projection_dtype);
+    void* gate_data = projection[side].data();
+    void* up_data = static_cast<char*>(projection[side].data()) + n * element;
+
+    y[side] = Buffer(out, count);
+    actloss::SwigluForwardArgs f;
+    f.n = n;
+    f.rows = rows;
+    f.gate = gate_data;
+    f.gate_dtype = projection_dtype;
+    f.gate_row_stride = stride;
+    f.up = up_data;
+    f.up_dtype = projection_dtype;
+    f.up_row_stride = stride;
+    f.y = y[side].data();
+    f.y_dtype = out;
+    ASSERT_TRUE(actloss::swiglu_forward(f, exec).ok());
+
+    grads[side] = Buffer(out, rows * stride);
+    actloss::SwigluBackwardArgs b;
+    b.n = n;
+    b.rows = rows;
+    b.gate = gate_data;
+    b.gate_dtype = projection_dtype;
+    b.gate_row_stride = stride;
+    b.up = up_data;
+    b.up_dtype = projection_dtype;
+    b.up_row_stride = stride;
+    b.dy = dy_buffer.data();
+    b.dy_dtype = in;
+    b.d_gate = in_place ? gate_data : grads[side].data();
+    b.d_gate_dtype = out;
+    b.d_gate_row_stride = stride;
+    b.d_up = in_place ? up_data : static_cast<char*>(grads[side].data()) +
+                                      n * actloss::dtype_size(out);
+    b.d_up_dtype = out;
+    b.d_up_row_stride = stride;
+    ASSERT_TRUE(actloss::swiglu_backward(b, exec).ok());
+  }
+  Comparison forward(what + " y"), backward(what + " d_gate/d_up");
+  const Buffer& g0 = in_place ? projection[0] : grads[0];
+  const Buffer& g1 = in_place ? projection[1] : grads[1];
+  for (std::int64_t i = 0; i < count; ++i) {
+    forward.check(i, y[0].get(i), y[1].get(i), gate[i], tolerance(out, false));
+    const std::int64_t at = i / n * stride + i % n;
+    backward.check(i, g0.get(at), g1.get(at), gate[i], tolerance(out, true));
+    backward.check(i, g0.get(at + n), g1.get(at + n), gate[i], tolerance(out, true));
+  }
+}
+
+TEST(CpuSwiglu, EveryDtypePairMatchesReference) {
+  for_each_simd_target([] {
+    std::uint64_t seed = 300;
+    for (DType in : kDtypes)
+      for (DType out : kDtypes)
+        for (std::int64_t n : kSizes) {
+          if (n == 70000 && in != out) continue;
+          check_swiglu(in, out, 1, n, false, seed++);
+        }
+    for (DType dtype : kDtypes) {
+      check_swiglu(dtype, dtype, 3, 37, false, seed++);
+      check_swiglu(dtype, dtype, 3, 37, true, seed++);
+      check_swiglu(dtype, dtype, 2, 20001, true, seed++);
+    }
+  });
+}
+
+// ---- thread counts ----------------------------------------------------------------------------
+
+// Output bytes of one call on `threads` threads.
+std::vector<unsigned char> activation_bytes(Activation a, bool backward, int threads,
+                                            std::int64_t target) {
+  SimdTargetScope scope(target, threads);
+  const std::int64_t n = 70001;
+  Buffer x(DType::f32, n), dy(DType::f32, n), out(DType::bf16, n);
+  const std::vector<double> xs = activation_inputs(n, 5), dys = uniform_values(n, -2, 2, 6);
+  for (std::int64_t i = 0; i < n; ++i) {
+    x.set(i, xs[i]);
+    dy.set(i, dys[i]);
+  }
+  const ActivationOptions options{a, 0.01f};
+  if (!backward) {
+    ActivationForwardArgs f;
+    f.n = n;
+    f.x = x.data();
+    f.y = out.data();
+    f.y_dtype = DType::bf16;
+    EXPECT_TRUE(actloss::activation_forward(f, options, cpu_exec()).ok());
+  } else {
+    ActivationBackwardArgs b;
+    b.n = n;
+    b.saved = x.data();
+    b.dy = dy.data();
+    b.dx = out.data();
+    b.dx_dtype = DType::bf16;
+    EXPECT_TRUE(actloss::activation_backward(b, options, cpu_exec()).ok());
+  }
+  const auto* bytes = static_cast<const unsigned char*>(out.data());
+  return {bytes, bytes + out.size_bytes()};
+}
+
+TEST(CpuActivation, SameBitsOnOneAndThreeThreads) {
+  for (const std::int64_t target : runnable_simd_targets()) {
+    SCOPED_TRACE(actloss::detail::cpu_simd_target_name(target));
+    for (Activation a : kActivations)
+      for (bool backward : {false, true}) {
+        SCOPED_TRACE(std::string(actloss::to_string(a)) + (backward ? " backward" : " forward"));
+        EXPECT_EQ(activation_bytes(a, backward, 1, target),
+                  activation_bytes(a, backward, 3, target));
+      }
+  }
+}
+
+}  // namespace
+}  // namespace api_test
