@@ -203,6 +203,39 @@ HWY_INLINE double sum_double_lanes(DoubleVec v) {
   return total;
 }
 
+// Two double vectors (each half a float vector) rounded once to a float vector.
+HWY_INLINE FloatVec demote_to_floats(FloatTag d, DoubleVec lower, DoubleVec upper) {
+  const hn::Rebind<float, DoubleTag> half;
+  return hn::Combine(d, hn::DemoteTo(half, upper), hn::DemoteTo(half, lower));
+}
+
+// ---- Elementwise tasks (the losses) -------------------------------------------------------
+
+// Elements per task of an elementwise loss: the flattened [rows x cols] elements are cut into
+// tasks of this many by size alone, so a reduced loss, summed per task and then in task order,
+// is the same bits on any thread count.
+constexpr std::int64_t kElementsPerTask = std::int64_t{1} << 16;
+
+inline std::int64_t element_tasks(std::int64_t rows, std::int64_t cols) {
+  return (rows * cols + kElementsPerTask - 1) / kElementsPerTask;
+}
+
+// Calls body(row, col_begin, col_end) for each piece of a row that task `task` covers.
+template <class Body>
+HWY_INLINE void for_each_piece_of_task(std::int64_t task, std::int64_t rows, std::int64_t cols,
+                                       Body&& body) {
+  const std::int64_t total = rows * cols;
+  std::int64_t element = task * kElementsPerTask;
+  const std::int64_t end = element + kElementsPerTask < total ? element + kElementsPerTask : total;
+  while (element < end) {
+    const std::int64_t row = element / cols;
+    const std::int64_t col = element - row * cols;
+    const std::int64_t piece_end = end - element < cols - col ? col + (end - element) : cols;
+    body(row, col, piece_end);
+    element += piece_end - col;
+  }
+}
+
 }  // namespace actloss::cpu::HWY_NAMESPACE
 HWY_AFTER_NAMESPACE();
 

@@ -1,12 +1,395 @@
+// Softmax and log-softmax on the SIMD CPU backend, forward and backward, in the kernels' math
+// (cuda/softmax.cu): float exponentials, the row's sums in float64.
+//
+// Forward, per row: pass 1 finds the max m (and whether the row holds a NaN); pass 2 takes
+// e = exp(x - m), kept in a per-thread float buffer for softmax, and s = sum e in double; pass 3
+// writes e / s, or (x - m) - log1p(s - 1). A row that fits in cache is read from memory once.
+// s - 1 (the kernels' rest: every term but the max's own 1) keeps its relative accuracy while
+// rest is not small; a confident row, whose rest is tiny, sums its rest again without the 1, so
+// that the top class's log-probability -log1p(rest) keeps every digit.
+//
+// Backward, per row: pass 1 takes dot = sum y dy (log-softmax: sum dy) in double, where every
+// product of two floats is exact; pass 2 writes y (dy - dot) or dy - exp(y) dot, with dot split
+// into two floats hi + lo so that a difference that nearly cancels stays accurate in float.
+//
+// Rows are cut into tasks of a fixed number of rows (by size only); a row's results do not
+// depend on which thread runs it.
+#undef HWY_TARGET_INCLUDE
+#define HWY_TARGET_INCLUDE "host/cpu/softmax.cpp"
+#include <hwy/foreach_target.h>  // IWYU pragma: keep
+#include <hwy/highway.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <vector>
+
 #include "host/cpu/backend.h"
+#include "host/cpu/simd-inl.h"
+#include "host/cpu/thread_pool.h"
+#include "host/cpu_path.h"
+
+#ifndef ACTLOSS_HOST_CPU_SOFTMAX_ONCE
+#define ACTLOSS_HOST_CPU_SOFTMAX_ONCE
+namespace actloss::cpu {
+namespace {
+
+// Where row r of a batched tensor starts, in elements.
+struct RowStarts {
+  std::int64_t rows_per_batch;
+  std::int64_t row_stride;
+  std::int64_t batch_stride;
+  std::int64_t of(std::int64_t r) const {
+    return (r / rows_per_batch) * batch_stride + (r % rows_per_batch) * row_stride;
+  }
+};
+
+// About this many elements per task: enough to amortise handing a task to a thread, small
+// enough that a few rows' worth spreads over every core.
+constexpr std::int64_t kSoftmaxTaskElements = std::int64_t{1} << 15;
+
+inline std::int64_t softmax_rows_per_task(std::int64_t cols) {
+  return cols >= kSoftmaxTaskElements ? 1 : kSoftmaxTaskElements / cols;
+}
+
+// A rest below this is recomputed without the max's own 1 (see the file comment): s - 1 then
+// carries an absolute error of about 2^-53 s per addition, too much relative to a tiny rest.
+constexpr double kConfidentRest = 0x1p-8;
+
+}  // namespace
+}  // namespace actloss::cpu
+#endif
+
+HWY_BEFORE_NAMESPACE();
+namespace actloss::cpu::HWY_NAMESPACE {
+namespace {
+
+constexpr float kInfinity = std::numeric_limits<float>::infinity();
+
+// The per-thread float buffer of a row's exponentials, grown to the longest row seen, and
+// aligned to the vector size (vectors that straddle cache lines cost two accesses each).
+inline float* exponential_buffer(std::int64_t cols) {
+  thread_local std::vector<float> buffer;
+  constexpr std::size_t kCacheLine = 64;
+  constexpr std::size_t kAlignFloats = kCacheLine / sizeof(float);
+  const auto needed = static_cast<std::size_t>(cols) + hn::MaxLanes(FloatTag()) + kAlignFloats;
+  if (buffer.size() < needed) buffer.resize(needed);
+  const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
+  const std::uintptr_t misalignment = address % kCacheLine;
+  return buffer.data() + (misalignment == 0 ? 0 : (kCacheLine - misalignment) / sizeof(float));
+}
+
+// Fills a row with one value (NaN rows, all -inf rows).
+template <class T>
+void fill_row(FloatTag d, T* out, std::int64_t cols, float value) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const FloatVec v = hn::Set(d, value);
+  std::int64_t i = 0;
+  for (; i + lanes <= cols; i += lanes) store_floats(d, v, out + i);
+  if (i < cols) store_floats_partial(d, v, out + i, static_cast<size_t>(cols - i));
+}
+
+// The row's max, and whether it holds a NaN (which a max may skip).
+template <class T>
+float row_max(FloatTag d, const T* x, std::int64_t cols, bool& has_nan) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  FloatVec max0 = hn::Set(d, -kInfinity), max1 = max0;
+  auto nan0 = hn::FirstN(d, 0), nan1 = nan0;
+  std::int64_t i = 0;
+  for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+    const FloatVec v0 = load_floats(d, x + i), v1 = load_floats(d, x + i + lanes);
+    max0 = hn::Max(max0, v0);
+    max1 = hn::Max(max1, v1);
+    nan0 = hn::Or(nan0, hn::IsNaN(v0));
+    nan1 = hn::Or(nan1, hn::IsNaN(v1));
+  }
+  for (; i < cols; i += lanes) {
+    const auto count = static_cast<size_t>(cols - i < lanes ? cols - i : lanes);
+    FloatVec v = count == static_cast<size_t>(lanes) ? load_floats(d, x + i)
+                                                     : load_floats_partial(d, x + i, count);
+    nan0 = hn::Or(nan0, hn::IsNaN(v));
+    v = hn::IfThenElse(hn::FirstN(d, count), v, hn::Set(d, -kInfinity));
+    max0 = hn::Max(max0, v);
+  }
+  has_nan = !hn::AllFalse(d, hn::Or(nan0, nan1));
+  return hn::GetLane(hn::MaxOfLanes(d, hn::Max(max0, max1)));
+}
+
+// sum exp(x - m) over the row in double; `buffer` (may be null) receives every exponential,
+// and 0s up to the next whole vector.
+template <class T>
+double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, float* buffer) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const FloatVec shift = hn::Set(d, m);
+  DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0, sum2 = sum0, sum3 = sum0;
+  std::int64_t i = 0;
+  for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+    const FloatVec e0 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i), shift));
+    const FloatVec e1 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i + lanes), shift));
+    if (buffer != nullptr) {
+      hn::StoreU(e0, d, buffer + i);
+      hn::StoreU(e1, d, buffer + i + lanes);
+    }
+    sum0 = hn::Add(sum0, lower_as_double(d, e0));
+    sum1 = hn::Add(sum1, upper_as_double(d, e0));
+    sum2 = hn::Add(sum2, lower_as_double(d, e1));
+    sum3 = hn::Add(sum3, upper_as_double(d, e1));
+  }
+  for (; i < cols; i += lanes) {
+    const auto count = static_cast<size_t>(cols - i < lanes ? cols - i : lanes);
+    const FloatVec v = count == static_cast<size_t>(lanes) ? load_floats(d, x + i)
+                                                           : load_floats_partial(d, x + i, count);
+    const FloatVec e =
+        hn::IfThenElseZero(hn::FirstN(d, count), exp_nonpositive(d, hn::Sub(v, shift)));
+    if (buffer != nullptr) hn::StoreU(e, d, buffer + i);
+    sum0 = hn::Add(sum0, lower_as_double(d, e));
+    sum1 = hn::Add(sum1, upper_as_double(d, e));
+  }
+  return sum_double_lanes(hn::Add(hn::Add(sum0, sum2), hn::Add(sum1, sum3)));
+}
+
+// A confident row's rest: every exponential but the max's exact 1. With rest below 1 no other
+// element ties the max or rounds to 1, so the max's term is the only 1 in the row.
+template <class T>
+double confident_rest(FloatTag d, const T* x, std::int64_t cols, float m, const float* buffer) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const FloatVec shift = hn::Set(d, m);
+  const FloatVec one = hn::Set(d, 1.0f);
+  DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0;
+  for (std::int64_t i = 0; i < cols; i += lanes) {
+    const auto count = static_cast<size_t>(cols - i < lanes ? cols - i : lanes);
+    FloatVec e;
+    if (buffer != nullptr) {
+      e = hn::LoadU(d, buffer + i);  // 0 past the row
+    } else {
+      const FloatVec v = count == static_cast<size_t>(lanes) ? load_floats(d, x + i)
+                                                             : load_floats_partial(d, x + i, count);
+      e = hn::IfThenElseZero(hn::FirstN(d, count), exp_nonpositive(d, hn::Sub(v, shift)));
+    }
+    e = hn::IfThenZeroElse(hn::Eq(e, one), e);
+    sum0 = hn::Add(sum0, lower_as_double(d, e));
+    sum1 = hn::Add(sum1, upper_as_double(d, e));
+  }
+  return sum_double_lanes(hn::Add(sum0, sum1));
+}
+
+template <class TX, class TY>
+void softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bool log) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  bool has_nan = false;
+  const float m = row_max(d, x, cols, has_nan);
+  // NaN, or +inf (inf - inf), makes the row NaN; a row of -infs has no mass: softmax 0,
+  // log-softmax -inf (the reference's convention, never the NaN of -inf - -inf).
+  if (has_nan || m == kInfinity) {
+    return fill_row(d, y, cols, std::numeric_limits<float>::quiet_NaN());
+  }
+  if (m == -kInfinity) return fill_row(d, y, cols, log ? -kInfinity : 0.0f);
+
+  // Buffered even where the row and its exponentials exceed L2: measured against taking every
+  // exponential again in the last pass (up to 262144 columns), the buffer was as fast or faster.
+  float* buffer = log ? nullptr : exponential_buffer(cols);
+  double rest = sum_exponentials(d, x, cols, m, buffer) - 1.0;
+  if (rest < kConfidentRest) rest = confident_rest(d, x, cols, m, buffer);
+
+  std::int64_t i = 0;
+  if (log) {
+    const FloatVec shift = hn::Set(d, m);
+    const FloatVec log_s = hn::Set(d, static_cast<float>(std::log1p(rest)));
+    for (; i + lanes <= cols; i += lanes) {
+      const FloatVec v = load_floats(d, x + i);
+      store_floats(d, hn::Sub(hn::Sub(v, shift), log_s), y + i);
+    }
+    if (i < cols) {
+      const auto count = static_cast<size_t>(cols - i);
+      const FloatVec v = load_floats_partial(d, x + i, count);
+      store_floats_partial(d, hn::Sub(hn::Sub(v, shift), log_s), y + i, count);
+    }
+    return;
+  }
+  const FloatVec inv_s = hn::Set(d, static_cast<float>(1.0 / (1.0 + rest)));
+  for (; i + lanes <= cols; i += lanes) {
+    store_floats(d, hn::Mul(hn::LoadU(d, buffer + i), inv_s), y + i);
+  }
+  if (i < cols) {
+    store_floats_partial(d, hn::Mul(hn::LoadU(d, buffer + i), inv_s), y + i,
+                         static_cast<size_t>(cols - i));
+  }
+}
+
+}  // namespace
+
+void softmax_forward_rows(const SoftmaxForwardArgs& args, bool log) {
+  const RowStarts x_rows{args.rows_per_batch, args.x_row_stride, args.x_batch_stride};
+  const RowStarts y_rows{args.rows_per_batch, args.y_row_stride, args.y_batch_stride};
+  const std::int64_t rows = args.rows, cols = args.cols;
+  const std::int64_t per_task = softmax_rows_per_task(cols);
+  with_storage(args.x_dtype, [&](auto* x_tag) {
+    with_storage(args.y_dtype, [&](auto* y_tag) {
+      using TX = std::remove_pointer_t<decltype(x_tag)>;
+      using TY = std::remove_pointer_t<decltype(y_tag)>;
+      const TX* x = static_cast<const TX*>(args.x);
+      TY* y = static_cast<TY*>(args.y);
+      parallel_for((rows + per_task - 1) / per_task, [&](std::int64_t task) {
+        const FloatTag d;
+        const std::int64_t end = (task + 1) * per_task < rows ? (task + 1) * per_task : rows;
+        for (std::int64_t r = task * per_task; r < end; ++r) {
+          softmax_forward_row(d, x + x_rows.of(r), y + y_rows.of(r), cols, log);
+        }
+      });
+    });
+  });
+}
+
+namespace {
+
+// dot = sum y dy (log: sum dy) in double.
+template <class TY, class TDY>
+double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool log) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0, sum2 = sum0, sum3 = sum0;
+  std::int64_t i = 0;
+  if (log) {
+    for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+      const FloatVec g0 = load_floats(d, dy + i), g1 = load_floats(d, dy + i + lanes);
+      sum0 = hn::Add(sum0, lower_as_double(d, g0));
+      sum1 = hn::Add(sum1, upper_as_double(d, g0));
+      sum2 = hn::Add(sum2, lower_as_double(d, g1));
+      sum3 = hn::Add(sum3, upper_as_double(d, g1));
+    }
+  } else {
+    for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+      const FloatVec p0 = load_floats(d, y + i), p1 = load_floats(d, y + i + lanes);
+      const FloatVec g0 = load_floats(d, dy + i), g1 = load_floats(d, dy + i + lanes);
+      sum0 = hn::MulAdd(lower_as_double(d, p0), lower_as_double(d, g0), sum0);
+      sum1 = hn::MulAdd(upper_as_double(d, p0), upper_as_double(d, g0), sum1);
+      sum2 = hn::MulAdd(lower_as_double(d, p1), lower_as_double(d, g1), sum2);
+      sum3 = hn::MulAdd(upper_as_double(d, p1), upper_as_double(d, g1), sum3);
+    }
+  }
+  for (; i < cols; i += lanes) {
+    const auto count = static_cast<size_t>(cols - i < lanes ? cols - i : lanes);
+    const bool whole = count == static_cast<size_t>(lanes);
+    const FloatVec g = whole ? load_floats(d, dy + i) : load_floats_partial(d, dy + i, count);
+    if (log) {
+      sum0 = hn::Add(sum0, lower_as_double(d, g));
+      sum1 = hn::Add(sum1, upper_as_double(d, g));
+    } else {
+      // Lanes past the row hold 0 in both: their product adds nothing.
+      const FloatVec p = whole ? load_floats(d, y + i) : load_floats_partial(d, y + i, count);
+      sum0 = hn::MulAdd(lower_as_double(d, p), lower_as_double(d, g), sum0);
+      sum1 = hn::MulAdd(upper_as_double(d, p), upper_as_double(d, g), sum1);
+    }
+  }
+  return sum_double_lanes(hn::Add(hn::Add(sum0, sum2), hn::Add(sum1, sum3)));
+}
+
+// dx from the loaded y, dy and the dot in two floats.
+HWY_INLINE FloatVec backward_value(FloatTag d, FloatVec y, FloatVec dy, FloatVec hi, FloatVec lo,
+                                   bool log) {
+  if (!log) return hn::Mul(y, hn::Sub(hn::Sub(dy, hi), lo));
+  const FloatVec e = exp_any(d, y);
+  return hn::Sub(hn::NegMulAdd(e, hi, dy), hn::Mul(e, lo));
+}
+
+template <class TY, class TDY, class TDX>
+void softmax_backward_row(FloatTag d, const TY* y, const TDY* dy, TDX* dx, std::int64_t cols,
+                          bool log) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const double dot = row_dot(d, y, dy, cols, log);
+  if (!(std::fabs(dot) <= 0x1p100)) {
+    // A NaN or infinite dot, or one so large that hi or dy - hi could overflow although dx is
+    // finite: the row in double, element by element (rare).
+    for (std::int64_t c = 0; c < cols; ++c) {
+      const float y_c = load_float(y + c);
+      const double dy_c = load_float(dy + c);
+      const double value =
+          log ? dy_c - static_cast<double>(std::exp(y_c)) * dot : y_c * (dy_c - dot);
+      store_floats_partial(d, hn::Set(d, static_cast<float>(value)), dx + c, 1);
+    }
+    return;
+  }
+  const float hi = static_cast<float>(dot);
+  const float lo = static_cast<float>(dot - static_cast<double>(hi));
+  std::int64_t i = 0;
+  if (log && hi == 0.0f) {
+    // A zero sum of dy contributes nothing, also where exp(y) is inf (as the kernels).
+    for (; i + lanes <= cols; i += lanes) store_floats(d, load_floats(d, dy + i), dx + i);
+    if (i < cols) {
+      const auto count = static_cast<size_t>(cols - i);
+      store_floats_partial(d, load_floats_partial(d, dy + i, count), dx + i, count);
+    }
+    return;
+  }
+  const FloatVec hi_v = hn::Set(d, hi), lo_v = hn::Set(d, lo);
+  for (; i + lanes <= cols; i += lanes) {
+    store_floats(d,
+                 backward_value(d, load_floats(d, y + i), load_floats(d, dy + i), hi_v, lo_v, log),
+                 dx + i);
+  }
+  if (i < cols) {
+    const auto count = static_cast<size_t>(cols - i);
+    const FloatVec value = backward_value(d, load_floats_partial(d, y + i, count),
+                                          load_floats_partial(d, dy + i, count), hi_v, lo_v, log);
+    store_floats_partial(d, value, dx + i, count);
+  }
+}
+
+}  // namespace
+
+void softmax_backward_rows(const SoftmaxBackwardArgs& args, bool log) {
+  const RowStarts y_rows{args.rows_per_batch, args.y_row_stride, args.y_batch_stride};
+  const RowStarts dy_rows{args.rows_per_batch, args.dy_row_stride, args.dy_batch_stride};
+  const RowStarts dx_rows{args.rows_per_batch, args.dx_row_stride, args.dx_batch_stride};
+  const std::int64_t rows = args.rows, cols = args.cols;
+  const std::int64_t per_task = softmax_rows_per_task(cols);
+  with_storage(args.y_dtype, [&](auto* y_tag) {
+    with_storage(args.dy_dtype, [&](auto* dy_tag) {
+      with_storage(args.dx_dtype, [&](auto* dx_tag) {
+        using TY = std::remove_pointer_t<decltype(y_tag)>;
+        using TDY = std::remove_pointer_t<decltype(dy_tag)>;
+        using TDX = std::remove_pointer_t<decltype(dx_tag)>;
+        const TY* y = static_cast<const TY*>(args.y);
+        const TDY* dy = static_cast<const TDY*>(args.dy);
+        TDX* dx = static_cast<TDX*>(args.dx);
+        parallel_for((rows + per_task - 1) / per_task, [&](std::int64_t task) {
+          const FloatTag d;
+          const std::int64_t end = (task + 1) * per_task < rows ? (task + 1) * per_task : rows;
+          for (std::int64_t r = task * per_task; r < end; ++r) {
+            softmax_backward_row(d, y + y_rows.of(r), dy + dy_rows.of(r), dx + dx_rows.of(r), cols,
+                                 log);
+          }
+        });
+      });
+    });
+  });
+}
+
+}  // namespace actloss::cpu::HWY_NAMESPACE
+HWY_AFTER_NAMESPACE();
+
+#if HWY_ONCE
+namespace actloss::cpu {
+HWY_EXPORT(softmax_forward_rows);
+HWY_EXPORT(softmax_backward_rows);
+}  // namespace actloss::cpu
 
 namespace actloss::detail {
 
-std::optional<Status> cpu_softmax_forward(const SoftmaxForwardArgs&, const SoftmaxOptions&) {
-  return std::nullopt;
+std::optional<Status> cpu_softmax_forward(const SoftmaxForwardArgs& args,
+                                          const SoftmaxOptions& options) {
+  if (args.rows == 0) return Status{};
+  return host::run_cpu("softmax_forward", [&] {
+    HWY_DYNAMIC_DISPATCH(cpu::softmax_forward_rows)(args, options.log);
+  });
 }
-std::optional<Status> cpu_softmax_backward(const SoftmaxBackwardArgs&, const SoftmaxOptions&) {
-  return std::nullopt;
+
+std::optional<Status> cpu_softmax_backward(const SoftmaxBackwardArgs& args,
+                                           const SoftmaxOptions& options) {
+  if (args.rows == 0) return Status{};
+  return host::run_cpu("softmax_backward", [&] {
+    HWY_DYNAMIC_DISPATCH(cpu::softmax_backward_rows)(args, options.log);
+  });
 }
 
 }  // namespace actloss::detail
+#endif
