@@ -24,6 +24,7 @@
 #include <cstring>
 #include <limits>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "host/cpu/backend.h"
@@ -101,6 +102,7 @@ struct CrossEntropyTaskResult {
 #define HWY_TARGET_INCLUDE "host/cpu/cross_entropy.cpp"
 #include <hwy/foreach_target.h>  // IWYU pragma: keep
 #include <hwy/highway.h>
+#include <hwy/cache_control.h>
 #include <hwy/contrib/math/math-inl.h>
 
 #include "host/cpu/simd-inl.h"
@@ -111,9 +113,7 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-using DoubleTag = hn::Repartition<double, FloatTag>;
 using HalfTag = hn::Half<FloatTag>;
-using DoubleVec = hn::Vec<DoubleTag>;
 
 // Adds the lanes of v to `sum` in double, without a float rounding on the way.
 HWY_INLINE DoubleVec add_promoted(DoubleVec sum, FloatVec v) {
@@ -132,20 +132,6 @@ HWY_INLINE DoubleVec add_gaps(DoubleVec sum, FloatVec coefficient, float m, Floa
   const DoubleVec gap_hi = hn::Sub(vm, hn::PromoteTo(dd, hn::UpperHalf(dh, x)));
   sum = hn::MulAdd(hn::PromoteTo(dd, hn::LowerHalf(dh, coefficient)), gap_lo, sum);
   return hn::MulAdd(hn::PromoteTo(dd, hn::UpperHalf(dh, coefficient)), gap_hi, sum);
-}
-
-HWY_INLINE double sum_double_lanes(DoubleVec v) {
-  const DoubleTag dd;
-  HWY_ALIGN double lanes[hn::MaxLanes(DoubleTag())];
-  hn::Store(v, dd, lanes);
-  double total = 0.0;
-  for (size_t i = 0; i < hn::Lanes(dd); ++i) total += lanes[i];
-  return total;
-}
-
-// exp(t) for t <= 0 with NaN kept (Highway's Exp returns 0 for NaN).
-HWY_INLINE FloatVec exp_keeping_nan(FloatTag d, FloatVec t) {
-  return hn::IfThenElse(hn::IsNaN(t), t, hn::Exp(d, t));
 }
 
 // x' = cap tanh(x / cap) and its slope sech^2(x / cap), as the kernel forms them: tanh|u| =
@@ -191,6 +177,12 @@ class RowKernel {
     const TX* logits = static_cast<const TX*>(c_.logits) +
                        c_.start_of(row, c_.logits_row_stride, c_.logits_batch_stride);
     const std::int64_t classes = c_.classes;
+    // The next row's logits are fetched while this row's exponentials are computed: one core
+    // otherwise waits for memory in the first pass over a row and leaves it idle in the next.
+    next_row_ = row + 1 < c_.rows
+                    ? static_cast<const TX*>(c_.logits) +
+                          c_.start_of(row + 1, c_.logits_row_stride, c_.logits_batch_stride)
+                    : nullptr;
 
     // Which row this is: a class target (ignored or active) or a probability row.
     std::int64_t y = -1;
@@ -321,13 +313,18 @@ class RowKernel {
     return hn::IfThenElseZero(hn::FirstN(d_, static_cast<size_t>(count)), a);
   }
 
-  // Calls body(c, count) for the row's vectors: count = Lanes except for the last.
+  // Calls body(c, count) for the row's vectors from column `first` on: count = Lanes except for
+  // the last.
   template <class Body>
-  void for_each_vector(Body&& body) const {
+  void for_each_vector(std::int64_t first, Body&& body) const {
     const std::int64_t classes = c_.classes;
-    std::int64_t c = 0;
+    std::int64_t c = first;
     for (; c + lanes_ <= classes; c += lanes_) body(c, lanes_);
     if (c < classes) body(c, classes - c);
+  }
+  template <class Body>
+  void for_each_vector(Body&& body) const {
+    for_each_vector(0, std::forward<Body>(body));
   }
 
   // count elements at p as floats; lanes past count get `fill`.
@@ -386,27 +383,77 @@ class RowKernel {
     return 0;
   }
 
-  // rest = sum of exp(x'_c - m) but the first maximum's 1, in double; the exponentials go to
-  // `keep` when given; `terms` gets sum_c a'_c (m - x'_c) when asked (a' = w for class targets
-  // with smoothing, a for probabilities).
+  // The first column holding m (which exists: m is finite here and one of the values).
+  std::int64_t first_maximum(const float* xs, float m) const {
+    const FloatVec vm = hn::Set(d_, m);
+    std::int64_t found = -1;
+    for_each_vector([&](std::int64_t c, std::int64_t count) {
+      if (found >= 0) return;
+      const FloatVec x = load(xs + c, count, -kInf);
+      const intptr_t lane = hn::FindFirstTrue(d_, hn::Eq(x, vm));
+      if (lane >= 0) found = c + lane;
+    });
+    return found;
+  }
+
+  // rest = sum of exp(x'_c - m) over every column but the first maximum's (whose term is the
+  // exact 1 of s = 1 + rest), in double; another maximum adds its exact 1. The exponentials go
+  // to `keep` when given; `terms` gets sum_c a'_c (m - x'_c) when asked (a' = w for class
+  // targets with smoothing, a for probabilities).
   double exponentials(const float* xs, float m, std::int64_t row, float* keep, bool need_terms,
                       double& terms) const {
     const FloatVec vm = hn::Set(d_, m);
+    const std::int64_t excluded = first_maximum(xs, m);
+    const hn::RebindToSigned<FloatTag> di;
+    const auto lane_index = hn::Iota(di, 0);
+    // The vector at column c without the first maximum's term.
+    const auto without_maximum = [&](std::int64_t c, FloatVec e) {
+      if (excluded < c || excluded >= c + lanes_) return e;
+      const auto at_maximum = hn::Eq(lane_index, hn::Set(di, static_cast<int>(excluded - c)));
+      return hn::IfThenZeroElse(hn::RebindMask(d_, at_maximum), e);
+    };
     DoubleVec rest = hn::Zero(DoubleTag());
     DoubleVec term_sum = hn::Zero(DoubleTag());
-    FloatVec ties = hn::Zero(d_);
     const float smooth = c_.smoothing / static_cast<float>(c_.classes);
     auto body = [&](auto* q_tag) {
       using TQ = std::remove_pointer_t<decltype(q_tag)>;
       const TQ* q = c_.soft() ? static_cast<const TQ*>(c_.targets) +
                                     c_.start_of(row, c_.target_row_stride, c_.target_batch_stride)
                               : nullptr;
-      for_each_vector([&](std::int64_t c, std::int64_t count) {
+      std::int64_t first = 0;
+      if (!need_terms) {
+        // The common case, four vectors at a time: their terms are added in float (four
+        // roundings of 2^-24 relative to a partial sum, which the double sum then keeps) before
+        // one conversion to double, which is what the loop would otherwise spend most on.
+        const std::int64_t block = 4 * lanes_;
+        for (; first + block <= c_.classes; first += block) {
+          FloatVec part = hn::Zero(d_);
+          if (next_row_ != nullptr) {
+            // A cache line per 64 bytes of the next row over this block's columns.
+            for (std::int64_t k = first; k < first + block; k += 64 / sizeof(TX)) {
+              hwy::Prefetch(next_row_ + k);
+            }
+          }
+          if (excluded >= first && excluded < first + block) {
+            for (std::int64_t k = first; k < first + block; k += lanes_) {
+              const FloatVec e = exp_nonpositive(d_, hn::Sub(hn::LoadU(d_, xs + k), vm));
+              part = hn::Add(part, without_maximum(k, e));
+              if (keep != nullptr) hn::StoreU(e, d_, keep + k);
+            }
+          } else {
+            for (std::int64_t k = first; k < first + block; k += lanes_) {
+              const FloatVec e = exp_nonpositive(d_, hn::Sub(hn::LoadU(d_, xs + k), vm));
+              part = hn::Add(part, e);
+              if (keep != nullptr) hn::StoreU(e, d_, keep + k);
+            }
+          }
+          rest = add_promoted(rest, part);
+        }
+      }
+      for_each_vector(first, [&](std::int64_t c, std::int64_t count) {
         const FloatVec x = load(xs + c, count, -kInf);
-        const auto top = hn::Eq(x, vm);
-        const FloatVec e = hn::Exp(d_, hn::Sub(x, vm));
-        rest = add_promoted(rest, hn::IfThenZeroElse(top, e));
-        ties = hn::Add(ties, hn::IfThenElseZero(top, hn::Set(d_, 1.0f)));
+        const FloatVec e = exp_nonpositive(d_, hn::Sub(x, vm));
+        rest = add_promoted(rest, without_maximum(c, e));
         if (keep != nullptr) hn::StoreU(e, d_, keep + c);
         if (need_terms) {
           FloatVec weight;
@@ -418,7 +465,8 @@ class RowKernel {
             weight = hn::IfThenElseZero(hn::FirstN(d_, static_cast<size_t>(count)), weight);
           }
           // Lanes past the row hold x = -inf with weight 0: masked to a zero gap.
-          const FloatVec x_in_row = hn::IfThenElse(hn::FirstN(d_, static_cast<size_t>(count)), x, vm);
+          const FloatVec x_in_row =
+              hn::IfThenElse(hn::FirstN(d_, static_cast<size_t>(count)), x, vm);
           term_sum = add_gaps(term_sum, weight, m, x_in_row);
         }
       });
@@ -429,8 +477,7 @@ class RowKernel {
       body(static_cast<float*>(nullptr));
     }
     terms = sum_double_lanes(term_sum);
-    // Every maximum but the first adds its 1.
-    return sum_double_lanes(rest) + (static_cast<double>(hn::GetLane(hn::SumOfLanes(d_, ties))) - 1.0);
+    return sum_double_lanes(rest);
   }
 
   void backward_row(std::int64_t row, const TX* logits, std::int64_t y, bool ignored,
@@ -466,7 +513,9 @@ class RowKernel {
         nan_row ? NAN : static_cast<float>(static_cast<double>(upstream) * c_.grad_factor);
     const float prob_factor =
         coefficient_sum + (c_.z_loss != 0.0f ? 2.0f * c_.z_loss * lse : 0.0f);
-    const FloatVec prob_scale = hn::Set(d_, prob_factor * inv_sum * multiplier);
+    const float prob_scale_value = prob_factor * inv_sum * multiplier;
+    const bool finite_scale = std::isfinite(prob_scale_value);
+    const FloatVec prob_scale = hn::Set(d_, prob_scale_value);
     const FloatVec target_step = hn::Set(d_, multiplier * hard_coefficient);
     const FloatVec smooth_step = hn::Set(d_, multiplier * smooth);
     const FloatVec vmultiplier = hn::Set(d_, multiplier);
@@ -488,18 +537,22 @@ class RowKernel {
           e = no_mass || nan_row ? hn::Zero(d_) : hn::LoadU(d_, exps + c);
           if (capped) slope = softcap_slope(d_, load(logits + c, count, 0.0f), c_.softcap);
         } else {
+          if (next_row_ != nullptr) hwy::Prefetch(next_row_ + c);
           const FloatVec raw = load(logits + c, count, 0.0f);
           FloatVec x = raw;
           if (capped) {
             x = softcapped(d_, raw, c_.softcap);
             slope = softcap_slope(d_, raw, c_.softcap);
           }
-          e = exp_keeping_nan(d_, hn::Sub(x, vshift));
+          // x' - shift may be NaN (a NaN logit) or, with logits that differ from the forward's,
+          // positive: the general exponential.
+          e = exp_any(d_, hn::Sub(x, vshift));
         }
         // The p_c terms are exactly 0 where p_c is: the factor may be infinite (z-loss of an
-        // all -inf row).
+        // all -inf row), and infinity times 0 must not make them NaN.
         const FloatVec probability_part =
-            hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d_)), hn::Mul(prob_scale, e));
+            finite_scale ? hn::Mul(prob_scale, e)
+                         : hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d_)), hn::Mul(prob_scale, e));
         FloatVec step;
         if (c_.soft()) {
           step = hn::Mul(vmultiplier, coefficients(q, c, count, smooth));
@@ -517,7 +570,8 @@ class RowKernel {
           }
           if (nan_row) step = hn::Set(d_, NAN);
         }
-        store(out + c, count, hn::Mul(hn::Sub(probability_part, step), slope));
+        const FloatVec g = hn::Sub(probability_part, step);
+        store(out + c, count, capped ? hn::Mul(g, slope) : g);
       });
     };
     if (c_.soft()) {
@@ -539,6 +593,7 @@ class RowKernel {
   FloatTag d_;
   std::int64_t lanes_ = 1;
   float* buffer_ = nullptr;
+  const TX* next_row_ = nullptr;
 };
 
 }  // namespace
