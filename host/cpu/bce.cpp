@@ -331,7 +331,7 @@ std::optional<Status> cpu_bce_with_logits(Pass pass, const BceArgs& args,
       }
     }
     const double total = HWY_DYNAMIC_DISPATCH(cpu::bce_run)(call);
-    if (call.reduces) *args.loss = static_cast<float>(total / denominator);
+    if (call.reduces) *args.loss = host::double_to_float(total / denominator);
   });
 }
 

@@ -172,7 +172,7 @@ std::optional<Status> cpu_mse(Pass pass, const MseArgs& args, const MseOptions& 
       }
     }
     const double total = HWY_DYNAMIC_DISPATCH(cpu::mse_run)(call);
-    if (call.reduces) *args.loss = static_cast<float>(total / denominator);
+    if (call.reduces) *args.loss = host::double_to_float(total / denominator);
   });
 }
 
