@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job: build actloss (Release; with the CUDA backend when nvcc is present), then prove it
 # on this machine: the CUDA kernels against the float64 reference (on the GPU; without one, on
-# the CPU simulator, built for that), the CPU path's own check, and a quick speed table against
+# the CPU simulator, built for that), the SIMD CPU backend against the same oracle, and a quick speed table against
 # the copy bandwidth measured in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,7 +13,7 @@ tool=./build/default/tools/actloss
 if "$tool" info --cuda-device; then
   "$tool" validate --quick
 elif ! actloss_have_nvcc; then
-  printf '\nNo CUDA toolkit: the CUDA kernels cannot be built here; only the CPU path is checked.\n'
+  printf '\nNo CUDA toolkit: the CUDA kernels cannot be built here; only the CPU backend is checked.\n'
   "$tool" validate --quick --device cpu
 else
   # No GPU here (or no CUDA backend): the kernels still run, on the simulator, which compiles the
