@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The main job: build actloss (Release; with the CUDA backend when nvcc is present), then prove it
 # on this machine: the CUDA kernels against the float64 reference (on the GPU; without one, on
-# the CPU simulator, built for that), the SIMD CPU backend against the same oracle, and a quick speed table against
-# the copy bandwidth measured in the same run.
+# the CPU simulator, built for that), the SIMD CPU backend against the same oracle, and a quick
+# speed table against the copy bandwidth measured in the same run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
