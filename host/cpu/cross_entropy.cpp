@@ -113,25 +113,18 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-using HalfTag = hn::Half<FloatTag>;
-
 // Adds the lanes of v to `sum` in double, without a float rounding on the way.
 HWY_INLINE DoubleVec add_promoted(DoubleVec sum, FloatVec v) {
-  const HalfTag dh;
-  const DoubleTag dd;
-  sum = hn::Add(sum, hn::PromoteTo(dd, hn::LowerHalf(dh, v)));
-  return hn::Add(sum, hn::PromoteTo(dd, hn::UpperHalf(dh, v)));
+  const FloatTag d;
+  return hn::Add(hn::Add(sum, lower_as_double(d, v)), upper_as_double(d, v));
 }
 
 // sum_lanes(coefficient * (m - x)) in double: m - x is exact there and cannot overflow.
 HWY_INLINE DoubleVec add_gaps(DoubleVec sum, FloatVec coefficient, float m, FloatVec x) {
-  const HalfTag dh;
-  const DoubleTag dd;
-  const DoubleVec vm = hn::Set(dd, static_cast<double>(m));
-  const DoubleVec gap_lo = hn::Sub(vm, hn::PromoteTo(dd, hn::LowerHalf(dh, x)));
-  const DoubleVec gap_hi = hn::Sub(vm, hn::PromoteTo(dd, hn::UpperHalf(dh, x)));
-  sum = hn::MulAdd(hn::PromoteTo(dd, hn::LowerHalf(dh, coefficient)), gap_lo, sum);
-  return hn::MulAdd(hn::PromoteTo(dd, hn::UpperHalf(dh, coefficient)), gap_hi, sum);
+  const FloatTag d;
+  const DoubleVec vm = hn::Set(DoubleTag(), static_cast<double>(m));
+  sum = hn::MulAdd(lower_as_double(d, coefficient), hn::Sub(vm, lower_as_double(d, x)), sum);
+  return hn::MulAdd(upper_as_double(d, coefficient), hn::Sub(vm, upper_as_double(d, x)), sum);
 }
 
 // x' = cap tanh(x / cap) and its slope sech^2(x / cap), as the kernel forms them: tanh|u| =
