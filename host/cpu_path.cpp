@@ -1,5 +1,7 @@
 #include "host/cpu_path.h"
 
+#include <cstring>
+
 #include "host/half.h"
 
 namespace actloss::host {
@@ -61,6 +63,17 @@ void store_f32(float* data, double value) { *data = double_to_float(value); }
 std::vector<double> gather_upstream(const float* upstream, Reduction reduction,
                                     std::int64_t per_element) {
   return gather_f32(upstream, reduction == Reduction::none ? per_element : 1);
+}
+
+std::int64_t load_class_target(const void* targets, TargetKind kind, std::int64_t index) {
+  if (kind == TargetKind::class_index_i32) {
+    std::int32_t value;
+    std::memcpy(&value, static_cast<const std::int32_t*>(targets) + index, sizeof value);
+    return value;
+  }
+  std::int64_t value;
+  std::memcpy(&value, static_cast<const std::int64_t*>(targets) + index, sizeof value);
+  return value;
 }
 
 ref::Reduction to_ref(Reduction reduction) {

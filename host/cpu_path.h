@@ -53,6 +53,10 @@ std::vector<double> gather_upstream(const float* upstream, Reduction reduction,
 
 ref::Reduction to_ref(Reduction reduction);
 
+// Element `index` of class-index targets of `kind` (int32 or int64), read without assuming the
+// pointer's alignment.
+std::int64_t load_class_target(const void* targets, TargetKind kind, std::int64_t index);
+
 // Runs the CPU computation. The public API never throws; the reference allocates, so running out
 // of memory (or sizes a std::vector cannot hold) becomes `unsupported`, and anything else thrown
 // is a bug. Nothing has been written when either happens, since outputs are stored last.

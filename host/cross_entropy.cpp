@@ -233,15 +233,7 @@ host::BatchedRows layout_of(const CrossEntropyArgs& args, std::int64_t row_strid
 std::int64_t load_target(const Plan& plan, std::int64_t row) {
   const std::int64_t index =
       layout_of(plan.args, 1, plan.args.target_batch_stride, 1).start_of(row);
-  if (plan.args.target_kind == TargetKind::class_index_i32) {
-    std::int32_t value;
-    std::memcpy(&value, static_cast<const std::int32_t*>(plan.args.targets) + index,
-                sizeof value);
-    return value;
-  }
-  std::int64_t value;
-  std::memcpy(&value, static_cast<const std::int64_t*>(plan.args.targets) + index, sizeof value);
-  return value;
+  return host::load_class_target(plan.args.targets, plan.args.target_kind, index);
 }
 
 host::BatchedRows grad_layout(const CrossEntropyArgs& args) {

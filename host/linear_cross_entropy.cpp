@@ -228,14 +228,7 @@ Status validate(Pass pass, const LinearCrossEntropyArgs& in,
 // linear backward of its gradient), rounded once into the outputs.
 
 std::int64_t load_target(const LinearCrossEntropyArgs& args, std::int64_t token) {
-  if (args.target_kind == TargetKind::class_index_i32) {
-    std::int32_t value;
-    std::memcpy(&value, static_cast<const std::int32_t*>(args.targets) + token, sizeof value);
-    return value;
-  }
-  std::int64_t value;
-  std::memcpy(&value, static_cast<const std::int64_t*>(args.targets) + token, sizeof value);
-  return value;
+  return host::load_class_target(args.targets, args.target_kind, token);
 }
 
 Status check_class_targets(const LinearCrossEntropyArgs& args,

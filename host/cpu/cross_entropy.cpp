@@ -29,6 +29,7 @@
 
 #include "host/cpu/backend.h"
 #include "host/cpu/thread_pool.h"
+#include "host/cpu_path.h"
 #include "host/half.h"
 
 namespace actloss::cpu {
@@ -76,15 +77,7 @@ struct CrossEntropyCall {
   }
   bool soft() const { return target_kind == TargetKind::probabilities; }
   std::int64_t class_target(std::int64_t row) const {
-    const std::int64_t index = start_of(row, 1, target_batch_stride);
-    if (target_kind == TargetKind::class_index_i32) {
-      std::int32_t value;
-      std::memcpy(&value, static_cast<const std::int32_t*>(targets) + index, sizeof value);
-      return value;
-    }
-    std::int64_t value;
-    std::memcpy(&value, static_cast<const std::int64_t*>(targets) + index, sizeof value);
-    return value;
+    return host::load_class_target(targets, target_kind, start_of(row, 1, target_batch_stride));
   }
 };
 
