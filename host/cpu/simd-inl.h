@@ -8,6 +8,7 @@
 #define ACTLOSS_HOST_CPU_SIMD_INL_H_
 #endif
 
+#include <hwy/cache_control.h>
 #include <hwy/highway.h>
 
 #include <cstdint>
@@ -113,6 +114,35 @@ HWY_INLINE void store_floats_partial(FloatTag d, FloatVec v, T* p, size_t count)
   HWY_ALIGN T staged[hn::MaxLanes(FloatTag())];
   store_floats(d, v, staged);
   std::memcpy(p, staged, count * sizeof(T));
+}
+
+// ---- Memory traffic --------------------------------------------------------------------------
+
+// Asks for the cache lines of [p, p + bytes) ahead of their use. A compute-heavy loop hides
+// memory latency only if its loads are already on their way: the hardware prefetchers alone
+// left gelu over 16M floats at two thirds of its in-cache speed on one core.
+HWY_INLINE void prefetch_bytes(const void* p, std::size_t bytes) {
+  const char* at = static_cast<const char*>(p);
+  for (std::size_t offset = 0; offset < bytes; offset += 64) hwy::Prefetch(at + offset);
+}
+
+// Copies `bytes` from a buffer in cache to memory that will not be read again soon, with
+// non-temporal stores where `to` is vector-aligned (the few bytes before and after, ordinary
+// ones): the destination's lines are not read first and do not evict the inputs. The caller
+// ends its task with hwy::FlushStream(), so the stores are visible to whoever waits on it.
+HWY_INLINE void stream_bytes(const void* from, void* to, std::size_t bytes) {
+  const hn::ScalableTag<std::uint8_t> d8;
+  const std::size_t vector_bytes = hn::Lanes(d8);
+  const auto* source = static_cast<const std::uint8_t*>(from);
+  auto* destination = static_cast<std::uint8_t*>(to);
+  std::size_t head = (vector_bytes - reinterpret_cast<std::uintptr_t>(destination) % vector_bytes) %
+                     vector_bytes;
+  if (head > bytes) head = bytes;
+  std::memcpy(destination, source, head);
+  std::size_t i = head;
+  for (; i + vector_bytes <= bytes; i += vector_bytes)
+    hn::Stream(hn::LoadU(d8, source + i), d8, destination + i);
+  std::memcpy(destination + i, source + i, bytes - i);
 }
 
 // Scalar access for the odd element.

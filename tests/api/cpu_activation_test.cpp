@@ -504,6 +504,162 @@ TEST(CpuSwiglu, EveryDtypePairMatchesReference) {
   });
 }
 
+// ---- streamed outputs -------------------------------------------------------------------------
+
+// Outputs of 4 MiB or more (dense) are stored with non-temporal stores from their first
+// vector-aligned element on, the elements before it with ordinary ones: every misalignment of
+// the output within a vector, in place and not, a 16-bit output, and SwiGLU's two gradients
+// (streamed together only when equally misaligned). The results must match the reference and
+// nothing outside the output may change.
+class Offset {
+ public:
+  // `elements` elements of `dtype` starting `offset` elements into a poisoned block, with 16
+  // poisoned elements after them.
+  Offset(DType dtype, std::int64_t elements, std::int64_t offset)
+      : buffer_(dtype, elements + offset + 16), elements_(elements), offset_(offset) {}
+  void* data() {
+    return static_cast<char*>(buffer_.data()) + offset_ * actloss::dtype_size(buffer_.dtype());
+  }
+  double get(std::int64_t i) const { return buffer_.get(offset_ + i); }
+  void set(std::int64_t i, double value) { buffer_.set(offset_ + i, value); }
+  bool surroundings_untouched() const {
+    for (std::int64_t i = 0; i < offset_; ++i)
+      if (!buffer_.untouched(i)) return false;
+    for (std::int64_t i = offset_ + elements_; i < offset_ + elements_ + 16; ++i)
+      if (!buffer_.untouched(i)) return false;
+    return true;
+  }
+
+ private:
+  Buffer buffer_;
+  std::int64_t elements_, offset_;
+};
+
+void check_streamed_activation(Activation a, bool backward, DType out, std::int64_t n,
+                               std::int64_t offset, bool in_place) {
+  const std::string what = std::string(actloss::to_string(a)) +
+                           (backward ? " backward" : " forward") + " -> " +
+                           actloss::to_string(out) + " offset " + std::to_string(offset) +
+                           (in_place ? " in place" : "");
+  SCOPED_TRACE(what);
+  const ActivationOptions options{a, 0.01f};
+  const std::vector<double> x = activation_inputs(n, 40 + offset);
+  const std::vector<double> dy = uniform_values(static_cast<std::size_t>(n), -2, 2, 41);
+  Buffer saved(DType::f32, n);
+  for (std::int64_t i = 0; i < n; ++i) saved.set(i, x[i]);
+  Offset results[2] = {Offset(out, n, offset), Offset(out, n, offset)};
+  for (int side = 0; side < 2; ++side) {
+    const actloss::Exec exec = side == 0 ? cpu_exec() : reference_exec();
+    Offset& result = results[side];
+    Status status;
+    if (!backward) {
+      Buffer input(DType::f32, n);
+      if (in_place) {
+        for (std::int64_t i = 0; i < n; ++i) result.set(i, x[i]);
+      } else {
+        for (std::int64_t i = 0; i < n; ++i) input.set(i, x[i]);
+      }
+      ActivationForwardArgs f;
+      f.n = n;
+      f.x = in_place ? result.data() : input.data();
+      f.x_dtype = in_place ? out : DType::f32;
+      f.y = result.data();
+      f.y_dtype = out;
+      status = actloss::activation_forward(f, options, exec);
+    } else {
+      Buffer dy_buffer(DType::f32, n);
+      for (std::int64_t i = 0; i < n; ++i) {
+        if (in_place) {
+          result.set(i, dy[i]);
+        } else {
+          dy_buffer.set(i, dy[i]);
+        }
+      }
+      ActivationBackwardArgs b;
+      b.n = n;
+      b.saved = saved.data();
+      b.dy = in_place ? result.data() : dy_buffer.data();
+      b.dy_dtype = in_place ? out : DType::f32;
+      b.dx = result.data();
+      b.dx_dtype = out;
+      status = actloss::activation_backward(b, options, exec);
+    }
+    ASSERT_TRUE(status.ok()) << status.message();
+  }
+  Comparison comparison(what);
+  const Tol tol = tolerance(out, backward);
+  for (std::int64_t i = 0; i < n; ++i)
+    comparison.check(i, results[0].get(i), results[1].get(i), x[i], tol);
+  EXPECT_TRUE(results[0].surroundings_untouched()) << "written outside the output";
+}
+
+TEST(CpuActivation, LargeOutputsAtEveryAlignmentMatchReference) {
+  // 4 MiB of f32 and a partial vector; 4 MiB of bf16 and a few elements.
+  const std::int64_t f32_n = (std::int64_t{1} << 20) + 37, bf16_n = (std::int64_t{1} << 21) + 5;
+  for_each_simd_target([&] {
+    for (std::int64_t offset : {0, 1, 7, 15})
+      check_streamed_activation(Activation::gelu_erf, false, DType::f32, f32_n, offset, false);
+    check_streamed_activation(Activation::tanh, false, DType::f32, f32_n, 3, true);
+    check_streamed_activation(Activation::silu, true, DType::f32, f32_n, 9, false);
+    check_streamed_activation(Activation::sigmoid, true, DType::f32, f32_n, 0, true);
+    check_streamed_activation(Activation::relu, false, DType::bf16, bf16_n, 3, false);
+    check_streamed_activation(Activation::gelu_tanh, true, DType::bf16, bf16_n, 0, false);
+  });
+}
+
+// SwiGLU over dense gate, up and gradients of 4 MiB, the gradients at the given offsets.
+void check_streamed_swiglu(std::int64_t d_gate_offset, std::int64_t d_up_offset) {
+  const std::int64_t n = (std::int64_t{1} << 20) + 3;
+  SCOPED_TRACE("swiglu d_gate offset " + std::to_string(d_gate_offset) + ", d_up offset " +
+               std::to_string(d_up_offset));
+  const std::vector<double> gate = activation_inputs(n, 50);
+  const std::vector<double> up = uniform_values(static_cast<std::size_t>(n), -3, 3, 51);
+  const std::vector<double> dy = uniform_values(static_cast<std::size_t>(n), -2, 2, 52);
+  Buffer gate_buffer(DType::f32, n), up_buffer(DType::f32, n), dy_buffer(DType::f32, n);
+  for (std::int64_t i = 0; i < n; ++i) {
+    gate_buffer.set(i, gate[i]);
+    up_buffer.set(i, up[i]);
+    dy_buffer.set(i, dy[i]);
+  }
+  Offset y[2] = {Offset(DType::f32, n, d_gate_offset), Offset(DType::f32, n, d_gate_offset)};
+  Offset d_gate[2] = {Offset(DType::f32, n, d_gate_offset), Offset(DType::f32, n, d_gate_offset)};
+  Offset d_up[2] = {Offset(DType::f32, n, d_up_offset), Offset(DType::f32, n, d_up_offset)};
+  for (int side = 0; side < 2; ++side) {
+    const actloss::Exec exec = side == 0 ? cpu_exec() : reference_exec();
+    actloss::SwigluForwardArgs f;
+    f.n = n;
+    f.gate = gate_buffer.data();
+    f.up = up_buffer.data();
+    f.y = y[side].data();
+    ASSERT_TRUE(actloss::swiglu_forward(f, exec).ok());
+    actloss::SwigluBackwardArgs b;
+    b.n = n;
+    b.gate = gate_buffer.data();
+    b.up = up_buffer.data();
+    b.dy = dy_buffer.data();
+    b.d_gate = d_gate[side].data();
+    b.d_up = d_up[side].data();
+    ASSERT_TRUE(actloss::swiglu_backward(b, exec).ok());
+  }
+  Comparison forward("swiglu y"), backward("swiglu d_gate/d_up");
+  for (std::int64_t i = 0; i < n; ++i) {
+    forward.check(i, y[0].get(i), y[1].get(i), gate[i], tolerance(DType::f32, false));
+    backward.check(i, d_gate[0].get(i), d_gate[1].get(i), gate[i], tolerance(DType::f32, true));
+    backward.check(i, d_up[0].get(i), d_up[1].get(i), gate[i], tolerance(DType::f32, true));
+  }
+  EXPECT_TRUE(y[0].surroundings_untouched());
+  EXPECT_TRUE(d_gate[0].surroundings_untouched());
+  EXPECT_TRUE(d_up[0].surroundings_untouched());
+}
+
+TEST(CpuSwiglu, LargeOutputsMatchReference) {
+  for_each_simd_target([] {
+    check_streamed_swiglu(0, 0);
+    check_streamed_swiglu(5, 5);
+    check_streamed_swiglu(2, 11);  // not equally misaligned: neither streamed
+  });
+}
+
 // ---- thread counts ----------------------------------------------------------------------------
 
 // Output bytes of one call on `threads` threads.
