@@ -16,6 +16,15 @@ enum class Pass : std::uint8_t { forward, backward, forward_backward };
 
 Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
                           const CrossEntropyOptions& options, const Exec& exec);
+// The vocabulary-parallel cross-entropy's two phases (cuda/cross_entropy_shard.cu).
+Status cuda_cross_entropy_shard_stats(const CrossEntropyArgs& args, const CrossEntropyShard& shard,
+                                      const CrossEntropyOptions& options,
+                                      CrossEntropyShardStats* stats, const Exec& exec);
+Status cuda_cross_entropy_shard_finish(const CrossEntropyArgs& args,
+                                       const CrossEntropyShard& shard,
+                                       const CrossEntropyOptions& options,
+                                       const CrossEntropyShardStats* gathered,
+                                       std::int64_t shards, const Exec& exec);
 Status cuda_bce_with_logits(Pass pass, const BceArgs& args, const BceOptions& options,
                             const Exec& exec);
 Status cuda_activation_forward(const ActivationForwardArgs& args, const ActivationOptions& options,
@@ -49,6 +58,9 @@ Status cuda_linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs& ar
 // after their checks). A reduced loss with no rows or elements needs none.
 Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs& args,
                                          const CrossEntropyOptions& options, std::size_t* bytes);
+Status cuda_cross_entropy_shard_workspace_size(const CrossEntropyArgs& args,
+                                               const CrossEntropyOptions& options,
+                                               std::size_t* bytes);
 Status cuda_bce_workspace_size(const BceArgs& args, const BceOptions& options,
                                std::size_t* bytes);
 Status cuda_mse_workspace_size(const MseArgs& args, const MseOptions& options,

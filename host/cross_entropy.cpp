@@ -13,6 +13,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <limits>
+#include <vector>
 
 #include "host/backend.h"
 #include "host/cpu/backend.h"
@@ -58,8 +60,9 @@ Status check_options(Pass pass, const CrossEntropyArgs& args,
   return {};
 }
 
+// loss_required: forward's loss must be given when rows > 0 (the sharded calls relax it).
 Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions& options,
-                const Exec& exec, Plan& plan) {
+                const Exec& exec, Plan& plan, bool loss_required = true) {
   ACTLOSS_TRY(host::check_exec(exec));
   ACTLOSS_TRY(check_options(pass, in, options));
 
@@ -190,7 +193,7 @@ Status validate(Pass pass, const CrossEntropyArgs& in, const CrossEntropyOptions
   if (rows > 0) {
     ACTLOSS_TRY(host::check_required(args.logits, "logits", "rows > 0"));
     ACTLOSS_TRY(host::check_required(args.targets, "targets", "rows > 0"));
-    if (pass == Pass::forward) {
+    if (pass == Pass::forward && loss_required) {
       ACTLOSS_TRY(host::check_required(args.loss, "loss", "forward writes it when rows > 0"));
     }
     if (pass == Pass::backward) {
@@ -241,19 +244,24 @@ host::BatchedRows grad_layout(const CrossEntropyArgs& args) {
 }
 
 // The data check that the CPU path can afford before writing anything (on CUDA the kernel
-// records it instead; see DeviceError).
-Status check_class_targets(const Plan& plan, const CrossEntropyOptions& options) {
+// records it instead; see DeviceError). Classes: the vocabulary's (the sharded calls' total).
+Status check_class_targets(const Plan& plan, const CrossEntropyOptions& options,
+                           std::int64_t classes) {
   if (plan.probabilities) return {};
   for (std::int64_t row = 0; row < plan.args.rows; ++row) {
     const std::int64_t target = load_target(plan, row);
     if (target == options.ignore_index) continue;
-    if (target < 0 || target >= plan.args.classes) {
+    if (target < 0 || target >= classes) {
       return host::make_status(StatusCode::out_of_range, "targets", "row ", row, " has class ",
-                               target, ", outside [0, ", plan.args.classes,
-                               ") and not ignore_index (", options.ignore_index, ")");
+                               target, ", outside [0, ", classes, ") and not ignore_index (",
+                               options.ignore_index, ")");
     }
   }
   return {};
+}
+
+Status check_class_targets(const Plan& plan, const CrossEntropyOptions& options) {
+  return check_class_targets(plan, options, plan.args.classes);
 }
 
 ref::CrossEntropyProblem make_problem(const Plan& plan, const CrossEntropyOptions& options) {
@@ -388,6 +396,354 @@ Status run(Pass pass, const CrossEntropyArgs& args, const CrossEntropyOptions& o
   return detail::cuda_cross_entropy(pass, plan.args, options, exec);
 }
 
+// ---- Vocabulary-parallel cross-entropy ---------------------------------------------------------
+//
+// Both phases validate as the unsharded passes over this shard's slices (phase 1 as forward
+// without a loss, phase 2 as forward or, with grad, forward_backward), then check what only they
+// have: the shard against the vocabulary, the statistics' buffer, and the outputs they do not
+// support. Class targets are checked against the whole vocabulary.
+
+Status check_unsharded_outputs_absent(const CrossEntropyArgs& args) {
+  const auto refuse = [](const char* argument) {
+    return host::invalid(argument, "not written by the sharded calls (must be null)");
+  };
+  if (args.stats != nullptr) return refuse("stats");
+  if (args.saved_stats != nullptr) return refuse("saved_stats");
+  if (args.predicted != nullptr) return refuse("predicted");
+  if (args.accuracy != nullptr) return refuse("accuracy");
+  return {};
+}
+
+Status check_shard(const CrossEntropyArgs& args, const CrossEntropyShard& shard) {
+  ACTLOSS_TRY(host::check_non_negative(shard.first_class, "shard.first_class"));
+  ACTLOSS_TRY(host::check_non_negative(shard.total_classes, "shard.total_classes"));
+  if (args.rows > 0 && (shard.first_class >= shard.total_classes ||
+                        args.classes > shard.total_classes - shard.first_class)) {
+    return host::invalid("shard", "classes [", shard.first_class, ", ",
+                         shard.first_class + args.classes, ") lie outside the vocabulary [0, ",
+                         shard.total_classes, ")");
+  }
+  return {};
+}
+
+Status validate_shard_stats(const CrossEntropyArgs& in, const CrossEntropyShard& shard,
+                            const CrossEntropyOptions& options, CrossEntropyShardStats* stats,
+                            const Exec& exec, Plan& plan, host::Region& stats_region) {
+  ACTLOSS_TRY(check_unsharded_outputs_absent(in));
+  CrossEntropyArgs args = in;
+  args.loss = args.lse = nullptr;
+  args.grad = nullptr;
+  args.upstream_grad = nullptr;
+  ACTLOSS_TRY(validate(Pass::forward, args, options, exec, plan, /*loss_required=*/false));
+  ACTLOSS_TRY(check_shard(plan.args, shard));
+  const std::int64_t rows = plan.args.rows;
+  ACTLOSS_TRY(host::vector_region("stats", stats, rows, sizeof(CrossEntropyShardStats), "rows",
+                                  stats_region, alignof(CrossEntropyShardStats)));
+  if (rows > 0) ACTLOSS_TRY(host::check_required(stats, "stats", "rows > 0"));
+  return host::check_no_overlap(stats_region,
+                                {&plan.logits, &plan.targets, &plan.class_weight});
+}
+
+Status validate_shard_finish(const CrossEntropyArgs& in, const CrossEntropyShard& shard,
+                             const CrossEntropyOptions& options,
+                             const CrossEntropyShardStats* gathered, std::int64_t shards,
+                             const Exec& exec, Plan& plan, host::Region& gathered_region) {
+  ACTLOSS_TRY(check_unsharded_outputs_absent(in));
+  if (in.rows > 0 && in.loss == nullptr && in.grad == nullptr) {
+    return host::invalid("grad", "null, and so is loss: cross_entropy_shard_finish writes one "
+                                 "of them at least");
+  }
+  const Pass pass = in.grad != nullptr ? Pass::forward_backward : Pass::forward;
+  ACTLOSS_TRY(validate(pass, in, options, exec, plan, /*loss_required=*/false));
+  ACTLOSS_TRY(check_shard(plan.args, shard));
+  const std::int64_t rows = plan.args.rows;
+  ACTLOSS_TRY(host::check_non_negative(shards, "shards"));
+  if (rows > 0 && (shards == 0 || shards > shard.total_classes)) {
+    return host::invalid("shards", "must be in [1, shard.total_classes = ", shard.total_classes,
+                         "] (got ", shards, "): every shard holds a class at least");
+  }
+  std::int64_t count = 0;
+  if (__builtin_mul_overflow(shards, rows, &count)) {
+    return host::invalid("shards", shards, " x ", rows, " rows of statistics overflow");
+  }
+  ACTLOSS_TRY(host::vector_region("gathered", gathered, count, sizeof(CrossEntropyShardStats),
+                                  "shards x rows", gathered_region,
+                                  alignof(CrossEntropyShardStats)));
+  if (rows > 0) ACTLOSS_TRY(host::check_required(gathered, "gathered", "rows > 0"));
+  for (const host::Region* output : {&plan.loss, &plan.lse, &plan.grad}) {
+    ACTLOSS_TRY(host::check_no_overlap(*output, {&gathered_region}));
+  }
+  return {};
+}
+
+// The CPU path of both phases: float64 throughout, each row's statistics rounded to float once,
+// as the gather carries them.
+
+double softcapped(double x, float cap) { return cap > 0.0f ? cap * std::tanh(x / cap) : x; }
+double softcap_slope(double x, float cap) {
+  if (cap <= 0.0f) return 1.0;
+  const double t = std::tanh(x / cap);
+  return 1.0 - t * t;
+}
+
+// One row of this shard: its capped logits and the coefficients a_c of (lse - x'_c) in its loss.
+struct ShardRow {
+  std::vector<double> capped, coefficient;
+  double target_weight = 0.0;
+  bool ignored = false;
+};
+
+class ShardRows {
+ public:
+  ShardRows(const Plan& plan, const CrossEntropyShard& shard, const CrossEntropyOptions& options)
+      : plan_(plan), shard_(shard), options_(options) {
+    const CrossEntropyArgs& args = plan.args;
+    logits_ = host::gather(
+        args.logits, args.logits_dtype,
+        layout_of(args, args.logits_row_stride, args.logits_batch_stride, args.classes));
+    if (plan.probabilities) {
+      probabilities_ = host::gather(
+          args.targets, args.target_dtype,
+          layout_of(args, args.target_row_stride, args.target_batch_stride, args.classes));
+    }
+    weights_ = host::gather_f32(args.class_weight, args.classes);
+  }
+
+  double logit(std::int64_t row, std::int64_t c) const {
+    return logits_[static_cast<std::size_t>(row * plan_.args.classes + c)];
+  }
+
+  void load(std::int64_t row, ShardRow& out) const {
+    const std::int64_t classes = plan_.args.classes;
+    const double eps = options_.label_smoothing;
+    const double smooth = eps / static_cast<double>(shard_.total_classes);
+    out.capped.resize(static_cast<std::size_t>(classes));
+    out.coefficient.assign(static_cast<std::size_t>(classes), 0.0);
+    out.target_weight = 0.0;
+    out.ignored = false;
+    for (std::int64_t c = 0; c < classes; ++c) {
+      out.capped[static_cast<std::size_t>(c)] = softcapped(logit(row, c), options_.softcap);
+    }
+    const auto weight = [&](std::int64_t c) {
+      return weights_.empty() ? 1.0 : weights_[static_cast<std::size_t>(c)];
+    };
+    if (plan_.probabilities) {
+      for (std::int64_t c = 0; c < classes; ++c) {
+        const double q = probabilities_[static_cast<std::size_t>(row * classes + c)];
+        out.coefficient[static_cast<std::size_t>(c)] = weight(c) * ((1.0 - eps) * q + smooth);
+      }
+      return;
+    }
+    const std::int64_t target = load_target(plan_, row);
+    if (target == options_.ignore_index) {
+      out.ignored = true;
+      return;
+    }
+    if (eps != 0.0) {
+      for (std::int64_t c = 0; c < classes; ++c)
+        out.coefficient[static_cast<std::size_t>(c)] = smooth * weight(c);
+    }
+    const std::int64_t local = target - shard_.first_class;
+    if (local >= 0 && local < classes) {
+      out.coefficient[static_cast<std::size_t>(local)] += (1.0 - eps) * weight(local);
+      out.target_weight = weight(local);
+    }
+  }
+
+ private:
+  const Plan& plan_;
+  const CrossEntropyShard& shard_;
+  const CrossEntropyOptions& options_;
+  std::vector<double> logits_, probabilities_, weights_;
+};
+
+constexpr double kInfinity = std::numeric_limits<double>::infinity();
+constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+
+// a (b), with a zero coefficient contributing nothing even on an infinite b (but NaN kept).
+double weighted(double a, double b) { return a == 0.0 && !std::isnan(b) ? 0.0 : a * b; }
+
+CrossEntropyShardStats shard_row_stats(const ShardRow& row) {
+  double max = -kInfinity;
+  std::size_t argmax = 0;
+  bool has_nan = false;
+  double weight = 0.0;
+  for (std::size_t c = 0; c < row.capped.size(); ++c) {
+    const double x = row.capped[c];
+    if (std::isnan(x)) has_nan = true;
+    if (x > max) {
+      max = x;
+      argmax = c;
+    }
+    weight += row.coefficient[c];
+  }
+  CrossEntropyShardStats stats{};
+  // Everything relative to the max as the gather carries it (rounded to float with softcap).
+  stats.max = host::double_to_float(max);
+  const double m = stats.max;
+  double rest = 0.0, gap = 0.0;
+  if (has_nan || max == kInfinity) {
+    rest = gap = kNaN;
+  } else if (max == -kInfinity) {
+    gap = weight > 0.0 ? kInfinity : 0.0;
+  } else {
+    for (std::size_t c = 0; c < row.capped.size(); ++c) {
+      const double shifted = row.capped[c] - m;
+      rest += c == argmax ? std::expm1(shifted) : std::exp(shifted);
+      gap += weighted(row.coefficient[c], -shifted);
+    }
+  }
+  stats.rest = host::double_to_float(rest);
+  stats.weight = host::double_to_float(weight);
+  stats.gap = host::double_to_float(gap);
+  stats.target_weight = host::double_to_float(row.target_weight);
+  return stats;
+}
+
+// A row's statistics over every shard.
+struct CombinedRow {
+  double max = -kInfinity;  // M
+  double log_sum = 0.0;     // log sum_c exp(x'_c - M)
+  double weight = 0.0;      // sum_c a_c
+  double gap = 0.0;         // sum_c a_c (M - x'_c)
+  double target_weight = 0.0;
+  bool nan = false;
+};
+
+CombinedRow combine(const CrossEntropyShardStats* gathered, std::int64_t shards,
+                    std::int64_t rows, std::int64_t row) {
+  CombinedRow out;
+  const auto at = [&](std::int64_t k) { return gathered[k * rows + row]; };
+  std::int64_t holder = -1;  // the first shard whose max is M: its rest leaves out M's own 1
+  for (std::int64_t k = 0; k < shards; ++k) {
+    const CrossEntropyShardStats s = at(k);
+    if (std::isnan(s.rest) || std::isnan(s.max)) out.nan = true;
+    if (holder < 0 || s.max > out.max) {
+      out.max = s.max;
+      holder = k;
+    }
+  }
+  double rest = 0.0;
+  for (std::int64_t k = 0; k < shards; ++k) {
+    const CrossEntropyShardStats s = at(k);
+    out.weight += s.weight;
+    out.target_weight += s.target_weight;
+    if (s.max == -kInfinity) {
+      out.gap += s.weight > 0.0 ? kInfinity : 0.0;
+      continue;
+    }
+    const double lag = static_cast<double>(s.max) - out.max;  // <= 0
+    rest += k == holder ? static_cast<double>(s.rest)
+                        : (1.0 + static_cast<double>(s.rest)) * std::exp(lag);
+    out.gap += static_cast<double>(s.gap) + weighted(s.weight, -lag);
+  }
+  out.log_sum = out.max == -kInfinity ? -kInfinity : std::log1p(rest);
+  if (out.nan) out.log_sum = out.gap = kNaN;
+  return out;
+}
+
+Status run_shard_stats_on_cpu(const Plan& plan, const CrossEntropyShard& shard,
+                              const CrossEntropyOptions& options, CrossEntropyShardStats* stats) {
+  ACTLOSS_TRY(check_class_targets(plan, options, shard.total_classes));
+  return host::run_cpu("cross_entropy_shard_stats", [&] {
+    const std::int64_t rows = plan.args.rows;
+    if (rows == 0) return;
+    const ShardRows source(plan, shard, options);
+    std::vector<CrossEntropyShardStats> out(static_cast<std::size_t>(rows));
+    ShardRow row;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      source.load(r, row);
+      out[static_cast<std::size_t>(r)] = shard_row_stats(row);
+    }
+    std::copy(out.begin(), out.end(), stats);
+  });
+}
+
+Status run_shard_finish_on_cpu(const Plan& plan, const CrossEntropyShard& shard,
+                               const CrossEntropyOptions& options,
+                               const CrossEntropyShardStats* gathered, std::int64_t shards) {
+  ACTLOSS_TRY(check_class_targets(plan, options, shard.total_classes));
+  const CrossEntropyArgs& args = plan.args;
+  return host::run_cpu("cross_entropy_shard_finish", [&] {
+    const std::int64_t rows = args.rows, classes = args.classes;
+    if (rows == 0) {
+      if (args.loss != nullptr && options.reduction != Reduction::none) *args.loss = 0.0f;
+      return;
+    }
+    const ShardRows source(plan, shard, options);
+    std::vector<CombinedRow> combined(static_cast<std::size_t>(rows));
+    std::vector<bool> ignored(static_cast<std::size_t>(rows));
+    // Every rank sums the same statistics in the same order: the same bits everywhere.
+    double weight_sum = 0.0;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      combined[static_cast<std::size_t>(r)] = combine(gathered, shards, rows, r);
+      ignored[static_cast<std::size_t>(r)] =
+          !plan.probabilities && load_target(plan, r) == options.ignore_index;
+      if (!plan.probabilities && !ignored[static_cast<std::size_t>(r)]) {
+        weight_sum += combined[static_cast<std::size_t>(r)].target_weight;
+      }
+    }
+    if (plan.probabilities) weight_sum = static_cast<double>(rows);
+    const bool mean = options.reduction == Reduction::mean;
+    const double z = options.z_loss;
+
+    std::vector<double> row_loss(static_cast<std::size_t>(rows), 0.0);
+    std::vector<double> lse(static_cast<std::size_t>(rows));
+    std::vector<double> grad;
+    if (args.grad != nullptr) grad.assign(static_cast<std::size_t>(rows * classes), 0.0);
+    ShardRow row;
+    for (std::int64_t r = 0; r < rows; ++r) {
+      const CombinedRow& c = combined[static_cast<std::size_t>(r)];
+      const double row_lse = c.max + c.log_sum;
+      lse[static_cast<std::size_t>(r)] = row_lse;
+      if (ignored[static_cast<std::size_t>(r)]) continue;
+      double loss;
+      if (c.nan) {
+        loss = kNaN;
+      } else if (c.max == -kInfinity) {
+        // No class has mass: every a_c > 0 costs -log 0.
+        loss = c.weight > 0.0 ? kInfinity : 0.0;
+        if (z != 0.0) loss += kInfinity;
+      } else {
+        loss = weighted(c.weight, c.log_sum) + c.gap + z * row_lse * row_lse;
+      }
+      row_loss[static_cast<std::size_t>(r)] = loss;
+      if (args.grad == nullptr || (mean && weight_sum == 0.0)) continue;
+      double multiplier = args.grad_scale;
+      if (args.upstream_grad != nullptr) {
+        multiplier *= options.reduction == Reduction::none ? args.upstream_grad[r]
+                                                           : args.upstream_grad[0];
+      }
+      if (mean) multiplier /= weight_sum;
+      source.load(r, row);
+      for (std::int64_t k = 0; k < classes; ++k) {
+        const auto i = static_cast<std::size_t>(k);
+        double g = -row.coefficient[i];
+        if (c.nan) {
+          g = kNaN;
+        } else if (c.max != -kInfinity) {
+          const double p = std::exp((row.capped[i] - c.max) - c.log_sum);
+          if (p != 0.0) g += c.weight * p + 2.0 * z * row_lse * p;
+        }
+        grad[static_cast<std::size_t>(r * classes + k)] =
+            g * multiplier * softcap_slope(source.logit(r, k), options.softcap);
+      }
+    }
+    if (args.grad != nullptr) host::scatter(args.grad, args.grad_dtype, grad_layout(args), grad);
+    if (args.lse != nullptr) host::scatter_f32(args.lse, lse);
+    if (args.loss != nullptr) {
+      if (options.reduction == Reduction::none) {
+        host::scatter_f32(args.loss, row_loss);
+      } else {
+        double total = 0.0;
+        for (double value : row_loss) total += value;
+        if (mean) total = weight_sum == 0.0 ? 0.0 : total / weight_sum;
+        host::store_f32(args.loss, total);
+      }
+    }
+  });
+}
+
 }  // namespace
 
 Status cross_entropy_forward(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
@@ -422,6 +778,56 @@ Status cross_entropy_workspace_size(const CrossEntropyArgs& args,
     return {};
   }
   return detail::cuda_cross_entropy_workspace_size(args, options, bytes);
+}
+
+Status cross_entropy_shard_stats(const CrossEntropyArgs& args, const CrossEntropyShard& shard,
+                                 const CrossEntropyOptions& options,
+                                 CrossEntropyShardStats* stats, const Exec& exec) {
+  Plan plan;
+  host::Region stats_region;
+  ACTLOSS_TRY(validate_shard_stats(args, shard, options, stats, exec, plan, stats_region));
+  ACTLOSS_TRY(host::check_memory(exec, {&plan.logits, &plan.targets, &plan.class_weight,
+                                        &stats_region}));
+  if (host::runs_on_host(exec.device)) {
+    return run_shard_stats_on_cpu(plan, shard, options, stats);
+  }
+  return detail::cuda_cross_entropy_shard_stats(plan.args, shard, options, stats, exec);
+}
+
+Status cross_entropy_shard_finish(const CrossEntropyArgs& args, const CrossEntropyShard& shard,
+                                  const CrossEntropyOptions& options,
+                                  const CrossEntropyShardStats* gathered, std::int64_t shards,
+                                  const Exec& exec) {
+  Plan plan;
+  host::Region gathered_region;
+  ACTLOSS_TRY(
+      validate_shard_finish(args, shard, options, gathered, shards, exec, plan, gathered_region));
+  host::Region workspace;
+  ACTLOSS_TRY(host::check_workspace(
+      exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse, &plan.grad,
+             &plan.upstream_grad, &gathered_region},
+      workspace));
+  ACTLOSS_TRY(host::check_memory(
+      exec, {&plan.logits, &plan.targets, &plan.class_weight, &plan.loss, &plan.lse, &plan.grad,
+             &plan.upstream_grad, &gathered_region, &workspace}));
+  if (host::runs_on_host(exec.device)) {
+    return run_shard_finish_on_cpu(plan, shard, options, gathered, shards);
+  }
+  return detail::cuda_cross_entropy_shard_finish(plan.args, shard, options, gathered, shards,
+                                                 exec);
+}
+
+Status cross_entropy_shard_workspace_size(const CrossEntropyArgs& args,
+                                          const CrossEntropyOptions& options, const Exec& exec,
+                                          std::size_t* bytes) {
+  ACTLOSS_TRY(host::check_workspace_query(exec, bytes));
+  ACTLOSS_TRY(host::check_reduction(options.reduction));
+  ACTLOSS_TRY(host::check_non_negative(args.rows, "rows"));
+  if (host::runs_on_host(exec.device) || args.rows == 0) {
+    *bytes = 0;
+    return {};
+  }
+  return detail::cuda_cross_entropy_shard_workspace_size(args, options, bytes);
 }
 
 }  // namespace actloss

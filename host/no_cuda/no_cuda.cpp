@@ -41,6 +41,20 @@ Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs&, const CrossEnt
                                          std::size_t*) {
   return not_built();
 }
+Status cuda_cross_entropy_shard_workspace_size(const CrossEntropyArgs&,
+                                               const CrossEntropyOptions&, std::size_t*) {
+  return not_built();
+}
+Status cuda_cross_entropy_shard_stats(const CrossEntropyArgs&, const CrossEntropyShard&,
+                                      const CrossEntropyOptions&, CrossEntropyShardStats*,
+                                      const Exec&) {
+  return not_built();
+}
+Status cuda_cross_entropy_shard_finish(const CrossEntropyArgs&, const CrossEntropyShard&,
+                                       const CrossEntropyOptions&, const CrossEntropyShardStats*,
+                                       std::int64_t, const Exec&) {
+  return not_built();
+}
 Status cuda_bce_workspace_size(const BceArgs&, const BceOptions&, std::size_t*) {
   return not_built();
 }

@@ -146,4 +146,76 @@ Status cross_entropy_workspace_size(const CrossEntropyArgs& args,
                                     const CrossEntropyOptions& options, const Exec& exec,
                                     std::size_t* bytes);
 
+// ---- Vocabulary-parallel cross-entropy -------------------------------------------------------
+//
+// Tensor-parallel training shards the classes over ranks: each rank holds, for every row, the
+// logits of its own classes [first_class, first_class + classes) of total_classes, and no rank
+// sees a whole row. The loss and each shard's gradient then come from two calls around one
+// collective that the caller runs with its own communication engine:
+//   1. cross_entropy_shard_stats, on every rank: per row, this shard's CrossEntropyShardStats.
+//   2. An all-gather of those [rows] structs from every rank into [shards x rows] (any rank
+//      order, the same on every rank: NCCL's all-gather gives rank order). 20 bytes per row and
+//      rank; nothing else crosses ranks.
+//   3. cross_entropy_shard_finish, on every rank: from the gathered statistics and its own
+//      shard, the loss (the same bits on every rank) and this shard's gradient.
+// Each shard's logits are read once per call. The result is the unsharded call's within the
+// project's tolerances, for every option of CrossEntropyOptions.
+//
+// How CrossEntropyArgs is read by the two calls: `classes` is this shard's width (>= 1); the
+// logits, probability targets, class_weight and grad are this shard's slices ([rows x classes],
+// [classes]); class-index targets are the rows' classes in the whole vocabulary, the same array
+// on every rank. label_smoothing spreads over total_classes; mean divides by the summed weight
+// of all the rows not ignored (the same denominator on every rank); an out-of-range class target
+// (outside [0, total_classes), not ignore_index) is treated as in the unsharded call, by both
+// calls. Not supported here: predicted and accuracy, stats and saved_stats (the statistics of a
+// sharded row are CrossEntropyShardStats), and a separate backward pass (finish writes the
+// gradient; call it without grad for the loss alone, and again with grad).
+struct CrossEntropyShard {
+  std::int64_t first_class = 0;    // this shard's first class in the vocabulary
+  std::int64_t total_classes = 0;  // classes in the vocabulary, over all shards
+};
+
+// One row's statistics of one shard, all in float, with x' the shard's (softcapped) logits,
+// a_c = w_c ((1 - eps) t_c + eps / total_classes) the weight of class c in the row's loss (t_c:
+// 1 for the target class and 0 for the others, or the probability target; a_c = 0 on an ignored
+// row), so that the row's loss is sum_c a_c (lse - x'_c) + z_loss lse^2:
+//   max            the shard's largest x'_c (-inf when all are -inf; NaN or +inf logits make
+//                  `rest` NaN)
+//   rest           sum_c exp(x'_c - max) - 1: the shard's exponentials but the max's own 1, which
+//                  keeps a confident row's tiny loss accurate (the rest of the row's mass)
+//   weight         sum_c a_c over the shard
+//   gap            sum_c a_c (max - x'_c) >= 0 (no term cancels, so it keeps its relative
+//                  accuracy when it is rounded to float)
+//   target_weight  w_y when this shard holds the row's target class y, else 0 (class-index
+//                  targets: the rows' weights that mean divides by)
+struct CrossEntropyShardStats {
+  float max;
+  float rest;
+  float weight;
+  float gap;
+  float target_weight;
+};
+static_assert(sizeof(CrossEntropyShardStats) == 20);
+
+// Phase 1: writes stats[rows] of this shard. Reads rows, classes, the logits, targets and
+// class_weight with their layouts; ignores the outputs of CrossEntropyArgs.
+Status cross_entropy_shard_stats(const CrossEntropyArgs& args, const CrossEntropyShard& shard,
+                                 const CrossEntropyOptions& options,
+                                 CrossEntropyShardStats* stats, const Exec& exec);
+
+// Phase 2: from gathered[shards x rows] (every shard's stats, shard after shard), writes loss
+// ([rows] for Reduction::none, [1] otherwise) and lse ([rows]) when given, and this shard's
+// gradient when grad is given (scaled by grad_scale and upstream_grad as in
+// cross_entropy_forward_backward; in place over the logits allowed). loss or grad is required.
+Status cross_entropy_shard_finish(const CrossEntropyArgs& args, const CrossEntropyShard& shard,
+                                  const CrossEntropyOptions& options,
+                                  const CrossEntropyShardStats* gathered, std::int64_t shards,
+                                  const Exec& exec);
+
+// The bytes of Exec::workspace that cross_entropy_shard_finish needs on exec's device (0 on the
+// CPU). Reads rows and the options' reduction.
+Status cross_entropy_shard_workspace_size(const CrossEntropyArgs& args,
+                                          const CrossEntropyOptions& options, const Exec& exec,
+                                          std::size_t* bytes);
+
 }  // namespace actloss
