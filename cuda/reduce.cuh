@@ -10,6 +10,10 @@
 // The finish last measured on a GPU, a second kernel over the partials (cuda/reduce.cu), stays
 // selectable (detail::cuda_set_reduced_loss_in_kernel_for_testing, actloss_bench
 // --actloss_reduce_in_kernel=0) until a card has compared the two in one run.
+//
+// block_sum and warp_sum (cuda/common.cuh) are our own rather than CUB's BlockReduce and
+// WarpReduce because those compile to inline PTX, which the simulator cannot run
+// (sim/README.md), and every kernel must run there as on the GPU.
 #pragma once
 
 #include "cuda/common.cuh"

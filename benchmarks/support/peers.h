@@ -1,6 +1,8 @@
 // The implementations actloss is compared with, behind plain functions so that workload.cpp
 // needs none of their headers. Each group exists only where CMake found what it needs:
 //   ACTLOSS_BENCH_UNFUSED  unfused_cross_entropy.cu, nvcc builds
+//   ACTLOSS_BENCH_THRUST   thrust_cross_entropy.cu, nvcc builds (Thrust and CUB come with the
+//                          toolkit)
 //   ACTLOSS_BENCH_CUDNN    cudnn_peer.cpp, nvcc builds where cudnn.h was found; libcudnn is
 //                          opened at run time, so a machine without it still runs the rest
 //   ACTLOSS_BENCH_ONEDNN   onednn_peer.cpp, when libdnnl (oneDNN) was found and compiles
@@ -8,6 +10,7 @@
 // std::runtime_error with the peer's own message on failure.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -24,6 +27,34 @@ namespace actloss::bench::peers {
 void unfused_cross_entropy(const void* logits, DType dtype, const std::int64_t* targets,
                            std::int64_t rows, std::int64_t classes, void* logprobs, float* loss,
                            void* grad, Stream stream);
+#endif
+
+#if ACTLOSS_BENCH_THRUST
+// Mean cross-entropy over int64 class targets written with Thrust and CUB alone: segmented
+// reductions for each row's max and sum of exp(x - max), a transform-reduce for the loss, a
+// transform for the gradient (of the logits' dtype). f32 and bf16 logits.
+struct ThrustCrossEntropyArgs {
+  const void* logits = nullptr;
+  DType dtype = DType::f32;
+  const std::int64_t* targets = nullptr;
+  std::int64_t rows = 0;
+  std::int64_t classes = 0;
+  // [rows] each: written by forward and forward_backward, read by backward (the saved statistics).
+  float* row_max = nullptr;
+  float* row_sum = nullptr;
+  void* grad = nullptr;  // [rows x classes]; backward and forward_backward
+  // CUB's temporary storage, of thrust_cross_entropy_temp_bytes(): sized and allocated once by
+  // the caller, as a program that calls this in a loop would, so that no run pays for cudaMalloc.
+  void* temp = nullptr;
+  std::size_t temp_bytes = 0;
+};
+
+enum class ThrustPass : std::uint8_t { forward, backward, forward_backward };
+
+std::size_t thrust_cross_entropy_temp_bytes(const ThrustCrossEntropyArgs& args);
+// The mean loss (forward and forward_backward; 0 for backward), on the host: Thrust's
+// transform_reduce returns it, so the call waits for `stream` to reach it.
+float thrust_cross_entropy(ThrustPass pass, const ThrustCrossEntropyArgs& args, Stream stream);
 #endif
 
 #if ACTLOSS_BENCH_CUDNN

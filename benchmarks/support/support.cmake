@@ -25,6 +25,10 @@ if(ACTLOSS_CUDA_BACKEND STREQUAL "NVCC")
   target_compile_options(actloss_bench_support PRIVATE
     $<$<COMPILE_LANGUAGE:CUDA>:-Xcompiler=-Wall>)
   list(APPEND ACTLOSS_BENCH_PEERS unfused)
+  # Thrust and CUB: headers that come with every CUDA toolkit, so no search.
+  target_sources(actloss_bench_support PRIVATE ${_support_dir}/thrust_cross_entropy.cu)
+  target_compile_definitions(actloss_bench_support PUBLIC ACTLOSS_BENCH_THRUST=1)
+  list(APPEND ACTLOSS_BENCH_PEERS thrust_cub)
 
   # cuDNN: the header at build time; the library is opened at run time (dlopen), so the
   # binaries carried to a GPU machine start there whether or not it has cuDNN.

@@ -216,6 +216,7 @@ class CrossEntropyWorkload final : public Workload {
     const Problem& p = c.problem;
     const Device d = c.device;
     const bool unfused = c.impl == Impl::unfused;
+    const bool thrust = c.impl == Impl::thrust_cub;
     const double log_c = std::log(static_cast<double>(p.cols));
     for (int s = 0; s < slots; ++s) {
       Slot slot;
@@ -223,10 +224,12 @@ class CrossEntropyWorkload final : public Workload {
       slot.targets = class_targets(d, p.rows, p.cols, seed_of(s, 1));
       slot.loss = output_tensor(d, 1, DType::f32);
       // Forward saves the row statistics for backward (CrossEntropyRowStats: the max and the log
-      // of the sum, both about 4 and log C for these logits); forward_backward writes lse.
+      // of the sum, both about 4 and log C for these logits); forward_backward writes lse. The
+      // Thrust/CUB peer keeps its own two floats a row (max, sum) in every pass; in backward,
+      // these values serve it as well (positive sums: finite gradients).
       if (p.pass == Pass::backward) {
         slot.stats = f32_tensor(d, 2 * p.rows, log_c, log_c + 4.0, seed_of(s, 2));
-      } else if (p.pass == Pass::forward) {
+      } else if (p.pass == Pass::forward || thrust) {
         slot.stats = output_tensor(d, 2 * p.rows, DType::f32);
       } else if (!unfused) {
         slot.lse = output_tensor(d, p.rows, DType::f32);
@@ -235,6 +238,11 @@ class CrossEntropyWorkload final : public Workload {
       if (unfused) slot.scratch = output_tensor(d, p.elements(), p.dtype);
       slots_.push_back(std::move(slot));
     }
+#if ACTLOSS_BENCH_THRUST
+    // CUB's temporary storage, once for every slot: the runs are queued one after another on
+    // one stream.
+    if (thrust) temp_ = Buffer(d, peers::thrust_cross_entropy_temp_bytes(thrust_args(0)));
+#endif
   }
 
   void run(int s) override {
@@ -248,6 +256,18 @@ class CrossEntropyWorkload final : public Workload {
       return;
 #else
       throw std::runtime_error("the unfused baseline is built with nvcc only");
+#endif
+    }
+    if (case_.impl == Impl::thrust_cub) {
+#if ACTLOSS_BENCH_THRUST
+      using peers::ThrustPass;
+      const ThrustPass pass = p.pass == Pass::forward    ? ThrustPass::forward
+                              : p.pass == Pass::backward ? ThrustPass::backward
+                                                         : ThrustPass::forward_backward;
+      (void)peers::thrust_cross_entropy(pass, thrust_args(s), bench_stream());
+      return;
+#else
+      throw std::runtime_error("the Thrust/CUB baseline is built with nvcc only");
 #endif
     }
     CrossEntropyArgs args;
@@ -283,8 +303,31 @@ class CrossEntropyWorkload final : public Workload {
   struct Slot {
     Buffer logits, targets, lse, stats, loss, grad, scratch;
   };
+
+#if ACTLOSS_BENCH_THRUST
+  // Slot s's buffers as the Thrust/CUB peer takes them; its stats are [max of every row | sum of
+  // every row].
+  peers::ThrustCrossEntropyArgs thrust_args(int s) const {
+    const Slot& slot = slots_.at(static_cast<std::size_t>(s));
+    const Problem& p = case_.problem;
+    peers::ThrustCrossEntropyArgs args;
+    args.logits = slot.logits.data();
+    args.dtype = p.dtype;
+    args.targets = slot.targets.as<std::int64_t>();
+    args.rows = p.rows;
+    args.classes = p.cols;
+    args.row_max = slot.stats.as<float>();
+    args.row_sum = slot.stats.as<float>() + p.rows;
+    args.grad = slot.grad.data();
+    args.temp = temp_.data();
+    args.temp_bytes = temp_.bytes();
+    return args;
+  }
+#endif
+
   Case case_;
   std::vector<Slot> slots_;
+  Buffer temp_;
 };
 
 // ---- softmax / log-softmax ------------------------------------------------------------------
@@ -664,6 +707,7 @@ const char* to_string(Impl impl) {
   switch (impl) {
     case Impl::actloss: return "actloss";
     case Impl::unfused: return "unfused";
+    case Impl::thrust_cub: return "thrust_cub";
     case Impl::cudnn: return "cudnn";
     case Impl::onednn: return "onednn";
   }
@@ -708,6 +752,9 @@ std::vector<Impl> implementations(Device device) {
 #if ACTLOSS_BENCH_UNFUSED
     impls.push_back(Impl::unfused);
 #endif
+#if ACTLOSS_BENCH_THRUST
+    impls.push_back(Impl::thrust_cub);
+#endif
 #if ACTLOSS_BENCH_CUDNN
     if (peers::cudnn_available(nullptr)) impls.push_back(Impl::cudnn);
 #endif
@@ -737,6 +784,15 @@ bool implements(Impl impl, Device device, const Problem& p, std::string* why) {
 #if ACTLOSS_BENCH_UNFUSED
       if (device != Device::cuda) return no("CUDA only");
       if (p.op != Op::cross_entropy || p.pass != Pass::fused) return no("cross-entropy fused only");
+      return true;
+#else
+      return no("built with nvcc only");
+#endif
+    case Impl::thrust_cub:
+#if ACTLOSS_BENCH_THRUST
+      if (device != Device::cuda) return no("CUDA only");
+      if (p.op != Op::cross_entropy) return no("cross-entropy only");
+      if (p.dtype != DType::f32 && p.dtype != DType::bf16) return no("f32 and bf16 only");
       return true;
 #else
       return no("built with nvcc only");

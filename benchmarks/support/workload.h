@@ -14,10 +14,11 @@
 namespace actloss::bench {
 
 enum class Impl : std::uint8_t {
-  actloss,  // the library through its public API
-  unfused,  // cross-entropy as an eager framework runs it: log_softmax, nll, backward (nvcc)
-  cudnn,    // cuDNN's legacy softmax and activation calls (nvcc builds where cudnn.h was found)
-  onednn,   // oneDNN's softmax and eltwise primitives on CPU (when libdnnl was found)
+  actloss,     // the library through its public API
+  unfused,     // cross-entropy as an eager framework runs it: log_softmax, nll, backward (nvcc)
+  thrust_cub,  // cross-entropy with Thrust and CUB alone, as a C++ CUDA user writes it (nvcc)
+  cudnn,       // cuDNN's legacy softmax and activation calls (nvcc builds where cudnn.h was found)
+  onednn,      // oneDNN's softmax and eltwise primitives on CPU (when libdnnl was found)
 };
 
 const char* to_string(Op op);
@@ -50,7 +51,7 @@ enum class SetSize : std::uint8_t {
 std::vector<Problem> problem_set(Device device, SetSize size);
 
 // Whether `impl` exists in this build and can run `problem` (a cuDNN peer for gelu does not
-// exist; the unfused baseline is cross-entropy only). `why` says why not.
+// exist; the unfused and Thrust/CUB baselines are cross-entropy only). `why` says why not.
 bool implements(Impl impl, Device device, const Problem& problem, std::string* why = nullptr);
 
 // The implementations this build offers on `device`, actloss first.

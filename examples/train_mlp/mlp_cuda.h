@@ -6,20 +6,22 @@
 // from the layer's input chunk by chunk (forward() still writes them, for the accuracy). There is
 // no kernel of its own, so this is plain C++: compile it with the host compiler and link cuBLAS
 // and the CUDA runtime. Only batches (gathered on the host), one loss per step and the logits once per epoch
-// cross the bus.
+// cross the bus. Device memory is held in thrust::device_vector (Thrust's headers come with the
+// CUDA toolkit) and handed to cuBLAS and actloss as raw pointers.
 //
 // Part of mlp.h, which includes it when TRAIN_MLP_CUDA is defined: include mlp.h, not this file.
 #pragma once
 
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
+#include <thrust/device_vector.h>
 
 #include <algorithm>
 #include <climits>
 #include <cstdint>
+#include <exception>
 #include <memory>
 #include <string>
-#include <utility>
 #include <vector>
 
 namespace train_mlp {
@@ -54,51 +56,19 @@ inline actloss::Status cublas_failure(const char* expr, cublasStatus_t s) {
     if (actloss::Status train_mlp_st = (expr); !train_mlp_st.ok()) return train_mlp_st; \
   } while (0)
 
-// One cudaMalloc'd array of T, freed with its owner.
+// The host compiler cannot build Thrust's kernels, so a device_vector here is only ever filled
+// from a host vector (a cudaMemcpy, no kernel) and moved, never copied or resized on the device
+// (containers of them are made at their full size); everything that computes is cuBLAS or actloss.
+// Thrust throws where an allocation or a copy fails: init() turns that into a Status.
 template <class T>
-class DeviceArray {
- public:
-  DeviceArray() = default;
-  DeviceArray(DeviceArray&& other) noexcept
-      : data_(std::exchange(other.data_, nullptr)), size_(std::exchange(other.size_, 0)) {}
-  DeviceArray& operator=(DeviceArray&& other) noexcept {
-    std::swap(data_, other.data_);
-    std::swap(size_, other.size_);
-    return *this;
-  }
-  ~DeviceArray() {
-    if (data_ != nullptr) cudaFree(data_);
-  }
+thrust::device_vector<T> device_zeros(std::size_t size) {
+  return thrust::device_vector<T>(std::vector<T>(size));
+}
 
-  actloss::Status allocate(std::size_t size) {
-    void* p = nullptr;
-    TRAIN_MLP_CUDA_TRY(cudaMalloc(&p, size * sizeof(T)));
-    *this = DeviceArray();
-    data_ = static_cast<T*>(p);
-    size_ = size;
-    return {};
-  }
-  // Allocates host.size() elements and queues the copy; cudaMemcpyAsync from pageable memory has
-  // taken the data by the time it returns, so `host` may go away at once.
-  actloss::Status upload(const std::vector<T>& host, cudaStream_t stream) {
-    TRAIN_MLP_TRY(allocate(host.size()));
-    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(data_, host.data(), host.size() * sizeof(T),
-                                       cudaMemcpyHostToDevice, stream));
-    return {};
-  }
-  actloss::Status zeros(std::size_t size, cudaStream_t stream) {
-    TRAIN_MLP_TRY(allocate(size));
-    TRAIN_MLP_CUDA_TRY(cudaMemsetAsync(data_, 0, size * sizeof(T), stream));
-    return {};
-  }
-
-  T* get() const { return data_; }
-  std::size_t size() const { return size_; }
-
- private:
-  T* data_ = nullptr;
-  std::size_t size_ = 0;
-};
+template <class T>
+T* raw(thrust::device_vector<T>& v) {
+  return thrust::raw_pointer_cast(v.data());
+}
 
 struct StreamDeleter {
   void operator()(cudaStream_t s) const { cudaStreamDestroy(s); }
@@ -112,9 +82,9 @@ struct DeviceLayer {
   // w: row-major [in x out], as in mlp.h; the output layer's is [out x in] (one row per class,
   // as torch.nn.Linear and actloss's linear cross-entropy hold it), and so is its dw.
   bool classes_major = false;
-  DeviceArray<float> w, b;
-  DeviceArray<float> dw, db;
-  DeviceArray<float> vw, vb;  // momentum
+  thrust::device_vector<float> w, b;
+  thrust::device_vector<float> dw, db;
+  thrust::device_vector<float> vw, vb;  // momentum
 };
 
 // The same net as mlp.h's Net, with the same member functions for train_net(); x and labels are
@@ -145,39 +115,45 @@ class CudaNet {
     TRAIN_MLP_CUBLAS_TRY(cublasSetStream(handle, stream));
 
     const auto rows = static_cast<std::size_t>(max_rows);
-    for (const Layer& h : host) {
-      DeviceLayer d;
-      d.in = static_cast<int>(h.in);
-      d.out = static_cast<int>(h.out);
-      d.classes_major = &h == &host.back();
-      TRAIN_MLP_TRY(d.w.upload(d.classes_major ? transposed(h.w, h.in, h.out) : h.w, stream));
-      TRAIN_MLP_TRY(d.b.upload(h.b, stream));
-      TRAIN_MLP_TRY(d.dw.zeros(h.w.size(), stream));
-      TRAIN_MLP_TRY(d.db.zeros(h.b.size(), stream));
-      TRAIN_MLP_TRY(d.vw.zeros(h.w.size(), stream));
-      TRAIN_MLP_TRY(d.vb.zeros(h.b.size(), stream));
-      pre_.emplace_back();
-      TRAIN_MLP_TRY(pre_.back().allocate(rows * h.out));
-      post_.emplace_back();
-      TRAIN_MLP_TRY(post_.back().allocate(rows * h.out));
-      dpre_.emplace_back();
-      TRAIN_MLP_TRY(dpre_.back().allocate(rows * h.out));
-      layers_.push_back(std::move(d));
+    const std::size_t count = host.size();
+    layers_ = std::vector<DeviceLayer>(count);
+    pre_ = std::vector<thrust::device_vector<float>>(count);
+    post_ = std::vector<thrust::device_vector<float>>(count);
+    dpre_ = std::vector<thrust::device_vector<float>>(count);
+    try {
+      for (std::size_t l = 0; l < count; ++l) {
+        const Layer& h = host[l];
+        DeviceLayer& d = layers_[l];
+        d.in = static_cast<int>(h.in);
+        d.out = static_cast<int>(h.out);
+        d.classes_major = l + 1 == count;
+        d.w = d.classes_major ? transposed(h.w, h.in, h.out) : h.w;
+        d.b = h.b;
+        d.dw = device_zeros<float>(h.w.size());
+        d.db = device_zeros<float>(h.b.size());
+        d.vw = device_zeros<float>(h.w.size());
+        d.vb = device_zeros<float>(h.b.size());
+        pre_[l] = device_zeros<float>(rows * h.out);
+        post_[l] = device_zeros<float>(rows * h.out);
+        dpre_[l] = device_zeros<float>(rows * h.out);
+      }
+      x_ = device_zeros<float>(rows * static_cast<std::size_t>(inputs));
+      // d(loss)/d(input) of a net without hidden layers: the fused loss writes it, nothing reads
+      // it.
+      if (count == 1) dx_ = device_zeros<float>(rows * static_cast<std::size_t>(inputs));
+      labels_ = device_zeros<std::int64_t>(rows);
+      loss_ = device_zeros<float>(1);
+      // Bias add and bias gradient are rank-1 products with a vector of ones (see forward()).
+      ones_ = std::vector<float>(rows, 1.0f);
+      if (config.output == Output::sigmoid_mse) {
+        const std::size_t n = rows * static_cast<std::size_t>(classes);
+        probs_ = device_zeros<float>(n);
+        dprobs_ = device_zeros<float>(n);
+        onehot_ = device_zeros<float>(n);
+      }
+    } catch (const std::exception& e) {
+      return {actloss::StatusCode::cuda_error, "", std::string("device memory: ") + e.what()};
     }
-    TRAIN_MLP_TRY(x_.allocate(rows * static_cast<std::size_t>(inputs)));
-    // d(loss)/d(input) of a net without hidden layers: the fused loss writes it, nothing reads it.
-    if (host.size() == 1) TRAIN_MLP_TRY(dx_.allocate(rows * static_cast<std::size_t>(inputs)));
-    TRAIN_MLP_TRY(labels_.allocate(rows));
-    TRAIN_MLP_TRY(loss_.allocate(1));
-    // Bias add and bias gradient are rank-1 products with a vector of ones (see forward()).
-    TRAIN_MLP_TRY(ones_.upload(std::vector<float>(rows, 1.0f), stream));
-    if (config.output == Output::sigmoid_mse) {
-      const std::size_t n = rows * static_cast<std::size_t>(classes);
-      TRAIN_MLP_TRY(probs_.allocate(n));
-      TRAIN_MLP_TRY(dprobs_.allocate(n));
-      TRAIN_MLP_TRY(onehot_.allocate(n));
-    }
-    TRAIN_MLP_CUDA_TRY(cudaStreamSynchronize(stream));
     return {};
   }
 
@@ -187,27 +163,27 @@ class CudaNet {
       return {actloss::StatusCode::invalid_argument, "rows", "rows: more than init's max_rows"};
     rows_ = rows;
     const int m = static_cast<int>(rows);
-    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(x_.get(), x,
+    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(raw(x_), x,
                                        static_cast<std::size_t>(rows * inputs_) * sizeof(float),
                                        cudaMemcpyHostToDevice, stream()));
-    const float* in = x_.get();
+    const float* in = raw(x_);
     const float one = 1.0f;
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       DeviceLayer& layer = layers_[l];
-      float* pre = pre_[l].get();
+      float* pre = raw(pre_[l]);
       TRAIN_MLP_TRY(
-          gemm(false, layer.classes_major, m, layer.out, layer.in, in, layer.w.get(), pre));
+          gemm(false, layer.classes_major, m, layer.out, layer.in, in, raw(layer.w), pre));
       // pre += ones b^T. Row-major pre [rows x out] is column-major [out x rows] (see gemm()), so
       // in cuBLAS's terms that is A[out x rows] += b ones^T, one ger.
-      TRAIN_MLP_CUBLAS_TRY(cublasSger(handle(), layer.out, m, &one, layer.b.get(), 1, ones_.get(),
+      TRAIN_MLP_CUBLAS_TRY(cublasSger(handle(), layer.out, m, &one, raw(layer.b), 1, raw(ones_),
                                       1, pre, layer.out));
       if (l + 1 == layers_.size()) break;
       actloss::ActivationForwardArgs args;
       args.n = rows * layer.out;
       args.x = pre;
-      args.y = post_[l].get();
+      args.y = raw(post_[l]);
       TRAIN_MLP_TRY(actloss::activation_forward(args, options(), exec()));
-      in = post_[l].get();
+      in = raw(post_[l]);
     }
     return {};
   }
@@ -215,7 +191,7 @@ class CudaNet {
   actloss::Status logits(std::vector<float>& out) {
     const std::size_t n = static_cast<std::size_t>(rows_ * layers_.back().out);
     out.resize(n);
-    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(out.data(), pre_.back().get(), n * sizeof(float),
+    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(out.data(), raw(pre_.back()), n * sizeof(float),
                                        cudaMemcpyDeviceToHost, stream()));
     TRAIN_MLP_CUDA_TRY(cudaStreamSynchronize(stream()));
     return {};
@@ -226,9 +202,9 @@ class CudaNet {
   actloss::Status loss_and_grad(const std::int64_t* labels, float& loss) {
     const std::int64_t rows = rows_;
     const std::int64_t classes = layers_.back().out;
-    float* dlogits = dpre_.back().get();
+    float* dlogits = raw(dpre_.back());
     if (fused_output_layer()) {
-      TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(labels_.get(), labels,
+      TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(raw(labels_), labels,
                                          static_cast<std::size_t>(rows) * sizeof(std::int64_t),
                                          cudaMemcpyHostToDevice, stream()));
       // The output layer's input, hidden [rows x in], times its weight [classes x in], plus its
@@ -239,15 +215,15 @@ class CudaNet {
       lce.tokens = rows;
       lce.hidden_size = head.in;
       lce.classes = head.out;
-      lce.hidden = below == 0 ? x_.get() : post_[below - 1].get();
-      lce.weight = head.w.get();
-      lce.bias = head.b.get();
-      lce.targets = labels_.get();
+      lce.hidden = below == 0 ? raw(x_) : raw(post_[below - 1]);
+      lce.weight = raw(head.w);
+      lce.bias = raw(head.b);
+      lce.targets = raw(labels_);
       lce.target_kind = actloss::TargetKind::class_index_i64;
-      lce.loss = loss_.get();
-      lce.d_hidden = below == 0 ? dx_.get() : dpre_[below - 1].get();
-      lce.d_weight = head.dw.get();
-      lce.d_bias = head.db.get();
+      lce.loss = raw(loss_);
+      lce.d_hidden = below == 0 ? raw(dx_) : raw(dpre_[below - 1]);
+      lce.d_weight = raw(head.dw);
+      lce.d_bias = raw(head.db);
       lce.blas_handle = handle();  // the GEMMs run on this example's handle and stream
       TRAIN_MLP_TRY(actloss::linear_cross_entropy_forward_backward(
           lce, actloss::LinearCrossEntropyOptions{}, exec()));
@@ -256,34 +232,34 @@ class CudaNet {
       onehot_host_.assign(static_cast<std::size_t>(rows * classes), 0.0f);
       for (std::int64_t i = 0; i < rows; ++i)
         onehot_host_[static_cast<std::size_t>(i * classes + labels[i])] = 1.0f;
-      TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(onehot_.get(), onehot_host_.data(),
+      TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(raw(onehot_), onehot_host_.data(),
                                          onehot_host_.size() * sizeof(float),
                                          cudaMemcpyHostToDevice, stream()));
       actloss::ActivationOptions sigmoid;
       sigmoid.activation = actloss::Activation::sigmoid;
       actloss::ActivationForwardArgs fwd;
       fwd.n = rows * classes;
-      fwd.x = pre_.back().get();
-      fwd.y = probs_.get();
+      fwd.x = raw(pre_.back());
+      fwd.y = raw(probs_);
       TRAIN_MLP_TRY(actloss::activation_forward(fwd, sigmoid, exec()));
       actloss::MseArgs mse;
       mse.n = rows * classes;
-      mse.input = probs_.get();
-      mse.target = onehot_.get();
-      mse.loss = loss_.get();
-      mse.grad = dprobs_.get();
+      mse.input = raw(probs_);
+      mse.target = raw(onehot_);
+      mse.loss = raw(loss_);
+      mse.grad = raw(dprobs_);
       TRAIN_MLP_TRY(actloss::mse_forward_backward(mse, actloss::MseOptions{}, exec()));
       actloss::ActivationBackwardArgs bwd;
       bwd.n = rows * classes;
       bwd.saved_kind = actloss::SavedTensor::output;
-      bwd.saved = probs_.get();
-      bwd.dy = dprobs_.get();
+      bwd.saved = raw(probs_);
+      bwd.dy = raw(dprobs_);
       bwd.dx = dlogits;
       TRAIN_MLP_TRY(actloss::activation_backward(bwd, sigmoid, exec()));
     }
     // A copy and a wait per step keep the example simple; a trainer that only logs the loss
     // would sum it on the device and read it once per epoch.
-    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(&loss, loss_.get(), sizeof(float), cudaMemcpyDeviceToHost,
+    TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(&loss, raw(loss_), sizeof(float), cudaMemcpyDeviceToHost,
                                        stream()));
     TRAIN_MLP_CUDA_TRY(cudaStreamSynchronize(stream()));
     return {};
@@ -302,23 +278,23 @@ class CudaNet {
     }
     for (std::size_t l = top; l-- > 0;) {
       DeviceLayer& layer = layers_[l];
-      const float* in = l == 0 ? x_.get() : post_[l - 1].get();
-      const float* grad = dpre_[l].get();  // d(loss)/d(pre-activation), [rows x out]
+      const float* in = l == 0 ? raw(x_) : raw(post_[l - 1]);
+      const float* grad = raw(dpre_[l]);  // d(loss)/d(pre-activation), [rows x out]
       if (layer.classes_major) {
         // dW [out x in] = grad^T in.
-        TRAIN_MLP_TRY(gemm(true, false, layer.out, layer.in, m, grad, in, layer.dw.get()));
+        TRAIN_MLP_TRY(gemm(true, false, layer.out, layer.in, m, grad, in, raw(layer.dw)));
       } else {
         // dW [in x out] = in^T grad.
-        TRAIN_MLP_TRY(gemm(true, false, layer.in, layer.out, m, in, grad, layer.dw.get()));
+        TRAIN_MLP_TRY(gemm(true, false, layer.in, layer.out, m, in, grad, raw(layer.dw)));
       }
       // db = grad^T ones: column-major, grad is [out x rows], so a plain gemv.
       TRAIN_MLP_CUBLAS_TRY(cublasSgemv(handle(), CUBLAS_OP_N, layer.out, m, &one, grad, layer.out,
-                                       ones_.get(), 1, &zero, layer.db.get(), 1));
+                                       raw(ones_), 1, &zero, raw(layer.db), 1));
       if (l == 0) break;
       // d(loss)/d(post) of the layer below = grad W^T, then through its activation in place.
-      float* below = dpre_[l - 1].get();
+      float* below = raw(dpre_[l - 1]);
       TRAIN_MLP_TRY(gemm(false, !layer.classes_major, m, layer.in, layer.out, grad,
-                         layer.w.get(), below));
+                         raw(layer.w), below));
       TRAIN_MLP_TRY(activation_backward_in_place(l - 1));
     }
     return {};
@@ -329,7 +305,7 @@ class CudaNet {
     std::vector<std::vector<float>> dw(layers_.size());
     for (std::size_t l = 0; l < layers_.size(); ++l) {
       dw[l].resize(layers_[l].dw.size());
-      TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(dw[l].data(), layers_[l].dw.get(),
+      TRAIN_MLP_CUDA_TRY(cudaMemcpyAsync(dw[l].data(), raw(layers_[l].dw),
                                          dw[l].size() * sizeof(float), cudaMemcpyDeviceToHost,
                                          stream()));
     }
@@ -350,8 +326,8 @@ class CudaNet {
     };
     for (DeviceLayer& layer : layers_) {
       const Tensor tensors[] = {
-          {layer.w.get(), layer.dw.get(), layer.vw.get(), static_cast<int>(layer.w.size())},
-          {layer.b.get(), layer.db.get(), layer.vb.get(), static_cast<int>(layer.b.size())}};
+          {raw(layer.w), raw(layer.dw), raw(layer.vw), static_cast<int>(layer.w.size())},
+          {raw(layer.b), raw(layer.db), raw(layer.vb), static_cast<int>(layer.b.size())}};
       for (const Tensor& t : tensors) {
         TRAIN_MLP_CUBLAS_TRY(cublasSscal(handle(), t.n, &mu, t.velocity, 1));
         TRAIN_MLP_CUBLAS_TRY(cublasSaxpy(handle(), t.n, &minus_lr, t.grad, 1, t.velocity, 1));
@@ -383,9 +359,9 @@ class CudaNet {
     actloss::ActivationBackwardArgs args;
     args.n = rows_ * layers_[l].out;
     args.saved_kind = actloss::SavedTensor::input;  // gelu and silu need x, so keep x for all
-    args.saved = pre_[l].get();
-    args.dy = dpre_[l].get();
-    args.dx = dpre_[l].get();
+    args.saved = raw(pre_[l]);
+    args.dy = raw(dpre_[l]);
+    args.dx = raw(dpre_[l]);
     return actloss::activation_backward(args, options(), exec());
   }
 
@@ -415,9 +391,9 @@ class CudaNet {
   std::unique_ptr<cublasContext, CublasDeleter> cublas_;
   std::vector<DeviceLayer> layers_;
   // Per layer, for up to max_rows rows: pre-activations, activations, d(loss)/d(pre).
-  std::vector<DeviceArray<float>> pre_, post_, dpre_;
-  DeviceArray<float> x_, dx_, ones_, loss_, probs_, dprobs_, onehot_;
-  DeviceArray<std::int64_t> labels_;
+  std::vector<thrust::device_vector<float>> pre_, post_, dpre_;
+  thrust::device_vector<float> x_, dx_, ones_, loss_, probs_, dprobs_, onehot_;
+  thrust::device_vector<std::int64_t> labels_;
   std::vector<float> onehot_host_;
 };
 
