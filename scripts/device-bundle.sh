@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 source scripts/env.sh
 cmake --preset nvcc-sm90 >/dev/null
 cmake --build --preset nvcc-sm90 -j "$ACTLOSS_JOBS"
+cmake --build --preset nvcc-sm90 -j "$ACTLOSS_JOBS" --target large_tests  # not in `all`
 bundle=build/device-bundle
 rm -rf "$bundle" && mkdir -p "$bundle/lib"
 find build/nvcc-sm90 -type f -perm -u+x \( -name '*_tests' -o -name '*_bench*' -o -name actloss -o -name train_mlp \) \

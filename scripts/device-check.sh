@@ -102,8 +102,9 @@ gtest_counts() {
   echo "${passed:-0} passed, ${skipped:-0} skipped"
 }
 
-# peer_tests: the benchmarks' GPU peers against the reference (a bundle from before them lacks it).
-for name in cuda_tests validation_tests api_tests reference_tests peer_tests; do
+# peer_tests: the benchmarks' GPU peers against the reference; large_tests: calls past 2^31
+# elements (about 9 GB of host and device memory). A bundle from before them lacks them.
+for name in cuda_tests validation_tests api_tests reference_tests peer_tests large_tests; do
   exe=$(find_exe "$name")
   [[ -n $exe ]] || { record "$name" missing ""; continue; }
   run_step "$name" 150 "$name.log" "$exe" --gtest_brief=1 --gtest_output="xml:$LOGS/$name.xml"

@@ -13,12 +13,15 @@
 #      the training example's GPU path too, which reports SKIPPED (exit 77) without a GPU; a
 #      CPU-only project that cannot find the CUDA toolkit links actloss::shared, and plain
 #      compiler commands link the shared and the static library by hand.
+#   7. calls past 2^31 elements (tests/large: tanh, softmax, cross-entropy over 2^31 + elements,
+#      bf16) on the CPU backend and on the simulator's Release build: about 9 GB of memory and
+#      8 minutes, one stage after the other tests so that nothing else holds memory then.
 # ACTLOSS_TEST_STAGES (e.g. "sim-asan consumer") runs a subset while iterating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 
-stages=${ACTLOSS_TEST_STAGES:-"nvcc sim-asan sim-tsan sim-release fuzz consumer"}
+stages=${ACTLOSS_TEST_STAGES:-"nvcc sim-asan sim-tsan sim-release fuzz consumer large"}
 run_stage() { [[ " $stages " == *" $1 "* ]]; }
 banner() { printf '\n===== %s =====\n' "$*"; }
 
@@ -156,4 +159,12 @@ if run_stage consumer; then
     echo "train_mlp --device cuda: not built (this install has no CUDA backend)"
   fi
 fi
+
+if run_stage large; then
+  banner "past 2^31 elements: the CPU backend and the kernels (simulator, Release)"
+  cmake --preset sim
+  cmake --build --preset sim -j "$ACTLOSS_JOBS" --target large_tests
+  ./build/sim/tests/large/large_tests
+fi
+
 banner "all stages passed: $stages"

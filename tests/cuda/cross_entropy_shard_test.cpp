@@ -124,7 +124,8 @@ Problem random_problem(std::uint64_t seed) {
       for (double& x : p.logits) x = x == -kInf ? -spread : x;
     }
   }
-  if (p.weighted) p.weights = random_values(static_cast<std::size_t>(p.classes), 0.5, 2.0, seed + 2);
+  if (p.weighted)
+    p.weights = random_values(static_cast<std::size_t>(p.classes), 0.5, 2.0, seed + 2);
 
   // 1 to 8 shards at random cuts (one-class shards when cuts are adjacent).
   const std::int64_t shards = 1 + pick(std::min<std::int64_t>(8, p.classes));
@@ -262,7 +263,8 @@ Outcome sharded(const Problem& p, Device device, bool in_place = false) {
     EXPECT_TRUE(status.ok()) << "shard " << k << ": " << status.message();
     out.loss_bytes.push_back(loss.download());
     if (k == 0) {
-      out.loss = as_doubles(out.loss_bytes.back(), DType::f32, static_cast<std::size_t>(loss_count));
+      out.loss = as_doubles(out.loss_bytes.back(), DType::f32,
+                            static_cast<std::size_t>(loss_count));
       out.lse = as_doubles(lse.download(), DType::f32, static_cast<std::size_t>(p.rows));
     }
   }
