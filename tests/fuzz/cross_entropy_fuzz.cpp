@@ -1,4 +1,5 @@
-// Fuzz target: cross_entropy_forward, _backward and _forward_backward (see fuzz_support.h).
+// Fuzz target: cross_entropy_forward, _backward and _forward_backward, and the vocabulary-parallel
+// cross_entropy_shard_stats and _finish (see fuzz_support.h).
 #include "tests/fuzz/fuzz_support.h"
 
 namespace {
@@ -12,7 +13,8 @@ using fuzz::extent;
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   FuzzedDataProvider in(data, size);
-  const int pass = in.ConsumeIntegralInRange<int>(0, 2);
+  // 0-2: forward, backward, forward_backward; 3, 4: the sharded calls' two phases.
+  const int pass = in.ConsumeIntegralInRange<int>(0, 4);
   CrossEntropyArgs a;
   CrossEntropyOptions o;
   a.rows = fuzz::size(in, 9);
@@ -39,6 +41,20 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   o.z_loss = fuzz::option(in, 1e-3f);
   o.softcap = fuzz::option(in, 5.0f);
   a.grad_scale = fuzz::option(in, 1.0f);
+  // Mostly a shard that fits the vocabulary, sometimes anything.
+  CrossEntropyShard shard;
+  shard.first_class = in.ConsumeIntegralInRange<int>(0, 3) == 0
+                          ? fuzz::size(in, 80)
+                          : in.ConsumeIntegralInRange<std::int64_t>(0, 10);
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0 ||
+      __builtin_add_overflow(a.classes, shard.first_class, &shard.total_classes) ||
+      __builtin_add_overflow(shard.total_classes, in.ConsumeIntegralInRange<std::int64_t>(0, 20),
+                             &shard.total_classes)) {
+    shard.total_classes = fuzz::size(in, 150);
+  }
+  const std::int64_t shards = in.ConsumeIntegralInRange<int>(0, 3) == 0
+                                  ? fuzz::size(in, 9)
+                                  : in.ConsumeIntegralInRange<std::int64_t>(1, 8);
 
   const bool soft = a.target_kind == TargetKind::probabilities;
   const std::int64_t index_size = a.target_kind == TargetKind::class_index_i32 ? 4 : 8;
@@ -68,7 +84,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                                            a.grad_batch_stride),
                                     16, pass != 0);
   const int upstream = b.add(per_row * 4, 4, false);
-  for (int out : {loss, lse, stats, predicted, accuracy, grad}) b.output(out);
+  const int shard_stats = b.add(__int128{a.rows} * 20, 4, pass == 3);
+  const int gathered = b.add(fuzz::elements(shards, a.rows) * 20, 4, pass == 4);
+  for (int out : {loss, lse, stats, predicted, accuracy, grad, shard_stats}) b.output(out);
+  // The sharded calls refuse the unsharded call's extra outputs; mostly leave them out.
+  const bool sharded_outputs_only = pass >= 3 && in.ConsumeIntegralInRange<int>(0, 3) != 0;
 
   fuzz::run_and_check(in, b, [&](const Exec& exec, std::uint8_t* arena, std::uint8_t* big) {
     CrossEntropyArgs c = a;
@@ -83,10 +103,22 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     c.saved_stats = b.at<const CrossEntropyRowStats>(arena, big, saved);
     c.grad = b.at(arena, big, grad);
     c.upstream_grad = b.at<const float>(arena, big, upstream);
+    if (sharded_outputs_only) {
+      c.stats = nullptr;
+      c.saved_stats = nullptr;
+      c.predicted = nullptr;
+      c.accuracy = nullptr;
+    }
     switch (pass) {
       case 0: return cross_entropy_forward(c, o, exec);
       case 1: return cross_entropy_backward(c, o, exec);
-      default: return cross_entropy_forward_backward(c, o, exec);
+      case 2: return cross_entropy_forward_backward(c, o, exec);
+      case 3:
+        return cross_entropy_shard_stats(
+            c, shard, o, b.at<CrossEntropyShardStats>(arena, big, shard_stats), exec);
+      default:
+        return cross_entropy_shard_finish(
+            c, shard, o, b.at<const CrossEntropyShardStats>(arena, big, gathered), shards, exec);
     }
   });
   return 0;
