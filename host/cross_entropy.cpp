@@ -419,9 +419,10 @@ Status check_shard(const CrossEntropyArgs& args, const CrossEntropyShard& shard)
   ACTLOSS_TRY(host::check_non_negative(shard.total_classes, "shard.total_classes"));
   if (args.rows > 0 && (shard.first_class >= shard.total_classes ||
                         args.classes > shard.total_classes - shard.first_class)) {
-    return host::invalid("shard", "classes [", shard.first_class, ", ",
-                         shard.first_class + args.classes, ") lie outside the vocabulary [0, ",
-                         shard.total_classes, ")");
+    // No first_class + classes here: both may be near 2^63.
+    return host::invalid("shard", args.classes, " classes from class ", shard.first_class,
+                         " do not fit in the vocabulary of shard.total_classes = ",
+                         shard.total_classes);
   }
   return {};
 }

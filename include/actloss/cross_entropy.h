@@ -158,8 +158,9 @@ Status cross_entropy_workspace_size(const CrossEntropyArgs& args,
 //      rank; nothing else crosses ranks.
 //   3. cross_entropy_shard_finish, on every rank: from the gathered statistics and its own
 //      shard, the loss (the same bits on every rank) and this shard's gradient.
-// Each shard's logits are read once per call. The result is the unsharded call's within the
-// project's tolerances, for every option of CrossEntropyOptions.
+// Phase 2 reads the shard's logits once, for the gradient; phase 1 reads each row for its max and
+// again for the sums relative to it (on CUDA the second read mostly hits L2). The result is the
+// unsharded call's within the project's tolerances, for every option of CrossEntropyOptions.
 //
 // How CrossEntropyArgs is read by the two calls: `classes` is this shard's width (>= 1); the
 // logits, probability targets, class_weight and grad are this shard's slices ([rows x classes],

@@ -391,6 +391,10 @@ TEST_P(ShardedCrossEntropy, BadShardsAndGatheredBuffersAreRefusedWithNothingWrit
   const Case cases[] = {
       {"shard", [](ShardSetup& s, std::int64_t&) { s.shard.first_class = 7; }},
       {"shard", [](ShardSetup& s, std::int64_t&) { s.shard.total_classes = 4; }},
+      {"shard", [](ShardSetup& s, std::int64_t&) {
+         s.shard.first_class = std::numeric_limits<std::int64_t>::max() - 1;
+         s.shard.total_classes = std::numeric_limits<std::int64_t>::max();
+       }},
       {"shard.first_class", [](ShardSetup& s, std::int64_t&) { s.shard.first_class = -1; }},
       {"shard.total_classes", [](ShardSetup& s, std::int64_t&) { s.shard.total_classes = -5; }},
       {"shards", [](ShardSetup&, std::int64_t& shards) { shards = 0; }},
