@@ -175,6 +175,21 @@ TEST_P(LargeSizes, TanhForwardInPlacePastTwoToThe31Elements) {
 
 constexpr std::int64_t kRows = 16385, kClasses = 131072;  // row 16384 starts at element 2^31
 
+// Rows from first_row on, as read back, against the reference's bf16 results; reports the first
+// five mismatches by row and class.
+void expect_rows_near(const std::vector<double>& got, const std::vector<std::uint16_t>& want,
+                      std::int64_t first_row) {
+  int bad = 0;
+  for (std::size_t i = 0; i < got.size() && bad < 5; ++i) {
+    const auto result = near(got[i], from_bf16(want[i]), 0x1p-133, 0x1p-7);
+    if (!result) {
+      ++bad;
+      ADD_FAILURE() << "row " << first_row + static_cast<std::int64_t>(i) / kClasses << ", class "
+                    << static_cast<std::int64_t>(i) % kClasses << ": " << result.message();
+    }
+  }
+}
+
 TEST_P(LargeSizes, SoftmaxForwardPastTwoToThe31Elements) {
   const Device device = GetParam();
   Bf16Buffer x(device, kRows * kClasses);
@@ -197,15 +212,7 @@ TEST_P(LargeSizes, SoftmaxForwardPastTwoToThe31Elements) {
   r.y = rows.data();
   ASSERT_TRUE(softmax_forward(r, SoftmaxOptions{}, exec_on(Device::reference)).ok());
   const std::vector<double> got = x.read(first_row * kClasses, 2 * kClasses);
-  int bad = 0;
-  for (std::size_t i = 0; i < got.size() && bad < 5; ++i) {
-    const auto result = near(got[i], from_bf16(rows[i]), 0x1p-133, 0x1p-7);
-    if (!result) {
-      ++bad;
-      ADD_FAILURE() << "row " << first_row + static_cast<std::int64_t>(i) / kClasses << ", class "
-                    << static_cast<std::int64_t>(i) % kClasses << ": " << result.message();
-    }
-  }
+  expect_rows_near(got, rows, first_row);
 }
 
 TEST_P(LargeSizes, CrossEntropyForwardBackwardPastTwoToThe31Elements) {
@@ -255,15 +262,7 @@ TEST_P(LargeSizes, CrossEntropyForwardBackwardPastTwoToThe31Elements) {
         << "row " << first_row + i;
   }
   const std::vector<double> got = logits.read(first_row * kClasses, 2 * kClasses);
-  int bad = 0;
-  for (std::size_t i = 0; i < got.size() && bad < 5; ++i) {
-    const auto result = near(got[i], from_bf16(rows[i]), 0x1p-133, 0x1p-7);
-    if (!result) {
-      ++bad;
-      ADD_FAILURE() << "row " << first_row + static_cast<std::int64_t>(i) / kClasses << ", class "
-                    << static_cast<std::int64_t>(i) % kClasses << ": " << result.message();
-    }
-  }
+  expect_rows_near(got, rows, first_row);
 }
 
 INSTANTIATE_TEST_SUITE_P(Devices, LargeSizes, ::testing::Values(Device::cpu, Device::cuda));
