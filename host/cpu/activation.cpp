@@ -47,9 +47,6 @@ using V = FloatVec;
 constexpr std::int64_t kTaskElements = 16384;
 // Elements per staging block: 4 KiB of floats per operand, five operands at most, well inside L1.
 constexpr std::int64_t kBlock = 1024;
-// Outputs from this size on are streamed: past the L2 of the cores that write them, and a
-// large share of a server L3 slice, so a reader after the call would find them in memory anyway.
-constexpr std::int64_t kStreamingOutputBytes = std::int64_t{4} << 20;
 // How far ahead of its use an input is asked for: 2 KiB of f32, 32 cache lines in flight.
 constexpr std::size_t kPrefetchElements = 512;
 

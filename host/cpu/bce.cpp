@@ -76,18 +76,15 @@ const float* staged(FloatTag d, DType dtype, const void* base, std::int64_t offs
   return block;
 }
 
-// `count` floats into element `offset` of `base`, rounded once to `dtype`.
+// `count` floats into element `offset` of `base`, rounded once to `dtype`; `stream`: with
+// non-temporal stores where aligned. The block is padded: a whole-vector load at any of its
+// elements stays inside it.
 void store_block(FloatTag d, DType dtype, const float* values, void* base, std::int64_t offset,
-                 std::int64_t count) {
+                 std::int64_t count, bool stream) {
   with_storage(dtype, [&](auto* tag) {
     using T = std::remove_pointer_t<decltype(tag)>;
-    T* out = static_cast<T*>(base) + offset;
-    const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
-    std::int64_t i = 0;
-    for (; i + lanes <= count; i += lanes) store_floats(d, hn::Load(d, values + i), out + i);
-    if (i < count) {
-      store_floats_partial(d, hn::Load(d, values + i), out + i, static_cast<size_t>(count - i));
-    }
+    store_row(d, static_cast<T*>(base) + offset, count, stream,
+              [&](std::int64_t i, std::int64_t) { return hn::LoadU(d, values + i); });
   });
 }
 
@@ -227,10 +224,20 @@ double bce_run(const BceCall& call) {
   const bool row_weight = args.weight != nullptr && args.weight_shape == BceWeightShape::per_row;
   std::vector<double> task_sums(call.reduces ? static_cast<std::size_t>(element_tasks(rows, cols))
                                              : 0);
+  // Large outputs go out with non-temporal stores, except over an input (in place), whose lines
+  // are in cache, just read.
+  const auto streamed = [&](const void* out, DType dtype) {
+    return out != nullptr && out != args.logits && out != args.targets &&
+           rows * cols * dtype_size(dtype) >= kStreamingOutputBytes;
+  };
+  const bool stream_loss = streamed(call.loss_elements, DType::f32);
+  const bool stream_grad = streamed(call.grad, args.grad_dtype);
   parallel_for(element_tasks(rows, cols), [&](std::int64_t task) {
     const FloatTag d;
     // Lanes past a block's count are read (whole vectors) but never stored or summed.
-    HWY_ALIGN float x[kBlock], y[kBlock], w[kBlock], loss[kBlock], grad[kBlock];
+    HWY_ALIGN float x[kBlock], y[kBlock], w[kBlock];
+    // Padded by a vector for store_block's loads.
+    HWY_ALIGN float loss[kBlock + hn::MaxLanes(FloatTag())], grad[kBlock + hn::MaxLanes(FloatTag())];
     HWY_ALIGN float pos_weight_block[kBlock], upstream_block[kBlock];
     double task_sum = 0.0;
     for_each_piece_of_task(task, rows, cols, [&](std::int64_t r, std::int64_t c0, std::int64_t c1) {
@@ -266,9 +273,9 @@ double bce_run(const BceCall& call) {
         // stack.
         float* loss_target = nullptr;
         if (call.loss_elements != nullptr) {
-          loss_target = count == kBlock ? call.loss_elements + dense : loss;
+          loss_target = count == kBlock && !stream_loss ? call.loss_elements + dense : loss;
         }
-        const bool grad_in_place = args.grad_dtype == DType::f32 && count == kBlock;
+        const bool grad_in_place = args.grad_dtype == DType::f32 && count == kBlock && !stream_grad;
         float* grad_target = nullptr;
         if (call.grad != nullptr) {
           grad_target =
@@ -277,13 +284,15 @@ double bce_run(const BceCall& call) {
         task_sum += bce_block(d, call, logits, targets, weights, weight_of_row, pos_weight,
                               upstream, loss_target, grad_target, count);
         if (loss_target == loss) {
-          store_block(d, DType::f32, loss, call.loss_elements, dense, count);
+          store_block(d, DType::f32, loss, call.loss_elements, dense, count, stream_loss);
         }
         if (call.grad != nullptr && !grad_in_place) {
-          store_block(d, args.grad_dtype, grad, call.grad, r * args.grad_row_stride + c, count);
+          store_block(d, args.grad_dtype, grad, call.grad, r * args.grad_row_stride + c, count,
+                      stream_grad);
         }
       }
     });
+    if (stream_loss || stream_grad) hwy::FlushStream();  // before the pool reports the task done
     if (call.reduces) task_sums[static_cast<std::size_t>(task)] = task_sum;
   });
   double total = 0.0;

@@ -157,7 +157,14 @@ class RowKernel {
       if (buffer.size() < wanted) buffer.resize(wanted);
       buffer_ = buffer.data();
     }
+    // A gradient over the logits (in place) has its lines in cache already, just read.
+    stream_ = c_.grad != nullptr && c_.grad != c_.logits &&
+              c_.rows * c_.classes * static_cast<std::int64_t>(sizeof(TG)) >=
+                  kStreamingOutputBytes;
   }
+
+  // The task must end with hwy::FlushStream() when true.
+  bool streams() const { return stream_; }
 
   void run(std::int64_t row, CrossEntropyTaskResult& result) {
     const TX* logits = static_cast<const TX*>(c_.logits) +
@@ -311,6 +318,12 @@ class RowKernel {
   template <class Body>
   void for_each_vector(Body&& body) const {
     for_each_vector(0, std::forward<Body>(body));
+  }
+  // The same over a gradient row whose first `lead` elements come as one partial vector.
+  template <class Body>
+  void for_each_output_vector(std::int64_t lead, Body&& body) const {
+    if (lead > 0) body(0, lead);
+    for_each_vector(lead, body);
   }
 
   // count elements at p as floats; lanes past count get `fill`.
@@ -486,10 +499,13 @@ class RowKernel {
                 float inv_sum, float hard_coefficient, float smooth, float coefficient_sum) {
     TG* out = static_cast<TG*>(c_.grad) +
               c_.start_of(row, c_.grad_row_stride, c_.grad_batch_stride);
+    // Streamed, the row's vectors start at its first vector-aligned element, after a partial
+    // one of the `lead` elements before it.
+    const std::int64_t lead = stream_ ? std::min(streamed_lead(out), c_.classes) : 0;
     const bool zero_grad = ignored || c_.denominator == 0.0;
     if (zero_grad) {
-      for_each_vector([&](std::int64_t c, std::int64_t count) {
-        store(out + c, count, hn::Zero(d_));
+      for_each_output_vector(lead, [&](std::int64_t c, std::int64_t count) {
+        store_output(out + c, count, hn::Zero(d_));
       });
       return;
     }
@@ -516,7 +532,7 @@ class RowKernel {
       const TQ* q = c_.soft() ? static_cast<const TQ*>(c_.targets) +
                                     c_.start_of(row, c_.target_row_stride, c_.target_batch_stride)
                               : nullptr;
-      for_each_vector([&](std::int64_t c, std::int64_t count) {
+      for_each_output_vector(lead, [&](std::int64_t c, std::int64_t count) {
         FloatVec e;
         FloatVec slope = hn::Set(d_, 1.0f);
         if (exps != nullptr) {
@@ -557,7 +573,7 @@ class RowKernel {
           if (nan_row) step = hn::Set(d_, NAN);
         }
         const FloatVec g = hn::Sub(probability_part, step);
-        store(out + c, count, capped ? hn::Mul(g, slope) : g);
+        store_output(out + c, count, capped ? hn::Mul(g, slope) : g);
       });
     };
     if (c_.soft()) {
@@ -575,11 +591,22 @@ class RowKernel {
     }
   }
 
+  // A gradient vector: whole ones of a streamed gradient (aligned, from the row's lead on) skip
+  // the cache.
+  void store_output(TG* p, std::int64_t count, FloatVec v) const {
+    if (stream_ && count == lanes_) {
+      stream_floats(d_, v, p);
+    } else {
+      store(p, count, v);
+    }
+  }
+
   const CrossEntropyCall& c_;
   FloatTag d_;
   std::int64_t lanes_ = 1;
   float* buffer_ = nullptr;
   const TX* next_row_ = nullptr;
+  bool stream_ = false;  // the gradient is stored with non-temporal stores
 };
 
 }  // namespace
@@ -594,6 +621,8 @@ CrossEntropyTaskResult CrossEntropyRows(const CrossEntropyCall& call, std::int64
       using TG = std::remove_pointer_t<decltype(g_tag)>;
       RowKernel<TX, TG> kernel(call);
       for (std::int64_t row = first; row < end; ++row) kernel.run(row, result);
+      // The streamed stores, ordered before the pool reports the task done.
+      if (kernel.streams()) hwy::FlushStream();
     });
   });
   return result;

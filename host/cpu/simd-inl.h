@@ -74,18 +74,23 @@ HWY_INLINE FloatVec load_floats(FloatTag d, const Half* p) {
 
 HWY_INLINE void store_floats(FloatTag d, FloatVec v, float* p) { hn::StoreU(v, d, p); }
 
-HWY_INLINE void store_floats(FloatTag, FloatVec v, Bf16* p) {
-  // Round to nearest even on the bits; a NaN keeps its sign and top payload bits, made quiet.
+using Bf16BitsTag = hn::Rebind<std::uint16_t, FloatTag>;
+
+// v's bfloat16 bits: round to nearest even on the bits; a NaN keeps its sign and top payload
+// bits, made quiet.
+HWY_INLINE hn::Vec<Bf16BitsTag> to_bf16_bits(FloatVec v) {
   const hn::RebindToUnsigned<FloatTag> du;
   const hn::RebindToSigned<FloatTag> di;
-  const hn::Rebind<std::uint16_t, FloatTag> d16;
   const auto bits = hn::BitCast(du, v);
   const auto odd = hn::And(hn::ShiftRight<16>(bits), hn::Set(du, 1));
   const auto rounded = hn::ShiftRight<16>(hn::Add(bits, hn::Add(hn::Set(du, 0x7FFF), odd)));
   const auto quiet_nan = hn::Or(hn::ShiftRight<16>(bits), hn::Set(du, 0x40));
   const auto narrowed = hn::IfThenElse(hn::RebindMask(du, hn::IsNaN(v)), quiet_nan, rounded);
-  hn::StoreU(hn::DemoteTo(d16, hn::BitCast(di, narrowed)), d16,
-             reinterpret_cast<std::uint16_t*>(p));
+  return hn::DemoteTo(Bf16BitsTag(), hn::BitCast(di, narrowed));
+}
+
+HWY_INLINE void store_floats(FloatTag, FloatVec v, Bf16* p) {
+  hn::StoreU(to_bf16_bits(v), Bf16BitsTag(), reinterpret_cast<std::uint16_t*>(p));
 }
 
 HWY_INLINE void store_floats(FloatTag d, FloatVec v, Half* p) {
@@ -124,6 +129,62 @@ HWY_INLINE void store_floats_partial(FloatTag d, FloatVec v, T* p, size_t count)
 HWY_INLINE void prefetch_bytes(const void* p, std::size_t bytes) {
   const char* at = static_cast<const char*>(p);
   for (std::size_t offset = 0; offset < bytes; offset += 64) hwy::Prefetch(at + offset);
+}
+
+// Outputs from this size on are streamed: past the L2 of the cores that write them, and a
+// large share of a server L3 slice, so a reader after the call would find them in memory anyway.
+// An ordinary store to a line not in cache first reads it (12 bytes of traffic per float written
+// where 8 suffice); a non-temporal store does not.
+constexpr std::int64_t kStreamingOutputBytes = std::int64_t{4} << 20;
+
+// Stores a whole vector of floats as T with a non-temporal store; p is aligned to the bytes it
+// stores (streamed_lead finds the first such element). The 16-bit types are streamed from AVX2
+// on only: below it their vector is half of a 16-byte register, and x86 streams whole registers.
+HWY_INLINE void stream_floats(FloatTag d, FloatVec v, float* p) { hn::Stream(v, d, p); }
+
+HWY_INLINE void stream_floats(FloatTag d, FloatVec v, Bf16* p) {
+#if ACTLOSS_CPU_F16_VECTOR
+  (void)d;
+  hn::Stream(to_bf16_bits(v), Bf16BitsTag(), reinterpret_cast<std::uint16_t*>(p));
+#else
+  store_floats(d, v, p);
+#endif
+}
+
+HWY_INLINE void stream_floats(FloatTag d, FloatVec v, Half* p) {
+#if ACTLOSS_CPU_F16_VECTOR
+  const hn::Rebind<hwy::float16_t, FloatTag> d16;
+  hn::Stream(hn::DemoteTo(d16, v), d16, reinterpret_cast<hwy::float16_t*>(p));
+#else
+  store_floats(d, v, p);
+#endif
+}
+
+// The elements of T before the first one at which stream_floats may store a whole vector
+// (p itself aligned to T).
+template <class T>
+HWY_INLINE std::int64_t streamed_lead(const T* p) {
+  const std::size_t vector_bytes = hn::Lanes(FloatTag()) * sizeof(T);
+  const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(p) % vector_bytes;
+  return static_cast<std::int64_t>((vector_bytes - misalignment) % vector_bytes / sizeof(T));
+}
+
+// Stores a row of `cols` elements, value(i, count) giving the vector of [i, i + count) (count is
+// Lanes except for the partial vectors at either end). Streamed, the whole vectors start at the
+// row's first aligned element, after one partial vector of the elements before it.
+template <class T, class Value>
+HWY_INLINE void store_row(FloatTag d, T* out, std::int64_t cols, bool stream,
+                          const Value& value) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  std::int64_t i = 0;
+  if (stream) {
+    const std::int64_t lead = streamed_lead(out) < cols ? streamed_lead(out) : cols;
+    if (lead > 0) store_floats_partial(d, value(0, lead), out, static_cast<size_t>(lead));
+    for (i = lead; i + lanes <= cols; i += lanes) stream_floats(d, value(i, lanes), out + i);
+  } else {
+    for (; i + lanes <= cols; i += lanes) store_floats(d, value(i, lanes), out + i);
+  }
+  if (i < cols) store_floats_partial(d, value(i, cols - i), out + i, static_cast<size_t>(cols - i));
 }
 
 // Copies `bytes` from a buffer in cache to memory that will not be read again soon, with

@@ -173,9 +173,18 @@ double confident_rest(FloatTag d, const T* x, std::int64_t cols, float m, const 
   return sum_double_lanes(hn::Add(sum0, sum1));
 }
 
+// Loads [i, i + count) of a row as floats (count <= Lanes; lanes past count 0).
+template <class T>
+HWY_INLINE FloatVec load_part(FloatTag d, const T* p, std::int64_t count) {
+  return count == static_cast<std::int64_t>(hn::Lanes(d))
+             ? load_floats(d, p)
+             : load_floats_partial(d, p, static_cast<size_t>(count));
+}
+
+// `stream`: y is stored with non-temporal stores (a large output, not over x).
 template <class TX, class TY>
-void softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bool log) {
-  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+void softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bool log,
+                         bool stream) {
   bool has_nan = false;
   const float m = row_max(d, x, cols, has_nan);
   // NaN, or +inf (inf - inf), makes the row NaN; a row of -infs has no mass: softmax 0,
@@ -191,29 +200,19 @@ void softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bool
   double rest = sum_exponentials(d, x, cols, m, buffer) - 1.0;
   if (rest < kConfidentRest) rest = confident_rest(d, x, cols, m, buffer);
 
-  std::int64_t i = 0;
   if (log) {
     const FloatVec shift = hn::Set(d, m);
     const FloatVec log_s = hn::Set(d, static_cast<float>(std::log1p(rest)));
-    for (; i + lanes <= cols; i += lanes) {
-      const FloatVec v = load_floats(d, x + i);
-      store_floats(d, hn::Sub(hn::Sub(v, shift), log_s), y + i);
-    }
-    if (i < cols) {
-      const auto count = static_cast<size_t>(cols - i);
-      const FloatVec v = load_floats_partial(d, x + i, count);
-      store_floats_partial(d, hn::Sub(hn::Sub(v, shift), log_s), y + i, count);
-    }
+    store_row(d, y, cols, stream, [&](std::int64_t i, std::int64_t count) {
+      return hn::Sub(hn::Sub(load_part(d, x + i, count), shift), log_s);
+    });
     return;
   }
+  // The buffer is padded past the row: a whole-vector load at any column of it stays inside.
   const FloatVec inv_s = hn::Set(d, static_cast<float>(1.0 / (1.0 + rest)));
-  for (; i + lanes <= cols; i += lanes) {
-    store_floats(d, hn::Mul(hn::LoadU(d, buffer + i), inv_s), y + i);
-  }
-  if (i < cols) {
-    store_floats_partial(d, hn::Mul(hn::LoadU(d, buffer + i), inv_s), y + i,
-                         static_cast<size_t>(cols - i));
-  }
+  store_row(d, y, cols, stream, [&](std::int64_t i, std::int64_t) {
+    return hn::Mul(hn::LoadU(d, buffer + i), inv_s);
+  });
 }
 
 }  // namespace
@@ -229,12 +228,16 @@ void softmax_forward_rows(const SoftmaxForwardArgs& args, bool log) {
       using TY = std::remove_pointer_t<decltype(y_tag)>;
       const TX* x = static_cast<const TX*>(args.x);
       TY* y = static_cast<TY*>(args.y);
+      // In place, y's lines are in cache, just read.
+      const bool stream = args.y != args.x && rows * cols * static_cast<std::int64_t>(sizeof(TY)) >=
+                                                  kStreamingOutputBytes;
       parallel_for((rows + per_task - 1) / per_task, [&](std::int64_t task) {
         const FloatTag d;
         const std::int64_t end = (task + 1) * per_task < rows ? (task + 1) * per_task : rows;
         for (std::int64_t r = task * per_task; r < end; ++r) {
-          softmax_forward_row(d, x + x_rows.of(r), y + y_rows.of(r), cols, log);
+          softmax_forward_row(d, x + x_rows.of(r), y + y_rows.of(r), cols, log, stream);
         }
+        if (stream) hwy::FlushStream();  // ordered before the pool reports the task done
       });
     });
   });
@@ -291,10 +294,10 @@ HWY_INLINE FloatVec backward_value(FloatTag d, FloatVec y, FloatVec dy, FloatVec
   return hn::Sub(hn::NegMulAdd(e, hi, dy), hn::Mul(e, lo));
 }
 
+// `stream`: dx is stored with non-temporal stores (a large output, over neither input).
 template <class TY, class TDY, class TDX>
 void softmax_backward_row(FloatTag d, const TY* y, const TDY* dy, TDX* dx, std::int64_t cols,
-                          bool log) {
-  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+                          bool log, bool stream) {
   const double dot = row_dot(d, y, dy, cols, log);
   if (!(std::fabs(dot) <= 0x1p100)) {
     // A NaN or infinite dot, or one so large that hi or dy - hi could overflow although dx is
@@ -310,28 +313,18 @@ void softmax_backward_row(FloatTag d, const TY* y, const TDY* dy, TDX* dx, std::
   }
   const float hi = static_cast<float>(dot);
   const float lo = static_cast<float>(dot - static_cast<double>(hi));
-  std::int64_t i = 0;
   if (log && hi == 0.0f) {
     // A zero sum of dy contributes nothing, also where exp(y) is inf (as the kernels).
-    for (; i + lanes <= cols; i += lanes) store_floats(d, load_floats(d, dy + i), dx + i);
-    if (i < cols) {
-      const auto count = static_cast<size_t>(cols - i);
-      store_floats_partial(d, load_floats_partial(d, dy + i, count), dx + i, count);
-    }
+    store_row(d, dx, cols, stream, [&](std::int64_t i, std::int64_t count) {
+      return load_part(d, dy + i, count);
+    });
     return;
   }
   const FloatVec hi_v = hn::Set(d, hi), lo_v = hn::Set(d, lo);
-  for (; i + lanes <= cols; i += lanes) {
-    store_floats(d,
-                 backward_value(d, load_floats(d, y + i), load_floats(d, dy + i), hi_v, lo_v, log),
-                 dx + i);
-  }
-  if (i < cols) {
-    const auto count = static_cast<size_t>(cols - i);
-    const FloatVec value = backward_value(d, load_floats_partial(d, y + i, count),
-                                          load_floats_partial(d, dy + i, count), hi_v, lo_v, log);
-    store_floats_partial(d, value, dx + i, count);
-  }
+  store_row(d, dx, cols, stream, [&](std::int64_t i, std::int64_t count) {
+    return backward_value(d, load_part(d, y + i, count), load_part(d, dy + i, count), hi_v, lo_v,
+                          log);
+  });
 }
 
 }  // namespace
@@ -351,13 +344,18 @@ void softmax_backward_rows(const SoftmaxBackwardArgs& args, bool log) {
         const TY* y = static_cast<const TY*>(args.y);
         const TDY* dy = static_cast<const TDY*>(args.dy);
         TDX* dx = static_cast<TDX*>(args.dx);
+        // Over an input (in place), dx's lines are in cache, just read.
+        const bool stream = args.dx != args.dy && args.dx != args.y &&
+                            rows * cols * static_cast<std::int64_t>(sizeof(TDX)) >=
+                                kStreamingOutputBytes;
         parallel_for((rows + per_task - 1) / per_task, [&](std::int64_t task) {
           const FloatTag d;
           const std::int64_t end = (task + 1) * per_task < rows ? (task + 1) * per_task : rows;
           for (std::int64_t r = task * per_task; r < end; ++r) {
             softmax_backward_row(d, y + y_rows.of(r), dy + dy_rows.of(r), dx + dx_rows.of(r), cols,
-                                 log);
+                                 log, stream);
           }
+          if (stream) hwy::FlushStream();  // ordered before the pool reports the task done
         });
       });
     });

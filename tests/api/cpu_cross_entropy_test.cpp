@@ -346,6 +346,27 @@ TEST(CpuCrossEntropy, SoftTargetsIn16Bit) {
   }
 }
 
+TEST(CpuCrossEntropy, LargeGradientsStreamedAtEveryRowAlignment) {
+  // Gradients of 4 MiB and more are stored with non-temporal stores from each row's first
+  // vector-aligned element on. 4099 classes with 3 elements of padding start successive rows 3
+  // elements further along, so the rows meet every alignment; the padding must stay untouched.
+  // Smoothing and class weights make every element's gradient depend on its class; row 2 is
+  // ignored (a zero row, streamed too).
+  for (const DType grad_dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(std::string("grad ") + actloss::to_string(grad_dtype));
+    // f32: 260 rows of 4102 elements, 4.3 MB; bf16: twice the rows for the same bytes.
+    Problem p = random_problem(grad_dtype == DType::f32 ? 260 : 520, 4099, 37);
+    p.pad = 3;
+    p.grad_dtype = grad_dtype;
+    p.logits_dtype = grad_dtype;
+    p.weights = true;
+    p.options.label_smoothing = 0.1f;
+    p.options.reduction = Reduction::sum;
+    p.classes_of[2] = p.options.ignore_index;
+    check(p);
+  }
+}
+
 TEST(CpuCrossEntropy, BatchedRows) {
   Problem p = random_problem(6, 19, 13);
   p.rows_per_batch = 3;

@@ -358,6 +358,26 @@ TEST(CpuBce, EveryPassReductionOptionDtypeAndLength) {
   }
 }
 
+TEST(CpuBce, LargeOutputsStreamedAtEveryRowAlignment) {
+  // Outputs of 4 MiB and more are stored with non-temporal stores from the first vector-aligned
+  // element of each block on. 4099 columns start successive rows 3 (grad, padded) or 1 (the
+  // dense per-element loss) elements further along, so the blocks meet every alignment; the
+  // gradient's padding must stay untouched. f32: 260 rows, 4.3 MB; bf16: twice the rows.
+  for (const DType grad : {DType::f32, DType::bf16}) {
+    BceCase c;
+    c.reduction = Reduction::none;
+    c.rows = grad == DType::f32 ? 260 : 520;
+    c.cols = 4099;
+    c.pad = 3;
+    c.grad = grad;
+    c.upstream = true;
+    const auto count = static_cast<std::size_t>(c.rows * c.cols);
+    SCOPED_TRACE(std::string("grad ") + to_string(grad));
+    check_bce(c, bce_inputs(c, uniform_values(count, -12.0, 12.0, 61),
+                            uniform_values(count, 0.0, 1.0, 62), 63));
+  }
+}
+
 TEST(CpuBce, SpecialValues) {
   // NaN and infinite logits and targets, zero targets on infinite softplus (the limit 0, not
   // NaN), +-3e38 and -120 logits with a pos_weight (finite where PyTorch's form overflows), and
