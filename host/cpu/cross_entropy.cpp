@@ -137,6 +137,25 @@ HWY_INLINE FloatVec softcap_slope(FloatTag d, FloatVec x, float cap) {
   return hn::IfThenElse(hn::IsNaN(u), u, slope);
 }
 
+// count (<= Lanes) elements at p as floats; lanes past count 0.
+template <class T>
+HWY_INLINE FloatVec load_part(FloatTag d, const T* p, std::int64_t count) {
+  if (count == static_cast<std::int64_t>(hn::Lanes(d))) return load_floats(d, p);
+  return load_floats_partial(d, p, static_cast<size_t>(count));
+}
+
+// a_c of probability targets at columns [c, c + count), w_c ((1 - eps) q_c + eps / C); lanes
+// past the row are 0.
+template <class TQ>
+HWY_INLINE FloatVec target_coefficients(FloatTag d, const TQ* q, const float* class_weight,
+                                        float one_minus_eps, float smooth, std::int64_t c,
+                                        std::int64_t count) {
+  FloatVec a =
+      hn::MulAdd(hn::Set(d, one_minus_eps), load_part(d, q + c, count), hn::Set(d, smooth));
+  if (class_weight != nullptr) a = hn::Mul(a, load_part(d, class_weight + c, count));
+  return hn::IfThenElseZero(hn::FirstN(d, static_cast<size_t>(count)), a);
+}
+
 // Per-thread scratch: one row of floats (x', then the exponentials).
 std::vector<float>& row_buffer() {
   thread_local std::vector<float> buffer;
@@ -288,7 +307,7 @@ class RowKernel {
       const TQ* q = static_cast<const TQ*>(c_.targets) +
                     c_.start_of(row, c_.target_row_stride, c_.target_batch_stride);
       DoubleVec sum = hn::Zero(DoubleTag());
-      for_each_vector([&](std::int64_t c, std::int64_t count) {
+      for_each_vector([&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
         const FloatVec a = coefficients(q, c, count, smooth);
         sum = add_promoted(sum, a);
       });
@@ -300,10 +319,7 @@ class RowKernel {
   // past the row are 0.
   template <class TQ>
   FloatVec coefficients(const TQ* q, std::int64_t c, std::int64_t count, float smooth) const {
-    const FloatVec qv = load(q + c, count, 0.0f);
-    FloatVec a = hn::MulAdd(hn::Set(d_, 1.0f - c_.smoothing), qv, hn::Set(d_, smooth));
-    if (c_.class_weight != nullptr) a = hn::Mul(a, load(c_.class_weight + c, count, 0.0f));
-    return hn::IfThenElseZero(hn::FirstN(d_, static_cast<size_t>(count)), a);
+    return target_coefficients(d_, q, c_.class_weight, 1.0f - c_.smoothing, smooth, c, count);
   }
 
   // Calls body(c, count) for the row's vectors from column `first` on: count = Lanes except for
@@ -340,7 +356,7 @@ class RowKernel {
     if constexpr (std::is_same_v<TX, float>) {
       if (c_.softcap == 0.0f) return logits;
     }
-    for_each_vector([&](std::int64_t c, std::int64_t count) {
+    for_each_vector([&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
       FloatVec x = load(logits + c, count, 0.0f);
       if (c_.softcap != 0.0f) x = softcapped(d_, x, c_.softcap);
       hn::StoreU(x, d_, buffer_ + c);
@@ -353,7 +369,7 @@ class RowKernel {
     const FloatVec inf = hn::Set(d_, kInf);
     FloatVec top = hn::Set(d_, -kInf), raw_top = hn::Set(d_, -kInf);
     const bool capped = c_.softcap != 0.0f;
-    for_each_vector([&](std::int64_t c, std::int64_t count) {
+    for_each_vector([&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
       const FloatVec x = load(xs + c, count, -kInf);
       top = hn::Max(top, hn::IfThenElse(hn::IsNaN(x), inf, x));
       if (capped && c_.predicted != nullptr) {
@@ -386,7 +402,7 @@ class RowKernel {
   std::int64_t first_maximum(const float* xs, float m) const {
     const FloatVec vm = hn::Set(d_, m);
     std::int64_t found = -1;
-    for_each_vector([&](std::int64_t c, std::int64_t count) {
+    for_each_vector([&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
       if (found >= 0) return;
       const FloatVec x = load(xs + c, count, -kInf);
       const intptr_t lane = hn::FindFirstTrue(d_, hn::Eq(x, vm));
@@ -424,32 +440,47 @@ class RowKernel {
         // The common case, four vectors at a time: their terms are added in float (four
         // roundings of 2^-24 relative to a partial sum, which the double sum then keeps) before
         // one conversion to double, which is what the loop would otherwise spend most on.
-        const std::int64_t block = 4 * lanes_;
-        for (; first + block <= c_.classes; first += block) {
-          FloatVec part = hn::Zero(d_);
-          if (next_row_ != nullptr) {
+        // Everything it uses is a local copy: with a store in the loop, GCC would reload what
+        // it reaches through `this` or a reference once per vector.
+        const FloatTag d = d_;
+        const std::int64_t lanes = lanes_, classes = c_.classes, block = 4 * lanes;
+        const std::int64_t skipped = excluded;
+        const TX* const next_row = next_row_;
+        const float* const values = xs;
+        float* const kept = keep;
+        const FloatVec shift = vm;
+        DoubleVec sum = rest;
+        for (; first + block <= classes; first += block) {
+          FloatVec part = hn::Zero(d);
+          if (next_row != nullptr) {
             // A cache line per 64 bytes of the next row over this block's columns.
             for (std::int64_t k = first; k < first + block; k += 64 / sizeof(TX)) {
-              hwy::Prefetch(next_row_ + k);
+              hwy::Prefetch(next_row + k);
             }
           }
-          if (excluded >= first && excluded < first + block) {
-            for (std::int64_t k = first; k < first + block; k += lanes_) {
-              const FloatVec e = exp_nonpositive(d_, hn::Sub(hn::LoadU(d_, xs + k), vm));
-              part = hn::Add(part, without_maximum(k, e));
-              if (keep != nullptr) hn::StoreU(e, d_, keep + k);
+          if (skipped >= first && skipped < first + block) {
+            for (std::int64_t k = first; k < first + block; k += lanes) {
+              FloatVec e = exp_nonpositive(d, hn::Sub(hn::LoadU(d, values + k), shift));
+              if (kept != nullptr) hn::StoreU(e, d, kept + k);
+              if (skipped >= k && skipped < k + lanes) {
+                const auto at_maximum =
+                    hn::Eq(lane_index, hn::Set(di, static_cast<int>(skipped - k)));
+                e = hn::IfThenZeroElse(hn::RebindMask(d, at_maximum), e);
+              }
+              part = hn::Add(part, e);
             }
           } else {
-            for (std::int64_t k = first; k < first + block; k += lanes_) {
-              const FloatVec e = exp_nonpositive(d_, hn::Sub(hn::LoadU(d_, xs + k), vm));
+            for (std::int64_t k = first; k < first + block; k += lanes) {
+              const FloatVec e = exp_nonpositive(d, hn::Sub(hn::LoadU(d, values + k), shift));
               part = hn::Add(part, e);
-              if (keep != nullptr) hn::StoreU(e, d_, keep + k);
+              if (kept != nullptr) hn::StoreU(e, d, kept + k);
             }
           }
-          rest = add_promoted(rest, part);
+          sum = add_promoted(sum, part);
         }
+        rest = sum;
       }
-      for_each_vector(first, [&](std::int64_t c, std::int64_t count) {
+      for_each_vector(first, [&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
         const FloatVec x = load(xs + c, count, -kInf);
         const FloatVec e = exp_nonpositive(d_, hn::Sub(x, vm));
         rest = add_promoted(rest, without_maximum(c, e));
@@ -502,10 +533,27 @@ class RowKernel {
     // Streamed, the row's vectors start at its first vector-aligned element, after a partial
     // one of the `lead` elements before it.
     const std::int64_t lead = stream_ ? std::min(streamed_lead(out), c_.classes) : 0;
+    // The per-vector bodies below capture copies, never references or `this`: a streamed or
+    // partial store may write any memory as far as GCC knows, and it would reload every value
+    // reached through a pointer once per vector (a third of the loop's time).
+    const bool stream = stream_;
+    const std::int64_t lanes = lanes_;
+    const FloatTag d = d_;
+    const auto store_vector = [=](TG* p, std::int64_t count, FloatVec v) ACTLOSS_VECTOR_BODY {
+      if (count == lanes) {
+        if (stream) {
+          stream_floats(d, v, p);
+        } else {
+          store_floats(d, v, p);
+        }
+      } else {
+        store_floats_partial(d, v, p, static_cast<size_t>(count));
+      }
+    };
     const bool zero_grad = ignored || c_.denominator == 0.0;
     if (zero_grad) {
-      for_each_output_vector(lead, [&](std::int64_t c, std::int64_t count) {
-        store_output(out + c, count, hn::Zero(d_));
+      for_each_output_vector(lead, [=](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
+        store_vector(out + c, count, hn::Zero(d));
       });
       return;
     }
@@ -517,66 +565,73 @@ class RowKernel {
         coefficient_sum + (c_.z_loss != 0.0f ? 2.0f * c_.z_loss * lse : 0.0f);
     const float prob_scale_value = prob_factor * inv_sum * multiplier;
     const bool finite_scale = std::isfinite(prob_scale_value);
-    const FloatVec prob_scale = hn::Set(d_, prob_scale_value);
-    const FloatVec target_step = hn::Set(d_, multiplier * hard_coefficient);
-    const FloatVec smooth_step = hn::Set(d_, multiplier * smooth);
-    const FloatVec vmultiplier = hn::Set(d_, multiplier);
-    const FloatVec vshift = hn::Set(d_, shift);
-    const bool capped = c_.softcap != 0.0f;
+    const FloatVec prob_scale = hn::Set(d, prob_scale_value);
+    const FloatVec target_step = hn::Set(d, multiplier * hard_coefficient);
+    const FloatVec smooth_step = hn::Set(d, multiplier * smooth);
+    const FloatVec vmultiplier = hn::Set(d, multiplier);
+    const FloatVec vshift = hn::Set(d, shift);
+    const float softcap = c_.softcap;
+    const bool capped = softcap != 0.0f;
     const bool smoothing = c_.smoothing != 0.0f;
+    const bool soft = c_.soft();
+    const float* class_weight = c_.class_weight;
+    const TX* next_row = next_row_;
+    const bool exps_zero = no_mass || nan_row;
+    const float one_minus_eps = 1.0f - c_.smoothing;
     const hn::RebindToSigned<FloatTag> di;
     const auto lane_index = hn::Iota(di, 0);
 
     auto body = [&](auto* q_tag) {
       using TQ = std::remove_pointer_t<decltype(q_tag)>;
-      const TQ* q = c_.soft() ? static_cast<const TQ*>(c_.targets) +
-                                    c_.start_of(row, c_.target_row_stride, c_.target_batch_stride)
-                              : nullptr;
-      for_each_output_vector(lead, [&](std::int64_t c, std::int64_t count) {
+      const TQ* q = soft ? static_cast<const TQ*>(c_.targets) +
+                               c_.start_of(row, c_.target_row_stride, c_.target_batch_stride)
+                         : nullptr;
+      for_each_output_vector(lead, [=](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
         FloatVec e;
-        FloatVec slope = hn::Set(d_, 1.0f);
+        FloatVec slope = hn::Set(d, 1.0f);
         if (exps != nullptr) {
-          e = no_mass || nan_row ? hn::Zero(d_) : hn::LoadU(d_, exps + c);
-          if (capped) slope = softcap_slope(d_, load(logits + c, count, 0.0f), c_.softcap);
+          e = exps_zero ? hn::Zero(d) : hn::LoadU(d, exps + c);
+          if (capped) slope = softcap_slope(d, load_part(d, logits + c, count), softcap);
         } else {
-          if (next_row_ != nullptr) hwy::Prefetch(next_row_ + c);
-          const FloatVec raw = load(logits + c, count, 0.0f);
+          if (next_row != nullptr) hwy::Prefetch(next_row + c);
+          const FloatVec raw = load_part(d, logits + c, count);
           FloatVec x = raw;
           if (capped) {
-            x = softcapped(d_, raw, c_.softcap);
-            slope = softcap_slope(d_, raw, c_.softcap);
+            x = softcapped(d, raw, softcap);
+            slope = softcap_slope(d, raw, softcap);
           }
           // x' - shift may be NaN (a NaN logit) or, with logits that differ from the forward's,
           // positive: the general exponential.
-          e = exp_any(d_, hn::Sub(x, vshift));
+          e = exp_any(d, hn::Sub(x, vshift));
         }
         // The p_c terms are exactly 0 where p_c is: the factor may be infinite (z-loss of an
         // all -inf row), and infinity times 0 must not make them NaN.
         const FloatVec probability_part =
             finite_scale ? hn::Mul(prob_scale, e)
-                         : hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d_)), hn::Mul(prob_scale, e));
+                         : hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(prob_scale, e));
         FloatVec step;
-        if (c_.soft()) {
-          step = hn::Mul(vmultiplier, coefficients(q, c, count, smooth));
+        if (soft) {
+          step = hn::Mul(vmultiplier, target_coefficients(d, q, class_weight, one_minus_eps,
+                                                          smooth, c, count));
         } else {
-          step = hn::Zero(d_);
+          step = hn::Zero(d);
           if (smoothing) {
-            step = c_.class_weight != nullptr
-                       ? hn::Mul(smooth_step, load(c_.class_weight + c, count, 0.0f))
+            step = class_weight != nullptr
+                       ? hn::Mul(smooth_step, load_part(d, class_weight + c, count))
                        : smooth_step;
           }
           if (y >= c && y < c + count) {
             const auto at_target =
-                hn::RebindMask(d_, hn::Eq(lane_index, hn::Set(di, static_cast<int>(y - c))));
+                hn::RebindMask(d, hn::Eq(lane_index, hn::Set(di, static_cast<int>(y - c))));
             step = hn::Add(step, hn::IfThenElseZero(at_target, target_step));
           }
-          if (nan_row) step = hn::Set(d_, NAN);
+          if (nan_row) step = hn::Set(d, NAN);
         }
         const FloatVec g = hn::Sub(probability_part, step);
-        store_output(out + c, count, capped ? hn::Mul(g, slope) : g);
+        store_vector(out + c, count, capped ? hn::Mul(g, slope) : g);
       });
     };
-    if (c_.soft()) {
+    if (soft) {
       with_storage(c_.target_dtype, body);
     } else {
       body(static_cast<float*>(nullptr));
@@ -588,16 +643,6 @@ class RowKernel {
       store_floats(d_, v, p);
     } else {
       store_floats_partial(d_, v, p, static_cast<size_t>(count));
-    }
-  }
-
-  // A gradient vector: whole ones of a streamed gradient (aligned, from the row's lead on) skip
-  // the cache.
-  void store_output(TG* p, std::int64_t count, FloatVec v) const {
-    if (stream_ && count == lanes_) {
-      stream_floats(d_, v, p);
-    } else {
-      store(p, count, v);
     }
   }
 
