@@ -535,17 +535,18 @@ class Offset {
   std::int64_t elements_, offset_;
 };
 
+// `in`: the inputs' dtype (x; saved and dy backward).
 void check_streamed_activation(Activation a, bool backward, DType out, std::int64_t n,
-                               std::int64_t offset, bool in_place) {
+                               std::int64_t offset, bool in_place, DType in = DType::f32) {
   const std::string what = std::string(actloss::to_string(a)) +
-                           (backward ? " backward" : " forward") + " -> " +
-                           actloss::to_string(out) + " offset " + std::to_string(offset) +
-                           (in_place ? " in place" : "");
+                           (backward ? " backward " : " forward ") + actloss::to_string(in) +
+                           " -> " + actloss::to_string(out) + " offset " +
+                           std::to_string(offset) + (in_place ? " in place" : "");
   SCOPED_TRACE(what);
   const ActivationOptions options{a, 0.01f};
   const std::vector<double> x = activation_inputs(n, 40 + offset);
   const std::vector<double> dy = uniform_values(static_cast<std::size_t>(n), -2, 2, 41);
-  Buffer saved(DType::f32, n);
+  Buffer saved(in, n);
   for (std::int64_t i = 0; i < n; ++i) saved.set(i, x[i]);
   Offset results[2] = {Offset(out, n, offset), Offset(out, n, offset)};
   for (int side = 0; side < 2; ++side) {
@@ -553,7 +554,7 @@ void check_streamed_activation(Activation a, bool backward, DType out, std::int6
     Offset& result = results[side];
     Status status;
     if (!backward) {
-      Buffer input(DType::f32, n);
+      Buffer input(in, n);
       if (in_place) {
         for (std::int64_t i = 0; i < n; ++i) result.set(i, x[i]);
       } else {
@@ -562,12 +563,12 @@ void check_streamed_activation(Activation a, bool backward, DType out, std::int6
       ActivationForwardArgs f;
       f.n = n;
       f.x = in_place ? result.data() : input.data();
-      f.x_dtype = in_place ? out : DType::f32;
+      f.x_dtype = in_place ? out : in;
       f.y = result.data();
       f.y_dtype = out;
       status = actloss::activation_forward(f, options, exec);
     } else {
-      Buffer dy_buffer(DType::f32, n);
+      Buffer dy_buffer(in, n);
       for (std::int64_t i = 0; i < n; ++i) {
         if (in_place) {
           result.set(i, dy[i]);
@@ -578,8 +579,9 @@ void check_streamed_activation(Activation a, bool backward, DType out, std::int6
       ActivationBackwardArgs b;
       b.n = n;
       b.saved = saved.data();
+      b.saved_dtype = in;
       b.dy = in_place ? result.data() : dy_buffer.data();
-      b.dy_dtype = in_place ? out : DType::f32;
+      b.dy_dtype = in_place ? out : in;
       b.dx = result.data();
       b.dx_dtype = out;
       status = actloss::activation_backward(b, options, exec);
@@ -589,7 +591,7 @@ void check_streamed_activation(Activation a, bool backward, DType out, std::int6
   Comparison comparison(what);
   const Tol tol = tolerance(out, backward);
   for (std::int64_t i = 0; i < n; ++i)
-    comparison.check(i, results[0].get(i), results[1].get(i), x[i], tol);
+    comparison.check(i, results[0].get(i), results[1].get(i), saved.get(i), tol);
   EXPECT_TRUE(results[0].surroundings_untouched()) << "written outside the output";
 }
 
@@ -604,6 +606,12 @@ TEST(CpuActivation, LargeOutputsAtEveryAlignmentMatchReference) {
     check_streamed_activation(Activation::sigmoid, true, DType::f32, f32_n, 0, true);
     check_streamed_activation(Activation::relu, false, DType::bf16, bf16_n, 3, false);
     check_streamed_activation(Activation::gelu_tanh, true, DType::bf16, bf16_n, 0, false);
+    // Every operand of one 16-bit dtype: converted in registers, streamed as such.
+    for (std::int64_t offset : {0, 5})
+      check_streamed_activation(Activation::silu, false, DType::bf16, bf16_n, offset, false,
+                                DType::bf16);
+    check_streamed_activation(Activation::tanh, true, DType::f16, bf16_n, 11, false, DType::f16);
+    check_streamed_activation(Activation::relu, true, DType::bf16, bf16_n, 1, true, DType::bf16);
   });
 }
 
