@@ -116,14 +116,20 @@ float row_max(FloatTag d, const T* x, std::int64_t cols, bool& has_nan) {
 }
 
 // sum exp(x - m) over the row in double; `buffer` (may be null) receives every exponential,
-// and 0s up to the next whole vector.
+// and 0s up to the next whole vector. `next` (may be null): the next row, whose lines are asked
+// for meanwhile, one per 64 bytes of this row's columns (the exponentials leave memory idle).
 template <class T>
-double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, float* buffer) {
+double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, float* buffer,
+                        const T* next) {
   const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
   const FloatVec shift = hn::Set(d, m);
   DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0, sum2 = sum0, sum3 = sum0;
   std::int64_t i = 0;
   for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+    if (next != nullptr) {
+      for (std::int64_t k = i; k < i + 2 * lanes; k += 64 / static_cast<std::int64_t>(sizeof(T)))
+        hwy::Prefetch(next + k);
+    }
     const FloatVec e0 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i), shift));
     const FloatVec e1 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i + lanes), shift));
     if (buffer != nullptr) {
@@ -181,10 +187,11 @@ HWY_INLINE FloatVec load_part(FloatTag d, const T* p, std::int64_t count) {
              : load_floats_partial(d, p, static_cast<size_t>(count));
 }
 
-// `stream`: y is stored with non-temporal stores (a large output, not over x).
+// `stream`: y is stored with non-temporal stores (a large output, not over x). `next`: the next
+// row's x, or null.
 template <class TX, class TY>
 void softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bool log,
-                         bool stream) {
+                         bool stream, const TX* next) {
   bool has_nan = false;
   const float m = row_max(d, x, cols, has_nan);
   // NaN, or +inf (inf - inf), makes the row NaN; a row of -infs has no mass: softmax 0,
@@ -197,7 +204,7 @@ void softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bool
   // Buffered even where the row and its exponentials exceed L2: measured against taking every
   // exponential again in the last pass (up to 262144 columns), the buffer was as fast or faster.
   float* buffer = log ? nullptr : exponential_buffer(cols);
-  double rest = sum_exponentials(d, x, cols, m, buffer) - 1.0;
+  double rest = sum_exponentials(d, x, cols, m, buffer, next) - 1.0;
   if (rest < kConfidentRest) rest = confident_rest(d, x, cols, m, buffer);
 
   if (log) {
@@ -235,7 +242,8 @@ void softmax_forward_rows(const SoftmaxForwardArgs& args, bool log) {
         const FloatTag d;
         const std::int64_t end = (task + 1) * per_task < rows ? (task + 1) * per_task : rows;
         for (std::int64_t r = task * per_task; r < end; ++r) {
-          softmax_forward_row(d, x + x_rows.of(r), y + y_rows.of(r), cols, log, stream);
+          softmax_forward_row(d, x + x_rows.of(r), y + y_rows.of(r), cols, log, stream,
+                              r + 1 < rows ? x + x_rows.of(r + 1) : nullptr);
         }
         if (stream) hwy::FlushStream();  // ordered before the pool reports the task done
       });
@@ -295,9 +303,10 @@ HWY_INLINE FloatVec backward_value(FloatTag d, FloatVec y, FloatVec dy, FloatVec
 }
 
 // `stream`: dx is stored with non-temporal stores (a large output, over neither input).
+// next_y, next_dy: the next row's, asked for while this row's dx is computed (or null).
 template <class TY, class TDY, class TDX>
 void softmax_backward_row(FloatTag d, const TY* y, const TDY* dy, TDX* dx, std::int64_t cols,
-                          bool log, bool stream) {
+                          bool log, bool stream, const TY* next_y, const TDY* next_dy) {
   const double dot = row_dot(d, y, dy, cols, log);
   if (!(std::fabs(dot) <= 0x1p100)) {
     // A NaN or infinite dot, or one so large that hi or dy - hi could overflow although dx is
@@ -322,6 +331,10 @@ void softmax_backward_row(FloatTag d, const TY* y, const TDY* dy, TDX* dx, std::
   }
   const FloatVec hi_v = hn::Set(d, hi), lo_v = hn::Set(d, lo);
   store_row(d, dx, cols, stream, [&](std::int64_t i, std::int64_t count) {
+    if (next_y != nullptr) {
+      hwy::Prefetch(next_y + i);
+      hwy::Prefetch(next_dy + i);
+    }
     return backward_value(d, load_part(d, y + i, count), load_part(d, dy + i, count), hi_v, lo_v,
                           log);
   });
@@ -352,8 +365,10 @@ void softmax_backward_rows(const SoftmaxBackwardArgs& args, bool log) {
           const FloatTag d;
           const std::int64_t end = (task + 1) * per_task < rows ? (task + 1) * per_task : rows;
           for (std::int64_t r = task * per_task; r < end; ++r) {
+            const bool last = r + 1 == rows;
             softmax_backward_row(d, y + y_rows.of(r), dy + dy_rows.of(r), dx + dx_rows.of(r), cols,
-                                 log, stream);
+                                 log, stream, last ? nullptr : y + y_rows.of(r + 1),
+                                 last ? nullptr : dy + dy_rows.of(r + 1));
           }
           if (stream) hwy::FlushStream();  // ordered before the pool reports the task done
         });
