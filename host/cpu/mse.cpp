@@ -90,6 +90,11 @@ void mse_piece(FloatTag d, const MseCall& call, const TI* input, const TT* targe
   }
 }
 
+// A streamed gradient is computed this many elements at a time into a float block in L1, then
+// stored from each vector-aligned element on; a multiple of every vector width, so that the loss
+// sum takes the same vectors (the same bits) as when the gradient is stored directly.
+constexpr std::int64_t kStagedElements = 1024;
+
 }  // namespace
 
 // Returns the sum of the losses (0 unless call.reduces).
@@ -109,20 +114,39 @@ double mse_run(const MseCall& call) {
         const TI* input = static_cast<const TI*>(args.input);
         const TT* target = static_cast<const TT*>(args.target);
         TG* grad = static_cast<TG*>(call.grad);
+        // A large gradient not over an input goes out with non-temporal stores.
+        const bool stream_grad = grad != nullptr && call.grad != args.input &&
+                                 call.grad != args.target &&
+                                 rows * n * static_cast<std::int64_t>(sizeof(TG)) >=
+                                     kStreamingOutputBytes;
         parallel_for(element_tasks(rows, n), [&](std::int64_t task) {
           const FloatTag d;
           DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0;
+          HWY_ALIGN float staged[kStagedElements + hn::MaxLanes(FloatTag())];
           for_each_piece_of_task(
               task, rows, n, [&](std::int64_t r, std::int64_t c0, std::int64_t c1) {
-                const std::int64_t dense = r * n + c0;
-                mse_piece(
-                    d, call, input + r * args.input_row_stride + c0,
-                    target + r * args.target_row_stride + c0,
-                    grad != nullptr ? grad + r * args.grad_row_stride + c0 : nullptr,
-                    call.loss_elements != nullptr ? call.loss_elements + dense : nullptr,
-                    call.upstream_elements != nullptr ? call.upstream_elements + dense : nullptr,
-                    c1 - c0, sum0, sum1);
+                const auto piece = [&](std::int64_t c, std::int64_t count, auto* grad_out) {
+                  const std::int64_t dense = r * n + c;
+                  mse_piece(
+                      d, call, input + r * args.input_row_stride + c,
+                      target + r * args.target_row_stride + c, grad_out,
+                      call.loss_elements != nullptr ? call.loss_elements + dense : nullptr,
+                      call.upstream_elements != nullptr ? call.upstream_elements + dense
+                                                        : nullptr,
+                      count, sum0, sum1);
+                };
+                if (!stream_grad) {
+                  return piece(c0, c1 - c0,
+                               grad != nullptr ? grad + r * args.grad_row_stride + c0 : nullptr);
+                }
+                for (std::int64_t c = c0; c < c1; c += kStagedElements) {
+                  const std::int64_t count = c1 - c < kStagedElements ? c1 - c : kStagedElements;
+                  piece(c, count, staged);
+                  store_row(d, grad + r * args.grad_row_stride + c, count, true,
+                            [&](std::int64_t i, std::int64_t) { return hn::LoadU(d, staged + i); });
+                }
               });
+          if (stream_grad) hwy::FlushStream();  // ordered before the pool reports the task done
           if (call.reduces) {
             task_sums[static_cast<std::size_t>(task)] = sum_double_lanes(hn::Add(sum0, sum1));
           }

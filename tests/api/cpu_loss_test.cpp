@@ -184,6 +184,33 @@ TEST(CpuMse, EveryPassReductionDtypeAndLength) {
   }
 }
 
+TEST(CpuMse, LargeGradientsStreamedAtEveryRowAlignment) {
+  // Gradients of 4 MiB and more go out with non-temporal stores from each row's first
+  // vector-aligned element on: 4099 columns and 3 elements of padding start successive rows 3
+  // elements further along; the padding must stay untouched. f32: 260 rows, 4.3 MB; bf16 twice
+  // the rows. The fused pass's reduced loss takes the same vectors as the forward's, which
+  // writes no gradient: the same bits.
+  for (const DType grad : {DType::f32, DType::bf16}) {
+    MseCase c;
+    c.reduction = Reduction::sum;
+    c.rows = grad == DType::f32 ? 260 : 520;
+    c.n = 4099;
+    c.pad = 3;
+    c.grad = grad;
+    const auto count = static_cast<std::size_t>(c.rows * c.n);
+    const std::vector<double> input = uniform_values(count, -3.0, 3.0, 71);
+    const std::vector<double> target = uniform_values(count, -3.0, 3.0, 72);
+    SCOPED_TRACE(std::string("grad ") + to_string(grad));
+    check_mse(c, input, target);
+    const Buffer in = matrix(c.input, c.rows, c.n, c.n + c.pad, input);
+    const Buffer tg = matrix(c.target, c.rows, c.n, c.n + c.pad + 1, target);
+    const MseOutputs fused = run_mse(Device::cpu, c, in, tg, {});
+    c.pass = Pass::forward;
+    const MseOutputs forward = run_mse(Device::cpu, c, in, tg, {});
+    EXPECT_EQ(fused.loss.get_raw<std::uint32_t>(0), forward.loss.get_raw<std::uint32_t>(0));
+  }
+}
+
 TEST(CpuMse, SpecialValues) {
   // NaN and infinities in either tensor, differences of +-3e38 (beyond float's range, while the
   // gradient of the pair is finite), and 1e20 apart (a square beyond float's range).
