@@ -11,6 +11,7 @@
 // Every rank computes the loss from the same gathered bytes with a grid that depends only on
 // the rows and the device, so the reduced loss is the same bits on every rank of a job.
 #include "cuda/common.cuh"
+#include "cuda/cross_entropy_math.cuh"
 #include "cuda/reduce.cuh"
 #include "cuda/row_common.cuh"
 
@@ -21,27 +22,6 @@ constexpr int kShardThreads = 256;
 constexpr float kInf = __builtin_huge_valf();
 constexpr float kNaNf = __builtin_nanf("");
 constexpr double kNaN = __builtin_nan("");
-
-// x' = cap tanh(x / cap) and its slope sech^2(x / cap), in float; cap 0 is off. tanh|u| from
-// e = expm1(-2|u|) and sech^2 from E = exp(-2|u|) keep full relative accuracy at both ends.
-__device__ __forceinline__ float capped(float x, float cap, float& slope) {
-  if (cap == 0.0f) {
-    slope = 1.0f;
-    return x;
-  }
-  const float u = x / cap;
-  const float e = expm1f(-2.0f * fabsf(u));
-  const float decay = expf(-2.0f * fabsf(u));
-  const float d = 1.0f + decay;
-  slope = 4.0f * decay / (d * d);
-  return cap * copysignf(-e / (2.0f + e), u);
-}
-
-// a_c (m - x') in double, 0 when a_c is 0 unless the gap is NaN (a masked class costs nothing).
-__device__ __forceinline__ double weighted_gap(float a, float m, float x) {
-  const double gap = static_cast<double>(m) - static_cast<double>(x);
-  return a == 0.0f && gap == gap ? 0.0 : static_cast<double>(a) * gap;
-}
 
 struct ShardParams {
   std::int64_t rows = 0;
@@ -79,9 +59,7 @@ __device__ __forceinline__ RowTarget row_target(const ShardParams& p, std::int64
   RowTarget t;
   if (p.soft_targets) return t;
   const std::int64_t at = p.target_rows.of(r);
-  const std::int64_t y = p.targets_i32
-                             ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[at]}
-                             : static_cast<const std::int64_t*>(p.targets)[at];
+  const std::int64_t y = class_index_at(p.targets, p.targets_i32, at);
   if (y == p.ignore_index) {
     t.ignored = true;
   } else if (y < 0 || y >= p.total_classes) {
@@ -135,7 +113,7 @@ __global__ void __launch_bounds__(kShardThreads)
     float nan = 0.0f;
     float slope;
     for (int c = static_cast<int>(threadIdx.x); c < p.classes; c += kShardThreads) {
-      const float xc = capped(to_float(x[c]), p.softcap, slope);
+      const float xc = Softcap{p.softcap}.value(to_float(x[c]), slope);
       if (xc != xc) nan = 1.0f;
       m = fmaxf(m, xc);
     }
@@ -144,7 +122,7 @@ __global__ void __launch_bounds__(kShardThreads)
     double rest = 0.0, weight = 0.0, gap = 0.0, ties = 0.0;
     const bool active = !t.ignored && !t.invalid;
     for (int c = static_cast<int>(threadIdx.x); c < p.classes; c += kShardThreads) {
-      const float xc = capped(to_float(x[c]), p.softcap, slope);
+      const float xc = Softcap{p.softcap}.value(to_float(x[c]), slope);
       if (xc < m) {
         rest += static_cast<double>(expf(xc - m));
       } else if (xc == m) {
@@ -153,7 +131,7 @@ __global__ void __launch_bounds__(kShardThreads)
       if (active) {
         const float a = coefficient(p, r, c, t, smooth);
         weight += a;
-        gap += weighted_gap(a, m, xc);
+        gap += times_gap(a, m, xc);
       }
     }
     rest = block_sum(rest, sum_scratch);
@@ -249,9 +227,7 @@ __global__ void __launch_bounds__(kShardThreads)
   double sum = 0.0;
   for (std::int64_t r = threadIdx.x; r < p.rows; r += kShardThreads) {
     const std::int64_t at = p.target_rows.of(r);
-    const std::int64_t y = p.targets_i32
-                               ? std::int64_t{static_cast<const std::int32_t*>(p.targets)[at]}
-                               : static_cast<const std::int64_t*>(p.targets)[at];
+    const std::int64_t y = class_index_at(p.targets, p.targets_i32, at);
     if (y == p.ignore_index) continue;
     for (std::int64_t k = 0; k < shards; ++k) sum += gathered[k * p.rows + r].target_weight;
   }
@@ -303,7 +279,7 @@ __global__ void __launch_bounds__(kShardThreads) shard_finish_kernel(FinishParam
       const float z_term = 2.0f * p.z_loss * static_cast<float>(lse);
       for (int k = static_cast<int>(threadIdx.x); k < p.classes; k += kShardThreads) {
         float slope;
-        const float xc = capped(to_float(x[k]), p.softcap, slope);
+        const float xc = Softcap{p.softcap}.value(to_float(x[k]), slope);
         float value = 0.0f;
         if (!zero) {
           if (t.invalid || c.nan) {
