@@ -64,6 +64,7 @@ Config& config() {
       r->shuffle_seed = std::strtoull(s, nullptr, 0);
     }
     r->watchdog_seconds = env_double("SIMCUDA_WATCHDOG_SEC", 120);
+    r->nccl_timeout_seconds = env_double("SIMCUDA_NCCL_TIMEOUT_SEC", 120);
     return r;
   }();
   return *c;
@@ -337,7 +338,9 @@ cudaError_t validate(const KernelLaunch& l) noexcept {
   if (std::uint64_t{b.x} * b.y * b.z > 1024) return cudaErrorInvalidConfiguration;
   if (g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535) return cudaErrorInvalidConfiguration;
   if (l.dynamic_smem_bytes > max_dynamic_smem(l.kernel)) return cudaErrorInvalidConfiguration;
-  if (!stream_is_valid(l.stream)) return cudaErrorInvalidResourceHandle;
+  // An unknown stream, or one of another device than the current (CUDA refuses that launch).
+  const int device = stream_device(l.stream);
+  if (device < 0 || device != current_device()) return cudaErrorInvalidResourceHandle;
   return cudaSuccess;
 }
 
@@ -422,6 +425,10 @@ void set_watchdog_seconds(double seconds) {
   std::lock_guard lk(detail::launch_mutex());
   detail::config().watchdog_seconds = seconds;
 }
+
+void set_nccl_timeout_seconds(double seconds) { detail::config().nccl_timeout_seconds = seconds; }
+
+double nccl_timeout_seconds() noexcept { return detail::config().nccl_timeout_seconds; }
 
 bool threads_mode() noexcept {
 #if defined(SIMCUDA_THREADS) && SIMCUDA_THREADS

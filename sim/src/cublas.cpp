@@ -92,7 +92,11 @@ cublasStatus_t check_launch(cublasHandle_t h, std::initializer_list<Operand> ope
 // were at capture, as cuBLAS's host-mode scalars are).
 template <class Body>
 cublasStatus_t run_in_stream_order(cublasHandle_t h, Body body) {
-  switch (queue_library_call(h->stream, body)) {
+  const auto call = [body] {
+    body();
+    return cudaSuccess;
+  };
+  switch (queue_library_call(h->stream, call)) {
     case LibraryCall::run_now: body(); return CUBLAS_STATUS_SUCCESS;
     case LibraryCall::recorded: return CUBLAS_STATUS_SUCCESS;
     case LibraryCall::refused: break;

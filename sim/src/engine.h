@@ -18,6 +18,7 @@ struct Config {
   bool shuffle = false;            // fiber mode: random fiber order
   std::uint64_t shuffle_seed = 0;
   std::atomic<double> watchdog_seconds{120};  // 0 disables; read by the watchdog thread
+  std::atomic<double> nccl_timeout_seconds{120};  // 0 disables; read by waiting NCCL ranks
 };
 Config& config();  // read once from the environment, adjustable by sim_control.h
 
@@ -103,21 +104,32 @@ void set_last_error(cudaError_t e) noexcept;
 std::size_t max_dynamic_smem(const void* kernel) noexcept;
 bool stream_is_valid(cudaStream_t s) noexcept;
 
+// Virtual devices (runtime.cpp): how many, the calling thread's current one (cudaSetDevice), and
+// the device a stream was created on (the current one for the legacy and per-thread streams; -1
+// for a stream that does not exist). A kernel may be launched into a stream of the current
+// device only, as in CUDA.
+int device_count() noexcept;
+int current_device() noexcept;
+int stream_device(cudaStream_t s) noexcept;
+
 // Stream capture (runtime.cpp). A launch on a capturing stream is recorded
 // into its graph instead of run; one on the legacy stream while a blocking
 // stream captures is refused (cudaErrorStreamCaptureImplicit, which also
 // invalidates that capture), as in CUDA.
 enum class CaptureResult { not_capturing, captured, refused };
 CaptureResult capture_launch(const KernelLaunch& l) noexcept;
-// A library call on device memory (the cuBLAS stand-in) queued on `st`: to run at once when st
-// does not capture; recorded into st's capture, to run at each replay of the graph, as the
-// kernels a real library launches would be; or refused, as a launch would be.
+// A library call on device memory (the cuBLAS and NCCL stand-ins) queued on `st`: to run at once
+// when st does not capture; recorded into st's capture, to run at each replay of the graph, as the
+// kernels a real library launches would be (an error it returns then ends the replay and is
+// cudaGraphLaunch's); or refused, as a launch would be.
 enum class LibraryCall { run_now, recorded, refused };
-LibraryCall queue_library_call(cudaStream_t st, const std::function<void()>& call);
+LibraryCall queue_library_call(cudaStream_t st, const std::function<cudaError_t()>& call);
 // True when [p, p + bytes) lies inside one live cudaMalloc allocation: what a
 // library call that reads or writes device memory (the cuBLAS stand-in) may
 // touch.
 bool device_range(const void* p, std::size_t bytes) noexcept;
+// The device of the live cudaMalloc allocation that holds all of [p, p + bytes), or -1.
+int device_of_range(const void* p, std::size_t bytes) noexcept;
 
 // Fills dynamic shared memory before each block: all-ones bytes are a NaN
 // in float, double, half and bfloat16, so a read before a write shows.

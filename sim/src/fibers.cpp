@@ -33,6 +33,7 @@
 extern "C" {
 void* __tsan_get_current_fiber(void);
 void* __tsan_create_fiber(unsigned flags);
+void __tsan_destroy_fiber(void* fiber);
 void __tsan_switch_to_fiber(void* fiber, unsigned flags);
 }
 #define SIMCUDA_TSAN 1
@@ -164,6 +165,9 @@ struct Fiber {
   TState state = TState::kNotStarted;
 
   ~Fiber() {
+#if SIMCUDA_TSAN
+    if (tsan_fiber != nullptr) __tsan_destroy_fiber(tsan_fiber);
+#endif
     if (map == nullptr) return;
 #if SIMCUDA_ASAN
     // A parked fiber leaves poisoned redzones of its live frames behind.
@@ -424,8 +428,20 @@ struct alignas(64) Worker {
 
 thread_local Worker* tl_worker = nullptr;
 
+// Every thread that launches runs blocks itself, with a worker of its own, which goes with the
+// thread: a program whose short-lived threads launch kernels (ranks as threads, one thread per
+// task) would otherwise keep every finished thread's fiber stacks mapped, until mmap fails.
+struct WorkerOwner {
+  Worker* worker = nullptr;
+  ~WorkerOwner();
+};
+thread_local WorkerOwner tl_worker_owner;
+
 Worker& this_worker() {
-  if (tl_worker == nullptr) tl_worker = new Worker;  // lives as long as its thread
+  if (tl_worker == nullptr) {
+    tl_worker = new Worker;
+    tl_worker_owner.worker = tl_worker;
+  }
   return *tl_worker;
 }
 
@@ -508,6 +524,17 @@ namespace {
 Pool& pool() {
   static Pool* p = new Pool;  // never destroyed: detached workers use it
   return *p;
+}
+
+WorkerOwner::~WorkerOwner() {
+  if (worker == nullptr) return;
+  Pool& p = pool();
+  {
+    std::lock_guard lk(p.m);
+    p.workers.erase(std::remove(p.workers.begin(), p.workers.end(), worker), p.workers.end());
+  }
+  tl_worker = nullptr;
+  delete worker;
 }
 
 }  // namespace

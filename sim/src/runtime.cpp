@@ -39,11 +39,16 @@ constexpr int kClockKHz = 1980000;
 constexpr int kMemClockKHz = 2619000;
 constexpr int kBusWidth = 5120;
 constexpr std::size_t kAllocAlign = 256;
+// Virtual devices: SIMCUDA_DEVICES (1 to kMaxDevices), else kDefaultDevices. One address space
+// serves them all; a device number on allocations and streams is what tells them apart.
+constexpr int kDefaultDevices = 8;
+constexpr int kMaxDevices = 64;
 
 enum class Kind { kDevice, kHost };
 struct Alloc {
   std::size_t size;
   Kind kind;
+  int device;  // current device of the allocating thread (of the stream for cudaMallocAsync)
 };
 
 // What a graph replays: its operations in capture order, and the memory that
@@ -58,7 +63,7 @@ struct GraphOp {
   std::size_t count = 0;
   int value = 0;
   cudaMemcpyKind copy_kind = cudaMemcpyDefault;
-  std::function<void()> library_call;  // library: a cuBLAS stand-in call, run at each replay
+  std::function<cudaError_t()> library_call;  // library: a cuBLAS or NCCL stand-in call
 };
 struct GraphBody {
   std::vector<GraphOp> ops;
@@ -74,6 +79,7 @@ struct GraphExec {
 
 struct Stream {
   unsigned flags;
+  int device;  // kernels may be launched into it only while this device is current
   std::shared_ptr<GraphBody> capture;  // non-null while capturing
   bool invalidated = false;
 };
@@ -86,7 +92,7 @@ struct Event {
 struct State {
   std::mutex m;
   std::map<std::uintptr_t, Alloc> allocs;
-  std::size_t device_bytes = 0;
+  std::size_t device_bytes[kMaxDevices] = {};
   std::set<const void*> streams;
   std::set<const void*> events;
   std::map<const void*, std::size_t> max_dyn_smem;
@@ -102,6 +108,19 @@ State& state() {
 }
 
 thread_local cudaError_t tl_last_error = cudaSuccess;
+thread_local int tl_device = 0;  // cudaSetDevice's, per host thread as in CUDA
+
+int configured_device_count() {
+  static const int count = [] {
+    const char* v = std::getenv("SIMCUDA_DEVICES");
+    if (v == nullptr || *v == '\0') return kDefaultDevices;
+    const long n = std::strtol(v, nullptr, 10);
+    return n >= 1 && n <= kMaxDevices ? static_cast<int>(n) : kDefaultDevices;
+  }();
+  return count;
+}
+
+bool valid_device(int device) { return device >= 0 && device < configured_device_count(); }
 
 // The capture state of a stream created here, or null (the legacy and
 // per-thread streams never capture). Caller holds the lock.
@@ -251,23 +270,23 @@ std::atomic<std::uint64_t>& device_allocation_count() {
   return count;
 }
 
-cudaError_t allocate(void** p, std::size_t size, Kind kind) {
+cudaError_t allocate(void** p, std::size_t size, Kind kind, int device) {
   if (p == nullptr) return cudaErrorInvalidValue;
   *p = nullptr;
   if (size == 0) return cudaSuccess;
   State& s = state();
   if (kind == Kind::kDevice) {
     std::lock_guard lk(s.m);
-    if (size > kTotalMem - s.device_bytes) return cudaErrorMemoryAllocation;
+    if (size > kTotalMem - s.device_bytes[device]) return cudaErrorMemoryAllocation;
   }
   // Exactly `size` bytes: under ASan the redzone starts right after the last
   // byte, so a kernel reading one element too far is reported.
   void* mem = nullptr;
   if (posix_memalign(&mem, kAllocAlign, size) != 0) return cudaErrorMemoryAllocation;
   std::lock_guard lk(s.m);
-  s.allocs.emplace(reinterpret_cast<std::uintptr_t>(mem), Alloc{size, kind});
+  s.allocs.emplace(reinterpret_cast<std::uintptr_t>(mem), Alloc{size, kind, device});
   if (kind == Kind::kDevice) {
-    s.device_bytes += size;
+    s.device_bytes[device] += size;
     device_allocation_count().fetch_add(1, std::memory_order_relaxed);
   }
   *p = mem;
@@ -281,7 +300,7 @@ cudaError_t release(void* p, Kind kind) {
     std::lock_guard lk(s.m);
     auto it = s.allocs.find(reinterpret_cast<std::uintptr_t>(p));
     if (it == s.allocs.end() || it->second.kind != kind) return cudaErrorInvalidValue;
-    if (kind == Kind::kDevice) s.device_bytes -= it->second.size;
+    if (kind == Kind::kDevice) s.device_bytes[it->second.device] -= it->second.size;
     s.allocs.erase(it);
   }
   std::free(p);
@@ -361,6 +380,18 @@ bool stream_is_valid(cudaStream_t st) noexcept {
   return known(state().streams, st);
 }
 
+int device_count() noexcept { return configured_device_count(); }
+
+int current_device() noexcept { return tl_device; }
+
+int stream_device(cudaStream_t st) noexcept {
+  if (st == nullptr || st == cudaStreamLegacy || st == cudaStreamPerThread) return tl_device;
+  State& s = state();
+  std::lock_guard lk(s.m);
+  if (s.streams.count(st) == 0) return -1;
+  return reinterpret_cast<const Stream*>(st)->device;
+}
+
 CaptureResult capture_launch(const KernelLaunch& l) noexcept {
   State& s = state();
   std::lock_guard lk(s.m);
@@ -377,7 +408,7 @@ CaptureResult capture_launch(const KernelLaunch& l) noexcept {
   return CaptureResult::captured;
 }
 
-LibraryCall queue_library_call(cudaStream_t st, const std::function<void()>& call) {
+LibraryCall queue_library_call(cudaStream_t st, const std::function<cudaError_t()>& call) {
   GraphOp op{GraphOp::Kind::library};
   op.library_call = call;
   switch (queue_op(st, op)) {
@@ -389,10 +420,16 @@ LibraryCall queue_library_call(cudaStream_t st, const std::function<void()>& cal
 }
 
 bool device_range(const void* p, std::size_t bytes) noexcept {
+  return device_of_range(p, bytes) >= 0;
+}
+
+int device_of_range(const void* p, std::size_t bytes) noexcept {
+  if (p == nullptr) return -1;
   State& s = state();
   std::lock_guard lk(s.m);
-  Side side;
-  return side_of(s, p, bytes, &side) == cudaSuccess && side == Side::kDevice;
+  bool whole = false;
+  const Alloc* a = find_alloc(s, p, bytes, &whole);
+  return a != nullptr && a->kind == Kind::kDevice && whole ? a->device : -1;
 }
 
 }  // namespace simcuda::detail
@@ -466,18 +503,20 @@ const char* cudaGetErrorName(cudaError_t error) {
 // -------------------------------------------------------------- device --
 cudaError_t cudaGetDeviceCount(int* count) {
   if (count == nullptr) return ret(cudaErrorInvalidValue);
-  *count = 1;
+  *count = configured_device_count();
   return cudaSuccess;
 }
 
 cudaError_t cudaGetDevice(int* device) {
   if (device == nullptr) return ret(cudaErrorInvalidValue);
-  *device = 0;
+  *device = tl_device;
   return cudaSuccess;
 }
 
 cudaError_t cudaSetDevice(int device) {
-  return device == 0 ? cudaSuccess : ret(cudaErrorInvalidDevice);
+  if (!valid_device(device)) return ret(cudaErrorInvalidDevice);
+  tl_device = device;
+  return cudaSuccess;
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
@@ -487,14 +526,14 @@ cudaError_t cudaDeviceSynchronize(void) {
 
 cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device) {
   if (prop == nullptr) return ret(cudaErrorInvalidValue);
-  if (device != 0) return ret(cudaErrorInvalidDevice);
+  if (!valid_device(device)) return ret(cudaErrorInvalidDevice);
   fill_properties(prop);
   return cudaSuccess;
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
   if (value == nullptr) return ret(cudaErrorInvalidValue);
-  if (device != 0) return ret(cudaErrorInvalidDevice);
+  if (!valid_device(device)) return ret(cudaErrorInvalidDevice);
   cudaDeviceProp p;
   fill_properties(&p);
   int v;
@@ -545,7 +584,7 @@ cudaError_t cudaMemGetInfo(size_t* free, size_t* total) {
   State& s = state();
   std::lock_guard lk(s.m);
   *total = kTotalMem;
-  *free = kTotalMem - s.device_bytes;
+  *free = kTotalMem - s.device_bytes[tl_device];
   return cudaSuccess;
 }
 
@@ -564,7 +603,7 @@ cudaError_t cudaRuntimeGetVersion(int* v) {
 // -------------------------------------------------------------- memory --
 cudaError_t cudaMalloc(void** devPtr, size_t size) {
   if (cudaError_t e = unsafe_during_capture()) return ret(e);
-  return ret(allocate(devPtr, size, Kind::kDevice));
+  return ret(allocate(devPtr, size, Kind::kDevice, tl_device));
 }
 cudaError_t cudaFree(void* devPtr) {
   if (cudaError_t e = unsafe_during_capture()) return ret(e);
@@ -572,11 +611,11 @@ cudaError_t cudaFree(void* devPtr) {
 }
 cudaError_t cudaMallocHost(void** ptr, size_t size) {
   if (cudaError_t e = unsafe_during_capture()) return ret(e);
-  return ret(allocate(ptr, size, Kind::kHost));
+  return ret(allocate(ptr, size, Kind::kHost, tl_device));
 }
 cudaError_t cudaHostAlloc(void** pHost, size_t size, unsigned int flags) {
   if (flags & ~0xfu) return ret(cudaErrorInvalidValue);
-  return ret(allocate(pHost, size, Kind::kHost));
+  return ret(allocate(pHost, size, Kind::kHost, tl_device));
 }
 cudaError_t cudaFreeHost(void* ptr) { return ret(release(ptr, Kind::kHost)); }
 
@@ -586,13 +625,15 @@ cudaError_t cudaFreeHost(void* ptr) { return ret(release(ptr, Kind::kHost)); }
 cudaError_t cudaMallocAsync(void** devPtr, size_t size, cudaStream_t stream) {
   if (!stream_is_valid(stream)) return ret(cudaErrorInvalidResourceHandle);
   std::shared_ptr<GraphBody> capture;
+  const int device = stream_device(stream);  // the stream's device's pool, as in CUDA
+  if (device < 0) return ret(cudaErrorInvalidResourceHandle);
   {
     State& s = state();
     std::lock_guard lk(s.m);
     if (legacy_use_during_capture(s, stream)) return ret(cudaErrorStreamCaptureImplicit);
     if (Stream* st = capturing_stream(s, stream)) capture = st->capture;
   }
-  const cudaError_t e = allocate(devPtr, size, Kind::kDevice);
+  const cudaError_t e = allocate(devPtr, size, Kind::kDevice, device);
   if (e == cudaSuccess && capture != nullptr && *devPtr != nullptr) {
     State& s = state();
     std::lock_guard lk(s.m);
@@ -631,9 +672,11 @@ cudaError_t cudaPointerGetAttributes(cudaPointerAttributes* attributes, const vo
     attributes->hostPointer = p;
   } else if (a->kind == Kind::kDevice) {
     attributes->type = cudaMemoryTypeDevice;
+    attributes->device = a->device;
     attributes->devicePointer = p;
   } else {
     attributes->type = cudaMemoryTypeHost;
+    attributes->device = a->device;
     attributes->devicePointer = p;
     attributes->hostPointer = p;
   }
@@ -735,7 +778,7 @@ cudaError_t cudaMemsetAsync(void* devPtr, int value, size_t count, cudaStream_t 
 // ------------------------------------------------------------- streams --
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t* pStream, unsigned int flags) {
   if (pStream == nullptr || (flags & ~1u)) return ret(cudaErrorInvalidValue);
-  auto* st = new Stream{flags};
+  auto* st = new Stream{flags, tl_device, nullptr, false};
   State& s = state();
   std::lock_guard lk(s.m);
   s.streams.insert(st);
@@ -866,7 +909,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t graphExec, cudaStream_t stream) {
         break;
       }
       case GraphOp::Kind::memset: e = do_memset(op.dst, op.value, op.count); break;
-      case GraphOp::Kind::library: op.library_call(); break;
+      case GraphOp::Kind::library: e = op.library_call(); break;
       case GraphOp::Kind::copy: e = do_memcpy(op.dst, op.src, op.count, op.copy_kind); break;
     }
     if (e != cudaSuccess) return ret(e);

@@ -251,13 +251,69 @@ TEST(Runtime, DeviceProperties) {
   CUDA_OK(cudaMemGetInfo(&free_b, &total_b));
   EXPECT_LE(free_b, total_b);
   if (sim_build()) {
-    EXPECT_EQ(n, 1);
+    EXPECT_EQ(n, 8) << "the default number of virtual devices (SIMCUDA_DEVICES)";
     EXPECT_EQ(p.major, 9);
     EXPECT_EQ(p.multiProcessorCount, 132);
     EXPECT_EQ(p.sharedMemPerBlockOptin, 227u * 1024);
-    EXPECT_EQ(cudaSetDevice(1), cudaErrorInvalidDevice);
+    CUDA_OK(cudaGetDeviceProperties(&p, n - 1));
+    EXPECT_EQ(p.multiProcessorCount, 132) << "every virtual device is the same part";
+    EXPECT_EQ(cudaSetDevice(n), cudaErrorInvalidDevice);
     EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidDevice);
+    EXPECT_EQ(cudaGetDeviceProperties(&p, n), cudaErrorInvalidDevice);
+    EXPECT_EQ(cudaSetDevice(-1), cudaErrorInvalidDevice);
+    (void)cudaGetLastError();
   }
+}
+
+// The current device is per host thread, as in CUDA; memory and streams belong to the device
+// current when they were made, and a kernel goes only into a stream of the current device.
+TEST(Runtime, VirtualDevicesPerThread) {
+  int n = 0;
+  CUDA_OK(cudaGetDeviceCount(&n));
+  if (n < 2) GTEST_SKIP() << "one device";
+  const int other = n - 1;
+  int seen_here = -1, seen_there = -1;
+  void* there = nullptr;
+  std::thread t([&] {
+    EXPECT_EQ(cudaSetDevice(other), cudaSuccess);
+    EXPECT_EQ(cudaGetDevice(&seen_there), cudaSuccess);
+    EXPECT_EQ(cudaMalloc(&there, 64), cudaSuccess);
+  });
+  t.join();
+  CUDA_OK(cudaGetDevice(&seen_here));
+  EXPECT_EQ(seen_there, other);
+  EXPECT_EQ(seen_here, 0) << "another thread's cudaSetDevice changed this thread's device";
+  cudaPointerAttributes a{};
+  CUDA_OK(cudaPointerGetAttributes(&a, there));
+  EXPECT_EQ(a.type, cudaMemoryTypeDevice);
+  EXPECT_EQ(a.device, other);
+
+  CUDA_OK(cudaSetDevice(other));
+  cudaStream_t stream = nullptr;
+  CUDA_OK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  void* pooled = nullptr;
+  CUDA_OK(cudaSetDevice(0));
+  CUDA_OK(cudaMallocAsync(&pooled, 64, stream));
+  CUDA_OK(cudaPointerGetAttributes(&a, pooled));
+  EXPECT_EQ(a.device, other) << "cudaMallocAsync allocates on the stream's device";
+  float* in = nullptr;
+  float* out = nullptr;
+  CUDA_OK(cudaMalloc(&in, 256 * sizeof(float)));
+  CUDA_OK(cudaMalloc(&out, sizeof(float)));
+  if (sim_build()) {
+    EXPECT_EQ(tree_reduce(in, out, 256, false, stream), cudaErrorInvalidResourceHandle)
+        << "a kernel into a stream of another device";
+    EXPECT_EQ(cudaGetLastError(), cudaErrorInvalidResourceHandle);
+  }
+  CUDA_OK(cudaSetDevice(other));
+  CUDA_OK(cudaMemset(in, 0, 256 * sizeof(float)));
+  CUDA_OK(tree_reduce(in, out, 256, false, stream));
+  CUDA_OK(cudaFreeAsync(pooled, stream));
+  CUDA_OK(cudaStreamDestroy(stream));
+  CUDA_OK(cudaSetDevice(0));
+  CUDA_OK(cudaFree(in));
+  CUDA_OK(cudaFree(out));
+  CUDA_OK(cudaFree(there));
 }
 
 TEST(Runtime, FunctionsAndOccupancy) {

@@ -18,6 +18,12 @@ std::optional<std::uint64_t> shuffle_seed();
 // SIMCUDA_WATCHDOG_SEC.
 void set_watchdog_seconds(double seconds);
 
+// Seconds an NCCL stand-in call (actloss::sim_nccl) waits for the other ranks of its
+// communicator before it fails with ncclInvalidUsage instead of hanging (0: waits for ever).
+// Overrides SIMCUDA_NCCL_TIMEOUT_SEC; default 120.
+void set_nccl_timeout_seconds(double seconds);
+double nccl_timeout_seconds() noexcept;
+
 // True when built with ACTLOSS_SIM_THREADS=ON (one OS thread per CUDA thread).
 bool threads_mode() noexcept;
 
