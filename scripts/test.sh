@@ -3,8 +3,8 @@
 #   1. the nvcc build (sm_90): every .cu compiles and links; CPU tests run, GPU tests report SKIPPED;
 #   2. the simulator build under ASan+UBSan: the same kernels run on CPU threads, every test for real;
 #   3. the simulator's own self-tests, and its threads mode under ThreadSanitizer, with every
-#      kernel on every dispatch path (the validation table's smoke depth) and many host threads
-#      calling the ops at once;
+#      kernel on every dispatch path (the validation table's smoke depth), many host threads
+#      calling the ops at once, and the NCCL adapter with its ranks as threads;
 #   4. the simulator's Release build (g++ -O3, as scripts/main.sh builds it on a machine without
 #      a GPU) and the main job's validation of the kernels on it;
 #   5. the libFuzzer targets (clang, ASan + UBSan): every committed corpus input and past finding
@@ -62,7 +62,7 @@ fi
 
 # The simulator's self-tests alone (fibers under ASan+UBSan, threads mode under TSan); the
 # sim-asan stage runs them too, with every kernel test.
-sim_targets="sim_selftest sim_cublas_test sim_bench"
+sim_targets="sim_selftest sim_cublas_test sim_nccl_test sim_bench"
 if run_stage sim-selftest; then
   banner "simulator self-tests under ASan + UBSan"
   cmake --preset sim-asan
@@ -71,10 +71,10 @@ if run_stage sim-selftest; then
 fi
 
 if run_stage sim-tsan; then
-  banner "simulator threads mode under TSan (self-tests, planted race, every kernel, many host threads)"
+  banner "simulator threads mode under TSan (self-tests, planted race, every kernel, many host threads, NCCL ranks as threads)"
   cmake --preset sim-tsan
   cmake --build --preset sim-tsan -j "$ACTLOSS_JOBS" --target $sim_targets sim_planted_race \
-    validation_tests concurrency_tests
+    validation_tests concurrency_tests nccl_tests
   ctest --preset sim-tsan -L "sim|races" -j "$ACTLOSS_JOBS"
 fi
 

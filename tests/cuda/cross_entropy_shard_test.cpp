@@ -95,18 +95,7 @@ Problem random_problem(std::uint64_t seed) {
   if (p.rows > 1 && p.classes > 1) p.logits[static_cast<std::size_t>(p.classes + 1)] = 60.0;
   for (std::size_t i = 5; i < p.logits.size(); i += 23) p.logits[i] = -kInf;
   if (p.kind == TargetKind::probabilities) {
-    p.probabilities = random_values(p.logits.size(), 0.0, 1.0, seed + 1);
-    for (std::int64_t r = 0; r < p.rows; ++r) {
-      double sum = 0.0;
-      for (std::int64_t c = 0; c < p.classes; ++c) {
-        // No target mass on a masked class (the loss would be infinite).
-        double& q = p.probabilities[static_cast<std::size_t>(r * p.classes + c)];
-        if (p.logits[static_cast<std::size_t>(r * p.classes + c)] == -kInf) q = 0.0;
-        sum += q;
-      }
-      for (std::int64_t c = 0; c < p.classes; ++c)
-        p.probabilities[static_cast<std::size_t>(r * p.classes + c)] /= sum > 0 ? sum : 1.0;
-    }
+    p.probabilities = probability_targets(p.logits, p.rows, p.classes, seed + 1);
     // Masked classes cost an infinite loss under smoothing; keep this case finite.
     p.options.label_smoothing = 0.0f;
   } else {

@@ -1,6 +1,7 @@
 #include "tests/cuda/support.h"
 
 #include <cmath>
+#include <limits>
 #include <random>
 #include <sstream>
 #include <utility>
@@ -136,6 +137,22 @@ std::vector<double> random_values(std::size_t count, double low, double high, st
   std::vector<double> values(count);
   for (double& v : values) v = distribution(generator);
   return values;
+}
+
+std::vector<double> probability_targets(const std::vector<double>& logits, std::int64_t rows,
+                                        std::int64_t classes, std::uint64_t seed) {
+  std::vector<double> q = random_values(logits.size(), 0.0, 1.0, seed);
+  for (std::int64_t r = 0; r < rows; ++r) {
+    double sum = 0.0;
+    for (std::int64_t c = 0; c < classes; ++c) {
+      const auto i = static_cast<std::size_t>(r * classes + c);
+      if (logits[i] == -std::numeric_limits<double>::infinity()) q[i] = 0.0;
+      sum += q[i];
+    }
+    for (std::int64_t c = 0; c < classes; ++c)
+      q[static_cast<std::size_t>(r * classes + c)] /= sum > 0 ? sum : 1.0;
+  }
+  return q;
 }
 
 void synchronize_or_fail() {

@@ -131,6 +131,11 @@ DeviceMatrix upload_matrix(const std::vector<double>& dense, std::int64_t rows, 
 // Deterministic uniform values in [low, high).
 std::vector<double> random_values(std::size_t count, double low, double high, std::uint64_t seed);
 
+// Random probability targets for rows x classes logits: each row sums to 1 (or is all 0), with
+// no mass on a masked (-inf) logit, whose loss would be infinite.
+std::vector<double> probability_targets(const std::vector<double>& logits, std::int64_t rows,
+                                        std::int64_t classes, std::uint64_t seed);
+
 // Exec for the CUDA backend on the default stream.
 inline Exec cuda_exec() {
   Exec exec;
