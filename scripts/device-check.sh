@@ -70,6 +70,12 @@ if [[ ! -d $bundle ]]; then
   fi
 fi
 export LD_LIBRARY_PATH="$bundle/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# nccl_tests loads libnccl.so.2 (over 200 MB, not carried in the bundle): the toolkit's if it has
+# one, else PyTorch's (the nvidia-nccl wheel).
+nccl_lib=$(find /usr/local/cuda*/lib* /usr/lib/x86_64-linux-gnu \
+             $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) \
+             -name libnccl.so.2 2>/dev/null | head -n 1 || true)
+[[ -n $nccl_lib ]] && export LD_LIBRARY_PATH="$LD_LIBRARY_PATH:$(dirname "$nccl_lib")"
 
 find_exe() { find "$bundle" -type f -perm -u+x -name "$1" -not -path '*/CMakeFiles/*' | head -n 1; }
 
@@ -102,14 +108,34 @@ gtest_counts() {
   echo "${passed:-0} passed, ${skipped:-0} skipped"
 }
 
-# peer_tests: the benchmarks' GPU peers against the reference; large_tests: calls past 2^31
-# elements (about 9 GB of host and device memory). A bundle from before them lacks them.
-for name in cuda_tests validation_tests api_tests reference_tests peer_tests large_tests; do
+# peer_tests: the benchmarks' GPU peers against the reference; nccl_tests: the NCCL adapter with
+# one rank (NCCL allows one rank per GPU; the cases of more ranks than GPUs report SKIPPED);
+# large_tests: calls past 2^31 elements (about 9 GB of host and device memory). A bundle from
+# before them lacks them.
+for name in cuda_tests validation_tests api_tests reference_tests peer_tests nccl_tests large_tests; do
   exe=$(find_exe "$name")
   [[ -n $exe ]] || { record "$name" missing ""; continue; }
   run_step "$name" 150 "$name.log" "$exe" --gtest_brief=1 --gtest_output="xml:$LOGS/$name.xml"
   report "$name" $? "$name.log" "$(gtest_counts "$LOGS/$name.log")"
 done
+
+# Eight host threads, each on its own stream, calling every op at once (some with bad targets):
+# each thread's results and data errors must be its own. Alone, then under compute-sanitizer.
+concurrency=$(find_exe concurrency_tests)
+if [[ -n $concurrency ]]; then
+  run_step "concurrency_tests, 8 streams" 60 concurrency.log \
+    env ACTLOSS_CONCURRENCY_THREADS=8 "$concurrency" --gtest_brief=1
+  report "concurrency_tests, 8 streams" $? concurrency.log "$(gtest_counts "$LOGS/concurrency.log")"
+  if command -v compute-sanitizer >/dev/null; then
+    run_step "compute-sanitizer memcheck, 8 streams" 90 sanitizer-concurrency.log \
+      env ACTLOSS_CONCURRENCY_THREADS=8 compute-sanitizer --tool memcheck --error-exitcode 99 \
+      "$concurrency" --gtest_brief=1 --gtest_filter='*cuda*:*Cuda*'
+    report "compute-sanitizer memcheck, 8 streams" $? sanitizer-concurrency.log \
+      "$(tail -n 1 "$LOGS/sanitizer-concurrency.log")"
+  fi
+else
+  record concurrency_tests missing ""
+fi
 
 tool=$(find_exe actloss)
 if [[ -n $tool ]]; then

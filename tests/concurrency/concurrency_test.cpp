@@ -2,10 +2,12 @@
 // (CPU), some of them with class targets out of range: every thread's results are exactly those
 // of the same calls made alone, and every thread's data errors are its own, none lost, none
 // crossed. Run under ThreadSanitizer in the simulator's threads mode (scripts/test.sh, label
-// "races"), and on a GPU by the device check.
+// "races"), and on a GPU by the device check, with 8 threads and streams
+// (ACTLOSS_CONCURRENCY_THREADS=8), alone and under compute-sanitizer.
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -17,7 +19,6 @@
 namespace actloss::test {
 namespace {
 
-constexpr int kThreads = 4;
 constexpr int kRounds = 3;
 constexpr std::int64_t kRows = 9, kClasses = 40, kHidden = 8, kElements = 300;
 
@@ -151,11 +152,20 @@ class Concurrency : public testing::TestWithParam<Device> {
   }
 };
 
+// 4 threads unless ACTLOSS_CONCURRENCY_THREADS says otherwise, from 1 to kRows (thread t's bad
+// row is row t).
+int thread_count() {
+  const char* text = std::getenv("ACTLOSS_CONCURRENCY_THREADS");
+  const int wanted = text != nullptr ? std::atoi(text) : 4;
+  return wanted >= 1 && wanted <= kRows ? wanted : 4;
+}
+
 TEST_P(Concurrency, EachThreadGetsItsOwnResultsAndErrors) {
   const Device device = GetParam();
+  const int workers = thread_count();
   // Alone first: the results every thread must reproduce.
-  std::vector<Bytes> alone(kThreads);
-  for (int t = 0; t < kThreads; ++t) {
+  std::vector<Bytes> alone(workers);
+  for (int t = 0; t < workers; ++t) {
     Work work(device, t);
     std::unique_ptr<TestStream> stream;
     const Exec exec = exec_for(device, stream);
@@ -165,9 +175,9 @@ TEST_P(Concurrency, EachThreadGetsItsOwnResultsAndErrors) {
   }
 
   std::vector<std::thread> threads;
-  std::vector<std::vector<Bytes>> together(kThreads);
-  std::vector<std::vector<std::vector<Status>>> statuses(kThreads);
-  for (int t = 0; t < kThreads; ++t) {
+  std::vector<std::vector<Bytes>> together(workers);
+  std::vector<std::vector<std::vector<Status>>> statuses(workers);
+  for (int t = 0; t < workers; ++t) {
     threads.emplace_back([&, t] {
       Work work(device, t);
       std::unique_ptr<TestStream> stream;
@@ -183,7 +193,7 @@ TEST_P(Concurrency, EachThreadGetsItsOwnResultsAndErrors) {
   }
   for (std::thread& thread : threads) thread.join();
 
-  for (int t = 0; t < kThreads; ++t) {
+  for (int t = 0; t < workers; ++t) {
     const Work expectation(device, t);
     for (int round = 0; round < kRounds; ++round) {
       SCOPED_TRACE("thread " + std::to_string(t) + " round " + std::to_string(round));
