@@ -480,12 +480,9 @@ Sink make_sink(void* data, DType dtype, std::int64_t row_stride, std::int64_t ro
   Sink sink{data, dtype, row_stride};
   sink.stream = dense && rows * n * dtype_size(dtype) >= kStreamingOutputBytes;
   if (sink.stream) {
-    // A vector of floats stored as `dtype` (16-bit: half a register).
-    const auto element_bytes = static_cast<std::size_t>(dtype_size(dtype));
-    const std::size_t vector_bytes = hn::Lanes(D()) * element_bytes;
-    const std::size_t misalignment = reinterpret_cast<std::uintptr_t>(data) % vector_bytes;
-    sink.lead =
-        static_cast<std::int64_t>((vector_bytes - misalignment) % vector_bytes / element_bytes);
+    sink.lead = with_storage(dtype, [&](auto* tag) {
+      return streamed_lead(static_cast<const std::remove_pointer_t<decltype(tag)>*>(data));
+    });
   }
   return sink;
 }

@@ -137,13 +137,6 @@ HWY_INLINE FloatVec softcap_slope(FloatTag d, FloatVec x, float cap) {
   return hn::IfThenElse(hn::IsNaN(u), u, slope);
 }
 
-// count (<= Lanes) elements at p as floats; lanes past count 0.
-template <class T>
-HWY_INLINE FloatVec load_part(FloatTag d, const T* p, std::int64_t count) {
-  if (count == static_cast<std::int64_t>(hn::Lanes(d))) return load_floats(d, p);
-  return load_floats_partial(d, p, static_cast<size_t>(count));
-}
-
 // a_c of probability targets at columns [c, c + count), w_c ((1 - eps) q_c + eps / C); lanes
 // past the row are 0.
 template <class TQ>
@@ -640,14 +633,6 @@ class RowKernel {
       with_storage(c_.target_dtype, body);
     } else {
       body(static_cast<float*>(nullptr));
-    }
-  }
-
-  void store(TG* p, std::int64_t count, FloatVec v) const {
-    if (count == lanes_) {
-      store_floats(d_, v, p);
-    } else {
-      store_floats_partial(d_, v, p, static_cast<size_t>(count));
     }
   }
 

@@ -120,6 +120,13 @@ HWY_INLINE FloatVec load_floats_partial(FloatTag d, const T* p, size_t count) {
   return load_floats(d, staged);
 }
 
+// `count` (<= Lanes) elements at p as floats: a whole vector, or the partial one at a row's end.
+template <class T>
+HWY_INLINE FloatVec load_part(FloatTag d, const T* p, std::int64_t count) {
+  if (count == static_cast<std::int64_t>(hn::Lanes(d))) return load_floats(d, p);
+  return load_floats_partial(d, p, static_cast<size_t>(count));
+}
+
 // Stores the first `count` (< Lanes) lanes; nothing past them is touched.
 template <class T>
 HWY_INLINE void store_floats_partial(FloatTag d, FloatVec v, T* p, size_t count) {

@@ -179,14 +179,6 @@ double confident_rest(FloatTag d, const T* x, std::int64_t cols, float m, const 
   return sum_double_lanes(hn::Add(sum0, sum1));
 }
 
-// Loads [i, i + count) of a row as floats (count <= Lanes; lanes past count 0).
-template <class T>
-HWY_INLINE FloatVec load_part(FloatTag d, const T* p, std::int64_t count) {
-  return count == static_cast<std::int64_t>(hn::Lanes(d))
-             ? load_floats(d, p)
-             : load_floats_partial(d, p, static_cast<size_t>(count));
-}
-
 // `stream`: y is stored with non-temporal stores (a large output, not over x). `next`: the next
 // row's x, or null.
 template <class TX, class TY>
