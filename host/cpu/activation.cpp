@@ -359,80 +359,42 @@ HWY_INLINE Status with_activation(const ActivationOptions& options, F&& f) {
 
 // ---- float array loops ------------------------------------------------------------------------
 
-// A block of an input: its floats (the memory itself for f32, else the staging block) and where
-// its memory lies kPrefetchElements ahead.
+// A block of an input: its values (floats: the memory itself for f32, else the staging block;
+// or one 16-bit type, converted in registers) and where its memory lies kPrefetchElements ahead.
+template <class T>
 struct In {
-  const float* values;
+  const T* values;
   const char* ahead;
   std::size_t element_bytes;
   HWY_INLINE void prefetch(std::size_t i) const { hwy::Prefetch(ahead + i * element_bytes); }
 };
 
-// Stores a whole vector: non-temporal (p vector-aligned) for a streamed output.
-template <bool kStream>
-HWY_INLINE void store_vector(D d, V v, float* p) {
-  if constexpr (kStream) {
-    hn::Stream(v, d, p);
-  } else {
-    hn::StoreU(v, d, p);
-  }
-}
-
-// out[i] = f(a[i]) for count elements; the arrays may be the same.
-template <bool kStream, class F>
-HWY_INLINE void map_unary(In a_in, float* out, std::size_t count, const F& f) {
-  const D d;
-  const float* a = a_in.values;
-  const std::size_t lanes = hn::Lanes(d);
-  std::size_t i = 0;
-  for (; i + lanes <= count; i += lanes) {
-    a_in.prefetch(i);
-    store_vector<kStream>(d, f(hn::LoadU(d, a + i)), out + i);
-  }
-  if (i < count) {
-    const std::size_t rest = count - i;
-    store_floats_partial(d, f(load_floats_partial(d, a + i, rest)), out + i, rest);
-  }
-}
-
-template <bool kStream, class F>
-HWY_INLINE void map_binary(In a_in, In b_in, float* out, std::size_t count, const F& f) {
-  const D d;
-  const float* a = a_in.values;
-  const float* b = b_in.values;
-  const std::size_t lanes = hn::Lanes(d);
-  std::size_t i = 0;
-  for (; i + lanes <= count; i += lanes) {
-    a_in.prefetch(i);
-    b_in.prefetch(i);
-    store_vector<kStream>(d, f(hn::LoadU(d, a + i), hn::LoadU(d, b + i)), out + i);
-  }
-  if (i < count) {
-    const std::size_t rest = count - i;
-    store_floats_partial(
-        d, f(load_floats_partial(d, a + i, rest), load_floats_partial(d, b + i, rest)), out + i,
-        rest);
-  }
-}
-
-// The same with every operand of one 16-bit type T, converted in registers: no staging block.
+// An input read where it lies, in its own type.
 template <class T>
-HWY_INLINE void store_typed(D d, V v, T* p, bool stream) {
-  if (stream) {
+HWY_INLINE In<T> in_place(const T* at) {
+  return {at, reinterpret_cast<const char*>(at + kPrefetchElements), sizeof(T)};
+}
+
+// Stores a whole vector: non-temporal (p vector-aligned) for a streamed output.
+template <bool kStream, class T>
+HWY_INLINE void store_vector(D d, V v, T* p) {
+  if constexpr (kStream) {
     stream_floats(d, v, p);
   } else {
     store_floats(d, v, p);
   }
 }
 
+// out[i] = f(a[i]) for count elements; the arrays may be the same.
 template <bool kStream, class T, class F>
-HWY_INLINE void map_unary_typed(const T* a, T* out, std::size_t count, const F& f) {
+HWY_INLINE void map_unary(In<T> a_in, T* out, std::size_t count, const F& f) {
   const D d;
+  const T* a = a_in.values;
   const std::size_t lanes = hn::Lanes(d);
   std::size_t i = 0;
   for (; i + lanes <= count; i += lanes) {
-    hwy::Prefetch(a + i + kPrefetchElements);
-    store_typed(d, f(load_floats(d, a + i)), out + i, kStream);
+    a_in.prefetch(i);
+    store_vector<kStream>(d, f(load_floats(d, a + i)), out + i);
   }
   if (i < count) {
     const std::size_t rest = count - i;
@@ -441,14 +403,16 @@ HWY_INLINE void map_unary_typed(const T* a, T* out, std::size_t count, const F& 
 }
 
 template <bool kStream, class T, class F>
-HWY_INLINE void map_binary_typed(const T* a, const T* b, T* out, std::size_t count, const F& f) {
+HWY_INLINE void map_binary(In<T> a_in, In<T> b_in, T* out, std::size_t count, const F& f) {
   const D d;
+  const T* a = a_in.values;
+  const T* b = b_in.values;
   const std::size_t lanes = hn::Lanes(d);
   std::size_t i = 0;
   for (; i + lanes <= count; i += lanes) {
-    hwy::Prefetch(a + i + kPrefetchElements);
-    hwy::Prefetch(b + i + kPrefetchElements);
-    store_typed(d, f(load_floats(d, a + i), load_floats(d, b + i)), out + i, kStream);
+    a_in.prefetch(i);
+    b_in.prefetch(i);
+    store_vector<kStream>(d, f(load_floats(d, a + i), load_floats(d, b + i)), out + i);
   }
   if (i < count) {
     const std::size_t rest = count - i;
@@ -546,10 +510,10 @@ struct Staging {
 
 // The floats of `count` elements of `s` from (row, col): the memory itself for f32. Past a
 // row's end the prefetches ask for lines that may go unused (a prefetch never faults).
-HWY_INLINE In read(const Source& s, std::int64_t row, std::int64_t col, std::size_t count,
+HWY_INLINE In<float> read(const Source& s, std::int64_t row, std::int64_t col, std::size_t count,
                    Staging& staging) {
   const std::int64_t offset = row * s.row_stride + col;
-  return with_storage(s.dtype, [&](auto* tag) -> In {
+  return with_storage(s.dtype, [&](auto* tag) -> In<float> {
     using T = std::remove_pointer_t<decltype(tag)>;
     const T* at = static_cast<const T*>(s.data) + offset;
     const auto* ahead = reinterpret_cast<const char*>(at + kPrefetchElements);
@@ -694,7 +658,7 @@ Status relu_forward_with_mask(const ActivationForwardArgs& args) {
       if (count > end - at) count = end - at;
       if (count > kBlock) count = kBlock;
       const auto size = static_cast<std::size_t>(count);
-      const In in = read(x, row, col, size, x_staging);
+      const In<float> in = read(x, row, col, size, x_staging);
       // The bits first: in place, y overwrites x.
       append_positive_bits(in.values, size, mask);
       float* out = target(y, row, col, y_staging);
@@ -726,7 +690,7 @@ Status relu_backward_from_mask(const ActivationBackwardArgs& args) {
         const auto lane_bit = hn::Shl(hn::Set(du, 1u), hn::Iota(du, 0));
         const V one = hn::Set(d, 1.0f);
         Staging dy_staging, dx_staging;
-        const In dy_block = read(dy, row, col, count, dy_staging);
+        const In<float> dy_block = read(dy, row, col, count, dy_staging);
         const float* g = dy_block.values;
         float* out = target(dx, row, col, dx_staging);
         // The lanes' bits from a 64-bit window at bit `first + i` (lanes <= 16 < 33).
@@ -775,8 +739,8 @@ Status ActivationForward(const ActivationForwardArgs& args, const ActivationOpti
         for_each_block(args.rows, args.n, dense, y.lead,
                        [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
                          const D d;
-                         map_unary_typed<stream()>(
-                             static_cast<const T*>(args.x) + row * args.x_row_stride + col,
+                         map_unary<stream()>(
+                             in_place(static_cast<const T*>(args.x) + row * args.x_row_stride + col),
                              static_cast<T*>(args.y) + row * args.y_row_stride + col, count,
                              [&](V v) { return act.forward(d, v); });
                        });
@@ -790,7 +754,7 @@ Status ActivationForward(const ActivationForwardArgs& args, const ActivationOpti
                      [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
                        const D d;
                        Staging x_staging, y_staging;
-                       const In in = read(x, row, col, count, x_staging);
+                       const In<float> in = read(x, row, col, count, x_staging);
                        float* out = target(y, row, col, y_staging);
                        map_unary<stream()>(in, out, count, [&](V v) { return act.forward(d, v); });
                        write(y, row, col, count, y_staging);
@@ -822,18 +786,19 @@ Status ActivationBackward(const ActivationBackwardArgs& args, const ActivationOp
         for_each_block(args.rows, args.n, dense, dx.lead,
                        [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
                          const D d;
-                         const T* s = static_cast<const T*>(args.saved) +
-                                      row * args.saved_row_stride + col;
-                         const T* g = static_cast<const T*>(args.dy) + row * args.dy_row_stride + col;
+                         const In<T> s = in_place(static_cast<const T*>(args.saved) +
+                                                  row * args.saved_row_stride + col);
+                         const In<T> g =
+                             in_place(static_cast<const T*>(args.dy) + row * args.dy_row_stride + col);
                          T* out = static_cast<T*>(args.dx) + row * args.dx_row_stride + col;
                          if constexpr (Act::kOutputSlope) {
                            if (from_output) {
-                             return map_binary_typed<stream()>(s, g, out, count, [&](V sv, V gv) {
+                             return map_binary<stream()>(s, g, out, count, [&](V sv, V gv) {
                                return hn::Mul(gv, act.slope_from_output(d, sv));
                              });
                            }
                          }
-                         map_binary_typed<stream()>(s, g, out, count, [&](V sv, V gv) {
+                         map_binary<stream()>(s, g, out, count, [&](V sv, V gv) {
                            return hn::Mul(gv, act.slope(d, sv));
                          });
                        });
@@ -845,8 +810,8 @@ Status ActivationBackward(const ActivationBackwardArgs& args, const ActivationOp
                      [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
                        const D d;
                        Staging s_staging, dy_staging, dx_staging;
-                       const In s = read(saved, row, col, count, s_staging);
-                       const In g = read(dy, row, col, count, dy_staging);
+                       const In<float> s = read(saved, row, col, count, s_staging);
+                       const In<float> g = read(dy, row, col, count, dy_staging);
                        float* out = target(dx, row, col, dx_staging);
                        if constexpr (Act::kOutputSlope) {
                          if (from_output) {
@@ -878,8 +843,8 @@ Status SwigluForward(const SwigluForwardArgs& args) {
                    [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
                      const D d;
                      Staging g_staging, u_staging, y_staging;
-                     const In g = read(gate, row, col, count, g_staging);
-                     const In u = read(up, row, col, count, u_staging);
+                     const In<float> g = read(gate, row, col, count, g_staging);
+                     const In<float> u = read(up, row, col, count, u_staging);
                      float* out = target(y, row, col, y_staging);
                      map_binary<stream()>(g, u, out, count, [&](V gv, V uv) {
                        return hn::Mul(silu.forward(d, gv), uv);
@@ -912,9 +877,9 @@ Status SwigluBackward(const SwigluBackwardArgs& args) {
                      const D d;
                      const V one = hn::Set(d, 1.0f);
                      Staging g_staging, u_staging, dy_staging, dg_staging, du_staging;
-                     const In g_block = read(gate, row, col, count, g_staging);
-                     const In u_block = read(up, row, col, count, u_staging);
-                     const In dy_block = read(dy, row, col, count, dy_staging);
+                     const In<float> g_block = read(gate, row, col, count, g_staging);
+                     const In<float> u_block = read(up, row, col, count, u_staging);
+                     const In<float> dy_block = read(dy, row, col, count, dy_staging);
                      const float* g = g_block.values;
                      const float* u = u_block.values;
                      const float* grad = dy_block.values;
