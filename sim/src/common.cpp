@@ -338,6 +338,12 @@ cudaError_t validate(const KernelLaunch& l) noexcept {
   if (std::uint64_t{b.x} * b.y * b.z > 1024) return cudaErrorInvalidConfiguration;
   if (g.x > 0x7fffffffu || g.y > 65535 || g.z > 65535) return cudaErrorInvalidConfiguration;
   if (l.dynamic_smem_bytes > max_dynamic_smem(l.kernel)) return cudaErrorInvalidConfiguration;
+  if (l.cluster != 1) {
+    // Threads mode holds one block's shared memory at a time (its __shared__ are plain statics).
+    if (::simcuda::sim::threads_mode()) return cudaErrorNotSupported;
+    if (l.cluster == 0 || l.cluster > kMaxClusterBlocks || g.x % l.cluster != 0)
+      return cudaErrorInvalidClusterSize;
+  }
   // An unknown stream, or one of another device than the current (CUDA refuses that launch).
   const int device = stream_device(l.stream);
   if (device < 0 || device != current_device()) return cudaErrorInvalidResourceHandle;
@@ -345,6 +351,11 @@ cudaError_t validate(const KernelLaunch& l) noexcept {
 }
 
 }  // namespace
+
+std::atomic<std::uint64_t>& cluster_launch_count() noexcept {
+  static std::atomic<std::uint64_t> count{0};
+  return count;
+}
 
 cudaError_t run_launch(const KernelLaunch& l) noexcept {
   if (tl_in_kernel) fail("kernel launch from device code (dynamic parallelism) is not supported");
@@ -369,6 +380,11 @@ cudaError_t run_launch(const KernelLaunch& l) noexcept {
   ctx.nthreads = l.block.x * l.block.y * l.block.z;
   ctx.nwarps = (ctx.nthreads + 31) / 32;
   ctx.nblocks = std::uint64_t{l.grid.x} * l.grid.y * l.grid.z;
+  ctx.cluster = l.cluster;
+  if (l.cluster > 1) {
+    ctx.clusters = std::make_unique<ClusterState[]>(ctx.nblocks / l.cluster);
+    cluster_launch_count().fetch_add(1, std::memory_order_relaxed);
+  }
   g_current.store(&ctx, std::memory_order_release);
   watchdog().begin();
   mode_run_grid(ctx);
@@ -429,6 +445,10 @@ void set_watchdog_seconds(double seconds) {
 void set_nccl_timeout_seconds(double seconds) { detail::config().nccl_timeout_seconds = seconds; }
 
 double nccl_timeout_seconds() noexcept { return detail::config().nccl_timeout_seconds; }
+
+std::uint64_t cluster_launches() noexcept {
+  return detail::cluster_launch_count().load(std::memory_order_relaxed);
+}
 
 bool threads_mode() noexcept {
 #if defined(SIMCUDA_THREADS) && SIMCUDA_THREADS

@@ -5,8 +5,11 @@
 #include <simcuda/simcuda.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
+#include <memory>
+#include <mutex>
 #include <string>
 
 namespace simcuda::detail {
@@ -23,12 +26,27 @@ struct Config {
 Config& config();  // read once from the environment, adjustable by sim_control.h
 
 // ------------------------------------------------------------- launches --
+constexpr unsigned kMaxClusterBlocks = 8;  // CUDA's portable cluster size
+
+// One thread-block cluster in flight (fiber mode): its blocks run on as many workers at once,
+// meet in its barrier, and reach each other's dynamic shared memory through `smem`.
+struct ClusterState {
+  std::mutex m;
+  std::condition_variable cv;
+  unsigned arrived = 0;          // blocks waiting in the current barrier
+  unsigned exited = 0;           // blocks whose every thread has exited: arrived for good
+  std::uint64_t generation = 0;  // completed barriers
+  unsigned char* smem[kMaxClusterBlocks] = {};  // each block's, once it has started
+};
+
 struct LaunchCtx {
   const KernelLaunch* launch;
   unsigned nthreads;
   unsigned nwarps;
   std::uint64_t nblocks;
   std::atomic<std::uint64_t> next_block{0};
+  unsigned cluster = 1;                       // blocks per cluster
+  std::unique_ptr<ClusterState[]> clusters;  // nblocks / cluster of them when cluster > 1
 };
 
 // The launch in flight (one at a time), for messages and the watchdog.

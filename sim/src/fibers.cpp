@@ -214,7 +214,14 @@ struct alignas(64) Worker {
   bool shuffle = false;
   Rng rng{0};
   unsigned char* smem = nullptr;
+  std::size_t smem_bytes = 0;
   std::vector<unsigned> order;
+  // The block's cluster (launches in clusters), and whether the pending barrier is the
+  // cluster's rather than the block's.
+  ClusterState* cluster = nullptr;
+  unsigned cluster_size = 1;
+  unsigned cluster_rank = 0;
+  bool bar_cluster = false;
 
   Worker() {
     pthread_attr_t attr;
@@ -312,7 +319,38 @@ struct alignas(64) Worker {
     transfer(self, next);
   }
 
+  // The cluster barrier across workers: every other block of the cluster arrives or has exited.
+  // The whole worker waits (its block's threads are all parked), as an SM would.
+  void cluster_wait() {
+    ClusterState& cs = *cluster;
+    std::unique_lock lk(cs.m);
+    const std::uint64_t generation = cs.generation;
+    if (++cs.arrived + cs.exited == cluster_size) {
+      cs.arrived = 0;
+      ++cs.generation;
+      cs.cv.notify_all();
+      return;
+    }
+    cs.cv.wait(lk, [&] { return cs.generation != generation; });
+  }
+
+  // The block is done: it counts as arrived at every later cluster barrier, and its shared
+  // memory stays mapped until every block of the cluster is done, as on the GPU, where a
+  // cluster's blocks are resident together.
+  void cluster_exit() {
+    ClusterState& cs = *cluster;
+    std::unique_lock lk(cs.m);
+    ++cs.exited;
+    if (cs.arrived > 0 && cs.arrived + cs.exited == cluster_size) {
+      cs.arrived = 0;
+      ++cs.generation;
+    }
+    cs.cv.notify_all();
+    cs.cv.wait(lk, [&] { return cs.exited == cluster_size; });
+  }
+
   void release_barrier() {
+    if (bar_cluster) cluster_wait();
     bar_arrived = 0;
     push_all(bar_waiters.data(), bar_waiters.size());
     bar_waiters.clear();
@@ -330,8 +368,18 @@ struct alignas(64) Worker {
     push_all(ids, n);
   }
 
-  void syncthreads() {
+  void syncthreads() { barrier(false); }
+  // A cluster of one block is the block: its barrier is __syncthreads.
+  void cluster_sync() { barrier(cluster != nullptr); }
+
+  void barrier(bool of_cluster) {
     Fiber* f = current;
+    if (bar_arrived != 0 && bar_cluster != of_cluster) {
+      fail("block %s thread %u: waits in %s while other threads wait in %s", coords(blockIdx).c_str(),
+           f->tid, of_cluster ? "a cluster barrier" : "__syncthreads",
+           of_cluster ? "__syncthreads" : "a cluster barrier");
+    }
+    bar_cluster = of_cluster;
     f->state = TState::kBarrier;
     bar_waiters.push_back(f->tid);
     if (++bar_arrived == live) release_barrier();
@@ -377,6 +425,17 @@ struct alignas(64) Worker {
     if (smem) std::memset(smem, kSmemPoison, l.dynamic_smem_bytes);
     live = nthreads;
     bar_arrived = 0;
+    bar_cluster = false;
+    cluster = nullptr;
+    cluster_size = 1;
+    cluster_rank = 0;
+    if (c.cluster > 1) {
+      cluster_size = c.cluster;
+      cluster_rank = static_cast<unsigned>(linear % c.cluster);
+      cluster = &c.clusters[linear / c.cluster];
+      std::lock_guard lk(cluster->m);
+      cluster->smem[cluster_rank] = smem;
+    }
     bar_waiters.clear();
     bar_waiters.reserve(nthreads);
     warps.resize(c.nwarps);
@@ -401,11 +460,37 @@ struct alignas(64) Worker {
           [this](unsigned w) -> const WarpCore& { return warps[w]; });
       fail("block %s: %s", coords(blockIdx).c_str(), why.c_str());
     }
+    if (cluster != nullptr) cluster_exit();
+  }
+
+  void* map_shared(void* p, unsigned rank) {
+    if (rank >= cluster_size) {
+      fail("block %s thread %u: cluster_map_shared to rank %u of a cluster of %u blocks",
+           coords(blockIdx).c_str(), current->tid, rank, cluster_size);
+    }
+    if (cluster == nullptr) return p;
+    auto* byte = static_cast<unsigned char*>(p);
+    if (smem == nullptr || byte < smem || byte >= smem + smem_bytes) {
+      fail("block %s thread %u: cluster_map_shared of %p, which is not in the block's dynamic "
+           "shared memory (the only shared memory the simulator maps across a cluster)",
+           coords(blockIdx).c_str(), current->tid, p);
+    }
+    unsigned char* target;
+    {
+      std::lock_guard lk(cluster->m);
+      target = cluster->smem[rank];
+    }
+    if (target == nullptr) {
+      fail("block %s thread %u: cluster_map_shared to rank %u, which has not started: a "
+           "cluster_sync must come first", coords(blockIdx).c_str(), current->tid, rank);
+    }
+    return target + (byte - smem);
   }
 
   void run_blocks(LaunchCtx& c) {
     const std::size_t bytes = c.launch->dynamic_smem_bytes;
     smem = nullptr;
+    smem_bytes = bytes;
     // Exactly the requested size, so ASan's redzone starts at the first byte
     // past the end.
     if (bytes > 0 && posix_memalign(reinterpret_cast<void**>(&smem), 16, bytes) != 0) {
@@ -547,8 +632,11 @@ void mode_run_grid(LaunchCtx& ctx) {
     if (std::find(p.workers.begin(), p.workers.end(), &self) == p.workers.end())
       p.workers.push_back(&self);
   }
+  // The blocks of a cluster run at once, each on a worker of its own (the workers take blocks in
+  // order, so the lowest unfinished cluster always has all its blocks taken).
   const std::uint64_t helpers64 =
-      std::min<std::uint64_t>(ctx.nblocks, config().workers) - 1;
+      std::max<std::uint64_t>(std::min<std::uint64_t>(ctx.nblocks, config().workers),
+                              ctx.cluster) - 1;
   const unsigned helpers = static_cast<unsigned>(helpers64);
   if (helpers > 0) {
     std::lock_guard lk(p.m);
@@ -590,6 +678,28 @@ std::uint64_t warp_op(WarpOp op, unsigned mask, std::uint64_t value, int arg,
   Worker* w = tl_worker;
   if (w == nullptr || w->current == nullptr) fail("%s called outside a kernel", op_name(op));
   return w->warp_op(op, mask, value, arg, width);
+}
+
+unsigned cluster_blocks() noexcept {
+  Worker* w = tl_worker;
+  return w ? w->cluster_size : 1;
+}
+
+unsigned cluster_block_rank() noexcept {
+  Worker* w = tl_worker;
+  return w ? w->cluster_rank : 0;
+}
+
+void cluster_sync() noexcept {
+  Worker* w = tl_worker;
+  if (w == nullptr || w->current == nullptr) fail("cluster_sync called outside a kernel");
+  w->cluster_sync();
+}
+
+void* cluster_map_shared(void* p, unsigned rank) noexcept {
+  Worker* w = tl_worker;
+  if (w == nullptr || w->current == nullptr) fail("cluster_map_shared called outside a kernel");
+  return w->map_shared(p, rank);
 }
 
 void* dynamic_smem() noexcept {

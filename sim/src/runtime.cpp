@@ -361,7 +361,8 @@ void fill_properties(cudaDeviceProp* p) {
   p->accessPolicyMaxWindowSize = 134213632;
   p->reservedSharedMemPerBlock = kReservedSmemPerBlock;
   p->memoryPoolsSupported = 1;
-  p->clusterLaunch = 1;
+  // Threads mode runs no launch in clusters (common.cpp).
+  p->clusterLaunch = ::simcuda::sim::threads_mode() ? 0 : 1;
 }
 
 }  // namespace
@@ -570,6 +571,7 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrMaxBlocksPerMultiprocessor: v = p.maxBlocksPerMultiProcessor; break;
     case cudaDevAttrReservedSharedMemoryPerBlock: v = static_cast<int>(p.reservedSharedMemPerBlock); break;
     case cudaDevAttrMemoryPoolsSupported: v = 1; break;
+    case cudaDevAttrClusterLaunch: v = p.clusterLaunch; break;
     case cudaDevAttrComputeMode: v = cudaComputeModeDefault; break;
     default:
       // Not modelled: an error, not a made-up number.

@@ -293,6 +293,15 @@ std::uint64_t warp_op(WarpOp op, unsigned mask, std::uint64_t value, int arg,
 
 void* dynamic_smem() noexcept { return engine().smem; }
 
+// Launches in clusters are refused in this mode (common.cpp): every block is a cluster of one.
+unsigned cluster_blocks() noexcept { return 1; }
+unsigned cluster_block_rank() noexcept { return 0; }
+void cluster_sync() noexcept { syncthreads(); }
+void* cluster_map_shared(void* p, unsigned rank) noexcept {
+  if (rank != 0) fail("cluster_map_shared to rank %u of a cluster of 1 block", rank);
+  return p;
+}
+
 }  // namespace simcuda::detail
 
 #endif  // threads mode

@@ -92,6 +92,28 @@ __global__ void first_run_order_kernel(int* order, int* counter) {
 
 __global__ void launch_config_body() {}
 
+// Each block of a cluster publishes blockIdx.x * 1000 + tid in its dynamic shared memory; every
+// thread then adds up its column over the cluster's blocks, `rounds` times (the barriers are
+// reused), and threads past `live` leave at once (they count as arrived at cluster barriers).
+__global__ void cluster_exchange_kernel(int* out, int live, int rounds) {
+  SIMCUDA_DYNAMIC_SHARED(int, slots);
+  const unsigned tid = threadIdx.x;
+  const unsigned blocks = simcuda::cluster_blocks();
+  int* record = out + 3 * (std::int64_t{blockIdx.x} * blockDim.x + tid);
+  record[1] = static_cast<int>(simcuda::cluster_block_rank());
+  record[2] = static_cast<int>(blocks);
+  if (static_cast<int>(tid) >= live) return;
+  int total = 0;
+  for (int round = 0; round < rounds; ++round) {
+    slots[tid] = static_cast<int>(blockIdx.x) * 1000 + static_cast<int>(tid) + round;
+    simcuda::cluster_sync();
+    for (unsigned rank = 0; rank < blocks; ++rank)
+      total += *simcuda::cluster_map_shared(slots + tid, rank);
+    simcuda::cluster_sync();
+  }
+  record[0] = total;
+}
+
 }  // namespace
 
 cudaError_t early_exit_barriers(int* out, int block_threads, int live_threads) {
@@ -150,6 +172,15 @@ const void* launch_config_kernel() { return reinterpret_cast<const void*>(&launc
 cudaError_t allow_dynamic_smem(int bytes) {
   return cudaFuncSetAttribute(launch_config_body, cudaFuncAttributeMaxDynamicSharedMemorySize,
                               bytes);
+}
+
+cudaError_t cluster_exchange(int blocks, int cluster, int threads, int live, int rounds,
+                             int* out) {
+  return simcuda::launch_in_clusters(cluster_exchange_kernel, dim3(static_cast<unsigned>(blocks)),
+                                     dim3(static_cast<unsigned>(threads)),
+                                     static_cast<unsigned>(cluster),
+                                     static_cast<std::size_t>(threads) * sizeof(int), nullptr,
+                                     out, live, rounds);
 }
 
 }  // namespace simtest

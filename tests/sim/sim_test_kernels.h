@@ -16,6 +16,12 @@ namespace simtest {
 // threads = (tid + 1) % live + (tid + 2) % live.
 cudaError_t early_exit_barriers(int* out, int block_threads, int live_threads);
 
+// `blocks` blocks of `threads` in clusters of `cluster`: out[3 i .. 3 i + 2] for global thread i
+// = { the sum over `rounds` rounds and the cluster's blocks b of b * 1000 + tid + round (live
+// threads only), its cluster block rank, its cluster's blocks }.
+cudaError_t cluster_exchange(int blocks, int cluster, int threads, int live, int rounds,
+                             int* out);
+
 // Sum of `in` (n floats) per block of 256 threads into out[blockIdx.x].
 // With `planted_missing_sync` the barrier inside the reduction loop is left
 // out, the classic race.

@@ -26,6 +26,59 @@ TEST(Barriers, EarlyExitThreadsCountAsArrived) {
   }
 }
 
+// Whether this device runs launches in clusters (sm_90 on a GPU; fiber mode in the simulator).
+bool cluster_launch_supported() {
+  int device = 0, supported = 0;
+  if (cudaGetDevice(&device) != cudaSuccess) return false;
+  if (cudaDeviceGetAttribute(&supported, cudaDevAttrClusterLaunch, device) != cudaSuccess)
+    return false;
+  return supported != 0;
+}
+
+TEST(Clusters, BlocksReadEachOthersSharedMemory) {
+  if (!cluster_launch_supported()) GTEST_SKIP() << "no launches in clusters on this device";
+  struct Case {
+    int blocks, cluster, threads, live, rounds;
+  };
+  for (const Case c : {Case{2, 2, 64, 64, 1}, Case{12, 4, 96, 96, 3}, Case{16, 8, 256, 200, 2},
+                       Case{6, 3, 33, 1, 4}}) {
+    DeviceBuffer<int> out(static_cast<std::size_t>(c.blocks) * c.threads * 3);
+    CUDA_OK(cluster_exchange(c.blocks, c.cluster, c.threads, c.live, c.rounds, out.get()));
+    const auto h = out.to_host();
+    for (int b = 0; b < c.blocks; ++b) {
+      const int first = b / c.cluster * c.cluster;
+      for (int t = 0; t < c.threads; ++t) {
+        const int* record = &h[3 * (static_cast<std::size_t>(b) * c.threads + t)];
+        ASSERT_EQ(record[1], b % c.cluster) << "block " << b << " thread " << t;
+        ASSERT_EQ(record[2], c.cluster) << "block " << b << " thread " << t;
+        if (t >= c.live) continue;
+        int want = 0;
+        for (int round = 0; round < c.rounds; ++round)
+          for (int other = first; other < first + c.cluster; ++other)
+            want += other * 1000 + t + round;
+        ASSERT_EQ(record[0], want) << "block " << b << " thread " << t;
+      }
+    }
+  }
+}
+
+TEST(Clusters, GridThatIsNotWholeClustersIsRefused) {
+  if (!cluster_launch_supported()) GTEST_SKIP() << "no launches in clusters on this device";
+  DeviceBuffer<int> out(3 * 3 * 32);
+  EXPECT_NE(cluster_exchange(3, 2, 32, 32, 1, out.get()), cudaSuccess);
+  (void)cudaGetLastError();
+}
+
+#if defined(ACTLOSS_SIM)
+TEST(Clusters, ThreadsModeRefusesThemAndSaysSo) {
+  if (!simcuda::sim::threads_mode()) GTEST_SKIP() << "fiber mode runs clusters";
+  EXPECT_FALSE(cluster_launch_supported());
+  DeviceBuffer<int> out(2 * 32 * 3);
+  EXPECT_EQ(cluster_exchange(2, 2, 32, 32, 1, out.get()), cudaErrorNotSupported);
+  EXPECT_EQ(cudaGetLastError(), cudaErrorNotSupported);
+}
+#endif
+
 TEST(Barriers, TreeReduction) {
   const int n = 256 * 7 - 5;
   std::vector<float> in(n);

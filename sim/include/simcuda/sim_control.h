@@ -44,4 +44,8 @@ void reset_vector_traffic() noexcept;
 // see that a call given its scratch memory allocated nothing.
 std::uint64_t device_allocations() noexcept;
 
+// Kernel launches in thread-block clusters of more than one block that ran since the process
+// started, so that a test can see which launches took a cluster path.
+std::uint64_t cluster_launches() noexcept;
+
 }  // namespace simcuda::sim

@@ -17,6 +17,7 @@
 
 #if defined(__CUDACC__)
 // ------------------------------------------------------------------- nvcc --
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 namespace simcuda {
@@ -46,6 +47,69 @@ inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block,
   return detail::launch_with(reinterpret_cast<const void*>(kernel), grid, block,
                              dynamic_smem_bytes, stream, params,
                              std::index_sequence_for<KArgs...>{});
+}
+
+// A launch in thread-block clusters of `cluster` blocks along x (grid.x a multiple of it), whose
+// blocks share their shared memory through cluster_map_shared. Needs sm_90.
+template <class... KArgs, class... Args>
+inline cudaError_t launch_in_clusters(void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                                      unsigned cluster, std::size_t dynamic_smem_bytes,
+                                      cudaStream_t stream, Args&&... args) {
+  static_assert(sizeof...(KArgs) == sizeof...(Args),
+                "simcuda::launch: argument count does not match the kernel");
+  std::tuple<std::remove_cv_t<KArgs>...> params(std::forward<Args>(args)...);
+  return std::apply(
+      [&](auto&... param) {
+        void* pointers[sizeof...(KArgs) + 1] = {static_cast<void*>(&param)...};
+        cudaLaunchAttribute attribute{};
+        attribute.id = cudaLaunchAttributeClusterDimension;
+        attribute.val.clusterDim.x = cluster;
+        attribute.val.clusterDim.y = 1;
+        attribute.val.clusterDim.z = 1;
+        cudaLaunchConfig_t config{};
+        config.gridDim = grid;
+        config.blockDim = block;
+        config.dynamicSmemBytes = dynamic_smem_bytes;
+        config.stream = stream;
+        config.attrs = &attribute;
+        config.numAttrs = 1;
+        return cudaLaunchKernelExC(&config, reinterpret_cast<const void*>(kernel), pointers);
+      },
+      params);
+}
+
+// Cluster built-ins for kernels. Below sm_90 there are no clusters: every block is a cluster of
+// one, and the library never launches a cluster there.
+__device__ __forceinline__ unsigned cluster_blocks() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return cooperative_groups::this_cluster().num_blocks();
+#else
+  return 1;
+#endif
+}
+__device__ __forceinline__ unsigned cluster_block_rank() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return cooperative_groups::this_cluster().block_rank();
+#else
+  return 0;
+#endif
+}
+// A barrier of every thread of the cluster, which also orders their shared-memory accesses.
+__device__ __forceinline__ void cluster_sync() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  cooperative_groups::this_cluster().sync();
+#else
+  __syncthreads();
+#endif
+}
+// The address of `p`'s shared variable in the block of cluster rank `rank`.
+template <class T>
+__device__ __forceinline__ T* cluster_map_shared(T* p, unsigned rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  return cooperative_groups::this_cluster().map_shared_rank(p, rank);
+#else
+  return p;
+#endif
 }
 
 // Vector memory access for kernels: V is a 4-, 8- or 16-byte type (uint4,

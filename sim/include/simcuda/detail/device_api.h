@@ -12,6 +12,12 @@ void syncthreads() noexcept;
 std::uint64_t warp_op(WarpOp op, unsigned mask, std::uint64_t value, int arg,
                       int width) noexcept;
 void* dynamic_smem() noexcept;
+// Thread-block clusters (fiber mode; threads mode runs no cluster launch, so there every block
+// is a cluster of one).
+unsigned cluster_blocks() noexcept;
+unsigned cluster_block_rank() noexcept;
+void cluster_sync() noexcept;
+void* cluster_map_shared(void* p, unsigned rank) noexcept;
 // Adds to the counters behind simcuda::sim::vector_traffic().
 void count_vector_access(bool store, std::size_t bytes) noexcept;
 
@@ -80,6 +86,19 @@ inline void fence() noexcept {
 inline void __threadfence() noexcept { ::simcuda::detail::fence(); }
 inline void __threadfence_block() noexcept { ::simcuda::detail::fence(); }
 inline void __threadfence_system() noexcept { ::simcuda::detail::fence(); }
+
+// ------------------------------------------------------------- clusters --
+// The simulator's side of the cluster helpers in simcuda.h (nvcc: cooperative_groups).
+namespace simcuda {
+inline unsigned cluster_blocks() noexcept { return detail::cluster_blocks(); }
+inline unsigned cluster_block_rank() noexcept { return detail::cluster_block_rank(); }
+inline void cluster_sync() noexcept { detail::cluster_sync(); }
+template <class T>
+inline T* cluster_map_shared(T* p, unsigned rank) noexcept {
+  return static_cast<T*>(detail::cluster_map_shared(const_cast<void*>(
+      static_cast<const void*>(p)), rank));
+}
+}  // namespace simcuda
 
 // ----------------------------------------------------- warp collectives --
 template <class T>

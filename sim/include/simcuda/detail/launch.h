@@ -18,6 +18,8 @@ struct KernelLaunch {
   // graph keeps its arguments for every replay.
   void* (*copy_closure)(const void* closure);
   void (*delete_closure)(void* closure);
+  // Blocks per thread-block cluster along x (1: no cluster). The grid's x extent is a multiple.
+  unsigned cluster = 1;
 };
 
 // Validates the configuration (errors go through cudaGetLastError as in
@@ -27,9 +29,9 @@ cudaError_t run_launch(const KernelLaunch& launch) noexcept;
 }  // namespace detail
 
 template <class... KArgs, class... Args>
-inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block,
-                          std::size_t dynamic_smem_bytes, cudaStream_t stream,
-                          Args&&... args) {
+inline cudaError_t launch_in_clusters(void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                                      unsigned cluster, std::size_t dynamic_smem_bytes,
+                                      cudaStream_t stream, Args&&... args) {
   static_assert(sizeof...(KArgs) == sizeof...(Args),
                 "simcuda::launch: argument count does not match the kernel");
   // Arguments are converted to the parameter types once, as CUDA copies them
@@ -48,8 +50,16 @@ inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block,
       },
       &closure, grid, block, dynamic_smem_bytes, stream,
       [](const void* c) -> void* { return new Closure(*static_cast<const Closure*>(c)); },
-      [](void* c) { delete static_cast<Closure*>(c); }};
+      [](void* c) { delete static_cast<Closure*>(c); }, cluster};
   return detail::run_launch(l);
+}
+
+template <class... KArgs, class... Args>
+inline cudaError_t launch(void (*kernel)(KArgs...), dim3 grid, dim3 block,
+                          std::size_t dynamic_smem_bytes, cudaStream_t stream,
+                          Args&&... args) {
+  return launch_in_clusters(kernel, grid, block, 1, dynamic_smem_bytes, stream,
+                            std::forward<Args>(args)...);
 }
 
 }  // namespace simcuda
