@@ -40,7 +40,8 @@
 //   --actloss_list      print every problem of both full sets as JSON (name, bytes) and exit;
 //                       torch_compare.py --check-bytes compares its own formulas with it
 //   --actloss_row_path=NAME  force a row path (rows_per_warp, warp_per_row, block_on_chip,
-//                       block_shared, block_two_pass) for the cross-entropy and softmax
+//                       block_shared, cluster_shared, block_two_pass) for the cross-entropy
+//                       and softmax
 //                       launches, so that a card compares a new path with the one it replaces
 //                       in one run; a path that cannot hold a row runs the automatic choice
 //   --actloss_row_prefetch=0  the short-row paths process one row at a time instead of loading
@@ -360,6 +361,7 @@ int main(int argc, char** argv) {
       bool known = false;
       for (auto path : {detail::RowAlgorithm::rows_per_warp, detail::RowAlgorithm::warp_per_row,
                         detail::RowAlgorithm::block_on_chip, detail::RowAlgorithm::block_shared,
+                        detail::RowAlgorithm::cluster_shared,
                         detail::RowAlgorithm::block_two_pass}) {
         if (name != detail::to_string(path)) continue;
         detail::set_row_algorithm_override(path);

@@ -38,6 +38,7 @@ struct DeviceInfo {
   int max_shared_per_block_optin = 0;  // bytes, with cudaFuncAttributeMaxDynamicSharedMemorySize
   int max_shared_per_sm = 0;
   int compute_capability = 0;  // major * 10 + minor
+  bool cluster_launch = false;  // thread-block clusters, with kernels built for them (sm_90 on)
 };
 
 // The current device's cached properties; fails only if the runtime cannot be queried.

@@ -48,6 +48,10 @@ Status current_device(int* device) {
   return {};
 }
 
+// Compiled like every kernel of the library: the architecture of the code the device runs for
+// it is that of every row kernel.
+__global__ void architecture_probe_kernel() {}
+
 }  // namespace
 
 Status current_device_info(const DeviceInfo** info) {
@@ -72,6 +76,14 @@ Status current_device_info(const DeviceInfo** info) {
     for (cudaError_t error : errors)
       if (error != cudaSuccess && entry.info_error == cudaSuccess) entry.info_error = error;
     d.compute_capability = major * 10 + minor;
+    // Launches in clusters need the device (sm_90 on) and kernels built for it: code compiled
+    // for sm_80 (or its PTX, run by an sm_90 device) has no cluster instructions and would run
+    // each block of a cluster as a cluster of one.
+    int clusters = 0;
+    cudaFuncAttributes probe{};
+    if (cudaDeviceGetAttribute(&clusters, cudaDevAttrClusterLaunch, device) == cudaSuccess &&
+        cudaFuncGetAttributes(&probe, architecture_probe_kernel) == cudaSuccess)
+      d.cluster_launch = clusters != 0 && probe.binaryVersion >= 90;
   });
   if (entry.info_error != cudaSuccess)
     return cuda_status(entry.info_error, "cudaDeviceGetAttribute");

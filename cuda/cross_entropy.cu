@@ -9,7 +9,9 @@
 //      coefficients of include/actloss/cross_entropy.h, A their sum), lse = m + log1p(rest).
 // Writing the loss relative to m, never as lse - x'_c, keeps logits up to +-3e38 finite.
 // On-chip paths hold the row in registers, and block_shared keeps the copy it read in shared
-// memory, so the logits are read once; block_two_pass reads them a second time for step 2
+// memory, so the logits are read once; so does cluster_shared, for rows longer than a block's
+// shared memory holds, over the shared memory of a cluster's blocks, whose partial statistics
+// meet in distributed shared memory; block_two_pass reads them a second time for step 2
 // (mostly from L2).
 //
 // Reductions are deterministic and end inside the main kernel: the last block to finish adds
@@ -79,7 +81,8 @@ struct CrossEntropyParams {
 
   DeviceError* error = nullptr;
   int threads_per_row = 32;
-  int staging_chunks = 0;  // block_shared: the row is staged in dynamic shared memory
+  int staging_chunks = 0;  // block_shared, cluster_shared: the row is staged in shared memory
+  int cluster_blocks = 1;  // cluster_shared: the blocks of a row's cluster
   bool prefetch = false;   // short rows: the next row's logits loaded before this one is reduced
   bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
 };
@@ -503,7 +506,8 @@ using Bounds = row::RowBounds<kChunks, 8>;
 
 // kChunks > 0: the row in registers (rows_per_warp, warp_per_row, block_on_chip); 0: the row in
 // global memory (block_two_pass), staged in shared memory on its first read when the plan gives
-// a staging area (block_shared).
+// a staging area (block_shared); row::kClusterChunks: the row over a cluster's blocks, staged in
+// their shared memory (cluster_shared), the plain variants only.
 //
 // The variants fix options at compile time, so that their state is not live in registers: the
 // general kernel carries every option and uses about 128 registers (spilling where capped at 80),
@@ -525,6 +529,7 @@ template <class TX, class TG, int kChunks, Variant kVariant>
 __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>::kMinBlocks)
     cross_entropy_kernel(CrossEntropyParams params) {
   static_assert(kVariant != Variant::general || kChunks == 0);
+  static_assert(kChunks >= row::kClusterChunks);
   CrossEntropyParams p = params;
   if constexpr (kVariant != Variant::general) {
     p.soft_targets = false;
@@ -545,8 +550,11 @@ __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>:
   __shared__ double2 exchange[row::kMaxWarps];
   __shared__ double warp_partials[row::kMaxWarps];
   SIMCUDA_DYNAMIC_SHARED(uint4, staging_area);
-  uint4* const staging = p.staging_chunks > 0 ? staging_area : nullptr;
-  const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
+  // In a cluster, the cluster's exchange slot comes first (RowGroup).
+  constexpr bool kInCluster = kChunks == row::kClusterChunks;
+  uint4* const staging = p.staging_chunks > 0 ? staging_area + (kInCluster ? 1 : 0) : nullptr;
+  const RowGroup group = kInCluster ? RowGroup::make_cluster(exchange)
+                                    : RowGroup::make(p.threads_per_row, exchange);
   const RowTiles tiles{p.rows, group.rows_per_block(), group.row_in_block()};
   const BatchConstants batch = batch_constants(p);
 
@@ -565,8 +573,9 @@ __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>:
           loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, r);
         });
   } else {
-    for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
-      row::GlobalRow<TX> source;
+    for (std::int64_t tile = group.first_tile(); tile < tiles.count();
+         tile += group.tile_stride()) {
+      row::GlobalRow<TX, kInCluster> source;
       source.staging = staging;
       source.staging_chunks = p.staging_chunks;
       load_logits_row<TX>(p, group, source, tiles.row_of(tile));
@@ -580,7 +589,8 @@ __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>:
       // After the row loop, so that nothing more stays live across it: the same rows again,
       // their targets now in cache.
       double weight_sum = 0.0;
-      for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x)
+      for (std::int64_t tile = group.first_tile(); tile < tiles.count();
+           tile += group.tile_stride())
         weight_sum += row_weight_of(p, group, tiles.row_of(tile));
       denominator = block_sum(weight_sum, warp_partials);
     }
@@ -669,6 +679,20 @@ __global__ void __launch_bounds__(kAccuracyThreads)
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 
+// The options that only the general variant carries; it has no cluster instantiation, so a call
+// with them plans block_two_pass where cluster_shared would hold its rows.
+bool needs_general_variant(bool soft_targets, float softcap, const float* class_weight) {
+  return soft_targets || softcap != 0.0f || class_weight != nullptr;
+}
+
+row::RowLaunch plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
+                                  const DeviceInfo& device) {
+  const bool general = needs_general_variant(args.target_kind == TargetKind::probabilities,
+                                             options.softcap, args.class_weight);
+  return row::plan_row_launch(detail::RowOp::cross_entropy, args.rows, args.classes,
+                              args.logits_dtype, device, !general);
+}
+
 template <class TX, class TG>
 Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& params,
                             cudaStream_t stream) {
@@ -677,9 +701,9 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
     return Status(StatusCode::internal, "",
                   "cross_entropy: a block of " + std::to_string(launch.block) +
                       " threads exceeds the launch bound of its kernel");
-  const bool plain = !params.soft_targets && params.softcap == 0.0f &&
-                     params.class_weight == nullptr &&
-                     (params.predicted == nullptr || predicts_in_registers(launch.chunks));
+  const bool plain =
+      !needs_general_variant(params.soft_targets, params.softcap, params.class_weight) &&
+      (params.predicted == nullptr || predicts_in_registers(launch.chunks));
   const Variant variant = !plain ? Variant::general
                           : params.grad == nullptr && params.saved_stats == nullptr
                               ? Variant::plain_forward
@@ -707,7 +731,7 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
   }
   // Eight chunks fit the register budget only for 16-bit logits (row_dispatch.h).
   const cudaError_t error =
-      row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4>(launch.chunks, [&](auto chunks) {
+      row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4, true>(launch.chunks, [&](auto chunks) {
         constexpr int kChunks = decltype(chunks)::value;
         if (variant == Variant::plain_forward) {
           // A call without a gradient dispatches on the logits' dtype alone (TG = TX), so the
@@ -782,8 +806,7 @@ Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs& args,
   if (Status status = row::check_row_length(args.classes, "classes"); !status.ok()) return status;
   const DeviceInfo* device = nullptr;
   if (Status status = current_device_info(&device); !status.ok()) return status;
-  const row::RowLaunch launch = row::plan_row_launch(RowOp::cross_entropy, args.rows,
-                                                     args.classes, args.logits_dtype, *device);
+  const row::RowLaunch launch = plan_cross_entropy(args, options, *device);
   // With the loss wanted: the most any of the three passes needs.
   const std::size_t forward = scratch_layout(args, options, true, false, launch).doubles();
   const std::size_t with_grad = scratch_layout(args, options, true, true, launch).doubles();
@@ -851,10 +874,10 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
     if (Status status = device_error_record(exec, &p.error); !status.ok()) return status;
   }
 
-  const row::RowLaunch launch = row::plan_row_launch(RowOp::cross_entropy, args.rows,
-                                                     args.classes, args.logits_dtype, *device);
+  const row::RowLaunch launch = plan_cross_entropy(args, options, *device);
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
+  p.cluster_blocks = launch.cluster_blocks;
   p.prefetch = launch.prefetch;
   p.chunk_pieces = launch.chunk_pieces;
 

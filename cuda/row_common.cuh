@@ -388,14 +388,16 @@ struct RegisterRow {
   }
 };
 
-// The row read from global memory (block_two_pass and block_shared), kUnroll chunks per step so
-// that each thread has several 16-byte loads in flight. With a staging area (block_shared) the
-// first visit also copies every chunk into shared memory and later visits read it from there:
-// the row crosses the memory bus once. A thread stages exactly the chunks it owns and reads
-// back only those, so no barrier guards the staging area, also from one row to the next. The
-// area holds 16-byte word i of chunk c at i * staging_chunks + c: a warp's accesses are then 16
+// The row read from global memory (block_two_pass, block_shared, cluster_shared), kUnroll chunks
+// per step so that each thread has several 16-byte loads in flight. With a staging area
+// (block_shared, cluster_shared) the first visit also copies every chunk into shared memory and
+// later visits read it from there: the row crosses the memory bus once. A thread stages exactly
+// the chunks it owns and reads back only those, so no barrier guards the staging area, also
+// from one row to the next. A block that is the row's group stages chunk c in slot c; in a
+// cluster (kInCluster) the k-th chunk of thread t of the block goes to slot k blockDim + t. The
+// area holds 16-byte word i of slot s at i * staging_chunks + s: a warp's accesses are then 16
 // consecutive bytes per lane, free of bank conflicts also for f32's two words per chunk.
-template <class T>
+template <class T, bool kInCluster = false>
 struct GlobalRow {
   static constexpr int kUnroll = 4;
   static constexpr int kWords = sizeof(Chunk<T>) / 16;
@@ -403,7 +405,7 @@ struct GlobalRow {
   int cols;
   int first, step;
   uint4* staging = nullptr;  // block_shared's area, or null
-  int staging_chunks = 0;    // its chunks per word plane: the most chunks a row's grid has
+  int staging_chunks = 0;    // its slots per word plane: the most chunks a block stages
   bool staged = false;       // a visit of this row has filled the area
   bool pieces = false;       // misaligned chunks in aligned pieces (load_chunk)
 
@@ -417,15 +419,15 @@ struct GlobalRow {
     pieces = chunk_pieces;
   }
 
-  __device__ __forceinline__ void stage(const Chunk<T>& chunk, int c) const {
+  __device__ __forceinline__ void stage(const Chunk<T>& chunk, int slot) const {
 #pragma unroll
     for (int i = 0; i < kWords; ++i)
-      staging[i * staging_chunks + c] = reinterpret_cast<const uint4*>(chunk.v)[i];
+      staging[i * staging_chunks + slot] = reinterpret_cast<const uint4*>(chunk.v)[i];
   }
-  __device__ __forceinline__ void unstage(Chunk<T>& chunk, int c) const {
+  __device__ __forceinline__ void unstage(Chunk<T>& chunk, int slot) const {
 #pragma unroll
     for (int i = 0; i < kWords; ++i)
-      reinterpret_cast<uint4*>(chunk.v)[i] = staging[i * staging_chunks + c];
+      reinterpret_cast<uint4*>(chunk.v)[i] = staging[i * staging_chunks + slot];
   }
 
   template <class Body>
@@ -440,30 +442,33 @@ struct GlobalRow {
   template <class Body>
   __device__ __forceinline__ void for_each(Body&& body) {
     const int chunks = row_chunks(cols);
+    // In a cluster, `slot` follows c; elsewhere the slot is c itself, and `slot` is dead code.
+    const int slot_step = static_cast<int>(blockDim.x);
+    const auto slot_of = [](int c, int slot) { return kInCluster ? slot : c; };
     if (staged) {
-      for (int c = first; c < chunks; c += step) {
+      for (int c = first, slot = threadIdx.x; c < chunks; c += step, slot += slot_step) {
         Chunk<T> raw;
-        unstage(raw, c);
+        unstage(raw, slot_of(c, slot));
         visit(raw, c, body);
       }
       return;
     }
-    int c = first;
-    for (; c + (kUnroll - 1) * step < chunks; c += kUnroll * step) {
+    int c = first, slot = threadIdx.x;
+    for (; c + (kUnroll - 1) * step < chunks; c += kUnroll * step, slot += kUnroll * slot_step) {
       Chunk<T> raw[kUnroll];
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u)
         load_chunk(raw[u], row, chunk_column(c + u * step), cols, pieces);
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        if (staging != nullptr) stage(raw[u], c + u * step);
+        if (staging != nullptr) stage(raw[u], slot_of(c + u * step, slot + u * slot_step));
         visit(raw[u], c + u * step, body);
       }
     }
-    for (; c < chunks; c += step) {
+    for (; c < chunks; c += step, slot += slot_step) {
       Chunk<T> raw{};  // {}: for g++ -O3 in the simulator, which cannot see the word stores
       load_chunk(raw, row, chunk_column(c), cols, pieces);
-      if (staging != nullptr) stage(raw, c);
+      if (staging != nullptr) stage(raw, slot_of(c, slot));
       visit(raw, c, body);
     }
     staged = staging != nullptr;
@@ -541,20 +546,63 @@ __device__ __forceinline__ void add_chunk_max_rest(float& m, double& r,
 // ---------------------------------------------------------------------------------------------
 // The threads of one row.
 
+// A row's group is a power of two of threads up to 32, a whole block, or the blocks of a
+// cluster (cluster_shared), which then reduce in two steps: each block as a block-wide group,
+// then the blocks' results, added by every block in rank order through distributed shared
+// memory, so that every thread of the cluster ends with the same bits. A cluster's count and
+// this block's place in it come from the hardware when needed, and its exchange slot is the
+// first 16 bytes of the block's dynamic shared memory, a fixed address: none of them holds a
+// register through the row (the kernels that may run in clusters use up to 128 already).
 struct RowGroup {
-  int size;  // threads per row: a power of two up to 32, or the block (a multiple of 32)
+  int size;  // threads per row
   int rank;  // this thread's index in the row
   double2* exchange;  // kMaxWarps entries of shared memory, used when size > 32
+  bool clustered;     // the row's threads span the blocks of a cluster
 
   // The caller keeps the exchange buffer alive (a __shared__ array of the kernel).
   __device__ __forceinline__ static RowGroup make(int size, double2* exchange) {
-    return RowGroup{size, static_cast<int>(threadIdx.x) % size, exchange};
+    return RowGroup{size, static_cast<int>(threadIdx.x) % size, exchange, false};
   }
+  // The blocks of the launch's cluster as the row's group.
+  __device__ __forceinline__ static RowGroup make_cluster(double2* exchange) {
+    const int block = static_cast<int>(blockDim.x);
+    return RowGroup{block * static_cast<int>(simcuda::cluster_blocks()),
+                    static_cast<int>(simcuda::cluster_block_rank()) * block +
+                        static_cast<int>(threadIdx.x),
+                    exchange, true};
+  }
+  // The group's threads in this block.
+  __device__ __forceinline__ int block_size() const {
+    return clustered ? static_cast<int>(blockDim.x) : size;
+  }
+
+  // The blocks' results combined in rank order, the same on every thread of the cluster. The
+  // second barrier keeps each block's slot (and the block itself) until every block has read it.
+  template <class Combine>
+  __device__ __forceinline__ double2 across_cluster(double2 mine, double2 identity,
+                                                    Combine combine) const {
+    SIMCUDA_DYNAMIC_SHARED(double2, slot);
+    if (threadIdx.x == 0) *slot = mine;
+    simcuda::cluster_sync();
+    double2 all = identity;
+    const unsigned blocks = simcuda::cluster_blocks();
+    for (unsigned b = 0; b < blocks; ++b) all = combine(all, *simcuda::cluster_map_shared(slot, b));
+    simcuda::cluster_sync();
+    return all;
+  }
+  // A cluster's blocks share their one row.
   __device__ __forceinline__ int rows_per_block() const {
-    return static_cast<int>(blockDim.x) / size;
+    return static_cast<int>(blockDim.x) / block_size();
   }
   __device__ __forceinline__ int row_in_block() const {
-    return static_cast<int>(threadIdx.x) / size;
+    return static_cast<int>(threadIdx.x) / block_size();
+  }
+  // The grid-stride loop over tiles: a cluster takes the tiles of one block.
+  __device__ __forceinline__ std::int64_t first_tile() const {
+    return clustered ? blockIdx.x / simcuda::cluster_blocks() : blockIdx.x;
+  }
+  __device__ __forceinline__ std::int64_t tile_stride() const {
+    return clustered ? gridDim.x / simcuda::cluster_blocks() : gridDim.x;
   }
 
   // Orders this thread's reads of the row before other threads' writes to it (in-place outputs).
@@ -565,83 +613,118 @@ struct RowGroup {
 
   // Every thread of the row ends with the same (max, rest) of the row.
   __device__ __forceinline__ void reduce_max_rest(float& m, double& r) const {
-    const int width = size < kWarpSize ? size : kWarpSize;
+    const int width = block_size() < kWarpSize ? block_size() : kWarpSize;
     for (int offset = width / 2; offset > 0; offset /= 2) {
       const float m2 = __shfl_xor_sync(kFullMask, m, offset);
       const double r2 = __shfl_xor_sync(kFullMask, r, offset);
       merge_max_rest(m, r, m2, r2);
     }
-    if (size > kWarpSize) {
+    if (block_size() > kWarpSize) {
       const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
       const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
       if (lane == 0) exchange[warp] = make_double2(m, r);
       __syncthreads();
       m = -INFINITY;
       r = -1.0;
-      for (int w = 0; w < size / kWarpSize; ++w)
+      for (int w = 0; w < block_size() / kWarpSize; ++w)
         merge_max_rest(m, r, static_cast<float>(exchange[w].x), exchange[w].y);
       __syncthreads();
+    }
+    if (clustered) {
+      const double2 all = across_cluster(make_double2(m, r), make_double2(-INFINITY, -1.0),
+                                         [](double2 a, double2 b) {
+                                           float am = static_cast<float>(a.x);
+                                           merge_max_rest(am, a.y, static_cast<float>(b.x), b.y);
+                                           return make_double2(am, a.y);
+                                         });
+      m = static_cast<float>(all.x);
+      r = all.y;
     }
   }
 
   // Every thread of the row ends with the row's (largest value, its first index), from each
   // thread's own best (take_larger); a thread with no element holds (-inf, INT_MAX).
   __device__ __forceinline__ void reduce_argmax(float& value, int& index) const {
-    const int width = size < kWarpSize ? size : kWarpSize;
+    const int width = block_size() < kWarpSize ? block_size() : kWarpSize;
     for (int offset = width / 2; offset > 0; offset /= 2) {
       const float value2 = __shfl_xor_sync(kFullMask, value, offset);
       const int index2 = __shfl_xor_sync(kFullMask, index, offset);
       take_larger(value, index, value2, index2);
     }
-    if (size > kWarpSize) {
+    if (block_size() > kWarpSize) {
       const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
       const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
       if (lane == 0) exchange[warp] = make_double2(value, index);
       __syncthreads();
       value = -INFINITY;
       index = INT_MAX;
-      for (int w = 0; w < size / kWarpSize; ++w)
+      for (int w = 0; w < block_size() / kWarpSize; ++w)
         take_larger(value, index, static_cast<float>(exchange[w].x),
                     static_cast<int>(exchange[w].y));
       __syncthreads();
+    }
+    if (clustered) {
+      const double2 all = across_cluster(make_double2(value, index),
+                                         make_double2(-INFINITY, INT_MAX),
+                                         [](double2 a, double2 b) {
+                                           float v = static_cast<float>(a.x);
+                                           int i = static_cast<int>(a.y);
+                                           take_larger(v, i, static_cast<float>(b.x),
+                                                       static_cast<int>(b.y));
+                                           return make_double2(v, i);
+                                         });
+      value = static_cast<float>(all.x);
+      index = static_cast<int>(all.y);
     }
   }
 
   // Every thread of the row ends with the smallest of the threads' values.
   __device__ __forceinline__ unsigned reduce_min(unsigned value) const {
-    const int width = size < kWarpSize ? size : kWarpSize;
+    const int width = block_size() < kWarpSize ? block_size() : kWarpSize;
     for (int offset = width / 2; offset > 0; offset /= 2) {
       const unsigned other = __shfl_xor_sync(kFullMask, value, offset);
       value = other < value ? other : value;
     }
-    if (size > kWarpSize) {
+    if (block_size() > kWarpSize) {
       const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
       const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
       if (lane == 0) exchange[warp].x = value;
       __syncthreads();
       value = UINT_MAX;
-      for (int w = 0; w < size / kWarpSize; ++w) {
+      for (int w = 0; w < block_size() / kWarpSize; ++w) {
         const auto other = static_cast<unsigned>(exchange[w].x);
         value = other < value ? other : value;
       }
       __syncthreads();
+    }
+    if (clustered) {
+      const double2 all = across_cluster(make_double2(value, 0.0), make_double2(UINT_MAX, 0.0),
+                                         [](double2 a, double2 b) {
+                                           return b.x < a.x ? b : a;
+                                         });
+      value = static_cast<unsigned>(all.x);
     }
     return value;
   }
 
   // Every thread of the row ends with the same sum (fixed order: reproducible).
   __device__ __forceinline__ double reduce_sum(double value) const {
-    const int width = size < kWarpSize ? size : kWarpSize;
+    const int width = block_size() < kWarpSize ? block_size() : kWarpSize;
     for (int offset = width / 2; offset > 0; offset /= 2)
       value += __shfl_xor_sync(kFullMask, value, offset);
-    if (size > kWarpSize) {
+    if (block_size() > kWarpSize) {
       const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
       const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
       if (lane == 0) exchange[warp].x = value;
       __syncthreads();
       value = 0.0;
-      for (int w = 0; w < size / kWarpSize; ++w) value += exchange[w].x;
+      for (int w = 0; w < block_size() / kWarpSize; ++w) value += exchange[w].x;
       __syncthreads();
+    }
+    if (clustered) {
+      value = across_cluster(make_double2(value, 0.0), make_double2(0.0, 0.0),
+                             [](double2 a, double2 b) { return make_double2(a.x + b.x, 0.0); })
+                  .x;
     }
     return value;
   }
@@ -698,16 +781,23 @@ __device__ __forceinline__ void for_each_row_tile(const RowTiles& tiles, bool pr
 // ---------------------------------------------------------------------------------------------
 // Host side: launch geometry of the dispatch paths.
 
+// The chunk count of cluster_shared's kernels: the row in global memory, staged in the shared
+// memory of a cluster's blocks. Kernels instantiated for it apart from those for 0 keep the
+// cluster's work out of the paths that never run in clusters.
+constexpr int kClusterChunks = -1;
+
 struct RowLaunch {
   RowAlgorithm algorithm = RowAlgorithm::block_two_pass;
   int chunks = 0;           // register chunks per thread; 0 = the row stays in global memory
+                            // (kClusterChunks: over a cluster)
   int threads_per_row = 0;  // group size
   int block = 0;            // threads per block
   unsigned grid = 0;
   int staging_chunks = 0;   // block_shared: chunks of the staging area (GlobalRow), else 0
   bool prefetch = false;    // load a group's next row before reducing this one (for_each_row_tile)
   bool chunk_pieces = true;  // misaligned chunks move in aligned pieces (load_chunk, store_chunk)
-  std::size_t shared_bytes = 0;  // block_shared: its dynamic shared memory
+  std::size_t shared_bytes = 0;  // block_shared, cluster_shared: a block's dynamic shared memory
+  int cluster_blocks = 1;   // cluster_shared: blocks per cluster (grid is a multiple); else 1
 };
 
 // Shared memory a block uses besides the staging area: the row kernels' static arrays (under
@@ -731,11 +821,59 @@ inline int round_up_to_warps(std::int64_t threads) {
   return static_cast<int>(warps * kWarpSize);
 }
 
+// Threads per block of the global-memory paths: about kTwoPassChunksPerThread chunks each, from
+// 64 to 512.
+inline int global_row_block(std::int64_t chunks) {
+  const int threads =
+      round_up_to_warps((chunks + kTwoPassChunksPerThread - 1) / kTwoPassChunksPerThread);
+  return threads < kMinBlockRowThreads ? kMinBlockRowThreads
+         : threads > detail::row_limits::kMaxThreadsPerRow
+             ? detail::row_limits::kMaxThreadsPerRow
+             : threads;
+}
+
+// cluster_shared: a row of `chunks` over a cluster whose blocks each stage the same whole number
+// of chunks per thread, plus the slot of the cluster's exchange. The fewest blocks that leave
+// each block at most a third of an SM's shared memory, so that three blocks (48 warps) share an
+// SM and keep loads in flight (one 200 KB block per SM measured 22% of DRAM bandwidth on the
+// H200 at 50257 f32 classes); else the fewest that fit at all. False where the device has no
+// clusters or no cluster holds the row.
+inline bool plan_cluster_row(RowLaunch& launch, std::int64_t chunks, DType dtype,
+                             const DeviceInfo& device) {
+  using detail::row_limits::kClusterSlotBytes;
+  using detail::row_limits::kMaxClusterBlocks;
+  if (!device.cluster_launch) return false;
+  const std::int64_t chunk_bytes = std::int64_t{kChunk} * dtype_size(dtype);
+  // A short row forced onto this path still takes two blocks, each sized as two-pass would.
+  const int threads = global_row_block((chunks + 1) / 2);
+  const std::int64_t fits = std::int64_t{device.max_shared_per_block_optin} - kStaticSharedBytes;
+  const std::int64_t third =
+      std::int64_t{device.max_shared_per_sm} / 3 - kStaticSharedBytes - kReservedSharedBytes;
+  for (const std::int64_t limit : {third, fits}) {
+    for (int blocks = 2; blocks <= kMaxClusterBlocks; ++blocks) {
+      const std::int64_t per_thread =
+          (chunks + std::int64_t{blocks} * threads - 1) / (std::int64_t{blocks} * threads);
+      const std::int64_t bytes = per_thread * threads * chunk_bytes + kClusterSlotBytes;
+      if (bytes > limit || bytes > fits) continue;
+      launch.algorithm = RowAlgorithm::cluster_shared;
+      launch.chunks = kClusterChunks;
+      launch.cluster_blocks = blocks;
+      launch.block = threads;
+      launch.threads_per_row = threads * blocks;
+      launch.staging_chunks = static_cast<int>(per_thread * threads);
+      launch.shared_bytes = static_cast<std::size_t>(bytes);
+      return true;
+    }
+  }
+  return false;
+}
+
 // The launch of a rows x cols problem of `op` whose held elements have `dtype`. Depends only on
 // the shape, the dtype, the forced algorithm and the device, never on pointers or timing, so the
-// per-block partial sums of a reduction are the same on every call.
+// per-block partial sums of a reduction are the same on every call. `clusters` false: the
+// kernel that will run has no cluster instantiation, and cluster_shared plans block_two_pass.
 inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols, DType dtype,
-                                 const DeviceInfo& device) {
+                                 const DeviceInfo& device, bool clusters = true) {
   RowLaunch launch;
   launch.algorithm = detail::chosen_row_algorithm(op, cols, dtype);
   const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
@@ -760,6 +898,14 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
       launch.block = launch.threads_per_row;
       break;
     }
+    case RowAlgorithm::cluster_shared:
+      if (clusters && plan_cluster_row(launch, chunks, dtype, device)) break;
+      // Without clusters, the row read once where one block can stage it, else twice.
+      launch.algorithm = cols <= detail::row_algorithm_max_classes(op, RowAlgorithm::block_shared,
+                                                                   dtype)
+                             ? RowAlgorithm::block_shared
+                             : RowAlgorithm::block_two_pass;
+      [[fallthrough]];
     case RowAlgorithm::block_shared:
     case RowAlgorithm::automatic:
     case RowAlgorithm::block_two_pass: {
@@ -774,14 +920,7 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
         launch.shared_bytes = static_cast<std::size_t>(staging_bytes);
       }
       launch.chunks = 0;
-      const int threads = round_up_to_warps((chunks + kTwoPassChunksPerThread - 1) /
-                                            kTwoPassChunksPerThread);
-      launch.threads_per_row =
-          threads < kMinBlockRowThreads
-              ? kMinBlockRowThreads
-              : (threads > detail::row_limits::kMaxThreadsPerRow
-                     ? detail::row_limits::kMaxThreadsPerRow
-                     : threads);
+      launch.threads_per_row = global_row_block(chunks);
       launch.block = launch.threads_per_row;
       break;
     }
@@ -789,14 +928,16 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
   // Short rows only: a tile of one or two chunks leaves room for a second one in registers.
   launch.prefetch = (launch.chunks == 1 || launch.chunks == 2) && detail::row_prefetch();
   launch.chunk_pieces = detail::row_chunk_pieces();
-  const int rows_per_block = launch.block / launch.threads_per_row;
+  const int rows_per_block =
+      launch.cluster_blocks > 1 ? 1 : launch.block / launch.threads_per_row;
   // At most as many blocks as the device can hold at full thread occupancy (an upper bound on
   // residency: registers may allow fewer); grid-stride loops take the rest. The two-pass path
   // runs one row per SM at a time, so that the rows being read twice stay within L2 between
   // their two reads (132 rows of 128K bf16 logits are 33 MB; the H100's L2 is 50 MB).
   std::int64_t per_sm = device.max_threads_per_sm / launch.block;
   if (per_sm > 32) per_sm = 32;
-  if (launch.algorithm == RowAlgorithm::block_shared) {
+  if (launch.algorithm == RowAlgorithm::block_shared ||
+      launch.algorithm == RowAlgorithm::cluster_shared) {
     // As many blocks as the SM's shared memory holds (the occupancy it will really have).
     const std::int64_t by_shared = std::int64_t{device.max_shared_per_sm} /
                                    (static_cast<std::int64_t>(launch.shared_bytes) +
@@ -808,6 +949,14 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
   const std::int64_t sms = device.sm_count > 0 ? device.sm_count : 1;
   std::int64_t cap = sms * per_sm;
   if (const std::int64_t limit = detail::row_grid_limit(); limit > 0 && limit < cap) cap = limit;
+  if (launch.cluster_blocks > 1) {
+    // One row per cluster at a time; whole clusters only.
+    std::int64_t cluster_cap = cap / launch.cluster_blocks;
+    if (cluster_cap < 1) cluster_cap = 1;
+    launch.grid = static_cast<unsigned>(grid_size_for(rows, 1, cluster_cap) *
+                                        static_cast<unsigned>(launch.cluster_blocks));
+    return launch;
+  }
   launch.grid = grid_size_for(rows, rows_per_block, cap);
   return launch;
 }
@@ -839,12 +988,17 @@ Status with_dtype(const char* op, DType dtype, F&& f) {
 }
 
 // Runs `launch_with(std::integral_constant<int, C>{})` for C == chunks: the chunk counts the row
-// kernels are instantiated for (0: the row stays in global memory; 1, 2, 4 or 8 chunks of eight
-// elements held per thread), up to the kernel's register budget MaxChunks. Any other count means
-// the launch plan and the instantiations disagree.
-template <int MaxChunks, class LaunchWith>
+// kernels are instantiated for (0: the row stays in global memory; kClusterChunks: over a
+// cluster; 1, 2, 4 or 8 chunks of eight elements held per thread), up to the kernel's register
+// budget MaxChunks; kClusterChunks only for kernels that run in clusters (kClusters). Any other
+// count means the launch plan and the instantiations disagree.
+template <int MaxChunks, bool kClusters, class LaunchWith>
 cudaError_t launch_for_chunks(int chunks, LaunchWith&& launch_with) {
   switch (chunks) {
+    case kClusterChunks:
+      if constexpr (kClusters)
+        return launch_with(std::integral_constant<int, kClusterChunks>{});
+      break;
     case 0: return launch_with(std::integral_constant<int, 0>{});
     case 1: return launch_with(std::integral_constant<int, 1>{});
     case 2:
@@ -878,8 +1032,8 @@ struct RowBounds {
   static constexpr int kMinBlocks = kChunks == 1 ? kOneChunkBlocks : (kSmallTile ? 3 : 1);
 };
 
-// Launches a row kernel with the plan's geometry and dynamic shared memory, opting into more
-// than the default 48 KiB where block_shared needs it.
+// Launches a row kernel with the plan's geometry (in clusters for cluster_shared) and dynamic
+// shared memory, opting into more than the default 48 KiB where the staged paths need it.
 template <class Kernel, class Params>
 cudaError_t launch_row_kernel(Kernel* kernel, const RowLaunch& launch, cudaStream_t stream,
                               const Params& params) {
@@ -889,6 +1043,10 @@ cudaError_t launch_row_kernel(Kernel* kernel, const RowLaunch& launch, cudaStrea
         kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(launch.shared_bytes));
     if (error != cudaSuccess) return error;
   }
+  if (launch.cluster_blocks > 1)
+    return simcuda::launch_in_clusters(kernel, dim3(launch.grid), dim3(launch.block),
+                                       static_cast<unsigned>(launch.cluster_blocks),
+                                       launch.shared_bytes, stream, params);
   return simcuda::launch(kernel, dim3(launch.grid), dim3(launch.block), launch.shared_bytes,
                          stream, params);
 }

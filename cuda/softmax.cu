@@ -2,8 +2,9 @@
 //
 // Forward: one read of the row gives its max m and s = sum exp(x - m) = 1 + rest (online: see
 // cuda/row_common.cuh); then y = exp(x - m) / s, or (x - m) - log1p(rest), written once. On-chip paths
-// hold the row in registers; block_shared keeps the copy it read in shared memory; block_two_pass
-// reads it a second time (mostly from L2).
+// hold the row in registers; block_shared keeps the copy it read in shared memory, and
+// cluster_shared the copies its blocks read in theirs; block_two_pass reads it a second time
+// (mostly from L2).
 // An all -inf row has s = 0: softmax gives 0 (exp(-inf) times 1/s taken as 0) and log-softmax
 // -inf, never the NaN of -inf - -inf.
 // Backward: one read of y and dy gives the row's dot product (softmax: sum dy y; log-softmax:
@@ -31,7 +32,8 @@ struct SoftmaxForwardParams {
   row::RowStarts y_rows;
   bool log = false;
   int threads_per_row = 32;
-  int staging_chunks = 0;  // block_shared: the row is staged in dynamic shared memory
+  int staging_chunks = 0;  // block_shared, cluster_shared: the row is staged in shared memory
+  int cluster_blocks = 1;  // cluster_shared: the blocks of a row's cluster
   bool prefetch = false;   // short rows: the next row loaded before this one is reduced
   bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
 };
@@ -81,7 +83,9 @@ __device__ __forceinline__ void softmax_forward_row(const SoftmaxForwardParams& 
 }
 
 // kChunks > 0: the row in registers; 0: the row in global memory (block_two_pass), staged in
-// shared memory on its first read when the plan gives a staging area (block_shared).
+// shared memory on its first read when the plan gives a staging area (block_shared);
+// row::kClusterChunks: the row over a cluster's blocks, staged in their shared memory
+// (cluster_shared).
 //
 // Launch bounds: row::RowBounds, the largest tile being eight chunks of 16-bit x and four of f32
 // (block_on_chip). The one-chunk tiles of the shortest rows, the next row's among them
@@ -98,7 +102,9 @@ __global__ void __launch_bounds__(ForwardBounds<TX, kChunks>::kMaxThreads,
     softmax_forward_kernel(SoftmaxForwardParams p) {
   __shared__ double2 exchange[row::kMaxWarps];
   SIMCUDA_DYNAMIC_SHARED(uint4, staging_area);
-  const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
+  constexpr bool kInCluster = kChunks == row::kClusterChunks;
+  const RowGroup group = kInCluster ? RowGroup::make_cluster(exchange)
+                                    : RowGroup::make(p.threads_per_row, exchange);
   const RowTiles tiles{p.rows, group.rows_per_block(), group.row_in_block()};
   if constexpr (kChunks > 0) {
     using Row = row::RegisterRow<TX, kChunks>;
@@ -107,9 +113,11 @@ __global__ void __launch_bounds__(ForwardBounds<TX, kChunks>::kMaxThreads,
         [&](Row& source, std::int64_t r) { load_forward_row<TX>(p, group, source, r); },
         [&](Row& source, std::int64_t r) { softmax_forward_row<TX, TY>(p, group, source, r); });
   } else {
-    for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
-      row::GlobalRow<TX> source;
-      source.staging = p.staging_chunks > 0 ? staging_area : nullptr;
+    for (std::int64_t tile = group.first_tile(); tile < tiles.count();
+         tile += group.tile_stride()) {
+      row::GlobalRow<TX, kInCluster> source;
+      // In a cluster, the cluster's exchange slot comes first (RowGroup).
+      source.staging = p.staging_chunks > 0 ? staging_area + (kInCluster ? 1 : 0) : nullptr;
       source.staging_chunks = p.staging_chunks;
       load_forward_row<TX>(p, group, source, tiles.row_of(tile));
       softmax_forward_row<TX, TY>(p, group, source, tiles.row_of(tile));
@@ -324,7 +332,7 @@ Status launch_forward(const RowLaunch& launch, const SoftmaxForwardParams& param
                       cudaStream_t stream) {
   // Eight chunks fit the register budget only for 16-bit inputs (row_dispatch.h).
   const cudaError_t error =
-      row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4>(launch.chunks, [&](auto chunks) {
+      row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4, true>(launch.chunks, [&](auto chunks) {
         return row::launch_row_kernel(softmax_forward_kernel<TX, TY, decltype(chunks)::value>,
                                       launch, stream, params);
       });
@@ -337,7 +345,7 @@ Status launch_backward(const RowLaunch& launch, const SoftmaxBackwardParams& par
                        cudaStream_t stream) {
   const dim3 grid(launch.grid), block(launch.block);
   // y and dy both stay on chip, so backward holds at most two chunks of each (row_dispatch.h).
-  const cudaError_t error = row::launch_for_chunks<2>(launch.chunks, [&](auto chunks) {
+  const cudaError_t error = row::launch_for_chunks<2, false>(launch.chunks, [&](auto chunks) {
     return simcuda::launch(softmax_backward_kernel<TY, TDX, decltype(chunks)::value>, grid, block,
                            0, stream, params);
   });
@@ -372,6 +380,7 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
       row::plan_row_launch(RowOp::softmax_forward, args.rows, args.cols, args.x_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
+  p.cluster_blocks = launch.cluster_blocks;
   p.prefetch = launch.prefetch;
   p.chunk_pieces = launch.chunk_pieces;
   return row::with_dtype("softmax", args.x_dtype, [&](auto x_tag) {
@@ -381,6 +390,17 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
       return launch_forward<TX, TY>(launch, p, exec.stream);
     });
   });
+}
+
+Status cuda_row_geometry_for_testing(RowOp op, std::int64_t rows, std::int64_t cols, DType dtype,
+                                     int* threads_per_row, int* cluster_blocks) {
+  using namespace actloss::cuda;
+  const DeviceInfo* device = nullptr;
+  if (Status status = current_device_info(&device); !status.ok()) return status;
+  const RowLaunch launch = row::plan_row_launch(op, rows, cols, dtype, *device);
+  *threads_per_row = launch.threads_per_row;
+  *cluster_blocks = launch.cluster_blocks;
+  return {};
 }
 
 Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptions& options,

@@ -10,6 +10,8 @@
 
 #include <actloss/actloss.h>
 
+#include "cuda/row_dispatch.h"
+
 namespace actloss::detail {
 
 enum class Pass : std::uint8_t { forward, backward, forward_backward };
@@ -96,6 +98,13 @@ void cuda_set_elementwise_packs_per_step_for_testing(int packs);
 // a card can compare it with the default (the kernel's last block adds the partials); true
 // restores the default.
 void cuda_set_reduced_loss_in_kernel_for_testing(bool in_kernel);
+
+// Test hook (`actloss validate`'s error bounds replay the row kernels' reductions; defined in
+// cuda/softmax.cu): the threads that share a row of `op` on the path a launch takes now (the
+// forced one, or the automatic choice) on the current device, and the blocks of the cluster
+// they span (1 without one).
+Status cuda_row_geometry_for_testing(RowOp op, std::int64_t rows, std::int64_t cols, DType dtype,
+                                     int* threads_per_row, int* cluster_blocks);
 
 // Which argument a DeviceError::argument value stands for.
 enum class DeviceErrorArgument : std::int32_t { none = 0, targets = 1 };

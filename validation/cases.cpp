@@ -97,6 +97,7 @@ std::vector<RowShape> row_shape_per_path(Device device, Depth depth) {
           {RowAlgorithm::warp_per_row, 9, 500},
           {RowAlgorithm::block_on_chip, 5, 5000},
           {RowAlgorithm::block_shared, 5, 5000},
+          {RowAlgorithm::cluster_shared, 5, 5000},
           {RowAlgorithm::block_two_pass, 5, 5000}};
 }
 

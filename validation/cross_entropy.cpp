@@ -69,10 +69,16 @@ std::string shape_text(const Spec& s) {
 
 std::string inputs_text(const Spec& s) {
   std::string text = s.kind;
-  if (s.target_kind == TargetKind::probabilities)
-    text += " probabilities(" + std::string(actloss::to_string(s.target_dtype)) + ")";
+  // Appended piece by piece: g++ 12 -O3 reports a false -Wrestrict on " " + std::string(...)
+  // inlined here.
+  if (s.target_kind == TargetKind::probabilities) {
+    text += " probabilities(";
+    text += actloss::to_string(s.target_dtype);
+    text += ")";
+  }
   if (s.target_kind == TargetKind::class_index_i32) text += " i32";
-  text += " " + std::string(actloss::to_string(s.reduction));
+  text += " ";
+  text += actloss::to_string(s.reduction);
   if (s.weights) text += " weights";
   if (s.upstream) text += " upstream";
   if (s.smoothing != 0) text += " smoothing";
@@ -599,7 +605,8 @@ void cuda_full(Builder& b) {
   // Every option set with every pass on every path, dtypes, target kinds, upstream gradients,
   // grad_scale, a real class as ignore_index and the optional outputs cycling.
   // One per path, in kRowPaths order.
-  const std::int64_t kPathClasses[] = {15, 1000, 4096, 3000, 3000};
+  const std::int64_t kPathClasses[] = {15, 1000, 4096, 3000, 3000, 3000};
+  static_assert(std::size(kPathClasses) == kRowPathCount);
   for (int p = 0; p < kRowPathCount; ++p)
     for (const OptionSet& o : kOptionSets)
       for (Pass pass : kPasses) {
@@ -626,7 +633,8 @@ void cuda_full(Builder& b) {
   // Odd strides and misaligned bases (scalar loads and stores), aligned strides with partial
   // last chunks, in place (also with every option that reads the logits twice), and grad_scale,
   // on every path.
-  const std::int64_t kStrideClasses[] = {13, 700, 3001, 2500, 2500};
+  const std::int64_t kStrideClasses[] = {13, 700, 3001, 2500, 2500, 2500};
+  static_assert(std::size(kStrideClasses) == kRowPathCount);
   for (int p = 0; p < kRowPathCount; ++p) {
     for (int variant = 0; variant < 6; ++variant) {
       Spec s;
@@ -669,7 +677,8 @@ void cuda_full(Builder& b) {
     b.add(s);
   }
   // Adversarial values on every path and dtype: extreme rows, far below zero, every binade.
-  const std::int64_t kExtremeClasses[] = {7, 300, 2100, 5000, 5000};
+  const std::int64_t kExtremeClasses[] = {7, 300, 2100, 5000, 5000, 5000};
+  static_assert(std::size(kExtremeClasses) == kRowPathCount);
   for (int p = 0; p < kRowPathCount; ++p)
     for (DType dtype : kDtypes)
       for (int variant = 0; variant < 4; ++variant)
@@ -717,7 +726,8 @@ void cuda_full(Builder& b) {
       b.add(s);
     }
   // Few blocks for many rows: every path walks its grid-stride loop over row tiles.
-  const std::int64_t kGridClasses[] = {5, 100, 1500, 1500, 1500};
+  const std::int64_t kGridClasses[] = {5, 100, 1500, 1500, 1500, 1500};
+  static_assert(std::size(kGridClasses) == kRowPathCount);
   for (int p = 0; p < kRowPathCount; ++p)
     for (std::int64_t blocks : {1, 3}) {
       Spec s;

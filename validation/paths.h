@@ -53,6 +53,7 @@ inline constexpr RowAlgorithm kRowPaths[] = {RowAlgorithm::rows_per_warp,
                                              RowAlgorithm::warp_per_row,
                                              RowAlgorithm::block_on_chip,
                                              RowAlgorithm::block_shared,
+                                             RowAlgorithm::cluster_shared,
                                              RowAlgorithm::block_two_pass};
 inline constexpr int kRowPathCount = static_cast<int>(std::size(kRowPaths));
 

@@ -47,6 +47,7 @@
 #include <utility>
 #include <vector>
 
+#include "host/backend.h"
 #include "validation/paths.h"
 #include "validation/tensors.h"
 #include "validation/tolerance.h"
@@ -232,30 +233,27 @@ Inputs make_inputs(const Spec& s) {
 
 // ---- error bounds ---------------------------------------------------------------------------
 
-// The threads that share a row on the path that runs (to be called with the path forced): the
-// launch plan of cuda/row_common.cuh (plan_row_launch), which the bounds' replay of the
-// reductions follows. On the CPU the reference runs, and any shape's bound holds.
-int threads_per_row(RowOp op, std::int64_t cols, DType dtype) {
-  const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
-  auto whole_warps = [](std::int64_t threads) { return (threads + 31) / 32 * 32; };
-  switch (detail::chosen_row_algorithm(op, cols, dtype)) {
-    case RowAlgorithm::rows_per_warp: {
-      int threads = 1;
-      while (threads < chunks) threads *= 2;
-      return threads;
-    }
-    case RowAlgorithm::warp_per_row: return 32;
-    case RowAlgorithm::block_on_chip: {
-      const int per_thread = detail::row_limits::max_chunks_per_thread(op, dtype);
-      return static_cast<int>(
-          std::max<std::int64_t>(64, whole_warps((chunks + per_thread - 1) / per_thread)));
-    }
-    case RowAlgorithm::automatic:
-    case RowAlgorithm::block_shared:
-    case RowAlgorithm::block_two_pass: break;
-  }
-  return static_cast<int>(std::clamp<std::int64_t>(whole_warps((chunks + 3) / 4), 64,
-                                                   detail::row_limits::kMaxThreadsPerRow));
+// The threads that share a row on the path that runs (to be called with the path forced), and
+// the blocks of the cluster they span (cluster_shared): the launch plan of cuda/row_common.cuh,
+// which the bounds' replay of the reductions follows. On the CPU the reference runs, and any
+// shape's bound holds.
+struct RowGeometry {
+  int threads = 1;
+  int blocks = 1;
+};
+
+RowGeometry row_geometry([[maybe_unused]] Device device, [[maybe_unused]] RowOp op,
+                         [[maybe_unused]] std::int64_t rows, [[maybe_unused]] std::int64_t cols,
+                         [[maybe_unused]] DType dtype) {
+  RowGeometry geometry;
+#if ACTLOSS_BENCH_CUDA
+  if (device == Device::cuda &&
+      !detail::cuda_row_geometry_for_testing(op, rows, cols, dtype, &geometry.threads,
+                                             &geometry.blocks)
+           .ok())
+    geometry = RowGeometry{};
+#endif
+  return geometry;
 }
 
 // What the kernel holds for part of a row, replayed in double: the max, s = 1 + rest in units
@@ -314,8 +312,10 @@ void add_chunk(Partial& p, const double (&x)[kChunk]) {
 }
 
 // The row's (max, s) in the kernel's order: thread `rank` of `threads` takes chunks rank,
-// rank + threads, ...; the butterfly over min(threads, 32) lanes; then the warps in turn.
-Partial replay(const double* x, std::int64_t cols, int threads) {
+// rank + threads, ...; the butterfly over min(threads, 32) lanes; then the warps of each block
+// in turn; then the blocks of a cluster in turn.
+Partial replay(const double* x, std::int64_t cols, RowGeometry geometry) {
+  const int threads = geometry.threads;
   const std::int64_t chunks = (cols + kChunk - 1) / kChunk;
   std::vector<Partial> lanes(static_cast<std::size_t>(threads));
   double chunk[kChunk];
@@ -333,20 +333,26 @@ Partial replay(const double* x, std::int64_t cols, int threads) {
     lanes.swap(next);
   }
   if (threads <= 32) return lanes[0];
+  const int block_threads = threads / geometry.blocks;
   Partial row;
-  for (int w = 0; w < threads / 32; ++w) row = merge(row, lanes[std::size_t(w) * 32]);
+  for (int b = 0; b < geometry.blocks; ++b) {
+    Partial block;
+    for (int w = 0; w < block_threads / 32; ++w)
+      block = merge(block, lanes[std::size_t(b * block_threads + w * 32)]);
+    row = merge(row, block);
+  }
   return row;
 }
 
 std::vector<double> forward_bounds(const Spec& s, const std::vector<double>& x,
-                                   const std::vector<double>& y, int threads) {
+                                   const std::vector<double>& y, RowGeometry geometry) {
   const std::int64_t cols = s.cols;
   std::vector<double> err(x.size(), 0.0);
   for (std::int64_t r = 0; r < s.rows; ++r) {
     const double* row = x.data() + r * cols;
     // A NaN or +inf makes the row NaN; every element -inf gives exact 0s or -infs.
     if (std::any_of(row, row + cols, [](double v) { return std::isnan(v) || v == kInf; })) continue;
-    const Partial p = replay(row, cols, threads);
+    const Partial p = replay(row, cols, geometry);
     if (p.m == -kInf) continue;
     double shifts = 0;  // sum_c exp(t_c) |t_c|
     for (std::int64_t c = 0; c < cols; ++c) {
@@ -429,10 +435,10 @@ Outcome run(const Spec& s) {
   SoftmaxOptions options;
   options.log = s.log;
   Outcome outcome;
-  int threads = 0;
+  RowGeometry geometry;
   {
     const RowPathScope scope(s.path, s.grid_limit);
-    threads = threads_per_row(op_of(s), cols, s.in);
+    geometry = row_geometry(device, op_of(s), rows, cols, s.in);
     const Exec exec = exec_for(device);
     Status status;
     if (!backward) {
@@ -474,8 +480,9 @@ Outcome run(const Spec& s) {
     // dx = dy exactly: the float -> 16-bit store must round to nearest even.
     outcome.checks.push_back(compare_exact(name, got, expected, out));
   } else {
-    const std::vector<double> err = backward ? backward_bounds(s, in.y, in.dy, expected, threads)
-                                             : forward_bounds(s, in.x, expected, threads);
+    const std::vector<double> err =
+        backward ? backward_bounds(s, in.y, in.dy, expected, geometry.threads)
+                 : forward_bounds(s, in.x, expected, geometry);
     outcome.checks.push_back(compare(name, got, expected, out, err));
   }
   outcome.checks.push_back(
@@ -510,9 +517,11 @@ class Builder {
 
   void add(Spec s) {
     s.device = device_;
-    // The backward pass has no block_shared path: forced, it would run (and repeat) the
+    // The backward pass has no shared-memory paths: forced, they would run (and repeat) the
     // automatic choice's case.
-    if (s.path == RowAlgorithm::block_shared && s.pass == Pass::backward) return;
+    if ((s.path == RowAlgorithm::block_shared || s.path == RowAlgorithm::cluster_shared) &&
+        s.pass == Pass::backward)
+      return;
     if (device_ == Device::cpu) {
       s.path = RowAlgorithm::automatic;
       s.grid_limit = 0;
@@ -648,7 +657,8 @@ void cuda_full(Builder& b) {
   }
   // Odd strides and misaligned bases (scalar loads and stores), aligned strides with partial
   // last chunks, in place, on every path.
-  const std::int64_t kStrideCols[] = {13, 300, 3001, 9000, 9000};
+  const std::int64_t kStrideCols[] = {13, 300, 3001, 9000, 9000, 9000};
+  static_assert(std::size(kStrideCols) == kRowPathCount);
   for (int p = 0; p < kRowPathCount; ++p)
     for (int variant = 0; variant < 6; ++variant)
       for (Pass pass : kSoftmaxPasses) {
@@ -674,7 +684,8 @@ void cuda_full(Builder& b) {
   // Adversarial values on every path and dtype, softmax and log-softmax, forward and backward:
   // rows with exact answers (all -inf, +inf, NaN, huge, masked); outliers; -inf masks; every
   // float binade; rows far below zero.
-  const std::int64_t kExtremeCols[] = {9, 300, 3000, 9000, 9000};
+  const std::int64_t kExtremeCols[] = {9, 300, 3000, 9000, 9000, 9000};
+  static_assert(std::size(kExtremeCols) == kRowPathCount);
   for (int p = 0; p < kRowPathCount; ++p)
     for (DType dtype : kDtypes)
       for (bool log : {false, true})
@@ -690,7 +701,8 @@ void cuda_full(Builder& b) {
           s.out = DType::f32;
           b.add(s);
         }
-  const std::int64_t kKindCols[] = {7, 300, 2100, 5000, 5000};
+  const std::int64_t kKindCols[] = {7, 300, 2100, 5000, 5000, 5000};
+  static_assert(std::size(kKindCols) == kRowPathCount);
   for (int p = 0; p < kRowPathCount; ++p)
     for (DType dtype : kDtypes)
       for (const char* kind : {"sweep", "far below zero", "outliers", "masked"})
@@ -715,7 +727,8 @@ void cuda_full(Builder& b) {
     for (DType out : {DType::f16, DType::bf16})
       for (std::int64_t offset : {0, 1}) add_ties(b, path, out, offset);
   // Few blocks for many rows: every path walks its grid-stride loop over row tiles.
-  const std::int64_t kGridCols[] = {5, 200, 1500, 1500, 1500};
+  const std::int64_t kGridCols[] = {5, 200, 1500, 1500, 1500, 1500};
+  static_assert(std::size(kGridCols) == kRowPathCount);
   for (int p = 0; p < kRowPathCount; ++p)
     for (std::int64_t blocks : {1, 3})
       for (Pass pass : kSoftmaxPasses) {

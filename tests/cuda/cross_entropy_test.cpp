@@ -14,6 +14,9 @@
 #include <actloss/cross_entropy.h>
 
 #include "cuda/row_dispatch.h"
+#if defined(ACTLOSS_SIM)
+#include <simcuda/sim_control.h>
+#endif
 #include "tests/cuda/support.h"
 
 namespace actloss::test {
@@ -140,7 +143,7 @@ TEST(CudaCrossEntropy, OutOfRangeTargetsAreReported) {
 // copies of the same data, in place, and forward alone give the same bits, on every path.
 TEST(CudaCrossEntropy, ReducedLossIsBitwiseReproducible) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  const std::int64_t kClasses[] = {20, 500, 3000, 3000, 3000};  // one per path, in kPaths order
+  const std::int64_t kClasses[] = {20, 500, 3000, 3000, 3000, 3000};  // one per path, in kPaths order
   static_assert(std::size(kClasses) == std::size(kPaths));
   for (int p = 0; p < static_cast<int>(std::size(kPaths)); ++p) {
     const ForcedRowPath forced(kPaths[p]);
@@ -185,6 +188,88 @@ TEST(CudaCrossEntropy, ReducedLossIsBitwiseReproducible) {
   }
 }
 
+// Rows beyond one block's shared memory (Llama 3's 128256 bf16 classes, 262144 f32 classes) run
+// in thread-block clusters, and agree with the two-pass path, which reads the row from global
+// memory twice, and whose reductions group the same float terms differently (one block of
+// threads against 2 to 8 blocks; the double sums of both round to the same float except in the
+// last bit or two). Row losses then agree to 2^-20 relative, gradients to 2^-21 relative plus
+// 2^-40 absolute (terms far below a probability's rounding), predicted classes exactly. Every
+// option the clusters reduce for is on: label smoothing (a second row sum), predicted classes
+// (a third), z-loss, a mean with its denominator.
+TEST(CudaCrossEntropy, LongRowsRunInClustersAndAgreeWithTwoPass) {
+  ACTLOSS_REQUIRE_CUDA_DEVICE();
+  struct Case {
+    std::int64_t rows, classes;
+    DType dtype;
+  };
+  for (const Case c : {Case{3, 128256, DType::bf16}, Case{2, 262144, DType::f32}}) {
+    SCOPED_TRACE(testing::Message() << c.classes << " " << to_string(c.dtype));
+    const std::vector<double> values =
+        random_values(static_cast<std::size_t>(c.rows * c.classes), -12, 12, 77);
+    const DeviceMatrix logits = upload_matrix(values, c.rows, c.classes, c.dtype);
+    const DeviceBuffer targets = upload_vector(labels_for(c.rows, c.classes));
+    struct Outputs {
+      std::vector<double> loss, grad, mean;
+      std::vector<std::int64_t> predicted;
+    };
+    auto run = [&](RowAlgorithm path) {
+      const ForcedRowPath forced(path);
+      const DeviceMatrix loss = poisoned_matrix(1, c.rows, DType::f32);
+      const DeviceMatrix mean = poisoned_matrix(1, 1, DType::f32);
+      const DeviceMatrix grad = poisoned_matrix(c.rows, c.classes, DType::f32);
+      DeviceBuffer predicted(static_cast<std::size_t>(c.rows) * sizeof(std::int64_t));
+      CrossEntropyArgs args;
+      args.rows = c.rows;
+      args.classes = c.classes;
+      args.logits = logits.data();
+      args.logits_dtype = c.dtype;
+      args.targets = targets.get();
+      args.loss = static_cast<float*>(loss.data());
+      args.predicted = static_cast<std::int64_t*>(predicted.get());
+      args.grad = grad.data();
+      CrossEntropyOptions options;
+      options.reduction = Reduction::none;
+      options.label_smoothing = 0.1f;
+      options.z_loss = 1e-4f;
+      EXPECT_TRUE(cross_entropy_forward_backward(args, options, cuda_exec()).ok());
+      CrossEntropyArgs mean_args = args;
+      mean_args.loss = static_cast<float*>(mean.data());
+      mean_args.predicted = nullptr;
+      mean_args.grad = nullptr;
+      options.reduction = Reduction::mean;
+      EXPECT_TRUE(cross_entropy_forward(mean_args, options, cuda_exec()).ok());
+      synchronize_or_fail();
+      return Outputs{loss.download(), grad.download(), mean.download(),
+                     download_vector<std::int64_t>(predicted)};
+    };
+#if defined(ACTLOSS_SIM)
+    const std::uint64_t clusters_before = simcuda::sim::cluster_launches();
+#endif
+    const Outputs clustered = run(RowAlgorithm::automatic);
+#if defined(ACTLOSS_SIM)
+    if (!simcuda::sim::threads_mode()) {
+      EXPECT_EQ(simcuda::sim::cluster_launches() - clusters_before, 2u) << "ran in clusters";
+    }
+#endif
+    const Outputs two_pass = run(RowAlgorithm::block_two_pass);
+    EXPECT_EQ(clustered.predicted, two_pass.predicted);
+    for (std::int64_t r = 0; r < c.rows; ++r) {
+      const double want = two_pass.loss[static_cast<std::size_t>(r)];
+      EXPECT_NEAR(clustered.loss[static_cast<std::size_t>(r)], want, std::ldexp(std::fabs(want), -20))
+          << "row " << r;
+    }
+    EXPECT_NEAR(clustered.mean[0], two_pass.mean[0], std::ldexp(std::fabs(two_pass.mean[0]), -20));
+    std::size_t bad = 0;
+    for (std::size_t i = 0; i < two_pass.grad.size(); ++i) {
+      const double want = two_pass.grad[i];
+      if (!(std::fabs(clustered.grad[i] - want) <= std::ldexp(std::fabs(want), -21) + 0x1p-40)) {
+        if (bad++ == 0) ADD_FAILURE() << "grad " << i << ": " << clustered.grad[i] << " vs " << want;
+      }
+    }
+    EXPECT_EQ(bad, 0u);
+  }
+}
+
 // The automatic choice is the first path that holds the row, and a forced path that cannot hold
 // it falls back to the automatic one instead of failing.
 TEST(CudaCrossEntropy, DispatchChoice) {
@@ -194,16 +279,31 @@ TEST(CudaCrossEntropy, DispatchChoice) {
     };
     EXPECT_LT(max(RowAlgorithm::rows_per_warp), max(RowAlgorithm::warp_per_row));
     EXPECT_LT(max(RowAlgorithm::warp_per_row), max(RowAlgorithm::block_on_chip));
-    EXPECT_LT(max(RowAlgorithm::block_on_chip), max(RowAlgorithm::block_two_pass));
+    EXPECT_LT(max(RowAlgorithm::block_on_chip), max(RowAlgorithm::block_shared));
+    EXPECT_LT(max(RowAlgorithm::block_shared), max(RowAlgorithm::cluster_shared));
+    EXPECT_LT(max(RowAlgorithm::cluster_shared), max(RowAlgorithm::block_two_pass));
     EXPECT_EQ(max(RowAlgorithm::block_two_pass), 2147483647);
     for (RowAlgorithm path : {RowAlgorithm::rows_per_warp, RowAlgorithm::warp_per_row,
-                              RowAlgorithm::block_on_chip}) {
-      EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, max(path), dtype), path);
-      EXPECT_NE(detail::automatic_row_algorithm(RowOp::cross_entropy, max(path) + 1, dtype), path);
+                              RowAlgorithm::block_on_chip, RowAlgorithm::block_shared,
+                              RowAlgorithm::cluster_shared}) {
+      const std::int64_t automatic_max =
+          detail::row_algorithm_automatic_max_classes(RowOp::cross_entropy, path, dtype);
+      EXPECT_LE(automatic_max, max(path));
+      EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, automatic_max, dtype),
+                path);
+      EXPECT_NE(detail::automatic_row_algorithm(RowOp::cross_entropy, automatic_max + 1, dtype),
+                path);
     }
+    // Rows that would leave one block per SM go to clusters; block_shared still takes them
+    // forced (or without clusters).
+    EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, 50257, dtype),
+              dtype == DType::f32 ? RowAlgorithm::cluster_shared : RowAlgorithm::block_shared);
   }
+  // Llama 3's vocabulary and 262144 classes are read once, over a cluster's shared memory.
   EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, 128256, DType::bf16),
-            RowAlgorithm::block_two_pass);
+            RowAlgorithm::cluster_shared);
+  EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, 262144, DType::f32),
+            RowAlgorithm::cluster_shared);
   ACTLOSS_REQUIRE_CUDA_DEVICE();
   const ForcedRowPath forced(RowAlgorithm::rows_per_warp);
   const Problem problem(random_values(3000, -1, 1, 4), labels_for(3, 1000), 1000);

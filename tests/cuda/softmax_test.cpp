@@ -23,7 +23,12 @@ TEST(CudaSoftmax, DispatchChoice) {
       EXPECT_LT(max(RowAlgorithm::warp_per_row), max(RowAlgorithm::block_on_chip));
       EXPECT_LT(max(RowAlgorithm::block_on_chip), max(RowAlgorithm::block_two_pass));
       EXPECT_EQ(detail::automatic_row_algorithm(op, 1, dtype), RowAlgorithm::rows_per_warp);
-      EXPECT_EQ(detail::automatic_row_algorithm(op, 262144, dtype), RowAlgorithm::block_two_pass);
+      // The forward stages rows in a cluster's shared memory (sm_90); the backward, which would
+      // stage y and dy, never does.
+      EXPECT_EQ(detail::automatic_row_algorithm(op, 262144, dtype),
+                op == RowOp::softmax_forward ? RowAlgorithm::cluster_shared
+                                             : RowAlgorithm::block_two_pass);
+      EXPECT_EQ(detail::automatic_row_algorithm(op, 2000000, dtype), RowAlgorithm::block_two_pass);
     }
 }
 

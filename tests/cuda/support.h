@@ -147,7 +147,7 @@ inline Exec cuda_exec() {
 inline constexpr detail::RowAlgorithm kPaths[] = {
     detail::RowAlgorithm::rows_per_warp, detail::RowAlgorithm::warp_per_row,
     detail::RowAlgorithm::block_on_chip, detail::RowAlgorithm::block_shared,
-    detail::RowAlgorithm::block_two_pass};
+    detail::RowAlgorithm::cluster_shared, detail::RowAlgorithm::block_two_pass};
 
 // Forces a row dispatch path (and optionally a grid cap) for its lifetime; a path that cannot
 // hold the row falls back to the automatic choice.
