@@ -910,7 +910,7 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
     case RowAlgorithm::automatic:
     case RowAlgorithm::block_two_pass: {
       // Staged when the device's blocks can hold the row's grid (sm_80 has less than sm_90).
-      const std::int64_t staging_bytes = chunks * kChunk * dtype_size(dtype);
+      const std::int64_t staging_bytes = chunks * detail::staged_chunk_bytes(op, dtype);
       const bool staged = launch.algorithm == RowAlgorithm::block_shared &&
                           staging_bytes + kStaticSharedBytes <=
                               std::int64_t{device.max_shared_per_block_optin};

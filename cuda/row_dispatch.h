@@ -10,7 +10,8 @@
 //   block_on_chip   one block per row (up to 512 threads), the row held in registers
 //   block_shared    one block per row, the row copied into shared memory as it is first read,
 //                   so the second visit reads shared memory: one read of global memory for rows
-//                   up to the shared memory of a block (227 KiB on sm_90, 163 KiB on sm_80)
+//                   up to the shared memory of a block (227 KiB on sm_90, 163 KiB on sm_80;
+//                   the softmax backward stages y and dy)
 //   cluster_shared  one thread-block cluster of 2 to 8 blocks per row (sm_90), each block
 //                   staging its share of the row in its shared memory as block_shared does; the
 //                   blocks exchange their partial reductions through distributed shared memory,
@@ -96,15 +97,19 @@ constexpr int max_chunks_per_thread(RowOp op, DType dtype) {
 
 }  // namespace row_limits
 
+// Bytes a chunk takes in a staging area: the row in its own dtype; for the softmax backward, y
+// in its own and dy as float, the way its kernel holds them.
+constexpr std::int64_t staged_chunk_bytes(RowOp op, DType dtype) {
+  const std::int64_t element = dtype == DType::f32 ? 4 : 2;
+  return std::int64_t{row_limits::kChunk} * (op == RowOp::softmax_backward ? element + 4 : element);
+}
+
 // The longest row `algorithm` can take for `op` with row elements of `dtype` (for
 // softmax_backward: y's dtype). automatic reports the two-pass limit.
-// block_shared stages the row in its own dtype, in whole chunks, for cross-entropy and the
-// softmax forward; the softmax backward, which would stage y and dy, does not take it.
+// block_shared stages the row's whole chunks (staged_chunk_bytes).
 constexpr std::int64_t shared_row_max_classes(RowOp op, DType dtype, std::int64_t shared_bytes) {
   using namespace row_limits;
-  if (op == RowOp::softmax_backward) return 0;
-  const std::int64_t chunk_bytes = std::int64_t{kChunk} * (dtype == DType::f32 ? 4 : 2);
-  return shared_bytes / chunk_bytes * kChunk;
+  return shared_bytes / staged_chunk_bytes(op, dtype) * kChunk;
 }
 
 // cluster_shared: every block of the largest cluster runs kMaxThreadsPerRow threads, each staging
@@ -139,7 +144,7 @@ constexpr std::int64_t row_algorithm_max_classes(RowOp op, RowAlgorithm algorith
 // which cluster_shared relieves of rows that would leave one block per SM.
 constexpr std::int64_t row_algorithm_automatic_max_classes(RowOp op, RowAlgorithm algorithm,
                                                            DType dtype) {
-  if (algorithm == RowAlgorithm::block_shared && op != RowOp::softmax_backward)
+  if (algorithm == RowAlgorithm::block_shared)
     return shared_row_max_classes(op, dtype, row_limits::kMaxAutomaticSharedRowBytes);
   return row_algorithm_max_classes(op, algorithm, dtype);
 }
@@ -148,7 +153,7 @@ constexpr std::int64_t row_algorithm_automatic_max_classes(RowOp op, RowAlgorith
 //   rows_per_warp  up to 128 elements (16 threads x 8)
 //   warp_per_row   up to 1024 (f32) / 2048 (f16, bf16); softmax backward 512
 //   block_on_chip  up to 16384 (f32) / 32768 (f16, bf16); softmax backward 8192
-//   block_shared   up to 28672 (f32) / 57344 (f16, bf16); not softmax backward
+//   block_shared   up to 28672 (f32) / 57344 (f16, bf16); softmax backward 14336 / 19112
 //   cluster_shared up to 458752 (f32) / 917504 (f16, bf16) on sm_90; not softmax backward. A
 //                  device without clusters (sm_80), or a call whose kernel has no cluster
 //                  instantiation, takes block_shared where the row fits it, else two-pass

@@ -9,7 +9,8 @@
 // -inf, never the NaN of -inf - -inf.
 // Backward: one read of y and dy gives the row's dot product (softmax: sum dy y; log-softmax:
 // sum dy), in double; then dx = y (dy - dot), or dy - exp(y) sum dy, written once. y is held in
-// its own dtype, dy as float (its dtype is a run-time value: it may differ from y's).
+// its own dtype, dy as float (its dtype is a run-time value: it may differ from y's), in
+// registers on chip, in shared memory for block_shared; block_two_pass reads them again.
 #include "cuda/row_common.cuh"
 
 namespace actloss::cuda {
@@ -140,6 +141,7 @@ struct SoftmaxBackwardParams {
   row::RowStarts dx_rows;
   bool log = false;
   int threads_per_row = 32;
+  int staging_chunks = 0;    // block_shared: y and dy are staged in dynamic shared memory
   bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
 };
 
@@ -190,14 +192,24 @@ struct RegisterPairRow {
   }
 };
 
+// The pair read from global memory (block_two_pass, block_shared). With a staging area
+// (block_shared) the first visit also copies y and dy (as float) into shared memory and the
+// second reads them there, so each crosses the memory bus once; as GlobalRow of row_common.cuh,
+// a thread stages and reads back only its own chunks (no barrier), word-planar: 16-byte word i
+// of chunk c at i * staging_chunks + c, y's words first, then dy's two.
 template <class T>
 struct GlobalPairRow {
   static constexpr int kUnroll = 2;
+  static constexpr int kYWords = sizeof(row::Chunk<T>) / 16;
+  static constexpr int kDyWords = kChunk * sizeof(float) / 16;
   const T* y_row;
   const void* dy_row;
   DType dy_dtype;
   int cols, first, step;
   bool pieces;
+  uint4* staging = nullptr;  // block_shared's area, or null
+  int staging_chunks = 0;    // its chunks per word plane
+  bool staged = false;       // a visit of this row has filled the area
 
   __device__ __forceinline__ void load(const T* y_data, const void* dy_data, DType dtype,
                                        int row_cols, int rank, int size, bool chunk_pieces) {
@@ -208,11 +220,60 @@ struct GlobalPairRow {
     cols = row_cols;
     first = rank;
     step = size;
+    staged = false;
+  }
+
+  __device__ __forceinline__ void stage(const row::Chunk<T>& y, const float (&dy)[kChunk],
+                                        int c) const {
+#pragma unroll
+    for (int i = 0; i < kYWords; ++i)
+      staging[i * staging_chunks + c] = reinterpret_cast<const uint4*>(y.v)[i];
+#pragma unroll
+    for (int i = 0; i < kDyWords; ++i) {
+      uint4 word;
+      word.x = __float_as_uint(dy[4 * i]);
+      word.y = __float_as_uint(dy[4 * i + 1]);
+      word.z = __float_as_uint(dy[4 * i + 2]);
+      word.w = __float_as_uint(dy[4 * i + 3]);
+      staging[(kYWords + i) * staging_chunks + c] = word;
+    }
+  }
+  __device__ __forceinline__ void unstage(row::Chunk<T>& y, float (&dy)[kChunk], int c) const {
+#pragma unroll
+    for (int i = 0; i < kYWords; ++i)
+      reinterpret_cast<uint4*>(y.v)[i] = staging[i * staging_chunks + c];
+#pragma unroll
+    for (int i = 0; i < kDyWords; ++i) {
+      const uint4 word = staging[(kYWords + i) * staging_chunks + c];
+      dy[4 * i] = __uint_as_float(word.x);
+      dy[4 * i + 1] = __uint_as_float(word.y);
+      dy[4 * i + 2] = __uint_as_float(word.z);
+      dy[4 * i + 3] = __uint_as_float(word.w);
+    }
   }
 
   template <class Body>
-  __device__ __forceinline__ void for_each(Body&& body) const {
+  __device__ __forceinline__ void visit(const row::Chunk<T>& y_raw, const float (&dy)[kChunk],
+                                        int c, Body& body) const {
+    float y[kChunk];
+#pragma unroll
+    for (int j = 0; j < kChunk; ++j) y[j] = row::element(y_raw, j);
+    const int col0 = row::chunk_column(c);
+    body(col0, y, dy, row::span_of(col0, cols));
+  }
+
+  template <class Body>
+  __device__ __forceinline__ void for_each(Body&& body) {
     const int chunks = row::row_chunks(cols);
+    if (staged) {
+      for (int c = first; c < chunks; c += step) {
+        row::Chunk<T> y_raw;
+        float dy[kChunk];
+        unstage(y_raw, dy, c);
+        visit(y_raw, dy, c, body);
+      }
+      return;
+    }
     int c = first;
     for (; c + (kUnroll - 1) * step < chunks; c += kUnroll * step) {
       row::Chunk<T> y_raw[kUnroll];
@@ -225,24 +286,20 @@ struct GlobalPairRow {
       }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
-        float y[kChunk];
-#pragma unroll
-        for (int j = 0; j < kChunk; ++j) y[j] = row::element(y_raw[u], j);
-        const int col0 = row::chunk_column(c + u * step);
-        body(col0, y, dy[u], row::span_of(col0, cols));
+        if (staging != nullptr) stage(y_raw[u], dy[u], c + u * step);
+        visit(y_raw[u], dy[u], c + u * step, body);
       }
     }
     for (; c < chunks; c += step) {
       const int col0 = row::chunk_column(c);
-      row::Chunk<T> y_raw;
+      row::Chunk<T> y_raw{};  // {}: for g++ -O3 in the simulator, which cannot see the word stores
       float dy[kChunk];
       row::load_chunk(y_raw, y_row, col0, cols, pieces);
       row::load_chunk_as_float(dy, dy_row, dy_dtype, col0, cols, pieces);
-      float y[kChunk];
-#pragma unroll
-      for (int j = 0; j < kChunk; ++j) y[j] = row::element(y_raw, j);
-      body(col0, y, dy, row::span_of(col0, cols));
+      if (staging != nullptr) stage(y_raw, dy, c);
+      visit(y_raw, dy, c, body);
     }
+    staged = staging != nullptr;
   }
 };
 
@@ -311,6 +368,7 @@ __global__ void __launch_bounds__(row::RowBounds<kChunks, 2>::kMaxThreads,
                                   row::RowBounds<kChunks, 2>::kMinBlocks)
     softmax_backward_kernel(SoftmaxBackwardParams p) {
   __shared__ double2 exchange[row::kMaxWarps];
+  SIMCUDA_DYNAMIC_SHARED(uint4, staging_area);
   const RowGroup group = RowGroup::make(p.threads_per_row, exchange);
   const RowTiles tiles{p.rows, group.rows_per_block(), group.row_in_block()};
   for (std::int64_t tile = blockIdx.x; tile < tiles.count(); tile += gridDim.x) {
@@ -319,6 +377,8 @@ __global__ void __launch_bounds__(row::RowBounds<kChunks, 2>::kMaxThreads,
       softmax_backward_row<TY, TDX>(p, group, source, tiles.row_of(tile));
     } else {
       GlobalPairRow<TY> source;
+      source.staging = p.staging_chunks > 0 ? staging_area : nullptr;
+      source.staging_chunks = p.staging_chunks;
       softmax_backward_row<TY, TDX>(p, group, source, tiles.row_of(tile));
     }
   }
@@ -343,11 +403,10 @@ Status launch_forward(const RowLaunch& launch, const SoftmaxForwardParams& param
 template <class TY, class TDX>
 Status launch_backward(const RowLaunch& launch, const SoftmaxBackwardParams& params,
                        cudaStream_t stream) {
-  const dim3 grid(launch.grid), block(launch.block);
   // y and dy both stay on chip, so backward holds at most two chunks of each (row_dispatch.h).
   const cudaError_t error = row::launch_for_chunks<2, false>(launch.chunks, [&](auto chunks) {
-    return simcuda::launch(softmax_backward_kernel<TY, TDX, decltype(chunks)::value>, grid, block,
-                           0, stream, params);
+    return row::launch_row_kernel(softmax_backward_kernel<TY, TDX, decltype(chunks)::value>,
+                                  launch, stream, params);
   });
   ACTLOSS_CUDA_TRY(error);
   return {};
@@ -428,6 +487,7 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptio
   const RowLaunch launch =
       row::plan_row_launch(RowOp::softmax_backward, args.rows, args.cols, args.y_dtype, *device);
   p.threads_per_row = launch.threads_per_row;
+  p.staging_chunks = launch.staging_chunks;
   p.chunk_pieces = launch.chunk_pieces;
   return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
     return row::with_dtype("softmax", args.dx_dtype, [&](auto dx_tag) {

@@ -517,11 +517,9 @@ class Builder {
 
   void add(Spec s) {
     s.device = device_;
-    // The backward pass has no shared-memory paths: forced, they would run (and repeat) the
-    // automatic choice's case.
-    if ((s.path == RowAlgorithm::block_shared || s.path == RowAlgorithm::cluster_shared) &&
-        s.pass == Pass::backward)
-      return;
+    // The backward pass has no cluster path: forced, it would run (and repeat) the automatic
+    // choice's case.
+    if (s.path == RowAlgorithm::cluster_shared && s.pass == Pass::backward) return;
     if (device_ == Device::cpu) {
       s.path = RowAlgorithm::automatic;
       s.grid_limit = 0;

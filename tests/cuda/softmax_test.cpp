@@ -21,7 +21,12 @@ TEST(CudaSoftmax, DispatchChoice) {
       const auto max = [&](RowAlgorithm a) { return detail::row_algorithm_max_classes(op, a, dtype); };
       EXPECT_LT(max(RowAlgorithm::rows_per_warp), max(RowAlgorithm::warp_per_row));
       EXPECT_LT(max(RowAlgorithm::warp_per_row), max(RowAlgorithm::block_on_chip));
-      EXPECT_LT(max(RowAlgorithm::block_on_chip), max(RowAlgorithm::block_two_pass));
+      EXPECT_LT(max(RowAlgorithm::block_on_chip), max(RowAlgorithm::block_shared));
+      EXPECT_LT(max(RowAlgorithm::block_shared), max(RowAlgorithm::block_two_pass));
+      // Past the register tiles, rows are staged in one block's shared memory (y and dy for
+      // the backward).
+      EXPECT_EQ(detail::automatic_row_algorithm(op, max(RowAlgorithm::block_on_chip) + 1, dtype),
+                RowAlgorithm::block_shared);
       EXPECT_EQ(detail::automatic_row_algorithm(op, 1, dtype), RowAlgorithm::rows_per_warp);
       // The forward stages rows in a cluster's shared memory (sm_90); the backward, which would
       // stage y and dy, never does.
