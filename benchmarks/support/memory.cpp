@@ -618,6 +618,8 @@ DeviceDescription describe_device(Device device) {
              ", " + std::to_string(prop.multiProcessorCount) + " SMs, " +
              std::to_string(prop.totalGlobalMem >> 20) + " MiB, L2 " +
              std::to_string(prop.l2CacheSize >> 20) + " MiB";
+  // Whether the row ops' cluster_shared path can run (it needs sm_90 and kernels built for it).
+  d.detail += prop.clusterLaunch ? ", thread-block clusters" : ", no thread-block clusters";
   if (simulated_cuda()) d.detail += " (simulated on the CPU: timings mean nothing)";
   int memory_khz = 0;
   int bus_bits = 0;
