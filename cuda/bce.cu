@@ -76,9 +76,10 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
   const bool pack_pos_weight = has_pos_weight && !a.pos_weight_broadcast;
   const float broadcast_pos_weight = a.pos_weight_broadcast ? a.pos_weight[0] : 1.0f;
   const bool upstream_elements = wants_grad && a.upstream != nullptr && a.upstream_per_element;
-  const float coefficient =
-      a.grad_coefficient *
-      (a.upstream != nullptr && !a.upstream_per_element ? a.upstream[0] : 1.0f);
+  const double coefficient_exact =
+      static_cast<double>(a.grad_coefficient) *
+      (a.upstream != nullptr && !a.upstream_per_element ? a.upstream[0] : 1.0);
+  const float coefficient = static_cast<float>(coefficient_exact);
   const ew::In pos_weight{a.pos_weight, DType::f32, 0};
   const ew::In upstream{a.upstream, DType::f32, a.packs.cols};
   const ew::Out loss{a.loss_elements, DType::f32, a.packs.cols};
@@ -144,6 +145,13 @@ __global__ void __launch_bounds__(ew::kThreads, ew::min_blocks_per_sm(kUnroll, k
         const ew::SigmoidPair s = ew::sigmoid_pair_from_exp(x[i], e);
         const float slope = negative * s.pos - positive * s.neg;
         g[i] = weight_i * slope * (upstream_elements ? coefficient * up[i] : coefficient);
+        // A weight times a pos_weight beyond float's range overflows on the way to a gradient
+        // that the mean's 1/N (or a small upstream) brings back into range: such an element is
+        // done again in double, where a product of four floats cannot overflow.
+        if (fabsf(g[i]) == INFINITY) {
+          g[i] = static_cast<float>(static_cast<double>(weight_i) * slope * coefficient_exact *
+                                    (upstream_elements ? up[i] : 1.0f));
+        }
       }
     }
     // A pack whose float sum overflowed (or is NaN; rare) is summed again in double.

@@ -38,6 +38,7 @@ struct BceCall {
   // grad = w slope grad_coefficient upstream_i, grad_coefficient = grad_scale / (mean
   // denominator) rounded to float, times upstream[0] when that is one value (as the kernels).
   float grad_coefficient;
+  double grad_coefficient_exact;  // the same unrounded, for elements done again in double
   const float* upstream_elements;  // dense [rows x cols], or null
 };
 
@@ -150,6 +151,24 @@ HWY_INLINE FloatVec loss_of(FloatTag d, FloatVec w, FloatVec pos_weight, FloatVe
       d, w, hn::Add(positive_term(d, pos_weight, y, softplus_neg), times(d, negative, softplus_x)));
 }
 
+// The lanes of `redo` (1.0f) done again in double, where a product of four floats cannot
+// overflow: a weight times a pos_weight beyond float's range overflows w slope factor on the way
+// to a gradient that the mean's 1/N (or a small upstream) brings back into range.
+HWY_NOINLINE FloatVec redo_in_double(FloatTag d, FloatVec redo, FloatVec grad, FloatVec w,
+                                     FloatVec slope, double coefficient, const float* upstream) {
+  HWY_ALIGN float g[64], w_lanes[64], slope_lanes[64], redo_lanes[64];
+  hn::Store(grad, d, g);
+  hn::Store(w, d, w_lanes);
+  hn::Store(slope, d, slope_lanes);
+  hn::Store(redo, d, redo_lanes);
+  for (std::size_t lane = 0; lane < hn::Lanes(d); ++lane) {
+    if (redo_lanes[lane] == 0.0f) continue;
+    g[lane] = static_cast<float>(static_cast<double>(w_lanes[lane]) * slope_lanes[lane] *
+                                 coefficient * (upstream != nullptr ? upstream[lane] : 1.0f));
+  }
+  return hn::Load(d, g);
+}
+
 // The staged block's elements: x, y, w (null: 1, or the row's weight), pos_weight (null: 1),
 // upstream (null: none) in; loss (when wanted) and grad (when wanted) out. Returns the block's
 // loss sum in double (0 when the loss is not wanted).
@@ -228,7 +247,12 @@ double bce_block(FloatTag d, const BceCall& call, const float* x_in, const float
       const FloatVec factor = upstream_in != nullptr
                                   ? hn::Mul(coefficient, hn::LoadU(d, upstream_in + i))
                                   : coefficient;
-      const FloatVec grad = hn::Mul(hn::Mul(w, slope), factor);
+      FloatVec grad = hn::Mul(hn::Mul(w, slope), factor);
+      const auto overflowed = hn::Eq(hn::Abs(grad), hn::Inf(d));
+      if (HWY_UNLIKELY(!hn::AllFalse(d, overflowed)))
+        grad = redo_in_double(d, hn::IfThenElseZero(overflowed, one), grad, w, slope,
+                              call.grad_coefficient_exact,
+                              upstream_in != nullptr ? upstream_in + i : nullptr);
       hn::StoreU(hn::IfThenElse(x_is_nan, x, grad), d, grad_out + i);
     }
   }
@@ -360,11 +384,14 @@ std::optional<Status> cpu_bce_with_logits(Pass pass, const BceArgs& args,
       call.grad = args.grad;
       call.grad_coefficient =
           static_cast<float>(static_cast<double>(args.grad_scale) / denominator);
+      call.grad_coefficient_exact = call.grad_coefficient;
       if (args.upstream_grad != nullptr) {
-        if (per_element)
+        if (per_element) {
           call.upstream_elements = args.upstream_grad;
-        else
+        } else {
           call.grad_coefficient *= args.upstream_grad[0];
+          call.grad_coefficient_exact *= args.upstream_grad[0];
+        }
       }
     }
     const double total = HWY_DYNAMIC_DISPATCH(cpu::bce_run)(call);

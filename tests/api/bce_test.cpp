@@ -210,6 +210,30 @@ TEST(BceCpu, ZeroLogitsByHand) {
   }
 }
 
+// weight x pos_weight beyond float's range: the float product w * slope overflows on the way to
+// a gradient the mean's 1/8 brings back into range, -w pw sigmoid(50) / 8 = -1.5e38 (sigmoid(50)
+// is 1 in float). Checked to 1e-6 relative: a few float roundings of the inputs' product.
+TEST(BceCpu, GradientPastFloatOnTheWayStaysFinite) {
+  float logits[8], targets[8], weight[8], pos_weight[8], grad[8];
+  for (int i = 0; i < 8; ++i) {
+    logits[i] = -50.0f;
+    targets[i] = 1.0f;
+    weight[i] = 4.0f;
+    pos_weight[i] = 3e38f;
+  }
+  BceArgs args;
+  args.rows = 1;
+  args.cols = 8;
+  args.logits = logits;
+  args.targets = targets;
+  args.weight = weight;
+  args.pos_weight = pos_weight;
+  args.grad = grad;
+  ASSERT_TRUE(bce_with_logits_backward(args, BceOptions{Reduction::mean}, {}).ok());
+  const double want = -4.0 * static_cast<double>(3e38f) / 8.0;
+  for (int i = 0; i < 8; ++i) EXPECT_NEAR(grad[i], want, 1e-6 * -want) << i;
+}
+
 TEST(BceCpu, LargeNegativeLogitStaysFinite) {
   // The header's promise: finite for every finite logit, even with a pos_weight.
   const float logits[1] = {-200.0f};

@@ -49,6 +49,32 @@ std::uint32_t loss_bits(std::int64_t rows, std::int64_t cols, Reduction reductio
   return bits;
 }
 
+// weight x pos_weight beyond float's range: the float product w * slope overflows on the way to
+// a gradient the mean's 1/8 brings back into range, -w pw sigmoid(50) / 8 = -1.5e38 (sigmoid(50)
+// is 1 in float). Checked to 1e-6 relative: a few float roundings of the inputs' product.
+TEST(CudaBce, GradientPastFloatOnTheWayStaysFinite) {
+  ACTLOSS_REQUIRE_CUDA_DEVICE();
+  const DeviceMatrix logits = upload_matrix(std::vector<double>(8, -50.0), 1, 8, DType::f32);
+  const DeviceMatrix targets = upload_matrix(std::vector<double>(8, 1.0), 1, 8, DType::f32);
+  const DeviceMatrix weight = upload_matrix(std::vector<double>(8, 4.0), 1, 8, DType::f32);
+  const DeviceMatrix pos_weight =
+      upload_matrix(std::vector<double>(8, static_cast<double>(3e38f)), 1, 8, DType::f32);
+  const DeviceMatrix grad = poisoned_matrix(1, 8, DType::f32);
+  BceArgs args;
+  args.rows = 1;
+  args.cols = 8;
+  args.logits = logits.data();
+  args.targets = targets.data();
+  args.weight = weight.data();
+  args.pos_weight = static_cast<const float*>(pos_weight.data());
+  args.grad = grad.data();
+  ASSERT_TRUE(bce_with_logits_backward(args, BceOptions{Reduction::mean}, cuda_exec()).ok());
+  synchronize_or_fail();
+  const double want = -4.0 * static_cast<double>(3e38f) / 8.0;
+  const std::vector<double> got = grad.download();
+  for (int i = 0; i < 8; ++i) EXPECT_NEAR(got[std::size_t(i)], want, 1e-6 * -want) << i;
+}
+
 // The sum is a function of the shape, the layout and the device only: repeated calls and
 // misaligned copies (scalar loads) give the same bits; so do strided copies where a per-column
 // pos_weight keeps even dense rows apart. Dense rows without one run as one long row ([N x 1],
