@@ -833,11 +833,11 @@ inline int global_row_block(std::int64_t chunks) {
 }
 
 // cluster_shared: a row of `chunks` over a cluster whose blocks each stage the same whole number
-// of chunks per thread, plus the slot of the cluster's exchange. The fewest blocks that leave
-// each block at most a third of an SM's shared memory, so that three blocks (48 warps) share an
-// SM and keep loads in flight (one 200 KB block per SM measured 22% of DRAM bandwidth on the
-// H200 at 50257 f32 classes); else the fewest that fit at all. False where the device has no
-// clusters or no cluster holds the row.
+// of chunks per thread, plus the slot of the cluster's exchange: the fewest blocks that hold it.
+// More blocks would not put more of them on an SM: at 104-124 registers (ptxas, sm_90) a block of
+// 512 threads has an SM's registers to itself, so the SMs' count bounds the blocks in flight
+// whatever the cluster's size, and each block more costs every cluster barrier an arrival. False
+// where the device has no clusters or no cluster holds the row.
 inline bool plan_cluster_row(RowLaunch& launch, std::int64_t chunks, DType dtype,
                              const DeviceInfo& device) {
   using detail::row_limits::kClusterSlotBytes;
@@ -847,23 +847,19 @@ inline bool plan_cluster_row(RowLaunch& launch, std::int64_t chunks, DType dtype
   // A short row forced onto this path still takes two blocks, each sized as two-pass would.
   const int threads = global_row_block((chunks + 1) / 2);
   const std::int64_t fits = std::int64_t{device.max_shared_per_block_optin} - kStaticSharedBytes;
-  const std::int64_t third =
-      std::int64_t{device.max_shared_per_sm} / 3 - kStaticSharedBytes - kReservedSharedBytes;
-  for (const std::int64_t limit : {third, fits}) {
-    for (int blocks = 2; blocks <= kMaxClusterBlocks; ++blocks) {
-      const std::int64_t per_thread =
-          (chunks + std::int64_t{blocks} * threads - 1) / (std::int64_t{blocks} * threads);
-      const std::int64_t bytes = per_thread * threads * chunk_bytes + kClusterSlotBytes;
-      if (bytes > limit || bytes > fits) continue;
-      launch.algorithm = RowAlgorithm::cluster_shared;
-      launch.chunks = kClusterChunks;
-      launch.cluster_blocks = blocks;
-      launch.block = threads;
-      launch.threads_per_row = threads * blocks;
-      launch.staging_chunks = static_cast<int>(per_thread * threads);
-      launch.shared_bytes = static_cast<std::size_t>(bytes);
-      return true;
-    }
+  for (int blocks = 2; blocks <= kMaxClusterBlocks; ++blocks) {
+    const std::int64_t per_thread =
+        (chunks + std::int64_t{blocks} * threads - 1) / (std::int64_t{blocks} * threads);
+    const std::int64_t bytes = per_thread * threads * chunk_bytes + kClusterSlotBytes;
+    if (bytes > fits) continue;
+    launch.algorithm = RowAlgorithm::cluster_shared;
+    launch.chunks = kClusterChunks;
+    launch.cluster_blocks = blocks;
+    launch.block = threads;
+    launch.threads_per_row = threads * blocks;
+    launch.staging_chunks = static_cast<int>(per_thread * threads);
+    launch.shared_bytes = static_cast<std::size_t>(bytes);
+    return true;
   }
   return false;
 }
@@ -900,7 +896,8 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
     }
     case RowAlgorithm::cluster_shared:
       if (clusters && plan_cluster_row(launch, chunks, dtype, device)) break;
-      // Without clusters, the row read once where one block can stage it, else twice.
+      // Without clusters: the row read once where one block can stage it (forced onto this
+      // path), else twice.
       launch.algorithm = cols <= detail::row_algorithm_max_classes(op, RowAlgorithm::block_shared,
                                                                    dtype)
                              ? RowAlgorithm::block_shared

@@ -12,11 +12,11 @@
 //                   so the second visit reads shared memory: one read of global memory for rows
 //                   up to the shared memory of a block (227 KiB on sm_90, 163 KiB on sm_80;
 //                   the softmax backward stages y and dy)
-//   cluster_shared  one thread-block cluster of 2 to 8 blocks per row (sm_90), each block
-//                   staging its share of the row in its shared memory as block_shared does; the
-//                   blocks exchange their partial reductions through distributed shared memory,
-//                   so rows up to 8 blocks' shared memory (1.8 MiB) are read once too.
-//                   Cross-entropy and the softmax forward
+//   cluster_shared  rows past one block's shared memory over a thread-block cluster of 2 to 8
+//                   blocks (sm_90), each block staging its share of the row in its shared memory
+//                   as block_shared does; the blocks exchange their partial reductions through
+//                   distributed shared memory, so rows up to 8 blocks' shared memory (1.8 MiB)
+//                   are read once too. Cross-entropy and the softmax forward
 //   block_two_pass  one block per row, the row read twice from global memory (the second read
 //                   mostly from L2); any length that fits int32
 // Every path works in chunks of 8 consecutive elements (one 16-byte vector of f16/bf16, two of
@@ -78,11 +78,6 @@ inline constexpr std::int64_t kMaxSharedRowBytes = 227 * 1024 - 1024;
 // dynamic shared memory that hold its partial reduction for the other blocks to read.
 inline constexpr int kMaxClusterBlocks = 8;
 inline constexpr std::int64_t kClusterSlotBytes = 16;
-// What the automatic choice gives block_shared: rows that leave room for two blocks in an sm_90
-// SM's 228 KiB (each with its 1 KiB of static and 1 KiB of reserved shared memory). A longer row
-// held one block (16 warps) per SM, and measured 22% of DRAM bandwidth on the H200 at 50257 f32
-// classes (Nsight Compute); cluster_shared spreads it over blocks of 64 KiB, three per SM.
-inline constexpr std::int64_t kMaxAutomaticSharedRowBytes = 228 * 1024 / 2 - 2 * 1024;
 
 // Registers one chunk costs a thread, and so how many chunks fit the budget.
 constexpr int chunk_registers(RowOp op, DType dtype) {
@@ -140,29 +135,21 @@ constexpr std::int64_t row_algorithm_max_classes(RowOp op, RowAlgorithm algorith
   return 0;
 }
 
-// The longest row the automatic choice gives `algorithm`: what it holds, except block_shared,
-// which cluster_shared relieves of rows that would leave one block per SM.
-constexpr std::int64_t row_algorithm_automatic_max_classes(RowOp op, RowAlgorithm algorithm,
-                                                           DType dtype) {
-  if (algorithm == RowAlgorithm::block_shared)
-    return shared_row_max_classes(op, dtype, row_limits::kMaxAutomaticSharedRowBytes);
-  return row_algorithm_max_classes(op, algorithm, dtype);
-}
-
-// What automatic picks: the first path whose automatic limit holds the row.
+// What automatic picks: the first path that holds the row.
 //   rows_per_warp  up to 128 elements (16 threads x 8)
 //   warp_per_row   up to 1024 (f32) / 2048 (f16, bf16); softmax backward 512
 //   block_on_chip  up to 16384 (f32) / 32768 (f16, bf16); softmax backward 8192
-//   block_shared   up to 28672 (f32) / 57344 (f16, bf16); softmax backward 14336 / 19112
+//   block_shared   up to 57856 (f32) / 115712 (f16, bf16) on sm_90; softmax backward 28928 /
+//                  38568 (sm_80 holds less: the plan checks the device's own limit)
 //   cluster_shared up to 458752 (f32) / 917504 (f16, bf16) on sm_90; not softmax backward. A
-//                  device without clusters (sm_80), or a call whose kernel has no cluster
-//                  instantiation, takes block_shared where the row fits it, else two-pass
+//                  device without clusters (sm_80) or a call whose kernel has no cluster
+//                  instantiation takes block_two_pass instead
 //   block_two_pass beyond
 constexpr RowAlgorithm automatic_row_algorithm(RowOp op, std::int64_t classes, DType dtype) {
   for (RowAlgorithm candidate :
        {RowAlgorithm::rows_per_warp, RowAlgorithm::warp_per_row, RowAlgorithm::block_on_chip,
         RowAlgorithm::block_shared, RowAlgorithm::cluster_shared}) {
-    if (classes <= row_algorithm_automatic_max_classes(op, candidate, dtype)) return candidate;
+    if (classes <= row_algorithm_max_classes(op, candidate, dtype)) return candidate;
   }
   return RowAlgorithm::block_two_pass;
 }

@@ -193,15 +193,9 @@ if [[ -n $bench ]]; then
     --actloss_row_pieces=0 --benchmark_out="$LOGS/bench-no-pieces.json" \
     --benchmark_out_format=json --benchmark_min_time=0.05s
   report "benchmarks, no row pieces" $? bench-no-pieces.log bench-no-pieces.json
-  # The rows that cluster_shared took over, again on the paths last measured for them on a card
-  # (f32 rows of 32000 and 50257 in one block's shared memory; 128256 and 262144 classes in two
-  # passes), against bench.json's cluster_shared: the same-run comparison that a path written
-  # without a card waits for (their JSON travels in the logs archive).
-  run_step "benchmarks, long rows in one block" 60 bench-block-shared.log "$bench" \
-    --benchmark_filter="${ACTLOSS_CHECK_BLOCK_SHARED_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/f32/classes:(32000|50257)/}" \
-    --actloss_row_path=block_shared --benchmark_out="$LOGS/bench-block-shared.json" \
-    --benchmark_out_format=json --benchmark_min_time=0.05s
-  report "benchmarks, long rows in one block" $? bench-block-shared.log bench-block-shared.json
+  # The rows past one block's shared memory again on the two-pass path, the one last measured
+  # for them on a card, against bench.json's cluster_shared: the same-run comparison that a path
+  # written without a card waits for (its JSON travels in the logs archive).
   run_step "benchmarks, long rows in two passes" 60 bench-two-pass.log "$bench" \
     --benchmark_filter="${ACTLOSS_CHECK_TWO_PASS_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:(128256|262144)/}" \
     --actloss_row_path=block_two_pass --benchmark_out="$LOGS/bench-two-pass.json" \

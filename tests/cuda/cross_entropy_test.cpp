@@ -286,18 +286,9 @@ TEST(CudaCrossEntropy, DispatchChoice) {
     for (RowAlgorithm path : {RowAlgorithm::rows_per_warp, RowAlgorithm::warp_per_row,
                               RowAlgorithm::block_on_chip, RowAlgorithm::block_shared,
                               RowAlgorithm::cluster_shared}) {
-      const std::int64_t automatic_max =
-          detail::row_algorithm_automatic_max_classes(RowOp::cross_entropy, path, dtype);
-      EXPECT_LE(automatic_max, max(path));
-      EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, automatic_max, dtype),
-                path);
-      EXPECT_NE(detail::automatic_row_algorithm(RowOp::cross_entropy, automatic_max + 1, dtype),
-                path);
+      EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, max(path), dtype), path);
+      EXPECT_NE(detail::automatic_row_algorithm(RowOp::cross_entropy, max(path) + 1, dtype), path);
     }
-    // Rows that would leave one block per SM go to clusters; block_shared still takes them
-    // forced (or without clusters).
-    EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, 50257, dtype),
-              dtype == DType::f32 ? RowAlgorithm::cluster_shared : RowAlgorithm::block_shared);
   }
   // Llama 3's vocabulary and 262144 classes are read once, over a cluster's shared memory.
   EXPECT_EQ(detail::automatic_row_algorithm(RowOp::cross_entropy, 128256, DType::bf16),

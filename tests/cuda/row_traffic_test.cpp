@@ -32,7 +32,7 @@ struct Layout {
   std::int64_t cols, stride_pad, offset_bytes;
 };
 constexpr Layout kLayouts[] = {
-    {50257, 7, 0},  // GPT-2's vocabulary: cluster_shared (f32), block_shared (16-bit)
+    {50257, 7, 0},  // GPT-2's vocabulary: block_shared
     {4097, 7, 0},   // block_on_chip
     {1001, 7, 0},   // warp_per_row
     {100, 4, 0},    // rows_per_warp
