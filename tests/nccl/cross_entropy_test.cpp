@@ -16,11 +16,11 @@
 #include <limits>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "host/half.h"
 #include "tests/cuda/support.h"
+#include "tests/sim/rank_threads.h"
 
 #if defined(ACTLOSS_SIM)
 #include <simcuda/sim_control.h>
@@ -319,17 +319,7 @@ struct RankTensors {
   CrossEntropyShard shard;
 };
 
-// Runs body(rank) on one thread per rank with its device current, and waits for them all.
-void on_rank_threads(int ranks, const std::function<void(int)>& body) {
-  std::vector<std::thread> threads;
-  for (int r = 0; r < ranks; ++r) {
-    threads.emplace_back([&body, r] {
-      ASSERT_EQ(cudaSetDevice(r), cudaSuccess);
-      body(r);
-    });
-  }
-  for (std::thread& t : threads) t.join();
-}
+using simtest::on_rank_threads;
 
 // A communicator per rank (ncclCommInitRank on each rank's thread), a stream, the rank's tensors
 // and its workspace, then `call` on them; every rank's outcome.

@@ -19,6 +19,7 @@
 #include <thread>
 #include <vector>
 
+#include "rank_threads.h"
 #include "sim_test_kernels.h"
 #include "test_util.h"
 
@@ -28,18 +29,6 @@ namespace {
 #define NCCL_OK(expr) ASSERT_EQ((expr), ncclSuccess) << #expr << ": " << ncclGetLastError(nullptr)
 
 constexpr int kRankCounts[] = {2, 4, 8};
-
-// Runs body(rank) on one thread per rank, each with its rank's device current, and waits.
-void on_rank_threads(int ranks, const std::function<void(int)>& body) {
-  std::vector<std::thread> threads;
-  for (int r = 0; r < ranks; ++r) {
-    threads.emplace_back([&body, r] {
-      ASSERT_EQ(cudaSetDevice(r), cudaSuccess);
-      body(r);
-    });
-  }
-  for (std::thread& t : threads) t.join();
-}
 
 // A shorter wait for ranks that never come, for the tests of that failure; restored after.
 class NcclTimeout {
