@@ -838,12 +838,12 @@ inline int global_row_block(std::int64_t chunks) {
 // 512 threads has an SM's registers to itself, so the SMs' count bounds the blocks in flight
 // whatever the cluster's size, and each block more costs every cluster barrier an arrival. False
 // where the device has no clusters or no cluster holds the row.
-inline bool plan_cluster_row(RowLaunch& launch, std::int64_t chunks, DType dtype,
+inline bool plan_cluster_row(RowLaunch& launch, RowOp op, std::int64_t chunks, DType dtype,
                              const DeviceInfo& device) {
   using detail::row_limits::kClusterSlotBytes;
   using detail::row_limits::kMaxClusterBlocks;
   if (!device.cluster_launch) return false;
-  const std::int64_t chunk_bytes = std::int64_t{kChunk} * dtype_size(dtype);
+  const std::int64_t chunk_bytes = detail::staged_chunk_bytes(op, dtype);
   // A short row forced onto this path still takes two blocks, each sized as two-pass would.
   const int threads = global_row_block((chunks + 1) / 2);
   const std::int64_t fits = std::int64_t{device.max_shared_per_block_optin} - kStaticSharedBytes;
@@ -895,7 +895,7 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
       break;
     }
     case RowAlgorithm::cluster_shared:
-      if (clusters && plan_cluster_row(launch, chunks, dtype, device)) break;
+      if (clusters && plan_cluster_row(launch, op, chunks, dtype, device)) break;
       // Without clusters: the row read once where one block can stage it (forced onto this
       // path), else twice.
       launch.algorithm = cols <= detail::row_algorithm_max_classes(op, RowAlgorithm::block_shared,

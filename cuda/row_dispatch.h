@@ -112,9 +112,8 @@ constexpr std::int64_t shared_row_max_classes(RowOp op, DType dtype, std::int64_
 constexpr std::int64_t cluster_row_max_classes(RowOp op, DType dtype, std::int64_t shared_bytes) {
   using namespace row_limits;
   if (op == RowOp::softmax_backward) return 0;
-  const std::int64_t chunk_bytes = std::int64_t{kChunk} * (dtype == DType::f32 ? 4 : 2);
   const std::int64_t chunks_per_thread =
-      (shared_bytes - kClusterSlotBytes) / (chunk_bytes * kMaxThreadsPerRow);
+      (shared_bytes - kClusterSlotBytes) / (staged_chunk_bytes(op, dtype) * kMaxThreadsPerRow);
   return std::int64_t{kMaxClusterBlocks} * kMaxThreadsPerRow * chunks_per_thread * kChunk;
 }
 
