@@ -49,6 +49,9 @@
 //   --actloss_row_pieces=0  the row kernels move a 16-bit chunk 2 bytes past a 4-byte boundary
 //                       element by element, as last measured on a card, instead of in pieces
 //                       (cuda/row_common.cuh)
+//   --actloss_row_exp_once=0  the cross-entropy's on-chip rows take the unified kernel, as last
+//                       measured on a card, instead of the kernels that keep each exponential
+//                       (cuda/cross_entropy_exp_once.cu)
 //   --actloss_reduce_in_kernel=0  reduced losses (sum, mean) finish in a second kernel over the
 //                       per-block partials, after the cross-entropy targets' pre-pass, as last
 //                       measured on a card, instead of in their kernel's last block
@@ -375,6 +378,10 @@ int main(int argc, char** argv) {
     }
     if (arg == "--actloss_row_prefetch=0" || arg == "--actloss_row_prefetch=1") {
       detail::set_row_prefetch(arg.back() == '1');
+      continue;
+    }
+    if (arg == "--actloss_row_exp_once=0" || arg == "--actloss_row_exp_once=1") {
+      detail::set_row_exp_once(arg.back() == '1');
       continue;
     }
     if (arg == "--actloss_reduce_in_kernel=0" || arg == "--actloss_reduce_in_kernel=1") {

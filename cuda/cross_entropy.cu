@@ -21,8 +21,7 @@
 // the first row is written, so a small pre-pass over the targets computes it first. Out-of-range
 // targets make their row NaN (and, under mean, the denominator, hence
 // everything) and are recorded for take_device_error; nothing is read at such an index.
-#include "cuda/cross_entropy_math.cuh"
-#include "cuda/row_common.cuh"
+#include "cuda/cross_entropy_common.cuh"
 
 namespace actloss::cuda {
 namespace {
@@ -33,73 +32,7 @@ using row::RowLaunch;
 using row::RowTiles;
 
 // ---------------------------------------------------------------------------------------------
-// Kernel parameters: one plain struct, everything precomputed on the host.
-
-struct CrossEntropyParams {
-  std::int64_t rows = 0;
-  std::int64_t classes = 0;
-
-  const void* logits = nullptr;
-  row::RowStarts logits_rows;
-
-  const void* targets = nullptr;
-  bool soft_targets = false;
-  bool targets_i32 = false;           // class indices: int32 (else int64)
-  DType target_dtype = DType::f32;    // probabilities
-  row::RowStarts target_rows;         // in elements: probabilities; class indices (row stride 1)
-  const float* class_weight = nullptr;
-
-  std::int64_t ignore_index = -100;
-  float smoothing = 0.0f;
-  float z_loss = 0.0f;
-  float softcap = 0.0f;
-
-  bool want_loss = false;             // row losses are needed (loss output given)
-  float* row_loss = nullptr;          // reduction none: [rows]
-  ReducedLoss reduced;                // sum / mean: the blocks' partials, finished in the launch
-  float* lse = nullptr;
-  CrossEntropyRowStats* stats = nullptr;
-  std::int64_t* predicted = nullptr;  // forward: each row's argmax
-
-  const CrossEntropyRowStats* saved_stats = nullptr;  // backward: statistics come from here
-
-  void* grad = nullptr;
-  row::RowStarts grad_rows;
-  float grad_scale = 1.0f;
-  const float* upstream = nullptr;
-  bool upstream_per_row = false;
-
-  // The pre-pass's partials: [weight_blocks] target weights, then [weight_blocks] class weights.
-  const double* weight_partials = nullptr;
-  int weight_blocks = 0;
-  bool denominator_from_targets = false;  // mean with class targets: the summed target weights
-  // Mean with class targets and no gradient: the blocks sum the target weights of their rows
-  // into reduced.denominators themselves, and no pre-pass runs.
-  bool sum_row_weights = false;
-  bool sum_class_weights = false;         // label smoothing with class weights needs sum_c w_c
-  double fixed_denominator = 1.0;         // otherwise: 1 (sum, none), rows (mean, probabilities)
-
-  DeviceError* error = nullptr;
-  int threads_per_row = 32;
-  int staging_chunks = 0;  // block_shared, cluster_shared: the row is staged in shared memory
-  int cluster_blocks = 1;  // cluster_shared: the blocks of a row's cluster
-  bool prefetch = false;   // short rows: the next row's logits loaded before this one is reduced
-  bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
-};
-
-// ---------------------------------------------------------------------------------------------
 // Device helpers.
-
-// A coefficient times a term, where a zero coefficient on an infinite term (a masked class that
-// carries no target mass) costs nothing; NaN still comes through.
-__device__ __forceinline__ float times(float coefficient, float value) {
-  return coefficient == 0.0f && value == value ? 0.0f : coefficient * value;
-}
-
-__device__ __forceinline__ std::int64_t load_class_target(const CrossEntropyParams& p,
-                                                          std::int64_t r) {
-  return class_index_at(p.targets, p.targets_i32, p.target_rows.of(r));
-}
 
 // The class-index targets as the side kernels (the targets' pre-pass, token accuracy) read them.
 struct ClassTargets {
@@ -118,33 +51,6 @@ struct ClassTargets {
 ClassTargets class_targets_of(const CrossEntropyParams& p) {
   return ClassTargets{p.rows, p.classes, p.targets, p.target_rows, p.targets_i32,
                       p.ignore_index};
-}
-
-enum class RowKind : std::uint8_t { none, active, ignored, invalid };
-
-// Batch-wide constants every block derives the same way from the pre-pass partials.
-struct BatchConstants {
-  double denominator;       // of the mean (1 otherwise); 0 when nothing counts, NaN if invalid
-  double grad_factor;       // grad_scale / denominator (0 for a zero denominator)
-  float class_weight_sum;   // sum_c w_c (classes when unweighted)
-};
-
-__device__ __forceinline__ BatchConstants batch_constants(const CrossEntropyParams& p) {
-  BatchConstants batch;
-  batch.denominator = p.fixed_denominator;
-  batch.class_weight_sum = static_cast<float>(p.classes);
-  if (p.weight_partials != nullptr) {
-    // Same order in every block, so every block sees the same value.
-    double target_sum = 0.0, class_sum = 0.0;
-    for (int b = 0; b < p.weight_blocks; ++b) {
-      target_sum += p.weight_partials[b];
-      class_sum += p.weight_partials[p.weight_blocks + b];
-    }
-    if (p.denominator_from_targets) batch.denominator = target_sum;
-    if (p.sum_class_weights) batch.class_weight_sum = static_cast<float>(class_sum);
-  }
-  batch.grad_factor = batch.denominator == 0.0 ? 0.0 : p.grad_scale / batch.denominator;
-  return batch;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,21 +101,6 @@ __device__ __forceinline__ void accumulate_max_rest(Row& row, const Softcap& cap
     }
     row::add_chunk_max_rest(m, rest, capped);
   });
-}
-
-__device__ __forceinline__ float class_weight_at(const CrossEntropyParams& p, int c) {
-  return p.class_weight != nullptr ? p.class_weight[c] : 1.0f;
-}
-
-// Row r's share of a mean's denominator, once per row (on the group's rank 0): w_y for a row
-// with a valid target, 0 for an ignored one. An invalid target adds 0 here because its row's
-// loss is already NaN, and with it the mean.
-__device__ __forceinline__ double row_weight_of(const CrossEntropyParams& p, const RowGroup& group,
-                                                std::int64_t r) {
-  if (r >= p.rows || group.rank != 0) return 0.0;
-  const std::int64_t y = load_class_target(p, r);
-  if (y == p.ignore_index || y < 0 || y >= p.classes) return 0.0;
-  return class_weight_at(p, static_cast<int>(y));
 }
 
 // The per-class inputs of a chunk of classes: the class weights w_c (1 when unweighted) and, for
@@ -689,8 +580,16 @@ row::RowLaunch plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntro
                                   const DeviceInfo& device) {
   const bool general = needs_general_variant(args.target_kind == TargetKind::probabilities,
                                              options.softcap, args.class_weight);
-  return row::plan_row_launch(detail::RowOp::cross_entropy, args.rows, args.classes,
-                              args.logits_dtype, device, !general);
+  row::RowLaunch launch = row::plan_row_launch(detail::RowOp::cross_entropy, args.rows,
+                                               args.classes, args.logits_dtype, device, !general);
+  // The common case on chip takes the kernels that keep each exponential
+  // (cuda/cross_entropy_exp_once.cu), in tiles of up to two chunks where a gradient is written,
+  // four otherwise (their 64 registers): rows up to 8K classes with a gradient, 16K without.
+  // One plan for every pass of a call, so that the workspace sized for it fits each.
+  if (detail::row_exp_once() && !general && options.label_smoothing == 0.0f &&
+      args.predicted == nullptr)
+    row::plan_float_tile(launch, args.rows, device, args.grad != nullptr ? 2 : 4);
+  return launch;
 }
 
 template <class TX, class TG>
@@ -814,6 +713,18 @@ Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs& args,
   return {};
 }
 
+Status cuda_cross_entropy_plan_for_testing(const CrossEntropyArgs& args,
+                                           const CrossEntropyOptions& options, bool* exp_once,
+                                           int* chunks_per_thread) {
+  using namespace actloss::cuda;
+  const DeviceInfo* device = nullptr;
+  if (Status status = current_device_info(&device); !status.ok()) return status;
+  const row::RowLaunch launch = plan_cross_entropy(args, options, *device);
+  *exp_once = launch.float_tile;
+  *chunks_per_thread = launch.chunks;
+  return {};
+}
+
 Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
                           const CrossEntropyOptions& options, const Exec& exec) {
   using namespace actloss::cuda;
@@ -918,13 +829,16 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   // The gradient's dtype only matters when a gradient is written; forward reuses the logits'
   // instantiation.
   const DType grad_dtype = writes_grad ? args.grad_dtype : args.logits_dtype;
-  Status status = row::with_dtype("cross_entropy", args.logits_dtype, [&](auto x_tag) {
-    return row::with_dtype("cross_entropy", grad_dtype, [&](auto g_tag) {
-      using TX = typename decltype(x_tag)::type;
-      using TG = typename decltype(g_tag)::type;
-      return launch_cross_entropy<TX, TG>(launch, p, stream);
-    });
-  });
+  Status status =
+      launch.float_tile
+          ? launch_cross_entropy_exp_once(launch, p, args.logits_dtype, grad_dtype, stream)
+          : row::with_dtype("cross_entropy", args.logits_dtype, [&](auto x_tag) {
+              return row::with_dtype("cross_entropy", grad_dtype, [&](auto g_tag) {
+                using TX = typename decltype(x_tag)::type;
+                using TG = typename decltype(g_tag)::type;
+                return launch_cross_entropy<TX, TG>(launch, p, stream);
+              });
+            });
   if (!status.ok()) return status;
   if (layout.reduced_doubles > 0) {
     if (Status finished =

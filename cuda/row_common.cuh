@@ -388,6 +388,101 @@ struct RegisterRow {
   }
 };
 
+// The thread's chunks of the row held in registers as float, whatever the row's dtype, so that
+// each element's exponential can replace it in place and be used again (FloatRow's use below:
+// max, then exponentials once, then their sum). A 16-bit row takes twice the registers of its
+// RegisterRow, so these tiles hold at most four chunks (32 registers).
+template <int kChunks>
+struct FloatRow {
+  float v[kChunks][kChunk];
+  int cols;
+  int first, step;
+
+  template <class T>
+  __device__ __forceinline__ void load(const T* row, int row_cols, int rank, int size,
+                                       bool pieces) {
+    cols = row_cols;
+    first = rank;
+    step = size;
+    // Every load is issued before any is widened, so that all of them are in flight together.
+    Chunk<T> raw[kChunks];
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      if (column(k) < cols) {
+        load_chunk(raw[k], row, column(k), cols, pieces);
+      } else {
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j) raw[k].v[j] = negative_infinity<T>();
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k)
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) v[k][j] = element(raw[k], j);
+  }
+
+  __device__ __forceinline__ int column(int k) const { return (first + k * step) * kChunk; }
+
+  // The largest element (past-the-row elements are -inf; a NaN is passed over, and shows up in
+  // its exponential instead), and x[y] on the thread whose chunk holds column y (y = -1: none),
+  // which sets `found`.
+  __device__ __forceinline__ float max_picking(int y, float& picked, bool& found) const {
+    float top = -INFINITY;
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) top = fmaxf(top, v[k][j]);
+      const int y_in_chunk = y - column(k);
+      if (y_in_chunk >= 0 && y_in_chunk < kChunk) {
+#pragma unroll
+        for (int j = 0; j < kChunk; ++j)
+          if (j == y_in_chunk) picked = v[k][j];
+        found = true;
+      }
+    }
+    return top;
+  }
+
+  // Replaces every element x by exp(x - shift) (exp_shifted_accurate), and adds this thread's
+  // share of s = 1 + rest (the (max, rest) pairs below) to (ones, others): the elements equal to
+  // `top` count 1 each, and are stored as exactly 1, apart from the other terms, which are summed
+  // pairwise within a chunk, then chunk after chunk, so that a term passes through at most seven
+  // float roundings (the partial sums of every chunk at once cost 6 registers more, and the
+  // fused kernel spilled). Summed over the row, rest = (ones - 1) + others: the ones and the
+  // small terms of a confident row must not meet before the 1 is taken away. `top` is the row's
+  // max m and shift m, or for an all -inf row top NaN (no element counts) and shift 0, so that
+  // every term is 0. NaN elements give NaN terms, and so does a +inf, whose row is NaN.
+  __device__ __forceinline__ void exponentiate(float top, float shift, double& ones,
+                                               double& others) {
+    float ones_here = 0.0f, others_here = 0.0f;
+#pragma unroll
+    for (int k = 0; k < kChunks; ++k) {
+      float chunk_ones[kChunk], chunk_others[kChunk];
+#pragma unroll
+      for (int j = 0; j < kChunk; ++j) {
+        const bool at_top = v[k][j] == top;
+        const float e = exp_shifted_accurate(v[k][j], shift);
+        v[k][j] = at_top ? 1.0f : e;
+        chunk_ones[j] = at_top ? 1.0f : 0.0f;
+        chunk_others[j] = at_top ? 0.0f : e;
+      }
+      ones_here += pairwise_sum<kChunk>(chunk_ones);
+      others_here = __fadd_rn(others_here, pairwise_sum<kChunk>(chunk_others));
+    }
+    ones = ones_here;
+    others = others_here;
+  }
+
+  template <int kCount>
+  __device__ __forceinline__ static float pairwise_sum(float (&terms)[kCount]) {
+#pragma unroll
+    for (int width = kCount / 2; width > 0; width /= 2)
+#pragma unroll
+      for (int i = 0; i < width; ++i) terms[i] = __fadd_rn(terms[i], terms[i + width]);
+    return terms[0];
+  }
+};
+
 // The row read from global memory (block_two_pass, block_shared, cluster_shared), kUnroll chunks
 // per step so that each thread has several 16-byte loads in flight. With a staging area
 // (block_shared, cluster_shared) the first visit also copies every chunk into shared memory and
@@ -642,6 +737,33 @@ struct RowGroup {
     }
   }
 
+  // Every thread of the row ends with the largest of the threads' values (fmaxf: a NaN only
+  // where every value is NaN).
+  __device__ __forceinline__ float reduce_max(float value) const {
+    const int width = block_size() < kWarpSize ? block_size() : kWarpSize;
+    for (int offset = width / 2; offset > 0; offset /= 2)
+      value = fmaxf(value, __shfl_xor_sync(kFullMask, value, offset));
+    if (block_size() > kWarpSize) {
+      const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+      const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+      if (lane == 0) exchange[warp].x = value;
+      __syncthreads();
+      value = -INFINITY;
+      for (int w = 0; w < block_size() / kWarpSize; ++w)
+        value = fmaxf(value, static_cast<float>(exchange[w].x));
+      __syncthreads();
+    }
+    if (clustered) {
+      value = static_cast<float>(
+          across_cluster(make_double2(value, 0.0), make_double2(-INFINITY, 0.0),
+                         [](double2 a, double2 b) {
+                           return make_double2(fmax(a.x, b.x), 0.0);
+                         })
+              .x);
+    }
+    return value;
+  }
+
   // Every thread of the row ends with the row's (largest value, its first index), from each
   // thread's own best (take_larger); a thread with no element holds (-inf, INT_MAX).
   __device__ __forceinline__ void reduce_argmax(float& value, int& index) const {
@@ -728,6 +850,36 @@ struct RowGroup {
     }
     return value;
   }
+
+  // reduce_sum of two values at once: one exchange for both.
+  __device__ __forceinline__ void reduce_sum_pair(double& a, double& b) const {
+    const int width = block_size() < kWarpSize ? block_size() : kWarpSize;
+    for (int offset = width / 2; offset > 0; offset /= 2) {
+      a += __shfl_xor_sync(kFullMask, a, offset);
+      b += __shfl_xor_sync(kFullMask, b, offset);
+    }
+    if (block_size() > kWarpSize) {
+      const int lane = static_cast<int>(threadIdx.x) % kWarpSize;
+      const int warp = static_cast<int>(threadIdx.x) / kWarpSize;
+      if (lane == 0) exchange[warp] = make_double2(a, b);
+      __syncthreads();
+      a = 0.0;
+      b = 0.0;
+      for (int w = 0; w < block_size() / kWarpSize; ++w) {
+        a += exchange[w].x;
+        b += exchange[w].y;
+      }
+      __syncthreads();
+    }
+    if (clustered) {
+      const double2 all = across_cluster(make_double2(a, b), make_double2(0.0, 0.0),
+                                         [](double2 x, double2 y) {
+                                           return make_double2(x.x + y.x, x.y + y.y);
+                                         });
+      a = all.x;
+      b = all.y;
+    }
+  }
 };
 
 // The tiles of rows this block runs, and this thread's row in each.
@@ -798,7 +950,9 @@ struct RowLaunch {
   bool chunk_pieces = true;  // misaligned chunks move in aligned pieces (load_chunk, store_chunk)
   std::size_t shared_bytes = 0;  // block_shared, cluster_shared: a block's dynamic shared memory
   int cluster_blocks = 1;   // cluster_shared: blocks per cluster (grid is a multiple); else 1
+  bool float_tile = false;  // the row on chip as float (FloatRow; plan_float_tile)
 };
+
 
 // Shared memory a block uses besides the staging area: the row kernels' static arrays (under
 // 1 KiB), which count against the block's opt-in limit, and the 1 KiB the hardware reserves per
@@ -864,6 +1018,40 @@ inline bool plan_cluster_row(RowLaunch& launch, RowOp op, std::int64_t chunks, D
   return false;
 }
 
+// The grid of a plan whose geometry is set (plan_row_launch, plan_float_tile).
+inline void size_row_grid(RowLaunch& launch, std::int64_t rows, const DeviceInfo& device) {
+  const int rows_per_block =
+      launch.cluster_blocks > 1 ? 1 : launch.block / launch.threads_per_row;
+  // At most as many blocks as the device can hold at full thread occupancy (an upper bound on
+  // residency: registers may allow fewer); grid-stride loops take the rest. The two-pass path
+  // runs one row per SM at a time, so that the rows being read twice stay within L2 between
+  // their two reads (132 rows of 128K bf16 logits are 33 MB; the H100's L2 is 50 MB).
+  std::int64_t per_sm = device.max_threads_per_sm / launch.block;
+  if (per_sm > 32) per_sm = 32;
+  if (launch.algorithm == RowAlgorithm::block_shared ||
+      launch.algorithm == RowAlgorithm::cluster_shared) {
+    // As many blocks as the SM's shared memory holds (the occupancy it will really have).
+    const std::int64_t by_shared = std::int64_t{device.max_shared_per_sm} /
+                                   (static_cast<std::int64_t>(launch.shared_bytes) +
+                                    kStaticSharedBytes + kReservedSharedBytes);
+    if (by_shared < per_sm) per_sm = by_shared;
+  }
+  if (per_sm < 1) per_sm = 1;
+  if (launch.algorithm == RowAlgorithm::block_two_pass) per_sm = 1;
+  const std::int64_t sms = device.sm_count > 0 ? device.sm_count : 1;
+  std::int64_t cap = sms * per_sm;
+  if (const std::int64_t limit = detail::row_grid_limit(); limit > 0 && limit < cap) cap = limit;
+  if (launch.cluster_blocks > 1) {
+    // One row per cluster at a time; whole clusters only.
+    std::int64_t cluster_cap = cap / launch.cluster_blocks;
+    if (cluster_cap < 1) cluster_cap = 1;
+    launch.grid = static_cast<unsigned>(grid_size_for(rows, 1, cluster_cap) *
+                                        static_cast<unsigned>(launch.cluster_blocks));
+    return;
+  }
+  launch.grid = grid_size_for(rows, rows_per_block, cap);
+}
+
 // The launch of a rows x cols problem of `op` whose held elements have `dtype`. Depends only on
 // the shape, the dtype, the forced algorithm and the device, never on pointers or timing, so the
 // per-block partial sums of a reduction are the same on every call. `clusters` false: the
@@ -925,38 +1113,31 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
   // Short rows only: a tile of one or two chunks leaves room for a second one in registers.
   launch.prefetch = (launch.chunks == 1 || launch.chunks == 2) && detail::row_prefetch();
   launch.chunk_pieces = detail::row_chunk_pieces();
-  const int rows_per_block =
-      launch.cluster_blocks > 1 ? 1 : launch.block / launch.threads_per_row;
-  // At most as many blocks as the device can hold at full thread occupancy (an upper bound on
-  // residency: registers may allow fewer); grid-stride loops take the rest. The two-pass path
-  // runs one row per SM at a time, so that the rows being read twice stay within L2 between
-  // their two reads (132 rows of 128K bf16 logits are 33 MB; the H100's L2 is 50 MB).
-  std::int64_t per_sm = device.max_threads_per_sm / launch.block;
-  if (per_sm > 32) per_sm = 32;
-  if (launch.algorithm == RowAlgorithm::block_shared ||
-      launch.algorithm == RowAlgorithm::cluster_shared) {
-    // As many blocks as the SM's shared memory holds (the occupancy it will really have).
-    const std::int64_t by_shared = std::int64_t{device.max_shared_per_sm} /
-                                   (static_cast<std::int64_t>(launch.shared_bytes) +
-                                    kStaticSharedBytes + kReservedSharedBytes);
-    if (by_shared < per_sm) per_sm = by_shared;
-  }
-  if (per_sm < 1) per_sm = 1;
-  if (launch.algorithm == RowAlgorithm::block_two_pass) per_sm = 1;
-  const std::int64_t sms = device.sm_count > 0 ? device.sm_count : 1;
-  std::int64_t cap = sms * per_sm;
-  if (const std::int64_t limit = detail::row_grid_limit(); limit > 0 && limit < cap) cap = limit;
-  if (launch.cluster_blocks > 1) {
-    // One row per cluster at a time; whole clusters only.
-    std::int64_t cluster_cap = cap / launch.cluster_blocks;
-    if (cluster_cap < 1) cluster_cap = 1;
-    launch.grid = static_cast<unsigned>(grid_size_for(rows, 1, cluster_cap) *
-                                        static_cast<unsigned>(launch.cluster_blocks));
-    return launch;
-  }
-  launch.grid = grid_size_for(rows, rows_per_block, cap);
+  size_row_grid(launch, rows, device);
   return launch;
 }
+
+// Turns an on-chip plan into one for a FloatRow tile of at most `max_chunks` (4 or 2) chunks a
+// thread, for a kernel that holds the row as float: a larger tile becomes one that many chunks
+// over proportionally more threads (a warp_per_row row then takes a block of several warps).
+// False, with the plan unchanged, where the row stays in memory or would need more than a
+// block's threads.
+inline bool plan_float_tile(RowLaunch& launch, std::int64_t rows, const DeviceInfo& device,
+                            int max_chunks) {
+  if (launch.chunks <= 0 || launch.cluster_blocks > 1) return false;
+  if (launch.chunks > max_chunks) {
+    const int threads = launch.threads_per_row * (launch.chunks / max_chunks);
+    if (threads > detail::row_limits::kMaxThreadsPerRow) return false;
+    launch.algorithm = RowAlgorithm::block_on_chip;
+    launch.chunks = max_chunks;
+    launch.threads_per_row = threads;
+    launch.block = threads;
+  }
+  launch.float_tile = true;
+  size_row_grid(launch, rows, device);
+  return true;
+}
+
 
 // Columns are int32 in the kernels; longer rows are refused before anything is launched.
 inline Status check_row_length(std::int64_t cols, const char* argument) {

@@ -166,6 +166,10 @@ inline std::atomic<bool>& chunk_pieces_slot() {
   static std::atomic<bool> slot{true};
   return slot;
 }
+inline std::atomic<bool>& exp_once_slot() {
+  static std::atomic<bool> slot{true};
+  return slot;
+}
 inline std::atomic<std::int64_t>& grid_limit_slot() {
   static std::atomic<std::int64_t> slot{0};
   return slot;
@@ -209,6 +213,15 @@ inline void set_row_chunk_pieces(bool pieces) {
 inline bool row_chunk_pieces() {
   return row_limits::chunk_pieces_slot().load(std::memory_order_relaxed);
 }
+
+// Process-wide, for tests and benchmarks: whether cross-entropy rows held on chip, without the
+// rare options, take the kernel that holds them as float and computes each exponential once
+// (the default; cuda/cross_entropy_exp_once.cu), or the kernel for every option and path, the
+// one last measured on a card (cuda/cross_entropy.cu).
+inline void set_row_exp_once(bool exp_once) {
+  row_limits::exp_once_slot().store(exp_once, std::memory_order_relaxed);
+}
+inline bool row_exp_once() { return row_limits::exp_once_slot().load(std::memory_order_relaxed); }
 
 // The algorithm a launch uses: the override when set and able to hold the row, else automatic.
 inline RowAlgorithm chosen_row_algorithm(RowOp op, std::int64_t classes, DType dtype) {

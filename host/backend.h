@@ -106,6 +106,13 @@ void cuda_set_reduced_loss_in_kernel_for_testing(bool in_kernel);
 Status cuda_row_geometry_for_testing(RowOp op, std::int64_t rows, std::int64_t cols, DType dtype,
                                      int* threads_per_row, int* cluster_blocks);
 
+// Test hook (defined in cuda/cross_entropy.cu): whether a cross-entropy call with these
+// arguments and options takes the kernels that keep each exponential on the current device
+// (cuda/cross_entropy_exp_once.cu), and the chunks each thread holds (0: the row stays in memory).
+Status cuda_cross_entropy_plan_for_testing(const CrossEntropyArgs& args,
+                                           const CrossEntropyOptions& options, bool* exp_once,
+                                           int* chunks_per_thread);
+
 // Which argument a DeviceError::argument value stands for.
 enum class DeviceErrorArgument : std::int32_t { none = 0, targets = 1 };
 

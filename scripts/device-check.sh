@@ -201,6 +201,14 @@ if [[ -n $bench ]]; then
     --actloss_row_path=block_two_pass --benchmark_out="$LOGS/bench-two-pass.json" \
     --benchmark_out_format=json --benchmark_min_time=0.05s
   report "benchmarks, long rows in two passes" $? bench-two-pass.log bench-two-pass.json
+  # The cross-entropy's rows on chip again with the unified kernel, the one last measured for
+  # them on a card, against bench.json's exp-once kernels (cuda/cross_entropy_exp_once.cu): the
+  # same-run comparison that kernels written without a card wait for.
+  run_step "benchmarks, on-chip rows in the unified kernel" 60 bench-unified.log "$bench" \
+    --benchmark_filter="${ACTLOSS_CHECK_UNIFIED_FILTER:-^cuda/actloss/cross_entropy/.*/classes:(256|1024|4096|8192|16384)/}" \
+    --actloss_row_exp_once=0 --benchmark_out="$LOGS/bench-unified.json" \
+    --benchmark_out_format=json --benchmark_min_time=0.05s
+  report "benchmarks, on-chip rows in the unified kernel" $? bench-unified.log bench-unified.json
   # The reduced losses where a launch weighs most (short rows, 1M elements, the host cost) again
   # with the finish last measured on a card, a second kernel over the partials (cuda/reduce.cuh),
   # against bench.json's in-kernel finish (its JSON travels in the logs archive: the device tool

@@ -14,6 +14,7 @@
 #include <actloss/cross_entropy.h>
 
 #include "cuda/row_dispatch.h"
+#include "host/backend.h"
 #if defined(ACTLOSS_SIM)
 #include <simcuda/sim_control.h>
 #endif
@@ -304,6 +305,69 @@ TEST(CudaCrossEntropy, DispatchChoice) {
   ASSERT_TRUE(cross_entropy_forward(args, CrossEntropyOptions{}, cuda_exec()).ok());
   synchronize_or_fail();
   EXPECT_TRUE(std::isfinite(loss.download()[0]));  // beyond rows_per_warp: ran warp_per_row
+}
+
+// Which calls take the kernels that keep each exponential (cuda/cross_entropy_exp_once.cu): the
+// common case on chip, with tiles of at most two chunks where a gradient is written and four
+// without; every rare option, a predicted class, a row kept in memory, and the switch that
+// selects the kernel last measured on a card take the unified kernel. The values of both are
+// the validation table's (validation_Cuda_cross_entropy and validation_Cuda_cross_entropy_unified).
+TEST(CudaCrossEntropy, CommonCallsOnChipKeepEachExponential) {
+  ACTLOSS_REQUIRE_CUDA_DEVICE();
+  std::vector<float> weights(16384, 1.0f);
+  std::vector<std::int64_t> predicted(1);
+  const auto plan = [&](std::int64_t classes, DType dtype, bool grad,
+                        const CrossEntropyOptions& options = {}, bool weighted = false,
+                        bool predicting = false) {
+    CrossEntropyArgs args;
+    args.rows = 64;
+    args.classes = classes;
+    args.logits_dtype = dtype;
+    args.grad_dtype = dtype;
+    args.grad = grad ? weights.data() : nullptr;  // only looked at, never written
+    args.class_weight = weighted ? weights.data() : nullptr;
+    args.predicted = predicting ? predicted.data() : nullptr;
+    bool exp_once = false;
+    int chunks = -2;
+    EXPECT_TRUE(detail::cuda_cross_entropy_plan_for_testing(args, options, &exp_once, &chunks).ok());
+    return std::pair<bool, int>(exp_once, chunks);
+  };
+  for (DType dtype : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(to_string(dtype));
+    for (std::int64_t classes : {std::int64_t{2}, std::int64_t{256}, std::int64_t{4096},
+                                 std::int64_t{8192}}) {
+      SCOPED_TRACE(classes);
+      const auto [fused, fused_chunks] = plan(classes, dtype, true);
+      EXPECT_TRUE(fused);
+      EXPECT_GE(fused_chunks, 1);
+      EXPECT_LE(fused_chunks, 2);
+      const auto [forward, forward_chunks] = plan(classes, dtype, false);
+      EXPECT_TRUE(forward);
+      EXPECT_LE(forward_chunks, 4);
+    }
+    EXPECT_TRUE(plan(16384, dtype, false).first);
+    EXPECT_EQ(plan(16384, dtype, false).second, 4);
+    // Past two chunks a thread in a block of 512, a gradient takes the unified kernel's tile.
+    EXPECT_FALSE(plan(16384, dtype, true).first);
+    CrossEntropyOptions smoothing;
+    smoothing.label_smoothing = 0.1f;
+    EXPECT_FALSE(plan(4096, dtype, true, smoothing).first);
+    CrossEntropyOptions softcap;
+    softcap.softcap = 30.0f;
+    EXPECT_FALSE(plan(4096, dtype, true, softcap).first);
+    EXPECT_FALSE(plan(4096, dtype, true, {}, true).first);
+    EXPECT_FALSE(plan(4096, dtype, false, {}, false, true).first);
+    EXPECT_FALSE(plan(50257, dtype, true).first);  // the row stays in memory
+    EXPECT_EQ(plan(50257, dtype, true).second, 0);
+  }
+  // z-loss and ignore_index keep the kernel: both are handled per row.
+  CrossEntropyOptions z;
+  z.z_loss = 1e-4f;
+  z.ignore_index = 0;
+  EXPECT_TRUE(plan(4096, DType::bf16, true, z).first);
+  detail::set_row_exp_once(false);
+  EXPECT_FALSE(plan(4096, DType::bf16, true).first);
+  detail::set_row_exp_once(true);
 }
 
 }  // namespace

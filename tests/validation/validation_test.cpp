@@ -1,7 +1,8 @@
 // Every case of the validation table (validation/validation.h) as a test: the same cases and the
 // same tolerance rule as `actloss validate`, at the table's full depth. ACTLOSS_ELEMENTWISE_PACKS=1
-// runs them with the elementwise kernels' one-pack loop (the loop last measured on a GPU, kept
-// selectable until a card has compared it with the default), so that both loops meet every case.
+// runs them with the elementwise kernels' one-pack loop, and ACTLOSS_ROW_EXP_ONCE=0 with the
+// cross-entropy's unified kernel on every path (each the code last measured on a GPU, kept
+// selectable until a card has compared it with the default), so that both meet every case.
 #include <gtest/gtest.h>
 
 #include <cstdio>
@@ -85,6 +86,23 @@ class ElementwiseLoop : public ::testing::Environment {
 };
 const ::testing::Environment* const kElementwiseLoop =
     ::testing::AddGlobalTestEnvironment(new ElementwiseLoop);
+
+// ACTLOSS_ROW_EXP_ONCE=0: the cross-entropy's on-chip rows take the kernel for every option (the
+// one last measured on a GPU) instead of the kernels that keep each exponential, so that both
+// meet every case while both are selectable (detail::set_row_exp_once).
+class RowKernel : public ::testing::Environment {
+ public:
+  void SetUp() override {
+    const char* exp_once = std::getenv("ACTLOSS_ROW_EXP_ONCE");
+    if (exp_once == nullptr || std::string(exp_once).empty()) return;
+    if (std::string(exp_once) != "0") {
+      std::fprintf(stderr, "ACTLOSS_ROW_EXP_ONCE: 0 or unset (got '%s')\n", exp_once);
+      std::exit(2);
+    }
+    detail::set_row_exp_once(false);
+  }
+};
+const ::testing::Environment* const kRowKernel = ::testing::AddGlobalTestEnvironment(new RowKernel);
 
 INSTANTIATE_TEST_SUITE_P(Cpu, Table, ::testing::ValuesIn(cases(Device::cpu, depth())), case_name);
 INSTANTIATE_TEST_SUITE_P(Cuda, Table, ::testing::ValuesIn(cases(Device::cuda, depth())),
