@@ -186,17 +186,6 @@ __device__ __forceinline__ double gradient_and_terms(const CrossEntropyParams& p
 }
 
 // ---------------------------------------------------------------------------------------------
-// Row r of the logits into `row` (nothing for a row past the end).
-template <class TX, class Row>
-__device__ __forceinline__ void load_logits_row(const CrossEntropyParams& p,
-                                                const RowGroup& group, Row& row,
-                                                std::int64_t r) {
-  const bool in_range = r < p.rows;
-  const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? p.logits_rows.of(r) : 0);
-  row.load(logits_row, in_range ? static_cast<int>(p.classes) : 0, group.rank, group.size,
-           p.chunk_pieces);
-}
-
 // One row, by the threads of `group`, its logits loaded by load_logits_row. Returns the row's
 // loss on one thread of the group (0 elsewhere) for the block's partial sum, in double: a row's
 // loss may exceed float's range while the mean of the batch does not.

@@ -118,6 +118,18 @@ __device__ __forceinline__ double row_weight_of(const CrossEntropyParams& p, con
   return class_weight_at(p, static_cast<int>(y));
 }
 
+// Row r of the logits into `row`, any of row_common.cuh's row sources (nothing for a row past
+// the end).
+template <class TX, class Row>
+__device__ __forceinline__ void load_logits_row(const CrossEntropyParams& p,
+                                                const row::RowGroup& group, Row& row,
+                                                std::int64_t r) {
+  const bool in_range = r < p.rows;
+  const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? p.logits_rows.of(r) : 0);
+  row.load(logits_row, in_range ? static_cast<int>(p.classes) : 0, group.rank, group.size,
+           p.chunk_pieces);
+}
+
 // The kernels that keep each exponential (cuda/cross_entropy_exp_once.cu), for a plan that
 // plan_float_tile made; they read the same parameters as cross_entropy_kernel.
 Status launch_cross_entropy_exp_once(const row::RowLaunch& launch, const CrossEntropyParams& params,

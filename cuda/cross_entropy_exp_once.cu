@@ -62,16 +62,6 @@ __device__ __forceinline__ RowTarget row_target(const CrossEntropyParams& p, std
   return t;
 }
 
-// Row r of the logits into `row` as float (nothing for a row past the end).
-template <class TX, int kChunks>
-__device__ __forceinline__ void load_row(const CrossEntropyParams& p, const RowGroup& group,
-                                         row::FloatRow<kChunks>& row, std::int64_t r) {
-  const bool in_range = r < p.rows;
-  const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? p.logits_rows.of(r) : 0);
-  row.load(logits_row, in_range ? static_cast<int>(p.classes) : 0, group.rank, group.size,
-           p.chunk_pieces);
-}
-
 // The gradient of row r from the exponentials e_c = exp(x_c - m) held in `row`, or with
 // kFromLogits from the logits it holds, each exponentiated as its chunk is written (the backward,
 // which needs them nowhere else):
@@ -116,7 +106,7 @@ __device__ __forceinline__ void write_gradient(const CrossEntropyParams& p,
   }
 }
 
-// One row, by the threads of `group`, its logits loaded by load_row. Returns the row's loss on
+// One row, by the threads of `group`, its logits loaded by load_logits_row. Returns the row's loss on
 // one thread of the group (0 elsewhere) for the block's partial sum (in double: a row's loss may
 // exceed float's range while the batch's mean does not).
 template <class TG, int kChunks, Mode kMode>
@@ -211,7 +201,7 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks)
   // The next row's logits beside this one's fit the forward's one- and two-chunk tiles only.
   row::for_each_row_tile<Row>(
       tiles, kMode == Mode::forward && kChunks <= 2 && p.prefetch,
-      [&](Row& source, std::int64_t r) { load_row<TX>(p, group, source, r); },
+      [&](Row& source, std::int64_t r) { load_logits_row<TX>(p, group, source, r); },
       [&](Row& source, std::int64_t r) {
         const double loss = exp_once_row<TG, kChunks, kMode>(p, batch, group, source, r);
         if (loss != 0.0) loss_sums[threadIdx.x] += loss;

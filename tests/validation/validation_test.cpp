@@ -69,40 +69,33 @@ Depth depth() {
   return Depth::full;
 }
 
-class ElementwiseLoop : public ::testing::Environment {
- public:
-  void SetUp() override {
-    const char* packs = std::getenv("ACTLOSS_ELEMENTWISE_PACKS");
-    if (packs == nullptr || std::string(packs).empty()) return;
-    if (std::string(packs) != "1") {
-      // Not a failure inside the tests: every case would report SKIPPED, and ctest pass that.
-      std::fprintf(stderr, "ACTLOSS_ELEMENTWISE_PACKS: 1 or unset (got '%s')\n", packs);
-      std::exit(2);
-    }
-#if ACTLOSS_BENCH_CUDA
-    detail::cuda_set_elementwise_packs_per_step_for_testing(1);
-#endif
-  }
-};
-const ::testing::Environment* const kElementwiseLoop =
-    ::testing::AddGlobalTestEnvironment(new ElementwiseLoop);
+// Whether `variable` asks for the code last measured on a GPU: set to `value`, or unset (or
+// empty) for the default. Anything else stops the run, not a failure inside the tests: every
+// case would report SKIPPED, and ctest pass that.
+bool asks_for_measured_code(const char* variable, const char* value) {
+  const char* setting = std::getenv(variable);
+  if (setting == nullptr || std::string(setting).empty()) return false;
+  if (std::string(setting) == value) return true;
+  std::fprintf(stderr, "%s: %s or unset (got '%s')\n", variable, value, setting);
+  std::exit(2);
+}
 
-// ACTLOSS_ROW_EXP_ONCE=0: the cross-entropy's on-chip rows take the kernel for every option (the
-// one last measured on a GPU) instead of the kernels that keep each exponential, so that both
-// meet every case while both are selectable (detail::set_row_exp_once).
-class RowKernel : public ::testing::Environment {
+// ACTLOSS_ELEMENTWISE_PACKS=1: the elementwise kernels' one-pack loop. ACTLOSS_ROW_EXP_ONCE=0:
+// the cross-entropy's on-chip rows take the kernel for every option instead of the kernels that
+// keep each exponential (detail::set_row_exp_once).
+class MeasuredCode : public ::testing::Environment {
  public:
   void SetUp() override {
-    const char* exp_once = std::getenv("ACTLOSS_ROW_EXP_ONCE");
-    if (exp_once == nullptr || std::string(exp_once).empty()) return;
-    if (std::string(exp_once) != "0") {
-      std::fprintf(stderr, "ACTLOSS_ROW_EXP_ONCE: 0 or unset (got '%s')\n", exp_once);
-      std::exit(2);
+    if (asks_for_measured_code("ACTLOSS_ELEMENTWISE_PACKS", "1")) {
+#if ACTLOSS_BENCH_CUDA
+      detail::cuda_set_elementwise_packs_per_step_for_testing(1);
+#endif
     }
-    detail::set_row_exp_once(false);
+    if (asks_for_measured_code("ACTLOSS_ROW_EXP_ONCE", "0")) detail::set_row_exp_once(false);
   }
 };
-const ::testing::Environment* const kRowKernel = ::testing::AddGlobalTestEnvironment(new RowKernel);
+const ::testing::Environment* const kMeasuredCode =
+    ::testing::AddGlobalTestEnvironment(new MeasuredCode);
 
 INSTANTIATE_TEST_SUITE_P(Cpu, Table, ::testing::ValuesIn(cases(Device::cpu, depth())), case_name);
 INSTANTIATE_TEST_SUITE_P(Cuda, Table, ::testing::ValuesIn(cases(Device::cuda, depth())),
