@@ -7,7 +7,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
 cmake --preset default >/dev/null
-cmake --build --preset default -j "$ACTLOSS_JOBS"
+# The library and the tool it runs; scripts/test.sh builds the tests.
+cmake --build --preset default -j "$ACTLOSS_JOBS" --target actloss_cli
 tool=./build/default/tools/actloss
 "$tool" info
 if "$tool" info --cuda-device; then
