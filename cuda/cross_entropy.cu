@@ -572,23 +572,19 @@ row::RowLaunch plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntro
   row::RowLaunch launch = row::plan_row_launch(detail::RowOp::cross_entropy, args.rows,
                                                args.classes, args.logits_dtype, device, !general);
   // The common case on chip takes the kernels that keep each exponential
-  // (cuda/cross_entropy_exp_once.cu), in tiles of up to two chunks where a gradient is written,
-  // four otherwise (their 64 registers): rows up to 8K classes with a gradient, 16K without.
-  // One plan for every pass of a call, so that the workspace sized for it fits each.
-  if (detail::row_exp_once() && !general && options.label_smoothing == 0.0f &&
-      args.predicted == nullptr)
-    row::plan_float_tile(launch, args.rows, device, args.grad != nullptr ? 2 : 4);
+  // (cuda/cross_entropy_exp_once.cu), in tiles of up to two chunks (their 64 registers): rows up
+  // to 8192 classes. The plan depends on the shape, the dtypes and the options alone, never on
+  // which outputs a call asks for, so that a workspace sized for one call fits every pass and
+  // output of it (cross_entropy_workspace_size). A call that asks for predicted classes runs the
+  // unified kernel on the same plan (launch_cross_entropy).
+  if (detail::row_exp_once() && !general && options.label_smoothing == 0.0f)
+    row::plan_float_tile(launch, args.rows, device, 2);
   return launch;
 }
 
 template <class TX, class TG>
 Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& params,
                             cudaStream_t stream) {
-  const bool small_tile = launch.chunks == 1 || launch.chunks == 2;  // as Bounds
-  if (launch.block > (small_tile ? row::kSmallRowBlock : row::kMaxBlock))
-    return Status(StatusCode::internal, "",
-                  "cross_entropy: a block of " + std::to_string(launch.block) +
-                      " threads exceeds the launch bound of its kernel");
   const bool plain =
       !needs_general_variant(params.soft_targets, params.softcap, params.class_weight) &&
       (params.predicted == nullptr || predicts_in_registers(launch.chunks));
@@ -596,6 +592,15 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
                           : params.grad == nullptr && params.saved_stats == nullptr
                               ? Variant::plain_forward
                               : Variant::plain;
+  // The general kernel takes blocks of up to 512 threads on every path (a plan for the exp-once
+  // kernels with predicted classes comes here, kept by plan_float_tile's blocks of two-chunk
+  // tiles); the register tiles are bounded as Bounds.
+  const bool small_tile = launch.chunks == 1 || launch.chunks == 2;
+  if (launch.block > (small_tile && variant != Variant::general ? row::kSmallRowBlock
+                                                                : row::kMaxBlock))
+    return Status(StatusCode::internal, "",
+                  "cross_entropy: a block of " + std::to_string(launch.block) +
+                      " threads exceeds the launch bound of its kernel");
   if (variant == Variant::general) {
     // The rare options keep more values live per element than a register tile leaves room
     // for (the tiles spilled, ptxas -v, sm_90), so they take the kernel that reads the row from
@@ -709,7 +714,7 @@ Status cuda_cross_entropy_plan_for_testing(const CrossEntropyArgs& args,
   const DeviceInfo* device = nullptr;
   if (Status status = current_device_info(&device); !status.ok()) return status;
   const row::RowLaunch launch = plan_cross_entropy(args, options, *device);
-  *exp_once = launch.float_tile;
+  *exp_once = launch.float_tile && args.predicted == nullptr;  // as cuda_cross_entropy
   *chunks_per_thread = launch.chunks;
   return {};
 }
@@ -819,7 +824,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   // instantiation.
   const DType grad_dtype = writes_grad ? args.grad_dtype : args.logits_dtype;
   Status status =
-      launch.float_tile
+      launch.float_tile && p.predicted == nullptr
           ? launch_cross_entropy_exp_once(launch, p, args.logits_dtype, grad_dtype, stream)
           : row::with_dtype("cross_entropy", args.logits_dtype, [&](auto x_tag) {
               return row::with_dtype("cross_entropy", grad_dtype, [&](auto g_tag) {

@@ -28,20 +28,19 @@ using row::RowTiles;
 enum class Mode : std::uint8_t { forward, fused, backward };
 
 // Launch bounds: at most 64 registers, two blocks of 512 threads per SM (issue 11's target for the
-// fused kernel), for every tile: plan_float_tile may put a tile of any size in a block of up to
-// 512 threads. Four chunks are the largest tile, and only for the forward: with a gradient to
-// write, ptxas spilled four-chunk tiles at 64 registers (4 to 36 bytes; f32 gradients 4 bytes
-// also at 128), so calls with a gradient take tiles of up to two chunks (plan_cross_entropy).
+// fused kernel), for tiles of one or two chunks in blocks of up to 512 threads
+// (plan_float_tile). Four-chunk tiles spilled at 64 registers with a gradient to write (4 to 36
+// bytes; with an f32 gradient also at 128), and the plan may not depend on whether a call writes
+// one (its workspace is sized before), so no call takes them: rows up to 8192 classes.
 constexpr int kMaxThreads = row::kMaxBlock;
 constexpr int kMinBlocks = 2;
 
-// The kernels that exist: a forward once per logits dtype (TG = TX), tiles of 1, 2 or 4 chunks;
-// the others per dtype pair, tiles of 1 or 2 chunks.
+// The kernels that exist: a forward once per logits dtype (TG = TX), the others per dtype pair,
+// for tiles of one and two chunks.
 template <class TX, class TG, int kChunks, Mode kMode>
 constexpr bool instantiated() {
-  if (kChunks < 1 || kChunks > 4) return false;
-  if (kMode == Mode::forward) return std::is_same_v<TX, TG>;
-  return kChunks <= 2;
+  if (kChunks < 1 || kChunks > 2) return false;
+  return kMode != Mode::forward || std::is_same_v<TX, TG>;
 }
 
 // Row r's target class and what kind of row it makes. The index itself is read again for the
@@ -250,7 +249,8 @@ Status launch_cross_entropy_exp_once(const RowLaunch& launch, const CrossEntropy
         "cross_entropy", mode == Mode::forward ? logits_dtype : grad_dtype, [&](auto g_tag) {
           using TX = typename decltype(x_tag)::type;
           using TG = typename decltype(g_tag)::type;
-          const cudaError_t error = row::launch_for_chunks<4, false>(launch.chunks, [&](auto chunks) {
+          const cudaError_t error =
+              row::launch_for_chunks<2, false>(launch.chunks, [&](auto chunks) {
             constexpr int kChunks = decltype(chunks)::value;
             switch (mode) {
               case Mode::forward:

@@ -4,6 +4,7 @@
 // simulator build (under ASan in CI) and on a GPU.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -308,10 +309,10 @@ TEST(CudaCrossEntropy, DispatchChoice) {
 }
 
 // Which calls take the kernels that keep each exponential (cuda/cross_entropy_exp_once.cu): the
-// common case on chip, with tiles of at most two chunks where a gradient is written and four
-// without; every rare option, a predicted class, a row kept in memory, and the switch that
-// selects the kernel last measured on a card take the unified kernel. The values of both are
-// the validation table's (validation_Cuda_cross_entropy and validation_Cuda_cross_entropy_unified).
+// common case on chip, in tiles of at most two chunks (rows up to 8192 classes), whichever pass;
+// every rare option, a predicted class, a longer row, and the switch that selects the kernel
+// last measured on a card take the unified kernel. The values of both are the validation
+// table's (validation_Cuda_cross_entropy and validation_Cuda_cross_entropy_unified).
 TEST(CudaCrossEntropy, CommonCallsOnChipKeepEachExponential) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
   std::vector<float> weights(16384, 1.0f);
@@ -337,18 +338,14 @@ TEST(CudaCrossEntropy, CommonCallsOnChipKeepEachExponential) {
     for (std::int64_t classes : {std::int64_t{2}, std::int64_t{256}, std::int64_t{4096},
                                  std::int64_t{8192}}) {
       SCOPED_TRACE(classes);
-      const auto [fused, fused_chunks] = plan(classes, dtype, true);
-      EXPECT_TRUE(fused);
-      EXPECT_GE(fused_chunks, 1);
-      EXPECT_LE(fused_chunks, 2);
-      const auto [forward, forward_chunks] = plan(classes, dtype, false);
-      EXPECT_TRUE(forward);
-      EXPECT_LE(forward_chunks, 4);
+      for (bool grad : {false, true}) {
+        const auto [exp_once, chunks] = plan(classes, dtype, grad);
+        EXPECT_TRUE(exp_once);
+        EXPECT_GE(chunks, 1);
+        EXPECT_LE(chunks, 2);
+      }
     }
-    EXPECT_TRUE(plan(16384, dtype, false).first);
-    EXPECT_EQ(plan(16384, dtype, false).second, 4);
-    // Past two chunks a thread in a block of 512, a gradient takes the unified kernel's tile.
-    EXPECT_FALSE(plan(16384, dtype, true).first);
+    EXPECT_FALSE(plan(8200, dtype, false).first);  // past two chunks a thread in a block of 512
     CrossEntropyOptions smoothing;
     smoothing.label_smoothing = 0.1f;
     EXPECT_FALSE(plan(4096, dtype, true, smoothing).first);
@@ -368,6 +365,48 @@ TEST(CudaCrossEntropy, CommonCallsOnChipKeepEachExponential) {
   detail::set_row_exp_once(false);
   EXPECT_FALSE(plan(4096, DType::bf16, true).first);
   detail::set_row_exp_once(true);
+}
+
+// A workspace sized for a call's arguments without a gradient or predicted classes fits the call
+// that asks for them too: the plan, and with it the grid whose partial sums the workspace holds,
+// depends on the shape and the options alone. Predicted classes on an exp-once plan run the
+// unified kernel, in blocks of up to 512 threads.
+TEST(CudaCrossEntropy, OneWorkspaceFitsEveryPassAndOutput) {
+  ACTLOSS_REQUIRE_CUDA_DEVICE();
+  // 1000 classes: warp_per_row's four-chunk tile, which plan_float_tile spreads over a block of
+  // two warps (one row a block, not eight): a plan that followed the outputs asked for would
+  // size eight times fewer partial sums without a gradient than with one.
+  for (std::int64_t classes :
+       {std::int64_t{300}, std::int64_t{1000}, std::int64_t{4096}, std::int64_t{8192}}) {
+    SCOPED_TRACE(classes);
+    const std::int64_t rows = 40;
+    const Problem problem(random_values(std::size_t(rows * classes), -3, 3, 21),
+                          labels_for(rows, classes), classes);
+    const DeviceMatrix loss = poisoned_matrix(1, 1, DType::f32);
+    const DeviceMatrix grad = poisoned_matrix(rows, classes, DType::f32);
+    const DeviceBuffer predicted(std::size_t(rows) * sizeof(std::int64_t));
+    CrossEntropyArgs sized = problem.args();
+    sized.loss = static_cast<float*>(loss.data());
+    const CrossEntropyOptions options;  // mean
+    std::size_t bytes = 0;
+    ASSERT_TRUE(cross_entropy_workspace_size(sized, options, cuda_exec(), &bytes).ok());
+    ASSERT_GT(bytes, 0u);
+    const DeviceBuffer workspace(bytes);
+    Exec exec = cuda_exec();
+    exec.workspace = Workspace{workspace.get(), bytes};
+    CrossEntropyArgs with_grad = sized;
+    with_grad.grad = grad.data();
+    const Status fused = cross_entropy_forward_backward(with_grad, options, exec);
+    EXPECT_TRUE(fused.ok()) << fused.message();
+    CrossEntropyArgs predicting = sized;
+    predicting.predicted = static_cast<std::int64_t*>(predicted.get());
+    const Status forward = cross_entropy_forward(predicting, options, exec);
+    EXPECT_TRUE(forward.ok()) << forward.message();
+    synchronize_or_fail();
+    EXPECT_TRUE(std::isfinite(loss.download()[0]));
+    const std::vector<double> g = grad.download();
+    EXPECT_TRUE(std::all_of(g.begin(), g.end(), [](double v) { return std::isfinite(v); }));
+  }
 }
 
 }  // namespace
