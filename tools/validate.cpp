@@ -16,6 +16,7 @@
 #include <actloss/actloss.h>
 
 #include "benchmarks/support/memory.h"
+#include "host/cpu/backend.h"
 #include "tools/commands.h"
 #include "tools/table.h"
 #include "validation/validation.h"
@@ -49,10 +50,14 @@ struct Worst {
 // What was checked against what, in words: the kernels (on a GPU or on the simulator) or the
 // CPU path, against the float64 reference.
 std::string device_heading(Device device) {
+  if (device == Device::cpu && detail::cpu_runnable_simd_targets() != 0)
+    return std::string("cpu: the SIMD CPU backend (") + cpu_backend() +
+           "), against the float64 reference (the calls it does not cover run that reference "
+           "itself, rounded into each output's dtype)";
   if (device == Device::cpu)
-    return "cpu: the CPU path against the float64 reference. The CPU path IS that reference, "
-           "rounded into each output's dtype, so this checks the rounding, the validation and "
-           "the harness, not an independent implementation";
+    return "cpu: the CPU path against the float64 reference. Built without Highway, the CPU "
+           "path IS that reference, rounded into each output's dtype, so this checks the "
+           "rounding, the validation and the harness, not an independent implementation";
   const bench::DeviceDescription d = bench::describe_device(Device::cuda);
   return bench::simulated_cuda()
              ? "cuda: the CUDA kernels, run on the CPU simulator (" + d.name +
