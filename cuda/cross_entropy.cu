@@ -573,10 +573,11 @@ row::RowLaunch plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntro
                                                args.classes, args.logits_dtype, device, !general);
   // The common case on chip takes the kernels that keep each exponential
   // (cuda/cross_entropy_exp_once.cu), in tiles of up to two chunks (their 64 registers): rows up
-  // to 8192 classes. The plan depends on the shape, the dtypes and the options alone, never on
-  // which outputs a call asks for, so that a workspace sized for one call fits every pass and
-  // output of it (cross_entropy_workspace_size). A call that asks for predicted classes runs the
-  // unified kernel on the same plan (launch_cross_entropy).
+  // to 8192 classes, except those of one warp with a larger tile (513-1024 f32 and 513-2048
+  // 16-bit classes: plan_float_tile). The plan depends on the shape, the dtypes and the options
+  // alone, never on which outputs a call asks for, so that a workspace sized for one call fits
+  // every pass and output of it (cross_entropy_workspace_size). A call that asks for predicted
+  // classes runs the unified kernel on the same plan (launch_cross_entropy).
   if (detail::row_exp_once() && !general && options.label_smoothing == 0.0f)
     row::plan_float_tile(launch, args.rows, device, 2);
   return launch;

@@ -1118,17 +1118,19 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
 }
 
 // Turns an on-chip plan into one for a FloatRow tile of at most `max_chunks` (4 or 2) chunks a
-// thread, for a kernel that holds the row as float: a larger tile becomes one that many chunks
-// over proportionally more threads (a warp_per_row row then takes a block of several warps).
-// False, with the plan unchanged, where the row stays in memory or would need more than a
-// block's threads.
+// thread, for a kernel that holds the row as float: a larger block_on_chip tile becomes one that
+// many chunks over proportionally more threads. False, with the plan unchanged, where the row
+// stays in memory, would need more than a block's threads, or is a warp's (warp_per_row) with a
+// larger tile: spreading it over a block would trade the warp's shuffles for block barriers,
+// a change no card has measured.
 inline bool plan_float_tile(RowLaunch& launch, std::int64_t rows, const DeviceInfo& device,
                             int max_chunks) {
   if (launch.chunks <= 0 || launch.cluster_blocks > 1) return false;
   if (launch.chunks > max_chunks) {
     const int threads = launch.threads_per_row * (launch.chunks / max_chunks);
-    if (threads > detail::row_limits::kMaxThreadsPerRow) return false;
-    launch.algorithm = RowAlgorithm::block_on_chip;
+    if (launch.algorithm != RowAlgorithm::block_on_chip ||
+        threads > detail::row_limits::kMaxThreadsPerRow)
+      return false;
     launch.chunks = max_chunks;
     launch.threads_per_row = threads;
     launch.block = threads;

@@ -346,6 +346,10 @@ TEST(CudaCrossEntropy, CommonCallsOnChipKeepEachExponential) {
       }
     }
     EXPECT_FALSE(plan(8200, dtype, false).first);  // past two chunks a thread in a block of 512
+    // One warp's row with a tile of four or eight chunks stays a warp's, on the unified kernel.
+    EXPECT_FALSE(plan(1000, dtype, true).first);
+    EXPECT_EQ(plan(dtype == DType::f32 ? 512 : 1024, dtype, true).first, dtype == DType::f32);
+    EXPECT_FALSE(plan(dtype == DType::f32 ? 1024 : 2048, dtype, true).first);
     CrossEntropyOptions smoothing;
     smoothing.label_smoothing = 0.1f;
     EXPECT_FALSE(plan(4096, dtype, true, smoothing).first);
@@ -373,13 +377,16 @@ TEST(CudaCrossEntropy, CommonCallsOnChipKeepEachExponential) {
 // unified kernel, in blocks of up to 512 threads.
 TEST(CudaCrossEntropy, OneWorkspaceFitsEveryPassAndOutput) {
   ACTLOSS_REQUIRE_CUDA_DEVICE();
-  // 1000 classes: warp_per_row's four-chunk tile, which plan_float_tile spreads over a block of
-  // two warps (one row a block, not eight): a plan that followed the outputs asked for would
-  // size eight times fewer partial sums without a gradient than with one.
-  for (std::int64_t classes :
-       {std::int64_t{300}, std::int64_t{1000}, std::int64_t{4096}, std::int64_t{8192}}) {
-    SCOPED_TRACE(classes);
-    const std::int64_t rows = 40;
+  struct Shape {
+    std::int64_t rows, classes;
+  };
+  // 2200 x 2048: block_on_chip's four-chunk tile over 64 threads becomes two chunks over 128, and
+  // the grid then stops at 2112 blocks instead of 2200: a plan that followed the outputs asked
+  // for would size one number of partial sums for one call and need another for the next.
+  for (const Shape shape :
+       {Shape{40, 300}, Shape{40, 1000}, Shape{40, 8192}, Shape{2200, 2048}}) {
+    const std::int64_t rows = shape.rows, classes = shape.classes;
+    SCOPED_TRACE(testing::Message() << rows << " x " << classes);
     const Problem problem(random_values(std::size_t(rows * classes), -3, 3, 21),
                           labels_for(rows, classes), classes);
     const DeviceMatrix loss = poisoned_matrix(1, 1, DType::f32);
@@ -387,7 +394,10 @@ TEST(CudaCrossEntropy, OneWorkspaceFitsEveryPassAndOutput) {
     const DeviceBuffer predicted(std::size_t(rows) * sizeof(std::int64_t));
     CrossEntropyArgs sized = problem.args();
     sized.loss = static_cast<float*>(loss.data());
-    const CrossEntropyOptions options;  // mean
+    // A sum: its partials are one a block in every pass (a mean without a gradient sums twice as
+    // many, enough to hide a smaller grid's need).
+    CrossEntropyOptions options;
+    options.reduction = Reduction::sum;
     std::size_t bytes = 0;
     ASSERT_TRUE(cross_entropy_workspace_size(sized, options, cuda_exec(), &bytes).ok());
     ASSERT_GT(bytes, 0u);
