@@ -462,20 +462,7 @@ __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>:
       loss_sum += cross_entropy_row<TX, TG>(p, batch, group, source, tiles.row_of(tile));
     }
   }
-  if (p.reduced.numerators != nullptr) {
-    const double total = block_sum(loss_sum, warp_partials);
-    double denominator = batch.denominator;
-    if (p.sum_row_weights) {
-      // After the row loop, so that nothing more stays live across it: the same rows again,
-      // their targets now in cache.
-      double weight_sum = 0.0;
-      for (std::int64_t tile = group.first_tile(); tile < tiles.count();
-           tile += group.tile_stride())
-        weight_sum += row_weight_of(p, group, tiles.row_of(tile));
-      denominator = block_sum(weight_sum, warp_partials);
-    }
-    finish_reduced_loss(p.reduced, total, denominator, warp_partials);
-  }
+  finish_block_loss(p, group, tiles, batch, loss_sum, warp_partials);
 }
 
 // The pre-pass: per-block partial sums of the target weights of the non-ignored rows (NaN for an

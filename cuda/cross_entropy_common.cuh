@@ -118,6 +118,28 @@ __device__ __forceinline__ double row_weight_of(const CrossEntropyParams& p, con
   return class_weight_at(p, static_cast<int>(y));
 }
 
+// The end of a kernel whose call reduces the loss (sum, mean): the block's loss partial, with the
+// denominator the launch gives or, for a mean without a gradient (p.sum_row_weights), the block's
+// share of the target weights, summed after the row loop, so that nothing more stays live across
+// it (the same rows again, their targets now in cache); the last block to finish adds every
+// block's in order (finish_reduced_loss, cuda/reduce.cuh).
+__device__ __forceinline__ void finish_block_loss(const CrossEntropyParams& p,
+                                                  const row::RowGroup& group,
+                                                  const row::RowTiles& tiles,
+                                                  const BatchConstants& batch, double loss,
+                                                  double* warp_partials) {
+  if (p.reduced.numerators == nullptr) return;
+  const double total = block_sum(loss, warp_partials);
+  double denominator = batch.denominator;
+  if (p.sum_row_weights) {
+    double weight_sum = 0.0;
+    for (std::int64_t tile = group.first_tile(); tile < tiles.count(); tile += group.tile_stride())
+      weight_sum += row_weight_of(p, group, tiles.row_of(tile));
+    denominator = block_sum(weight_sum, warp_partials);
+  }
+  finish_reduced_loss(p.reduced, total, denominator, warp_partials);
+}
+
 // Row r of the logits into `row`, any of row_common.cuh's row sources (nothing for a row past
 // the end).
 template <class TX, class Row>

@@ -205,21 +205,10 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks)
         const double loss = exp_once_row<TG, kChunks, kMode>(p, batch, group, source, r);
         if (loss != 0.0) loss_sums[threadIdx.x] += loss;
       });
-  if constexpr (kMode != Mode::backward) {
-    if (p.reduced.numerators == nullptr) return;
-    const double total = block_sum(loss_sums[threadIdx.x], warp_partials);
-    double denominator = batch.denominator;
-    if (kMode == Mode::forward && p.sum_row_weights) {
-      // A mean without a gradient sums its denominator here: the same rows again, their
-      // targets now in cache (cuda/cross_entropy.cu).
-      double weight_sum = 0.0;
-      for (std::int64_t tile = group.first_tile(); tile < tiles.count();
-           tile += group.tile_stride())
-        weight_sum += row_weight_of(p, group, tiles.row_of(tile));
-      denominator = block_sum(weight_sum, warp_partials);
-    }
-    finish_reduced_loss(p.reduced, total, denominator, warp_partials);
-  }
+  // The backward writes no loss; the forward and the fused pass finish theirs as the unified
+  // kernel does (p.sum_row_weights is set for a mean without a gradient only).
+  if constexpr (kMode != Mode::backward)
+    finish_block_loss(p, group, tiles, batch, loss_sums[threadIdx.x], warp_partials);
 }
 
 template <class TX, class TG, int kChunks, Mode kMode>
