@@ -16,7 +16,8 @@
 //                   blocks (sm_90), each block staging its share of the row in its shared memory
 //                   as block_shared does; the blocks exchange their partial reductions through
 //                   distributed shared memory, so rows up to 8 blocks' shared memory (1.8 MiB)
-//                   are read once too. Cross-entropy and the softmax forward
+//                   are read once too. Cross-entropy and the softmax forward; taken only when
+//                   forced (slower than two passes on an H100: automatic_row_algorithm)
 //   block_two_pass  one block per row, the row read twice from global memory (the second read
 //                   mostly from L2); any length that fits int32
 // Every path works in chunks of 8 consecutive elements (one 16-byte vector of f16/bf16, two of
@@ -140,14 +141,14 @@ constexpr std::int64_t row_algorithm_max_classes(RowOp op, RowAlgorithm algorith
 //   block_on_chip  up to 16384 (f32) / 32768 (f16, bf16); softmax backward 8192
 //   block_shared   up to 57856 (f32) / 115712 (f16, bf16) on sm_90; softmax backward 28928 /
 //                  38568 (sm_80 holds less: the plan checks the device's own limit)
-//   cluster_shared up to 458752 (f32) / 917504 (f16, bf16) on sm_90; not softmax backward. A
-//                  device without clusters (sm_80) or a call whose kernel has no cluster
-//                  instantiation takes block_two_pass instead
 //   block_two_pass beyond
+// cluster_shared is taken only when forced: on an H100 (benchmarks/RESULTS.md, 0259768) it ran
+// the cross-entropy forward at 0.36-0.74x of block_two_pass's GB/s at 128256 and 262144
+// classes, and the softmax forward at 0.62-0.72x (1.08x for 16-bit rows of 128256).
 constexpr RowAlgorithm automatic_row_algorithm(RowOp op, std::int64_t classes, DType dtype) {
   for (RowAlgorithm candidate :
        {RowAlgorithm::rows_per_warp, RowAlgorithm::warp_per_row, RowAlgorithm::block_on_chip,
-        RowAlgorithm::block_shared, RowAlgorithm::cluster_shared}) {
+        RowAlgorithm::block_shared}) {
     if (classes <= row_algorithm_max_classes(op, candidate, dtype)) return candidate;
   }
   return RowAlgorithm::block_two_pass;

@@ -28,11 +28,9 @@ TEST(CudaSoftmax, DispatchChoice) {
       EXPECT_EQ(detail::automatic_row_algorithm(op, max(RowAlgorithm::block_on_chip) + 1, dtype),
                 RowAlgorithm::block_shared);
       EXPECT_EQ(detail::automatic_row_algorithm(op, 1, dtype), RowAlgorithm::rows_per_warp);
-      // The forward stages rows in a cluster's shared memory (sm_90); the backward, which would
-      // stage y and dy, never does.
-      EXPECT_EQ(detail::automatic_row_algorithm(op, 262144, dtype),
-                op == RowOp::softmax_forward ? RowAlgorithm::cluster_shared
-                                             : RowAlgorithm::block_two_pass);
+      // Past one block's shared memory, two passes: a cluster's shared memory is taken only when
+      // forced (measured slower on an H100, row_dispatch.h).
+      EXPECT_EQ(detail::automatic_row_algorithm(op, 262144, dtype), RowAlgorithm::block_two_pass);
       EXPECT_EQ(detail::automatic_row_algorithm(op, 2000000, dtype), RowAlgorithm::block_two_pass);
     }
 }
