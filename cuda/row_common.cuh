@@ -395,13 +395,10 @@ struct RegisterRow {
 template <int kChunks>
 struct FloatRow {
   float v[kChunks][kChunk];
-  int cols;
-  int first, step;
+  int first, step;  // the row's length is the caller's: only the loads need it
 
   template <class T>
-  __device__ __forceinline__ void load(const T* row, int row_cols, int rank, int size,
-                                       bool pieces) {
-    cols = row_cols;
+  __device__ __forceinline__ void load(const T* row, int cols, int rank, int size, bool pieces) {
     first = rank;
     step = size;
     // Every load is issued before any is widened, so that all of them are in flight together.
