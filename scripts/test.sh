@@ -5,8 +5,8 @@
 #   3. the simulator's own self-tests, and its threads mode under ThreadSanitizer, with every
 #      kernel on every dispatch path (the validation table's smoke depth), many host threads
 #      calling the ops at once, and the NCCL adapter with its ranks as threads;
-#   4. the simulator's Release build (g++ -O3, as scripts/main.sh builds it on a machine without
-#      a GPU) and the main job's validation of the kernels on it;
+#   4. the simulator build scripts/main.sh makes on a machine without a GPU (sim-check: g++ -O1,
+#      no SIMD CPU backend) and the main job's validation of the kernels on it;
 #   5. the libFuzzer targets (clang, ASan + UBSan): every committed corpus input and past finding
 #      replayed, then a few seconds of fuzzing per target (scripts/fuzz.sh runs them for longer);
 #   6. install, then a separate project finds the package with find_package(actloss) and runs;
@@ -14,8 +14,8 @@
 #      CPU-only project that cannot find the CUDA toolkit links actloss::shared, and plain
 #      compiler commands link the shared and the static library by hand.
 #   7. calls past 2^31 elements (tests/large: tanh, softmax, cross-entropy over 2^31 + elements,
-#      bf16) on the CPU backend and on the simulator's Release build: about 9 GB of memory and
-#      8 minutes, one stage after the other tests so that nothing else holds memory then.
+#      bf16) on the CPU backend and on the simulator's Release build (sim, g++ -O3): about 9 GB of
+#      memory and 8 minutes, one stage after the other tests so that nothing else holds memory then.
 # ACTLOSS_TEST_STAGES (e.g. "sim-asan consumer") runs a subset while iterating.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -79,10 +79,10 @@ if run_stage sim-tsan; then
 fi
 
 if run_stage sim-release; then
-  banner "the main job's no-GPU path: the kernels on the simulator, Release, against the reference"
-  cmake --preset sim
-  cmake --build --preset sim -j "$ACTLOSS_JOBS" --target actloss_cli
-  ./build/sim/tools/actloss validate --quick --device cuda --failures-only
+  banner "the main job's no-GPU path: the kernels on the simulator (sim-check, -O1), against the reference"
+  cmake --preset sim-check
+  cmake --build --preset sim-check -j "$ACTLOSS_JOBS" --target actloss_cli
+  ./build/sim-check/tools/actloss validate --quick --device cuda --failures-only
 fi
 
 if run_stage fuzz; then
