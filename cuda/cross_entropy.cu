@@ -92,13 +92,7 @@ __device__ __forceinline__ void accumulate_max_rest(Row& row, const Softcap& cap
       else
         capped[j] = x[j];
     }
-    const int y_in_chunk = y - col0;
-    if (y_in_chunk >= 0 && y_in_chunk < kChunk) {
-#pragma unroll
-      for (int j = 0; j < kChunk; ++j)
-        if (j == y_in_chunk) target_x = capped[j];
-      found = true;
-    }
+    row::pick_column(capped, col0, y, target_x, found);
     row::add_chunk_max_rest(m, rest, capped);
   });
 }
@@ -204,10 +198,7 @@ __device__ __forceinline__ double cross_entropy_row(const CrossEntropyParams& p,
   std::int64_t target = -1;
   if (in_range && !soft) {
     target = load_class_target(p, r);
-    if (target == p.ignore_index)
-      kind = RowKind::ignored;
-    else if (target < 0 || target >= p.classes)
-      kind = RowKind::invalid;
+    kind = kind_of_target(p, target);
   }
   const bool hard_active = !soft && kind == RowKind::active;
   const int y = hard_active ? static_cast<int>(target) : -1;
@@ -556,8 +547,12 @@ row::RowLaunch plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntro
                                   const DeviceInfo& device) {
   const bool general = needs_general_variant(args.target_kind == TargetKind::probabilities,
                                              options.softcap, args.class_weight);
+  // A dtype pair without register tiles runs the general kernel whenever it writes a gradient;
+  // the plan follows the args' gradient dtype even for a call that writes none, so that one
+  // workspace fits every pass of the same args.
+  const bool clusters = !general && is_tile_pair(args.logits_dtype, args.grad_dtype);
   row::RowLaunch launch = row::plan_row_launch(detail::RowOp::cross_entropy, args.rows,
-                                               args.classes, args.logits_dtype, device, !general);
+                                               args.classes, args.logits_dtype, device, clusters);
   // The common case on chip takes the kernels that keep each exponential
   // (cuda/cross_entropy_exp_once.cu), in tiles of up to two chunks (their 64 registers): rows up
   // to 8192 classes, except those of one warp with a larger tile (513-1024 f32 and 513-2048
@@ -574,6 +569,7 @@ template <class TX, class TG>
 Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& params,
                             cudaStream_t stream) {
   const bool plain =
+      kTilePair<TX, TG> &&
       !needs_general_variant(params.soft_targets, params.softcap, params.class_weight) &&
       (params.predicted == nullptr || predicts_in_registers(launch.chunks));
   const Variant variant = !plain ? Variant::general
@@ -594,7 +590,8 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
     // for (the tiles spilled, ptxas -v, sm_90), so they take the kernel that reads the row from
     // global memory on every path, with the planned geometry. Where the plan held one row per
     // block on chip, the row is staged in shared memory instead (at most 64 KiB: the tile's
-    // capacity), so it is still read from memory once. One instantiation per dtype pair.
+    // capacity), so it is still read from memory once. One instantiation per dtype pair; the
+    // pairs without register tiles (kTilePair) come here whatever their options.
     RowLaunch general = launch;
     CrossEntropyParams general_params = params;
     if (launch.chunks > 0) {
@@ -625,8 +622,12 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
             return cudaErrorInvalidValue;  // unreachable: see cuda_cross_entropy
           }
         }
-        return row::launch_row_kernel(cross_entropy_kernel<TX, TG, kChunks, Variant::plain>,
-                                      launch, stream, params);
+        if constexpr (kTilePair<TX, TG>) {
+          return row::launch_row_kernel(cross_entropy_kernel<TX, TG, kChunks, Variant::plain>,
+                                        launch, stream, params);
+        } else {
+          return cudaErrorInvalidValue;  // unreachable: such a pair is never plain
+        }
       });
   ACTLOSS_CUDA_TRY(error);
   return {};
@@ -702,7 +703,9 @@ Status cuda_cross_entropy_plan_for_testing(const CrossEntropyArgs& args,
   const DeviceInfo* device = nullptr;
   if (Status status = current_device_info(&device); !status.ok()) return status;
   const row::RowLaunch launch = plan_cross_entropy(args, options, *device);
-  *exp_once = launch.float_tile && args.predicted == nullptr;  // as cuda_cross_entropy
+  // As cuda_cross_entropy for a call that writes the gradient.
+  *exp_once = launch.float_tile && args.predicted == nullptr &&
+              is_tile_pair(args.logits_dtype, args.grad_dtype);
   *chunks_per_thread = launch.chunks;
   return {};
 }
@@ -812,7 +815,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   // instantiation.
   const DType grad_dtype = writes_grad ? args.grad_dtype : args.logits_dtype;
   Status status =
-      launch.float_tile && p.predicted == nullptr
+      launch.float_tile && p.predicted == nullptr && is_tile_pair(args.logits_dtype, grad_dtype)
           ? launch_cross_entropy_exp_once(launch, p, args.logits_dtype, grad_dtype, stream)
           : row::with_dtype("cross_entropy", args.logits_dtype, [&](auto x_tag) {
               return row::with_dtype("cross_entropy", grad_dtype, [&](auto g_tag) {

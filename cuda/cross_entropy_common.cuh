@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <type_traits>
 
 #include "cuda/cross_entropy_math.cuh"
 #include "cuda/row_common.cuh"
@@ -78,6 +79,15 @@ __device__ __forceinline__ std::int64_t load_class_target(const CrossEntropyPara
 
 enum class RowKind : std::uint8_t { none, active, ignored, invalid };
 
+// What a class-index target makes of its row: ignored (ignore_index), invalid (outside
+// [0, classes): the row's loss and gradient are NaN and the error record names it), else active.
+__device__ __forceinline__ RowKind kind_of_target(const CrossEntropyParams& p,
+                                                  std::int64_t target) {
+  return target == p.ignore_index               ? RowKind::ignored
+         : target < 0 || target >= p.classes ? RowKind::invalid
+                                               : RowKind::active;
+}
+
 // Batch-wide constants every block derives the same way from the pre-pass partials.
 struct BatchConstants {
   double denominator;       // of the mean (1 otherwise); 0 when nothing counts, NaN if invalid
@@ -114,7 +124,7 @@ __device__ __forceinline__ double row_weight_of(const CrossEntropyParams& p, con
                                                 std::int64_t r) {
   if (r >= p.rows || group.rank != 0) return 0.0;
   const std::int64_t y = load_class_target(p, r);
-  if (y == p.ignore_index || y < 0 || y >= p.classes) return 0.0;
+  if (kind_of_target(p, y) != RowKind::active) return 0.0;
   return class_weight_at(p, static_cast<int>(y));
 }
 
@@ -150,6 +160,18 @@ __device__ __forceinline__ void load_logits_row(const CrossEntropyParams& p,
   const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? p.logits_rows.of(r) : 0);
   row.load(logits_row, in_range ? static_cast<int>(p.classes) : 0, group.rank, group.size,
            p.chunk_pieces);
+}
+
+// The (logits, gradient) dtype pairs with register-tile kernels of their own: the gradient in
+// the logits' dtype (a forward is this pair), or in float for 16-bit logits. The four others
+// (f32 logits with a 16-bit gradient, one 16-bit dtype's logits with the other's gradient) take
+// the general kernel, which also reads the row from memory once (staged in shared memory where
+// the plan held it on chip): their tiles cost the build 22 of cross_entropy.cu's 77 kernels and
+// 16 of the exp-once file's 42, for pairs that training code rarely asks for.
+template <class TX, class TG>
+constexpr bool kTilePair = std::is_same_v<TX, TG> || std::is_same_v<TG, float>;
+inline bool is_tile_pair(DType logits, DType grad) {
+  return logits == grad || grad == DType::f32;
 }
 
 // The kernels that keep each exponential (cuda/cross_entropy_exp_once.cu), for a plan that

@@ -40,7 +40,7 @@ constexpr int kMinBlocks = 2;
 template <class TX, class TG, int kChunks, Mode kMode>
 constexpr bool instantiated() {
   if (kChunks < 1 || kChunks > 2) return false;
-  return kMode != Mode::forward || std::is_same_v<TX, TG>;
+  return kTilePair<TX, TG> && (kMode != Mode::forward || std::is_same_v<TX, TG>);
 }
 
 // Row r's target class and what kind of row it makes. The index itself is read again for the
@@ -54,9 +54,7 @@ __device__ __forceinline__ RowTarget row_target(const CrossEntropyParams& p, std
   RowTarget t;
   if (r >= p.rows) return t;
   const std::int64_t index = load_class_target(p, r);
-  t.kind = index == p.ignore_index                ? RowKind::ignored
-           : index < 0 || index >= p.classes ? RowKind::invalid
-                                              : RowKind::active;
+  t.kind = kind_of_target(p, index);
   if (t.kind == RowKind::active) t.y = static_cast<int>(index);
   return t;
 }

@@ -388,6 +388,19 @@ struct RegisterRow {
   }
 };
 
+// The element of a chunk at column y, for a chunk starting at col0: into `picked`, setting
+// `found`, when the chunk holds it; nothing otherwise. A select over the unrolled elements, so
+// that the chunk stays in registers (an index into it would put it in local memory).
+__device__ __forceinline__ void pick_column(const float (&x)[kChunk], int col0, int y,
+                                            float& picked, bool& found) {
+  const int y_in_chunk = y - col0;
+  if (y_in_chunk < 0 || y_in_chunk >= kChunk) return;
+#pragma unroll
+  for (int j = 0; j < kChunk; ++j)
+    if (j == y_in_chunk) picked = x[j];
+  found = true;
+}
+
 // The thread's chunks of the row held in registers as float, whatever the row's dtype, so that
 // each element's exponential can replace it in place and be used again (FloatRow's use below:
 // max, then exponentials once, then their sum). A 16-bit row takes twice the registers of its
@@ -429,13 +442,7 @@ struct FloatRow {
     for (int k = 0; k < kChunks; ++k) {
 #pragma unroll
       for (int j = 0; j < kChunk; ++j) top = fmaxf(top, v[k][j]);
-      const int y_in_chunk = y - column(k);
-      if (y_in_chunk >= 0 && y_in_chunk < kChunk) {
-#pragma unroll
-        for (int j = 0; j < kChunk; ++j)
-          if (j == y_in_chunk) picked = v[k][j];
-        found = true;
-      }
+      pick_column(v[k], column(k), y, picked, found);
     }
     return top;
   }

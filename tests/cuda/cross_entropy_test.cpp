@@ -370,6 +370,23 @@ TEST(CudaCrossEntropy, CommonCallsOnChipKeepEachExponential) {
   detail::set_row_exp_once(false);
   EXPECT_FALSE(plan(4096, DType::bf16, true).first);
   detail::set_row_exp_once(true);
+  // Register tiles exist for a gradient in the logits' dtype or in f32; the other pairs take the
+  // general kernel (the validation table checks their values, every pair on every path).
+  for (DType logits : {DType::f32, DType::f16, DType::bf16}) {
+    for (DType grad : {DType::f32, DType::f16, DType::bf16}) {
+      SCOPED_TRACE(std::string(to_string(logits)) + " -> " + to_string(grad));
+      CrossEntropyArgs args;
+      args.rows = 64;
+      args.classes = 4096;
+      args.logits_dtype = logits;
+      args.grad_dtype = grad;
+      args.grad = weights.data();
+      bool exp_once = false;
+      int chunks = -2;
+      ASSERT_TRUE(detail::cuda_cross_entropy_plan_for_testing(args, {}, &exp_once, &chunks).ok());
+      EXPECT_EQ(exp_once, logits == grad || grad == DType::f32);
+    }
+  }
 }
 
 // A workspace sized for a call's arguments without a gradient or predicted classes fits the call
