@@ -49,6 +49,10 @@
 //   --actloss_row_pieces=0  the row kernels move a 16-bit chunk 2 bytes past a 4-byte boundary
 //                       element by element, as last measured on a card, instead of in pieces
 //                       (cuda/row_common.cuh)
+//   --actloss_row_lane_shift=0  the first read of a misaligned row from global memory moves
+//                       chunk by chunk in the widest words each chunk's address allows, as last
+//                       measured on a card, instead of in aligned 16-byte words shifted across
+//                       lanes (row::load_shifted, cuda/row_common.cuh)
 //   --actloss_row_exp_once=0  the cross-entropy's on-chip rows take the unified kernel, as last
 //                       measured on a card, instead of the kernels that keep each exponential
 //                       (cuda/cross_entropy_exp_once.cu)
@@ -378,6 +382,10 @@ int main(int argc, char** argv) {
     }
     if (arg == "--actloss_row_prefetch=0" || arg == "--actloss_row_prefetch=1") {
       detail::set_row_prefetch(arg.back() == '1');
+      continue;
+    }
+    if (arg == "--actloss_row_lane_shift=0" || arg == "--actloss_row_lane_shift=1") {
+      detail::set_row_lane_shift(arg.back() == '1');
       continue;
     }
     if (arg == "--actloss_row_exp_once=0" || arg == "--actloss_row_exp_once=1") {

@@ -610,7 +610,8 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
   // Eight chunks fit the register budget only for 16-bit logits (row_dispatch.h).
   const cudaError_t error =
       row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4, true>(launch.chunks, [&](auto chunks) {
-        constexpr int kChunks = decltype(chunks)::value;
+        // Unused where the dtype pair has no register tiles (kTilePair).
+        [[maybe_unused]] constexpr int kChunks = decltype(chunks)::value;
         if (variant == Variant::plain_forward) {
           // A call without a gradient dispatches on the logits' dtype alone (TG = TX), so the
           // forward kernels exist once per logits dtype, not once per dtype pair.
@@ -776,6 +777,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.cluster_blocks = launch.cluster_blocks;
   p.prefetch = launch.prefetch;
   p.chunk_pieces = launch.chunk_pieces;
+  p.lane_shift = launch.lane_shift;
 
   const ScratchLayout layout = scratch_layout(args, options, p.want_loss, writes_grad, launch);
   const bool prepass = layout.target_weights || layout.class_weights;

@@ -64,6 +64,7 @@ struct CrossEntropyParams {
   int cluster_blocks = 1;  // cluster_shared: the blocks of a row's cluster
   bool prefetch = false;   // short rows: the next row's logits loaded before this one is reduced
   bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
+  bool lane_shift = true;    // a misaligned row's first read from memory: row::load_shifted
 };
 
 // A coefficient times a term, where a zero coefficient on an infinite term (a masked class that
@@ -159,7 +160,7 @@ __device__ __forceinline__ void load_logits_row(const CrossEntropyParams& p,
   const bool in_range = r < p.rows;
   const TX* logits_row = static_cast<const TX*>(p.logits) + (in_range ? p.logits_rows.of(r) : 0);
   row.load(logits_row, in_range ? static_cast<int>(p.classes) : 0, group.rank, group.size,
-           p.chunk_pieces);
+           p.chunk_pieces, p.lane_shift);
 }
 
 // The (logits, gradient) dtype pairs with register-tile kernels of their own: the gradient in

@@ -356,8 +356,10 @@ struct RegisterRow {
   int cols;
   int first, step;
 
+  // A tile's loads need no lane shift: its rows are short enough to be aligned in practice
+  // (GlobalRow's first visit takes it).
   __device__ __forceinline__ void load(const T* row, int row_cols, int rank, int size,
-                                       bool pieces) {
+                                       bool pieces, bool /*lane_shift*/ = false) {
     cols = row_cols;
     first = rank;
     step = size;
@@ -411,7 +413,8 @@ struct FloatRow {
   int first, step;  // the row's length is the caller's: only the loads need it
 
   template <class T>
-  __device__ __forceinline__ void load(const T* row, int cols, int rank, int size, bool pieces) {
+  __device__ __forceinline__ void load(const T* row, int cols, int rank, int size, bool pieces,
+                                       bool /*lane_shift*/ = false) {
     first = rank;
     step = size;
     // Every load is issued before any is widened, so that all of them are in flight together.
@@ -487,6 +490,72 @@ struct FloatRow {
   }
 };
 
+// A warp's step of whole chunks of a row that starts `misalignment` bytes past a 16-byte
+// boundary (a multiple of the element size), in aligned 16-byte words only: each lane loads the
+// aligned words under its chunk, begun `misalignment` bytes early, takes the bytes it lacks at
+// the end from the next lane's first word (the warp's last lane loads that word itself), and
+// funnel-shifts them into place: the bits load_chunk would give, with 16-byte loads where a
+// misaligned chunk took 8-, 4- or 2-byte ones. Lane l holds chunks first + u * step (u <
+// kCount), lane l + 1 the chunks after them. Every lane of the warp must call it together (the
+// shuffles), and the caller guarantees that the words read lie in the row's allocation: the
+// aligned word that begins a chunk's window shares its 16 bytes with the chunk's first element,
+// and the word after the warp's last chunk holds the first element of a whole chunk.
+template <int kQuotient, int kWords>
+__device__ __forceinline__ void shift_words(const unsigned (&stream)[kWords + 4], unsigned* out,
+                                            unsigned bits) {
+#pragma unroll
+  for (int i = 0; i < kWords; ++i) out[i] = __funnelshift_r(stream[kQuotient + i], stream[kQuotient + i + 1], bits);
+}
+
+template <class T, int kCount>
+__device__ __forceinline__ void load_shifted(Chunk<T> (&raw)[kCount], const T* row,
+                                             int first, int step, int misalignment,
+                                             bool last_lane) {
+  constexpr int kVectors = static_cast<int>(sizeof(Chunk<T>) / 16);
+  constexpr int kWords = 4 * kVectors;
+  constexpr std::int64_t kChunkBytes = sizeof(Chunk<T>);
+  const char* aligned = reinterpret_cast<const char*>(row) - misalignment;
+  const auto window = [&](std::int64_t chunk) {
+    return reinterpret_cast<const uint4*>(aligned + chunk * kChunkBytes);
+  };
+  // Each chunk's own words, then the four that follow them: all loads in flight before the
+  // first shuffle waits on one.
+  unsigned stream[kCount][kWords + 4];
+#pragma unroll
+  for (int u = 0; u < kCount; ++u) {
+    const std::int64_t chunk = first + std::int64_t{u} * step;
+#pragma unroll
+    for (int v = 0; v < kVectors; ++v) {
+      const uint4 word = simcuda::load_vector(window(chunk) + v);
+      stream[u][4 * v] = word.x;
+      stream[u][4 * v + 1] = word.y;
+      stream[u][4 * v + 2] = word.z;
+      stream[u][4 * v + 3] = word.w;
+    }
+    const uint4 next = last_lane ? simcuda::load_vector(window(chunk + 1)) : make_uint4(0, 0, 0, 0);
+    stream[u][kWords] = next.x;
+    stream[u][kWords + 1] = next.y;
+    stream[u][kWords + 2] = next.z;
+    stream[u][kWords + 3] = next.w;
+  }
+#pragma unroll
+  for (int u = 0; u < kCount; ++u) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const unsigned from_next = __shfl_down_sync(kFullMask, stream[u][i], 1);
+      if (!last_lane) stream[u][kWords + i] = from_next;
+    }
+    unsigned* out = reinterpret_cast<unsigned*>(raw[u].v);
+    const unsigned bits = 8u * static_cast<unsigned>(misalignment % 4);
+    switch (misalignment / 4) {
+      case 0: shift_words<0, kWords>(stream[u], out, bits); break;
+      case 1: shift_words<1, kWords>(stream[u], out, bits); break;
+      case 2: shift_words<2, kWords>(stream[u], out, bits); break;
+      default: shift_words<3, kWords>(stream[u], out, bits); break;
+    }
+  }
+}
+
 // The row read from global memory (block_two_pass, block_shared, cluster_shared), kUnroll chunks
 // per step so that each thread has several 16-byte loads in flight. With a staging area
 // (block_shared, cluster_shared) the first visit also copies every chunk into shared memory and
@@ -506,16 +575,20 @@ struct GlobalRow {
   uint4* staging = nullptr;  // block_shared's area, or null
   int staging_chunks = 0;    // its slots per word plane: the most chunks a block stages
   bool staged = false;       // a visit of this row has filled the area
+  bool visited = false;      // for_each has read the row once
   bool pieces = false;       // misaligned chunks in aligned pieces (load_chunk)
+  bool lanes = false;        // a misaligned row's first visit in aligned words (load_shifted)
 
   __device__ __forceinline__ void load(const T* row_data, int row_cols, int rank, int size,
-                                       bool chunk_pieces) {
+                                       bool chunk_pieces, bool lane_shift = false) {
     row = row_data;
     cols = row_cols;
     first = rank;
     step = size;
     staged = false;
+    visited = false;
     pieces = chunk_pieces;
+    lanes = lane_shift && !kInCluster;
   }
 
   __device__ __forceinline__ void stage(const Chunk<T>& chunk, int slot) const {
@@ -553,11 +626,31 @@ struct GlobalRow {
       return;
     }
     int c = first, slot = threadIdx.x;
-    for (; c + (kUnroll - 1) * step < chunks; c += kUnroll * step, slot += kUnroll * slot_step) {
+    // A misaligned row's first visit moves in aligned 16-byte words (load_shifted) where its
+    // warp takes a whole step together: every chunk of the step and the chunk after the warp's
+    // last are whole, and the warp's first is not the row's first (whose window would begin
+    // before the row). Only the first visit: nothing writes the row before its reduction is
+    // done, and the next lane's words belong to another thread's chunk. The steps are then
+    // counted per warp (`lanes`' loop condition), so that all of its lanes shuffle together;
+    // which chunks a thread visits, in which order, does not change.
+    const int misalignment = static_cast<int>(reinterpret_cast<std::uintptr_t>(row) % 16);
+    const bool shifting = lanes && !visited && misalignment % 16 != 0 &&
+                          misalignment % static_cast<int>(sizeof(T)) == 0 &&
+                          step % kWarpSize == 0;
+    const int lane = first % kWarpSize;
+    const int whole_chunks = cols / kChunk;
+    for (;; c += kUnroll * step, slot += kUnroll * slot_step) {
+      const int warp_first = c - lane;
+      const int last = (shifting ? warp_first + kWarpSize - 1 : c) + (kUnroll - 1) * step;
+      if (last >= chunks) break;
       Chunk<T> raw[kUnroll];
+      if (shifting && warp_first >= 1 && last + 1 < whole_chunks) {
+        load_shifted(raw, row, c, step, misalignment, lane == kWarpSize - 1);
+      } else {
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u)
-        load_chunk(raw[u], row, chunk_column(c + u * step), cols, pieces);
+        for (int u = 0; u < kUnroll; ++u)
+          load_chunk(raw[u], row, chunk_column(c + u * step), cols, pieces);
+      }
 #pragma unroll
       for (int u = 0; u < kUnroll; ++u) {
         if (staging != nullptr) stage(raw[u], slot_of(c + u * step, slot + u * slot_step));
@@ -571,6 +664,7 @@ struct GlobalRow {
       visit(raw, c, body);
     }
     staged = staging != nullptr;
+    visited = true;
   }
 };
 
@@ -952,6 +1046,7 @@ struct RowLaunch {
   int staging_chunks = 0;   // block_shared: chunks of the staging area (GlobalRow), else 0
   bool prefetch = false;    // load a group's next row before reducing this one (for_each_row_tile)
   bool chunk_pieces = true;  // misaligned chunks move in aligned pieces (load_chunk, store_chunk)
+  bool lane_shift = true;    // GlobalRow's first visit of a misaligned row: load_shifted
   std::size_t shared_bytes = 0;  // block_shared, cluster_shared: a block's dynamic shared memory
   int cluster_blocks = 1;   // cluster_shared: blocks per cluster (grid is a multiple); else 1
   bool float_tile = false;  // the row on chip as float (FloatRow; plan_float_tile)
@@ -1117,6 +1212,7 @@ inline RowLaunch plan_row_launch(RowOp op, std::int64_t rows, std::int64_t cols,
   // Short rows only: a tile of one or two chunks leaves room for a second one in registers.
   launch.prefetch = (launch.chunks == 1 || launch.chunks == 2) && detail::row_prefetch();
   launch.chunk_pieces = detail::row_chunk_pieces();
+  launch.lane_shift = detail::row_lane_shift();
   size_row_grid(launch, rows, device);
   return launch;
 }

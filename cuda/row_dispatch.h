@@ -167,6 +167,10 @@ inline std::atomic<bool>& chunk_pieces_slot() {
   static std::atomic<bool> slot{true};
   return slot;
 }
+inline std::atomic<bool>& lane_shift_slot() {
+  static std::atomic<bool> slot{true};
+  return slot;
+}
 inline std::atomic<bool>& exp_once_slot() {
   static std::atomic<bool> slot{true};
   return slot;
@@ -213,6 +217,17 @@ inline void set_row_chunk_pieces(bool pieces) {
 }
 inline bool row_chunk_pieces() {
   return row_limits::chunk_pieces_slot().load(std::memory_order_relaxed);
+}
+
+// Process-wide, for tests and benchmarks: whether the first read of a misaligned row from
+// global memory (block_shared, block_two_pass) moves in aligned 16-byte words shifted across
+// the warp's lanes (the default; row::load_shifted), or chunk by chunk in the widest words each
+// chunk's address allows (load_chunk), the loads last measured on a card.
+inline void set_row_lane_shift(bool lane_shift) {
+  row_limits::lane_shift_slot().store(lane_shift, std::memory_order_relaxed);
+}
+inline bool row_lane_shift() {
+  return row_limits::lane_shift_slot().load(std::memory_order_relaxed);
 }
 
 // Process-wide, for tests and benchmarks: whether cross-entropy rows held on chip, without the

@@ -37,6 +37,7 @@ struct SoftmaxForwardParams {
   int cluster_blocks = 1;  // cluster_shared: the blocks of a row's cluster
   bool prefetch = false;   // short rows: the next row loaded before this one is reduced
   bool chunk_pieces = true;  // misaligned chunks: row::load_chunk, row::store_chunk
+  bool lane_shift = true;    // a misaligned row's first read from memory: row::load_shifted
 };
 
 // Row r of x into `row` (nothing for a row past the end).
@@ -46,7 +47,7 @@ __device__ __forceinline__ void load_forward_row(const SoftmaxForwardParams& p,
                                                  std::int64_t r) {
   const bool in_range = r < p.rows;
   const TX* x_row = static_cast<const TX*>(p.x) + (in_range ? p.x_rows.of(r) : 0);
-  row.load(x_row, in_range ? p.cols : 0, group.rank, group.size, p.chunk_pieces);
+  row.load(x_row, in_range ? p.cols : 0, group.rank, group.size, p.chunk_pieces, p.lane_shift);
 }
 
 // Row r, loaded by load_forward_row.
@@ -442,6 +443,7 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
   p.cluster_blocks = launch.cluster_blocks;
   p.prefetch = launch.prefetch;
   p.chunk_pieces = launch.chunk_pieces;
+  p.lane_shift = launch.lane_shift;
   return row::with_dtype("softmax", args.x_dtype, [&](auto x_tag) {
     return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
       using TX = typename decltype(x_tag)::type;

@@ -39,7 +39,7 @@ declare -a summary
 elapsed() { echo "$(($(date +%s) - start))s"; }
 checkpoint() {
   printf '%s\n' "${summary[@]}" >"$LOGS/summary.txt"
-  for keep in summary.txt device.txt bench.json bench-one-pack.json bench-no-pieces.json torch.json results.md; do
+  for keep in summary.txt device.txt bench.json bench-one-pack.json bench-no-lane-shift.json torch.json results.md; do
     [[ -f $LOGS/$keep ]] && cp "$LOGS/$keep" "$OUT/"
   done
   tar -C "$(dirname "$LOGS")" -czf "$OUT/device-check-logs.tar.gz" logs
@@ -185,14 +185,15 @@ if [[ -n $bench ]]; then
       report "benchmarks, linear cross-entropy" $rc bench-linear-ce.log bench-linear-ce.json
     fi
   fi
-  # The odd widths again with the row kernels' misaligned chunks element by element, as before
-  # they moved in pieces (cuda/row_common.cuh): the same-run comparison that a path rewritten
-  # without a card waits for (its JSON travels in the logs archive).
-  run_step "benchmarks, no row pieces" 60 bench-no-pieces.log "$bench" \
-    --benchmark_filter="${ACTLOSS_CHECK_PIECES_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:50257/}" \
-    --actloss_row_pieces=0 --benchmark_out="$LOGS/bench-no-pieces.json" \
+  # The odd widths again with each misaligned chunk loaded in the widest words its own address
+  # allows (pieces for 16-bit chunks 2 bytes off), as last measured on a card, instead of the
+  # first read's aligned 16-byte words shifted across lanes (row::load_shifted,
+  # cuda/row_common.cuh): the same-run comparison that a path written without a card waits for.
+  run_step "benchmarks, no lane shift" 60 bench-no-lane-shift.log "$bench" \
+    --benchmark_filter="${ACTLOSS_CHECK_LANE_SHIFT_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:50257/}" \
+    --actloss_row_lane_shift=0 --benchmark_out="$LOGS/bench-no-lane-shift.json" \
     --benchmark_out_format=json --benchmark_min_time=0.05s
-  report "benchmarks, no row pieces" $? bench-no-pieces.log bench-no-pieces.json
+  report "benchmarks, no lane shift" $? bench-no-lane-shift.log bench-no-lane-shift.json
   # The rows past one block's shared memory again on the two-pass path, the one last measured
   # for them on a card, against bench.json's cluster_shared: the same-run comparison that a path
   # written without a card waits for (its JSON travels in the logs archive).

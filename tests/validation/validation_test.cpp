@@ -82,7 +82,8 @@ bool asks_for_measured_code(const char* variable, const char* value) {
 
 // ACTLOSS_ELEMENTWISE_PACKS=1: the elementwise kernels' one-pack loop. ACTLOSS_ROW_EXP_ONCE=0:
 // the cross-entropy's on-chip rows take the kernel for every option instead of the kernels that
-// keep each exponential (detail::set_row_exp_once).
+// keep each exponential (detail::set_row_exp_once). ACTLOSS_ROW_LANE_SHIFT=0: the first read of
+// a misaligned row moves chunk by chunk (detail::set_row_lane_shift).
 class MeasuredCode : public ::testing::Environment {
  public:
   void SetUp() override {
@@ -92,6 +93,7 @@ class MeasuredCode : public ::testing::Environment {
 #endif
     }
     if (asks_for_measured_code("ACTLOSS_ROW_EXP_ONCE", "0")) detail::set_row_exp_once(false);
+    if (asks_for_measured_code("ACTLOSS_ROW_LANE_SHIFT", "0")) detail::set_row_lane_shift(false);
   }
 };
 const ::testing::Environment* const kMeasuredCode =
