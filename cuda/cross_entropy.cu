@@ -777,7 +777,10 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   p.cluster_blocks = launch.cluster_blocks;
   p.prefetch = launch.prefetch;
   p.chunk_pieces = launch.chunk_pieces;
-  p.lane_shift = launch.lane_shift;
+  // The lane shift reads the next lane's bytes, which a pass that writes its gradient over the
+  // logits in the same visit (the backward from saved statistics, in place) may already have
+  // overwritten in another warp.
+  p.lane_shift = launch.lane_shift && !(pass == Pass::backward && args.grad == args.logits);
 
   const ScratchLayout layout = scratch_layout(args, options, p.want_loss, writes_grad, launch);
   const bool prepass = layout.target_weights || layout.class_weights;

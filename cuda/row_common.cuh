@@ -629,12 +629,13 @@ struct GlobalRow {
     // A misaligned row's first visit moves in aligned 16-byte words (load_shifted) where its
     // warp takes a whole step together: every chunk of the step and the chunk after the warp's
     // last are whole, and the warp's first is not the row's first (whose window would begin
-    // before the row). Only the first visit: nothing writes the row before its reduction is
-    // done, and the next lane's words belong to another thread's chunk. The steps are then
-    // counted per warp (`lanes`' loop condition), so that all of its lanes shuffle together;
-    // which chunks a thread visits, in which order, does not change.
+    // before the row). Only a first visit that writes nothing over the row (the caller's
+    // `lane_shift` is off for one that writes in place as it reads): the next lane's words are
+    // another thread's chunk, which another warp may be writing by then. The steps are then
+    // counted per warp, so that all of its lanes shuffle together; which chunks a thread
+    // visits, in which order, does not change.
     const int misalignment = static_cast<int>(reinterpret_cast<std::uintptr_t>(row) % 16);
-    const bool shifting = lanes && !visited && misalignment % 16 != 0 &&
+    const bool shifting = lanes && !visited && misalignment != 0 &&
                           misalignment % static_cast<int>(sizeof(T)) == 0 &&
                           step % kWarpSize == 0;
     const int lane = first % kWarpSize;

@@ -363,5 +363,64 @@ TEST(CudaRowTraffic, MisalignedRowsFirstReadInSixteenByteWordsAndKeepTheirBits) 
 #endif
 }
 
+// The backward from saved statistics writes each chunk's gradient in the visit that reads it:
+// over the logits themselves, in place, another warp may have rewritten the bytes a lane shift
+// takes from the next lane's chunk by the time they are read. There the first read stays chunk
+// by chunk; out of place it is shifted. Both give the gradient of the unshifted loads, bit for
+// bit.
+TEST(CudaRowTraffic, InPlaceBackwardReadsChunkByChunk) {
+  ACTLOSS_REQUIRE_CUDA_DEVICE();
+#if !defined(ACTLOSS_SIM)
+  GTEST_SKIP() << "needs the simulator's count of vector accesses";
+#else
+  constexpr std::int64_t cols = 50257;
+  const std::int64_t rows = kPackedRows;
+  const DType dtype = DType::bf16;
+  const std::vector<double> values = random_values(std::size_t(rows * cols), -4, 4, 29);
+  std::vector<std::int64_t> labels(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) labels[std::size_t(r)] = (r * 7919) % cols;
+  const DeviceBuffer targets = upload_vector(labels);
+  const DeviceBuffer stats(std::size_t(rows) * sizeof(CrossEntropyRowStats));
+  const auto backward = [&](bool in_place, bool lane_shift) {
+    const LaneShiftSetting setting(lane_shift);
+    const DeviceMatrix logits = upload_matrix(values, rows, cols, dtype);
+    const DeviceMatrix grad = poisoned_matrix(rows, cols, dtype);
+    CrossEntropyArgs args;
+    args.rows = rows;
+    args.classes = cols;
+    args.logits = logits.data();
+    args.logits_dtype = dtype;
+    args.target_kind = TargetKind::class_index_i64;
+    args.targets = targets.get();
+    const DeviceBuffer loss(sizeof(float));
+    args.loss = loss.as<float>();
+    args.stats = stats.as<CrossEntropyRowStats>();
+    const Status forward = cross_entropy_forward(args, CrossEntropyOptions{}, cuda_exec());
+    EXPECT_TRUE(forward.ok()) << forward.message();
+    args.loss = nullptr;
+    args.stats = nullptr;
+    args.saved_stats = stats.as<CrossEntropyRowStats>();
+    args.grad = in_place ? const_cast<void*>(logits.data()) : grad.data();
+    args.grad_dtype = dtype;
+    synchronize_or_fail();
+    simcuda::sim::reset_vector_traffic();
+    EXPECT_TRUE(cross_entropy_backward(args, CrossEntropyOptions{}, cuda_exec()).ok());
+    synchronize_or_fail();
+    const std::uint64_t loaded_16 = simcuda::sim::vector_traffic().loaded_16();
+    return std::make_pair(loaded_16, (in_place ? logits : grad).buffer.download_bytes());
+  };
+  const auto one_read = static_cast<std::uint64_t>(rows * (cols - cols % 8) * dtype_size(dtype));
+  const auto [in_place_loaded, in_place_grad] = backward(true, true);
+  const auto [apart_loaded, apart_grad] = backward(false, true);
+  const auto [unshifted_loaded, unshifted_grad] = backward(false, false);
+  EXPECT_LT(in_place_loaded, one_read * 3 / 10);
+  EXPECT_GE(apart_loaded, one_read * 9 / 10);
+  EXPECT_LT(unshifted_loaded, one_read * 3 / 10);
+  EXPECT_EQ(apart_grad, unshifted_grad);
+  // In place the buffer is the logits' allocation, laid out as the gradient's: the same bytes.
+  EXPECT_EQ(in_place_grad, unshifted_grad);
+#endif
+}
+
 }  // namespace
 }  // namespace actloss::test
