@@ -153,14 +153,20 @@ TEST(CudaRowTraffic, SoftmaxReadsAndWritesEveryRowWithVectors) {
 }
 
 #if defined(ACTLOSS_SIM)
-// Pieces on (the default) or off (element by element, the access last measured on a card).
-class PiecesSetting {
+// A row-access setting for one scope, back to its default (on) after it.
+template <void (*kSet)(bool)>
+class RowAccessSetting {
  public:
-  explicit PiecesSetting(bool pieces) { detail::set_row_chunk_pieces(pieces); }
-  ~PiecesSetting() { detail::set_row_chunk_pieces(true); }
-  PiecesSetting(const PiecesSetting&) = delete;
-  PiecesSetting& operator=(const PiecesSetting&) = delete;
+  explicit RowAccessSetting(bool on) { kSet(on); }
+  ~RowAccessSetting() { kSet(true); }
+  RowAccessSetting(const RowAccessSetting&) = delete;
+  RowAccessSetting& operator=(const RowAccessSetting&) = delete;
 };
+// Pieces on (the default) or off (element by element, the access last measured on a card).
+using PiecesSetting = RowAccessSetting<detail::set_row_chunk_pieces>;
+// The lane shift on (the default) or off (each chunk in the widest words its own address
+// allows, the loads last measured on a card).
+using LaneShiftSetting = RowAccessSetting<detail::set_row_lane_shift>;
 
 // Packed rows (stride = width): 8 rows of these odd widths put a 16-bit row at every even
 // offset mod 16, half of them 2 bytes past a 4-byte boundary (101 is rows_per_warp).
@@ -192,6 +198,67 @@ WordTraffic word_traffic_of(bool pieces, Call&& call) {
   traffic.outputs = std::move(outputs);
   return traffic;
 }
+
+// Targets of packed rows: class 7919 r mod cols for row r.
+DeviceBuffer packed_targets(std::int64_t rows, std::int64_t cols) {
+  std::vector<std::int64_t> labels(static_cast<std::size_t>(rows));
+  for (std::int64_t r = 0; r < rows; ++r) labels[std::size_t(r)] = (r * 7919) % cols;
+  return upload_vector(labels);
+}
+
+// Every output byte of cross-entropy forward + backward (row losses, gradient), the softmax
+// forward and, with `with_softmax_backward`, its backward written over the gradient, on packed
+// rows.
+std::vector<std::uint8_t> row_op_outputs(const DeviceMatrix& logits, const DeviceBuffer& targets,
+                                         std::int64_t rows, std::int64_t cols, DType dtype,
+                                         bool with_softmax_backward) {
+  const DeviceMatrix grad = poisoned_matrix(rows, cols, dtype);
+  const DeviceMatrix row_loss = poisoned_matrix(1, rows, DType::f32);
+  CrossEntropyArgs args;
+  args.rows = rows;
+  args.classes = cols;
+  args.logits = logits.data();
+  args.logits_dtype = dtype;
+  args.target_kind = TargetKind::class_index_i64;
+  args.targets = targets.get();
+  args.loss = static_cast<float*>(row_loss.data());
+  args.grad = grad.data();
+  args.grad_dtype = dtype;
+  CrossEntropyOptions options;
+  options.reduction = Reduction::none;
+  EXPECT_TRUE(cross_entropy_forward_backward(args, options, cuda_exec()).ok());
+
+  const DeviceMatrix y = poisoned_matrix(rows, cols, dtype);
+  SoftmaxForwardArgs forward;
+  forward.rows = rows;
+  forward.cols = cols;
+  forward.x = logits.data();
+  forward.x_dtype = dtype;
+  forward.y = y.data();
+  forward.y_dtype = dtype;
+  EXPECT_TRUE(softmax_forward(forward, SoftmaxOptions{}, cuda_exec()).ok());
+  if (with_softmax_backward) {
+    SoftmaxBackwardArgs backward;
+    backward.rows = rows;
+    backward.cols = cols;
+    backward.y = y.data();
+    backward.y_dtype = dtype;
+    backward.dy = grad.data();
+    backward.dy_dtype = dtype;
+    backward.dx = grad.data();
+    backward.dx_dtype = dtype;
+    EXPECT_TRUE(softmax_backward(backward, SoftmaxOptions{}, cuda_exec()).ok());
+  }
+  synchronize_or_fail();
+  EXPECT_TRUE(grad.padding_intact());
+  EXPECT_TRUE(y.padding_intact());
+  std::vector<std::uint8_t> out = row_loss.buffer.download_bytes();
+  for (const DeviceMatrix* m : {&grad, &y}) {
+    const std::vector<std::uint8_t> bytes = m->buffer.download_bytes();
+    out.insert(out.end(), bytes.begin(), bytes.end());
+  }
+  return out;
+}
 #endif
 
 TEST(CudaRowTraffic, PackedOddRowsMoveInWordsAndKeepTheirBits) {
@@ -205,57 +272,9 @@ TEST(CudaRowTraffic, PackedOddRowsMoveInWordsAndKeepTheirBits) {
       const std::int64_t rows = kPackedRows, element = dtype_size(dtype);
       const DeviceMatrix logits =
           upload_matrix(random_values(std::size_t(rows * cols), -4, 4, 17), rows, cols, dtype);
-      std::vector<std::int64_t> labels(static_cast<std::size_t>(rows));
-      for (std::int64_t r = 0; r < rows; ++r) labels[std::size_t(r)] = (r * 7919) % cols;
-      const DeviceBuffer targets = upload_vector(labels);
-
+      const DeviceBuffer targets = packed_targets(rows, cols);
       // Cross-entropy forward + backward, then softmax forward and backward (dx over dy).
-      const auto run = [&] {
-        const DeviceMatrix grad = poisoned_matrix(rows, cols, dtype);
-        const DeviceMatrix row_loss = poisoned_matrix(1, rows, DType::f32);
-        CrossEntropyArgs args;
-        args.rows = rows;
-        args.classes = cols;
-        args.logits = logits.data();
-        args.logits_dtype = dtype;
-        args.target_kind = TargetKind::class_index_i64;
-        args.targets = targets.get();
-        args.loss = static_cast<float*>(row_loss.data());
-        args.grad = grad.data();
-        args.grad_dtype = dtype;
-        CrossEntropyOptions options;
-        options.reduction = Reduction::none;
-        EXPECT_TRUE(cross_entropy_forward_backward(args, options, cuda_exec()).ok());
-
-        const DeviceMatrix y = poisoned_matrix(rows, cols, dtype);
-        SoftmaxForwardArgs forward;
-        forward.rows = rows;
-        forward.cols = cols;
-        forward.x = logits.data();
-        forward.x_dtype = dtype;
-        forward.y = y.data();
-        forward.y_dtype = dtype;
-        EXPECT_TRUE(softmax_forward(forward, SoftmaxOptions{}, cuda_exec()).ok());
-        SoftmaxBackwardArgs backward;
-        backward.rows = rows;
-        backward.cols = cols;
-        backward.y = y.data();
-        backward.y_dtype = dtype;
-        backward.dy = grad.data();
-        backward.dy_dtype = dtype;
-        backward.dx = grad.data();
-        backward.dx_dtype = dtype;
-        EXPECT_TRUE(softmax_backward(backward, SoftmaxOptions{}, cuda_exec()).ok());
-        synchronize_or_fail();
-        EXPECT_TRUE(grad.padding_intact());
-        EXPECT_TRUE(y.padding_intact());
-        std::vector<std::uint8_t> out = row_loss.buffer.download_bytes();
-        for (const DeviceMatrix* m : {&grad, &y}) {
-          const std::vector<std::uint8_t> bytes = m->buffer.download_bytes();
-          out.insert(out.end(), bytes.begin(), bytes.end());
-        }
-        return out;
-      };
+      const auto run = [&] { return row_op_outputs(logits, targets, rows, cols, dtype, true); };
       const WordTraffic with = word_traffic_of(true, run);
       const WordTraffic without = word_traffic_of(false, run);
       // Reads: the logits by cross-entropy and softmax, y and dy by the backward (at least once
@@ -271,18 +290,6 @@ TEST(CudaRowTraffic, PackedOddRowsMoveInWordsAndKeepTheirBits) {
     }
 #endif
 }
-
-#if defined(ACTLOSS_SIM)
-// The lane shift on (the default) or off (each chunk in the widest words its own address
-// allows, the loads last measured on a card).
-class LaneShiftSetting {
- public:
-  explicit LaneShiftSetting(bool lane_shift) { detail::set_row_lane_shift(lane_shift); }
-  ~LaneShiftSetting() { detail::set_row_lane_shift(true); }
-  LaneShiftSetting(const LaneShiftSetting&) = delete;
-  LaneShiftSetting& operator=(const LaneShiftSetting&) = delete;
-};
-#endif
 
 // Rows read from global memory (block_shared; block_two_pass's first pass) start at every offset
 // when packed at an odd width; their first read moves in aligned 16-byte words, the lanes of a
@@ -302,50 +309,17 @@ TEST(CudaRowTraffic, MisalignedRowsFirstReadInSixteenByteWordsAndKeepTheirBits) 
       const std::int64_t rows = kPackedRows, element = dtype_size(dtype);
       const DeviceMatrix logits =
           upload_matrix(random_values(std::size_t(rows * cols), -4, 4, 23), rows, cols, dtype);
-      std::vector<std::int64_t> labels(static_cast<std::size_t>(rows));
-      for (std::int64_t r = 0; r < rows; ++r) labels[std::size_t(r)] = (r * 7919) % cols;
-      const DeviceBuffer targets = upload_vector(labels);
+      const DeviceBuffer targets = packed_targets(rows, cols);
       struct Run {
         std::uint64_t loaded_16 = 0;
         std::vector<std::uint8_t> outputs;
       };
       const auto run = [&](bool lane_shift) {
         const LaneShiftSetting setting(lane_shift);
-        const DeviceMatrix grad = poisoned_matrix(rows, cols, dtype);
-        const DeviceMatrix row_loss = poisoned_matrix(1, rows, DType::f32);
-        const DeviceMatrix y = poisoned_matrix(rows, cols, dtype);
         simcuda::sim::reset_vector_traffic();
-        CrossEntropyArgs args;
-        args.rows = rows;
-        args.classes = cols;
-        args.logits = logits.data();
-        args.logits_dtype = dtype;
-        args.target_kind = TargetKind::class_index_i64;
-        args.targets = targets.get();
-        args.loss = static_cast<float*>(row_loss.data());
-        args.grad = grad.data();
-        args.grad_dtype = dtype;
-        CrossEntropyOptions options;
-        options.reduction = Reduction::none;
-        EXPECT_TRUE(cross_entropy_forward_backward(args, options, cuda_exec()).ok());
-        SoftmaxForwardArgs forward;
-        forward.rows = rows;
-        forward.cols = cols;
-        forward.x = logits.data();
-        forward.x_dtype = dtype;
-        forward.y = y.data();
-        forward.y_dtype = dtype;
-        EXPECT_TRUE(softmax_forward(forward, SoftmaxOptions{}, cuda_exec()).ok());
-        synchronize_or_fail();
-        EXPECT_TRUE(grad.padding_intact());
-        EXPECT_TRUE(y.padding_intact());
         Run result;
+        result.outputs = row_op_outputs(logits, targets, rows, cols, dtype, false);
         result.loaded_16 = simcuda::sim::vector_traffic().loaded_16();
-        result.outputs = row_loss.buffer.download_bytes();
-        for (const DeviceMatrix* m : {&grad, &y}) {
-          const std::vector<std::uint8_t> bytes = m->buffer.download_bytes();
-          result.outputs.insert(result.outputs.end(), bytes.begin(), bytes.end());
-        }
         return result;
       };
       const Run shifted = run(true), unshifted = run(false);
@@ -377,9 +351,7 @@ TEST(CudaRowTraffic, InPlaceBackwardReadsChunkByChunk) {
   const std::int64_t rows = kPackedRows;
   const DType dtype = DType::bf16;
   const std::vector<double> values = random_values(std::size_t(rows * cols), -4, 4, 29);
-  std::vector<std::int64_t> labels(static_cast<std::size_t>(rows));
-  for (std::int64_t r = 0; r < rows; ++r) labels[std::size_t(r)] = (r * 7919) % cols;
-  const DeviceBuffer targets = upload_vector(labels);
+  const DeviceBuffer targets = packed_targets(rows, cols);
   const DeviceBuffer stats(std::size_t(rows) * sizeof(CrossEntropyRowStats));
   const auto backward = [&](bool in_place, bool lane_shift) {
     const LaneShiftSetting setting(lane_shift);
