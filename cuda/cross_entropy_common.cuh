@@ -121,8 +121,8 @@ __device__ __forceinline__ float class_weight_at(const CrossEntropyParams& p, in
 // Row r's share of a mean's denominator, once per row (on the group's rank 0): w_y for a row
 // with a valid target, 0 for an ignored one. An invalid target adds 0 here because its row's
 // loss is already NaN, and with it the mean.
-__device__ __forceinline__ double row_weight_of(const CrossEntropyParams& p, const row::RowGroup& group,
-                                                std::int64_t r) {
+__device__ __forceinline__ double row_weight_of(const CrossEntropyParams& p,
+                                                const row::RowGroup& group, std::int64_t r) {
   if (r >= p.rows || group.rank != 0) return 0.0;
   const std::int64_t y = load_class_target(p, r);
   if (kind_of_target(p, y) != RowKind::active) return 0.0;

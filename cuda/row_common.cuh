@@ -504,7 +504,8 @@ template <int kQuotient, int kWords>
 __device__ __forceinline__ void shift_words(const unsigned (&stream)[kWords + 4], unsigned* out,
                                             unsigned bits) {
 #pragma unroll
-  for (int i = 0; i < kWords; ++i) out[i] = __funnelshift_r(stream[kQuotient + i], stream[kQuotient + i + 1], bits);
+  for (int i = 0; i < kWords; ++i)
+    out[i] = __funnelshift_r(stream[kQuotient + i], stream[kQuotient + i + 1], bits);
 }
 
 template <class T, int kCount>
@@ -532,7 +533,8 @@ __device__ __forceinline__ void load_shifted(Chunk<T> (&raw)[kCount], const T* r
       stream[u][4 * v + 2] = word.z;
       stream[u][4 * v + 3] = word.w;
     }
-    const uint4 next = last_lane ? simcuda::load_vector(window(chunk + 1)) : make_uint4(0, 0, 0, 0);
+    const uint4 next =
+        last_lane ? simcuda::load_vector(window(chunk + 1)) : make_uint4(0, 0, 0, 0);
     stream[u][kWords] = next.x;
     stream[u][kWords + 1] = next.y;
     stream[u][kWords + 2] = next.z;
