@@ -565,6 +565,14 @@ row::RowLaunch plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntro
   return launch;
 }
 
+// Whether a call on this plan runs the exp-once kernels: a plan for them, no predicted classes,
+// and a dtype pair with register tiles (`grad_dtype`: the logits' own for a call without a
+// gradient).
+bool runs_exp_once(const row::RowLaunch& launch, const void* predicted, DType logits_dtype,
+                   DType grad_dtype) {
+  return launch.float_tile && predicted == nullptr && is_tile_pair(logits_dtype, grad_dtype);
+}
+
 template <class TX, class TG>
 Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& params,
                             cudaStream_t stream) {
@@ -704,9 +712,8 @@ Status cuda_cross_entropy_plan_for_testing(const CrossEntropyArgs& args,
   const DeviceInfo* device = nullptr;
   if (Status status = current_device_info(&device); !status.ok()) return status;
   const row::RowLaunch launch = plan_cross_entropy(args, options, *device);
-  // As cuda_cross_entropy for a call that writes the gradient.
-  *exp_once = launch.float_tile && args.predicted == nullptr &&
-              is_tile_pair(args.logits_dtype, args.grad_dtype);
+  // For a call that writes the gradient.
+  *exp_once = runs_exp_once(launch, args.predicted, args.logits_dtype, args.grad_dtype);
   *chunks_per_thread = launch.chunks;
   return {};
 }
@@ -820,7 +827,7 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   // instantiation.
   const DType grad_dtype = writes_grad ? args.grad_dtype : args.logits_dtype;
   Status status =
-      launch.float_tile && p.predicted == nullptr && is_tile_pair(args.logits_dtype, grad_dtype)
+      runs_exp_once(launch, p.predicted, args.logits_dtype, grad_dtype)
           ? launch_cross_entropy_exp_once(launch, p, args.logits_dtype, grad_dtype, stream)
           : row::with_dtype("cross_entropy", args.logits_dtype, [&](auto x_tag) {
               return row::with_dtype("cross_entropy", grad_dtype, [&](auto g_tag) {
