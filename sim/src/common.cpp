@@ -357,6 +357,11 @@ std::atomic<std::uint64_t>& cluster_launch_count() noexcept {
   return count;
 }
 
+std::atomic<std::uint64_t>& launched_block_count() noexcept {
+  static std::atomic<std::uint64_t> count{0};
+  return count;
+}
+
 cudaError_t run_launch(const KernelLaunch& l) noexcept {
   if (tl_in_kernel) fail("kernel launch from device code (dynamic parallelism) is not supported");
   const cudaError_t e = validate(l);
@@ -385,6 +390,7 @@ cudaError_t run_launch(const KernelLaunch& l) noexcept {
     ctx.clusters = std::make_unique<ClusterState[]>(ctx.nblocks / l.cluster);
     cluster_launch_count().fetch_add(1, std::memory_order_relaxed);
   }
+  launched_block_count().fetch_add(ctx.nblocks, std::memory_order_relaxed);
   g_current.store(&ctx, std::memory_order_release);
   watchdog().begin();
   mode_run_grid(ctx);
@@ -448,6 +454,10 @@ double nccl_timeout_seconds() noexcept { return detail::config().nccl_timeout_se
 
 std::uint64_t cluster_launches() noexcept {
   return detail::cluster_launch_count().load(std::memory_order_relaxed);
+}
+
+std::uint64_t launched_blocks() noexcept {
+  return detail::launched_block_count().load(std::memory_order_relaxed);
 }
 
 bool threads_mode() noexcept {

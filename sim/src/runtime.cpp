@@ -989,6 +989,33 @@ cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end) 
 }
 
 // ----------------------------------------------------------- functions --
+}  // extern "C"
+
+namespace simcuda::detail {
+namespace {
+// simcuda::sim::set_registers_per_thread: 0, the register-free model.
+std::atomic<int>& registers_per_thread() {
+  static std::atomic<int> registers{0};
+  return registers;
+}
+std::atomic<std::uint64_t>& occupancy_query_count() {
+  static std::atomic<std::uint64_t> count{0};
+  return count;
+}
+}  // namespace
+}  // namespace simcuda::detail
+
+namespace simcuda::sim {
+void set_registers_per_thread(int registers) {
+  detail::registers_per_thread().store(registers > 0 ? registers : 0, std::memory_order_relaxed);
+}
+std::uint64_t occupancy_queries() noexcept {
+  return detail::occupancy_query_count().load(std::memory_order_relaxed);
+}
+}  // namespace simcuda::sim
+
+extern "C" {
+
 cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
   if (attr == nullptr) return ret(cudaErrorInvalidValue);
   if (func == nullptr) return ret(cudaErrorInvalidDeviceFunction);
@@ -996,7 +1023,8 @@ cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* func) {
   // __launch_bounds__ and static shared memory are invisible to g++; these
   // are the numbers of an unconstrained kernel.
   attr->maxThreadsPerBlock = 1024;
-  attr->numRegs = 32;
+  const int registers = registers_per_thread().load(std::memory_order_relaxed);
+  attr->numRegs = registers > 0 ? registers : 32;
   attr->ptxVersion = 90;
   attr->binaryVersion = 90;
   attr->maxDynamicSharedSizeBytes = static_cast<int>(max_dynamic_smem(func));
@@ -1025,20 +1053,30 @@ cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int v
   }
 }
 
-// A register-free occupancy model: threads, blocks and shared memory per SM.
+// An occupancy model of threads, blocks and shared memory per SM, and of registers where a test
+// set a count for every kernel (simcuda::sim::set_registers_per_thread): each warp takes its
+// threads' registers in units of 256, as sm_80 and sm_90 allocate them.
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessorWithFlags(int* numBlocks, const void* func,
                                                                    int blockSize,
                                                                    size_t dynamicSMemSize,
                                                                    unsigned int flags) {
   if (numBlocks == nullptr || blockSize <= 0 || (flags & ~1u)) return ret(cudaErrorInvalidValue);
   if (func == nullptr) return ret(cudaErrorInvalidDeviceFunction);
+  occupancy_query_count().fetch_add(1, std::memory_order_relaxed);
   *numBlocks = 0;
   if (blockSize > 1024 || dynamicSMemSize > max_dynamic_smem(func)) return cudaSuccess;
   const int warps = (blockSize + 31) / 32;
   int n = kThreadsPerSm / 32 / warps;
   n = n < kBlocksPerSm ? n : kBlocksPerSm;
   const int by_smem = static_cast<int>(kSmemPerSm / (dynamicSMemSize + kReservedSmemPerBlock));
-  *numBlocks = n < by_smem ? n : by_smem;
+  n = n < by_smem ? n : by_smem;
+  if (const int registers = registers_per_thread().load(std::memory_order_relaxed);
+      registers > 0) {
+    const int per_warp = (registers * 32 + 255) / 256 * 256;
+    const int by_registers = kRegsPerSm / (warps * per_warp);
+    n = n < by_registers ? n : by_registers;
+  }
+  *numBlocks = n;
   return cudaSuccess;
 }
 

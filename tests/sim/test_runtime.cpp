@@ -4,6 +4,10 @@
 #include <cstring>
 #include <thread>
 
+#if defined(ACTLOSS_SIM)
+#include <simcuda/sim_control.h>
+#endif
+
 #include "sim_test_kernels.h"
 #include "test_util.h"
 
@@ -339,6 +343,40 @@ TEST(Runtime, FunctionsAndOccupancy) {
     CUDA_OK(allow_dynamic_smem(48 * 1024));
   }
 }
+
+#if defined(ACTLOSS_SIM)
+// A test's register count joins the occupancy model (each warp's registers in units of 256, 65536
+// an SM) and cudaFuncGetAttributes; the counters see each query and each launch's grid.
+TEST(Runtime, RegisterModelAndCounters) {
+  const void* k = launch_config_kernel();
+  struct Case {
+    int registers, block, blocks;
+  };
+  // 128 x 256 threads = 32768 registers: two blocks; 80 registers make 2560 a warp: three; 100
+  // round up to 3328 a warp: two; 32 leave threads (8 blocks of 256) as the limit.
+  for (const Case c : {Case{128, 256, 2}, Case{80, 256, 3}, Case{100, 256, 2}, Case{32, 256, 8},
+                       Case{128, 512, 1}, Case{255, 128, 2}}) {
+    simcuda::sim::set_registers_per_thread(c.registers);
+    const std::uint64_t queries = simcuda::sim::occupancy_queries();
+    int blocks = 0;
+    CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, k, c.block, 0));
+    EXPECT_EQ(blocks, c.blocks) << c.registers << " registers, " << c.block << " threads";
+    EXPECT_EQ(simcuda::sim::occupancy_queries() - queries, 1u);
+    cudaFuncAttributes fa{};
+    CUDA_OK(cudaFuncGetAttributes(&fa, k));
+    EXPECT_EQ(fa.numRegs, c.registers);
+  }
+  simcuda::sim::set_registers_per_thread(0);
+  int blocks = 0;
+  CUDA_OK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, k, 512, 0));
+  EXPECT_EQ(blocks, 4) << "no register limit again";
+
+  const std::uint64_t launched = simcuda::sim::launched_blocks();
+  CUDA_OK(launch_config(dim3(3, 2, 1), dim3(32), 0));
+  CUDA_OK(cudaDeviceSynchronize());
+  EXPECT_EQ(simcuda::sim::launched_blocks() - launched, 6u);
+}
+#endif
 
 TEST(Runtime, ErrorStrings) {
   EXPECT_STREQ(cudaGetErrorString(cudaSuccess), "no error");

@@ -48,4 +48,16 @@ std::uint64_t device_allocations() noexcept;
 // started, so that a test can see which launches took a cluster path.
 std::uint64_t cluster_launches() noexcept;
 
+// Blocks of every kernel launch that ran since the process started (a launch's grid size), so
+// that a test can see the grid a call chose.
+std::uint64_t launched_blocks() noexcept;
+
+// Registers per thread of every kernel, for the occupancy model and cudaFuncGetAttributes
+// (0, the default: no register limit, and numRegs 32), so that a test can give the kernels the
+// register counts that ptxas gives them on a device.
+void set_registers_per_thread(int registers);
+
+// cudaOccupancyMaxActiveBlocksPerMultiprocessor(WithFlags) calls since the process started.
+std::uint64_t occupancy_queries() noexcept;
+
 }  // namespace simcuda::sim
