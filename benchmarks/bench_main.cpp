@@ -53,6 +53,10 @@
 //                       chunk by chunk in the widest words each chunk's address allows, as last
 //                       measured on a card, instead of in aligned 16-byte words shifted across
 //                       lanes (row::load_shifted, cuda/row_common.cuh)
+//   --actloss_row_occupancy=0  the row ops' grids hold as many blocks per SM as threads and
+//                       shared memory allow, as last measured on a card, instead of as many as
+//                       the occupancy API allows their kernels, registers included
+//                       (row::count_resident_blocks, cuda/row_common.cuh)
 //   --actloss_row_exp_once=0  the cross-entropy's on-chip rows take the unified kernel, as last
 //                       measured on a card, instead of the kernels that keep each exponential
 //                       (cuda/cross_entropy_exp_once.cu)
@@ -386,6 +390,10 @@ int main(int argc, char** argv) {
     }
     if (arg == "--actloss_row_lane_shift=0" || arg == "--actloss_row_lane_shift=1") {
       detail::set_row_lane_shift(arg.back() == '1');
+      continue;
+    }
+    if (arg == "--actloss_row_occupancy=0" || arg == "--actloss_row_occupancy=1") {
+      detail::set_row_occupancy_grid(arg.back() == '1');
       continue;
     }
     if (arg == "--actloss_row_exp_once=0" || arg == "--actloss_row_exp_once=1") {

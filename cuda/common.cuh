@@ -44,6 +44,13 @@ struct DeviceInfo {
 // The current device's cached properties; fails only if the runtime cannot be queried.
 Status current_device_info(const DeviceInfo** info);
 
+// Blocks of `kernel` that one SM of `device` (the current one) holds at `block` threads and
+// `shared_bytes` of dynamic shared memory, by the occupancy API (registers, shared memory,
+// threads), asked once per kernel and geometry by each host thread. Raises the kernel's dynamic
+// shared memory limit to `shared_bytes` where that exceeds the default, as its launch would.
+cudaError_t resident_blocks(const DeviceInfo& device, const void* kernel, int block,
+                            std::size_t shared_bytes, int* blocks);
+
 // The record that kernels write data errors into: the caller's, or one per device and stream
 // owned by actloss (allocated on the stream's first use).
 Status device_error_record(const Exec& exec, DeviceError** record);

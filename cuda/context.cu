@@ -5,6 +5,7 @@
 #include <array>
 #include <map>
 #include <mutex>
+#include <unordered_map>
 
 namespace actloss::cuda {
 
@@ -91,6 +92,59 @@ Status current_device_info(const DeviceInfo** info) {
   return {};
 }
 
+namespace {
+
+// A kernel at a geometry on a device: the occupancy API's answer for it never changes.
+struct ResidencyKey {
+  const void* kernel;
+  int device;
+  int block;
+  std::size_t shared_bytes;
+  bool operator==(const ResidencyKey&) const = default;
+};
+
+struct ResidencyKeyHash {
+  std::size_t operator()(const ResidencyKey& key) const {
+    std::size_t h = std::hash<const void*>{}(key.kernel);
+    for (const std::size_t part : {static_cast<std::size_t>(key.device),
+                                   static_cast<std::size_t>(key.block), key.shared_bytes})
+      h = h * 0x9E3779B97F4A7C15ull + part;
+    return h;
+  }
+};
+
+// Per thread, so that the several lookups of each call's plan take no lock; a thread asks the
+// API once per kernel and geometry.
+std::unordered_map<ResidencyKey, int, ResidencyKeyHash>& thread_residency_answers() {
+  thread_local std::unordered_map<ResidencyKey, int, ResidencyKeyHash> answers;
+  return answers;
+}
+
+}  // namespace
+
+cudaError_t resident_blocks(const DeviceInfo& device, const void* kernel, int block,
+                            std::size_t shared_bytes, int* blocks) {
+  auto& answers = thread_residency_answers();
+  const ResidencyKey key{kernel, device.device, block, shared_bytes};
+  if (const auto found = answers.find(key); found != answers.end()) {
+    *blocks = found->second;
+    return cudaSuccess;
+  }
+  // The occupancy API counts a kernel's dynamic shared memory against the size it may use, which
+  // is 48 KiB until the launch raises it (launch_row_kernel): raised here first, as it will be.
+  constexpr std::size_t kDefaultDynamicShared = 48 * 1024;
+  if (shared_bytes > kDefaultDynamicShared) {
+    const cudaError_t error = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(shared_bytes));
+    if (error != cudaSuccess) return error;
+  }
+  const cudaError_t error =
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(blocks, kernel, block, shared_bytes);
+  if (error != cudaSuccess) return error;
+  answers.emplace(key, *blocks);
+  return cudaSuccess;
+}
+
 Status device_error_record(const Exec& exec, DeviceError** record) {
   if (exec.device_error != nullptr) {
     *record = exec.device_error;
@@ -138,6 +192,8 @@ Status device_error_record(const Exec& exec, DeviceError** record) {
 }  // namespace actloss::cuda
 
 namespace actloss::detail {
+
+void cuda_forget_resident_blocks_for_testing() { cuda::thread_residency_answers().clear(); }
 
 Status cuda_require_device() {
   struct Probe {

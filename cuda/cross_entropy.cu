@@ -416,7 +416,7 @@ __global__ void __launch_bounds__(Bounds<kChunks>::kMaxThreads, Bounds<kChunks>:
     p.upstream = nullptr;
   }
   if constexpr (!predicts_in_registers(kChunks)) {
-    p.predicted = nullptr;  // such calls take the general kernel (launch_cross_entropy)
+    p.predicted = nullptr;  // such calls take the general kernel (dispatch_cross_entropy)
   }
   __shared__ double2 exchange[row::kMaxWarps];
   __shared__ double warp_partials[row::kMaxWarps];
@@ -543,28 +543,6 @@ bool needs_general_variant(bool soft_targets, float softcap, const float* class_
   return soft_targets || softcap != 0.0f || class_weight != nullptr;
 }
 
-row::RowLaunch plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
-                                  const DeviceInfo& device) {
-  const bool general = needs_general_variant(args.target_kind == TargetKind::probabilities,
-                                             options.softcap, args.class_weight);
-  // A dtype pair without register tiles runs the general kernel whenever it writes a gradient;
-  // the plan follows the args' gradient dtype even for a call that writes none, so that one
-  // workspace fits every pass of the same args.
-  const bool clusters = !general && is_tile_pair(args.logits_dtype, args.grad_dtype);
-  row::RowLaunch launch = row::plan_row_launch(detail::RowOp::cross_entropy, args.rows,
-                                               args.classes, args.logits_dtype, device, clusters);
-  // The common case on chip takes the kernels that keep each exponential
-  // (cuda/cross_entropy_exp_once.cu), in tiles of up to two chunks (their 64 registers): rows up
-  // to 8192 classes, except those of one warp with a larger tile (513-1024 f32 and 513-2048
-  // 16-bit classes: plan_float_tile). The plan depends on the shape, the dtypes and the options
-  // alone, never on which outputs a call asks for, so that a workspace sized for one call fits
-  // every pass and output of it (cross_entropy_workspace_size). A call that asks for predicted
-  // classes runs the unified kernel on the same plan (launch_cross_entropy).
-  if (detail::row_exp_once() && !general && options.label_smoothing == 0.0f)
-    row::plan_float_tile(launch, args.rows, device, 2);
-  return launch;
-}
-
 // Whether a call on this plan runs the exp-once kernels: a plan for them, no predicted classes,
 // and a dtype pair with register tiles (`grad_dtype`: the logits' own for a call without a
 // gradient).
@@ -573,9 +551,11 @@ bool runs_exp_once(const row::RowLaunch& launch, const void* predicted, DType lo
   return launch.float_tile && predicted == nullptr && is_tile_pair(logits_dtype, grad_dtype);
 }
 
-template <class TX, class TG>
-Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& params,
-                            cudaStream_t stream) {
+// Selects the unified kernel of a call and hands it to `run` (row::KernelLaunch or
+// row::KernelResidency) with its geometry.
+template <class TX, class TG, class Run>
+Status dispatch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& params,
+                              const Run& run) {
   const bool plain =
       kTilePair<TX, TG> &&
       !needs_general_variant(params.soft_targets, params.softcap, params.class_weight) &&
@@ -611,8 +591,8 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
         general_params.staging_chunks = general.staging_chunks;
       }
     }
-    ACTLOSS_CUDA_TRY(row::launch_row_kernel(cross_entropy_kernel<TX, TG, 0, Variant::general>,
-                                            general, stream, general_params));
+    ACTLOSS_CUDA_TRY(
+        run(cross_entropy_kernel<TX, TG, 0, Variant::general>, general, general_params));
     return {};
   }
   // Eight chunks fit the register budget only for 16-bit logits (row_dispatch.h).
@@ -624,16 +604,14 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
           // A call without a gradient dispatches on the logits' dtype alone (TG = TX), so the
           // forward kernels exist once per logits dtype, not once per dtype pair.
           if constexpr (std::is_same_v<TX, TG>) {
-            return row::launch_row_kernel(
-                cross_entropy_kernel<TX, TG, kChunks, Variant::plain_forward>, launch, stream,
-                params);
+            return run(cross_entropy_kernel<TX, TG, kChunks, Variant::plain_forward>, launch,
+                       params);
           } else {
             return cudaErrorInvalidValue;  // unreachable: see cuda_cross_entropy
           }
         }
         if constexpr (kTilePair<TX, TG>) {
-          return row::launch_row_kernel(cross_entropy_kernel<TX, TG, kChunks, Variant::plain>,
-                                        launch, stream, params);
+          return run(cross_entropy_kernel<TX, TG, kChunks, Variant::plain>, launch, params);
         } else {
           return cudaErrorInvalidValue;  // unreachable: such a pair is never plain
         }
@@ -641,6 +619,82 @@ Status launch_cross_entropy(const RowLaunch& launch, const CrossEntropyParams& p
   ACTLOSS_CUDA_TRY(error);
   return {};
 }
+
+// Hands the kernel that a call with these parameters runs to `run` (row::KernelLaunch or
+// row::KernelResidency): an exp-once kernel where the plan has one for the call, else the
+// unified kernel of the dtype pair.
+template <class Run>
+Status dispatch_call(const RowLaunch& launch, const CrossEntropyParams& params,
+                     DType logits_dtype, DType grad_dtype, const Run& run) {
+  if (runs_exp_once(launch, params.predicted, logits_dtype, grad_dtype))
+    return dispatch_cross_entropy_exp_once(launch, params, logits_dtype, grad_dtype, run);
+  return row::with_dtype("cross_entropy", logits_dtype, [&](auto x_tag) {
+    return row::with_dtype("cross_entropy", grad_dtype, [&](auto g_tag) {
+      using TX = typename decltype(x_tag)::type;
+      using TG = typename decltype(g_tag)::type;
+      return dispatch_cross_entropy<TX, TG>(launch, params, run);
+    });
+  });
+}
+
+Status plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntropyOptions& options,
+                          const DeviceInfo& device, row::RowLaunch* plan) {
+  const bool general = needs_general_variant(args.target_kind == TargetKind::probabilities,
+                                             options.softcap, args.class_weight);
+  // A dtype pair without register tiles runs the general kernel whenever it writes a gradient;
+  // the plan follows the args' gradient dtype even for a call that writes none, so that one
+  // workspace fits every pass of the same args.
+  const bool clusters = !general && is_tile_pair(args.logits_dtype, args.grad_dtype);
+  row::RowLaunch launch = row::plan_row_launch(detail::RowOp::cross_entropy, args.rows,
+                                               args.classes, args.logits_dtype, device, clusters);
+  // The common case on chip takes the kernels that keep each exponential
+  // (cuda/cross_entropy_exp_once.cu), in tiles of up to two chunks (their 64 registers): rows up
+  // to 8192 classes, except those of one warp with a larger tile (513-1024 f32 and 513-2048
+  // 16-bit classes: plan_float_tile). The plan depends on the shape, the dtypes and the options
+  // alone, never on which outputs a call asks for, so that a workspace sized for one call fits
+  // every pass and output of it (cross_entropy_workspace_size). A call that asks for predicted
+  // classes runs the unified kernel on the same plan (dispatch_cross_entropy).
+  if (detail::row_exp_once() && !general && options.label_smoothing == 0.0f)
+    row::plan_float_tile(launch, args.rows, device, 2);
+  // The grid counts the registers of every kernel that a call of these args can run (each pass,
+  // with and without predicted classes), so that it, and with it the per-block partials of a
+  // reduced loss and the workspace, is the same for all of them.
+  if (Status status = row::count_resident_blocks(
+          launch, args.rows, device,
+          [&](const row::KernelResidency& residency) {
+            CrossEntropyParams call;
+            call.soft_targets = args.target_kind == TargetKind::probabilities;
+            call.softcap = options.softcap;
+            call.class_weight = args.class_weight;
+            // Never dereferenced: whether they are set is what selects a kernel.
+            std::int64_t predicted_stand_in = 0;
+            CrossEntropyRowStats stats_stand_in{};
+            const auto count = [&](std::int64_t* predicted, void* grad,
+                                   const CrossEntropyRowStats* saved_stats) {
+              call.predicted = predicted;
+              call.grad = grad;
+              call.saved_stats = saved_stats;
+              // A call without a gradient dispatches on the logits' dtype alone.
+              return dispatch_call(launch, call, args.logits_dtype,
+                                   grad != nullptr ? args.grad_dtype : args.logits_dtype,
+                                   residency);
+            };
+            Status counted;
+            for (std::int64_t* predicted : {static_cast<std::int64_t*>(nullptr),
+                                            &predicted_stand_in}) {
+              if (counted.ok()) counted = count(predicted, nullptr, nullptr);
+              if (counted.ok()) counted = count(predicted, &stats_stand_in, nullptr);
+            }
+            if (counted.ok()) counted = count(nullptr, &stats_stand_in, &stats_stand_in);
+            return counted;
+          });
+      !status.ok())
+    return status;
+  *plan = launch;
+  return {};
+}
+
+
 
 // The scratch of a call, in doubles: the main kernel's reduced loss (a sum or mean that is
 // written), then the pre-pass's two partial arrays. The pre-pass runs only where the gradient
@@ -697,7 +751,9 @@ Status cuda_cross_entropy_workspace_size(const CrossEntropyArgs& args,
   if (Status status = row::check_row_length(args.classes, "classes"); !status.ok()) return status;
   const DeviceInfo* device = nullptr;
   if (Status status = current_device_info(&device); !status.ok()) return status;
-  const row::RowLaunch launch = plan_cross_entropy(args, options, *device);
+  row::RowLaunch launch;
+  if (Status status = plan_cross_entropy(args, options, *device, &launch); !status.ok())
+    return status;
   // With the loss wanted: the most any of the three passes needs.
   const std::size_t forward = scratch_layout(args, options, true, false, launch).doubles();
   const std::size_t with_grad = scratch_layout(args, options, true, true, launch).doubles();
@@ -711,7 +767,9 @@ Status cuda_cross_entropy_plan_for_testing(const CrossEntropyArgs& args,
   using namespace actloss::cuda;
   const DeviceInfo* device = nullptr;
   if (Status status = current_device_info(&device); !status.ok()) return status;
-  const row::RowLaunch launch = plan_cross_entropy(args, options, *device);
+  row::RowLaunch launch;
+  if (Status status = plan_cross_entropy(args, options, *device, &launch); !status.ok())
+    return status;
   // For a call that writes the gradient.
   *exp_once = runs_exp_once(launch, args.predicted, args.logits_dtype, args.grad_dtype);
   *chunks_per_thread = launch.chunks;
@@ -778,7 +836,9 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
     if (Status status = device_error_record(exec, &p.error); !status.ok()) return status;
   }
 
-  const row::RowLaunch launch = plan_cross_entropy(args, options, *device);
+  row::RowLaunch launch;
+  if (Status status = plan_cross_entropy(args, options, *device, &launch); !status.ok())
+    return status;
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
   p.cluster_blocks = launch.cluster_blocks;
@@ -826,17 +886,10 @@ Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   // The gradient's dtype only matters when a gradient is written; forward reuses the logits'
   // instantiation.
   const DType grad_dtype = writes_grad ? args.grad_dtype : args.logits_dtype;
-  Status status =
-      runs_exp_once(launch, p.predicted, args.logits_dtype, grad_dtype)
-          ? launch_cross_entropy_exp_once(launch, p, args.logits_dtype, grad_dtype, stream)
-          : row::with_dtype("cross_entropy", args.logits_dtype, [&](auto x_tag) {
-              return row::with_dtype("cross_entropy", grad_dtype, [&](auto g_tag) {
-                using TX = typename decltype(x_tag)::type;
-                using TG = typename decltype(g_tag)::type;
-                return launch_cross_entropy<TX, TG>(launch, p, stream);
-              });
-            });
-  if (!status.ok()) return status;
+  if (Status status =
+          dispatch_call(launch, p, args.logits_dtype, grad_dtype, row::KernelLaunch{stream});
+      !status.ok())
+    return status;
   if (layout.reduced_doubles > 0) {
     if (Status finished =
             finish_in_second_kernel(p.reduced, static_cast<unsigned>(launch.grid), stream);

@@ -176,8 +176,13 @@ inline bool is_tile_pair(DType logits, DType grad) {
 }
 
 // The kernels that keep each exponential (cuda/cross_entropy_exp_once.cu), for a plan that
-// plan_float_tile made; they read the same parameters as cross_entropy_kernel.
-Status launch_cross_entropy_exp_once(const row::RowLaunch& launch, const CrossEntropyParams& params,
-                                     DType logits_dtype, DType grad_dtype, cudaStream_t stream);
+// plan_float_tile made; they read the same parameters as cross_entropy_kernel. The one a call
+// runs goes to `run`: launched, or counted while the plan is sized.
+Status dispatch_cross_entropy_exp_once(const row::RowLaunch& launch,
+                                       const CrossEntropyParams& params, DType logits_dtype,
+                                       DType grad_dtype, const row::KernelLaunch& run);
+Status dispatch_cross_entropy_exp_once(const row::RowLaunch& launch,
+                                       const CrossEntropyParams& params, DType logits_dtype,
+                                       DType grad_dtype, const row::KernelResidency& run);
 
 }  // namespace actloss::cuda

@@ -209,20 +209,18 @@ __global__ void __launch_bounds__(kMaxThreads, kMinBlocks)
     finish_block_loss(p, group, tiles, batch, loss_sums[threadIdx.x], warp_partials);
 }
 
-template <class TX, class TG, int kChunks, Mode kMode>
-cudaError_t launch_kernel(const RowLaunch& launch, const CrossEntropyParams& params,
-                          cudaStream_t stream) {
+template <class TX, class TG, int kChunks, Mode kMode, class Run>
+cudaError_t run_kernel(const RowLaunch& launch, const CrossEntropyParams& params,
+                       const Run& run) {
   if constexpr (instantiated<TX, TG, kChunks, kMode>())
-    return row::launch_row_kernel(cross_entropy_exp_once_kernel<TX, TG, kChunks, kMode>, launch,
-                                  stream, params);
+    return run(cross_entropy_exp_once_kernel<TX, TG, kChunks, kMode>, launch, params);
   else
     return cudaErrorInvalidConfiguration;  // plan_cross_entropy plans no such tile
 }
 
-}  // namespace
-
-Status launch_cross_entropy_exp_once(const RowLaunch& launch, const CrossEntropyParams& params,
-                                     DType logits_dtype, DType grad_dtype, cudaStream_t stream) {
+template <class Run>
+Status dispatch(const RowLaunch& launch, const CrossEntropyParams& params, DType logits_dtype,
+                DType grad_dtype, const Run& run) {
   const Mode mode = params.saved_stats != nullptr ? Mode::backward
                     : params.grad != nullptr      ? Mode::fused
                                                   : Mode::forward;
@@ -241,11 +239,11 @@ Status launch_cross_entropy_exp_once(const RowLaunch& launch, const CrossEntropy
             constexpr int kChunks = decltype(chunks)::value;
             switch (mode) {
               case Mode::forward:
-                return launch_kernel<TX, TG, kChunks, Mode::forward>(launch, params, stream);
+                return run_kernel<TX, TG, kChunks, Mode::forward>(launch, params, run);
               case Mode::fused:
-                return launch_kernel<TX, TG, kChunks, Mode::fused>(launch, params, stream);
+                return run_kernel<TX, TG, kChunks, Mode::fused>(launch, params, run);
               case Mode::backward:
-                return launch_kernel<TX, TG, kChunks, Mode::backward>(launch, params, stream);
+                return run_kernel<TX, TG, kChunks, Mode::backward>(launch, params, run);
             }
             return cudaErrorInvalidValue;
           });
@@ -253,6 +251,20 @@ Status launch_cross_entropy_exp_once(const RowLaunch& launch, const CrossEntropy
           return Status{};
         });
   });
+}
+
+}  // namespace
+
+Status dispatch_cross_entropy_exp_once(const RowLaunch& launch, const CrossEntropyParams& params,
+                                       DType logits_dtype, DType grad_dtype,
+                                       const row::KernelLaunch& run) {
+  return dispatch(launch, params, logits_dtype, grad_dtype, run);
+}
+
+Status dispatch_cross_entropy_exp_once(const RowLaunch& launch, const CrossEntropyParams& params,
+                                       DType logits_dtype, DType grad_dtype,
+                                       const row::KernelResidency& run) {
+  return dispatch(launch, params, logits_dtype, grad_dtype, run);
 }
 
 }  // namespace actloss::cuda

@@ -21,6 +21,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <numeric>
 #include <type_traits>
 
 namespace actloss::cuda::row {
@@ -1053,6 +1054,9 @@ struct RowLaunch {
   std::size_t shared_bytes = 0;  // block_shared, cluster_shared: a block's dynamic shared memory
   int cluster_blocks = 1;   // cluster_shared: blocks per cluster (grid is a multiple); else 1
   bool float_tile = false;  // the row on chip as float (FloatRow; plan_float_tile)
+  int resident_blocks = 0;  // blocks per SM, whole waves of the plan's kernels
+                            // (count_resident_blocks); 0: not counted, the grid follows threads
+                            // and shared memory alone
 };
 
 
@@ -1124,8 +1128,9 @@ inline bool plan_cluster_row(RowLaunch& launch, RowOp op, std::int64_t chunks, D
 inline void size_row_grid(RowLaunch& launch, std::int64_t rows, const DeviceInfo& device) {
   const int rows_per_block =
       launch.cluster_blocks > 1 ? 1 : launch.block / launch.threads_per_row;
-  // At most as many blocks as the device can hold at full thread occupancy (an upper bound on
-  // residency: registers may allow fewer); grid-stride loops take the rest. The two-pass path
+  // Where the launcher did not count its kernels' residency (count_resident_blocks), at most as
+  // many blocks as the device can hold at full thread occupancy (an upper bound on residency:
+  // registers may allow fewer); grid-stride loops take the rest. The two-pass path
   // runs one row per SM at a time, so that the rows being read twice stay within L2 between
   // their two reads (132 rows of 128K bf16 logits are 33 MB; the H100's L2 is 50 MB).
   std::int64_t per_sm = device.max_threads_per_sm / launch.block;
@@ -1138,6 +1143,10 @@ inline void size_row_grid(RowLaunch& launch, std::int64_t rows, const DeviceInfo
                                     kStaticSharedBytes + kReservedSharedBytes);
     if (by_shared < per_sm) per_sm = by_shared;
   }
+  // Registers too, where the launcher counted them (count_resident_blocks, which includes the
+  // threads and shared memory): a block of 512 threads at 128 registers has an SM to itself
+  // whatever its threads would allow.
+  if (launch.resident_blocks > 0) per_sm = launch.resident_blocks;
   if (per_sm < 1) per_sm = 1;
   if (launch.algorithm == RowAlgorithm::block_two_pass) per_sm = 1;
   const std::int64_t sms = device.sm_count > 0 ? device.sm_count : 1;
@@ -1332,6 +1341,59 @@ cudaError_t launch_row_kernel(Kernel* kernel, const RowLaunch& launch, cudaStrea
                                        launch.shared_bytes, stream, params);
   return simcuda::launch(kernel, dim3(launch.grid), dim3(launch.block), launch.shared_bytes,
                          stream, params);
+}
+
+// What a launcher does with the kernel and geometry it selects for a call: launch it
+// (KernelLaunch), or, while the plan is sized, count how many blocks of it an SM holds
+// (KernelResidency), so that the kernels counted are the kernels launched.
+struct KernelLaunch {
+  cudaStream_t stream = nullptr;
+  template <class Kernel, class Params>
+  cudaError_t operator()(Kernel* kernel, const RowLaunch& launch, const Params& params) const {
+    return launch_row_kernel(kernel, launch, stream, params);
+  }
+};
+
+struct KernelResidency {
+  const DeviceInfo* device = nullptr;
+  int* whole_waves = nullptr;  // the least common multiple of the counts so far; 0 where a
+                               // kernel fits no SM
+  template <class Kernel, class Params>
+  cudaError_t operator()(Kernel* kernel, const RowLaunch& launch, const Params& /*params*/) const {
+    int blocks = 0;
+    const cudaError_t error = resident_blocks(*device, reinterpret_cast<const void*>(kernel),
+                                              launch.block, launch.shared_bytes, &blocks);
+    if (error != cudaSuccess) return error;
+    *whole_waves = blocks < 1 ? 0 : *whole_waves == 0 ? 0 : std::lcm(*whole_waves, blocks);
+    return cudaSuccess;
+  }
+};
+
+// Blocks per SM past which a grid of whole waves for every kernel is not worth its blocks' set-up
+// (each block initialises its shared state and adds one partial to a reduced loss): the cap of
+// the grid by threads, and the most blocks an sm_80 or sm_90 SM holds.
+constexpr int kMaxWholeWaveBlocksPerSm = 32;
+
+// Sizes the grid of a plan whose geometry is set from the blocks per SM that the occupancy API
+// allows the kernels that `dispatch(KernelResidency{...})` selects, unless the grid is to follow
+// threads and shared memory alone (detail::row_occupancy_grid). A grid-stride kernel whose grid
+// is not a whole number of its waves runs a last wave part empty: at 5 blocks a kernel that
+// holds 4 takes two waves for the work of 1.25. So where a grid must be the same for several
+// kernels (every pass of a cross-entropy's args: its reduced loss adds per-block partials, and
+// one workspace fits every call), it is the least common multiple of their counts; where that
+// exceeds kMaxWholeWaveBlocksPerSm the plan keeps the grid by threads and shared memory.
+template <class Dispatch>
+Status count_resident_blocks(RowLaunch& launch, std::int64_t rows, const DeviceInfo& device,
+                             Dispatch&& dispatch) {
+  if (!detail::row_occupancy_grid()) return {};
+  int whole_waves = 1;
+  if (Status status = dispatch(KernelResidency{&device, &whole_waves}); !status.ok())
+    return status;
+  // A kernel that no SM holds fails at its launch, which says so.
+  if (whole_waves < 1 || whole_waves > kMaxWholeWaveBlocksPerSm) return {};
+  launch.resident_blocks = whole_waves;
+  size_row_grid(launch, rows, device);
+  return {};
 }
 
 }  // namespace actloss::cuda::row

@@ -175,6 +175,10 @@ inline std::atomic<bool>& exp_once_slot() {
   static std::atomic<bool> slot{true};
   return slot;
 }
+inline std::atomic<bool>& occupancy_grid_slot() {
+  static std::atomic<bool> slot{true};
+  return slot;
+}
 inline std::atomic<std::int64_t>& grid_limit_slot() {
   static std::atomic<std::int64_t> slot{0};
   return slot;
@@ -238,6 +242,17 @@ inline void set_row_exp_once(bool exp_once) {
   row_limits::exp_once_slot().store(exp_once, std::memory_order_relaxed);
 }
 inline bool row_exp_once() { return row_limits::exp_once_slot().load(std::memory_order_relaxed); }
+
+// Process-wide, for tests and benchmarks: whether a row-op grid holds whole waves of the blocks
+// per SM that the occupancy API allows the plan's kernels, registers included (the default;
+// row::count_resident_blocks), or as many blocks per SM as the SM's threads and shared memory
+// alone allow, the grid last measured on a card (row::size_row_grid).
+inline void set_row_occupancy_grid(bool occupancy) {
+  row_limits::occupancy_grid_slot().store(occupancy, std::memory_order_relaxed);
+}
+inline bool row_occupancy_grid() {
+  return row_limits::occupancy_grid_slot().load(std::memory_order_relaxed);
+}
 
 // The algorithm a launch uses: the override when set and able to hold the row, else automatic.
 inline RowAlgorithm chosen_row_algorithm(RowOp op, std::int64_t classes, DType dtype) {

@@ -388,29 +388,42 @@ __global__ void __launch_bounds__(row::RowBounds<kChunks, 2>::kMaxThreads,
 // ---------------------------------------------------------------------------------------------
 // Launchers.
 
-template <class TX, class TY>
-Status launch_forward(const RowLaunch& launch, const SoftmaxForwardParams& params,
-                      cudaStream_t stream) {
-  // Eight chunks fit the register budget only for 16-bit inputs (row_dispatch.h).
-  const cudaError_t error =
-      row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4, true>(launch.chunks, [&](auto chunks) {
-        return row::launch_row_kernel(softmax_forward_kernel<TX, TY, decltype(chunks)::value>,
-                                      launch, stream, params);
-      });
-  ACTLOSS_CUDA_TRY(error);
-  return {};
+// The forward kernel of a call, handed to `run` (row::KernelLaunch, or row::KernelResidency
+// while the plan is sized).
+template <class Run>
+Status dispatch_forward(const RowLaunch& launch, const SoftmaxForwardParams& params,
+                        DType x_dtype, DType y_dtype, const Run& run) {
+  return row::with_dtype("softmax", x_dtype, [&](auto x_tag) {
+    return row::with_dtype("softmax", y_dtype, [&](auto y_tag) {
+      using TX = typename decltype(x_tag)::type;
+      using TY = typename decltype(y_tag)::type;
+      // Eight chunks fit the register budget only for 16-bit inputs (row_dispatch.h).
+      const cudaError_t error =
+          row::launch_for_chunks<sizeof(TX) == 2 ? 8 : 4, true>(launch.chunks, [&](auto chunks) {
+            return run(softmax_forward_kernel<TX, TY, decltype(chunks)::value>, launch, params);
+          });
+      ACTLOSS_CUDA_TRY(error);
+      return Status{};
+    });
+  });
 }
 
-template <class TY, class TDX>
-Status launch_backward(const RowLaunch& launch, const SoftmaxBackwardParams& params,
-                       cudaStream_t stream) {
-  // y and dy both stay on chip, so backward holds at most two chunks of each (row_dispatch.h).
-  const cudaError_t error = row::launch_for_chunks<2, false>(launch.chunks, [&](auto chunks) {
-    return row::launch_row_kernel(softmax_backward_kernel<TY, TDX, decltype(chunks)::value>,
-                                  launch, stream, params);
+template <class Run>
+Status dispatch_backward(const RowLaunch& launch, const SoftmaxBackwardParams& params,
+                         DType y_dtype, DType dx_dtype, const Run& run) {
+  return row::with_dtype("softmax", y_dtype, [&](auto y_tag) {
+    return row::with_dtype("softmax", dx_dtype, [&](auto dx_tag) {
+      using TY = typename decltype(y_tag)::type;
+      using TDX = typename decltype(dx_tag)::type;
+      // y and dy both stay on chip, so backward holds at most two chunks of each
+      // (row_dispatch.h).
+      const cudaError_t error = row::launch_for_chunks<2, false>(launch.chunks, [&](auto chunks) {
+        return run(softmax_backward_kernel<TY, TDX, decltype(chunks)::value>, launch, params);
+      });
+      ACTLOSS_CUDA_TRY(error);
+      return Status{};
+    });
   });
-  ACTLOSS_CUDA_TRY(error);
-  return {};
 }
 
 }  // namespace
@@ -436,21 +449,22 @@ Status cuda_softmax_forward(const SoftmaxForwardArgs& args, const SoftmaxOptions
   p.y_rows = row::row_starts(args.rows, args.rows_per_batch, args.y_row_stride,
                              args.y_batch_stride);
   p.log = options.log;
-  const RowLaunch launch =
+  RowLaunch launch =
       row::plan_row_launch(RowOp::softmax_forward, args.rows, args.cols, args.x_dtype, *device);
+  if (Status status = row::count_resident_blocks(
+          launch, args.rows, *device,
+          [&](const row::KernelResidency& residency) {
+            return dispatch_forward(launch, p, args.x_dtype, args.y_dtype, residency);
+          });
+      !status.ok())
+    return status;
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
   p.cluster_blocks = launch.cluster_blocks;
   p.prefetch = launch.prefetch;
   p.chunk_pieces = launch.chunk_pieces;
   p.lane_shift = launch.lane_shift;
-  return row::with_dtype("softmax", args.x_dtype, [&](auto x_tag) {
-    return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
-      using TX = typename decltype(x_tag)::type;
-      using TY = typename decltype(y_tag)::type;
-      return launch_forward<TX, TY>(launch, p, exec.stream);
-    });
-  });
+  return dispatch_forward(launch, p, args.x_dtype, args.y_dtype, row::KernelLaunch{exec.stream});
 }
 
 Status cuda_row_geometry_for_testing(RowOp op, std::int64_t rows, std::int64_t cols, DType dtype,
@@ -486,18 +500,20 @@ Status cuda_softmax_backward(const SoftmaxBackwardArgs& args, const SoftmaxOptio
   p.dx_rows = row::row_starts(args.rows, args.rows_per_batch, args.dx_row_stride,
                               args.dx_batch_stride);
   p.log = options.log;
-  const RowLaunch launch =
+  RowLaunch launch =
       row::plan_row_launch(RowOp::softmax_backward, args.rows, args.cols, args.y_dtype, *device);
+  if (Status status = row::count_resident_blocks(
+          launch, args.rows, *device,
+          [&](const row::KernelResidency& residency) {
+            return dispatch_backward(launch, p, args.y_dtype, args.dx_dtype, residency);
+          });
+      !status.ok())
+    return status;
   p.threads_per_row = launch.threads_per_row;
   p.staging_chunks = launch.staging_chunks;
   p.chunk_pieces = launch.chunk_pieces;
-  return row::with_dtype("softmax", args.y_dtype, [&](auto y_tag) {
-    return row::with_dtype("softmax", args.dx_dtype, [&](auto dx_tag) {
-      using TY = typename decltype(y_tag)::type;
-      using TDX = typename decltype(dx_tag)::type;
-      return launch_backward<TY, TDX>(launch, p, exec.stream);
-    });
-  });
+  return dispatch_backward(launch, p, args.y_dtype, args.dx_dtype,
+                           row::KernelLaunch{exec.stream});
 }
 
 }  // namespace actloss::detail

@@ -113,6 +113,11 @@ Status cuda_cross_entropy_plan_for_testing(const CrossEntropyArgs& args,
                                            const CrossEntropyOptions& options, bool* exp_once,
                                            int* chunks_per_thread);
 
+// Test hook (defined in cuda/context.cu): forgets the occupancy API's answers that the calling
+// thread keeps per kernel and geometry (cuda::resident_blocks), for a test that changes the
+// simulator's register model between calls.
+void cuda_forget_resident_blocks_for_testing();
+
 // Which argument a DeviceError::argument value stands for.
 enum class DeviceErrorArgument : std::int32_t { none = 0, targets = 1 };
 

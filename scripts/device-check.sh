@@ -194,6 +194,19 @@ if [[ -n $bench ]]; then
     --actloss_row_lane_shift=0 --benchmark_out="$LOGS/bench-no-lane-shift.json" \
     --benchmark_out_format=json --benchmark_min_time=0.05s
   report "benchmarks, no lane shift" $? bench-no-lane-shift.log bench-no-lane-shift.json
+  # The rows on chip again with grids of as many blocks per SM as threads and shared memory
+  # allow, as last measured on a card, instead of as many as the occupancy API allows their
+  # kernels, registers included (row::count_resident_blocks, cuda/row_common.cuh): the same-run
+  # comparison that a grid chosen without a card waits for. A bundle built before the flag skips.
+  if grep -qa -- --actloss_row_occupancy "$bench"; then
+    run_step "benchmarks, grid by threads" 60 bench-grid-by-threads.log "$bench" \
+      --benchmark_filter="${ACTLOSS_CHECK_GRID_FILTER:-^cuda/actloss/(cross_entropy|softmax)/.*/classes:(256|1024|4096|32000)/}" \
+      --actloss_row_occupancy=0 --benchmark_out="$LOGS/bench-grid-by-threads.json" \
+      --benchmark_out_format=json --benchmark_min_time=0.05s
+    report "benchmarks, grid by threads" $? bench-grid-by-threads.log bench-grid-by-threads.json
+  else
+    record "benchmarks, grid by threads" missing "(not in this bundle's actloss_bench)"
+  fi
   # The rows past one block's shared memory again on the two-pass path, the one last measured
   # for them on a card, against bench.json's cluster_shared: the same-run comparison that a path
   # written without a card waits for (its JSON travels in the logs archive).
