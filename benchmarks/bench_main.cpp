@@ -66,6 +66,9 @@
 //                       (cuda/reduce.cuh); the JSON context records which
 //   --actloss_linear_ce=0  leave out the linear cross-entropy rows (the device check runs them
 //                       in a step of their own)
+//   --actloss_cpu_bf16_instruction=0  the CPU backend rounds float32 to bfloat16 with integer
+//                       operations even where the processor has AVX512_BF16's conversion
+//                       instruction (host/cpu/bf16_conversion.h), as measured before it
 //   --elementwise-packs=1
 //                       run the elementwise kernels (activations, SwiGLU, BCE, MSE) with one
 //                       pack per thread per loop step, the loop last measured on a GPU, so that
@@ -96,6 +99,7 @@
 #include "benchmarks/support/peers.h"
 #endif
 #include "host/backend.h"
+#include "host/cpu/backend.h"
 #include "cuda/row_dispatch.h"
 
 namespace {
@@ -390,6 +394,10 @@ int main(int argc, char** argv) {
     }
     if (arg == "--actloss_row_lane_shift=0" || arg == "--actloss_row_lane_shift=1") {
       detail::set_row_lane_shift(arg.back() == '1');
+      continue;
+    }
+    if (arg == "--actloss_cpu_bf16_instruction=0" || arg == "--actloss_cpu_bf16_instruction=1") {
+      detail::cpu_set_bf16_instruction_for_testing(arg.back() == '1');
       continue;
     }
     if (arg == "--actloss_row_occupancy=0" || arg == "--actloss_row_occupancy=1") {

@@ -33,6 +33,11 @@ std::int64_t cpu_runnable_simd_targets();
 // Highway's name of one target bit.
 const char* cpu_simd_target_name(std::int64_t target);
 
+// Test hook: whether float32 values become bfloat16 with AVX512_BF16's conversion instruction
+// (host/cpu/bf16_conversion.h) where this processor has it (true, the default) or with integer
+// operations (false). Returns whether this processor has it (false without Highway).
+bool cpu_set_bf16_instruction_for_testing(bool use);
+
 // Test hook: every later call uses `threads` threads (0: the default, ACTLOSS_CPU_THREADS or the
 // number of hardware threads).
 void cpu_set_threads_for_testing(int threads);

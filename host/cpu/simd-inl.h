@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "host/cpu/bf16_conversion.h"
 #include "host/half.h"
 
 // For the per-vector lambdas of a row loop: GCC calls a lambda out of line, once per vector,
@@ -59,6 +60,15 @@ HWY_INLINE decltype(auto) with_storage(DType dtype, Body&& body) {
 #define ACTLOSS_CPU_F16_VECTOR 0
 #endif
 
+// AVX512_BF16's float-to-bfloat16 conversion, on the targets whose vectors are 16 floats in a
+// 512-bit register, by GCC's or Clang's inline assembly.
+#undef ACTLOSS_CPU_BF16_INSTRUCTION
+#if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86_64 && (defined(__GNUC__) || defined(__clang__))
+#define ACTLOSS_CPU_BF16_INSTRUCTION 1
+#else
+#define ACTLOSS_CPU_BF16_INSTRUCTION 0
+#endif
+
 HWY_INLINE FloatVec load_floats(FloatTag d, const float* p) { return hn::LoadU(d, p); }
 
 HWY_INLINE FloatVec load_floats(FloatTag d, const Bf16* p) {
@@ -86,6 +96,16 @@ using Bf16BitsTag = hn::Rebind<std::uint16_t, FloatTag>;
 // v's bfloat16 bits: round to nearest even on the bits; a NaN keeps its sign and top payload
 // bits, made quiet.
 HWY_INLINE hn::Vec<Bf16BitsTag> to_bf16_bits(FloatVec v) {
+#if ACTLOSS_CPU_BF16_INSTRUCTION
+  // One instruction where the processor has it and no lane is denormal (which it would flush to
+  // zero): host/cpu/bf16_conversion.h. Inline assembly, since Highway's AVX-512 targets do not
+  // enable AVX512_BF16 for the compiler. Category 0x20 of vfpclassps: denormal.
+  if (converts_bf16_in_hardware() && _mm512_fpclass_ps_mask(v.raw, 0x20) == 0) {
+    __m256i bits;
+    __asm__("vcvtneps2bf16 %1, %0" : "=v"(bits) : "v"(v.raw));
+    return hn::Vec<Bf16BitsTag>{bits};
+  }
+#endif
   const hn::RebindToUnsigned<FloatTag> du;
   const hn::RebindToSigned<FloatTag> di;
   const auto bits = hn::BitCast(du, v);

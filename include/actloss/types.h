@@ -170,8 +170,10 @@ bool cuda_backend_built();
 
 // What Device::cpu runs on, e.g. "Highway AVX3, 16 threads": the SIMD instruction set chosen for
 // this processor at run time (one binary carries SSE4, AVX2 and AVX-512 code) and the number of
-// threads (ACTLOSS_CPU_THREADS, read once, else every hardware thread); or "float64 reference"
-// in a build without Highway. The pointer stays valid until this thread calls it again.
+// threads (ACTLOSS_CPU_THREADS, read once, else every hardware thread), then ", AVX512_BF16
+// conversion" where bf16 outputs are rounded by that instruction (the same bits as without it);
+// or "float64 reference" in a build without Highway. The pointer stays valid until this thread
+// calls it again.
 const char* cpu_backend();
 
 }  // namespace actloss
