@@ -92,8 +92,9 @@ std::vector<std::uint8_t> class_pattern(std::size_t count, std::int64_t classes,
 // attribute) or the CPU's largest cache (sysconf; 32 MiB when unknown).
 std::size_t last_level_cache_bytes(Device device);
 
-// Evicts the last-level cache by writing a buffer of twice its size (on bench_stream() for CUDA,
-// so it is ordered before whatever is timed next). Not thread-safe: one benchmark at a time.
+// Evicts the last-level cache by touching a buffer of twice its size: reading it on the CPU,
+// writing it on the GPU (on bench_stream(), so it is ordered before whatever is timed next). Not
+// thread-safe: one benchmark at a time.
 class CacheFlusher {
  public:
   explicit CacheFlusher(Device device);
