@@ -69,6 +69,9 @@
 //   --actloss_cpu_bf16_instruction=0  the CPU backend rounds float32 to bfloat16 with integer
 //                       operations even where the processor has AVX512_BF16's conversion
 //                       instruction (host/cpu/bf16_conversion.h), as measured before it
+//   --actloss_cpu_streaming_bytes=N  the CPU backend streams outputs from N bytes on (4194304:
+//                       the 4 MiB it used before the threshold followed the last-level cache;
+//                       cpu::streaming_output_bytes, host/cpu/backend.h)
 //   --elementwise-packs=1
 //                       run the elementwise kernels (activations, SwiGLU, BCE, MSE) with one
 //                       pack per thread per loop step, the loop last measured on a GPU, so that
@@ -398,6 +401,10 @@ int main(int argc, char** argv) {
     }
     if (arg == "--actloss_cpu_bf16_instruction=0" || arg == "--actloss_cpu_bf16_instruction=1") {
       detail::cpu_set_bf16_instruction_for_testing(arg.back() == '1');
+      continue;
+    }
+    if (const std::string flag = "--actloss_cpu_streaming_bytes="; arg.rfind(flag, 0) == 0) {
+      detail::cpu_set_streaming_output_bytes_for_testing(std::stoll(arg.substr(flag.size())));
       continue;
     }
     if (arg == "--actloss_row_occupancy=0" || arg == "--actloss_row_occupancy=1") {

@@ -13,7 +13,7 @@
 //
 // Memory: the loops ask for each input's memory kPrefetchElements ahead, one prefetch per vector
 // (a burst per block instead stalls on the core's few line-fill buffers); an output of
-// kStreamingOutputBytes or more, dense, is stored with non-temporal stores, since it will not be
+// streaming_output_bytes() or more, dense, is stored with non-temporal stores, since it will not be
 // in cache for its next reader anyway and its lines need not be read first. For that the tasks
 // and blocks are cut so that each but the first starts at a vector-aligned output address.
 // On this project's 2-core Xeon (one core) both together took gelu_erf forward over 16M floats
@@ -437,12 +437,12 @@ struct Sink {
   std::int64_t lead = 0;   // streamed: the elements before the first vector-aligned one
 };
 
-// A sink for rows x n elements, streamed when they are kStreamingOutputBytes or more and taken
+// A sink for rows x n elements, streamed when they are streaming_output_bytes() or more and taken
 // as one dense run (dense: every operand's rows are).
 Sink make_sink(void* data, DType dtype, std::int64_t row_stride, std::int64_t rows, std::int64_t n,
                bool dense) {
   Sink sink{data, dtype, row_stride};
-  sink.stream = dense && rows * n * dtype_size(dtype) >= kStreamingOutputBytes;
+  sink.stream = dense && rows * n * dtype_size(dtype) >= streaming_output_bytes();
   if (sink.stream) {
     sink.lead = with_storage(dtype, [&](auto* tag) {
       return streamed_lead(static_cast<const std::remove_pointer_t<decltype(tag)>*>(data));

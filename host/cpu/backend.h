@@ -42,6 +42,10 @@ bool cpu_set_bf16_instruction_for_testing(bool use);
 // number of hardware threads).
 void cpu_set_threads_for_testing(int threads);
 
+// Test hook: outputs of `bytes` or more are stored with non-temporal stores (0 restores the
+// default, cpu::streaming_output_bytes()).
+void cpu_set_streaming_output_bytes_for_testing(std::int64_t bytes);
+
 // All activations, every dtype, stride and the relu mask.
 std::optional<Status> cpu_activation_forward(const ActivationForwardArgs& args,
                                              const ActivationOptions& options);
@@ -64,3 +68,14 @@ std::optional<Status> cpu_bce_with_logits(Pass pass, const BceArgs& args,
 std::optional<Status> cpu_mse(Pass pass, const MseArgs& args, const MseOptions& options);
 
 }  // namespace actloss::detail
+
+namespace actloss::cpu {
+
+// The size from which an output the backend writes, and does not read again, goes out with
+// non-temporal stores: half the last-level cache (at least 4 MiB), so that an output the next op
+// could find in cache stays there, while one that would not fit goes to memory without first
+// reading every line it writes. The cache's size is the kernel's (sysfs), which in a virtual
+// machine is the slice the guest sees, not the host's whole cache.
+std::int64_t streaming_output_bytes();
+
+}  // namespace actloss::cpu

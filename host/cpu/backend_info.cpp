@@ -1,13 +1,66 @@
-// What the CPU backend runs on: Highway's run-time target choice and the thread count.
+// What the CPU backend runs on: Highway's run-time target choice, the thread count, and the
+// output size from which it streams.
 #include <hwy/highway.h>
 #include <hwy/targets.h>
 
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <fstream>
 #include <mutex>
 #include <string>
 
 #include "host/cpu/backend.h"
 #include "host/cpu/bf16_conversion.h"
 #include "host/cpu/thread_pool.h"
+
+namespace actloss::cpu {
+namespace {
+
+std::atomic<std::int64_t>& forced_streaming_output_bytes() {
+  static std::atomic<std::int64_t> bytes{0};
+  return bytes;
+}
+
+// "32768K" or "1M" as sysfs writes a cache's size; 0 if unreadable.
+std::int64_t parse_cache_size(const std::string& text) {
+  std::int64_t value = 0;
+  std::size_t i = 0;
+  while (i < text.size() && text[i] >= '0' && text[i] <= '9') value = value * 10 + (text[i++] - '0');
+  if (i < text.size() && text[i] == 'K') value <<= 10;
+  if (i < text.size() && text[i] == 'M') value <<= 20;
+  return value;
+}
+
+// The largest cache of the first CPU as the kernel describes it, else sysconf's, else 8 MiB.
+std::int64_t last_level_cache_bytes() {
+  std::int64_t largest = 0;
+  for (int index = 0; index < 8; ++index) {
+    std::ifstream file("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) +
+                       "/size");
+    std::string text;
+    if (file >> text) largest = std::max(largest, parse_cache_size(text));
+  }
+#if defined(_SC_LEVEL3_CACHE_SIZE)
+  if (largest == 0) largest = std::max<std::int64_t>(0, sysconf(_SC_LEVEL3_CACHE_SIZE));
+#endif
+  return largest > 0 ? largest : std::int64_t{8} << 20;
+}
+
+}  // namespace
+
+std::int64_t streaming_output_bytes() {
+  if (const std::int64_t forced = forced_streaming_output_bytes().load(std::memory_order_relaxed);
+      forced > 0)
+    return forced;
+  static const std::int64_t from_cache =
+      std::max(std::int64_t{4} << 20, last_level_cache_bytes() / 2);
+  return from_cache;
+}
+
+}  // namespace actloss::cpu
 
 namespace actloss::detail {
 namespace {
@@ -21,6 +74,10 @@ std::int64_t chosen_target() {
 }
 
 }  // namespace
+
+void cpu_set_streaming_output_bytes_for_testing(std::int64_t bytes) {
+  cpu::forced_streaming_output_bytes().store(bytes > 0 ? bytes : 0, std::memory_order_relaxed);
+}
 
 std::int64_t cpu_runnable_simd_targets() {
   return static_cast<std::int64_t>(hwy::SupportedTargets()) & (HWY_TARGETS);
@@ -55,6 +112,7 @@ const char* cpu_backend_description() {
   // instruction where the processor has it (host/cpu/bf16_conversion.h).
   if (target <= HWY_AVX3 && cpu::converts_bf16_in_hardware()) text += ", AVX512_BF16 conversion";
 #endif
+  text += ", outputs from " + std::to_string(cpu::streaming_output_bytes() >> 20) + " MiB streamed";
   return text.c_str();
 }
 

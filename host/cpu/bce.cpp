@@ -275,7 +275,7 @@ double bce_run(const BceCall& call) {
   // are in cache, just read.
   const auto streamed = [&](const void* out, DType dtype) {
     return out != nullptr && out != args.logits && out != args.targets &&
-           rows * cols * dtype_size(dtype) >= kStreamingOutputBytes;
+           rows * cols * dtype_size(dtype) >= streaming_output_bytes();
   };
   const bool stream_loss = streamed(call.loss_elements, DType::f32);
   const bool stream_grad = streamed(call.grad, args.grad_dtype);

@@ -172,7 +172,7 @@ class RowKernel {
     // A gradient over the logits (in place) has its lines in cache already, just read.
     stream_ = c_.grad != nullptr && c_.grad != c_.logits &&
               c_.rows * c_.classes * static_cast<std::int64_t>(sizeof(TG)) >=
-                  kStreamingOutputBytes;
+                  streaming_output_bytes();
   }
 
   // The task must end with hwy::FlushStream() when true.

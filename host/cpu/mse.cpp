@@ -118,7 +118,7 @@ double mse_run(const MseCall& call) {
         const bool stream_grad = grad != nullptr && call.grad != args.input &&
                                  call.grad != args.target &&
                                  rows * n * static_cast<std::int64_t>(sizeof(TG)) >=
-                                     kStreamingOutputBytes;
+                                     streaming_output_bytes();
         parallel_for(element_tasks(rows, n), [&](std::int64_t task) {
           const FloatTag d;
           DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0;

@@ -165,11 +165,9 @@ HWY_INLINE void prefetch_bytes(const void* p, std::size_t bytes) {
   for (std::size_t offset = 0; offset < bytes; offset += 64) hwy::Prefetch(at + offset);
 }
 
-// Outputs from this size on are streamed: past the L2 of the cores that write them, and a
-// large share of a server L3 slice, so a reader after the call would find them in memory anyway.
-// An ordinary store to a line not in cache first reads it (12 bytes of traffic per float written
-// where 8 suffice); a non-temporal store does not.
-constexpr std::int64_t kStreamingOutputBytes = std::int64_t{4} << 20;
+// Outputs from streaming_output_bytes() on (host/cpu/backend.h) are streamed: an ordinary store
+// to a line not in cache first reads it (12 bytes of traffic per float written where 8 suffice);
+// a non-temporal store does not, but leaves nothing in cache for the output's next reader.
 
 // Stores a whole vector of floats as T with a non-temporal store; p is aligned to the bytes it
 // stores (streamed_lead finds the first such element). The 16-bit types are streamed from AVX2

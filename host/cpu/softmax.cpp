@@ -229,7 +229,7 @@ void softmax_forward_rows(const SoftmaxForwardArgs& args, bool log) {
       TY* y = static_cast<TY*>(args.y);
       // In place, y's lines are in cache, just read.
       const bool stream = args.y != args.x && rows * cols * static_cast<std::int64_t>(sizeof(TY)) >=
-                                                  kStreamingOutputBytes;
+                                                  streaming_output_bytes();
       parallel_for((rows + per_task - 1) / per_task, [&](std::int64_t task) {
         const FloatTag d;
         const std::int64_t end = (task + 1) * per_task < rows ? (task + 1) * per_task : rows;
@@ -352,7 +352,7 @@ void softmax_backward_rows(const SoftmaxBackwardArgs& args, bool log) {
         // Over an input (in place), dx's lines are in cache, just read.
         const bool stream = args.dx != args.dy && args.dx != args.y &&
                             rows * cols * static_cast<std::int64_t>(sizeof(TDX)) >=
-                                kStreamingOutputBytes;
+                                streaming_output_bytes();
         parallel_for((rows + per_task - 1) / per_task, [&](std::int64_t task) {
           const FloatTag d;
           const std::int64_t end = (task + 1) * per_task < rows ? (task + 1) * per_task : rows;

@@ -6,6 +6,7 @@ namespace actloss::detail {
 const char* cpu_backend_description() { return "float64 reference (built without Highway)"; }
 bool cpu_set_simd_targets_for_testing(std::int64_t) { return false; }
 bool cpu_set_bf16_instruction_for_testing(bool) { return false; }
+void cpu_set_streaming_output_bytes_for_testing(std::int64_t) {}
 std::int64_t cpu_runnable_simd_targets() { return 0; }
 const char* cpu_simd_target_name(std::int64_t) { return "none"; }
 void cpu_set_threads_for_testing(int) {}

@@ -29,16 +29,23 @@ inline std::vector<std::int64_t> runnable_simd_targets() {
   return targets;
 }
 
+// Outputs from this size on are streamed while a SimdTargetScope lives, whatever the machine's
+// cache (the backend's default is half the last-level cache): the tests' large outputs are this
+// size, so that every machine runs their streamed stores.
+constexpr std::int64_t kTestStreamingBytes = std::int64_t{4} << 20;
+
 // Restricts the backend to one target and a thread count for its lifetime.
 class SimdTargetScope {
  public:
   SimdTargetScope(std::int64_t target, int threads) {
     if (target != 0) actloss::detail::cpu_set_simd_targets_for_testing(target);
     actloss::detail::cpu_set_threads_for_testing(threads);
+    actloss::detail::cpu_set_streaming_output_bytes_for_testing(kTestStreamingBytes);
   }
   ~SimdTargetScope() {
     actloss::detail::cpu_set_simd_targets_for_testing(0);
     actloss::detail::cpu_set_threads_for_testing(0);
+    actloss::detail::cpu_set_streaming_output_bytes_for_testing(0);
   }
   SimdTargetScope(const SimdTargetScope&) = delete;
   SimdTargetScope& operator=(const SimdTargetScope&) = delete;
