@@ -28,7 +28,8 @@ std::atomic<std::int64_t>& forced_streaming_output_bytes() {
 std::int64_t parse_cache_size(const std::string& text) {
   std::int64_t value = 0;
   std::size_t i = 0;
-  while (i < text.size() && text[i] >= '0' && text[i] <= '9') value = value * 10 + (text[i++] - '0');
+  for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i)
+    value = value * 10 + (text[i] - '0');
   if (i < text.size() && text[i] == 'K') value <<= 10;
   if (i < text.size() && text[i] == 'M') value <<= 20;
   return value;
