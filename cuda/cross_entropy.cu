@@ -669,6 +669,13 @@ Status plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntropyOption
             // Never dereferenced: whether they are set is what selects a kernel.
             std::int64_t predicted_stand_in = 0;
             CrossEntropyRowStats stats_stand_in{};
+            // A call without a gradient leaves grad_dtype unchecked, whatever it holds: such
+            // args count the gradient's kernels in the logits' dtype.
+            const DType args_grad_dtype =
+                args.grad_dtype == DType::f32 || args.grad_dtype == DType::f16 ||
+                        args.grad_dtype == DType::bf16
+                    ? args.grad_dtype
+                    : args.logits_dtype;
             const auto count = [&](std::int64_t* predicted, void* grad,
                                    const CrossEntropyRowStats* saved_stats) {
               call.predicted = predicted;
@@ -676,7 +683,7 @@ Status plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntropyOption
               call.saved_stats = saved_stats;
               // A call without a gradient dispatches on the logits' dtype alone.
               return dispatch_call(launch, call, args.logits_dtype,
-                                   grad != nullptr ? args.grad_dtype : args.logits_dtype,
+                                   grad != nullptr ? args_grad_dtype : args.logits_dtype,
                                    residency);
             };
             Status counted;
