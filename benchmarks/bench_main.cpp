@@ -22,7 +22,9 @@
 // build, a tiny shape with --actloss_sim_gpu):
 // the fused linear + cross-entropy forward and backward (impl actloss; with /chunk_tokens:C, its
 // chunk set through the options), the three cuBLAS GEMMs it is made of alone (gemms), and the
-// full-logits GEMM, cross_entropy_forward_backward and the two gradient GEMMs (unfused); see
+// full-logits GEMM, cross_entropy_forward_backward and the two gradient GEMMs (unfused), and the
+// vocabulary-parallel phases at one rank (actloss_sharded: linear_cross_entropy_shard_stats, its
+// statistics as the whole gather, linear_cross_entropy_shard_finish: the logits GEMM twice); see
 // benchmarks/support/linear_cross_entropy.h. GEMM-bound, so no GB/s; instead
 //   TFLOP/s               6 N D V (byte_formulas.h) over the time
 //   vs_gemms              the time over the bare GEMMs' time for the same shape in the same run
@@ -289,7 +291,7 @@ void run_linear_ce(benchmark::State& state, const LinearCeCase& c) {
     state.counters["extra_vs_unfused"] =
         extra / static_cast<double>(unfused_linear_ce_extra_bytes(c.shape));
     for (const auto& [name, total] : stages) state.counters[name + "_ms"] = total / iterations * 1e3;
-    if (c.path == LinearCePath::fused) {
+    if (c.path == LinearCePath::fused || c.path == LinearCePath::sharded) {
       state.counters["chunk_tokens"] = static_cast<double>(workload.chunk_tokens());
       state.counters["chunks"] = static_cast<double>(workload.chunks());
     }
@@ -322,7 +324,8 @@ void register_linear_ce(bool simulated) {
     const LinearCeCase cases[] = {{LinearCePath::gemms, shape, 0},
                                   {LinearCePath::fused, shape, 0},
                                   {LinearCePath::fused, shape, other_chunk},
-                                  {LinearCePath::unfused, shape, 0}};
+                                  {LinearCePath::unfused, shape, 0},
+                                  {LinearCePath::sharded, shape, 0}};
     for (const LinearCeCase& c : cases) {
       benchmark::RegisterBenchmark(linear_ce_name(c).c_str(),
                                    [c](benchmark::State& state) { run_linear_ce(state, c); })

@@ -164,6 +164,7 @@ struct FinishParams {
   ShardParams shard;
   const CrossEntropyShardStats* gathered = nullptr;
   std::int64_t shards = 0;
+  std::int64_t gathered_rows = 0;  // rows between one shard's statistics and the next's
   float* row_loss = nullptr;  // Reduction::none
   float* lse = nullptr;
   ReducedLoss reduced;        // sum and mean (numerators null: no loss wanted)
@@ -188,11 +189,11 @@ struct Combined {
 };
 
 __device__ Combined combine(const CrossEntropyShardStats* gathered, std::int64_t shards,
-                            std::int64_t rows, std::int64_t r) {
+                            std::int64_t gathered_rows, std::int64_t r) {
   Combined out{-static_cast<double>(kInf), 0.0, 0.0, 0.0, 0.0, false};
   std::int64_t holder = -1;  // the first shard whose max is M: its rest leaves out M's own 1
   for (std::int64_t k = 0; k < shards; ++k) {
-    const CrossEntropyShardStats s = gathered[k * rows + r];
+    const CrossEntropyShardStats s = gathered[k * gathered_rows + r];
     if (s.rest != s.rest || s.max != s.max) out.nan = true;
     if (holder < 0 || s.max > out.max) {
       out.max = s.max;
@@ -201,7 +202,7 @@ __device__ Combined combine(const CrossEntropyShardStats* gathered, std::int64_t
   }
   double rest = 0.0;
   for (std::int64_t k = 0; k < shards; ++k) {
-    const CrossEntropyShardStats s = gathered[k * rows + r];
+    const CrossEntropyShardStats s = gathered[k * gathered_rows + r];
     out.weight += s.weight;
     out.target_weight += s.target_weight;
     if (s.max == -kInf) {
@@ -222,14 +223,16 @@ __device__ Combined combine(const CrossEntropyShardStats* gathered, std::int64_t
 // weights (one shard holds each row's target), in a fixed order.
 __global__ void __launch_bounds__(kShardThreads)
     shard_weight_sum_kernel(ShardParams p, const CrossEntropyShardStats* gathered,
-                            std::int64_t shards, double* denominator) {
+                            std::int64_t shards, std::int64_t gathered_rows,
+                            double* denominator) {
   __shared__ double sum_scratch[kShardThreads / kWarpSize];
   double sum = 0.0;
   for (std::int64_t r = threadIdx.x; r < p.rows; r += kShardThreads) {
     const std::int64_t at = p.target_rows.of(r);
     const std::int64_t y = class_index_at(p.targets, p.targets_i32, at);
     if (y == p.ignore_index) continue;
-    for (std::int64_t k = 0; k < shards; ++k) sum += gathered[k * p.rows + r].target_weight;
+    for (std::int64_t k = 0; k < shards; ++k)
+      sum += gathered[k * gathered_rows + r].target_weight;
   }
   sum = block_sum(sum, sum_scratch);
   if (threadIdx.x == 0) *denominator = sum;
@@ -244,7 +247,7 @@ __global__ void __launch_bounds__(kShardThreads) shard_finish_kernel(FinishParam
   const double denominator = f.denominator != nullptr ? *f.denominator : f.fixed_denominator;
   double block_loss = 0.0;
   for (std::int64_t r = blockIdx.x; r < p.rows; r += gridDim.x) {
-    if (threadIdx.x == 0) row_stats = combine(f.gathered, f.shards, p.rows, r);
+    if (threadIdx.x == 0) row_stats = combine(f.gathered, f.shards, f.gathered_rows, r);
     __syncthreads();
     const Combined c = row_stats;
     const RowTarget t = row_target(p, r);
@@ -399,7 +402,8 @@ Status cuda_cross_entropy_shard_finish(const CrossEntropyArgs& args,
                                        const CrossEntropyShard& shard,
                                        const CrossEntropyOptions& options,
                                        const CrossEntropyShardStats* gathered,
-                                       std::int64_t shards, const Exec& exec) {
+                                       std::int64_t shards, std::int64_t gathered_rows,
+                                       const Exec& exec) {
   using namespace actloss::cuda;
   const cudaStream_t stream = exec.stream;
   const bool reduced = options.reduction != Reduction::none;
@@ -419,6 +423,7 @@ Status cuda_cross_entropy_shard_finish(const CrossEntropyArgs& args,
   }
   f.gathered = gathered;
   f.shards = shards;
+  f.gathered_rows = gathered_rows;
   f.row_loss = reduced ? nullptr : args.loss;
   f.lse = args.lse;
   f.mean = options.reduction == Reduction::mean;
@@ -450,7 +455,8 @@ Status cuda_cross_entropy_shard_finish(const CrossEntropyArgs& args,
   if (layout.denominator) {
     double* denominator = scratch.as<double>() + layout.reduced_doubles;
     ACTLOSS_CUDA_TRY(simcuda::launch(shard_weight_sum_kernel, dim3(1), dim3(kShardThreads), 0,
-                                     stream, f.shard, gathered, shards, denominator));
+                                     stream, f.shard, gathered, shards, gathered_rows,
+                                     denominator));
     f.denominator = denominator;
   }
   const DType grad_dtype = args.grad != nullptr ? args.grad_dtype : args.logits_dtype;

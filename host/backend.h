@@ -18,7 +18,9 @@ enum class Pass : std::uint8_t { forward, backward, forward_backward };
 
 Status cuda_cross_entropy(Pass pass, const CrossEntropyArgs& args,
                           const CrossEntropyOptions& options, const Exec& exec);
-// The vocabulary-parallel cross-entropy's two phases (cuda/cross_entropy_shard.cu).
+// The vocabulary-parallel cross-entropy's two phases (cuda/cross_entropy_shard.cu). Phase 2's
+// gathered statistics lie shard after shard, gathered_rows (>= args.rows) apart: a call on
+// some rows of a larger gather (the linear cross-entropy's chunks) reads them in place.
 Status cuda_cross_entropy_shard_stats(const CrossEntropyArgs& args, const CrossEntropyShard& shard,
                                       const CrossEntropyOptions& options,
                                       CrossEntropyShardStats* stats, const Exec& exec);
@@ -26,7 +28,8 @@ Status cuda_cross_entropy_shard_finish(const CrossEntropyArgs& args,
                                        const CrossEntropyShard& shard,
                                        const CrossEntropyOptions& options,
                                        const CrossEntropyShardStats* gathered,
-                                       std::int64_t shards, const Exec& exec);
+                                       std::int64_t shards, std::int64_t gathered_rows,
+                                       const Exec& exec);
 Status cuda_bce_with_logits(Pass pass, const BceArgs& args, const BceOptions& options,
                             const Exec& exec);
 Status cuda_activation_forward(const ActivationForwardArgs& args, const ActivationOptions& options,
@@ -55,6 +58,27 @@ Status cuda_linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs& ar
                                                 const LinearCrossEntropyOptions& options,
                                                 std::int64_t chunk_tokens, bool gradients,
                                                 std::size_t* bytes);
+
+// The vocabulary-parallel phases of the fused linear cross-entropy over this shard's rows of the
+// weight (args.classes wide): phase 1 in chunks of stats_chunk_tokens (chosen as the forward's),
+// phase 2 (forward: the loss and lse alone; forward_backward: the gradients too) in chunks of
+// chunk_tokens (chosen as forward_backward's), and the workspace bytes of both (the more).
+Status cuda_linear_cross_entropy_shard_stats(const LinearCrossEntropyArgs& args,
+                                             const CrossEntropyShard& shard,
+                                             const LinearCrossEntropyOptions& options,
+                                             std::int64_t chunk_tokens,
+                                             CrossEntropyShardStats* stats, const Exec& exec);
+Status cuda_linear_cross_entropy_shard_finish(Pass pass, const LinearCrossEntropyArgs& args,
+                                              const CrossEntropyShard& shard,
+                                              const LinearCrossEntropyOptions& options,
+                                              std::int64_t chunk_tokens,
+                                              const CrossEntropyShardStats* gathered,
+                                              std::int64_t shards, const Exec& exec);
+Status cuda_linear_cross_entropy_shard_workspace_size(const LinearCrossEntropyArgs& args,
+                                                      const LinearCrossEntropyOptions& options,
+                                                      std::int64_t stats_chunk_tokens,
+                                                      std::int64_t finish_chunk_tokens,
+                                                      std::size_t* bytes);
 
 // The workspace bytes of the calls above on the current device (the public *_workspace_size,
 // after their checks). A reduced loss with no rows or elements needs none.

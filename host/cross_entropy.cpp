@@ -414,19 +414,6 @@ Status check_unsharded_outputs_absent(const CrossEntropyArgs& args) {
   return {};
 }
 
-Status check_shard(const CrossEntropyArgs& args, const CrossEntropyShard& shard) {
-  ACTLOSS_TRY(host::check_non_negative(shard.first_class, "shard.first_class"));
-  ACTLOSS_TRY(host::check_non_negative(shard.total_classes, "shard.total_classes"));
-  if (args.rows > 0 && (shard.first_class >= shard.total_classes ||
-                        args.classes > shard.total_classes - shard.first_class)) {
-    // No first_class + classes here: both may be near 2^63.
-    return host::invalid("shard", args.classes, " classes from class ", shard.first_class,
-                         " do not fit in the vocabulary of shard.total_classes = ",
-                         shard.total_classes);
-  }
-  return {};
-}
-
 Status validate_shard_stats(const CrossEntropyArgs& in, const CrossEntropyShard& shard,
                             const CrossEntropyOptions& options, CrossEntropyShardStats* stats,
                             const Exec& exec, Plan& plan, host::Region& stats_region) {
@@ -436,7 +423,7 @@ Status validate_shard_stats(const CrossEntropyArgs& in, const CrossEntropyShard&
   args.grad = nullptr;
   args.upstream_grad = nullptr;
   ACTLOSS_TRY(validate(Pass::forward, args, options, exec, plan, /*loss_required=*/false));
-  ACTLOSS_TRY(check_shard(plan.args, shard));
+  ACTLOSS_TRY(host::check_shard(plan.args.rows, plan.args.classes, shard));
   const std::int64_t rows = plan.args.rows;
   ACTLOSS_TRY(host::vector_region("stats", stats, rows, sizeof(CrossEntropyShardStats), "rows",
                                   stats_region, alignof(CrossEntropyShardStats)));
@@ -456,21 +443,9 @@ Status validate_shard_finish(const CrossEntropyArgs& in, const CrossEntropyShard
   }
   const Pass pass = in.grad != nullptr ? Pass::forward_backward : Pass::forward;
   ACTLOSS_TRY(validate(pass, in, options, exec, plan, /*loss_required=*/false));
-  ACTLOSS_TRY(check_shard(plan.args, shard));
+  ACTLOSS_TRY(host::check_shard(plan.args.rows, plan.args.classes, shard));
   const std::int64_t rows = plan.args.rows;
-  ACTLOSS_TRY(host::check_non_negative(shards, "shards"));
-  if (rows > 0 && (shards == 0 || shards > shard.total_classes)) {
-    return host::invalid("shards", "must be in [1, shard.total_classes = ", shard.total_classes,
-                         "] (got ", shards, "): every shard holds a class at least");
-  }
-  std::int64_t count = 0;
-  if (__builtin_mul_overflow(shards, rows, &count)) {
-    return host::invalid("shards", shards, " x ", rows, " rows of statistics overflow");
-  }
-  ACTLOSS_TRY(host::vector_region("gathered", gathered, count, sizeof(CrossEntropyShardStats),
-                                  "shards x rows", gathered_region,
-                                  alignof(CrossEntropyShardStats)));
-  if (rows > 0) ACTLOSS_TRY(host::check_required(gathered, "gathered", "rows > 0"));
+  ACTLOSS_TRY(host::gathered_stats_region(gathered, shards, rows, shard, gathered_region));
   for (const host::Region* output : {&plan.loss, &plan.lse, &plan.grad}) {
     ACTLOSS_TRY(host::check_no_overlap(*output, {&gathered_region}));
   }
@@ -815,7 +790,7 @@ Status cross_entropy_shard_finish(const CrossEntropyArgs& args, const CrossEntro
     return run_shard_finish_on_cpu(plan, shard, options, gathered, shards);
   }
   return detail::cuda_cross_entropy_shard_finish(plan.args, shard, options, gathered, shards,
-                                                 exec);
+                                                 plan.args.rows, exec);
 }
 
 Status cross_entropy_shard_workspace_size(const CrossEntropyArgs& args,

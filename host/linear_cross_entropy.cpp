@@ -5,8 +5,12 @@
 //   forward           hidden, weight, targets, loss         writes loss, lse (optional)
 //   forward_backward  hidden, weight, targets, d_hidden,    writes d_hidden, d_weight, d_bias;
 //                     d_weight (d_bias when bias is given)  loss, lse (optional)
+//   shard_stats       hidden, weight, targets, stats        writes stats
+//   shard_finish      as forward, or as forward_backward    the same, from the gathered stats
+//                     when d_hidden or d_weight is given
 // bias, class_weight and upstream_grad are optional inputs. The forward ignores (does not
-// validate) the gradients' fields, and they reach the backend as null.
+// validate) the gradients' fields, and they reach the backend as null; so does phase 1 with
+// every output.
 #include <actloss/linear_cross_entropy.h>
 
 #include <algorithm>
@@ -121,8 +125,11 @@ Status choose_chunk(const LinearCrossEntropyArgs& args, const LinearCrossEntropy
   return {};
 }
 
+// loss_required: the forward's loss must be given when tokens > 0 (the sharded phase 1 writes
+// statistics instead).
 Status validate(Pass pass, const LinearCrossEntropyArgs& in,
-                const LinearCrossEntropyOptions& options, const Exec& exec, Plan& plan) {
+                const LinearCrossEntropyOptions& options, const Exec& exec, Plan& plan,
+                bool loss_required = true) {
   ACTLOSS_TRY(host::check_exec(exec));
   ACTLOSS_TRY(check_options(pass, in, options));
   ACTLOSS_TRY(check_shape(in));
@@ -194,7 +201,9 @@ Status validate(Pass pass, const LinearCrossEntropyArgs& in,
     ACTLOSS_TRY(host::check_required(args.weight, "weight", "tokens > 0"));
     ACTLOSS_TRY(host::check_required(args.targets, "targets", "tokens > 0"));
     if (!gradients) {
-      ACTLOSS_TRY(host::check_required(args.loss, "loss", "forward writes it when tokens > 0"));
+      if (loss_required) {
+        ACTLOSS_TRY(host::check_required(args.loss, "loss", "forward writes it when tokens > 0"));
+      }
     } else {
       ACTLOSS_TRY(host::check_required(args.d_hidden, "d_hidden",
                                        "forward_backward writes it when tokens > 0"));
@@ -263,6 +272,32 @@ void write_weight_gradients(const LinearCrossEntropyArgs& args, ref::LinearGradi
     host::scatter(args.d_bias, args.d_weight_dtype, 1, V, V, gradients.d_bias);
 }
 
+// The inputs of the linear layer in double: hidden [N x D], weight [V x D], bias [V] or none.
+struct Operands {
+  explicit Operands(const LinearCrossEntropyArgs& args)
+      : hidden(host::gather(args.hidden, args.dtype, args.tokens, args.hidden_size,
+                            args.hidden_row_stride)),
+        weight(host::gather(args.weight, args.dtype, args.classes, args.hidden_size,
+                            args.weight_row_stride)),
+        bias(args.bias != nullptr ? host::gather(args.bias, args.dtype, 1, args.classes,
+                                                 args.classes)
+                                  : std::vector<double>{}) {}
+  std::vector<double> hidden, weight, bias;
+};
+
+// A reduced loss over no tokens is 0, and so are gradients summed over none.
+void write_outputs_of_no_tokens(const LinearCrossEntropyArgs& args,
+                                const LinearCrossEntropyOptions& options, bool gradients) {
+  const std::int64_t D = args.hidden_size, V = args.classes;
+  if (args.loss != nullptr && options.loss.reduction != Reduction::none) *args.loss = 0.0f;
+  if (gradients && V > 0 && D > 0) {
+    ref::LinearGradients none;
+    none.d_weight.assign(static_cast<std::size_t>(V * D), 0.0);
+    none.d_bias.assign(static_cast<std::size_t>(V), 0.0);
+    write_weight_gradients(args, none);
+  }
+}
+
 Status run_on_cpu(Pass pass, const Plan& plan, const LinearCrossEntropyOptions& options) {
   const LinearCrossEntropyArgs& args = plan.args;
   ACTLOSS_TRY(check_class_targets(args, options.loss));
@@ -270,26 +305,15 @@ Status run_on_cpu(Pass pass, const Plan& plan, const LinearCrossEntropyOptions& 
   return host::run_cpu("linear_cross_entropy", [&] {
     const std::int64_t N = args.tokens, D = args.hidden_size, V = args.classes;
     if (N == 0) {
-      if (args.loss != nullptr && options.loss.reduction != Reduction::none) *args.loss = 0.0f;
-      if (gradients && V > 0 && D > 0) {
-        ref::LinearGradients none;
-        none.d_weight.assign(static_cast<std::size_t>(V * D), 0.0);
-        none.d_bias.assign(static_cast<std::size_t>(V), 0.0);
-        write_weight_gradients(args, none);
-      }
+      write_outputs_of_no_tokens(args, options, gradients);
       return;
     }
-    const std::vector<double> hidden = host::gather(args.hidden, args.dtype, N, D,
-                                                     args.hidden_row_stride);
-    const std::vector<double> weight = host::gather(args.weight, args.dtype, V, D,
-                                                    args.weight_row_stride);
-    const std::vector<double> bias =
-        args.bias != nullptr ? host::gather(args.bias, args.dtype, 1, V, V) : std::vector<double>{};
+    const Operands in(args);
 
     ref::CrossEntropyProblem problem;
     problem.rows = N;
     problem.classes = V;
-    problem.logits = ref::linear_forward(N, D, V, hidden, weight, bias);
+    problem.logits = ref::linear_forward(N, D, V, in.hidden, in.weight, in.bias);
     problem.target_index.resize(static_cast<std::size_t>(N));
     for (std::int64_t token = 0; token < N; ++token)
       problem.target_index[static_cast<std::size_t>(token)] = load_target(args, token);
@@ -304,7 +328,8 @@ Status run_on_cpu(Pass pass, const Plan& plan, const LinearCrossEntropyOptions& 
     const ref::CrossEntropyResult result = ref::cross_entropy(problem);
 
     if (gradients) {
-      ref::LinearGradients linear = ref::linear_backward(N, D, V, hidden, weight, result.grad);
+      ref::LinearGradients linear =
+          ref::linear_backward(N, D, V, in.hidden, in.weight, result.grad);
       host::scatter(args.d_hidden, args.dtype, N, D, args.d_hidden_row_stride, linear.d_input);
       write_weight_gradients(args, linear);
     }
@@ -318,22 +343,164 @@ Status run_on_cpu(Pass pass, const Plan& plan, const LinearCrossEntropyOptions& 
   });
 }
 
+// The workspace against every buffer of the call (and `statistics`, the sharded calls'), and
+// every buffer against the device.
+Status check_buffers(const Plan& plan, const Region& statistics, const Exec& exec) {
+  Region workspace;
+  ACTLOSS_TRY(host::check_workspace(
+      exec, {&plan.hidden, &plan.weight, &plan.bias, &plan.targets, &plan.class_weight,
+             &plan.upstream_grad, &plan.loss, &plan.lse, &plan.d_hidden, &plan.d_weight,
+             &plan.d_bias, &statistics},
+      workspace));
+  return host::check_memory(
+      exec, {&plan.hidden, &plan.weight, &plan.bias, &plan.targets, &plan.class_weight,
+             &plan.upstream_grad, &plan.loss, &plan.lse, &plan.d_hidden, &plan.d_weight,
+             &plan.d_bias, &statistics, &workspace});
+}
+
 Status run(Pass pass, const LinearCrossEntropyArgs& args,
            const LinearCrossEntropyOptions& options, const Exec& exec) {
   Plan plan;
   ACTLOSS_TRY(validate(pass, args, options, exec, plan));
-  host::Region workspace;
-  ACTLOSS_TRY(host::check_workspace(
-      exec, {&plan.hidden, &plan.weight, &plan.bias, &plan.targets, &plan.class_weight,
-             &plan.upstream_grad, &plan.loss, &plan.lse, &plan.d_hidden, &plan.d_weight,
-             &plan.d_bias},
-      workspace));
-  ACTLOSS_TRY(host::check_memory(
-      exec, {&plan.hidden, &plan.weight, &plan.bias, &plan.targets, &plan.class_weight,
-             &plan.upstream_grad, &plan.loss, &plan.lse, &plan.d_hidden, &plan.d_weight,
-             &plan.d_bias, &workspace}));
+  ACTLOSS_TRY(check_buffers(plan, Region{}, exec));
   if (host::runs_on_host(exec.device)) return run_on_cpu(pass, plan, options);
   return detail::cuda_linear_cross_entropy(pass, plan.args, options, plan.chunk_tokens, exec);
+}
+
+// ---- Vocabulary-parallel -----------------------------------------------------------------------
+//
+// Both phases validate as the unsharded passes over this shard's slices (phase 1 as a forward
+// without outputs, phase 2 as the forward or, with gradients, forward_backward), then check the
+// shard and the statistics' buffer. Class targets are checked against the whole vocabulary.
+
+Status validate_shard_stats(const LinearCrossEntropyArgs& in, const CrossEntropyShard& shard,
+                            const LinearCrossEntropyOptions& options,
+                            CrossEntropyShardStats* stats, const Exec& exec, Plan& plan,
+                            Region& stats_region) {
+  LinearCrossEntropyArgs args = in;
+  args.loss = args.lse = nullptr;
+  ACTLOSS_TRY(validate(Pass::forward, args, options, exec, plan, /*loss_required=*/false));
+  const std::int64_t tokens = plan.args.tokens;
+  ACTLOSS_TRY(host::check_shard(tokens, plan.args.classes, shard));
+  ACTLOSS_TRY(host::vector_region("stats", stats, tokens, sizeof(CrossEntropyShardStats),
+                                  "tokens", stats_region, alignof(CrossEntropyShardStats)));
+  if (tokens > 0) ACTLOSS_TRY(host::check_required(stats, "stats", "tokens > 0"));
+  return host::check_no_overlap(stats_region, {&plan.hidden, &plan.weight, &plan.bias,
+                                               &plan.targets, &plan.class_weight});
+}
+
+// Phase 2 writes the gradients when either gradient the caller must hold is given.
+Pass shard_finish_pass(const LinearCrossEntropyArgs& args) {
+  return args.d_hidden != nullptr || args.d_weight != nullptr ? Pass::forward_backward
+                                                              : Pass::forward;
+}
+
+Status validate_shard_finish(const LinearCrossEntropyArgs& args, const CrossEntropyShard& shard,
+                             const LinearCrossEntropyOptions& options,
+                             const CrossEntropyShardStats* gathered, std::int64_t shards,
+                             const Exec& exec, Plan& plan, Region& gathered_region) {
+  ACTLOSS_TRY(validate(shard_finish_pass(args), args, options, exec, plan));
+  const std::int64_t tokens = plan.args.tokens;
+  ACTLOSS_TRY(host::check_shard(tokens, plan.args.classes, shard));
+  ACTLOSS_TRY(host::gathered_stats_region(gathered, shards, tokens, shard, gathered_region));
+  for (const Region* output : {&plan.loss, &plan.lse, &plan.d_hidden, &plan.d_weight,
+                               &plan.d_bias}) {
+    ACTLOSS_TRY(host::check_no_overlap(*output, {&gathered_region}));
+  }
+  return {};
+}
+
+// The CPU path of both phases: the linear layer in double, its logits rounded to float once (as
+// the chunk buffer of the CUDA path holds them; the statistics that cross ranks are floats
+// anyway), the CPU's sharded cross-entropy, and the linear backward of its gradient in double.
+
+CrossEntropyArgs shard_logits_args(const LinearCrossEntropyArgs& args, const float* logits) {
+  CrossEntropyArgs ce;
+  ce.rows = args.tokens;
+  ce.classes = args.classes;
+  ce.logits = logits;
+  ce.logits_dtype = DType::f32;
+  ce.targets = args.targets;
+  ce.target_kind = args.target_kind;
+  ce.class_weight = args.class_weight;
+  return ce;
+}
+
+Status float_logits_on_cpu(const LinearCrossEntropyArgs& args, std::vector<float>& logits) {
+  return host::run_cpu("linear_cross_entropy", [&] {
+    const Operands in(args);
+    const std::vector<double> exact = ref::linear_forward(args.tokens, args.hidden_size,
+                                                          args.classes, in.hidden, in.weight,
+                                                          in.bias);
+    logits.resize(exact.size());
+    for (std::size_t i = 0; i < exact.size(); ++i) logits[i] = host::double_to_float(exact[i]);
+  });
+}
+
+Exec cpu_exec_of(const Exec& exec) {
+  Exec cpu;
+  cpu.device = exec.device;
+  return cpu;
+}
+
+Status run_shard_stats_on_cpu(const Plan& plan, const CrossEntropyShard& shard,
+                              const LinearCrossEntropyOptions& options,
+                              CrossEntropyShardStats* stats, const Exec& exec) {
+  const LinearCrossEntropyArgs& args = plan.args;
+  if (args.tokens == 0) return {};
+  std::vector<float> logits;
+  ACTLOSS_TRY(float_logits_on_cpu(args, logits));
+  return cross_entropy_shard_stats(shard_logits_args(args, logits.data()), shard, options.loss,
+                                   stats, cpu_exec_of(exec));
+}
+
+Status run_shard_finish_on_cpu(Pass pass, const Plan& plan, const CrossEntropyShard& shard,
+                               const LinearCrossEntropyOptions& options,
+                               const CrossEntropyShardStats* gathered, std::int64_t shards,
+                               const Exec& exec) {
+  const LinearCrossEntropyArgs& args = plan.args;
+  const bool gradients = pass != Pass::forward;
+  if (args.tokens == 0) {
+    return host::run_cpu("linear_cross_entropy_shard_finish",
+                         [&] { write_outputs_of_no_tokens(args, options, gradients); });
+  }
+  std::vector<float> logits;
+  ACTLOSS_TRY(float_logits_on_cpu(args, logits));
+  CrossEntropyArgs ce = shard_logits_args(args, logits.data());
+  ce.loss = args.loss;
+  ce.lse = args.lse;
+  std::vector<float> grad;
+  if (gradients) {
+    grad.resize(logits.size());
+    ce.grad = grad.data();
+    ce.grad_dtype = DType::f32;
+    ce.grad_scale = args.grad_scale;
+    ce.upstream_grad = args.upstream_grad;
+  }
+  ACTLOSS_TRY(cross_entropy_shard_finish(ce, shard, options.loss, gathered, shards,
+                                         cpu_exec_of(exec)));
+  if (!gradients) return {};
+  return host::run_cpu("linear_cross_entropy_shard_finish", [&] {
+    const std::int64_t N = args.tokens, D = args.hidden_size, V = args.classes;
+    const Operands in(args);
+    const std::vector<double> dy(grad.begin(), grad.end());
+    ref::LinearGradients linear = ref::linear_backward(N, D, V, in.hidden, in.weight, dy);
+    host::scatter(args.d_hidden, args.dtype, N, D, args.d_hidden_row_stride, linear.d_input);
+    write_weight_gradients(args, linear);
+  });
+}
+
+// The workspace queries' checks; *bytes is 0 and *on_device false where no workspace is needed
+// (the CPU, no tokens).
+Status begin_workspace_query(const LinearCrossEntropyArgs& args,
+                             const LinearCrossEntropyOptions& options, const Exec& exec,
+                             std::size_t* bytes, bool* on_device) {
+  ACTLOSS_TRY(host::check_workspace_query(exec, bytes));
+  ACTLOSS_TRY(check_options(Pass::forward_backward, args, options));
+  ACTLOSS_TRY(check_shape(args));
+  *bytes = 0;
+  *on_device = !host::runs_on_host(exec.device) && args.tokens > 0;
+  return {};
 }
 
 }  // namespace
@@ -362,11 +529,9 @@ std::int64_t linear_cross_entropy_bytes_per_token(std::int64_t classes, DType dt
 Status linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs& args,
                                            const LinearCrossEntropyOptions& options,
                                            const Exec& exec, std::size_t* bytes) {
-  ACTLOSS_TRY(host::check_workspace_query(exec, bytes));
-  ACTLOSS_TRY(check_options(Pass::forward_backward, args, options));
-  ACTLOSS_TRY(check_shape(args));
-  *bytes = 0;
-  if (host::runs_on_host(exec.device) || args.tokens == 0) return {};
+  bool on_device = false;
+  ACTLOSS_TRY(begin_workspace_query(args, options, exec, bytes, &on_device));
+  if (!on_device) return {};
   std::size_t most = 0;
   for (const bool gradients : {false, true}) {
     std::int64_t chunk_tokens = 0;
@@ -378,6 +543,53 @@ Status linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs& args,
   }
   *bytes = most;
   return {};
+}
+
+Status linear_cross_entropy_shard_stats(const LinearCrossEntropyArgs& args,
+                                        const CrossEntropyShard& shard,
+                                        const LinearCrossEntropyOptions& options,
+                                        CrossEntropyShardStats* stats, const Exec& exec) {
+  Plan plan;
+  Region stats_region;
+  ACTLOSS_TRY(validate_shard_stats(args, shard, options, stats, exec, plan, stats_region));
+  ACTLOSS_TRY(check_buffers(plan, stats_region, exec));
+  if (host::runs_on_host(exec.device)) {
+    return run_shard_stats_on_cpu(plan, shard, options, stats, exec);
+  }
+  return detail::cuda_linear_cross_entropy_shard_stats(plan.args, shard, options,
+                                                       plan.chunk_tokens, stats, exec);
+}
+
+Status linear_cross_entropy_shard_finish(const LinearCrossEntropyArgs& args,
+                                         const CrossEntropyShard& shard,
+                                         const LinearCrossEntropyOptions& options,
+                                         const CrossEntropyShardStats* gathered,
+                                         std::int64_t shards, const Exec& exec) {
+  Plan plan;
+  Region gathered_region;
+  ACTLOSS_TRY(
+      validate_shard_finish(args, shard, options, gathered, shards, exec, plan, gathered_region));
+  ACTLOSS_TRY(check_buffers(plan, gathered_region, exec));
+  const Pass pass = shard_finish_pass(args);
+  if (host::runs_on_host(exec.device)) {
+    return run_shard_finish_on_cpu(pass, plan, shard, options, gathered, shards, exec);
+  }
+  return detail::cuda_linear_cross_entropy_shard_finish(pass, plan.args, shard, options,
+                                                        plan.chunk_tokens, gathered, shards,
+                                                        exec);
+}
+
+Status linear_cross_entropy_shard_workspace_size(const LinearCrossEntropyArgs& args,
+                                                 const LinearCrossEntropyOptions& options,
+                                                 const Exec& exec, std::size_t* bytes) {
+  bool on_device = false;
+  ACTLOSS_TRY(begin_workspace_query(args, options, exec, bytes, &on_device));
+  if (!on_device) return {};
+  std::int64_t stats_chunk = 0, finish_chunk = 0;
+  ACTLOSS_TRY(choose_chunk(args, options, /*gradients=*/false, &stats_chunk));
+  ACTLOSS_TRY(choose_chunk(args, options, /*gradients=*/true, &finish_chunk));
+  return detail::cuda_linear_cross_entropy_shard_workspace_size(args, options, stats_chunk,
+                                                                finish_chunk, bytes);
 }
 
 }  // namespace actloss

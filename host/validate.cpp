@@ -355,4 +355,35 @@ Status check_memory(const Exec& exec, std::initializer_list<const Region*> regio
   return {};
 }
 
+Status check_shard(std::int64_t rows, std::int64_t classes, const CrossEntropyShard& shard) {
+  ACTLOSS_TRY(check_non_negative(shard.first_class, "shard.first_class"));
+  ACTLOSS_TRY(check_non_negative(shard.total_classes, "shard.total_classes"));
+  if (rows > 0 && (shard.first_class >= shard.total_classes ||
+                   classes > shard.total_classes - shard.first_class)) {
+    // No first_class + classes here: both may be near 2^63.
+    return invalid("shard", classes, " classes from class ", shard.first_class,
+                   " do not fit in the vocabulary of shard.total_classes = ",
+                   shard.total_classes);
+  }
+  return {};
+}
+
+Status gathered_stats_region(const CrossEntropyShardStats* gathered, std::int64_t shards,
+                             std::int64_t rows, const CrossEntropyShard& shard,
+                             Region& gathered_region) {
+  ACTLOSS_TRY(check_non_negative(shards, "shards"));
+  if (rows > 0 && (shards == 0 || shards > shard.total_classes)) {
+    return invalid("shards", "must be in [1, shard.total_classes = ", shard.total_classes,
+                   "] (got ", shards, "): every shard holds a class at least");
+  }
+  std::int64_t count = 0;
+  if (__builtin_mul_overflow(shards, rows, &count)) {
+    return invalid("shards", shards, " x ", rows, " rows of statistics overflow");
+  }
+  ACTLOSS_TRY(vector_region("gathered", gathered, count, sizeof(CrossEntropyShardStats),
+                            "shards x rows", gathered_region, alignof(CrossEntropyShardStats)));
+  if (rows > 0) ACTLOSS_TRY(check_required(gathered, "gathered", "rows > 0"));
+  return {};
+}
+
 }  // namespace actloss::host

@@ -158,4 +158,13 @@ Status check_workspace(const Exec& exec, std::initializer_list<const Region*> re
 // The common checks of a *_workspace_size query: exec and the out pointer.
 Status check_workspace_query(const Exec& exec, const std::size_t* bytes);
 
+// The vocabulary-parallel calls' checks (cross-entropy and linear cross-entropy): a shard of
+// `classes` classes that lies in [0, shard.total_classes) ("shard"), and a gather of `shards` x
+// `rows` statistics (shards in [1, total_classes]: each holds a class at least), whose region
+// `gathered` receives. Both pass anything when rows is 0.
+Status check_shard(std::int64_t rows, std::int64_t classes, const CrossEntropyShard& shard);
+Status gathered_stats_region(const CrossEntropyShardStats* gathered, std::int64_t shards,
+                             std::int64_t rows, const CrossEntropyShard& shard,
+                             Region& gathered_region);
+
 }  // namespace actloss::host

@@ -87,6 +87,7 @@ const char* to_string(LinearCePath path) {
     case LinearCePath::fused: return "actloss";
     case LinearCePath::gemms: return "gemms";
     case LinearCePath::unfused: return "unfused";
+    case LinearCePath::sharded: return "actloss_sharded";
   }
   return "?";
 }
@@ -98,7 +99,7 @@ std::string linear_ce_name(const LinearCeCase& c) {
                      dtype + "/tokens:" + std::to_string(c.shape.tokens) +
                      "/hidden:" + std::to_string(c.shape.hidden) +
                      "/classes:" + std::to_string(c.shape.classes);
-  if (c.path == LinearCePath::fused && c.chunk_tokens > 0)
+  if (c.path != LinearCePath::gemms && c.path != LinearCePath::unfused && c.chunk_tokens > 0)
     name += "/chunk_tokens:" + std::to_string(c.chunk_tokens);
   return name;
 }
@@ -116,7 +117,7 @@ struct LinearCeWorkload::State {
   // Operands.
   Buffer hidden, weight, targets, loss, d_hidden, d_weight;
   // The path's own.
-  Buffer workspace, logits, grad;
+  Buffer workspace, logits, grad, stats;
   std::size_t extra = 0;
   std::size_t free_before_extra = 0;
 
@@ -210,7 +211,8 @@ LinearCeWorkload::LinearCeWorkload(const LinearCeCase& c) : state_(std::make_uni
   const std::size_t full_logits =
       static_cast<std::size_t>(linear_cross_entropy_full_logits_bytes(s));
   switch (c.path) {
-    case LinearCePath::fused: {
+    case LinearCePath::fused:
+    case LinearCePath::sharded: {
       LinearCrossEntropyArgs& a = st.fused_args;
       a.tokens = s.tokens;
       a.hidden_size = s.hidden;
@@ -230,11 +232,21 @@ LinearCeWorkload::LinearCeWorkload(const LinearCeCase& c) : state_(std::make_uni
             static_cast<std::size_t>(linear_cross_entropy_bytes_per_token(s.classes, s.dtype, true));
       }
       std::size_t bytes = 0;
-      check_status(linear_cross_entropy_workspace_size(a, st.fused_options, st.exec, &bytes),
-                   "linear_cross_entropy_workspace_size");
+      if (c.path == LinearCePath::fused) {
+        check_status(linear_cross_entropy_workspace_size(a, st.fused_options, st.exec, &bytes),
+                     "linear_cross_entropy_workspace_size");
+      } else {
+        check_status(
+            linear_cross_entropy_shard_workspace_size(a, st.fused_options, st.exec, &bytes),
+            "linear_cross_entropy_shard_workspace_size");
+        // One rank: its statistics are the whole gather.
+        st.stats = Buffer(Device::cuda, static_cast<std::size_t>(s.tokens) *
+                                            sizeof(CrossEntropyShardStats));
+        st.extra += st.stats.bytes();
+      }
       st.workspace = Buffer(Device::cuda, bytes);
       st.exec.workspace = Workspace{st.workspace.data(), st.workspace.bytes()};
-      st.extra = bytes;
+      st.extra += bytes;
       break;
     }
     case LinearCePath::gemms:
@@ -277,6 +289,17 @@ void LinearCeWorkload::run() {
                  "linear_cross_entropy_forward_backward");
     return;
   }
+  if (st.c.path == LinearCePath::sharded) {
+    const CrossEntropyShard whole{0, st.c.shape.classes};
+    auto* stats = static_cast<CrossEntropyShardStats*>(st.stats.data());
+    check_status(linear_cross_entropy_shard_stats(st.fused_args, whole, st.fused_options, stats,
+                                                  st.exec),
+                 "linear_cross_entropy_shard_stats");
+    check_status(linear_cross_entropy_shard_finish(st.fused_args, whole, st.fused_options, stats,
+                                                   1, st.exec),
+                 "linear_cross_entropy_shard_finish");
+    return;
+  }
   // The fused call moves the thread's handle to its own stream; every run puts it back.
   if (st.api->set_stream(st.handle, stream()) != CUBLAS_STATUS_SUCCESS)
     throw std::runtime_error("linear cross-entropy benchmark: cublasSetStream failed");
@@ -317,7 +340,7 @@ std::size_t LinearCeWorkload::measured_extra_bytes() const {
 
 std::int64_t LinearCeWorkload::chunk_tokens() const {
   const State& st = *state_;
-  if (st.c.path != LinearCePath::fused) return 0;
+  if (st.c.path != LinearCePath::fused && st.c.path != LinearCePath::sharded) return 0;
   const LinearCrossEntropyShape& s = st.c.shape;
   if (st.c.chunk_tokens > 0) return std::min(st.c.chunk_tokens, s.tokens);
   // The default, restated from host/linear_cross_entropy.cpp (choose_chunk): a buffer of about

@@ -29,9 +29,9 @@
 
 namespace actloss::bench {
 
-enum class LinearCePath : std::uint8_t { fused, gemms, unfused };
+enum class LinearCePath : std::uint8_t { fused, gemms, unfused, sharded };
 
-// "actloss", "gemms", "unfused": the implementation part of a benchmark name.
+// "actloss", "gemms", "unfused", "actloss_sharded": the implementation part of a benchmark name.
 const char* to_string(LinearCePath path);
 
 struct LinearCeCase {

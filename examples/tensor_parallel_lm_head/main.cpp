@@ -1,13 +1,13 @@
 // A tensor-parallel language-model head over NCCL, one host thread per GPU: every rank holds the
 // hidden states of all tokens and its own slice of the output layer's vocabulary, and no rank
-// ever holds a whole row of logits. Per rank, on its own stream:
+// ever holds a whole row of logits. Per rank, on its own stream, one call,
+// actloss::nccl::linear_cross_entropy_forward_backward, computes
 //
-//   logits_r   = hidden · W_r^T                 cuBLAS, [tokens x V_r]
-//   loss, G_r  = actloss::nccl::cross_entropy   the statistics all-gathered over NCCL; the same
-//                                               loss on every rank, G_r = d loss / d logits_r
-//                                               written over logits_r
-//   d_W_r      = G_r^T · hidden                 cuBLAS, local to the rank
-//   d_hidden   = sum over ranks of G_r · W_r    cuBLAS, then ncclAllReduce
+//   loss       over the whole vocabulary, the same on every rank (each rank's logits
+//              hidden · W_r^T are made chunk by chunk and never held whole; one ncclAllGather of
+//              20 bytes per token and rank carries what the others need)
+//   d_W_r      this rank's rows of the weight gradient
+//   d_hidden   the input gradient of the whole vocabulary (each rank's share, one ncclAllReduce)
 //
 // Then it checks what every rank got against the same head computed unsharded on the CPU, and
 // prints each rank's loss. It uses every GPU it finds (cudaGetDeviceCount); in actloss's
@@ -18,7 +18,6 @@
 #include <actloss/actloss.h>
 #include <actloss/nccl.h>
 
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
@@ -71,9 +70,6 @@ Shard shard_of(int rank, int ranks) {
 #define TRY_NCCL(expr)                                                                 \
   if (const ncclResult_t r_ = (expr); r_ != ncclSuccess)                               \
   return std::string(#expr) + ": " + ncclGetErrorString(r_) + " (" + ncclGetLastError(nullptr) + ")"
-#define TRY_CUBLAS(expr)                                                               \
-  if (const cublasStatus_t s_ = (expr); s_ != CUBLAS_STATUS_SUCCESS)                   \
-  return std::string(#expr) + ": " + cublasGetStatusString(s_)
 #define TRY_ACTLOSS(expr)                                                              \
   if (const actloss::Status s_ = (expr); !s_.ok()) return std::string(#expr) + ": " + s_.message()
 
@@ -97,7 +93,7 @@ struct RankResult {
   Shard shard;
   float loss = 0.0f;
   std::vector<float> d_hidden;  // [tokens x hidden], the same on every rank after the all-reduce
-  double d_weight_norm = 0.0;
+  std::vector<float> d_weight;  // [V_r x hidden], this rank's rows
 };
 
 // One rank, on its own thread and device.
@@ -115,14 +111,6 @@ std::string run_rank(int rank, int ranks, const ncclUniqueId& id, RankResult& ou
     cudaStream_t stream;
     ~StreamGuard() { (void)cudaStreamDestroy(stream); }
   } stream_guard{stream};
-  cublasHandle_t blas = nullptr;
-  TRY_CUBLAS(cublasCreate(&blas));
-  struct BlasGuard {
-    cublasHandle_t blas;
-    ~BlasGuard() { (void)cublasDestroy(blas); }
-  } blas_guard{blas};
-  TRY_CUBLAS(cublasSetStream(blas, stream));
-
   // This rank's inputs: all tokens' hidden states and labels, its rows of the weight.
   const Shard shard = shard_of(rank, ranks);
   out.shard = shard;
@@ -137,12 +125,11 @@ std::string run_rank(int rank, int ranks, const ncclUniqueId& id, RankResult& ou
     for (int d = 0; d < kHidden; ++d)
       weight[static_cast<std::size_t>(v * kHidden + d)] = weight_at(shard.first + v, d);
 
-  DeviceArray<float> d_hidden, d_weight, d_logits, d_loss, d_grad_hidden, d_grad_weight;
+  DeviceArray<float> d_hidden, d_weight, d_loss, d_grad_hidden, d_grad_weight;
   DeviceArray<std::int64_t> d_labels;
   TRY_CUDA(d_hidden.allocate(hidden.size()));
   TRY_CUDA(d_weight.allocate(weight.size()));
   TRY_CUDA(d_labels.allocate(labels.size()));
-  TRY_CUDA(d_logits.allocate(static_cast<std::size_t>(kTokens) * vocab));
   TRY_CUDA(d_loss.allocate(1));
   TRY_CUDA(d_grad_hidden.allocate(hidden.size()));
   TRY_CUDA(d_grad_weight.allocate(weight.size()));
@@ -153,59 +140,46 @@ std::string run_rank(int rank, int ranks, const ncclUniqueId& id, RankResult& ou
   TRY_CUDA(cudaMemcpyAsync(d_labels.get(), labels.data(), labels.size() * sizeof(std::int64_t),
                            cudaMemcpyHostToDevice, stream));
 
-  // Row-major [tokens x V_r] logits are column-major [V_r x tokens]: W_r (column-major
-  // [hidden x V_r]) transposed, times hidden (column-major [hidden x tokens]).
-  const float one = 1.0f, zero = 0.0f;
-  TRY_CUBLAS(cublasSgemm(blas, CUBLAS_OP_T, CUBLAS_OP_N, vocab, kTokens, kHidden, &one,
-                         d_weight.get(), kHidden, d_hidden.get(), kHidden, &zero, d_logits.get(),
-                         vocab));
-
-  // The loss over the whole vocabulary and this shard's gradient, over its logits.
-  actloss::CrossEntropyArgs args;
-  args.rows = kTokens;
-  args.classes = shard.count;  // this rank's slice; the labels index the whole vocabulary
-  args.logits = d_logits.get();
+  // The head over this rank's slice of the vocabulary; the labels index the whole vocabulary.
+  actloss::LinearCrossEntropyArgs args;
+  args.tokens = kTokens;
+  args.hidden_size = kHidden;
+  args.classes = shard.count;
+  args.dtype = actloss::DType::f32;
+  args.hidden = d_hidden.get();
+  args.weight = d_weight.get();
   args.targets = d_labels.get();
   args.target_kind = actloss::TargetKind::class_index_i64;
   args.loss = d_loss.get();
-  args.grad = d_logits.get();
-  actloss::CrossEntropyOptions options;  // mean over the tokens, ignore_index -100
+  args.d_hidden = d_grad_hidden.get();
+  args.d_weight = d_grad_weight.get();
+  actloss::LinearCrossEntropyOptions options;  // mean over the tokens, ignore_index -100
   actloss::Exec exec{actloss::Device::cuda, stream};
   std::size_t bytes = 0;
-  TRY_ACTLOSS(actloss::nccl::cross_entropy_workspace_size(args, options, ranks, exec, &bytes));
+  TRY_ACTLOSS(
+      actloss::nccl::linear_cross_entropy_workspace_size(args, options, ranks, exec, &bytes));
   DeviceArray<std::uint8_t> workspace;  // allocate once and reuse it every step
   TRY_CUDA(workspace.allocate(bytes));
   exec.workspace = {workspace.get(), bytes};
-  TRY_ACTLOSS(actloss::nccl::cross_entropy(args, {shard.first, kVocab}, options, comm, exec));
+  TRY_ACTLOSS(actloss::nccl::linear_cross_entropy_forward_backward(args, {shard.first, kVocab},
+                                                                   options, comm, exec));
 
-  // d_W_r = G_r^T · hidden, row-major [V_r x hidden], is column-major hidden (as stored) times
-  // G_r transposed.
-  TRY_CUBLAS(cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_T, kHidden, vocab, kTokens, &one,
-                         d_hidden.get(), kHidden, d_logits.get(), vocab, &zero,
-                         d_grad_weight.get(), kHidden));
-  // This shard's share of d_hidden = G_r · W_r, then the sum over every shard.
-  TRY_CUBLAS(cublasSgemm(blas, CUBLAS_OP_N, CUBLAS_OP_N, kHidden, kTokens, vocab, &one,
-                         d_weight.get(), kHidden, d_logits.get(), vocab, &zero,
-                         d_grad_hidden.get(), kHidden));
-  TRY_NCCL(ncclAllReduce(d_grad_hidden.get(), d_grad_hidden.get(), hidden.size(), ncclFloat,
-                         ncclSum, comm, stream));
-
-  std::vector<float> grad_weight(weight.size());
+  out.d_weight.resize(weight.size());
   out.d_hidden.resize(hidden.size());
   TRY_CUDA(cudaMemcpyAsync(&out.loss, d_loss.get(), sizeof(float), cudaMemcpyDeviceToHost, stream));
   TRY_CUDA(cudaMemcpyAsync(out.d_hidden.data(), d_grad_hidden.get(), hidden.size() * sizeof(float),
                            cudaMemcpyDeviceToHost, stream));
-  TRY_CUDA(cudaMemcpyAsync(grad_weight.data(), d_grad_weight.get(),
-                           grad_weight.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
+  TRY_CUDA(cudaMemcpyAsync(out.d_weight.data(), d_grad_weight.get(),
+                           out.d_weight.size() * sizeof(float), cudaMemcpyDeviceToHost, stream));
   TRY_CUDA(cudaStreamSynchronize(stream));
   TRY_ACTLOSS(actloss::take_device_error(exec));  // a label outside the vocabulary, if any
-  for (float g : grad_weight) out.d_weight_norm += static_cast<double>(g) * g;
-  out.d_weight_norm = std::sqrt(out.d_weight_norm);
   return "";
 }
 
-// The same head unsharded on the CPU: whole logits, actloss's CPU backend, d_hidden = G · W.
-std::string unsharded_on_cpu(float& loss, std::vector<double>& d_hidden) {
+// The same head unsharded on the CPU: whole logits, actloss's CPU backend, d_hidden = G · W,
+// d_weight = G^T · hidden.
+std::string unsharded_on_cpu(float& loss, std::vector<double>& d_hidden,
+                             std::vector<double>& d_weight) {
   std::vector<float> logits(static_cast<std::size_t>(kTokens * kVocab));
   for (int t = 0; t < kTokens; ++t)
     for (std::int64_t v = 0; v < kVocab; ++v) {
@@ -226,11 +200,15 @@ std::string unsharded_on_cpu(float& loss, std::vector<double>& d_hidden) {
   TRY_ACTLOSS(actloss::cross_entropy_forward_backward(args, actloss::CrossEntropyOptions{},
                                                       actloss::Exec{actloss::Device::cpu}));
   d_hidden.assign(static_cast<std::size_t>(kTokens * kHidden), 0.0);
+  d_weight.assign(static_cast<std::size_t>(kVocab * kHidden), 0.0);
   for (int t = 0; t < kTokens; ++t)
-    for (std::int64_t v = 0; v < kVocab; ++v)
-      for (int d = 0; d < kHidden; ++d)
-        d_hidden[static_cast<std::size_t>(t * kHidden + d)] +=
-            static_cast<double>(grad[static_cast<std::size_t>(t * kVocab + v)]) * weight_at(v, d);
+    for (std::int64_t v = 0; v < kVocab; ++v) {
+      const double g = grad[static_cast<std::size_t>(t * kVocab + v)];
+      for (int d = 0; d < kHidden; ++d) {
+        d_hidden[static_cast<std::size_t>(t * kHidden + d)] += g * weight_at(v, d);
+        d_weight[static_cast<std::size_t>(v * kHidden + d)] += g * hidden_at(t, d);
+      }
+    }
   return "";
 }
 
@@ -261,8 +239,9 @@ int main() {
   for (std::thread& t : threads) t.join();
 
   float cpu_loss = 0.0f;
-  std::vector<double> cpu_d_hidden;
-  if (const std::string error = unsharded_on_cpu(cpu_loss, cpu_d_hidden); !error.empty()) {
+  std::vector<double> cpu_d_hidden, cpu_d_weight;
+  if (const std::string error = unsharded_on_cpu(cpu_loss, cpu_d_hidden, cpu_d_weight);
+      !error.empty()) {
     std::fprintf(stderr, "CPU: %s\n", error.c_str());
     return 1;
   }
@@ -276,19 +255,26 @@ int main() {
       agree = false;
       continue;
     }
-    double worst = 0.0;  // d_hidden against the CPU, relative to its largest element
-    double scale = 0.0;
-    for (std::size_t i = 0; i < got.d_hidden.size(); ++i) {
-      worst = std::max(worst, std::fabs(got.d_hidden[i] - cpu_d_hidden[i]));
-      scale = std::max(scale, std::fabs(cpu_d_hidden[i]));
-    }
-    std::printf("rank %d: classes [%lld, %lld), loss %.7f, |d_W_r| %.6f, d_hidden off the CPU's "
-                "by %.1e of its largest element\n",
+    // Each gradient against the CPU's, relative to its largest element (d_W_r: its rows).
+    const auto off = [](const std::vector<float>& gpu, const double* cpu) {
+      double worst = 0.0, scale = 0.0;
+      for (std::size_t i = 0; i < gpu.size(); ++i) {
+        worst = std::max(worst, std::fabs(gpu[i] - cpu[i]));
+        scale = std::max(scale, std::fabs(cpu[i]));
+      }
+      return worst / scale;
+    };
+    const double d_hidden_off = off(got.d_hidden, cpu_d_hidden.data());
+    const double d_weight_off =
+        off(got.d_weight, cpu_d_weight.data() + got.shard.first * kHidden);
+    std::printf("rank %d: classes [%lld, %lld), loss %.7f, off the CPU's by %.1e (d_hidden) and "
+                "%.1e (d_W_r) of their largest elements\n",
                 r, static_cast<long long>(got.shard.first),
                 static_cast<long long>(got.shard.first + got.shard.count), got.loss,
-                got.d_weight_norm, worst / scale);
+                d_hidden_off, d_weight_off);
     // Float GEMMs against double sums: a few float roundings of terms of size ~1.
-    if (std::fabs(got.loss - cpu_loss) > 1e-4 * std::fabs(cpu_loss) || worst > 1e-4 * scale) {
+    if (std::fabs(got.loss - cpu_loss) > 1e-4 * std::fabs(cpu_loss) || d_hidden_off > 1e-4 ||
+        d_weight_off > 1e-4) {
       std::fprintf(stderr, "rank %d: disagrees with the CPU\n", r);
       agree = false;
     }

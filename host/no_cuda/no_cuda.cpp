@@ -31,6 +31,24 @@ Status cuda_linear_cross_entropy(Pass, const LinearCrossEntropyArgs&,
                                  const LinearCrossEntropyOptions&, std::int64_t, const Exec&) {
   return not_built();
 }
+Status cuda_linear_cross_entropy_shard_stats(const LinearCrossEntropyArgs&,
+                                             const CrossEntropyShard&,
+                                             const LinearCrossEntropyOptions&, std::int64_t,
+                                             CrossEntropyShardStats*, const Exec&) {
+  return not_built();
+}
+Status cuda_linear_cross_entropy_shard_finish(Pass, const LinearCrossEntropyArgs&,
+                                              const CrossEntropyShard&,
+                                              const LinearCrossEntropyOptions&, std::int64_t,
+                                              const CrossEntropyShardStats*, std::int64_t,
+                                              const Exec&) {
+  return not_built();
+}
+Status cuda_linear_cross_entropy_shard_workspace_size(const LinearCrossEntropyArgs&,
+                                                      const LinearCrossEntropyOptions&,
+                                                      std::int64_t, std::int64_t, std::size_t*) {
+  return not_built();
+}
 Status cuda_linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs&,
                                                 const LinearCrossEntropyOptions&, std::int64_t,
                                                 bool, std::size_t*) {
@@ -52,7 +70,7 @@ Status cuda_cross_entropy_shard_stats(const CrossEntropyArgs&, const CrossEntrop
 }
 Status cuda_cross_entropy_shard_finish(const CrossEntropyArgs&, const CrossEntropyShard&,
                                        const CrossEntropyOptions&, const CrossEntropyShardStats*,
-                                       std::int64_t, const Exec&) {
+                                       std::int64_t, std::int64_t, const Exec&) {
   return not_built();
 }
 Status cuda_bce_workspace_size(const BceArgs&, const BceOptions&, std::size_t*) {

@@ -125,4 +125,67 @@ Status linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs& args,
                                            const LinearCrossEntropyOptions& options,
                                            const Exec& exec, std::size_t* bytes);
 
+// ---- Vocabulary-parallel -----------------------------------------------------------------------
+//
+// Tensor-parallel training shards the output layer's classes over ranks: each rank holds the rows
+// [first_class, first_class + classes) of the weight (and those entries of bias and
+// class_weight), every rank holds the same hidden states and targets, and no rank ever holds a
+// whole row of logits. The loss and the gradients then come from two calls around one collective
+// of the caller's communication engine, as the sharded cross_entropy_shard_stats/_finish of
+// include/actloss/cross_entropy.h (whose statistics these are):
+//   1. linear_cross_entropy_shard_stats, on every rank: each token's CrossEntropyShardStats of
+//      this shard's logits, computed chunk by chunk as the unsharded call computes them.
+//   2. An all-gather of those [tokens] structs from every rank into [shards x tokens] (20 bytes
+//      per token and rank).
+//   3. linear_cross_entropy_shard_finish, on every rank: the loss and lse (the same bits on every
+//      rank) and, when d_hidden is given, this shard's gradients: d_weight and d_bias of its rows
+//      of the weight, and its share of d_hidden. The input gradient of the whole vocabulary is the
+//      sum of every rank's share: an all-reduce (sum) of d_hidden over the ranks, by the caller.
+//   include/actloss/nccl.h runs all three over NCCL in one call.
+//
+// How LinearCrossEntropyArgs is read: `classes` is this shard's width (>= 1); weight, bias,
+// class_weight, d_weight and d_bias are this shard's slices; targets are classes of the whole
+// vocabulary. Every option means what it means in the unsharded call over the whole vocabulary:
+// label_smoothing spreads over total_classes, mean divides by the summed weight of every token
+// not ignored (from the gathered statistics: the same denominator on every rank), and a target
+// outside [0, total_classes) that is not ignore_index is refused on the CPU and recorded (NaN) on
+// CUDA, as there. d_hidden is overwritten by this shard's share, even with accumulate (which, as
+// in the unsharded call, applies to d_weight and d_bias).
+//
+// Cost: phase 2 computes the logits again for the gradients, so forward_backward runs the logits'
+// GEMM twice (four GEMMs of tokens x classes x hidden_size where the unsharded call runs three),
+// the price of one collective for the whole batch with memory independent of the token count.
+// Phase 2 without d_hidden (the loss only) runs no GEMM: it reads the gathered statistics alone.
+// Accuracy: as cross_entropy_shard_*'s (float statistics of float logits) for the loss, and as
+// the unsharded call's for the gradients, plus, for 16-bit d_hidden, one rounding of each
+// rank's share before the sum. CPU: the float64 composition of the unsharded call, its logits
+// rounded to float once before the sharded cross-entropy (as on CUDA, whose chunk buffer holds
+// float logits).
+
+// Phase 1: writes stats[tokens] of this shard. Reads tokens, hidden_size, classes, dtype,
+// hidden, weight, bias, targets and class_weight with their layouts; ignores the outputs.
+// Its workspace is the chunk buffer of linear_cross_entropy_forward.
+Status linear_cross_entropy_shard_stats(const LinearCrossEntropyArgs& args,
+                                        const CrossEntropyShard& shard,
+                                        const LinearCrossEntropyOptions& options,
+                                        CrossEntropyShardStats* stats, const Exec& exec);
+
+// Phase 2: from gathered[shards x tokens] (every shard's stats, shard after shard), writes loss
+// and lse when given and, when d_hidden or d_weight is given, the gradients as
+// linear_cross_entropy_forward_backward does (d_hidden being this shard's share; both then
+// required, with d_bias for a given bias; grad_scale, upstream_grad, accumulate and
+// d_weight_dtype apply). Without them it is the forward: loss is required, and no GEMM runs.
+Status linear_cross_entropy_shard_finish(const LinearCrossEntropyArgs& args,
+                                         const CrossEntropyShard& shard,
+                                         const LinearCrossEntropyOptions& options,
+                                         const CrossEntropyShardStats* gathered,
+                                         std::int64_t shards, const Exec& exec);
+
+// Bytes of Exec::workspace that either phase needs with these arguments and options on exec's
+// device (the more of the two); 0 on the CPU or without tokens. Reads what
+// linear_cross_entropy_workspace_size reads.
+Status linear_cross_entropy_shard_workspace_size(const LinearCrossEntropyArgs& args,
+                                                 const LinearCrossEntropyOptions& options,
+                                                 const Exec& exec, std::size_t* bytes);
+
 }  // namespace actloss

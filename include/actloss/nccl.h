@@ -43,6 +43,7 @@
 #include <cstdint>
 
 #include <actloss/cross_entropy.h>
+#include <actloss/linear_cross_entropy.h>
 
 namespace actloss::nccl {
 
@@ -58,5 +59,46 @@ Status cross_entropy_workspace_size(const CrossEntropyArgs& args,
 // device, which must be comm's. The gathered statistics are ordered by rank in comm.
 Status cross_entropy(const CrossEntropyArgs& args, const CrossEntropyShard& shard,
                      const CrossEntropyOptions& options, ncclComm_t comm, const Exec& exec);
+
+// ---- Fused linear + cross-entropy over a sharded vocabulary ------------------------------------
+//
+// The LM head of include/actloss/linear_cross_entropy.h with its weight's rows sharded over the
+// ranks (the "Vocabulary-parallel" section there says how the args are read): per rank,
+// linear_cross_entropy_shard_stats, one ncclAllGather of the statistics, then
+// linear_cross_entropy_shard_finish; forward_backward then sums every rank's share of d_hidden
+// with one in-place ncclAllReduce (ncclSum, in d_hidden's dtype) on the caller's communicator and
+// stream, so every rank ends with the input gradient of the whole vocabulary, and d_weight and
+// d_bias of its own rows. Everything else is as cross_entropy above: the same communicator,
+// ordering, capture and error rules, and exec.workspace is required.
+//
+//   args.classes = V_local;  // weight = this rank's [V_local x D] rows, from class `first`
+//   std::size_t bytes = 0;
+//   actloss::nccl::linear_cross_entropy_workspace_size(args, options, ranks, exec, &bytes);
+//   exec.workspace = {d_scratch, bytes};
+//   actloss::nccl::linear_cross_entropy_forward_backward(args, {first, V}, options, comm, exec);
+//
+// d_hidden must be dense (d_hidden_row_stride 0 or hidden_size): the all-reduce runs over one
+// contiguous buffer. With 16-bit d_hidden each rank's share is rounded to it before the sum.
+
+// The bytes of exec.workspace that either call below needs with `ranks` ranks: the gathered
+// statistics (ranks x tokens x 20 bytes), then the linear cross-entropy's own workspace
+// (linear_cross_entropy_shard_workspace_size); 0 when tokens is 0.
+Status linear_cross_entropy_workspace_size(const LinearCrossEntropyArgs& args,
+                                           const LinearCrossEntropyOptions& options,
+                                           std::int64_t ranks, const Exec& exec,
+                                           std::size_t* bytes);
+
+// The loss (and lse), the same on every rank; no gradient.
+Status linear_cross_entropy_forward(const LinearCrossEntropyArgs& args,
+                                    const CrossEntropyShard& shard,
+                                    const LinearCrossEntropyOptions& options, ncclComm_t comm,
+                                    const Exec& exec);
+
+// The loss (optional), lse (optional), d_hidden (summed over the ranks), and this rank's d_weight
+// and d_bias.
+Status linear_cross_entropy_forward_backward(const LinearCrossEntropyArgs& args,
+                                             const CrossEntropyShard& shard,
+                                             const LinearCrossEntropyOptions& options,
+                                             ncclComm_t comm, const Exec& exec);
 
 }  // namespace actloss::nccl

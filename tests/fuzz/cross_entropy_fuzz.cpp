@@ -41,20 +41,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   o.z_loss = fuzz::option(in, 1e-3f);
   o.softcap = fuzz::option(in, 5.0f);
   a.grad_scale = fuzz::option(in, 1.0f);
-  // Mostly a shard that fits the vocabulary, sometimes anything.
-  CrossEntropyShard shard;
-  shard.first_class = in.ConsumeIntegralInRange<int>(0, 3) == 0
-                          ? fuzz::size(in, 80)
-                          : in.ConsumeIntegralInRange<std::int64_t>(0, 10);
-  if (in.ConsumeIntegralInRange<int>(0, 3) == 0 ||
-      __builtin_add_overflow(a.classes, shard.first_class, &shard.total_classes) ||
-      __builtin_add_overflow(shard.total_classes, in.ConsumeIntegralInRange<std::int64_t>(0, 20),
-                             &shard.total_classes)) {
-    shard.total_classes = fuzz::size(in, 150);
-  }
-  const std::int64_t shards = in.ConsumeIntegralInRange<int>(0, 3) == 0
-                                  ? fuzz::size(in, 9)
-                                  : in.ConsumeIntegralInRange<std::int64_t>(1, 8);
+  const CrossEntropyShard shard = fuzz::shard(in, a.classes, 80, 150);
+  const std::int64_t shards = fuzz::shard_count(in);
 
   const bool soft = a.target_kind == TargetKind::probabilities;
   const std::int64_t index_size = a.target_kind == TargetKind::class_index_i32 ? 4 : 8;

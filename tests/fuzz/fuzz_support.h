@@ -126,6 +126,29 @@ inline __int128 elements(std::int64_t rows, std::int64_t cols) {
   return count < cap ? count : cap;
 }
 
+// A shard of `classes` classes for the vocabulary-parallel calls: mostly one that fits its
+// vocabulary (from class first_max at most), sometimes anything up to total_max.
+inline CrossEntropyShard shard(FuzzedDataProvider& in, std::int64_t classes,
+                               std::int64_t first_max, std::int64_t total_max) {
+  CrossEntropyShard out;
+  out.first_class = in.ConsumeIntegralInRange<int>(0, 3) == 0
+                        ? size(in, first_max)
+                        : in.ConsumeIntegralInRange<std::int64_t>(0, 10);
+  if (in.ConsumeIntegralInRange<int>(0, 3) == 0 ||
+      __builtin_add_overflow(classes, out.first_class, &out.total_classes) ||
+      __builtin_add_overflow(out.total_classes, in.ConsumeIntegralInRange<std::int64_t>(0, 20),
+                             &out.total_classes)) {
+    out.total_classes = size(in, total_max);
+  }
+  return out;
+}
+
+// How many shards a gather holds: mostly 1 to 8, sometimes anything.
+inline std::int64_t shard_count(FuzzedDataProvider& in) {
+  return in.ConsumeIntegralInRange<int>(0, 3) == 0 ? size(in, 9)
+                                                   : in.ConsumeIntegralInRange<std::int64_t>(1, 8);
+}
+
 // Where each buffer of a call lies: an offset into one arena, or null, or (for extents that no
 // memory could hold) a separate 16-byte block that the call must refuse to touch.
 class Buffers {

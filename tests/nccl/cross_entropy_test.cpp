@@ -20,39 +20,12 @@
 
 #include "host/half.h"
 #include "tests/cuda/support.h"
-#include "tests/sim/rank_threads.h"
-
-#if defined(ACTLOSS_SIM)
-#include <simcuda/sim_control.h>
-#endif
+#include "tests/nccl/nccl_test_support.h"
 
 namespace actloss::test {
 namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
-
-bool threads_mode() {
-#if defined(ACTLOSS_SIM)
-  return simcuda::sim::threads_mode();
-#else
-  return false;
-#endif
-}
-
-int device_count() {
-  int count = 0;
-  if (cudaGetDeviceCount(&count) != cudaSuccess) count = 0;
-  (void)cudaGetLastError();
-  return count;
-}
-
-#define ACTLOSS_REQUIRE_DEVICES(ranks)                                                       \
-  do {                                                                                       \
-    ACTLOSS_REQUIRE_CUDA_DEVICE();                                                           \
-    if (device_count() < (ranks))                                                            \
-      GTEST_SKIP() << (ranks) << " ranks need " << (ranks) << " devices (one rank per "      \
-                   << "device); this machine has " << device_count();                        \
-  } while (0)
 
 // One option set of the sharded call: everything the unsharded call takes.
 struct Options {
@@ -319,40 +292,26 @@ struct RankTensors {
   CrossEntropyShard shard;
 };
 
-using simtest::on_rank_threads;
-
-// A communicator per rank (ncclCommInitRank on each rank's thread), a stream, the rank's tensors
-// and its workspace, then `call` on them; every rank's outcome.
+// A communicator and a stream per rank (on_rank_communicators), the rank's tensors and its
+// workspace, then `call` on them; every rank's outcome.
 std::vector<Outcome> run_sharded(
     const Problem& p, int ranks,
     const std::function<Status(RankTensors&, ncclComm_t, const Exec&)>& call) {
-  ncclUniqueId id;
-  EXPECT_EQ(ncclGetUniqueId(&id), ncclSuccess);
-  std::vector<Outcome> outcomes(static_cast<std::size_t>(ranks));
-  on_rank_threads(ranks, [&](int rank) {
-    Outcome& out = outcomes[static_cast<std::size_t>(rank)];
-    ncclComm_t comm = nullptr;
-    if (const ncclResult_t r = ncclCommInitRank(&comm, ranks, id, rank); r != ncclSuccess) {
-      out.status = Status(StatusCode::internal, "", std::string("ncclCommInitRank: ") +
-                                                        ncclGetErrorString(r));
-      return;
-    }
-    TestStream stream;
-    RankTensors t(p, rank);
-    Exec exec;
-    exec.device = Device::cuda;
-    exec.stream = stream.get();
-    std::size_t bytes = 0;
-    out.status = nccl::cross_entropy_workspace_size(t.args, p.o.options, ranks, exec, &bytes);
-    if (out.status.ok()) {
-      t.workspace = DeviceBuffer(bytes);
-      exec.workspace = {t.workspace.get(), bytes};
-      out = t.outcome(p, call(t, comm, exec));
-    }
-    EXPECT_EQ(cudaStreamSynchronize(stream.get()), cudaSuccess);
-    EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess);
-  });
-  return outcomes;
+  return on_rank_communicators<Outcome>(
+      ranks, [&](int rank, ncclComm_t comm, const Exec& rank_exec, Outcome& out) {
+        RankTensors t(p, rank);
+        Exec exec = rank_exec;
+        std::size_t bytes = 0;
+        out.status = nccl::cross_entropy_workspace_size(t.args, p.o.options, ranks, exec, &bytes);
+        if (out.status.ok()) {
+          t.workspace = DeviceBuffer(bytes);
+          exec.workspace = {t.workspace.get(), bytes};
+          Status status = call(t, comm, exec);
+          // The stream is non-blocking: cudaMemcpy's downloads would not wait for it.
+          EXPECT_EQ(cudaStreamSynchronize(exec.stream), cudaSuccess);
+          out = t.outcome(p, std::move(status));
+        }
+      });
 }
 
 // |got - want| <= atol + rtol |want|, the shard test's rule (tests/cuda/cross_entropy_shard_test.cpp,
@@ -452,6 +411,8 @@ TEST_P(NcclCrossEntropy, CapturedGraphReplaysOnNewLogits) {
         int rank = 0;
         EXPECT_EQ(ncclCommUserRank(comm, &rank), ncclSuccess);
         const Status warm = call_adapter(t, comm, exec, o);
+        // Done before the poison below (a non-blocking stream: cudaMemset would not wait).
+        EXPECT_EQ(cudaStreamSynchronize(exec.stream), cudaSuccess);
         const std::vector<std::uint8_t> logits =
             typed_bytes(columns(second.logits, second.rows, second.classes, t.first, t.width),
                         o.dtype);
@@ -489,44 +450,31 @@ TEST_P(NcclCrossEntropy, CapturedGraphReplaysOnNewLogits) {
   expect_matches_unsharded(second, got);
 }
 
-// A one-rank communicator on device 0 (no peer to wait for: it runs on one GPU too) and a valid
-// call, to break one argument at a time.
-struct OneRank {
+// A valid call on a one-rank communicator, to break one argument at a time.
+struct OneRank : OneRankComm {
   OneRank() : problem(make_problem(options(), 1, 5)), tensors(problem, 0) {
-    EXPECT_EQ(ncclCommInitAll(&comm, 1, nullptr), ncclSuccess);
-    exec.device = Device::cuda;
-    exec.stream = stream.get();
     std::size_t bytes = 0;
     EXPECT_TRUE(
         nccl::cross_entropy_workspace_size(tensors.args, problem.o.options, 1, exec, &bytes).ok());
-    tensors.workspace = DeviceBuffer(bytes + 64);
-    tensors.workspace.fill_bytes(0x5A);
-    exec.workspace = {tensors.workspace.get(), bytes};
+    use_workspace(tensors.workspace, bytes);
   }
-  ~OneRank() { EXPECT_EQ(ncclCommDestroy(comm), ncclSuccess); }
   static Options options() {
     Options o{"refusals"};
     o.weighted = true;
     return o;
   }
 
-  TestStream stream;
   Problem problem;
   RankTensors tensors;
-  ncclComm_t comm = nullptr;
   ncclComm_t comm_for_call = nullptr;  // the communicator the call gets
-  Exec exec;
 };
 
 TEST(NcclCrossEntropyRefusals, BadArgumentsAreRefusedWithNothingWritten) {
   ACTLOSS_REQUIRE_DEVICES(1);
   ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
-  struct Case {
-    const char* argument;
-    bool before_the_gather;  // else phase 2's: only the workspace may have been written
-    void (*breaks)(OneRank&);
-  };
-  const Case cases[] = {
+  // workspace_untouched: refused before the gather; else by phase 2, where only the workspace
+  // may have been written.
+  const Refusal<OneRank> cases[] = {
       {"exec.device", true, [](OneRank& s) { s.exec.device = Device::cpu; }},
       {"exec.device", true, [](OneRank& s) { s.exec.device = Device::reference; }},
       {"comm", true, [](OneRank& s) { s.comm_for_call = nullptr; }},
@@ -543,7 +491,7 @@ TEST(NcclCrossEntropyRefusals, BadArgumentsAreRefusedWithNothingWritten) {
       {"grad_scale", false,
        [](OneRank& s) { s.tensors.args.grad_scale = std::numeric_limits<float>::infinity(); }},
   };
-  for (const Case& c : cases) {
+  for (const Refusal<OneRank>& c : cases) {
     SCOPED_TRACE(c.argument);
     OneRank s;
     s.comm_for_call = s.comm;
@@ -553,44 +501,27 @@ TEST(NcclCrossEntropyRefusals, BadArgumentsAreRefusedWithNothingWritten) {
                                     workspace = s.tensors.workspace.download_bytes();
     const Status status = nccl::cross_entropy(s.tensors.args, s.tensors.shard,
                                               s.problem.o.options, s.comm_for_call, s.exec);
-    EXPECT_EQ(status.code(), StatusCode::invalid_argument) << status.message();
-    EXPECT_EQ(status.argument(), std::string(c.argument)) << status.message();
-    EXPECT_EQ(status.message().rfind(c.argument, 0), 0u) << status.message();
+    expect_refusal(status, c);
     EXPECT_EQ(cudaStreamSynchronize(s.stream.get()), cudaSuccess);
     EXPECT_EQ(s.tensors.loss.download_bytes(), loss);
     EXPECT_EQ(s.tensors.grad.download_bytes(), grad);
-    if (c.before_the_gather) {
+    if (c.workspace_untouched) {
       EXPECT_EQ(s.tensors.workspace.download_bytes(), workspace);
     }
   }
 }
 
+// The workspace: the gathered statistics (ranks x rows x 20 bytes) aligned to 16 bytes, then
+// phase 2's scratch; 0 without rows; bad queries refused by name.
 TEST(NcclCrossEntropyRefusals, WorkspaceQuery) {
-  ACTLOSS_REQUIRE_DEVICES(1);
-  ASSERT_EQ(cudaSetDevice(0), cudaSuccess);
   CrossEntropyArgs args;
-  args.rows = 10;
   args.classes = 7;
-  const CrossEntropyOptions options;
-  Exec exec;
-  exec.device = Device::cuda;
-  std::size_t bytes = 0;
-  const auto refused = [&](const Status& status, const char* argument) {
-    EXPECT_EQ(status.code(), StatusCode::invalid_argument) << status.message();
-    EXPECT_EQ(status.argument(), std::string(argument)) << status.message();
-  };
-  refused(nccl::cross_entropy_workspace_size(args, options, 0, exec, &bytes), "ranks");
-  refused(nccl::cross_entropy_workspace_size(args, options, 2, exec, nullptr), "bytes");
-  Exec cpu;
-  refused(nccl::cross_entropy_workspace_size(args, options, 2, cpu, &bytes), "exec.device");
-  ASSERT_TRUE(nccl::cross_entropy_workspace_size(args, options, 3, exec, &bytes).ok());
-  std::size_t finish = 0;
-  ASSERT_TRUE(cross_entropy_shard_workspace_size(args, options, exec, &finish).ok());
-  EXPECT_EQ(bytes, (3 * 10 * sizeof(CrossEntropyShardStats) + 15) / 16 * 16 + finish)
-      << "the gathered statistics, then phase 2's scratch";
-  args.rows = 0;
-  ASSERT_TRUE(nccl::cross_entropy_workspace_size(args, options, 3, exec, &bytes).ok());
-  EXPECT_EQ(bytes, 0u);
+  check_workspace_query(nccl::cross_entropy_workspace_size, cross_entropy_shard_workspace_size,
+                        args, &CrossEntropyArgs::rows,
+                        [](std::size_t bytes, std::size_t gathered, std::size_t finish) {
+                          EXPECT_EQ(bytes, (gathered + 15) / 16 * 16 + finish)
+                              << "the gathered statistics, then phase 2's scratch";
+                        });
 }
 
 // The communicator must be of the current device, and hold no more ranks than classes; both
