@@ -74,6 +74,9 @@
 //   --actloss_cpu_streaming_bytes=N  the CPU backend streams outputs from N bytes on (4194304:
 //                       the 4 MiB it used before the threshold followed the last-level cache;
 //                       cpu::streaming_output_bytes, host/cpu/backend.h)
+//   --actloss_cpu_spin_us=N  the CPU backend's idle threads poll N microseconds for the next call
+//                       before sleeping (0: at once, as before; the default is
+//                       ACTLOSS_CPU_SPIN_US or 2000)
 //   --elementwise-packs=1
 //                       run the elementwise kernels (activations, SwiGLU, BCE, MSE) with one
 //                       pack per thread per loop step, the loop last measured on a GPU, so that
@@ -404,6 +407,10 @@ int main(int argc, char** argv) {
     }
     if (arg == "--actloss_cpu_bf16_instruction=0" || arg == "--actloss_cpu_bf16_instruction=1") {
       detail::cpu_set_bf16_instruction_for_testing(arg.back() == '1');
+      continue;
+    }
+    if (const std::string flag = "--actloss_cpu_spin_us="; arg.rfind(flag, 0) == 0) {
+      detail::cpu_set_pool_spin_for_testing(std::stoll(arg.substr(flag.size())) * 1000);
       continue;
     }
     if (const std::string flag = "--actloss_cpu_streaming_bytes="; arg.rfind(flag, 0) == 0) {

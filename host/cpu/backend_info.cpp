@@ -101,6 +101,10 @@ bool cpu_set_bf16_instruction_for_testing(bool use) {
 
 void cpu_set_threads_for_testing(int threads) { cpu::set_pool_threads_for_testing(threads); }
 
+void cpu_set_pool_spin_for_testing(std::int64_t nanoseconds) {
+  cpu::set_pool_spin_for_testing(nanoseconds);
+}
+
 const char* cpu_backend_description() {
   // Built on every call (tests change the target and thread count); kept per thread so the
   // pointer stays valid until that thread's next call.

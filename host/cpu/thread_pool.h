@@ -17,6 +17,11 @@ int pool_threads();
 // show that results do not depend on the thread count.
 void set_pool_threads_for_testing(int threads);
 
+// Test and benchmark hook: how long idle threads poll for the next call before sleeping, in
+// nanoseconds (0: they sleep at once; negative restores the default, ACTLOSS_CPU_SPIN_US or
+// 2 ms).
+void set_pool_spin_for_testing(std::int64_t nanoseconds);
+
 using TaskFunction = void (*)(void* context, std::int64_t task);
 
 // Runs function(context, t) for every t in [0, tasks), spread over the pool and the calling

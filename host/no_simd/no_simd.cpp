@@ -10,6 +10,7 @@ void cpu_set_streaming_output_bytes_for_testing(std::int64_t) {}
 std::int64_t cpu_runnable_simd_targets() { return 0; }
 const char* cpu_simd_target_name(std::int64_t) { return "none"; }
 void cpu_set_threads_for_testing(int) {}
+void cpu_set_pool_spin_for_testing(std::int64_t) {}
 
 std::optional<Status> cpu_activation_forward(const ActivationForwardArgs&,
                                              const ActivationOptions&) {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <cstring>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -84,6 +85,38 @@ TEST(CpuThreads, ForkedChildRunsOnItsOwnPool) {
   ASSERT_EQ(waitpid(child, &status, 0), child);
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+// Idle workers poll for the next call for a while before they sleep. Back-to-back calls (workers
+// still polling), calls after the poll ran out (workers asleep), and calls that start more workers
+// than the last one used (a new worker joins the batch that made it, however late its thread
+// starts; one that skipped it would leave the call waiting forever) all give the same bits.
+TEST(CpuThreads, PollingSleepingAndNewWorkersGiveTheSameBits) {
+  const Inputs in;
+  CallResult first;
+  {
+    SimdTargetScope scope(0, 1);
+    first = cross_entropy(in.logits, in.targets, Inputs::kClasses);
+  }
+  struct SpinScope {
+    explicit SpinScope(std::int64_t nanoseconds) {
+      actloss::detail::cpu_set_pool_spin_for_testing(nanoseconds);
+    }
+    ~SpinScope() { actloss::detail::cpu_set_pool_spin_for_testing(-1); }
+    SpinScope(const SpinScope&) = delete;
+    SpinScope& operator=(const SpinScope&) = delete;
+  };
+  // 0: sleep at once; 1 us: poll, then sleep between calls; 50 ms: poll through every gap.
+  for (const std::int64_t spin : {std::int64_t{0}, std::int64_t{1000}, std::int64_t{50'000'000}}) {
+    const SpinScope polling(spin);
+    for (const int threads : {2, 5, 3, 9, 2}) {
+      SimdTargetScope scope(0, threads);
+      SCOPED_TRACE("poll " + std::to_string(spin) + " ns, " + std::to_string(threads) + " threads");
+      for (int call = 0; call < 3; ++call) {
+        EXPECT_TRUE(same_bits(cross_entropy(in.logits, in.targets, Inputs::kClasses), first));
+      }
+    }
+  }
 }
 
 }  // namespace
