@@ -672,10 +672,7 @@ Status plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntropyOption
             // A call without a gradient leaves grad_dtype unchecked, whatever it holds: such
             // args count the gradient's kernels in the logits' dtype.
             const DType args_grad_dtype =
-                args.grad_dtype == DType::f32 || args.grad_dtype == DType::f16 ||
-                        args.grad_dtype == DType::bf16
-                    ? args.grad_dtype
-                    : args.logits_dtype;
+                dtype_size(args.grad_dtype) != 0 ? args.grad_dtype : args.logits_dtype;
             const auto count = [&](std::int64_t* predicted, void* grad,
                                    const CrossEntropyRowStats* saved_stats) {
               call.predicted = predicted;
@@ -686,22 +683,20 @@ Status plan_cross_entropy(const CrossEntropyArgs& args, const CrossEntropyOption
                                    grad != nullptr ? args_grad_dtype : args.logits_dtype,
                                    residency);
             };
-            Status counted;
             for (std::int64_t* predicted : {static_cast<std::int64_t*>(nullptr),
                                             &predicted_stand_in}) {
-              if (counted.ok()) counted = count(predicted, nullptr, nullptr);
-              if (counted.ok()) counted = count(predicted, &stats_stand_in, nullptr);
+              if (Status counted = count(predicted, nullptr, nullptr); !counted.ok())
+                return counted;
+              if (Status counted = count(predicted, &stats_stand_in, nullptr); !counted.ok())
+                return counted;
             }
-            if (counted.ok()) counted = count(nullptr, &stats_stand_in, &stats_stand_in);
-            return counted;
+            return count(nullptr, &stats_stand_in, &stats_stand_in);
           });
       !status.ok())
     return status;
   *plan = launch;
   return {};
 }
-
-
 
 // The scratch of a call, in doubles: the main kernel's reduced loss (a sum or mean that is
 // written), then the pre-pass's two partial arrays. The pre-pass runs only where the gradient

@@ -17,6 +17,7 @@
 #include <climits>
 #include <cmath>
 #include <cstring>
+#include <optional>
 
 #include "host/backend.h"
 #include "host/cpu_path.h"
@@ -426,12 +427,14 @@ CrossEntropyArgs shard_logits_args(const LinearCrossEntropyArgs& args, const flo
   return ce;
 }
 
-Status float_logits_on_cpu(const LinearCrossEntropyArgs& args, std::vector<float>& logits) {
+// The linear layer's operands in double (kept in `in` for the backward) and its logits.
+Status float_logits_on_cpu(const LinearCrossEntropyArgs& args, std::optional<Operands>& in,
+                           std::vector<float>& logits) {
   return host::run_cpu("linear_cross_entropy", [&] {
-    const Operands in(args);
+    in.emplace(args);
     const std::vector<double> exact = ref::linear_forward(args.tokens, args.hidden_size,
-                                                          args.classes, in.hidden, in.weight,
-                                                          in.bias);
+                                                          args.classes, in->hidden, in->weight,
+                                                          in->bias);
     logits.resize(exact.size());
     for (std::size_t i = 0; i < exact.size(); ++i) logits[i] = host::double_to_float(exact[i]);
   });
@@ -448,8 +451,9 @@ Status run_shard_stats_on_cpu(const Plan& plan, const CrossEntropyShard& shard,
                               CrossEntropyShardStats* stats, const Exec& exec) {
   const LinearCrossEntropyArgs& args = plan.args;
   if (args.tokens == 0) return {};
+  std::optional<Operands> in;
   std::vector<float> logits;
-  ACTLOSS_TRY(float_logits_on_cpu(args, logits));
+  ACTLOSS_TRY(float_logits_on_cpu(args, in, logits));
   return cross_entropy_shard_stats(shard_logits_args(args, logits.data()), shard, options.loss,
                                    stats, cpu_exec_of(exec));
 }
@@ -464,8 +468,9 @@ Status run_shard_finish_on_cpu(Pass pass, const Plan& plan, const CrossEntropySh
     return host::run_cpu("linear_cross_entropy_shard_finish",
                          [&] { write_outputs_of_no_tokens(args, options, gradients); });
   }
+  std::optional<Operands> in;
   std::vector<float> logits;
-  ACTLOSS_TRY(float_logits_on_cpu(args, logits));
+  ACTLOSS_TRY(float_logits_on_cpu(args, in, logits));
   CrossEntropyArgs ce = shard_logits_args(args, logits.data());
   ce.loss = args.loss;
   ce.lse = args.lse;
@@ -482,9 +487,8 @@ Status run_shard_finish_on_cpu(Pass pass, const Plan& plan, const CrossEntropySh
   if (!gradients) return {};
   return host::run_cpu("linear_cross_entropy_shard_finish", [&] {
     const std::int64_t N = args.tokens, D = args.hidden_size, V = args.classes;
-    const Operands in(args);
     const std::vector<double> dy(grad.begin(), grad.end());
-    ref::LinearGradients linear = ref::linear_backward(N, D, V, in.hidden, in.weight, dy);
+    ref::LinearGradients linear = ref::linear_backward(N, D, V, in->hidden, in->weight, dy);
     host::scatter(args.d_hidden, args.dtype, N, D, args.d_hidden_row_stride, linear.d_input);
     write_weight_gradients(args, linear);
   });

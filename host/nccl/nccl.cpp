@@ -143,6 +143,13 @@ Status check_ranks_fit(std::int64_t rows, const CrossEntropyShard& shard, const 
   return {};
 }
 
+// This rank's rows of the gathered statistics (null without rows).
+CrossEntropyShardStats* slot_of(CrossEntropyShardStats* gathered, const Rank& rank,
+                                std::int64_t rows) {
+  return rows > 0 ? gathered + static_cast<std::size_t>(rank.rank) * static_cast<std::size_t>(rows)
+                  : nullptr;
+}
+
 Status all_gather_stats(CrossEntropyShardStats* slot, CrossEntropyShardStats* gathered,
                         const Layout& layout, ncclComm_t comm, cudaStream_t stream) {
   if (const ncclResult_t r =
@@ -198,9 +205,7 @@ Status run_linear(bool gradients, const LinearCrossEntropyArgs& args,
 
   // Phase 1 into this rank's slot: the gather below is then in place.
   const std::int64_t tokens = args.tokens;
-  CrossEntropyShardStats* slot =
-      tokens > 0 ? gathered + static_cast<std::size_t>(rank.rank) * static_cast<std::size_t>(tokens)
-                 : nullptr;
+  CrossEntropyShardStats* slot = slot_of(gathered, rank, tokens);
   ACTLOSS_TRY(linear_cross_entropy_shard_stats(args, shard, options, slot, scratch_exec));
   if (tokens > 0) ACTLOSS_TRY(all_gather_stats(slot, gathered, layout, comm, exec.stream));
 
@@ -249,10 +254,7 @@ Status cross_entropy(const CrossEntropyArgs& args, const CrossEntropyShard& shar
   // Phase 1 into this rank's slot: the gather below is then in place.
   Exec stats_exec = exec;
   stats_exec.workspace = {};
-  CrossEntropyShardStats* slot =
-      args.rows > 0 ? gathered + static_cast<std::size_t>(rank.rank) *
-                                     static_cast<std::size_t>(args.rows)
-                    : nullptr;
+  CrossEntropyShardStats* slot = slot_of(gathered, rank, args.rows);
   ACTLOSS_TRY(cross_entropy_shard_stats(args, shard, options, slot, stats_exec));
   if (args.rows > 0) ACTLOSS_TRY(all_gather_stats(slot, gathered, layout, comm, exec.stream));
   return cross_entropy_shard_finish(args, shard, options, args.rows > 0 ? gathered : nullptr,
