@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <limits>
 #include <string>
 #include <tuple>
@@ -351,19 +352,31 @@ TEST(CpuCrossEntropy, LargeGradientsStreamedAtEveryRowAlignment) {
   // vector-aligned element on. 4099 classes with 3 elements of padding start successive rows 3
   // elements further along, so the rows meet every alignment; the padding must stay untouched.
   // Smoothing and class weights make every element's gradient depend on its class; row 2 is
-  // ignored (a zero row, streamed too).
-  for (const DType grad_dtype : {DType::f32, DType::bf16}) {
-    SCOPED_TRACE(std::string("grad ") + actloss::to_string(grad_dtype));
-    // f32: 260 rows of 4102 elements, 4.3 MB; bf16: twice the rows for the same bytes.
-    Problem p = random_problem(grad_dtype == DType::f32 ? 260 : 520, 4099, 37);
-    p.pad = 3;
-    p.grad_dtype = grad_dtype;
-    p.logits_dtype = grad_dtype;
-    p.weights = true;
-    p.options.label_smoothing = 0.1f;
-    p.options.reduction = Reduction::sum;
-    p.classes_of[2] = p.options.ignore_index;
-    check(p);
+  // ignored (a zero row, streamed too). Without them, only the target's vector differs from
+  // p_c times one factor, which the backend writes apart from the rest of the row: there the
+  // targets sit in the row's first and last elements (inside its unaligned lead or its tail
+  // at one alignment or another) and in between.
+  for (const bool plain : {false, true}) {
+    for (const DType grad_dtype : {DType::f32, DType::bf16}) {
+      SCOPED_TRACE(std::string(plain ? "plain" : "smoothing and weights") + ", grad " +
+                   actloss::to_string(grad_dtype));
+      // f32: 260 rows of 4102 elements, 4.3 MB; bf16: twice the rows for the same bytes.
+      Problem p = random_problem(grad_dtype == DType::f32 ? 260 : 520, 4099, 37);
+      p.pad = 3;
+      p.grad_dtype = grad_dtype;
+      p.logits_dtype = grad_dtype;
+      p.options.reduction = Reduction::sum;
+      if (plain) {
+        const std::int64_t at_ends[] = {0, 1, 2, 13, 4098, 4097, 4090, 4083};
+        for (std::size_t r = 0; r < p.classes_of.size(); r += 2)
+          p.classes_of[r] = at_ends[(r / 2) % std::size(at_ends)];
+      } else {
+        p.weights = true;
+        p.options.label_smoothing = 0.1f;
+      }
+      p.classes_of[2] = p.options.ignore_index;
+      check(p);
+    }
   }
 }
 
