@@ -274,11 +274,26 @@ HWY_INLINE FloatVec exp_of_reduced(FloatTag d, FloatVec t, FloatVec k) {
 }
 }  // namespace exp_detail
 
+// AVX-512's vscalefps forms p 2^k (k a float holding an integer) in one rounding, with the
+// overflow and the subnormal results of the two-factor scaling below (the same bits), in one
+// instruction where that takes three or four.
+#undef ACTLOSS_CPU_SCALEF
+#if HWY_TARGET <= HWY_AVX3 && HWY_ARCH_X86
+#define ACTLOSS_CPU_SCALEF 1
+#else
+#define ACTLOSS_CPU_SCALEF 0
+#endif
+
 // exp(t) for t <= 0 (-inf included). NaN gives an unspecified value: callers look for NaN apart.
 HWY_INLINE FloatVec exp_nonpositive(FloatTag d, FloatVec t) {
-  const hn::RebindToSigned<FloatTag> di;
   // exp(-104) is below half float's smallest subnormal: everything lower rounds to 0 too.
   t = hn::Max(t, hn::Set(d, -104.0f));
+#if ACTLOSS_CPU_SCALEF
+  const FloatVec shifter = hn::Set(d, 12582912.0f);
+  const FloatVec k = hn::Sub(hn::MulAdd(t, hn::Set(d, 1.44269504088896341f), shifter), shifter);
+  return FloatVec{_mm512_scalef_ps(exp_detail::exp_of_reduced(d, t, k).raw, k.raw)};
+#else
+  const hn::RebindToSigned<FloatTag> di;
   // 1.5 * 2^23 puts round(t log2 e) in the low mantissa bits of the sum; the added 191 = 127 + 64
   // makes those bits, shifted into the exponent field, the float 2^(k + 64) (k >= -150).
   const FloatVec shifter = hn::Set(d, 12582912.0f + 191.0f);
@@ -286,15 +301,19 @@ HWY_INLINE FloatVec exp_nonpositive(FloatTag d, FloatVec t) {
   const FloatVec k = hn::Sub(biased, shifter);
   const FloatVec scale = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(di, biased)));
   return hn::Mul(hn::Mul(exp_detail::exp_of_reduced(d, t, k), scale), hn::Set(d, 0x1p-64f));
+#endif
 }
 
 // exp(t) for any t: +inf beyond float's range, NaN for NaN.
 HWY_INLINE FloatVec exp_any(FloatTag d, FloatVec t) {
-  const hn::RebindToSigned<FloatTag> di;
   const FloatVec clamped = hn::Min(hn::Max(t, hn::Set(d, -104.0f)), hn::Set(d, 89.0f));
   const FloatVec shifter = hn::Set(d, 12582912.0f);
   const FloatVec biased = hn::MulAdd(clamped, hn::Set(d, 1.44269504088896341f), shifter);
   const FloatVec k = hn::Sub(biased, shifter);
+#if ACTLOSS_CPU_SCALEF
+  const FloatVec e{_mm512_scalef_ps(exp_detail::exp_of_reduced(d, clamped, k).raw, k.raw)};
+#else
+  const hn::RebindToSigned<FloatTag> di;
   const auto k_int = hn::Sub(hn::BitCast(di, biased), hn::BitCast(di, shifter));
   // 2^k as 2^(k/2) 2^(k - k/2), both normal for k in [-150, 129].
   const auto half_k = hn::ShiftRight<1>(k_int);
@@ -302,6 +321,7 @@ HWY_INLINE FloatVec exp_any(FloatTag d, FloatVec t) {
   const FloatVec scale1 = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(half_k, bias)));
   const FloatVec scale2 = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(hn::Sub(k_int, half_k), bias)));
   const FloatVec e = hn::Mul(hn::Mul(exp_detail::exp_of_reduced(d, clamped, k), scale1), scale2);
+#endif
   return hn::IfThenElse(hn::IsNaN(t), t, e);
 }
 

@@ -437,6 +437,72 @@ TEST(CpuCrossEntropy, ReducedLossIsTheSameBitsOnAnyThreadCount) {
   }
 }
 
+TEST(CpuCrossEntropy, ExponentialsAreTheSameBitsOnEveryTarget) {
+  // AVX-512 targets scale e^r by 2^k with one vscalefps, the others by two multiplies by powers
+  // of two; both round once, so every gradient and loss must agree to the bit, subnormal and
+  // overflowing exponentials included. Rows [x, 0] with target 1: the fused pass takes
+  // exp(x - 0) for x <= 0 and forms its row sum 1 + e alike on every target. The backward, given
+  // a saved max of -100 or 10, takes exp(x - max) from overflow down to below the subnormals.
+  // Only targets with a fused multiply-add compute the reduction alike (SSE4 and older, and
+  // Highway's emulated targets, round the product apart).
+  std::vector<std::int64_t> targets;
+  for (const std::int64_t target : runnable_simd_targets()) {
+    const std::string name = actloss::detail::cpu_simd_target_name(target);
+    if (name.rfind("SSE", 0) != 0 && name.rfind("SSSE", 0) != 0 && name != "EMU128" &&
+        name != "SCALAR") {
+      targets.push_back(target);
+    }
+  }
+  if (targets.size() < 2) GTEST_SKIP() << "this processor runs one SIMD target with an FMA";
+  std::vector<float> xs = {-std::numeric_limits<float>::infinity(), -0.0f, -1e-30f, -1e-7f};
+  for (float x = -110.0f; x <= 0.0f; x += 0.0371f) xs.push_back(x);
+  // Where exp(x) is subnormal or rounds to 0: every 2^-10.
+  for (float x = -104.0f; x <= -86.0f; x += 0x1p-10f) xs.push_back(x);
+  const auto rows = static_cast<std::int64_t>(xs.size());
+  std::vector<float> logits;
+  std::vector<std::int64_t> classes_of(xs.size(), 1);
+  std::vector<CrossEntropyRowStats> saved(xs.size());
+  for (std::size_t r = 0; r < xs.size(); ++r) {
+    logits.insert(logits.end(), {xs[r], 0.0f});
+    saved[r] = CrossEntropyRowStats{r % 2 == 0 ? -100.0f : 10.0f, 0.0f};
+  }
+  struct Bits {
+    std::vector<float> loss, fused, backward;
+  };
+  const auto run_on = [&](std::int64_t target) {
+    SimdTargetScope scope(target, 1);
+    Bits out{std::vector<float>(xs.size()), std::vector<float>(logits.size()),
+             std::vector<float>(logits.size())};
+    CrossEntropyArgs args;
+    args.rows = rows;
+    args.classes = 2;
+    args.logits = logits.data();
+    args.targets = classes_of.data();
+    args.loss = out.loss.data();
+    args.grad = out.fused.data();
+    CrossEntropyOptions options;
+    options.reduction = Reduction::none;
+    EXPECT_TRUE(actloss::cross_entropy_forward_backward(args, options, cpu_exec()).ok());
+    args.loss = nullptr;
+    args.saved_stats = saved.data();
+    args.grad = out.backward.data();
+    EXPECT_TRUE(actloss::cross_entropy_backward(args, options, cpu_exec()).ok());
+    return out;
+  };
+  const auto same_bits = [](const std::vector<float>& a, const std::vector<float>& b) {
+    return std::memcmp(a.data(), b.data(), a.size() * sizeof(float)) == 0;
+  };
+  const Bits first = run_on(targets[0]);
+  for (std::size_t i = 1; i < targets.size(); ++i) {
+    SCOPED_TRACE(std::string(actloss::detail::cpu_simd_target_name(targets[i])) + " against " +
+                 actloss::detail::cpu_simd_target_name(targets[0]));
+    const Bits other = run_on(targets[i]);
+    EXPECT_TRUE(same_bits(other.loss, first.loss));
+    EXPECT_TRUE(same_bits(other.fused, first.fused));
+    EXPECT_TRUE(same_bits(other.backward, first.backward));
+  }
+}
+
 TEST(CpuCrossEntropy, OutOfRangeTargetWritesNothing) {
   Problem p = random_problem(3, 10, 31);
   p.classes_of[1] = 10;
