@@ -86,21 +86,25 @@ HWY_INLINE V reciprocal(D d, V v) {
 
 // ---- exp ---------------------------------------------------------------------------------------
 //
-// exp(a + b) 2^64 for a in [-113, 0] and |b| <= 0.06, b the low part of an argument that one
-// float would round (gelu_erf's -x^2 / 2; kWithLow false: none). The factor 2^64 keeps the result
-// a normal float for every such argument, so that a result below float's normal range is rounded
-// once, by the caller's last product (with kTwoToMinus64); below -113 every exp rounds to 0 after
-// that product, so callers clamp there. a and b enter the reduction r = a + b - k ln2 separately
-// (ln2's head has 15 bits, so k ln2_hi is exact, and a - k ln2_hi is exact by Sterbenz); exp(r)
-// on |r| <= 0.37 is a least-squares polynomial of degree 6 (0.05 ulp, 0.5 ulp with float
-// coefficients). Adding 1.5 2^23 rounds (a + b) / ln2 to the integer k in the low mantissa bits,
-// from which the exponent field of 2^(k + 64) is shifted into place (the bits of 1.5 2^23 itself
-// shift out). No special values: NaN is restored by the callers (keep_nan).
+// exp(a + b) = p 2^k for a in [-113, 0] and |b| <= 0.06, b the low part of an argument that one
+// float would round (gelu_erf's -x^2 / 2; kWithLow false: none). p is near 1, so a product of p
+// and other factors near 1 is a normal float, and applying 2^k last rounds a result below float's
+// normal range once (or 2^(k + 64) keeps it exact, for a product whose last factor comes later,
+// with kTwoToMinus64); below -113 every exp rounds to 0, so callers clamp there. a and b enter
+// the reduction r = a + b - k ln2 separately (ln2's head has 15 bits, so k ln2_hi is exact, and
+// a - k ln2_hi is exact by Sterbenz); exp(r) on |r| <= 0.37 is a least-squares polynomial of
+// degree 6 (0.05 ulp, 0.5 ulp with float coefficients). Adding 1.5 2^23 rounds (a + b) / ln2 to
+// the integer k in the low mantissa bits. No special values: callers restore NaN.
 constexpr float kTwoToMinus64 = 0x1p-64f;
 
+// exp(a + b) = p 2^k, k held as k + 1.5 2^23 (the reduction's shifted sum).
+struct ExpParts {
+  V p;
+  V k_shifted;
+};
+
 template <bool kWithLow>
-HWY_INLINE V scaled_exp_impl(D d, V a, V b) {
-  const hn::RebindToSigned<D> di;
+HWY_INLINE ExpParts exp_parts(D d, V a, V b) {
   const V shifter = hn::Set(d, 12582912.0f);
   const V sum = kWithLow ? hn::Add(a, b) : a;
   const V k_shifted = hn::MulAdd(sum, hn::Set(d, 1.44269504088896341f), shifter);
@@ -115,15 +119,41 @@ HWY_INLINE V scaled_exp_impl(D d, V a, V b) {
   p = hn::MulAdd(p, r, hn::Set(d, 4.999998808e-01f));
   p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
   p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  const auto exponent = hn::Add(hn::BitCast(di, k_shifted), hn::Set(di, 127 + 64));
-  return hn::Mul(p, hn::BitCast(d, hn::ShiftLeft<23>(exponent)));
+  return {p, k_shifted};
 }
 
-HWY_INLINE V scaled_exp_of_sum(D d, V a, V b) { return scaled_exp_impl<true>(d, a, b); }
+// v 2^(k + kExtra) for kExtra 64 (exact for v near 1: a normal float) or 0 (rounded once: v 2^k
+// may be subnormal). AVX-512's vscalefps does either in one instruction; elsewhere the exponent
+// field of 2^(k + 64) is shifted into place (the bits of 1.5 2^23 shift out), and kExtra 0
+// multiplies by 2^-64 after it.
+template <int kExtra>
+HWY_INLINE V times_power_of_two(D d, V v, V k_shifted) {
+  static_assert(kExtra == 0 || kExtra == 64);
+#if ACTLOSS_CPU_SCALEF
+  const V k = hn::Sub(k_shifted, hn::Set(d, 12582912.0f - static_cast<float>(kExtra)));
+  return V{_mm512_scalef_ps(v.raw, k.raw)};
+#else
+  const hn::RebindToSigned<D> di;
+  const auto exponent = hn::Add(hn::BitCast(di, k_shifted), hn::Set(di, 127 + 64));
+  const V scaled = hn::Mul(v, hn::BitCast(d, hn::ShiftLeft<23>(exponent)));
+  return kExtra == 64 ? scaled : hn::Mul(scaled, hn::Set(d, kTwoToMinus64));
+#endif
+}
 
-// exp(a) 2^64 for a <= 0, clamped at -113.
-HWY_INLINE V scaled_exp(D d, V a) {
-  return scaled_exp_impl<false>(d, hn::Max(a, hn::Set(d, -113.0f)), hn::Zero(d));
+HWY_INLINE V scaled_exp_of_sum(D d, V a, V b) {
+  const ExpParts e = exp_parts<true>(d, a, b);
+  return times_power_of_two<64>(d, e.p, e.k_shifted);
+}
+
+// exp(a) for a <= 0 as p 2^k, a clamped at -113.
+HWY_INLINE ExpParts exp_parts_nonpositive(D d, V a) {
+  return exp_parts<false>(d, hn::Max(a, hn::Set(d, -113.0f)), hn::Zero(d));
+}
+
+// exp(a) for a <= 0, rounded once where it is subnormal.
+HWY_INLINE V exp_nonpositive_once(D d, V a) {
+  const ExpParts e = exp_parts_nonpositive(d, a);
+  return times_power_of_two<0>(d, e.p, e.k_shifted);
 }
 
 // sigmoid(x) and sigmoid(-x) from one e = exp(-|x|) in [0, 1]: no overflow, full relative
@@ -135,10 +165,10 @@ struct SigmoidPair {
 
 HWY_INLINE SigmoidPair sigmoid_pair(D d, V x) {
   const V one = hn::Set(d, 1.0f);
-  const V two_to_minus_64 = hn::Set(d, kTwoToMinus64);
-  const V e_scaled = scaled_exp(d, hn::Neg(hn::Abs(x)));
-  const V big = reciprocal(d, hn::Add(one, hn::Mul(e_scaled, two_to_minus_64)));
-  const V small = hn::Mul(hn::Mul(e_scaled, big), two_to_minus_64);
+  const ExpParts e = exp_parts_nonpositive(d, hn::Neg(hn::Abs(x)));
+  const V big = reciprocal(d, hn::Add(one, times_power_of_two<0>(d, e.p, e.k_shifted)));
+  // p big is a normal float: 2^k applied after it rounds the product once.
+  const V small = times_power_of_two<0>(d, hn::Mul(e.p, big), e.k_shifted);
   const auto non_negative = hn::Ge(x, hn::Zero(d));
   return {hn::IfThenElse(non_negative, big, small), hn::IfThenElse(non_negative, small, big)};
 }
@@ -185,20 +215,20 @@ struct Tanh {
     q = hn::MulAdd(q, s, hn::Set(d, 1.333255917e-01f));
     q = hn::MulAdd(q, s, hn::Set(d, -3.333330750e-01f));
     const V small = hn::MulAdd(hn::Mul(q, s), x, x);
-    const V e = hn::Mul(scaled_exp(d, hn::Mul(hn::Set(d, -2.0f), ax)), hn::Set(d, kTwoToMinus64));
+    const V e = exp_nonpositive_once(d, hn::Mul(hn::Set(d, -2.0f), ax));
     const V large = hn::NegMulAdd(hn::Add(e, e), reciprocal(d, hn::Add(one, e)), one);
-    const V result =
-        hn::IfThenElse(hn::Lt(ax, hn::Set(d, 0.75f)), small, hn::CopySign(large, x));
-    return keep_nan(x, result);
+    // NaN fails the comparison and takes the polynomial, which keeps it.
+    return hn::IfThenElse(hn::Ge(ax, hn::Set(d, 0.75f)), hn::CopySign(large, x), small);
   }
   // sech^2 x = 4e / (1 + e)^2 with e = exp(-2|x|) in [0, 1]: 1 - tanh^2 would be exactly 0 in
   // float for |x| > 9, where the true slope is still above 1e-8.
   HWY_INLINE V slope(D d, V x) const {
-    const V e_scaled = scaled_exp(d, hn::Mul(hn::Set(d, -2.0f), hn::Abs(x)));
-    const V denominator = hn::MulAdd(e_scaled, hn::Set(d, kTwoToMinus64), hn::Set(d, 1.0f));
-    const V scaled = hn::Mul(hn::Mul(hn::Set(d, 4.0f), e_scaled),
-                             reciprocal(d, hn::Mul(denominator, denominator)));
-    return keep_nan(x, hn::Mul(scaled, hn::Set(d, kTwoToMinus64)));
+    const ExpParts e = exp_parts_nonpositive(d, hn::Mul(hn::Set(d, -2.0f), hn::Abs(x)));
+    const V denominator = hn::Add(hn::Set(d, 1.0f), times_power_of_two<0>(d, e.p, e.k_shifted));
+    // 4 p / (1 + e)^2 is a normal float: 2^k applied after it rounds the slope once.
+    const V mantissa = hn::Mul(hn::Mul(hn::Set(d, 4.0f), e.p),
+                               reciprocal(d, hn::Mul(denominator, denominator)));
+    return keep_nan(x, times_power_of_two<0>(d, mantissa, e.k_shifted));
   }
   // (1 - y)(1 + y): 1 - y is exact for y in [1/2, 1], so nothing cancels twice.
   HWY_INLINE V slope_from_output(D d, V y) const {

@@ -29,6 +29,22 @@ inline std::vector<std::int64_t> runnable_simd_targets() {
   return targets;
 }
 
+// The runnable targets with a fused multiply-add (AVX2 and newer, NEON, SVE...): those compute
+// every formula with the same roundings, so they give the same bits. SSE4 and older, and
+// Highway's emulated targets, round a product apart.
+inline std::vector<std::int64_t> runnable_fma_simd_targets() {
+  std::vector<std::int64_t> targets;
+  for (const std::int64_t target : runnable_simd_targets()) {
+    if (target == 0) continue;
+    const std::string name = actloss::detail::cpu_simd_target_name(target);
+    if (name.rfind("SSE", 0) != 0 && name.rfind("SSSE", 0) != 0 && name != "EMU128" &&
+        name != "SCALAR") {
+      targets.push_back(target);
+    }
+  }
+  return targets;
+}
+
 // Outputs from this size on are streamed while a SimdTargetScope lives, whatever the machine's
 // cache (the backend's default is half the last-level cache): the tests' large outputs are this
 // size, so that every machine runs their streamed stores.

@@ -443,16 +443,7 @@ TEST(CpuCrossEntropy, ExponentialsAreTheSameBitsOnEveryTarget) {
   // overflowing exponentials included. Rows [x, 0] with target 1: the fused pass takes
   // exp(x - 0) for x <= 0 and forms its row sum 1 + e alike on every target. The backward, given
   // a saved max of -100 or 10, takes exp(x - max) from overflow down to below the subnormals.
-  // Only targets with a fused multiply-add compute the reduction alike (SSE4 and older, and
-  // Highway's emulated targets, round the product apart).
-  std::vector<std::int64_t> targets;
-  for (const std::int64_t target : runnable_simd_targets()) {
-    const std::string name = actloss::detail::cpu_simd_target_name(target);
-    if (name.rfind("SSE", 0) != 0 && name.rfind("SSSE", 0) != 0 && name != "EMU128" &&
-        name != "SCALAR") {
-      targets.push_back(target);
-    }
-  }
+  const std::vector<std::int64_t> targets = runnable_fma_simd_targets();
   if (targets.size() < 2) GTEST_SKIP() << "this processor runs one SIMD target with an FMA";
   std::vector<float> xs = {-std::numeric_limits<float>::infinity(), -0.0f, -1e-30f, -1e-7f};
   for (float x = -110.0f; x <= 0.0f; x += 0.0371f) xs.push_back(x);
