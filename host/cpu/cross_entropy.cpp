@@ -717,12 +717,8 @@ HWY_EXPORT(CrossEntropyRows);
 
 namespace {
 
-// Rows per task: about 64K elements, so that a task amortises the pool's hand-off and a small
-// call stays on one thread; fixed by the shape alone.
-std::int64_t rows_per_task(std::int64_t classes) {
-  constexpr std::int64_t kElementsPerTask = std::int64_t{1} << 16;
-  return std::max<std::int64_t>(1, kElementsPerTask / std::max<std::int64_t>(classes, 1));
-}
+// About this many elements per task (rows_per_task's rule).
+constexpr std::int64_t kCrossEntropyTaskElements = std::int64_t{1} << 16;
 
 CrossEntropyCall make_call(Pass pass, const CrossEntropyArgs& args,
                            const CrossEntropyOptions& options) {
@@ -793,7 +789,8 @@ std::optional<Status> cpu_cross_entropy(Pass pass, const CrossEntropyArgs& args,
   if (args.rows == 0) return std::nullopt;  // the reference writes the empty call's outputs
   try {
     const cpu::CrossEntropyCall call = cpu::make_call(pass, args, options);
-    const std::int64_t per_task = cpu::rows_per_task(args.classes);
+    const std::int64_t per_task =
+        cpu::rows_per_task(args.rows, args.classes, cpu::kCrossEntropyTaskElements);
     const std::int64_t tasks = (args.rows + per_task - 1) / per_task;
     std::vector<cpu::CrossEntropyTaskResult> results(static_cast<std::size_t>(tasks));
     cpu::parallel_for(tasks, [&](std::int64_t task) {

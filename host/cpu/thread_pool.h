@@ -22,6 +22,17 @@ void set_pool_threads_for_testing(int threads);
 // 2 ms).
 void set_pool_spin_for_testing(std::int64_t nanoseconds);
 
+// Rows per task for a row op: about `elements` per task, so that a task amortises its hand-off and
+// a small call stays on one thread; but with rows longer than that, as many as four rows (fewer
+// when the call has under 32), so that the next row a row fetches ahead is most often the same
+// task's, not one that another core has already begun. A function of the shape alone.
+inline std::int64_t rows_per_task(std::int64_t rows, std::int64_t cols, std::int64_t elements) {
+  const std::int64_t by_size = elements / (cols > 1 ? cols : 1);
+  const std::int64_t fetched_ahead = rows / 8 < 4 ? rows / 8 : 4;
+  const std::int64_t per_task = by_size > fetched_ahead ? by_size : fetched_ahead;
+  return per_task > 1 ? per_task : 1;
+}
+
 using TaskFunction = void (*)(void* context, std::int64_t task);
 
 // Runs function(context, t) for every t in [0, tasks), spread over the pool and the calling
