@@ -160,20 +160,29 @@ class RowKernel {
  public:
   explicit RowKernel(const CrossEntropyCall& call) : c_(call), d_() {
     lanes_ = static_cast<std::int64_t>(hn::Lanes(d_));
-    const bool needs_buffer = c_.softcap != 0.0f || !std::is_same_v<TX, float> ||
-                              c_.pass == Pass::forward_backward;
-    if (needs_buffer) {
-      std::vector<float>& buffer = row_buffer();
-      // Padded to whole vectors, so that loops over it need no tail.
-      const auto wanted = static_cast<std::size_t>(c_.classes + lanes_);
-      if (buffer.size() < wanted) buffer.resize(wanted);
-      buffer_ = buffer.data();
-    }
     // A gradient over the logits (in place) has its lines in cache already, just read.
     stream_ = c_.grad != nullptr && c_.grad != c_.logits &&
               c_.rows * c_.classes * static_cast<std::int64_t>(sizeof(TG)) >=
                   streaming_output_bytes();
+    // Only options that leave a class-target row's gradient p_c times one factor (but at the
+    // target) can defer it; and only a streamed gradient is worth it (see Deferred).
+    defers_ = c_.pass == Pass::forward_backward && stream_ && !c_.soft() &&
+              c_.smoothing == 0.0f && c_.softcap == 0.0f;
+    const bool needs_buffer = c_.softcap != 0.0f || !std::is_same_v<TX, float> ||
+                              c_.pass == Pass::forward_backward;
+    if (needs_buffer) {
+      std::vector<float>& buffer = row_buffer();
+      // Padded to whole vectors, so that loops over it need no tail; two rows' worth when a
+      // row's exponentials must outlive the next row's.
+      buffer_stride_ = c_.classes + lanes_;
+      const auto wanted = static_cast<std::size_t>(buffer_stride_ * (defers_ ? 2 : 1));
+      if (buffer.size() < wanted) buffer.resize(wanted);
+      buffer_ = buffer.data();
+    }
   }
+
+  // Writes what is left of a deferred gradient: at the end of a task, before hwy::FlushStream().
+  void finish() { write_deferred(std::numeric_limits<std::int64_t>::max()); }
 
   // The task must end with hwy::FlushStream() when true.
   bool streams() const { return stream_; }
@@ -270,6 +279,9 @@ class RowKernel {
     if (c_.row_loss != nullptr) c_.row_loss[row] = host::double_to_float(loss);
     result.loss_sum += loss;
 
+    // The previous row's gradient is complete before this row's is begun (its buffer is the
+    // one the next row takes).
+    finish();
     if (fused) {
       const float inv_sum = no_mass ? 0.0f : 1.0f / (1.0f + static_cast<float>(rest));
       gradient(row, logits, buffer_, /*shift=*/0.0f, y, ignored, nan_row || log_s_f != log_s_f,
@@ -414,7 +426,7 @@ class RowKernel {
   // to `keep` when given; `terms` gets sum_c a'_c (m - x'_c) when asked (a' = w for class
   // targets with smoothing, a for probabilities).
   double exponentials(const float* xs, float m, std::int64_t row, float* keep, bool need_terms,
-                      double& terms) const {
+                      double& terms) {
     const FloatVec vm = hn::Set(d_, m);
     const std::int64_t excluded = first_maximum(xs, m);
     const hn::RebindToSigned<FloatTag> di;
@@ -448,7 +460,23 @@ class RowKernel {
         float* const kept = keep;
         const FloatVec shift = vm;
         DoubleVec sum = rest;
+        // The previous row's deferred gradient, a block per block of this row's exponentials.
+        Deferred deferred = deferred_;
+        const FloatVec deferred_scale = hn::Set(d, deferred.scale);
         for (; first + block <= classes; first += block) {
+          if (deferred.begin < deferred.end) {
+            const std::int64_t stop = std::min(deferred.end, deferred.begin + block);
+            for (std::int64_t c = deferred.begin; c < stop; c += lanes) {
+              stream_floats(d, hn::Mul(deferred_scale, hn::LoadU(d, deferred.exps + c)),
+                            deferred.out + c);
+            }
+            deferred.begin = stop;
+            if (stop == deferred.end) {
+              deferred.begin = deferred.then_begin;
+              deferred.end = deferred.then_end;
+              deferred.then_begin = deferred.then_end;
+            }
+          }
           FloatVec part = hn::Zero(d);
           if (next_row != nullptr) {
             // A cache line per 64 bytes of the next row over this block's columns.
@@ -476,6 +504,7 @@ class RowKernel {
           }
           sum = add_promoted(sum, part);
         }
+        deferred_ = deferred;
         rest = sum;
       }
       for_each_vector(first, [&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
@@ -582,6 +611,8 @@ class RowKernel {
     // differs from p_c times the scale (the usual LLM row).
     const bool scaled_only = !soft && !smoothing && !capped && !nan_row && !exps_zero &&
                              finite_scale && y >= 0;
+    // The fused pass's exponentials stay in their half of the buffer until the next row is done.
+    const bool defer = defers_ && scaled_only && exps != nullptr;
 
     auto body = [&](auto* q_tag) {
       using TQ = std::remove_pointer_t<decltype(q_tag)>;
@@ -666,24 +697,69 @@ class RowKernel {
       const std::int64_t target_vector =
           y < lead ? whole_end : std::min(lead + (y - lead) / lanes * lanes, whole_end);
       if (lead > 0) vector_at(0, lead);
-      scaled_vectors(lead, target_vector);
-      if (target_vector < whole_end) {
-        vector_at(target_vector, lanes);
-        scaled_vectors(target_vector + lanes, whole_end);
-      }
+      if (target_vector < whole_end) vector_at(target_vector, lanes);
       if (whole_end < classes) vector_at(whole_end, classes - whole_end);
+      const std::int64_t after_target = std::min(target_vector + lanes, whole_end);
+      if (defer) {
+        // The second range moves up when the first is empty: the writers stop at an empty one.
+        deferred_ = lead < target_vector
+                        ? Deferred{out,          exps,     prob_scale_value, lead, target_vector,
+                                   after_target, whole_end}
+                        : Deferred{out,       exps,      prob_scale_value, after_target,
+                                   whole_end, whole_end, whole_end};
+        return;
+      }
+      scaled_vectors(lead, target_vector);
+      scaled_vectors(after_target, whole_end);
     };
     if (soft) {
       with_storage(c_.target_dtype, body);
     } else {
       body(static_cast<float*>(nullptr));
     }
+    if (defer) buffer_ = buffer_ == row_buffer().data() ? buffer_ + buffer_stride_
+                                                        : row_buffer().data();
   }
+
+  // Streams [begin, end) and then [then_begin, then_end) of a row's gradient, scale times its
+  // exponentials, whole vectors from a vector-aligned column on.
+  void write_deferred(std::int64_t count) {
+    Deferred& w = deferred_;
+    const FloatTag d = d_;
+    const FloatVec scale = hn::Set(d, w.scale);
+    while (count > 0 && w.begin < w.end) {
+      const std::int64_t stop = w.end - w.begin > count ? w.begin + count : w.end;
+      for (std::int64_t c = w.begin; c < stop; c += lanes_) {
+        stream_floats(d, hn::Mul(scale, hn::LoadU(d, w.exps + c)), w.out + c);
+      }
+      count -= stop - w.begin;
+      w.begin = stop;
+      if (stop == w.end) {
+        w.begin = w.then_begin;
+        w.end = w.then_end;
+        w.then_begin = w.then_end;
+      }
+    }
+  }
+
+  // A row's gradient but for its lead, target and tail vectors, left to be streamed while the
+  // next row's exponentials are computed: written right after its own row, it kept the core's
+  // arithmetic idle while the stores drained, and the next row's memory idle before that
+  // (the fused pass took about the sum of its compute and its store time).
+  struct Deferred {
+    TG* out = nullptr;
+    const float* exps = nullptr;
+    float scale = 0.0f;
+    std::int64_t begin = 0, end = 0, then_begin = 0, then_end = 0;
+  };
 
   const CrossEntropyCall& c_;
   FloatTag d_;
   std::int64_t lanes_ = 1;
   float* buffer_ = nullptr;
+  std::int64_t buffer_stride_ = 0;
+  Deferred deferred_;
+  bool defers_ = false;
   const TX* next_row_ = nullptr;
   bool stream_ = false;  // the gradient is stored with non-temporal stores
 };
@@ -700,6 +776,7 @@ CrossEntropyTaskResult CrossEntropyRows(const CrossEntropyCall& call, std::int64
       using TG = std::remove_pointer_t<decltype(g_tag)>;
       RowKernel<TX, TG> kernel(call);
       for (std::int64_t row = first; row < end; ++row) kernel.run(row, result);
+      kernel.finish();
       // The streamed stores, ordered before the pool reports the task done.
       if (kernel.streams()) hwy::FlushStream();
     });
