@@ -149,6 +149,21 @@ HWY_INLINE FloatVec target_coefficients(FloatTag d, const TQ* q, const float* cl
   return hn::IfThenElseZero(hn::FirstN(d, static_cast<size_t>(count)), a);
 }
 
+// out[c] = scale exps[c] over the whole vectors of [from, to): the gradient of a row whose
+// columns differ only by p_c.
+template <class TG>
+HWY_INLINE void store_scaled(FloatTag d, FloatVec scale, const float* exps, TG* out,
+                             std::int64_t from, std::int64_t to, bool stream) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  if (stream) {
+    for (std::int64_t c = from; c < to; c += lanes)
+      stream_floats(d, hn::Mul(scale, hn::LoadU(d, exps + c)), out + c);
+  } else {
+    for (std::int64_t c = from; c < to; c += lanes)
+      store_floats(d, hn::Mul(scale, hn::LoadU(d, exps + c)), out + c);
+  }
+}
+
 // Per-thread scratch: one row of floats (x', then the exponentials).
 std::vector<float>& row_buffer() {
   thread_local std::vector<float> buffer;
@@ -182,7 +197,7 @@ class RowKernel {
   }
 
   // Writes what is left of a deferred gradient: at the end of a task, before hwy::FlushStream().
-  void finish() { write_deferred(std::numeric_limits<std::int64_t>::max()); }
+  void finish() { deferred_.write(d_, std::numeric_limits<std::int64_t>::max()); }
 
   // The task must end with hwy::FlushStream() when true.
   bool streams() const { return stream_; }
@@ -462,21 +477,8 @@ class RowKernel {
         DoubleVec sum = rest;
         // The previous row's deferred gradient, a block per block of this row's exponentials.
         Deferred deferred = deferred_;
-        const FloatVec deferred_scale = hn::Set(d, deferred.scale);
         for (; first + block <= classes; first += block) {
-          if (deferred.begin < deferred.end) {
-            const std::int64_t stop = std::min(deferred.end, deferred.begin + block);
-            for (std::int64_t c = deferred.begin; c < stop; c += lanes) {
-              stream_floats(d, hn::Mul(deferred_scale, hn::LoadU(d, deferred.exps + c)),
-                            deferred.out + c);
-            }
-            deferred.begin = stop;
-            if (stop == deferred.end) {
-              deferred.begin = deferred.then_begin;
-              deferred.end = deferred.then_end;
-              deferred.then_begin = deferred.then_end;
-            }
-          }
+          deferred.write(d, block);
           FloatVec part = hn::Zero(d);
           if (next_row != nullptr) {
             // A cache line per 64 bytes of the next row over this block's columns.
@@ -671,16 +673,7 @@ class RowKernel {
       // GCC cannot make of vector_at (it keeps that body's tests in the loop and spills its
       // constants: a third of the fused pass's time went there).
       const auto scaled_vectors = [=](std::int64_t from, std::int64_t to) ACTLOSS_VECTOR_BODY {
-        if (exps != nullptr) {
-          if (stream) {
-            for (std::int64_t c = from; c < to; c += lanes)
-              stream_floats(d, hn::Mul(prob_scale, hn::LoadU(d, exps + c)), out + c);
-          } else {
-            for (std::int64_t c = from; c < to; c += lanes)
-              store_floats(d, hn::Mul(prob_scale, hn::LoadU(d, exps + c)), out + c);
-          }
-          return;
-        }
+        if (exps != nullptr) return store_scaled(d, prob_scale, exps, out, from, to, stream);
         for (std::int64_t c = from; c < to; c += lanes) {
           if (next_row != nullptr) hwy::Prefetch(next_row + c);
           const FloatVec e = exp_any(d, hn::Sub(load_floats(d, logits + c), vshift));
@@ -721,36 +714,31 @@ class RowKernel {
                                                         : row_buffer().data();
   }
 
-  // Streams [begin, end) and then [then_begin, then_end) of a row's gradient, scale times its
-  // exponentials, whole vectors from a vector-aligned column on.
-  void write_deferred(std::int64_t count) {
-    Deferred& w = deferred_;
-    const FloatTag d = d_;
-    const FloatVec scale = hn::Set(d, w.scale);
-    while (count > 0 && w.begin < w.end) {
-      const std::int64_t stop = w.end - w.begin > count ? w.begin + count : w.end;
-      for (std::int64_t c = w.begin; c < stop; c += lanes_) {
-        stream_floats(d, hn::Mul(scale, hn::LoadU(d, w.exps + c)), w.out + c);
-      }
-      count -= stop - w.begin;
-      w.begin = stop;
-      if (stop == w.end) {
-        w.begin = w.then_begin;
-        w.end = w.then_end;
-        w.then_begin = w.then_end;
-      }
-    }
-  }
-
   // A row's gradient but for its lead, target and tail vectors, left to be streamed while the
   // next row's exponentials are computed: written right after its own row, it kept the core's
   // arithmetic idle while the stores drained, and the next row's memory idle before that
-  // (the fused pass took about the sum of its compute and its store time).
+  // (the fused pass took about the sum of its compute and its store time). Its columns
+  // [begin, end) and then [then_begin, then_end) are whole vectors from a vector-aligned one.
   struct Deferred {
     TG* out = nullptr;
     const float* exps = nullptr;
     float scale = 0.0f;
     std::int64_t begin = 0, end = 0, then_begin = 0, then_end = 0;
+
+    // Streams up to `count` more of its elements, in order.
+    HWY_INLINE void write(FloatTag d, std::int64_t count) {
+      while (count > 0 && begin < end) {
+        const std::int64_t stop = end - begin > count ? begin + count : end;
+        store_scaled(d, hn::Set(d, scale), exps, out, begin, stop, /*stream=*/true);
+        count -= stop - begin;
+        begin = stop;
+        if (begin == end) {
+          begin = then_begin;
+          end = then_end;
+          then_begin = then_end;
+        }
+      }
+    }
   };
 
   const CrossEntropyCall& c_;
