@@ -63,6 +63,20 @@ constexpr float kGeluCubic = 0.044715f;
 // every transcendental result takes x back where x is NaN.
 HWY_INLINE V keep_nan(V x, V result) { return hn::IfThenElse(hn::IsNaN(x), x, result); }
 
+// x86's maxps returns its second operand where either is NaN, so Max(floor, a) passes a NaN a
+// on, and a result computed from it is NaN without keep_nan's compare and select (a NaN with its
+// sign set and quieted: NaN all the same). The emulated targets' Max returns the floor.
+constexpr bool kMaxPassesNan = HWY_ARCH_X86 && HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR;
+
+// keep_nan for a result that depends on x through clamp_below (only where that passed NaN on).
+HWY_INLINE V keep_nan_past_clamp(V x, V result) {
+  if constexpr (kMaxPassesNan) return result;
+  return keep_nan(x, result);
+}
+
+// max(a, floor), a NaN a kept where kMaxPassesNan.
+HWY_INLINE V clamp_below(D d, V a, float floor) { return hn::Max(hn::Set(d, floor), a); }
+
 // x with -inf replaced by -FLT_MAX, for a factor x of a product whose other factor is an exact
 // 0 at -inf (x g(x) with g(-inf) = 0): the product is then 0, its limit, not inf * 0 = NaN.
 HWY_INLINE V finite_below(D d, V x) { return hn::Max(x, hn::Set(d, -FLT_MAX)); }
@@ -147,7 +161,7 @@ HWY_INLINE V scaled_exp_of_sum(D d, V a, V b) {
 
 // exp(a) for a <= 0 as p 2^k, a clamped at -113.
 HWY_INLINE ExpParts exp_parts_nonpositive(D d, V a) {
-  return exp_parts<false>(d, hn::Max(a, hn::Set(d, -113.0f)), hn::Zero(d));
+  return exp_parts<false>(d, clamp_below(d, a, -113.0f), hn::Zero(d));
 }
 
 // exp(a) for a <= 0, rounded once where it is subnormal.
@@ -165,10 +179,12 @@ struct SigmoidPair {
 
 HWY_INLINE SigmoidPair sigmoid_pair(D d, V x) {
   const V one = hn::Set(d, 1.0f);
-  const ExpParts e = exp_parts_nonpositive(d, hn::Neg(hn::Abs(x)));
-  const V big = reciprocal(d, hn::Add(one, times_power_of_two<0>(d, e.p, e.k_shifted)));
-  // p big is a normal float: 2^k applied after it rounds the product once.
-  const V small = times_power_of_two<0>(d, hn::Mul(e.p, big), e.k_shifted);
+  const V minus_abs = hn::Or(x, hn::SignBit(d));
+  const V e = exp_nonpositive_once(d, minus_abs);
+  const V big = reciprocal(d, hn::Add(one, e));
+  // e is exact where it is normal (p times a power of two), so e big rounds once there; where e
+  // is subnormal its own rounding costs 2^-150, inside the error model's 2^-147 for this tail.
+  const V small = hn::Mul(e, big);
   const auto non_negative = hn::Ge(x, hn::Zero(d));
   return {hn::IfThenElse(non_negative, big, small), hn::IfThenElse(non_negative, small, big)};
 }
@@ -228,7 +244,7 @@ struct Tanh {
     // 4 p / (1 + e)^2 is a normal float: 2^k applied after it rounds the slope once.
     const V mantissa = hn::Mul(hn::Mul(hn::Set(d, 4.0f), e.p),
                                reciprocal(d, hn::Mul(denominator, denominator)));
-    return keep_nan(x, times_power_of_two<0>(d, mantissa, e.k_shifted));
+    return keep_nan_past_clamp(x, times_power_of_two<0>(d, mantissa, e.k_shifted));
   }
   // (1 - y)(1 + y): 1 - y is exact for y in [1/2, 1], so nothing cancels twice.
   HWY_INLINE V slope_from_output(D d, V y) const {
@@ -239,10 +255,10 @@ struct Tanh {
 
 struct Sigmoid {
   static constexpr bool kOutputSlope = true;
-  HWY_INLINE V forward(D d, V x) const { return keep_nan(x, sigmoid_pair(d, x).pos); }
+  HWY_INLINE V forward(D d, V x) const { return keep_nan_past_clamp(x, sigmoid_pair(d, x).pos); }
   HWY_INLINE V slope(D d, V x) const {
     const SigmoidPair s = sigmoid_pair(d, x);
-    return keep_nan(x, hn::Mul(s.pos, s.neg));
+    return keep_nan_past_clamp(x, hn::Mul(s.pos, s.neg));
   }
   HWY_INLINE V slope_from_output(D d, V y) const {
     return hn::Mul(y, hn::Sub(hn::Set(d, 1.0f), y));
@@ -343,7 +359,7 @@ struct GeluTanh {
     return hn::Mul(hn::Mul(hn::Set(d, 2.0f * kSqrt2OverPi), x), cubic);
   }
   HWY_INLINE V forward(D d, V x) const {
-    return keep_nan(x, hn::Mul(finite_below(d, x), sigmoid_pair(d, two_u(d, x)).pos));
+    return keep_nan_past_clamp(x, hn::Mul(finite_below(d, x), sigmoid_pair(d, two_u(d, x)).pos));
   }
   // s + 2 x s (1 - s) u'(x), s = sigmoid(2u). s (1 - s) is exactly 0 in float for |x| > 11,
   // where 2x and u'(x) may overflow (0 * inf = NaN): the second term takes x clamped to +-20,
@@ -355,19 +371,19 @@ struct GeluTanh {
                          hn::MulAdd(hn::Mul(hn::Set(d, 3.0f * kGeluCubic), clamped), clamped,
                                     hn::Set(d, 1.0f)));
     const V term = hn::Mul(hn::Mul(hn::Mul(s.pos, s.neg), hn::Add(clamped, clamped)), du);
-    return keep_nan(x, hn::Add(s.pos, term));
+    return keep_nan_past_clamp(x, hn::Add(s.pos, term));
   }
 };
 
 struct Silu {
   static constexpr bool kOutputSlope = false;
   HWY_INLINE V forward(D d, V x) const {
-    return keep_nan(x, hn::Mul(finite_below(d, x), sigmoid_pair(d, x).pos));
+    return keep_nan_past_clamp(x, hn::Mul(finite_below(d, x), sigmoid_pair(d, x).pos));
   }
   // s (1 + x (1 - s)), with 1 - s = sigmoid(-x) from the pair rather than cancelled.
   HWY_INLINE V slope(D d, V x) const {
     const SigmoidPair s = sigmoid_pair(d, x);
-    return keep_nan(
+    return keep_nan_past_clamp(
         x, hn::Mul(s.pos, hn::MulAdd(finite_part(d, x), s.neg, hn::Set(d, 1.0f))));
   }
 };
@@ -919,8 +935,9 @@ Status SwigluBackward(const SwigluBackwardArgs& args) {
                      // before either output is stored (d_gate may be gate, d_up up).
                      const auto step = [&](V gv, V uv, V dyv, V& dgv, V& duv) {
                        const SigmoidPair s = sigmoid_pair(d, gv);
-                       const V silu = keep_nan(gv, hn::Mul(finite_below(d, gv), s.pos));
-                       const V slope = keep_nan(
+                       const V silu =
+                           keep_nan_past_clamp(gv, hn::Mul(finite_below(d, gv), s.pos));
+                       const V slope = keep_nan_past_clamp(
                            gv, hn::Mul(s.pos, hn::MulAdd(finite_part(d, gv), s.neg, one)));
                        duv = hn::Mul(dyv, silu);
                        dgv = hn::Mul(hn::Mul(dyv, uv), slope);
