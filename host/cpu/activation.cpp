@@ -63,19 +63,21 @@ constexpr float kGeluCubic = 0.044715f;
 // every transcendental result takes x back where x is NaN.
 HWY_INLINE V keep_nan(V x, V result) { return hn::IfThenElse(hn::IsNaN(x), x, result); }
 
-// x86's maxps returns its second operand where either is NaN, so Max(floor, a) passes a NaN a
-// on, and a result computed from it is NaN without keep_nan's compare and select (a NaN with its
-// sign set and quieted: NaN all the same). The emulated targets' Max returns the floor.
+// x86's maxps and minps return their second operand where either is NaN, so Max(floor, a) and
+// Min(ceiling, a) pass a NaN a on, and a result computed from it is NaN without keep_nan's
+// compare and select (its sign or payload may differ: NaN all the same). The emulated targets'
+// Max and Min return the bound.
 constexpr bool kMaxPassesNan = HWY_ARCH_X86 && HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR;
 
-// keep_nan for a result that depends on x through clamp_below (only where that passed NaN on).
+// keep_nan for a result that depends on x through a clamp (only where that passed NaN on).
 HWY_INLINE V keep_nan_past_clamp(V x, V result) {
   if constexpr (kMaxPassesNan) return result;
   return keep_nan(x, result);
 }
 
-// max(a, floor), a NaN a kept where kMaxPassesNan.
+// max(a, floor) and min(a, ceiling), a NaN a kept where kMaxPassesNan.
 HWY_INLINE V clamp_below(D d, V a, float floor) { return hn::Max(hn::Set(d, floor), a); }
+HWY_INLINE V clamp_above(D d, V a, float ceiling) { return hn::Min(hn::Set(d, ceiling), a); }
 
 // x with -inf replaced by -FLT_MAX, for a factor x of a product whose other factor is an exact
 // 0 at -inf (x g(x) with g(-inf) = 0): the product is then 0, its limit, not inf * 0 = NaN.
@@ -294,7 +296,7 @@ HWY_INLINE NormalParts normal_parts(D d, V x) {
   const V one = hn::Set(d, 1.0f);
   // Past 15, E is below float's subnormals (exp(-112.5) < 2^-149) and R needs no larger z: the
   // clamps keep the infinities out of the arithmetic (the results take their limits).
-  const V ax = hn::Min(hn::Abs(x), hn::Set(d, 15.0f));
+  const V ax = clamp_above(d, hn::Abs(x), 15.0f);
   const V head = hn::BitCast(d, hn::And(hn::BitCast(du, ax), hn::Set(du, 0xFFFFF000u)));
   const V tail = hn::Sub(ax, head);
   const V minus_half = hn::Set(d, -0.5f);
@@ -341,12 +343,13 @@ struct GeluErf {
     // x clamped as in normal_parts: from -15 on the result is below float's subnormals.
     const V clamped = hn::Max(x, hn::Set(d, -15.0f));
     const V left = hn::Mul(hn::Mul(clamped, p.left_scaled), hn::Set(d, kTwoToMinus64));
-    return keep_nan(x, hn::IfThenElse(hn::Lt(x, hn::Set(d, -1.0f)), left, hn::Mul(x, p.cdf)));
+    return keep_nan_past_clamp(
+        x, hn::IfThenElse(hn::Lt(x, hn::Set(d, -1.0f)), left, hn::Mul(x, p.cdf)));
   }
   // Phi(x) + x phi(x); phi is an exact 0 at the infinities.
   HWY_INLINE V slope(D d, V x) const {
     const NormalParts p = normal_parts(d, x);
-    return keep_nan(x, hn::MulAdd(finite_part(d, x), p.pdf, p.cdf));
+    return keep_nan_past_clamp(x, hn::MulAdd(finite_part(d, x), p.pdf, p.cdf));
   }
 };
 
