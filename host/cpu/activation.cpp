@@ -3,7 +3,7 @@
 // (cuda/activation.cu), whose error bounds validation/activation.cpp states.
 //
 // Layout: the elements of rows x n are numbered densely (element e is column e % n of row e / n)
-// and cut into tasks of kTaskElements; a task walks its elements row segment by row segment, in
+// and cut into tasks of kTaskElements (more in large calls); a task walks its elements row segment by row segment, in
 // blocks of kBlock. An f32 operand is read and written where it lies; a 16-bit one goes through a
 // float staging buffer of one block, so the math below is written once, on float arrays, and only
 // the conversions are instantiated per dtype. Where every operand has the same 16-bit dtype (the
@@ -47,6 +47,14 @@ using V = FloatVec;
 // Elements per task: a multiple of 32 so that every task but the last writes whole relu mask
 // words, and large enough (64 KiB of f32 per operand) that the pool's per-task cost vanishes.
 constexpr std::int64_t kTaskElements = 16384;
+// From this many elements on a call's tasks are four times as long: each task ends in an sfence
+// that waits for its streamed stores to drain, which at 16M bf16 elements cost the compute-bound
+// activations 3-8% (2 threads, the EPYC VM); smaller calls keep enough tasks to spread.
+constexpr std::int64_t kLongTaskCallElements = std::int64_t{1} << 22;
+
+inline std::int64_t task_elements(std::int64_t total) {
+  return total >= kLongTaskCallElements ? 4 * kTaskElements : kTaskElements;
+}
 // Elements per staging block: 4 KiB of floats per operand, five operands at most, well inside L1.
 constexpr std::int64_t kBlock = 1024;
 // How far ahead of its use an input is asked for: 2 KiB of f32, 32 cache lines in flight.
@@ -442,6 +450,15 @@ HWY_INLINE void map_unary(In<T> a_in, T* out, std::size_t count, const F& f) {
   const T* a = a_in.values;
   const std::size_t lanes = hn::Lanes(d);
   std::size_t i = 0;
+  if constexpr (std::is_same_v<T, Bf16>) {
+    // Two vectors at a time, for store_floats_pair's one conversion.
+    for (; i + 2 * lanes <= count; i += 2 * lanes) {
+      a_in.prefetch(i);
+      a_in.prefetch(i + lanes);
+      store_floats_pair<kStream>(d, f(load_floats(d, a + i)), f(load_floats(d, a + i + lanes)),
+                                 out + i);
+    }
+  }
   for (; i + lanes <= count; i += lanes) {
     a_in.prefetch(i);
     store_vector<kStream>(d, f(load_floats(d, a + i)), out + i);
@@ -459,6 +476,17 @@ HWY_INLINE void map_binary(In<T> a_in, In<T> b_in, T* out, std::size_t count, co
   const T* b = b_in.values;
   const std::size_t lanes = hn::Lanes(d);
   std::size_t i = 0;
+  if constexpr (std::is_same_v<T, Bf16>) {
+    for (; i + 2 * lanes <= count; i += 2 * lanes) {
+      a_in.prefetch(i);
+      a_in.prefetch(i + lanes);
+      b_in.prefetch(i);
+      b_in.prefetch(i + lanes);
+      store_floats_pair<kStream>(d, f(load_floats(d, a + i), load_floats(d, b + i)),
+                                 f(load_floats(d, a + i + lanes), load_floats(d, b + i + lanes)),
+                                 out + i);
+    }
+  }
   for (; i + lanes <= count; i += lanes) {
     a_in.prefetch(i);
     b_in.prefetch(i);
@@ -603,11 +631,11 @@ HWY_INLINE void write(const Sink& s, std::int64_t row, std::int64_t col, std::si
 }
 
 // Runs block(first, row, col, count) over the rows x n elements in blocks of at most kBlock
-// within one row, tasks of kTaskElements elements in parallel; `first` is the dense index of
-// the block's first element. Rows whose operands are all dense are taken as one long row. With
-// a lead (< kBlock), the first task is the lead's elements alone and the others start `lead`
-// plus a multiple of kTaskElements in, so that their blocks start `lead` plus a multiple of
-// kBlock in.
+// within one row, tasks of task_elements(rows x n) elements in parallel; `first` is the dense
+// index of the block's first element. Rows whose operands are all dense are taken as one long
+// row. With a lead (< kBlock), the first task is the lead's elements alone and the others start
+// `lead` plus a multiple of the task size in, so that their blocks start `lead` plus a multiple
+// of kBlock in.
 template <class Block>
 void for_each_block(std::int64_t rows, std::int64_t n, bool dense, std::int64_t lead,
                     const Block& block) {
@@ -617,12 +645,13 @@ void for_each_block(std::int64_t rows, std::int64_t n, bool dense, std::int64_t 
     rows = 1;
   }
   const std::int64_t total = rows * n;
+  const std::int64_t per_task = task_elements(total);
   // Task t covers [t K - shift, (t + 1) K - shift), clamped to [0, total).
-  const std::int64_t shift = lead > 0 ? kTaskElements - lead : 0;
-  const std::int64_t tasks = (total + shift + kTaskElements - 1) / kTaskElements;
+  const std::int64_t shift = lead > 0 ? per_task - lead : 0;
+  const std::int64_t tasks = (total + shift + per_task - 1) / per_task;
   parallel_for(tasks, [&](std::int64_t task) {
-    const std::int64_t begin = std::max<std::int64_t>(task * kTaskElements - shift, 0);
-    const std::int64_t end = std::min((task + 1) * kTaskElements - shift, total);
+    const std::int64_t begin = std::max<std::int64_t>(task * per_task - shift, 0);
+    const std::int64_t end = std::min((task + 1) * per_task - shift, total);
     std::int64_t row = begin / n;
     std::int64_t col = begin - row * n;
     for (std::int64_t at = begin; at < end;) {
