@@ -242,11 +242,26 @@ HWY_INLINE void store_row(FloatTag d, T* out, std::int64_t cols, bool stream,
                           const Value& value) {
   const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
   std::int64_t i = 0;
+  // bfloat16 two vectors at a time, for store_floats_pair's one conversion.
+  constexpr bool kPairs = std::is_same_v<T, Bf16>;
   if (stream) {
     const std::int64_t lead = streamed_lead(out) < cols ? streamed_lead(out) : cols;
     if (lead > 0) store_floats_partial(d, value(0, lead), out, static_cast<size_t>(lead));
-    for (i = lead; i + lanes <= cols; i += lanes) stream_floats(d, value(i, lanes), out + i);
+    i = lead;
+    if constexpr (kPairs) {
+      for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+        const FloatVec first = value(i, lanes);
+        store_floats_pair<true>(d, first, value(i + lanes, lanes), out + i);
+      }
+    }
+    for (; i + lanes <= cols; i += lanes) stream_floats(d, value(i, lanes), out + i);
   } else {
+    if constexpr (kPairs) {
+      for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+        const FloatVec first = value(i, lanes);
+        store_floats_pair<false>(d, first, value(i + lanes, lanes), out + i);
+      }
+    }
     for (; i + lanes <= cols; i += lanes) store_floats(d, value(i, lanes), out + i);
   }
   if (i < cols) store_floats_partial(d, value(i, cols - i), out + i, static_cast<size_t>(cols - i));
