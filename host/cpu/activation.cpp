@@ -3,13 +3,14 @@
 // (cuda/activation.cu), whose error bounds validation/activation.cpp states.
 //
 // Layout: the elements of rows x n are numbered densely (element e is column e % n of row e / n)
-// and cut into tasks of kTaskElements (more in large calls); a task walks its elements row segment by row segment, in
-// blocks of kBlock. An f32 operand is read and written where it lies; a 16-bit one goes through a
-// float staging buffer of one block, so the math below is written once, on float arrays, and only
-// the conversions are instantiated per dtype. Where every operand has the same 16-bit dtype (the
-// common bf16 or f16 model), loads and stores convert in registers instead: the staging passes
-// cost up to a fifth of a bf16 relu. Every output element is computed from the inputs of the
-// same element, loaded before the element's outputs are stored: in place is safe.
+// and cut into tasks of kTaskElements (four times that in large calls); a task walks its elements
+// row segment by row segment, in blocks of kBlock. An f32 operand is read and written where it
+// lies; a 16-bit one goes through a float staging buffer of one block, so the math below is
+// written once, on float arrays, and only the conversions are instantiated per dtype. Where every
+// operand has the same 16-bit dtype (the common bf16 or f16 model), loads and stores convert in
+// registers instead: the staging passes cost up to a fifth of a bf16 relu. Every output element
+// is computed from the inputs of the same element, loaded before the element's outputs are
+// stored: in place is safe.
 //
 // Memory: the loops ask for each input's memory kPrefetchElements ahead, one prefetch per vector
 // (a burst per block instead stalls on the core's few line-fill buffers); an output of
@@ -48,8 +49,8 @@ using V = FloatVec;
 // words, and large enough (64 KiB of f32 per operand) that the pool's per-task cost vanishes.
 constexpr std::int64_t kTaskElements = 16384;
 // From this many elements on a call's tasks are four times as long: each task ends in an sfence
-// that waits for its streamed stores to drain, which at 16M bf16 elements cost the compute-bound
-// activations 3-8% (2 threads, the EPYC VM); smaller calls keep enough tasks to spread.
+// that waits for its streamed stores to drain, which at 16M elements cost the compute-bound
+// activations 3-12% (2 threads, the EPYC VM); smaller calls keep enough tasks to spread.
 constexpr std::int64_t kLongTaskCallElements = std::int64_t{1} << 22;
 
 inline std::int64_t task_elements(std::int64_t total) {

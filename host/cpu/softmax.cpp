@@ -200,7 +200,8 @@ double confident_rest(FloatTag d, const T* x, std::int64_t cols, float m, const 
 // row, or null), taken between this row's sums and its stores: the sums' reduction and 1 / s are
 // a chain of latencies that the stores wait on, and the next row's max, independent of them,
 // fills that wait (as this row's exponentials did not have to wait on its max). `stream`: y is
-// stored with non-temporal stores (a large output, not over x). `next`: the next row's x, or null.
+// stored with non-temporal stores (a large output, not over x). `next`: a row whose lines are
+// asked for while this row's exponentials are computed, or null.
 template <class TX, class TY>
 RowMax softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bool log,
                            bool stream, RowMax max, const TX* next, const TX* next_in_task) {
