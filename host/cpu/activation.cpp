@@ -444,61 +444,27 @@ HWY_INLINE void store_vector(D d, V v, T* p) {
   }
 }
 
-// out[i] = f(a[i]) for count elements; the arrays may be the same.
+// out[i] = f(a[i]) for count elements; the arrays may be the same (store_row loads a vector's,
+// or a pair's, elements before it stores them).
 template <bool kStream, class T, class F>
 HWY_INLINE void map_unary(In<T> a_in, T* out, std::size_t count, const F& f) {
   const D d;
-  const T* a = a_in.values;
-  const std::size_t lanes = hn::Lanes(d);
-  std::size_t i = 0;
-  if constexpr (std::is_same_v<T, Bf16>) {
-    // Two vectors at a time, for store_floats_pair's one conversion.
-    for (; i + 2 * lanes <= count; i += 2 * lanes) {
-      a_in.prefetch(i);
-      a_in.prefetch(i + lanes);
-      store_floats_pair<kStream>(d, f(load_floats(d, a + i)), f(load_floats(d, a + i + lanes)),
-                                 out + i);
-    }
-  }
-  for (; i + lanes <= count; i += lanes) {
-    a_in.prefetch(i);
-    store_vector<kStream>(d, f(load_floats(d, a + i)), out + i);
-  }
-  if (i < count) {
-    const std::size_t rest = count - i;
-    store_floats_partial(d, f(load_floats_partial(d, a + i, rest)), out + i, rest);
-  }
+  store_row(d, out, static_cast<std::int64_t>(count), kStream,
+            [&](std::int64_t i, std::int64_t n) {
+              a_in.prefetch(static_cast<std::size_t>(i));
+              return f(load_part(d, a_in.values + i, n));
+            });
 }
 
 template <bool kStream, class T, class F>
 HWY_INLINE void map_binary(In<T> a_in, In<T> b_in, T* out, std::size_t count, const F& f) {
   const D d;
-  const T* a = a_in.values;
-  const T* b = b_in.values;
-  const std::size_t lanes = hn::Lanes(d);
-  std::size_t i = 0;
-  if constexpr (std::is_same_v<T, Bf16>) {
-    for (; i + 2 * lanes <= count; i += 2 * lanes) {
-      a_in.prefetch(i);
-      a_in.prefetch(i + lanes);
-      b_in.prefetch(i);
-      b_in.prefetch(i + lanes);
-      store_floats_pair<kStream>(d, f(load_floats(d, a + i), load_floats(d, b + i)),
-                                 f(load_floats(d, a + i + lanes), load_floats(d, b + i + lanes)),
-                                 out + i);
-    }
-  }
-  for (; i + lanes <= count; i += lanes) {
-    a_in.prefetch(i);
-    b_in.prefetch(i);
-    store_vector<kStream>(d, f(load_floats(d, a + i), load_floats(d, b + i)), out + i);
-  }
-  if (i < count) {
-    const std::size_t rest = count - i;
-    store_floats_partial(
-        d, f(load_floats_partial(d, a + i, rest), load_floats_partial(d, b + i, rest)), out + i,
-        rest);
-  }
+  store_row(d, out, static_cast<std::int64_t>(count), kStream,
+            [&](std::int64_t i, std::int64_t n) {
+              a_in.prefetch(static_cast<std::size_t>(i));
+              b_in.prefetch(static_cast<std::size_t>(i));
+              return f(load_part(d, a_in.values + i, n), load_part(d, b_in.values + i, n));
+            });
 }
 
 // ---- operands: f32 in place, 16-bit through a staging block -----------------------------------
