@@ -72,12 +72,6 @@ constexpr float kGeluCubic = 0.044715f;
 // every transcendental result takes x back where x is NaN.
 HWY_INLINE V keep_nan(V x, V result) { return hn::IfThenElse(hn::IsNaN(x), x, result); }
 
-// x86's maxps and minps return their second operand where either is NaN, so Max(floor, a) and
-// Min(ceiling, a) pass a NaN a on, and a result computed from it is NaN without keep_nan's
-// compare and select (its sign or payload may differ: NaN all the same). The emulated targets'
-// Max and Min return the bound.
-constexpr bool kMaxPassesNan = HWY_ARCH_X86 && HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR;
-
 // keep_nan for a result that depends on x through a clamp (only where that passed NaN on).
 HWY_INLINE V keep_nan_past_clamp(V x, V result) {
   if constexpr (kMaxPassesNan) return result;

@@ -352,9 +352,16 @@ HWY_INLINE FloatVec exp_nonpositive(FloatTag d, FloatVec t) {
 #endif
 }
 
+// x86's maxps and minps return their second operand where either is NaN, so Max(floor, a) and
+// Min(ceiling, a) pass a NaN a on, and a result computed from it is NaN without a compare and
+// select that puts the NaN back (its sign or payload may differ: NaN all the same). The emulated
+// targets' Max and Min return the bound.
+constexpr bool kMaxPassesNan = HWY_ARCH_X86 && HWY_TARGET != HWY_EMU128 && HWY_TARGET != HWY_SCALAR;
+
 // exp(t) for any t: +inf beyond float's range, NaN for NaN.
 HWY_INLINE FloatVec exp_any(FloatTag d, FloatVec t) {
-  const FloatVec clamped = hn::Min(hn::Max(t, hn::Set(d, -104.0f)), hn::Set(d, 89.0f));
+  // The bounds first, so that where kMaxPassesNan a NaN t reaches the result by itself.
+  const FloatVec clamped = hn::Min(hn::Set(d, 89.0f), hn::Max(hn::Set(d, -104.0f), t));
   const FloatVec shifter = hn::Set(d, 12582912.0f);
   const FloatVec biased = hn::MulAdd(clamped, hn::Set(d, 1.44269504088896341f), shifter);
   const FloatVec k = hn::Sub(biased, shifter);
@@ -370,6 +377,7 @@ HWY_INLINE FloatVec exp_any(FloatTag d, FloatVec t) {
   const FloatVec scale2 = hn::BitCast(d, hn::ShiftLeft<23>(hn::Add(hn::Sub(k_int, half_k), bias)));
   const FloatVec e = hn::Mul(hn::Mul(exp_detail::exp_of_reduced(d, clamped, k), scale1), scale2);
 #endif
+  if constexpr (kMaxPassesNan) return e;
   return hn::IfThenElse(hn::IsNaN(t), t, e);
 }
 

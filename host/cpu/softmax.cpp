@@ -334,7 +334,7 @@ HWY_INLINE FloatVec backward_value(FloatTag d, FloatVec y, FloatVec dy, FloatVec
                                    bool log) {
   if (!log) return hn::Mul(y, hn::Sub(hn::Sub(dy, hi), lo));
   const FloatVec e = exp_any(d, y);
-  return hn::Sub(hn::NegMulAdd(e, hi, dy), hn::Mul(e, lo));
+  return hn::NegMulAdd(e, lo, hn::NegMulAdd(e, hi, dy));
 }
 
 // `stream`: dx is stored with non-temporal stores (a large output, over neither input).
