@@ -275,9 +275,11 @@ struct Sigmoid {
 //
 // Phi(x) = erfc(-x / sqrt2) / 2 and phi(x) = exp(-x^2 / 2) / sqrt(2 pi) share E = exp(-x^2 / 2).
 // E's argument reaches -112 before E underflows, and a float rounding of x^2 / 2 would move E
-// by up to 112 u relatively; so |x| is split into a 12-bit head h (h^2 exact in float) and a
-// tail l = |x| - h, x^2 = h^2 + l (|x| + h), and exp takes the exact -h^2 / 2 and the small
-// -l (|x| + h) / 2 separately (scaled_exp_of_sum). Then, with z = |x| / sqrt2,
+// by up to 112 u relatively; so exp takes -x^2 / 2 as a rounded float and its small rest
+// separately (scaled_exp_of_sum): with a fused multiply-add, the rest is the rounding error of
+// the product, which the fused operation gives exactly; without one, |x| is split into a 12-bit
+// head h (h^2 exact in float) and a tail l = |x| - h, x^2 = h^2 + l (|x| + h), and the parts are
+// the exact -h^2 / 2 and -l (|x| + h) / 2. Then, with z = |x| / sqrt2,
 //   erfc(z) = E R(z),  R(z) = erfc(z) exp(z^2) = t H(t),  t = 3 / (3 + z),
 // R ~ 1 / (sqrt(pi) z) for large z, so H is smooth in t; H is a least-squares fit of degree 8
 // over z in [0.68, 10.2] (0.14 ulp; 1.7 u with float coefficients and Horner steps). R varies
@@ -289,26 +291,39 @@ struct Sigmoid {
 // by at most 3.2x).
 
 struct NormalParts {
-  V cdf;          // Phi(x)
-  V pdf;          // phi(x)
-  V left_scaled;  // E R / 2 times 2^64: Phi(x) for x <= -1, before its rounding to float
+  V ax;           // |x| clamped at 15
+  V near;         // Phi(x) for |x| < 1
+  V tail_scaled;  // E R / 2 times 2^64: Phi(-|x|) for |x| >= 1, before its rounding to float
+  V e_scaled;     // E times 2^64
 };
 
 HWY_INLINE NormalParts normal_parts(D d, V x) {
-  const hn::RebindToUnsigned<D> du;
-  const V one = hn::Set(d, 1.0f);
   // Past 15, E is below float's subnormals (exp(-112.5) < 2^-149) and R needs no larger z: the
   // clamps keep the infinities out of the arithmetic (the results take their limits).
   const V ax = clamp_above(d, hn::Abs(x), 15.0f);
+  const V minus_half = hn::Set(d, -0.5f);
+#if HWY_NATIVE_FMA
+  // A fused multiply-add gives the rounding error of -|x| |x| / 2 exactly (-|x| / 2 is exact).
+  const V minus_half_ax = hn::Mul(minus_half, ax);
+  const V square_head = hn::Mul(minus_half_ax, ax);
+  const V e_scaled =
+      scaled_exp_of_sum(d, square_head, hn::MulSub(minus_half_ax, ax, square_head));
+#else
+  const hn::RebindToUnsigned<D> du;
   const V head = hn::BitCast(d, hn::And(hn::BitCast(du, ax), hn::Set(du, 0xFFFFF000u)));
   const V tail = hn::Sub(ax, head);
-  const V minus_half = hn::Set(d, -0.5f);
-  const V e_scaled = scaled_exp_of_sum(d, hn::Mul(hn::Mul(minus_half, head), head),
-                                       hn::Mul(hn::Mul(minus_half, tail), hn::Add(ax, head)));
+  // -h / 2 and -(|x| + h) / 2 are exact halvings, so -h^2 / 2 is exact and the tail's term is
+  // rounded once in its product, as with the halving applied last.
+  const V minus_half_head = hn::Mul(minus_half, head);
+  const V e_scaled = scaled_exp_of_sum(d, hn::Mul(minus_half_head, head),
+                                       hn::Mul(tail, hn::MulAdd(ax, minus_half, minus_half_head)));
+#endif
 
-  const V z = hn::Min(hn::Mul(ax, hn::Set(d, kSqrtHalf)), hn::Set(d, 10.2f));
-  const V three = hn::Set(d, 3.0f);
-  const V t = hn::Mul(three, reciprocal(d, hn::Add(z, three)));
+  // t = 3 / (3 + z) = 1 / (1 + z / 3), z / 3 = |x| / (3 sqrt2) and the 1 in one rounding; z is
+  // clamped at 10.2 (1 + z / 3 at 4.4).
+  const V t = reciprocal(
+      d, hn::Min(hn::MulAdd(ax, hn::Set(d, 0.23570226039551584f), hn::Set(d, 1.0f)),
+                 hn::Set(d, 4.4f)));
   // H / 2 (its fitted coefficients halved, exactly), so that t H / 2 is one product.
   V half_h = hn::Set(d, -1.719261520e-02f);
   half_h = hn::MulAdd(half_h, t, hn::Set(d, 8.292442190e-03f));
@@ -319,9 +334,6 @@ HWY_INLINE NormalParts normal_parts(D d, V x) {
   half_h = hn::MulAdd(half_h, t, hn::Set(d, 9.163730590e-02f));
   half_h = hn::MulAdd(half_h, t, hn::Set(d, 9.369853140e-02f));
   half_h = hn::MulAdd(half_h, t, hn::Set(d, 9.404822440e-02f));
-  const V half_erfc_scaled = hn::Mul(e_scaled, hn::Mul(t, half_h));
-  const V half_erfc = hn::Mul(half_erfc_scaled, hn::Set(d, kTwoToMinus64));
-  const V far = hn::IfThenElse(hn::Lt(x, hn::Zero(d)), half_erfc, hn::Sub(one, half_erfc));
 
   const V s = hn::Mul(x, x);
   V q = hn::Set(d, 5.367327276e-07f);
@@ -331,28 +343,39 @@ HWY_INLINE NormalParts normal_parts(D d, V x) {
   q = hn::MulAdd(q, s, hn::Set(d, 9.973550215e-03f));
   q = hn::MulAdd(q, s, hn::Set(d, -6.649038196e-02f));
   q = hn::MulAdd(q, s, hn::Set(d, 3.989422917e-01f));
-  const V near = hn::MulAdd(x, q, hn::Set(d, 0.5f));
 
-  return {hn::IfThenElse(hn::Lt(ax, hn::Set(d, 1.0f)), near, far),
-          hn::Mul(e_scaled, hn::Set(d, kInvSqrt2Pi * kTwoToMinus64)), half_erfc_scaled};
+  return {ax, hn::MulAdd(x, q, hn::Set(d, 0.5f)), hn::Mul(e_scaled, hn::Mul(t, half_h)), e_scaled};
+}
+
+// Phi(x) from its parts.
+HWY_INLINE V normal_cdf(D d, V x, const NormalParts& p) {
+  const V one = hn::Set(d, 1.0f);
+  const V half_erfc = hn::Mul(p.tail_scaled, hn::Set(d, kTwoToMinus64));
+  const V far = hn::IfThenElse(hn::Lt(x, hn::Zero(d)), half_erfc, hn::Sub(one, half_erfc));
+  return hn::IfThenElse(hn::Lt(p.ax, one), p.near, far);
 }
 
 struct GeluErf {
   static constexpr bool kOutputSlope = false;
-  // In the left tail, x times Phi still scaled by 2^64: a result below float's normal range (from
-  // x = -13) is rounded once, not Phi first and then its product with x.
+  // x <= -1: -|x| times Phi still scaled by 2^64, so that a result below float's normal range
+  // (from x = -13) is rounded once, not Phi first and then its product with x; |x| as clamped
+  // in normal_parts (from -15 on the result is below float's subnormals). Otherwise x Phi, with
+  // 1 - E R / 2 in one rounding for x >= 1. Phi's own select (normal_cdf) is not needed: the
+  // x <= -1 lanes never take it, which spares a compare, a select and a clamp.
   HWY_INLINE V forward(D d, V x) const {
     const NormalParts p = normal_parts(d, x);
-    // x clamped as in normal_parts: from -15 on the result is below float's subnormals.
-    const V clamped = hn::Max(x, hn::Set(d, -15.0f));
-    const V left = hn::Mul(hn::Mul(clamped, p.left_scaled), hn::Set(d, kTwoToMinus64));
+    const V one = hn::Set(d, 1.0f);
+    const V left = hn::Mul(hn::Mul(p.ax, p.tail_scaled), hn::Set(d, -kTwoToMinus64));
+    const V right_cdf = hn::IfThenElse(hn::Lt(p.ax, one), p.near,
+                                       hn::NegMulAdd(p.tail_scaled, hn::Set(d, kTwoToMinus64), one));
     return keep_nan_past_clamp(
-        x, hn::IfThenElse(hn::Lt(x, hn::Set(d, -1.0f)), left, hn::Mul(x, p.cdf)));
+        x, hn::IfThenElse(hn::Le(x, hn::Set(d, -1.0f)), left, hn::Mul(x, right_cdf)));
   }
   // Phi(x) + x phi(x); phi is an exact 0 at the infinities.
   HWY_INLINE V slope(D d, V x) const {
     const NormalParts p = normal_parts(d, x);
-    return keep_nan_past_clamp(x, hn::MulAdd(finite_part(d, x), p.pdf, p.cdf));
+    const V pdf = hn::Mul(p.e_scaled, hn::Set(d, kInvSqrt2Pi * kTwoToMinus64));
+    return keep_nan_past_clamp(x, hn::MulAdd(finite_part(d, x), pdf, normal_cdf(d, x, p)));
   }
 };
 
