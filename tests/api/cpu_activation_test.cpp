@@ -253,8 +253,8 @@ TEST(CpuActivation, StridedRowsLeavePaddingUntouched) {
         const SavedTensor kind = pass == 2 ? SavedTensor::output : SavedTensor::input;
         check_activation(a, kind, pass > 0, DType::f32, DType::f32, 5, 37, 11, false, seed++);
         check_activation(a, kind, pass > 0, DType::bf16, DType::f16, 3, 17, 3, false, seed++);
-        // Rows longer than a task, so that a task ends inside a row.
-        check_activation(a, kind, pass > 0, DType::f16, DType::f32, 3, 20001, 5, false, seed++);
+        // Rows longer than a task (65536 elements), so that a task ends inside a row.
+        check_activation(a, kind, pass > 0, DType::f16, DType::f32, 3, 70001, 5, false, seed++);
       }
   });
 }
@@ -335,6 +335,43 @@ TEST(CpuActivation, SpecialValuesTakeTheirLimits) {
   });
 }
 
+// relu from a 16-bit dtype into the same one works on the bits (host/cpu/activation.cpp,
+// relu_bits): every one of the 65536 patterns, at an odd offset so that whole vectors and the
+// scalar tail both see them, must give the reference's bits (+0 for -0 and every negative value
+// and -inf) and NaN for each NaN of either sign.
+TEST(CpuActivation, ReluOfEvery16BitPattern) {
+  constexpr std::int64_t kCount = 65536 + 13;
+  for_each_simd_target([&] {
+    for (DType dtype : {DType::bf16, DType::f16}) {
+      SCOPED_TRACE(actloss::to_string(dtype));
+      Buffer x(dtype, kCount + 1), got(dtype, kCount + 1), want(dtype, kCount + 1);
+      for (std::int64_t i = 0; i < kCount + 1; ++i)
+        x.set_raw<std::uint16_t>(i, static_cast<std::uint16_t>(i * 40503u));  // odd: a permutation
+      ActivationForwardArgs f;
+      f.n = kCount;
+      f.x = static_cast<std::uint16_t*>(x.data()) + 1;
+      f.x_dtype = dtype;
+      f.y_dtype = dtype;
+      f.y = static_cast<std::uint16_t*>(got.data()) + 1;
+      const ActivationOptions options{Activation::relu, 0.0f};
+      ASSERT_TRUE(actloss::activation_forward(f, options, cpu_exec()).ok());
+      f.y = static_cast<std::uint16_t*>(want.data()) + 1;
+      ASSERT_TRUE(actloss::activation_forward(f, options, reference_exec()).ok());
+      int failures = 0;
+      for (std::int64_t i = 1; i <= kCount; ++i) {
+        const auto got_bits = got.get_raw<std::uint16_t>(i);
+        const auto want_bits = want.get_raw<std::uint16_t>(i);
+        const bool ok = std::isnan(want.get(i)) ? std::isnan(got.get(i)) : got_bits == want_bits;
+        if (!ok && ++failures <= 5) {
+          ADD_FAILURE() << "x bits 0x" << std::hex << x.get_raw<std::uint16_t>(i) << ": cpu 0x"
+                        << got_bits << ", reference 0x" << want_bits;
+        }
+      }
+      EXPECT_EQ(failures, 0);
+    }
+  });
+}
+
 // gelu_erf in float32 keeps the error the kernels' model grants its own arithmetic, 9u |f|
 // (validation/activation.cpp), without the model's 2u x^2 phi(x) for a rounded x^2 / 2: the CPU
 // backend hands exp(-x^2 / 2) the rounding error of x^2 / 2 as a second part. Where that part is
@@ -372,7 +409,7 @@ TEST(CpuActivation, GeluErfKeepsFloatAccuracyInTheLeftTail) {
 TEST(CpuActivation, ReluMaskBitsAndBackwardFromMask) {
   for_each_simd_target([] {
     for (std::int64_t rows : {1, 3})
-      for (std::int64_t n : {1, 7, 16, 17, 33, 1000, 20001})
+      for (std::int64_t n : {1, 7, 16, 17, 33, 1000, 70001})
         for (DType dtype : kDtypes)
           for (bool in_place : {false, true}) {
             SCOPED_TRACE("rows " + std::to_string(rows) + " n " + std::to_string(n) + " " +
