@@ -86,20 +86,6 @@ HWY_INLINE V finite_part(D d, V x) {
   return hn::Min(hn::Max(x, hn::Set(d, -FLT_MAX)), hn::Set(d, FLT_MAX));
 }
 
-// 1 / v for v in [1, 16]. AVX-512's 14-bit estimate e and one Newton step e + e (1 - v e) give
-// 28 bits before the step's roundings at a fraction of a division's cost: 1 - v e is below 2^-14
-// and one FMA computes it exactly, so only the last FMA rounds (half an ulp and 2^-28, where
-// e (2 - v e) rounded 2 - v e near 1 too). The older targets' 12-bit estimate would leave 2^-24
-// after the step, so they divide.
-HWY_INLINE V reciprocal(D d, V v) {
-#if HWY_TARGET <= HWY_AVX3
-  const V estimate = hn::ApproximateReciprocal(v);
-  return hn::MulAdd(hn::NegMulAdd(v, estimate, hn::Set(d, 1.0f)), estimate, estimate);
-#else
-  return hn::Div(hn::Set(d, 1.0f), v);
-#endif
-}
-
 // ---- exp ---------------------------------------------------------------------------------------
 //
 // exp(a + b) = p 2^k for a in [-113, 0] and |b| <= 0.06, b the low part of an argument that one
