@@ -407,6 +407,29 @@ TEST(CpuCrossEntropy, SpecialValues) {
   check(p);
 }
 
+// A NaN among logits that are all -inf: the row has no mass to sum, and yet NaN in gives NaN
+// out: the loss, the log-sum-exp and the fused gradient of that row are NaN, in f32 and bf16.
+TEST(CpuCrossEntropy, NanAmongMaskedLogitsIsNaN) {
+  for (const DType dtype : {DType::f32, DType::bf16}) {
+    Problem p = random_problem(3, 37, 29);
+    p.logits_dtype = dtype;
+    p.grad_dtype = dtype;
+    for (std::int64_t c = 0; c < p.classes; ++c) p.logits[static_cast<std::size_t>(37 + c)] = -kInf;
+    p.logits[37 + 20] = std::numeric_limits<double>::quiet_NaN();
+    p.options.reduction = Reduction::none;
+    for_each_simd_target([&] {
+      SCOPED_TRACE(actloss::to_string(dtype));
+      const Outputs cpu = run(p, Device::cpu);
+      EXPECT_TRUE(std::isnan(cpu.loss[1]));
+      EXPECT_TRUE(std::isnan(cpu.lse[1]));
+      for (std::int64_t c = 0; c < p.classes; ++c)
+        EXPECT_TRUE(std::isnan(cpu.grad.get(37 + c))) << "fused grad[1][" << c << "]";
+      EXPECT_FALSE(std::isnan(cpu.loss[0]));
+      EXPECT_FALSE(std::isnan(cpu.loss[2]));
+    });
+  }
+}
+
 TEST(CpuCrossEntropy, ConfidentRowKeepsItsSmallLossRelative) {
   // Target logit 40 above the rest: the loss is about 20 exp(-40) = 8.5e-17, far below float's
   // epsilon relative to lse; log1p of the rest keeps it to a few ulp.
