@@ -348,8 +348,8 @@ struct GeluErf {
     const NormalParts p = normal_parts(d, x);
     const V one = hn::Set(d, 1.0f);
     const V left = hn::Mul(hn::Mul(p.ax, p.tail_scaled), hn::Set(d, -kTwoToMinus64));
-    const V right_cdf = hn::IfThenElse(hn::Lt(p.ax, one), p.near,
-                                       hn::NegMulAdd(p.tail_scaled, hn::Set(d, kTwoToMinus64), one));
+    const V right_tail = hn::NegMulAdd(p.tail_scaled, hn::Set(d, kTwoToMinus64), one);
+    const V right_cdf = hn::IfThenElse(hn::Lt(p.ax, one), p.near, right_tail);
     return keep_nan_past_clamp(
         x, hn::IfThenElse(hn::Le(x, hn::Set(d, -1.0f)), left, hn::Mul(x, right_cdf)));
   }
@@ -812,9 +812,9 @@ Status ActivationForward(const ActivationForwardArgs& args, const ActivationOpti
         using T = std::remove_pointer_t<decltype(tag)>;
         for_each_block(args.rows, args.n, dense, y.lead,
                        [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
-                         relu_bits<stream()>(static_cast<const T*>(args.x) + row * args.x_row_stride + col,
-                                             static_cast<T*>(args.y) + row * args.y_row_stride + col,
-                                             count);
+                         const T* x_row = static_cast<const T*>(args.x) + row * args.x_row_stride;
+                         T* y_row = static_cast<T*>(args.y) + row * args.y_row_stride;
+                         relu_bits<stream()>(x_row + col, y_row + col, count);
                        });
       });
       return {};
