@@ -208,10 +208,11 @@ std::vector<double> cross_entropy_backward(const CrossEntropyProblem& p,
       continue;
     }
     const double m = max[at(i)], log_s = log_sum[at(i)];
+    // -inf - -inf would be NaN; an all -inf row has probability 0 by the
+    // forward's convention. A NaN log s (a NaN among -inf logits) stays NaN.
+    const bool no_mass = m == -kInf && !std::isnan(log_s);
     for (int64_t c = 0; c < C; ++c) {
-      // -inf - -inf would be NaN; an all -inf row has probability 0 by the
-      // forward's convention.
-      log_prob[at(c)] = m == -kInf ? -kInf : (capped(p, p.logits[at(i * C + c)]) - m) - log_s;
+      log_prob[at(c)] = no_mass ? -kInf : (capped(p, p.logits[at(i * C + c)]) - m) - log_s;
     }
     row_gradient(p, i, log_prob, m + log_s, target_coefficients(p, i),
                  row_multiplier(p, i, weight_sum), grad);

@@ -403,6 +403,8 @@ TEST(CpuCrossEntropy, SpecialValues) {
   at(5, 3) = 60;                                                        // a confident row
   p.classes_of[5] = 3;
   for (std::int64_t c = 0; c < p.classes; ++c) at(6, c) = 1.0;          // ties everywhere
+  for (std::int64_t c = 0; c < p.classes; ++c) at(7, c) = -kInf;       // NaN, but no mass
+  at(7, 9) = std::numeric_limits<double>::quiet_NaN();
   p.options.reduction = Reduction::none;
   check(p);
 }

@@ -411,6 +411,12 @@ TEST(ReferenceCrossEntropy, NanInGivesNanOut) {
   EXPECT_TRUE(std::isnan(cross_entropy_backward(p, r.max, r.log_sum)[0]));
   p.reduction = Reduction::mean;
   EXPECT_TRUE(std::isnan(cross_entropy(p).loss));
+  // A NaN among -inf logits: no mass, and NaN all the same, backward too.
+  p.logits = {-kInf, kNaN, -kInf, 0.0, 0.0, 0.0};
+  r = cross_entropy(p);
+  EXPECT_TRUE(std::isnan(r.lse[0]));
+  const std::vector<double> back = cross_entropy_backward(p, r.max, r.log_sum);
+  for (std::size_t c = 0; c < 3; ++c) EXPECT_TRUE(std::isnan(back[c])) << c;
   // An all-NaN row must not pass for an all -inf row.
   p.logits = {kNaN, kNaN, kNaN, 0.0, 0.0, 0.0};
   r = cross_entropy(p);
