@@ -59,7 +59,6 @@ constexpr std::size_t kPrefetchElements = 512;
 
 // ---- the activations in float32 ---------------------------------------------------------------
 
-constexpr float kSqrtHalf = 0.70710678118654752f;     // 1 / sqrt(2)
 constexpr float kInvSqrt2Pi = 0.39894228040143268f;   // 1 / sqrt(2 pi)
 constexpr float kSqrt2OverPi = 0.79788456080286536f;  // sqrt(2 / pi)
 constexpr float kGeluCubic = 0.044715f;
