@@ -238,8 +238,8 @@ double bce_block(FloatTag d, const BceCall& call, const float* x_in, const float
       if (loss_out != nullptr) hn::StoreU(loss, d, loss_out + i);
     }
     if (grad_out != nullptr) {
-      const FloatVec big = hn::Div(one, hn::Add(one, e));  // sigmoid(|x|)
-      const FloatVec small = hn::Mul(e, big);              // sigmoid(-|x|)
+      const FloatVec big = reciprocal(d, hn::Add(one, e));  // sigmoid(|x|)
+      const FloatVec small = hn::Mul(e, big);               // sigmoid(-|x|)
       const auto x_nonnegative = hn::Ge(x, zero);
       const FloatVec sigmoid_x = hn::IfThenElse(x_nonnegative, big, small);
       const FloatVec sigmoid_neg = hn::IfThenElse(x_nonnegative, small, big);
