@@ -335,6 +335,22 @@ TEST(CpuActivation, SpecialValuesTakeTheirLimits) {
   });
 }
 
+// A dense forward of n elements of `dtype` from x, into cpu_y on Device::cpu and into
+// reference_y on the reference.
+void forward_on_both(Activation a, DType dtype, const void* x, void* cpu_y, void* reference_y,
+                     std::int64_t n) {
+  ActivationForwardArgs f;
+  f.n = n;
+  f.x = x;
+  f.x_dtype = dtype;
+  f.y_dtype = dtype;
+  const ActivationOptions options{a, 0.0f};
+  f.y = cpu_y;
+  ASSERT_TRUE(actloss::activation_forward(f, options, cpu_exec()).ok());
+  f.y = reference_y;
+  ASSERT_TRUE(actloss::activation_forward(f, options, reference_exec()).ok());
+}
+
 // relu from a 16-bit dtype into the same one works on the bits (host/cpu/activation.cpp,
 // relu_bits): every one of the 65536 patterns, at an odd offset so that whole vectors and the
 // scalar tail both see them, must give the reference's bits (+0 for -0 and every negative value
@@ -347,16 +363,10 @@ TEST(CpuActivation, ReluOfEvery16BitPattern) {
       Buffer x(dtype, kCount + 1), got(dtype, kCount + 1), want(dtype, kCount + 1);
       for (std::int64_t i = 0; i < kCount + 1; ++i)
         x.set_raw<std::uint16_t>(i, static_cast<std::uint16_t>(i * 40503u));  // odd: a permutation
-      ActivationForwardArgs f;
-      f.n = kCount;
-      f.x = static_cast<std::uint16_t*>(x.data()) + 1;
-      f.x_dtype = dtype;
-      f.y_dtype = dtype;
-      f.y = static_cast<std::uint16_t*>(got.data()) + 1;
-      const ActivationOptions options{Activation::relu, 0.0f};
-      ASSERT_TRUE(actloss::activation_forward(f, options, cpu_exec()).ok());
-      f.y = static_cast<std::uint16_t*>(want.data()) + 1;
-      ASSERT_TRUE(actloss::activation_forward(f, options, reference_exec()).ok());
+      ASSERT_NO_FATAL_FAILURE(forward_on_both(Activation::relu, dtype,
+                                              static_cast<std::uint16_t*>(x.data()) + 1,
+                                              static_cast<std::uint16_t*>(got.data()) + 1,
+                                              static_cast<std::uint16_t*>(want.data()) + 1, kCount));
       int failures = 0;
       for (std::int64_t i = 1; i <= kCount; ++i) {
         const auto got_bits = got.get_raw<std::uint16_t>(i);
@@ -382,19 +392,11 @@ TEST(CpuActivation, GeluErfKeepsFloatAccuracyInTheLeftTail) {
   constexpr std::int64_t kCount = 40000;
   std::vector<double> x(kCount);
   for (std::int64_t i = 0; i < kCount; ++i) x[i] = -12.5 + 16.5 * static_cast<double>(i) / kCount;
-  const ActivationOptions options{Activation::gelu_erf, 0.0f};
   for_each_simd_target([&] {
     Buffer in(DType::f32, kCount), got(DType::f32, kCount), want(DType::f32, kCount);
     for (std::int64_t i = 0; i < kCount; ++i) in.set(i, x[i]);
-    ActivationForwardArgs f;
-    f.n = kCount;
-    f.x = in.data();
-    f.x_dtype = DType::f32;
-    f.y_dtype = DType::f32;
-    f.y = got.data();
-    ASSERT_TRUE(actloss::activation_forward(f, options, cpu_exec()).ok());
-    f.y = want.data();
-    ASSERT_TRUE(actloss::activation_forward(f, options, reference_exec()).ok());
+    ASSERT_NO_FATAL_FAILURE(forward_on_both(Activation::gelu_erf, DType::f32, in.data(),
+                                            got.data(), want.data(), kCount));
     double worst = 0.0, worst_x = 0.0;
     for (std::int64_t i = 0; i < kCount; ++i) {
       const double error = std::fabs(got.get(i) - want.get(i)) / (0x1p-24 * std::fabs(want.get(i)));
