@@ -93,9 +93,9 @@ HWY_INLINE V finite_part(D d, V x) {
 // normal range once (or 2^(k + 64) keeps it exact, for a product whose last factor comes later,
 // with kTwoToMinus64); below -113 every exp rounds to 0, so callers clamp there. a and b enter
 // the reduction r = a + b - k ln2 separately (ln2's head has 15 bits, so k ln2_hi is exact, and
-// a - k ln2_hi is exact by Sterbenz); exp(r) on |r| <= 0.37 is a least-squares polynomial of
-// degree 6 (0.05 ulp, 0.5 ulp with float coefficients). Adding 1.5 2^23 rounds (a + b) / ln2 to
-// the integer k in the low mantissa bits. No special values: callers restore NaN.
+// a - k ln2_hi is exact by Sterbenz); exp(r) is simd-inl.h's exp_of_small, as for the rows.
+// Adding 1.5 2^23 rounds (a + b) / ln2 to the integer k in the low mantissa bits. No special
+// values: callers restore NaN.
 constexpr float kTwoToMinus64 = 0x1p-64f;
 
 // exp(a + b) = p 2^k, k held as k + 1.5 2^23 (the reduction's shifted sum).
@@ -113,14 +113,7 @@ HWY_INLINE ExpParts exp_parts(D d, V a, V b) {
   V head = hn::NegMulAdd(k, hn::Set(d, 0.693145751953125f), a);
   if constexpr (kWithLow) head = hn::Add(head, b);
   const V r = hn::NegMulAdd(k, hn::Set(d, 1.428606765330187045e-06f), head);
-  V p = hn::Set(d, 1.382112736e-03f);
-  p = hn::MulAdd(p, r, hn::Set(d, 8.380520158e-03f));
-  p = hn::MulAdd(p, r, hn::Set(d, 4.166886210e-02f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.666634828e-01f));
-  p = hn::MulAdd(p, r, hn::Set(d, 4.999998808e-01f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  return {p, k_shifted};
+  return {exp_of_small(d, r), k_shifted};
 }
 
 // v 2^(k + kExtra) for kExtra 64 (exact for v near 1: a normal float) or 0 (rounded once: v 2^k
