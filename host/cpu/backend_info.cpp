@@ -57,7 +57,7 @@ std::int64_t streaming_output_bytes() {
       forced > 0)
     return forced;
   static const std::int64_t from_cache =
-      std::max(std::int64_t{4} << 20, last_level_cache_bytes() / 2);
+      std::max(std::int64_t{4} << 20, last_level_cache_bytes() / 4);
   return from_cache;
 }
 
