@@ -277,6 +277,63 @@ TEST_P(Numerics, CrossEntropyMeanOfAHugeRowLossIsFinite) {
   EXPECT_EQ(g[1], -0.5f);
 }
 
+// NaN in gives NaN out, also where every other logit of the row is -inf: a max that skips the
+// NaN finds -inf, and a row of -infs has no mass (its own convention), but this row's answer is
+// NaN: its loss, lse, fused gradient, and the gradient from its saved statistics
+// {max -inf, log s NaN}. The rows beside it stay finite. On every row path of the kernels.
+TEST_P(Numerics, CrossEntropyNanAmongMaskedLogitsIsNaN) {
+  constexpr std::int64_t kRows = 3, kClasses = 37, kNanColumn = 20;
+  const float inf = std::numeric_limits<float>::infinity();
+  const std::vector<double> values = random_values(kRows * kClasses, -4.0, 4.0, 41);
+  std::vector<float> host_logits(values.begin(), values.end());
+  for (std::int64_t c = 0; c < kClasses; ++c) host_logits[kClasses + c] = -inf;
+  host_logits[kClasses + kNanColumn] = std::numeric_limits<float>::quiet_NaN();
+  const bool cuda = GetParam() == Device::cuda;
+  for (const detail::RowAlgorithm path : kPaths) {
+    const ForcedRowPath forced(cuda ? path : detail::RowAlgorithm::automatic);
+    SCOPED_TRACE(cuda ? detail::to_string(path) : "cpu");
+    Floats logits(GetParam(), host_logits);
+    Targets targets(GetParam(), {3, 0, 36});
+    Floats loss(GetParam(), kRows), lse(GetParam(), kRows), stats(GetParam(), 2 * kRows);
+    Floats grad(GetParam(), kRows * kClasses), fused_grad(GetParam(), kRows * kClasses);
+    CrossEntropyArgs args;
+    args.rows = kRows;
+    args.classes = kClasses;
+    args.logits = logits.data();
+    args.targets = targets.data();
+    args.loss = loss.data();
+    args.lse = lse.data();
+    args.stats = reinterpret_cast<CrossEntropyRowStats*>(stats.data());
+    CrossEntropyOptions options;
+    options.reduction = Reduction::none;
+    ASSERT_TRUE(cross_entropy_forward(args, options, exec()).ok());
+    args.saved_stats = args.stats;
+    args.grad = grad.data();
+    ASSERT_TRUE(cross_entropy_backward(args, options, exec()).ok());
+    args.stats = nullptr;
+    args.saved_stats = nullptr;
+    args.lse = nullptr;
+    args.grad = fused_grad.data();
+    ASSERT_TRUE(cross_entropy_forward_backward(args, options, exec()).ok());
+    finish();
+    const std::vector<float> l = loss.values(), s = lse.values();
+    EXPECT_TRUE(std::isnan(l[1]));
+    EXPECT_TRUE(std::isnan(s[1]));
+    for (const std::int64_t row : {std::int64_t{0}, std::int64_t{2}}) {
+      EXPECT_TRUE(std::isfinite(l[static_cast<std::size_t>(row)])) << "row " << row;
+      EXPECT_TRUE(std::isfinite(s[static_cast<std::size_t>(row)])) << "row " << row;
+    }
+    const std::vector<float> split = grad.values(), fused = fused_grad.values();
+    for (std::int64_t i = 0; i < kRows * kClasses; ++i) {
+      const bool in_nan_row = i / kClasses == 1;
+      const auto at = static_cast<std::size_t>(i);
+      EXPECT_EQ(std::isnan(split[at]), in_nan_row) << "split grad[" << i << "] = " << split[at];
+      EXPECT_EQ(std::isnan(fused[at]), in_nan_row) << "fused grad[" << i << "] = " << fused[at];
+    }
+    if (!cuda) break;  // the CPU path has one way through
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, Numerics, ::testing::Values(Device::cpu, Device::cuda),
                          [](const ::testing::TestParamInfo<Device>& device) {
                            return std::string(to_string(device.param));
