@@ -35,6 +35,9 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// The "extreme" input's kinds of row, one per row in turn: a call holds every kind from this many
+// rows on.
+constexpr std::int64_t kExtremeRowKinds = 9;
 
 struct Spec {
   Device device = Device::cpu;
@@ -148,7 +151,7 @@ Inputs make_inputs(const Spec& s) {
     // Rows that break naive formulas, each with a finite answer or a defined infinity.
     for (std::int64_t r = 0; r < rows; ++r) {
       const std::int64_t C = classes;
-      switch (r % 8) {
+      switch (r % kExtremeRowKinds) {
         case 0:  // huge logits of both signs, the target among the huge ones
           for (std::int64_t c = 0; c < C; c += 2) at(r, c) = c % 4 == 0 ? huge : -huge;
           in.targets[std::size_t(r)] = 0;
@@ -179,6 +182,10 @@ Inputs make_inputs(const Spec& s) {
         case 7:  // every class -inf and the row ignored: loss 0, gradient 0
           for (std::int64_t c = 0; c < C; ++c) at(r, c) = -kInf;
           in.targets[std::size_t(r)] = s.ignore_index;
+          break;
+        case 8:  // every class -inf but a NaN: the row is NaN, not a row without mass
+          for (std::int64_t c = 0; c < C; ++c) at(r, c) = -kInf;
+          at(r, C / 3) = kNaN;
           break;
       }
     }
@@ -689,7 +696,7 @@ void cuda_full(Builder& b) {
           s.kind = "extreme";
           s.pass = pass;
           s.classes = kExtremeClasses[p];
-          s.rows = 8;
+          s.rows = kExtremeRowKinds;
           s.logits = dtype;
           s.reduction = Reduction::none;
           s.smoothing = variant == 1 ? 0.1f : 0.0f;
@@ -779,7 +786,7 @@ void every_kind(Builder& b, Device device, Depth depth) {
         for (std::size_t k = first; k < last; ++k) {
           Spec s;
           s.path = shapes[k].path;
-          s.rows = std::max<std::int64_t>(shapes[k].rows, kind == "extreme" ? 8 : 1);
+          s.rows = std::max<std::int64_t>(shapes[k].rows, kind == "extreme" ? kExtremeRowKinds : 1);
           s.classes = shapes[k].cols;
           s.kind = kind;
           s.pass = pass;

@@ -57,6 +57,9 @@ namespace {
 
 constexpr double kInf = std::numeric_limits<double>::infinity();
 constexpr double kNaN = std::numeric_limits<double>::quiet_NaN();
+// The "extreme" input's kinds of row, one per row in turn: a call holds every kind from this many
+// rows on.
+constexpr std::int64_t kExtremeRowKinds = 9;
 constexpr std::int64_t kChunk = detail::row_limits::kChunk;
 
 struct Spec {
@@ -162,13 +165,13 @@ Inputs make_inputs(const Spec& s) {
       if (mask[i] < 0.3) x[i] = -kInf;
     for (std::int64_t c = 0; c < cols; ++c) at(0, c) = -kInf;
   } else if (s.kind == "extreme") {
-    // Rows with exact answers: all -inf (0s, -infs), a +inf and a NaN (the row NaN), huge logits
-    // of both signs, +-1e30 with small offsets, -inf masks over half the row or one class; and
-    // one class 100 above the rest, whose rest is below float's normal range (the top's
-    // log-probability about -3.7e-44 C).
+    // Rows with exact answers: all -inf (0s, -infs), a +inf, a NaN, and a NaN among -infs (the
+    // row NaN), huge logits of both signs, +-1e30 with small offsets, -inf masks over half the
+    // row or one class; and one class 100 above the rest, whose rest is below float's normal
+    // range (the top's log-probability about -3.7e-44 C).
     const double huge = huge_for(s.in);
     for (std::int64_t r = 0; r < rows; ++r) {
-      switch (r % 8) {
+      switch (r % kExtremeRowKinds) {
         case 0: for (std::int64_t c = 0; c < cols; ++c) at(r, c) = -kInf; break;
         case 1: at(r, cols - 1) = kInf; break;
         case 2: at(r, cols / 2) = kNaN; break;
@@ -182,6 +185,10 @@ Inputs make_inputs(const Spec& s) {
         case 6: at(r, 0) = -kInf; break;
         case 7:
           for (std::int64_t c = 0; c < cols; ++c) at(r, c) = c == column(r) ? 0.0 : -100.0;
+          break;
+        case 8:  // all -inf but a NaN: the row is NaN, not a row without mass
+          for (std::int64_t c = 0; c < cols; ++c) at(r, c) = -kInf;
+          at(r, cols / 3) = kNaN;
           break;
       }
     }
@@ -693,7 +700,7 @@ void cuda_full(Builder& b) {
           s.kind = "extreme";
           s.pass = pass;
           s.log = log;
-          s.rows = 8;
+          s.rows = kExtremeRowKinds;
           s.cols = kExtremeCols[p];
           s.in = s.dy = dtype;
           s.out = DType::f32;
@@ -786,7 +793,7 @@ void every_kind(Builder& b, Device device, Depth depth) {
           for (std::size_t k = first; k < last; ++k) {
             Spec s;
             s.path = shapes[k].path;
-            s.rows = std::max<std::int64_t>(shapes[k].rows, kind == "extreme" ? 8 : 1);
+            s.rows = std::max<std::int64_t>(shapes[k].rows, kind == "extreme" ? kExtremeRowKinds : 1);
             s.cols = shapes[k].cols;
             s.kind = kind;
             s.log = log;
