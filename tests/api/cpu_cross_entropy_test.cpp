@@ -462,6 +462,42 @@ TEST(CpuCrossEntropy, ReducedLossIsTheSameBitsOnAnyThreadCount) {
   }
 }
 
+TEST(CpuCrossEntropy, ExponentialIsWithinAnUlpAndAHalf) {
+  // The backward from saved statistics {max 0, log s 0} writes exp(x) itself at a non-target
+  // column (factor 1), through the exponential every row op shares. Its reduction is exact and 2^k
+  // is applied exactly in the normal range, so the error is the polynomial's and its roundings:
+  // here 1.08 ulp at worst with FMA, 1.33 on SSE4 (each multiply-add rounded twice). Without the
+  // polynomial's top term it fails.
+  constexpr std::int64_t kCount = 100000;
+  std::vector<float> logits;
+  for (std::int64_t i = 0; i < kCount; ++i)
+    logits.insert(logits.end(), {-87.0f * static_cast<float>(i) / kCount, 0.0f});
+  const std::vector<std::int64_t> classes_of(kCount, 1);
+  const std::vector<CrossEntropyRowStats> saved(kCount, CrossEntropyRowStats{0.0f, 0.0f});
+  for_each_simd_target([&] {
+    std::vector<float> grad(logits.size());
+    CrossEntropyArgs args;
+    args.rows = kCount;
+    args.classes = 2;
+    args.logits = logits.data();
+    args.targets = classes_of.data();
+    args.saved_stats = saved.data();
+    args.grad = grad.data();
+    CrossEntropyOptions options;
+    options.reduction = Reduction::none;
+    ASSERT_TRUE(actloss::cross_entropy_backward(args, options, cpu_exec()).ok());
+    double worst = 0.0, worst_x = 0.0;
+    for (std::int64_t i = 0; i < kCount; ++i) {
+      const double x = logits[static_cast<std::size_t>(2 * i)];
+      const double want = std::exp(x);
+      const double ulp = std::ldexp(1.0, std::ilogb(want) - 23);
+      const double error = std::fabs(grad[static_cast<std::size_t>(2 * i)] - want) / ulp;
+      if (error > worst) worst = error, worst_x = x;
+    }
+    EXPECT_LE(worst, 1.5) << "ulp, at x = " << worst_x;
+  });
+}
+
 TEST(CpuCrossEntropy, ExponentialsAreTheSameBitsOnEveryTarget) {
   // AVX-512 targets scale e^r by 2^k with one vscalefps, the others by two multiplies by powers
   // of two; both round once, so every gradient and loss must agree to the bit, subnormal and
