@@ -793,7 +793,8 @@ void every_kind(Builder& b, Device device, Depth depth) {
           for (std::size_t k = first; k < last; ++k) {
             Spec s;
             s.path = shapes[k].path;
-            s.rows = std::max<std::int64_t>(shapes[k].rows, kind == "extreme" ? kExtremeRowKinds : 1);
+            s.rows = std::max<std::int64_t>(shapes[k].rows,
+                                            kind == "extreme" ? kExtremeRowKinds : 1);
             s.cols = shapes[k].cols;
             s.kind = kind;
             s.log = log;

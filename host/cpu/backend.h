@@ -80,10 +80,10 @@ namespace actloss::cpu {
 // next op could find in cache stays there, while one that would not goes to memory without first
 // reading every line it writes. The ops read about as many bytes as they write, or more, so a
 // call with a quarter-cache output moves half the cache or more: by its end its own traffic has
-// pushed most of the output's early lines out. (From half the cache, the 16 MB outputs of 32000- and
-// 50257-class rows went through the cache: the fused cross-entropy, which defers only streamed
-// gradients, ran 1.2x slower there.) The cache's size is the kernel's (sysfs), which in a
-// virtual machine is the slice the guest sees, not the host's whole cache.
+// pushed most of the output's early lines out. (From half the cache, the 16 MB outputs of 32000-
+// and 50257-class rows went through the cache: the fused cross-entropy, which defers only
+// streamed gradients, ran 1.2x slower there.) The cache's size is the kernel's (sysfs), which in
+// a virtual machine is the slice the guest sees, not the host's whole cache.
 std::int64_t streaming_output_bytes();
 
 }  // namespace actloss::cpu

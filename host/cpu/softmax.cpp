@@ -299,9 +299,9 @@ double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool l
   const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
   DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0, sum2 = sum0, sum3 = sum0;
   std::int64_t i = 0;
-  const bool fetch_y =
-      cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY)) <= kLogDotFetchRowBytes;
   if (log) {
+    const bool fetch_y =
+        cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY)) <= kLogDotFetchRowBytes;
     for (; i + 2 * lanes <= cols; i += 2 * lanes) {
       if (fetch_y) prefetch_bytes(y + i, 2 * lanes * sizeof(TY));
       const FloatVec g0 = load_floats(d, dy + i), g1 = load_floats(d, dy + i + lanes);

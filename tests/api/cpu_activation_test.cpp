@@ -363,10 +363,9 @@ TEST(CpuActivation, ReluOfEvery16BitPattern) {
       Buffer x(dtype, kCount + 1), got(dtype, kCount + 1), want(dtype, kCount + 1);
       for (std::int64_t i = 0; i < kCount + 1; ++i)
         x.set_raw<std::uint16_t>(i, static_cast<std::uint16_t>(i * 40503u));  // odd: a permutation
-      ASSERT_NO_FATAL_FAILURE(forward_on_both(Activation::relu, dtype,
-                                              static_cast<std::uint16_t*>(x.data()) + 1,
-                                              static_cast<std::uint16_t*>(got.data()) + 1,
-                                              static_cast<std::uint16_t*>(want.data()) + 1, kCount));
+      const auto odd = [](Buffer& b) { return static_cast<std::uint16_t*>(b.data()) + 1; };
+      ASSERT_NO_FATAL_FAILURE(
+          forward_on_both(Activation::relu, dtype, odd(x), odd(got), odd(want), kCount));
       int failures = 0;
       for (std::int64_t i = 1; i <= kCount; ++i) {
         const auto got_bits = got.get_raw<std::uint16_t>(i);

@@ -46,8 +46,8 @@ inline std::vector<std::int64_t> runnable_fma_simd_targets() {
 }
 
 // Outputs from this size on are streamed while a SimdTargetScope lives, whatever the machine's
-// cache (the backend's default is a quarter of the last-level cache): the tests' large outputs are this
-// size, so that every machine runs their streamed stores.
+// cache (the backend's default is a quarter of the last-level cache): the tests' large outputs
+// are this size, so that every machine runs their streamed stores.
 constexpr std::int64_t kTestStreamingBytes = std::int64_t{4} << 20;
 
 // Restricts the backend to one target and a thread count for its lifetime.
