@@ -9,8 +9,9 @@
 // that the top class's log-probability -log1p(rest) keeps every digit.
 //
 // Backward, per row: pass 1 takes dot = sum y dy (log-softmax: sum dy) in double, where every
-// product of two floats is exact; pass 2 writes y (dy - dot) or dy - exp(y) dot, with dot split
-// into two floats hi + lo so that a difference that nearly cancels stays accurate in float.
+// product of two floats is exact (of two bfloat16, already in float: see row_dot); pass 2 writes
+// y (dy - dot) or dy - exp(y) dot, with dot split into two floats hi + lo so that a difference
+// that nearly cancels stays accurate in float.
 //
 // Rows are cut into tasks of a fixed number of rows (by size only); a row's results do not
 // depend on which thread runs it.
@@ -22,6 +23,7 @@
 #include <cmath>
 #include <cstdint>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 #include "host/cpu/backend.h"
@@ -293,12 +295,63 @@ void softmax_forward_rows(const SoftmaxForwardArgs& args, bool log) {
 
 namespace {
 
-// dot = sum y dy (log: sum dy) in double.
+// The bfloat16 values at p[0, 2 lanes) as two float vectors, the even columns and the odd:
+// each 32-bit lane holds a pair, so a shift and a mask widen them with no shuffle (a widening
+// load takes a shuffle per vector, and the dot's double conversions need those pipes too).
+HWY_INLINE void load_bf16_pairs(FloatTag d, const Bf16* p, FloatVec& even, FloatVec& odd) {
+  const hn::RebindToUnsigned<FloatTag> du;
+  const auto pairs = hn::LoadU(du, reinterpret_cast<const std::uint32_t*>(p));
+  even = hn::BitCast(d, hn::ShiftLeft<16>(pairs));
+  odd = hn::BitCast(d, hn::And(pairs, hn::Set(du, 0xFFFF0000u)));
+}
+
+// A dot of bfloat16 y and dy whose products are rounded to float is exact where every product
+// is: 8-bit significands give 16-bit products, exact unless one falls below float's normal range
+// (at most 2^-150 off) or overflows. Inside these bounds the underflows add up to less than
+// 2^-59 of the dot for any row length below 2^31, under double's own rounding; outside them, or
+// NaN, the dot is taken again from double products.
+constexpr double kFloatProductDotMin = 0x1p-60, kFloatProductDotMax = 0x1p100;
+
+// dot = sum y dy (log: sum dy) in double. `pairs`: bfloat16 columns taken two to a 32-bit lane
+// (the dot of y dy from float products, see above).
 template <class TY, class TDY>
-double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool log) {
+double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool log,
+               bool pairs = true) {
   const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
   DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0, sum2 = sum0, sum3 = sum0;
   std::int64_t i = 0;
+  bool float_products = false;
+  if constexpr (std::is_same_v<TDY, Bf16>) {
+    if (pairs && log) {
+      // Every bfloat16 is exact in double: nothing to redo.
+      const bool fetch_y =
+          cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY)) <= kLogDotFetchRowBytes;
+      for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+        if (fetch_y) prefetch_bytes(y + i, 2 * lanes * sizeof(TY));
+        FloatVec even, odd;
+        load_bf16_pairs(d, dy + i, even, odd);
+        sum0 = hn::Add(sum0, lower_as_double(d, even));
+        sum1 = hn::Add(sum1, upper_as_double(d, even));
+        sum2 = hn::Add(sum2, lower_as_double(d, odd));
+        sum3 = hn::Add(sum3, upper_as_double(d, odd));
+      }
+    }
+    if constexpr (std::is_same_v<TY, Bf16>) {
+      if (pairs && !log) {
+        float_products = true;
+        for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+          FloatVec y_even, y_odd, dy_even, dy_odd;
+          load_bf16_pairs(d, y + i, y_even, y_odd);
+          load_bf16_pairs(d, dy + i, dy_even, dy_odd);
+          const FloatVec even = hn::Mul(y_even, dy_even), odd = hn::Mul(y_odd, dy_odd);
+          sum0 = hn::Add(sum0, lower_as_double(d, even));
+          sum1 = hn::Add(sum1, upper_as_double(d, even));
+          sum2 = hn::Add(sum2, lower_as_double(d, odd));
+          sum3 = hn::Add(sum3, upper_as_double(d, odd));
+        }
+      }
+    }
+  }
   if (log) {
     const bool fetch_y =
         cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY)) <= kLogDotFetchRowBytes;
@@ -334,7 +387,12 @@ double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool l
       sum1 = hn::MulAdd(upper_as_double(d, p), upper_as_double(d, g), sum1);
     }
   }
-  return sum_double_lanes(hn::Add(hn::Add(sum0, sum2), hn::Add(sum1, sum3)));
+  const double dot = sum_double_lanes(hn::Add(hn::Add(sum0, sum2), hn::Add(sum1, sum3)));
+  if (float_products && !(std::fabs(dot) >= kFloatProductDotMin &&
+                          std::fabs(dot) <= kFloatProductDotMax)) {
+    return row_dot(d, y, dy, cols, log, /*pairs=*/false);
+  }
+  return dot;
 }
 
 // dx from the loaded y, dy and the dot in two floats.

@@ -375,6 +375,31 @@ TEST(CpuSoftmax, BackwardOfAConfidentRowUnderLargeGradients) {
   });
 }
 
+TEST(CpuSoftmax, BackwardOfBf16ProductsBeyondFloatRange) {
+  // bfloat16 y and dy: the dot takes their products in float (exact while they stay in float's
+  // range) and is taken again from double products when it lands outside [2^-60, 2^100].
+  // y_0 dy_0 = 2^140 overflows float, yet dx_1 = 2^-70 (1 - 2^140) = -2^70 is finite; a dot kept
+  // from float products is +inf there and makes dx_1 -inf. Columns 0 and 33 sit in different
+  // halves of a register pair on every target, with zeros around them.
+  const std::int64_t cols = 64;
+  const Layout layout = Layout::dense(1, cols);
+  std::vector<double> values(cols, 0.0), gradients(cols, 0.0);
+  values[0] = 0x1p70;
+  gradients[0] = 0x1p70;
+  values[33] = 0x1p-70;
+  gradients[33] = 1.0;
+  const Buffer y = filled(DType::bf16, layout, values);
+  const Buffer dy = filled(DType::bf16, layout, gradients);
+  Buffer want(DType::f32, layout.elements());
+  ASSERT_TRUE(backward(Device::reference, y, dy, want, layout, layout, layout, false).ok());
+  ASSERT_EQ(want.get(33), -0x1p70);
+  for_each_simd_target([&] {
+    Buffer got(DType::f32, layout.elements());
+    ASSERT_TRUE(backward(Device::cpu, y, dy, got, layout, layout, layout, false).ok());
+    expect_matches(got, want, layout, backward_tolerance(DType::f32));
+  });
+}
+
 TEST(CpuSoftmax, SameBitsOnEveryThreadCount) {
   // Rows are independent, so the output is the same bits for 1 and 3 threads (many tasks).
   const std::int64_t rows = 300, cols = 333;
