@@ -271,7 +271,7 @@ class RowKernel {
     } else if (!no_mass) {
       rest = exponentials(xs, m, row, fused ? buffer_ : nullptr, need_terms, terms);
     }
-    const double log_s = nan_row ? rest : (no_mass ? -INFINITY : std::log1p(rest));
+    const double log_s = nan_row ? rest : (no_mass ? -INFINITY : log1p_double(rest));
     const float log_s_f = static_cast<float>(log_s);
     const float lse = m + log_s_f;
 

@@ -9,6 +9,7 @@
 #endif
 
 #include <hwy/cache_control.h>
+#include <hwy/contrib/math/math-inl.h>
 #include <hwy/highway.h>
 
 #include <cstdint>
@@ -414,6 +415,14 @@ HWY_INLINE double sum_double_lanes(DoubleVec v) {
   double total = 0.0;
   for (size_t i = 0; i < hn::Lanes(dd); ++i) total += lanes[i];
   return total;
+}
+
+// log1p(x) in double for one x >= 0 (a row's rest) or NaN: Highway's, within 2 ulp of double
+// (far under the float the result is rounded to) and inline. The C library's is a call, with
+// branches, that cost 4-11% of a 256-column cross-entropy or log-softmax row (one per row).
+HWY_INLINE double log1p_double(double x) {
+  const DoubleTag dd;
+  return hn::GetLane(hn::Log1p(dd, hn::Set(dd, x)));
 }
 
 // Two double vectors (each half a float vector) rounded once to a float vector.

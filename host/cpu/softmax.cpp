@@ -235,7 +235,7 @@ RowMax softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bo
 
   if (log) {
     const FloatVec shift = hn::Set(d, m);
-    const FloatVec log_s = hn::Set(d, static_cast<float>(std::log1p(rest)));
+    const FloatVec log_s = hn::Set(d, static_cast<float>(log1p_double(rest)));
     store_row(d, y, cols, stream, [&](std::int64_t i, std::int64_t count) {
       return hn::Sub(hn::Sub(load_part(d, x + i, count), shift), log_s);
     });
