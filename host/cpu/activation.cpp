@@ -817,8 +817,9 @@ Status ActivationForward(const ActivationForwardArgs& args, const ActivationOpti
         for_each_block(args.rows, args.n, dense, y.lead,
                        [&](std::int64_t, std::int64_t row, std::int64_t col, std::size_t count) {
                          const D d;
+                         const T* x_row = static_cast<const T*>(args.x) + row * args.x_row_stride;
                          map_unary<stream()>(
-                             in_place(static_cast<const T*>(args.x) + row * args.x_row_stride + col),
+                             in_place(x_row + col),
                              static_cast<T*>(args.y) + row * args.y_row_stride + col, count,
                              [&](V v) { return act.forward(d, v); });
                        });
@@ -866,8 +867,9 @@ Status ActivationBackward(const ActivationBackwardArgs& args, const ActivationOp
                          const D d;
                          const In<T> s = in_place(static_cast<const T*>(args.saved) +
                                                   row * args.saved_row_stride + col);
-                         const In<T> g =
-                             in_place(static_cast<const T*>(args.dy) + row * args.dy_row_stride + col);
+                         const T* dy_row =
+                             static_cast<const T*>(args.dy) + row * args.dy_row_stride;
+                         const In<T> g = in_place(dy_row + col);
                          T* out = static_cast<T*>(args.dx) + row * args.dx_row_stride + col;
                          if constexpr (Act::kOutputSlope) {
                            if (from_output) {

@@ -284,7 +284,8 @@ double bce_run(const BceCall& call) {
     // Lanes past a block's count are read (whole vectors) but never stored or summed.
     HWY_ALIGN float x[kBlock], y[kBlock], w[kBlock];
     // Padded by a vector for store_block's loads.
-    HWY_ALIGN float loss[kBlock + hn::MaxLanes(FloatTag())], grad[kBlock + hn::MaxLanes(FloatTag())];
+    HWY_ALIGN float loss[kBlock + hn::MaxLanes(FloatTag())];
+    HWY_ALIGN float grad[kBlock + hn::MaxLanes(FloatTag())];
     HWY_ALIGN float pos_weight_block[kBlock], upstream_block[kBlock];
     double task_sum = 0.0;
     for_each_piece_of_task(task, rows, cols, [&](std::int64_t r, std::int64_t c0, std::int64_t c1) {

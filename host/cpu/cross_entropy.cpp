@@ -835,7 +835,8 @@ CrossEntropyCall make_call(Pass pass, const CrossEntropyArgs& args,
   call.pass = pass;
   call.rows = args.rows;
   call.classes = args.classes;
-  call.rows_per_batch = args.rows_per_batch > 0 ? args.rows_per_batch : std::max<std::int64_t>(args.rows, 1);
+  call.rows_per_batch =
+      args.rows_per_batch > 0 ? args.rows_per_batch : std::max<std::int64_t>(args.rows, 1);
   call.logits = args.logits;
   call.logits_dtype = args.logits_dtype;
   call.logits_row_stride = args.logits_row_stride;

@@ -19,7 +19,9 @@ int default_threads() {
   if (const char* text = std::getenv("ACTLOSS_CPU_THREADS")) {
     char* end = nullptr;
     const long value = std::strtol(text, &end, 10);
-    if (end != text && *end == '\0' && value > 0) return static_cast<int>(std::min<long>(value, kMaxThreads));
+    if (end != text && *end == '\0' && value > 0) {
+      return static_cast<int>(std::min<long>(value, kMaxThreads));
+    }
   }
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
