@@ -320,20 +320,25 @@ double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool l
   const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
   DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0, sum2 = sum0, sum3 = sum0;
   std::int64_t i = 0;
+  // The log-softmax's dot reads dy alone; y is asked for meanwhile (see kLogDotFetchRowBytes).
+  const bool fetch_y =
+      log && cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY)) <= kLogDotFetchRowBytes;
+  // Two vectors of terms into the four sums, each half widened to double (exactly).
+  const auto add_terms = [&](FloatVec a, FloatVec b) ACTLOSS_VECTOR_BODY {
+    sum0 = hn::Add(sum0, lower_as_double(d, a));
+    sum1 = hn::Add(sum1, upper_as_double(d, a));
+    sum2 = hn::Add(sum2, lower_as_double(d, b));
+    sum3 = hn::Add(sum3, upper_as_double(d, b));
+  };
   bool float_products = false;
   if constexpr (std::is_same_v<TDY, Bf16>) {
     if (pairs && log) {
       // Every bfloat16 is exact in double: nothing to redo.
-      const bool fetch_y =
-          cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY)) <= kLogDotFetchRowBytes;
       for (; i + 2 * lanes <= cols; i += 2 * lanes) {
         if (fetch_y) prefetch_bytes(y + i, 2 * lanes * sizeof(TY));
         FloatVec even, odd;
         load_bf16_pairs(d, dy + i, even, odd);
-        sum0 = hn::Add(sum0, lower_as_double(d, even));
-        sum1 = hn::Add(sum1, upper_as_double(d, even));
-        sum2 = hn::Add(sum2, lower_as_double(d, odd));
-        sum3 = hn::Add(sum3, upper_as_double(d, odd));
+        add_terms(even, odd);
       }
     }
     if constexpr (std::is_same_v<TY, Bf16>) {
@@ -343,25 +348,15 @@ double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool l
           FloatVec y_even, y_odd, dy_even, dy_odd;
           load_bf16_pairs(d, y + i, y_even, y_odd);
           load_bf16_pairs(d, dy + i, dy_even, dy_odd);
-          const FloatVec even = hn::Mul(y_even, dy_even), odd = hn::Mul(y_odd, dy_odd);
-          sum0 = hn::Add(sum0, lower_as_double(d, even));
-          sum1 = hn::Add(sum1, upper_as_double(d, even));
-          sum2 = hn::Add(sum2, lower_as_double(d, odd));
-          sum3 = hn::Add(sum3, upper_as_double(d, odd));
+          add_terms(hn::Mul(y_even, dy_even), hn::Mul(y_odd, dy_odd));
         }
       }
     }
   }
   if (log) {
-    const bool fetch_y =
-        cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY)) <= kLogDotFetchRowBytes;
     for (; i + 2 * lanes <= cols; i += 2 * lanes) {
       if (fetch_y) prefetch_bytes(y + i, 2 * lanes * sizeof(TY));
-      const FloatVec g0 = load_floats(d, dy + i), g1 = load_floats(d, dy + i + lanes);
-      sum0 = hn::Add(sum0, lower_as_double(d, g0));
-      sum1 = hn::Add(sum1, upper_as_double(d, g0));
-      sum2 = hn::Add(sum2, lower_as_double(d, g1));
-      sum3 = hn::Add(sum3, upper_as_double(d, g1));
+      add_terms(load_floats(d, dy + i), load_floats(d, dy + i + lanes));
     }
   } else {
     for (; i + 2 * lanes <= cols; i += 2 * lanes) {
