@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <fstream>
 #include <mutex>
 #include <string>
@@ -56,8 +57,13 @@ std::int64_t streaming_output_bytes() {
   if (const std::int64_t forced = forced_streaming_output_bytes().load(std::memory_order_relaxed);
       forced > 0)
     return forced;
-  static const std::int64_t from_cache =
-      std::max(std::int64_t{4} << 20, last_level_cache_bytes() / 4);
+  static const std::int64_t from_cache = [] {
+    const std::int64_t chosen =
+        streaming_output_bytes_from_text(std::getenv("ACTLOSS_CPU_STREAM_MIB"));
+    if (chosen > 0) return chosen;
+    return streaming_output_bytes_for(last_level_cache_bytes(),
+                                      std::max(1L, sysconf(_SC_NPROCESSORS_ONLN)));
+  }();
   return from_cache;
 }
 
