@@ -527,7 +527,7 @@ class RowKernel {
           if (next_row != nullptr) {
             // A cache line per 64 bytes of the next row over this block's columns.
             for (std::int64_t k = first; k < first + block; k += 64 / sizeof(TX)) {
-              hwy::Prefetch(next_row + k);
+              prefetch_next_row_line(next_row + k);
             }
           }
           if (skipped >= first && skipped < first + block) {
@@ -672,7 +672,7 @@ class RowKernel {
           e = exps_zero ? hn::Zero(d) : hn::LoadU(d, exps + c);
           if (capped) slope = softcap_slope(d, load_part(d, logits + c, count), softcap);
         } else {
-          if (next_row != nullptr) hwy::Prefetch(next_row + c);
+          if (next_row != nullptr) prefetch_next_row_line(next_row + c);
           const FloatVec raw = load_part(d, logits + c, count);
           FloatVec x = raw;
           if (capped) {
@@ -719,7 +719,7 @@ class RowKernel {
       const auto scaled_vectors = [=](std::int64_t from, std::int64_t to) ACTLOSS_VECTOR_BODY {
         if (exps != nullptr) return store_scaled(d, prob_scale, exps, out, from, to, stream);
         for (std::int64_t c = from; c < to; c += lanes) {
-          if (next_row != nullptr) hwy::Prefetch(next_row + c);
+          if (next_row != nullptr) prefetch_next_row_line(next_row + c);
           const FloatVec e = exp_any(d, hn::Sub(load_floats(d, logits + c), vshift));
           if (stream) {
             stream_floats(d, hn::Mul(prob_scale, e), out + c);

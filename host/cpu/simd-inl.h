@@ -16,6 +16,7 @@
 #include <cstring>
 
 #include "host/cpu/bf16_conversion.h"
+#include "host/cpu/prefetch_hint.h"
 #include "host/half.h"
 
 // For the per-vector lambdas of a row loop: GCC calls a lambda out of line, once per vector,
@@ -157,6 +158,16 @@ HWY_INLINE void store_floats_partial(FloatTag d, FloatVec v, T* p, size_t count)
 }
 
 // ---- Memory traffic --------------------------------------------------------------------------
+
+// A line of the cross-entropy's next row, asked for while this row computes: into L2 on Intel
+// processors (host/cpu/prefetch_hint.h), else into L1.
+HWY_INLINE void prefetch_next_row_line(const void* p) {
+  if (prefetch_next_row_into_l2) {
+    __builtin_prefetch(p, 0, 2);
+  } else {
+    hwy::Prefetch(p);
+  }
+}
 
 // Asks for the cache lines of [p, p + bytes) ahead of their use. A compute-heavy loop hides
 // memory latency only if its loads are already on their way: the hardware prefetchers alone
