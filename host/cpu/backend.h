@@ -12,6 +12,7 @@
 // is cut by size, and partial results are combined in a fixed order).
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <optional>
@@ -89,20 +90,19 @@ namespace actloss::cpu {
 // cache on. A 2-vCPU Xeon VM read 480 MiB of L3 in sysfs, and a chain of three 2-thread
 // activations (four tensors) ran at 42-45 GB/s through the cache and 40 streamed over 24 MiB
 // tensors; over 32 MiB ones 38-39 against 42 in one run and 37-38 either way in another; over
-// 48 and 64 MiB ones 28-31 against 37-42: about 128 MiB of it served this guest. So the cache counted is at most 64 MiB per
-// online CPU, more than any processor has per core (12 MiB at most today), which leaves a bare
-// machine's figure as it is. ACTLOSS_CPU_STREAM_MIB=<n> sets the size instead.
+// 48 and 64 MiB ones 28-31 against 37-42: about 128 MiB of it served this guest. So the cache
+// counted is at most 64 MiB per online CPU, more than any processor has per core (12 MiB at most
+// today), which leaves a bare machine's figure as it is. ACTLOSS_CPU_STREAM_MIB=<n> sets the size
+// instead.
 std::int64_t streaming_output_bytes();
 
 // The rule above for a last-level cache of `last_level_cache` bytes and `cpus` online CPUs.
 constexpr std::int64_t kCacheShareCapPerCpu = std::int64_t{64} << 20;
 constexpr std::int64_t streaming_output_bytes_for(std::int64_t last_level_cache,
                                                   std::int64_t cpus) {
-  const std::int64_t counted_cpus = cpus > 1 ? cpus : 1;
-  const std::int64_t share = last_level_cache < counted_cpus * kCacheShareCapPerCpu
-                                 ? last_level_cache
-                                 : counted_cpus * kCacheShareCapPerCpu;
-  return share / 4 > (std::int64_t{4} << 20) ? share / 4 : std::int64_t{4} << 20;
+  const std::int64_t share =
+      std::min(last_level_cache, std::max<std::int64_t>(cpus, 1) * kCacheShareCapPerCpu);
+  return std::max(share / 4, std::int64_t{4} << 20);
 }
 
 // ACTLOSS_CPU_STREAM_MIB's value in bytes: a positive count of MiB (at most 2^40, past any
@@ -112,7 +112,7 @@ inline std::int64_t streaming_output_bytes_from_text(const char* text) {
   char* end = nullptr;
   const long long mib = std::strtoll(text, &end, 10);
   if (end == text || *end != '\0' || mib <= 0) return 0;
-  return static_cast<std::int64_t>(mib < (1LL << 40) ? mib : (1LL << 40)) << 20;
+  return static_cast<std::int64_t>(std::min(mib, 1LL << 40)) << 20;
 }
 
 }  // namespace actloss::cpu
