@@ -106,6 +106,10 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
+// Rows whose logits, exponentials and gradient take more bytes than this fetch no gradient lines
+// ahead: the softmax rows' bound (host/cpu/softmax.cpp), about the L2 of one current Intel core.
+constexpr std::int64_t kFetchGradientRowBytes = std::int64_t{2} << 20;
+
 // Adds the lanes of v to `sum` in double, without a float rounding on the way.
 HWY_INLINE DoubleVec add_promoted(DoubleVec sum, FloatVec v) {
   const FloatTag d;
@@ -269,6 +273,16 @@ class RowKernel {
     if (nan_row) {
       rest = std::numeric_limits<double>::quiet_NaN();
     } else if (!no_mass) {
+      // The fused pass's gradient row is fetched meanwhile for its stores
+      // (fetch_output_before_writing), where the row's logits, exponentials and gradient fit in
+      // L2 together.
+      const auto row_bytes =
+          classes * static_cast<std::int64_t>(sizeof(TX) + sizeof(float) + sizeof(TG));
+      fetched_gradient_ = fused && !stream_ && fetch_output_before_writing &&
+                                  row_bytes <= kFetchGradientRowBytes
+                              ? static_cast<const TG*>(c_.grad) +
+                                    c_.start_of(row, c_.grad_row_stride, c_.grad_batch_stride)
+                              : nullptr;
       rest = exponentials(xs, m, row, fused ? buffer_ : nullptr, need_terms, terms);
     }
     const double log_s = nan_row ? rest : (no_mass ? -INFINITY : log1p_double(rest));
@@ -515,6 +529,7 @@ class RowKernel {
         const std::int64_t lanes = lanes_, classes = c_.classes, block = 4 * lanes;
         const std::int64_t skipped = excluded;
         const TX* const next_row = next_row_;
+        const TG* const fetched = fetched_gradient_;
         const float* const values = xs;
         float* const kept = keep;
         const FloatVec shift = vm;
@@ -530,6 +545,7 @@ class RowKernel {
               prefetch_next_row_line(next_row + k);
             }
           }
+          if (fetched != nullptr) fetch_output_lines(fetched + first, block * sizeof(TG));
           if (skipped >= first && skipped < first + block) {
             for (std::int64_t k = first; k < first + block; k += lanes) {
               FloatVec e = exp_nonpositive(d, hn::Sub(hn::LoadU(d, values + k), shift));
@@ -793,6 +809,7 @@ class RowKernel {
   Deferred deferred_;
   bool defers_ = false;
   const TX* next_row_ = nullptr;
+  const TG* fetched_gradient_ = nullptr;  // this row's gradient, fetched by exponentials()
   bool stream_ = false;  // the gradient is stored with non-temporal stores
 };
 

@@ -169,6 +169,15 @@ HWY_INLINE void prefetch_next_row_line(const void* p) {
   }
 }
 
+// Asks for the lines of [p, p + bytes), an output not yet written, into L2 (see
+// fetch_output_before_writing in host/cpu/prefetch_hint.h). Where p is not line-aligned, the line
+// holding the range's last bytes is left to the call for the next range: callers fetch a row's
+// output range by range, in order.
+HWY_INLINE void fetch_output_lines(const void* p, std::size_t bytes) {
+  const char* at = static_cast<const char*>(p);
+  for (std::size_t offset = 0; offset < bytes; offset += 64) __builtin_prefetch(at + offset, 0, 2);
+}
+
 // Asks for the cache lines of [p, p + bytes) ahead of their use. A compute-heavy loop hides
 // memory latency only if its loads are already on their way: the hardware prefetchers alone
 // left gelu over 16M floats at two thirds of its in-cache speed on one core.

@@ -13,6 +13,9 @@
 // y (dy - dot) or dy - exp(y) dot, with dot split into two floats hi + lo so that a difference
 // that nearly cancels stays accurate in float.
 //
+// On Intel processors the pass before the stores also asks for the output's lines, so that the
+// stores find them in cache (fetch_output_before_writing, host/cpu/prefetch_hint.h).
+//
 // Rows are cut into tasks of a fixed number of rows (by size only); a row's results do not
 // depend on which thread runs it.
 #undef HWY_TARGET_INCLUDE
@@ -70,6 +73,12 @@ constexpr std::int64_t kMaxAheadColumns = 1024;
 // ask for y's lines meanwhile, so that the pass that writes dx finds both in L2 (1-2 MiB per
 // core on current x86) and its exponentials do not wait on memory.
 constexpr std::int64_t kLogDotFetchRowBytes = std::int64_t{512} << 10;
+
+// Rows whose bytes touched (inputs, buffer and output) exceed this fetch no output lines ahead
+// (fetch_output_before_writing): the fetched lines would push the row's inputs out of L2 (1.25-2
+// MiB per core on current Intel) before the write pass reads them again. On the Xeon VM the
+// fetch was no faster beyond it (softmax backward f32 at 262144 classes, 3 MiB a row).
+constexpr std::int64_t kFetchOutputRowBytes = std::int64_t{2} << 20;
 
 // A rest below this is recomputed without the max's own 1 (see the file comment): s - 1 then
 // carries an absolute error of about 2^-53 s per addition, too much relative to a tiny rest.
@@ -142,9 +151,11 @@ RowMax row_max(FloatTag d, const T* x, std::int64_t cols) {
 // sum exp(x - m) over the row in double; `buffer` (may be null) receives every exponential,
 // and 0s up to the next whole vector. `next` (may be null): the next row, whose lines are asked
 // for meanwhile, one per 64 bytes of this row's columns (the exponentials leave memory idle).
-template <class T>
+// `output` (may be null): the row's output, whose lines are fetched meanwhile for the stores
+// that follow (fetch_output_before_writing).
+template <class T, class TY>
 double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, float* buffer,
-                        const T* next) {
+                        const T* next, const TY* output) {
   const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
   const FloatVec shift = hn::Set(d, m);
   DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0, sum2 = sum0, sum3 = sum0;
@@ -154,6 +165,7 @@ double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, floa
       for (std::int64_t k = i; k < i + 2 * lanes; k += 64 / static_cast<std::int64_t>(sizeof(T)))
         hwy::Prefetch(next + k);
     }
+    if (output != nullptr) fetch_output_lines(output + i, 2 * lanes * sizeof(TY));
     const FloatVec e0 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i), shift));
     const FloatVec e1 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i + lanes), shift));
     if (buffer != nullptr) {
@@ -229,7 +241,11 @@ RowMax softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bo
   // Buffered even where the row and its exponentials exceed L2: measured against taking every
   // exponential again in the last pass (up to 262144 columns), the buffer was as fast or faster.
   float* buffer = log ? nullptr : exponential_buffer(cols);
-  double rest = sum_exponentials(d, x, cols, m, buffer, next) - 1.0;
+  const auto row_bytes =
+      cols * static_cast<std::int64_t>(sizeof(TX) + sizeof(TY) + (log ? 0 : sizeof(float)));
+  const TY* fetched =
+      fetch_output_before_writing && !stream && row_bytes <= kFetchOutputRowBytes ? y : nullptr;
+  double rest = sum_exponentials(d, x, cols, m, buffer, next, fetched) - 1.0;
   if (rest < kConfidentRest) rest = confident_rest(d, x, cols, m, buffer);
   const RowMax next_max = max_of_next();
 
@@ -312,12 +328,17 @@ HWY_INLINE void load_bf16_pairs(FloatTag d, const Bf16* p, FloatVec& even, Float
 // NaN, the dot is taken again from double products.
 constexpr double kFloatProductDotMin = 0x1p-60, kFloatProductDotMax = 0x1p100;
 
-// dot = sum y dy (log: sum dy) in double. `pairs`: bfloat16 columns taken two to a 32-bit lane
-// (the dot of y dy from float products, see above).
-template <class TY, class TDY>
-double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool log,
+// dot = sum y dy (log: sum dy) in double. `dx` (may be null, always for log): the row's output,
+// whose lines are fetched meanwhile for the stores that follow (fetch_output_before_writing).
+// `pairs`: bfloat16 columns taken two to a 32-bit lane (the dot of y dy from float products, see
+// above).
+template <class TY, class TDY, class TDX>
+double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool log, const TDX* dx,
                bool pairs = true) {
   const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const auto fetch_dx = [&](std::int64_t i) {
+    if (dx != nullptr) fetch_output_lines(dx + i, 2 * lanes * sizeof(TDX));
+  };
   DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0, sum2 = sum0, sum3 = sum0;
   std::int64_t i = 0;
   // The log-softmax's dot reads dy alone; y is asked for meanwhile (see kLogDotFetchRowBytes).
@@ -345,6 +366,7 @@ double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool l
       if (pairs && !log) {
         float_products = true;
         for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+          fetch_dx(i);
           FloatVec y_even, y_odd, dy_even, dy_odd;
           load_bf16_pairs(d, y + i, y_even, y_odd);
           load_bf16_pairs(d, dy + i, dy_even, dy_odd);
@@ -360,6 +382,7 @@ double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool l
     }
   } else {
     for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+      fetch_dx(i);
       const FloatVec p0 = load_floats(d, y + i), p1 = load_floats(d, y + i + lanes);
       const FloatVec g0 = load_floats(d, dy + i), g1 = load_floats(d, dy + i + lanes);
       sum0 = hn::MulAdd(lower_as_double(d, p0), lower_as_double(d, g0), sum0);
@@ -385,7 +408,7 @@ double row_dot(FloatTag d, const TY* y, const TDY* dy, std::int64_t cols, bool l
   const double dot = sum_double_lanes(hn::Add(hn::Add(sum0, sum2), hn::Add(sum1, sum3)));
   if (float_products && !(std::fabs(dot) >= kFloatProductDotMin &&
                           std::fabs(dot) <= kFloatProductDotMax)) {
-    return row_dot(d, y, dy, cols, log, /*pairs=*/false);
+    return row_dot(d, y, dy, cols, log, static_cast<const TDX*>(nullptr), /*pairs=*/false);
   }
   return dot;
 }
@@ -403,7 +426,12 @@ HWY_INLINE FloatVec backward_value(FloatTag d, FloatVec y, FloatVec dy, FloatVec
 template <class TY, class TDY, class TDX>
 void softmax_backward_row(FloatTag d, const TY* y, const TDY* dy, TDX* dx, std::int64_t cols,
                           bool log, bool stream, const TY* next_y, const TDY* next_dy) {
-  const double dot = row_dot(d, y, dy, cols, log);
+  // The log-softmax's dot reads dy alone and already asks for y meanwhile; its dx was slower
+  // fetched as well (bf16 at 32000 classes and more: 0.67-0.9x).
+  const auto row_bytes = cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY) + sizeof(TDX));
+  const bool fetch_dx =
+      fetch_output_before_writing && !log && !stream && row_bytes <= kFetchOutputRowBytes;
+  const double dot = row_dot(d, y, dy, cols, log, fetch_dx ? dx : nullptr);
   if (!(std::fabs(dot) <= 0x1p100)) {
     // A NaN or infinite dot, or one so large that hi or dy - hi could overflow although dx is
     // finite: the row in double, element by element (rare).
