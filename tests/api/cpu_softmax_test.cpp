@@ -295,6 +295,38 @@ TEST(CpuSoftmax, BackwardDtypesRowLengthsAndLayouts) {
     check_backward(values, gradients, ly, ldy, ldx, DType::bf16, DType::f32, DType::f16, log);
 }
 
+TEST(CpuSoftmax, LongRowsKeepTheirExponentialsInAFloatOutput) {
+  // From 1 MiB of input, exponentials and output a row, a float output holds the row's
+  // exponentials until they are scaled: nothing may be written past the row (3 elements of output
+  // padding, odd column count), the confident row's second sum reads them back from the output,
+  // and in place (y over x) gives the out-of-place bits. Row 0: uniform in [-8, 8]; row 1: one
+  // 0 among -30s (rest about 1e-8, confident); row 2: a NaN (all NaN out).
+  const std::int64_t rows = 3, cols = 131075;
+  std::vector<double> values =
+      uniform_values(static_cast<std::size_t>(rows * cols), -8.0, 8.0, 43);
+  for (std::int64_t c = 0; c < cols; ++c) values[static_cast<std::size_t>(cols + c)] = -30.0;
+  values[static_cast<std::size_t>(cols + cols / 3)] = 0.0;
+  values[static_cast<std::size_t>(2 * cols + 5)] = std::nan("");
+  for (const DType in : {DType::f32, DType::bf16}) {
+    SCOPED_TRACE(std::string("softmax ") + to_string(in) + " -> f32");
+    check_forward(values, Layout::dense(rows, cols), Layout::dense(rows, cols, 3), in, DType::f32,
+                  /*log=*/false);
+  }
+  const Layout layout = Layout::dense(rows, cols);
+  for_each_simd_target([&] {
+    Buffer x = filled(DType::f32, layout, values);
+    Buffer separate(DType::f32, layout.elements());
+    ASSERT_TRUE(forward(Device::cpu, x, separate, layout, layout, /*log=*/false).ok());
+    ASSERT_TRUE(forward(Device::cpu, x, x, layout, layout, /*log=*/false).ok());
+    int mismatches = 0;
+    for (std::int64_t i = 0; i < layout.elements(); ++i) {
+      const double got = x.get(i), want = separate.get(i);
+      if (!(got == want || (std::isnan(got) && std::isnan(want)))) ++mismatches;
+    }
+    EXPECT_EQ(mismatches, 0) << "in place differs from out of place";
+  });
+}
+
 TEST(CpuSoftmax, LargeOutputsStreamedAtEveryRowAlignment) {
   // Outputs of 4 MiB and more are stored with non-temporal stores from each row's first
   // vector-aligned element on. 4099 columns with 3 elements of output padding start successive
