@@ -106,10 +106,6 @@ namespace {
 
 constexpr float kInf = std::numeric_limits<float>::infinity();
 
-// Rows whose logits, exponentials and gradient take more bytes than this fetch no gradient lines
-// ahead: the softmax rows' bound (host/cpu/softmax.cpp), about the L2 of one current Intel core.
-constexpr std::int64_t kFetchGradientRowBytes = std::int64_t{2} << 20;
-
 // Adds the lanes of v to `sum` in double, without a float rounding on the way.
 HWY_INLINE DoubleVec add_promoted(DoubleVec sum, FloatVec v) {
   const FloatTag d;
@@ -278,8 +274,7 @@ class RowKernel {
       // L2 together.
       const auto row_bytes =
           classes * static_cast<std::int64_t>(sizeof(TX) + sizeof(float) + sizeof(TG));
-      fetched_gradient_ = fused && !stream_ && fetch_output_before_writing &&
-                                  row_bytes <= kFetchGradientRowBytes
+      fetched_gradient_ = fused && fetches_output_row(stream_, row_bytes)
                               ? static_cast<const TG*>(c_.grad) +
                                     c_.start_of(row, c_.grad_row_stride, c_.grad_batch_stride)
                               : nullptr;

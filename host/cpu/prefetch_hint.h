@@ -18,6 +18,7 @@
 #include <cpuid.h>
 #endif
 
+#include <cstdint>
 #include <cstring>
 
 namespace actloss::cpu {
@@ -54,5 +55,17 @@ inline const bool prefetch_next_row_into_l2 = processor_is_intel();
 // distance ahead of their stores (kOutputFetchElements, host/cpu/activation.cpp). Not measured on
 // AMD processors, which keep the passes as they were.
 inline const bool fetch_output_before_writing = processor_is_intel();
+
+// Rows whose bytes touched (inputs, any buffer of theirs, output) exceed this fetch no output
+// lines ahead: the fetched lines would push the row's inputs out of L2 (1.25-2 MiB per core on
+// current Intel) before the write pass reads them again. On the Xeon VM the fetch was no faster
+// beyond it (softmax backward f32 at 262144 classes, 3 MiB a row).
+constexpr std::int64_t kFetchOutputRowBytes = std::int64_t{2} << 20;
+
+// Whether a row op's read pass fetches its output row (a row touching `row_bytes`): on the
+// processors that gain by it, for an output stored through the cache, in rows that fit L2.
+inline bool fetches_output_row(bool streamed, std::int64_t row_bytes) {
+  return fetch_output_before_writing && !streamed && row_bytes <= kFetchOutputRowBytes;
+}
 
 }  // namespace actloss::cpu

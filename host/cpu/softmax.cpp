@@ -75,12 +75,6 @@ constexpr std::int64_t kMaxAheadColumns = 1024;
 // core on current x86) and its exponentials do not wait on memory.
 constexpr std::int64_t kLogDotFetchRowBytes = std::int64_t{512} << 10;
 
-// Rows whose bytes touched (inputs, buffer and output) exceed this fetch no output lines ahead
-// (fetch_output_before_writing): the fetched lines would push the row's inputs out of L2 (1.25-2
-// MiB per core on current Intel) before the write pass reads them again. On the Xeon VM the
-// fetch was no faster beyond it (softmax backward f32 at 262144 classes, 3 MiB a row).
-constexpr std::int64_t kFetchOutputRowBytes = std::int64_t{2} << 20;
-
 // Softmax rows whose input, exponentials and float output would take more bytes than this keep
 // the exponentials in the output row itself (not streamed): a third fewer bytes touched, and pass
 // 3 rewrites the lines pass 2 left in cache. Against a separate buffer (Xeon VM, f32, alternating
@@ -255,23 +249,17 @@ RowMax softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bo
 
   // Buffered even where the row and its exponentials exceed L2: measured against taking every
   // exponential again in the last pass (up to 262144 columns), the buffer was as fast or faster.
-  // A long row's float output, not streamed, is the buffer (see kOutputAsBufferRowBytes).
+  // A long row's float output, not streamed, is the buffer (see kOutputAsBufferRowBytes); pass 2
+  // then stores to y itself, and nothing is fetched ahead.
+  const auto row_bytes =
+      cols * static_cast<std::int64_t>(sizeof(TX) + sizeof(TY) + (log ? 0 : sizeof(float)));
   float* buffer = nullptr;
-  if (!log) {
-    if constexpr (std::is_same_v<TY, float>) {
-      const auto buffered_bytes = cols * static_cast<std::int64_t>(sizeof(TX) + 2 * sizeof(float));
-      if (!stream && buffered_bytes > kOutputAsBufferRowBytes) buffer = y;
-    }
-    if (buffer == nullptr) buffer = exponential_buffer(cols);
+  if constexpr (std::is_same_v<TY, float>) {
+    if (!log && !stream && row_bytes > kOutputAsBufferRowBytes) buffer = y;
   }
-  const bool separate_buffer = buffer != nullptr && static_cast<void*>(buffer) != y;
-  const auto row_bytes = cols * static_cast<std::int64_t>(sizeof(TX) + sizeof(TY) +
-                                                          (separate_buffer ? sizeof(float) : 0));
-  // Where pass 2 stores to y itself there is nothing to fetch ahead.
-  const TY* fetched = fetch_output_before_writing && !stream && static_cast<void*>(buffer) != y &&
-                              row_bytes <= kFetchOutputRowBytes
-                          ? y
-                          : nullptr;
+  const bool output_is_buffer = buffer != nullptr;
+  if (!log && !output_is_buffer) buffer = exponential_buffer(cols);
+  const TY* fetched = !output_is_buffer && fetches_output_row(stream, row_bytes) ? y : nullptr;
   double rest = sum_exponentials(d, x, cols, m, buffer, next, fetched) - 1.0;
   if (rest < kConfidentRest) rest = confident_rest(d, x, cols, m, buffer);
   const RowMax next_max = max_of_next();
@@ -455,8 +443,7 @@ void softmax_backward_row(FloatTag d, const TY* y, const TDY* dy, TDX* dx, std::
   // The log-softmax's dot reads dy alone and already asks for y meanwhile; its dx was slower
   // fetched as well (bf16 at 32000 classes and more: 0.67-0.9x).
   const auto row_bytes = cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY) + sizeof(TDX));
-  const bool fetch_dx =
-      fetch_output_before_writing && !log && !stream && row_bytes <= kFetchOutputRowBytes;
+  const bool fetch_dx = !log && fetches_output_row(stream, row_bytes);
   const double dot = row_dot(d, y, dy, cols, log, fetch_dx ? dx : nullptr);
   if (!(std::fabs(dot) <= 0x1p100)) {
     // A NaN or infinite dot, or one so large that hi or dy - hi could overflow although dx is
