@@ -6,7 +6,8 @@
 //      per-thread float buffer when it differs from what memory holds (softcap, 16-bit logits);
 //   2. s = sum_c exp(x'_c - m) = 1 + rest, the first maximum's exact 1 kept out of `rest`, which
 //      is summed in double, so log s = log1p(rest) keeps the relative accuracy of a confident
-//      row's tiny loss; the exponentials stay in the buffer for the gradient;
+//      row's tiny loss; the exponentials stay in the buffer (or a long f32 row's gradient) for
+//      the gradient;
 //   3. the loss  A log1p(rest) + a_y (m - x'_y) + sum_c a'_c (m - x'_c) + z lse^2, written relative
 //      to m in double (logits up to +-3e38 stay finite), and the gradient
 //      ((A + 2 z lse) p_c - a_c) * multiplier * softcap slope, written once per element.
@@ -183,8 +184,20 @@ class RowKernel {
     // target) can defer it; and only a streamed gradient is worth it (see Deferred).
     defers_ = c_.pass == Pass::forward_backward && stream_ && !c_.soft() &&
               c_.smoothing == 0.0f && c_.softcap == 0.0f;
-    const bool needs_buffer = c_.softcap != 0.0f || !std::is_same_v<TX, float> ||
-                              c_.pass == Pass::forward_backward;
+    // A long f32 row's exponentials go to its f32 gradient row, not streamed, instead of the
+    // buffer (kOutputAsBufferRowBytes): 1.07x at 128256 classes, 1.24x at 262144 (Xeon VM, two
+    // threads, alternating processes, medians of three); at 4096 classes 0.90x, at 32000-50257
+    // no different. Only where the logits are x' themselves: 16-bit or softcapped rows fill the
+    // buffer with x' anyway, and the softcap's slope reads the logits the row would overwrite
+    // in place.
+    if constexpr (std::is_same_v<TX, float> && std::is_same_v<TG, float>) {
+      gradient_keeps_exponentials_ =
+          c_.pass == Pass::forward_backward && !stream_ && c_.softcap == 0.0f &&
+          c_.classes * static_cast<std::int64_t>(3 * sizeof(float)) > kOutputAsBufferRowBytes;
+    }
+    const bool needs_buffer =
+        c_.softcap != 0.0f || !std::is_same_v<TX, float> ||
+        (c_.pass == Pass::forward_backward && !gradient_keeps_exponentials_);
     if (needs_buffer) {
       std::vector<float>& buffer = row_buffer();
       // Padded to whole vectors, so that loops over it need no tail; two rows' worth when a
@@ -274,11 +287,11 @@ class RowKernel {
       // L2 together.
       const auto row_bytes =
           classes * static_cast<std::int64_t>(sizeof(TX) + sizeof(float) + sizeof(TG));
-      fetched_gradient_ = fused && fetches_output_row(stream_, row_bytes)
-                              ? static_cast<const TG*>(c_.grad) +
-                                    c_.start_of(row, c_.grad_row_stride, c_.grad_batch_stride)
-                              : nullptr;
-      rest = exponentials(xs, m, row, fused ? buffer_ : nullptr, need_terms, terms);
+      fetched_gradient_ =
+          fused && !gradient_keeps_exponentials_ && fetches_output_row(stream_, row_bytes)
+              ? gradient_row(row)
+              : nullptr;
+      rest = exponentials(xs, m, row, exponentials_row(row), need_terms, terms);
     }
     const double log_s = nan_row ? rest : (no_mass ? -INFINITY : log1p_double(rest));
     const float log_s_f = static_cast<float>(log_s);
@@ -307,12 +320,26 @@ class RowKernel {
     finish();
     if (fused) {
       const float inv_sum = no_mass ? 0.0f : 1.0f / (1.0f + static_cast<float>(rest));
-      gradient(row, logits, buffer_, /*shift=*/0.0f, y, ignored, nan_row || log_s_f != log_s_f,
-               no_mass, lse, inv_sum, hard_coefficient, smooth, coefficient_sum);
+      gradient(row, logits, exponentials_row(row), /*shift=*/0.0f, y, ignored,
+               nan_row || log_s_f != log_s_f, no_mass, lse, inv_sum, hard_coefficient, smooth,
+               coefficient_sum);
     }
   }
 
  private:
+  TG* gradient_row(std::int64_t row) const {
+    return static_cast<TG*>(c_.grad) + c_.start_of(row, c_.grad_row_stride, c_.grad_batch_stride);
+  }
+  // Where the fused pass keeps a row's exponentials: the per-thread buffer, or the gradient row
+  // itself (gradient_keeps_exponentials_).
+  float* exponentials_row(std::int64_t row) const {
+    if (c_.pass != Pass::forward_backward) return nullptr;
+    if constexpr (std::is_same_v<TG, float>) {
+      if (gradient_keeps_exponentials_) return gradient_row(row);
+    }
+    return buffer_;
+  }
+
   static double times(float coefficient, float value) {
     return coefficient == 0.0f && value == value ? 0.0
                                                  : static_cast<double>(coefficient) * value;
@@ -568,7 +595,14 @@ class RowKernel {
         const FloatVec x = load(xs + c, count, -kInf);
         const FloatVec e = exp_nonpositive(d_, hn::Sub(x, vm));
         rest = add_promoted(rest, without_maximum(c, e));
-        if (keep != nullptr) hn::StoreU(e, d_, keep + c);
+        // A gradient row that keeps them has no padding past its end.
+        if (keep != nullptr) {
+          if (count == lanes_) {
+            hn::StoreU(e, d_, keep + c);
+          } else {
+            store_floats_partial(d_, e, keep + c, static_cast<size_t>(count));
+          }
+        }
         if (need_terms) {
           FloatVec weight;
           if (c_.soft()) {
@@ -612,8 +646,7 @@ class RowKernel {
   void gradient(std::int64_t row, const TX* logits, const float* exps, float shift,
                 std::int64_t y, bool ignored, bool nan_row, bool no_mass, float lse,
                 float inv_sum, float hard_coefficient, float smooth, float coefficient_sum) {
-    TG* out = static_cast<TG*>(c_.grad) +
-              c_.start_of(row, c_.grad_row_stride, c_.grad_batch_stride);
+    TG* out = gradient_row(row);
     // Streamed, the row's vectors start at its first vector-aligned element, after a partial
     // one of the `lead` elements before it.
     const std::int64_t lead = stream_ ? std::min(streamed_lead(out), c_.classes) : 0;
@@ -680,7 +713,7 @@ class RowKernel {
         FloatVec e;
         FloatVec slope = hn::Set(d, 1.0f);
         if (exps != nullptr) {
-          e = exps_zero ? hn::Zero(d) : hn::LoadU(d, exps + c);
+          e = exps_zero ? hn::Zero(d) : load_part(d, exps + c, count);
           if (capped) slope = softcap_slope(d, load_part(d, logits + c, count), softcap);
         } else {
           if (next_row != nullptr) prefetch_next_row_line(next_row + c);
@@ -806,6 +839,7 @@ class RowKernel {
   const TX* next_row_ = nullptr;
   const TG* fetched_gradient_ = nullptr;  // this row's gradient, fetched by exponentials()
   bool stream_ = false;  // the gradient is stored with non-temporal stores
+  bool gradient_keeps_exponentials_ = false;
 };
 
 }  // namespace

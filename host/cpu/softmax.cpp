@@ -75,14 +75,6 @@ constexpr std::int64_t kMaxAheadColumns = 1024;
 // core on current x86) and its exponentials do not wait on memory.
 constexpr std::int64_t kLogDotFetchRowBytes = std::int64_t{512} << 10;
 
-// Softmax rows whose input, exponentials and float output would take more bytes than this keep
-// the exponentials in the output row itself (not streamed): a third fewer bytes touched, and pass
-// 3 rewrites the lines pass 2 left in cache. Against a separate buffer (Xeon VM, f32, alternating
-// processes, two runs): 1.29-1.33x at 262144 columns, 1.11-1.16x at 128256; shorter rows, whose
-// three arrays fit in L2 together, were as fast or faster with the buffer and the output fetched
-// ahead (1.05-1.07x at 1024 and 4096 columns, even at 32000).
-constexpr std::int64_t kOutputAsBufferRowBytes = std::int64_t{1} << 20;
-
 // A rest below this is recomputed without the max's own 1 (see the file comment): s - 1 then
 // carries an absolute error of about 2^-53 s per addition, too much relative to a tiny rest.
 constexpr double kConfidentRest = 0x1p-8;

@@ -347,6 +347,35 @@ TEST(CpuCrossEntropy, SoftTargetsIn16Bit) {
   }
 }
 
+TEST(CpuCrossEntropy, LongRowsKeepTheirExponentialsInAFloatGradient) {
+  // From 1 MiB of logits, exponentials and gradient a row (f32, not streamed), the fused pass
+  // keeps a row's exponentials in its gradient row until they are scaled: nothing may be written
+  // past the row (3 elements of padding after an odd class count, whose last vector is partial),
+  // and in place (the gradient over the logits) must match too. Rows: uniform; half masked with
+  // -inf and its target in the row's last element (the partial vector); a NaN; ignored.
+  const std::int64_t classes = 131075;
+  Problem p = random_problem(4, classes, 47);
+  for (std::int64_t c = 0; c < classes; c += 2)
+    p.logits[static_cast<std::size_t>(classes + c)] = -kInf;
+  p.classes_of[1] = classes - 1;
+  p.logits[static_cast<std::size_t>(2 * classes + 7)] = std::numeric_limits<double>::quiet_NaN();
+  p.classes_of[3] = p.options.ignore_index;
+  p.pad = 3;
+  p.options.reduction = Reduction::none;
+  for (const bool in_place : {false, true}) {
+    for (const int options : {0, 1, 2}) {
+      SCOPED_TRACE(std::string(in_place ? "in place, " : "") +
+                   (options == 0 ? "plain" : options == 1 ? "smoothing and weights" : "soft"));
+      Problem q = p;
+      q.in_place = in_place;
+      q.weights = options == 1;
+      q.options.label_smoothing = options == 1 ? 0.1f : 0.0f;
+      q.soft = options == 2;
+      check(q);
+    }
+  }
+}
+
 TEST(CpuCrossEntropy, LargeGradientsStreamedAtEveryRowAlignment) {
   // Gradients of 4 MiB and more are stored with non-temporal stores from each row's first
   // vector-aligned element on. 4099 classes with 3 elements of padding start successive rows 3
