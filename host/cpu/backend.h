@@ -14,12 +14,12 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
 #include <optional>
 
 #include <actloss/actloss.h>
 
 #include "host/backend.h"
+#include "host/cpu/environment.h"
 
 namespace actloss::detail {
 
@@ -108,11 +108,9 @@ constexpr std::int64_t streaming_output_bytes_for(std::int64_t last_level_cache,
 // ACTLOSS_CPU_STREAM_MIB's value in bytes: a positive count of MiB (at most 2^40, past any
 // memory, so that never streaming is a number too), else 0 (unset or not a number: the rule).
 inline std::int64_t streaming_output_bytes_from_text(const char* text) {
-  if (text == nullptr) return 0;
-  char* end = nullptr;
-  const long long mib = std::strtoll(text, &end, 10);
-  if (end == text || *end != '\0' || mib <= 0) return 0;
-  return static_cast<std::int64_t>(std::min(mib, 1LL << 40)) << 20;
+  const std::optional<long long> mib = whole_number_from_text(text, 1);
+  if (!mib) return 0;
+  return static_cast<std::int64_t>(std::min(*mib, 1LL << 40)) << 20;
 }
 
 // Rows whose input, exponentials and float output would take more bytes than this keep the

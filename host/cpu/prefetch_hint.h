@@ -14,28 +14,11 @@
 // backend was tuned on, the L1 prefetch was measured and kept (no L2 variant measured there).
 #pragma once
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <cpuid.h>
-#endif
-
 #include <cstdint>
-#include <cstring>
+
+#include "host/cpu/processor.h"
 
 namespace actloss::cpu {
-
-inline bool processor_is_intel() {
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
-  if (__get_cpuid(0, &eax, &ebx, &ecx, &edx) == 0) return false;
-  char vendor[12];
-  std::memcpy(vendor, &ebx, 4);
-  std::memcpy(vendor + 4, &edx, 4);
-  std::memcpy(vendor + 8, &ecx, 4);
-  return std::memcmp(vendor, "GenuineIntel", 12) == 0;
-#else
-  return false;
-#endif
-}
 
 inline const bool prefetch_next_row_into_l2 = processor_is_intel();
 

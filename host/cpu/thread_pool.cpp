@@ -10,18 +10,16 @@
 #include <thread>
 #include <vector>
 
+#include "host/cpu/environment.h"
+
 namespace actloss::cpu {
 namespace {
 
 constexpr int kMaxThreads = 1024;
 
 int default_threads() {
-  if (const char* text = std::getenv("ACTLOSS_CPU_THREADS")) {
-    char* end = nullptr;
-    const long value = std::strtol(text, &end, 10);
-    if (end != text && *end == '\0' && value > 0) {
-      return static_cast<int>(std::min<long>(value, kMaxThreads));
-    }
+  if (const auto threads = whole_number_from_text(std::getenv("ACTLOSS_CPU_THREADS"), 1)) {
+    return static_cast<int>(std::min<long long>(*threads, kMaxThreads));
   }
   return static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
 }
@@ -39,11 +37,9 @@ std::atomic<int> forced_threads{0};
 constexpr std::int64_t kDefaultSpinNanoseconds = 2'000'000;
 
 std::int64_t spin_from_environment() {
-  if (const char* text = std::getenv("ACTLOSS_CPU_SPIN_US")) {
-    char* end = nullptr;
-    const long long value = std::strtoll(text, &end, 10);
-    // At most a second: polling longer is never a use of a core.
-    if (end != text && *end == '\0' && value >= 0) return std::min(value, 1'000'000LL) * 1000;
+  // At most a second: polling longer is never a use of a core.
+  if (const auto microseconds = whole_number_from_text(std::getenv("ACTLOSS_CPU_SPIN_US"), 0)) {
+    return std::min(*microseconds, 1'000'000LL) * 1000;
   }
   return kDefaultSpinNanoseconds;
 }

@@ -1,11 +1,14 @@
 // The CPU backend's rule for which outputs go out with non-temporal stores (host/cpu/backend.h):
 // a quarter of the last-level cache, counting at most 64 MiB of it per online CPU, at least 4 MiB,
-// or the size ACTLOSS_CPU_STREAM_MIB names.
+// or the size ACTLOSS_CPU_STREAM_MIB names; and the rule the backend's environment settings are
+// read by.
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cstdint>
 
 #include "host/cpu/backend.h"
+#include "host/cpu/environment.h"
 
 namespace api_test {
 namespace {
@@ -43,6 +46,20 @@ TEST(CpuStreaming, EnvironmentSizeInMiBOrNothing) {
     EXPECT_EQ(actloss::cpu::streaming_output_bytes_from_text(unusable), 0) << unusable;
   }
   EXPECT_EQ(actloss::cpu::streaming_output_bytes_from_text(nullptr), 0);
+}
+
+TEST(CpuEnvironment, WholeNumbersAtLeastTheLeastOrNothing) {
+  // The rule ACTLOSS_CPU_THREADS (least 1), ACTLOSS_CPU_SPIN_US (least 0) and
+  // ACTLOSS_CPU_STREAM_MIB (least 1) are read by.
+  EXPECT_EQ(actloss::cpu::whole_number_from_text("12", 1), 12);
+  EXPECT_EQ(actloss::cpu::whole_number_from_text("0", 0), 0);
+  EXPECT_EQ(actloss::cpu::whole_number_from_text("99999999999999999999", 0), LLONG_MAX);
+  EXPECT_FALSE(actloss::cpu::whole_number_from_text("0", 1).has_value());
+  EXPECT_FALSE(actloss::cpu::whole_number_from_text("-3", 0).has_value());
+  for (const char* unusable : {"", "4x", "x4", "2.5", "four"}) {
+    EXPECT_FALSE(actloss::cpu::whole_number_from_text(unusable, 0).has_value()) << unusable;
+  }
+  EXPECT_FALSE(actloss::cpu::whole_number_from_text(nullptr, 0).has_value());
 }
 
 }  // namespace
