@@ -76,13 +76,20 @@ constexpr std::int64_t kMaxAheadColumns = 1024;
 constexpr std::int64_t kLogDotFetchRowBytes = std::int64_t{512} << 10;
 
 // A backward whose dot fetched no dx (the log-softmax's; a softmax row past
-// kFetchOutputRowBytes) fetches an f32 dx this far ahead of its stores instead, on the processors
-// that fetch outputs before writing them (fetch_output_before_writing): 4 KiB, as the activations.
-// On the Xeon VM (two threads, alternating processes, medians of three, against oneDNN in the
-// same process): log-softmax 1.01x -> 1.10x at 50257 classes, 1.00x -> 1.09x at 32000,
-// 0.99x -> 1.05x at 128256, no different at 256-4096 and 262144; softmax at 262144 0.96x ->
-// 1.00x. 16-bit dx fetches nothing, as the activations' 16-bit outputs.
+// kFetchOutputRowBytes, or past kDotFetchFloatDxRowBytes with an f32 dx) fetches an f32 dx this
+// far ahead of its stores instead, on the processors that fetch outputs before writing them
+// (fetch_output_before_writing): 4 KiB, as the activations. On the Xeon VM (two threads,
+// alternating processes, medians of three, against oneDNN in the same process): log-softmax
+// 1.01x -> 1.10x at 50257 classes, 1.00x -> 1.09x at 32000, 0.99x -> 1.05x at 128256, no
+// different at 256-4096 and 262144; softmax at 262144 0.96x -> 1.00x. 16-bit dx fetches nothing,
+// as the activations' 16-bit outputs.
 constexpr std::int64_t kDxFetchElements = 1024;
+
+// Softmax rows with an f32 dx whose y, dy and dx pass this fetch dx in the write pass
+// (kDxFetchElements) rather than during the dot: at 128256 classes (1.5 MiB a row) 1.06x, 0.92x
+// -> 1.01x of oneDNN in the same process (Xeon VM, alternating processes, medians of five), the
+// whole row's lines fetched ahead crowding y and dy in L2. Shorter rows keep the dot's fetch.
+constexpr std::int64_t kDotFetchFloatDxRowBytes = std::int64_t{1} << 20;
 
 // A rest below this is recomputed without the max's own 1 (see the file comment): s - 1 then
 // carries an absolute error of about 2^-53 s per addition, too much relative to a tiny rest.
@@ -444,7 +451,8 @@ void softmax_backward_row(FloatTag d, const TY* y, const TDY* dy, TDX* dx, std::
   // The log-softmax's dot reads dy alone and already asks for y meanwhile; its dx was slower
   // fetched as well (bf16 at 32000 classes and more: 0.67-0.9x).
   const auto row_bytes = cols * static_cast<std::int64_t>(sizeof(TY) + sizeof(TDY) + sizeof(TDX));
-  const bool fetch_dx = !log && fetches_output_row(stream, row_bytes);
+  const bool fetch_dx = !log && fetches_output_row(stream, row_bytes) &&
+                        !(std::is_same_v<TDX, float> && row_bytes > kDotFetchFloatDxRowBytes);
   const double dot = row_dot(d, y, dy, cols, log, fetch_dx ? dx : nullptr);
   if (!(std::fabs(dot) <= 0x1p100)) {
     // A NaN or infinite dot, or one so large that hi or dy - hi could overflow although dx is
