@@ -34,9 +34,11 @@ inline const bool prefetch_next_row_into_l2 = processor_is_intel();
 // log-softmax forward 1.1-1.25x from 1024 to 262144 classes in f32 and bf16, softmax backward
 // 1.05-1.15x, the fused cross-entropy 1.10-1.27x; the log-softmax backward, whose dot pass
 // reads dy alone and asks for y meanwhile, was slower with dx fetched too (bf16: 0.67-0.9x from
-// 32000 classes) and fetches nothing. The activations, one pass, fetch float outputs a fixed
-// distance ahead of their stores (kOutputFetchElements, host/cpu/activation.cpp). Not measured on
-// AMD processors, which keep the passes as they were.
+// 32000 classes) and fetches nothing during it. Passes that store as they read fetch float
+// outputs a fixed distance ahead of their stores instead: the activations (kOutputFetchElements,
+// host/cpu/activation.cpp), the cross-entropy backward (kGradientFetchElements), and the softmax
+// backwards' write pass where the dot fetched nothing (kDxFetchElements, host/cpu/softmax.cpp).
+// Not measured on AMD processors, which keep the passes as they were.
 inline const bool fetch_output_before_writing = processor_is_intel();
 
 // Rows whose bytes touched (inputs, any buffer of theirs, output) exceed this fetch no output
