@@ -14,7 +14,7 @@
 //
 // Memory: the loops ask for each input's memory kPrefetchElements ahead, one prefetch per vector
 // (a burst per block instead stalls on the core's few line-fill buffers), and on Intel a float
-// output written through the cache kOutputFetchElements ahead of its stores; an output of
+// output written through the cache kOutputFetchAheadElements ahead of its stores; an output of
 // streaming_output_bytes() or more, dense, is stored with non-temporal stores, since it will not be
 // in cache for its next reader anyway and its lines need not be read first. For that the tasks
 // and blocks are cut so that each but the first starts at a vector-aligned output address.
@@ -57,13 +57,6 @@ constexpr std::int64_t kTaskElements = 65536;
 constexpr std::int64_t kBlock = 1024;
 // How far ahead of its use an input is asked for: 2 KiB of f32, 32 cache lines in flight.
 constexpr std::size_t kPrefetchElements = 512;
-// How far ahead of its stores an output written through the cache is fetched, on the processors
-// that fetch outputs before writing them (fetch_output_before_writing, host/cpu/prefetch_hint.h):
-// 4 KiB of f32. On the Xeon VM (2 threads, 1M elements, alternating processes, medians of
-// three), against no fetch: f32 forward 1.07-1.20x (relu 1.20x, leaky relu 1.16x), f32 backward
-// 1.01-1.10x (2 KiB ahead: 1.0-1.17x); bf16 outputs from no gain to 0.91x (sigmoid forward), so
-// 16-bit outputs fetch nothing.
-constexpr std::size_t kOutputFetchElements = 2 * kPrefetchElements;
 
 // ---- the activations in float32 ---------------------------------------------------------------
 
@@ -443,11 +436,14 @@ HWY_INLINE void store_vector(D d, V v, T* p) {
   }
 }
 
-// Whether map_unary and map_binary fetch `out` ahead of their stores: a float output (computed
-// in memory, not in a staging block) stored through the cache, on the processors that gain by it.
+// Whether map_unary and map_binary fetch `out` ahead of their stores (fetches_output_ahead,
+// host/cpu/prefetch_hint.h): a float output, computed in memory rather than in a staging block.
+// On the Xeon VM (2 threads, 1M elements, alternating processes, medians of three), against no
+// fetch: f32 forward 1.07-1.20x (relu 1.20x, leaky relu 1.16x), f32 backward 1.01-1.10x (2 KiB
+// ahead: 1.0-1.17x); bf16 outputs from no gain to 0.91x (sigmoid forward).
 template <bool kStream>
 HWY_INLINE bool fetches_output(DType out) {
-  return !kStream && out == DType::f32 && fetch_output_before_writing;
+  return fetches_output_ahead(kStream, out == DType::f32);
 }
 
 // out[i] = f(a[i]) for count elements; the arrays may be the same (store_row loads a vector's,
@@ -458,7 +454,7 @@ HWY_INLINE void map_unary(In<T> a_in, T* out, std::size_t count, bool fetch_out,
   store_row(d, out, static_cast<std::int64_t>(count), kStream,
             [&](std::int64_t i, std::int64_t n) {
               a_in.prefetch(static_cast<std::size_t>(i));
-              if (fetch_out) fetch_output_lines(out + i + kOutputFetchElements, 1);
+              if (fetch_out) fetch_output_ahead(out + i);
               return f(load_part(d, a_in.values + i, n));
             });
 }
@@ -471,7 +467,7 @@ HWY_INLINE void map_binary(In<T> a_in, In<T> b_in, T* out, std::size_t count, bo
             [&](std::int64_t i, std::int64_t n) {
               a_in.prefetch(static_cast<std::size_t>(i));
               b_in.prefetch(static_cast<std::size_t>(i));
-              if (fetch_out) fetch_output_lines(out + i + kOutputFetchElements, 1);
+              if (fetch_out) fetch_output_ahead(out + i);
               return f(load_part(d, a_in.values + i, n), load_part(d, b_in.values + i, n));
             });
 }

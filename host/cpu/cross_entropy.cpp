@@ -165,14 +165,6 @@ HWY_INLINE void store_scaled(FloatTag d, FloatVec scale, const float* exps, TG* 
   }
 }
 
-// How far ahead of its stores the backward pass fetches an f32 gradient written through the
-// cache, on the processors that fetch outputs before writing them (fetch_output_before_writing,
-// host/cpu/prefetch_hint.h): 4 KiB, as the activations do. On the Xeon VM (two threads,
-// alternating processes, medians of three) against no fetch: 1.18x at 256 classes, 1.16x at 1024,
-// 1.09x at 4096, 1.06x at 32000 and 50257, 1.03x at 128256, 0.98x at 262144. 16-bit gradients
-// fetch nothing, as the activations' 16-bit outputs (no gain there).
-constexpr std::int64_t kGradientFetchElements = 1024;
-
 // Per-thread scratch: one row of floats (x', then the exponentials).
 std::vector<float>& row_buffer() {
   thread_local std::vector<float> buffer;
@@ -702,10 +694,12 @@ class RowKernel {
     const float* class_weight = c_.class_weight;
     const TX* next_row = next_row_;
     const bool exps_zero = no_mass || nan_row;
-    // The backward pass, one pass over the row, fetches its gradient's lines ahead of the
-    // stores (kGradientFetchElements).
-    const bool fetch_ahead = exps == nullptr && !stream && fetch_output_before_writing &&
-                             std::is_same_v<TG, float>;
+    // The backward pass, one pass over the row, fetches its gradient ahead of the stores
+    // (fetches_output_ahead). On the Xeon VM (two threads, alternating processes, medians of
+    // three) against no fetch: 1.18x at 256 classes, 1.16x at 1024, 1.09x at 4096, 1.06x at
+    // 32000 and 50257, 1.03x at 128256, 0.98x at 262144.
+    const bool fetch_ahead =
+        exps == nullptr && fetches_output_ahead(stream, std::is_same_v<TG, float>);
     const float one_minus_eps = 1.0f - c_.smoothing;
     const hn::RebindToSigned<FloatTag> di;
     const auto lane_index = hn::Iota(di, 0);
@@ -729,7 +723,7 @@ class RowKernel {
           if (capped) slope = softcap_slope(d, load_part(d, logits + c, count), softcap);
         } else {
           if (next_row != nullptr) prefetch_next_row_line(next_row + c);
-          if (fetch_ahead) fetch_output_lines(out + c + kGradientFetchElements, 1);
+          if (fetch_ahead) fetch_output_ahead(out + c);
           const FloatVec raw = load_part(d, logits + c, count);
           FloatVec x = raw;
           if (capped) {
@@ -777,7 +771,7 @@ class RowKernel {
         if (exps != nullptr) return store_scaled(d, prob_scale, exps, out, from, to, stream);
         for (std::int64_t c = from; c < to; c += lanes) {
           if (next_row != nullptr) prefetch_next_row_line(next_row + c);
-          if (fetch_ahead) fetch_output_lines(out + c + kGradientFetchElements, 1);
+          if (fetch_ahead) fetch_output_ahead(out + c);
           const FloatVec e = exp_any(d, hn::Sub(load_floats(d, logits + c), vshift));
           if (stream) {
             stream_floats(d, hn::Mul(prob_scale, e), out + c);

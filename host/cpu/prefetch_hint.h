@@ -34,11 +34,9 @@ inline const bool prefetch_next_row_into_l2 = processor_is_intel();
 // log-softmax forward 1.1-1.25x from 1024 to 262144 classes in f32 and bf16, softmax backward
 // 1.05-1.15x, the fused cross-entropy 1.10-1.27x; the log-softmax backward, whose dot pass
 // reads dy alone and asks for y meanwhile, was slower with dx fetched too (bf16: 0.67-0.9x from
-// 32000 classes) and fetches nothing during it. Passes that store as they read fetch float
-// outputs a fixed distance ahead of their stores instead: the activations (kOutputFetchElements,
-// host/cpu/activation.cpp), the cross-entropy backward (kGradientFetchElements), and the softmax
-// backwards' write pass where the dot fetched nothing (kDxFetchElements, host/cpu/softmax.cpp).
-// Not measured on AMD processors, which keep the passes as they were.
+// 32000 classes) and fetches nothing during it. Passes that store as they read fetch their
+// output a fixed distance ahead of the stores instead (kOutputFetchAheadElements). Not measured
+// on AMD processors, which keep the passes as they were.
 inline const bool fetch_output_before_writing = processor_is_intel();
 
 // Rows whose bytes touched (inputs, any buffer of theirs, output) exceed this fetch no output
@@ -51,6 +49,18 @@ constexpr std::int64_t kFetchOutputRowBytes = std::int64_t{2} << 20;
 // processors that gain by it, for an output stored through the cache, in rows that fit L2.
 inline bool fetches_output_row(bool streamed, std::int64_t row_bytes) {
   return fetch_output_before_writing && !streamed && row_bytes <= kFetchOutputRowBytes;
+}
+
+// How far ahead of its stores a pass that stores as it reads fetches its output (4 KiB of f32):
+// the activations, the cross-entropy backward, and the softmax backwards' write pass where the
+// dot fetched nothing. Each site states what it gained; 16-bit outputs gained nothing anywhere
+// (the activations: no gain to 0.91x) and fetch nothing.
+constexpr std::int64_t kOutputFetchAheadElements = 1024;
+
+// Whether such a pass fetches its output ahead: on the processors that gain by it, for a float
+// output stored through the cache.
+inline bool fetches_output_ahead(bool streamed, bool float_output) {
+  return fetch_output_before_writing && !streamed && float_output;
 }
 
 }  // namespace actloss::cpu

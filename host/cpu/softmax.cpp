@@ -75,18 +75,8 @@ constexpr std::int64_t kMaxAheadColumns = 1024;
 // core on current x86) and its exponentials do not wait on memory.
 constexpr std::int64_t kLogDotFetchRowBytes = std::int64_t{512} << 10;
 
-// A backward whose dot fetched no dx (the log-softmax's; a softmax row past
-// kFetchOutputRowBytes, or past kDotFetchFloatDxRowBytes with an f32 dx) fetches an f32 dx this
-// far ahead of its stores instead, on the processors that fetch outputs before writing them
-// (fetch_output_before_writing): 4 KiB, as the activations. On the Xeon VM (two threads,
-// alternating processes, medians of three, against oneDNN in the same process): log-softmax
-// 1.01x -> 1.10x at 50257 classes, 1.00x -> 1.09x at 32000, 0.99x -> 1.05x at 128256, no
-// different at 256-4096 and 262144; softmax at 262144 0.96x -> 1.00x. 16-bit dx fetches nothing,
-// as the activations' 16-bit outputs.
-constexpr std::int64_t kDxFetchElements = 1024;
-
 // Softmax rows with an f32 dx whose y, dy and dx pass this fetch dx in the write pass
-// (kDxFetchElements) rather than during the dot: at 128256 classes (1.5 MiB a row) 1.06x, 0.92x
+// (fetches_output_ahead) rather than during the dot: at 128256 classes (1.5 MiB a row) 1.06x, 0.92x
 // -> 1.01x of oneDNN in the same process (Xeon VM, alternating processes, medians of five), the
 // whole row's lines fetched ahead crowding y and dy in L2. Shorter rows keep the dot's fetch.
 constexpr std::int64_t kDotFetchFloatDxRowBytes = std::int64_t{1} << 20;
@@ -476,15 +466,20 @@ void softmax_backward_row(FloatTag d, const TY* y, const TDY* dy, TDX* dx, std::
     return;
   }
   const FloatVec hi_v = hn::Set(d, hi), lo_v = hn::Set(d, lo);
-  // Where the dot fetched no dx (see kDxFetchElements).
+  // Where the dot fetched no dx (the log-softmax's; a softmax row past kFetchOutputRowBytes, or
+  // past kDotFetchFloatDxRowBytes with an f32 dx), the write pass fetches dx ahead of its stores
+  // (fetches_output_ahead). On the Xeon VM (two threads, alternating processes, medians of three,
+  // against oneDNN in the same process): log-softmax 1.01x -> 1.10x at 50257 classes, 1.00x ->
+  // 1.09x at 32000, 0.99x -> 1.05x at 128256, no different at 256-4096 and 262144; softmax at
+  // 262144 0.96x -> 1.00x.
   const bool fetch_ahead =
-      !fetch_dx && !stream && fetch_output_before_writing && std::is_same_v<TDX, float>;
+      !fetch_dx && fetches_output_ahead(stream, std::is_same_v<TDX, float>);
   store_row(d, dx, cols, stream, [&](std::int64_t i, std::int64_t count) {
     if (next_y != nullptr) {
       hwy::Prefetch(next_y + i);
       hwy::Prefetch(next_dy + i);
     }
-    if (fetch_ahead) fetch_output_lines(dx + i + kDxFetchElements, 1);
+    if (fetch_ahead) fetch_output_ahead(dx + i);
     return backward_value(d, load_part(d, y + i, count), load_part(d, dy + i, count), hi_v, lo_v,
                           log);
   });
