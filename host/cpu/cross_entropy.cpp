@@ -113,9 +113,13 @@ HWY_INLINE DoubleVec add_promoted(DoubleVec sum, FloatVec v) {
   return hn::Add(hn::Add(sum, lower_as_double(d, v)), upper_as_double(d, v));
 }
 
-// sum_lanes(coefficient * (m - x)) in double: m - x is exact there and cannot overflow.
+// sum_lanes(coefficient * (m - x)) in double: m - x is exact there and cannot overflow. A class
+// with no weight in the loss adds nothing even where it is masked (x = -inf, whose infinite gap
+// times 0 would make the loss NaN where the true loss is finite): a soft target's zero mass on a
+// masked class, or a zero class weight under smoothing.
 HWY_INLINE DoubleVec add_gaps(DoubleVec sum, FloatVec coefficient, float m, FloatVec x) {
   const FloatTag d;
+  x = hn::IfThenElse(hn::Eq(coefficient, hn::Zero(d)), hn::Set(d, m), x);
   const DoubleVec vm = hn::Set(DoubleTag(), static_cast<double>(m));
   sum = hn::MulAdd(lower_as_double(d, coefficient), hn::Sub(vm, lower_as_double(d, x)), sum);
   return hn::MulAdd(upper_as_double(d, coefficient), hn::Sub(vm, upper_as_double(d, x)), sum);
@@ -612,10 +616,8 @@ class RowKernel {
                                                 : hn::Set(d_, 1.0f);
             weight = hn::IfThenElseZero(hn::FirstN(d_, static_cast<size_t>(count)), weight);
           }
-          // Lanes past the row hold x = -inf with weight 0: masked to a zero gap.
-          const FloatVec x_in_row =
-              hn::IfThenElse(hn::FirstN(d_, static_cast<size_t>(count)), x, vm);
-          term_sum = add_gaps(term_sum, weight, m, x_in_row);
+          // Lanes past the row hold x = -inf with weight 0: add_gaps adds nothing for them.
+          term_sum = add_gaps(term_sum, weight, m, x);
         }
       });
     };

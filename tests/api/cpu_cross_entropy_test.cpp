@@ -56,6 +56,11 @@ struct Problem {
   float grad_scale = 1.0f;
   std::vector<double> logits;           // rows x classes, before rounding to logits_dtype
   std::vector<std::int64_t> classes_of;  // class targets
+  // rows x classes soft targets; when empty, random rows that sum to 1.
+  std::vector<double> probabilities;
+  // With `weights`; when empty, 0.5 + 0.25 (c % 5), at most 1.5 (grad_term_scale's bound, and its
+  // mean's denominator: give weights of your own with another reduction).
+  std::vector<float> class_weights;
 };
 
 struct Outputs {
@@ -74,7 +79,10 @@ Outputs run(const Problem& p, Device device) {
     for (std::int64_t c = 0; c < p.classes; ++c)
       logits.set(r * stride + c, p.logits[static_cast<std::size_t>(r * p.classes + c)]);
   Typed probabilities(p.target_dtype, p.rows * p.classes);
-  if (p.soft) {
+  if (p.soft && !p.probabilities.empty()) {
+    for (std::int64_t i = 0; i < p.rows * p.classes; ++i)
+      probabilities.set(i, p.probabilities[static_cast<std::size_t>(i)]);
+  } else if (p.soft) {
     const std::vector<double> raw =
         uniform_values(static_cast<std::size_t>(p.rows * p.classes), 0.0, 1.0, 7);
     for (std::int64_t r = 0; r < p.rows; ++r) {
@@ -86,6 +94,7 @@ Outputs run(const Problem& p, Device device) {
   }
   std::vector<float> weight(static_cast<std::size_t>(p.classes));
   for (std::size_t c = 0; c < weight.size(); ++c) weight[c] = 0.5f + 0.25f * static_cast<float>(c % 5);
+  if (!p.class_weights.empty()) weight = p.class_weights;
   const bool none = p.options.reduction == Reduction::none;
   std::vector<float> upstream(static_cast<std::size_t>(none ? p.rows : 1));
   for (std::size_t i = 0; i < upstream.size(); ++i) upstream[i] = 0.75f - 0.125f * static_cast<float>(i % 7);
@@ -436,6 +445,48 @@ TEST(CpuCrossEntropy, SpecialValues) {
   at(7, 9) = std::numeric_limits<double>::quiet_NaN();
   p.options.reduction = Reduction::none;
   check(p);
+}
+
+// A class that carries no weight in a row's loss costs nothing there even where it is masked
+// (-inf, an infinite gap): soft targets with no mass on the masked classes, and a zero class
+// weight on them under smoothing, give a finite loss, as the reference does. Rows of 45 classes
+// (a partial vector) and of 1000 (whole blocks of vectors), so that every loop over a row's
+// columns meets such a class.
+TEST(CpuCrossEntropy, MaskedClassesWithoutWeightCostNothing) {
+  for (const std::int64_t classes : {45, 1000}) {
+    for (const int kind : {0, 1, 2}) {
+      SCOPED_TRACE(std::to_string(classes) + " classes, " +
+                   (kind == 0   ? "smoothing, zero weights"
+                    : kind == 1 ? "soft targets, no mass"
+                                : "soft targets and smoothing, zero weights"));
+      Problem p = random_problem(3, classes, 53);
+      const auto masked = [](std::int64_t c) { return c % 3 == 1; };
+      for (std::int64_t r = 0; r < p.rows; ++r) {
+        for (std::int64_t c = 0; c < classes; ++c)
+          if (masked(c)) p.logits[static_cast<std::size_t>(r * classes + c)] = -kInf;
+        p.classes_of[static_cast<std::size_t>(r)] = 3 * (r + 1);
+      }
+      p.soft = kind != 0;
+      p.weights = kind != 1;
+      p.options.label_smoothing = kind == 1 ? 0.0f : 0.1f;
+      p.options.reduction = Reduction::sum;
+      p.class_weights.assign(static_cast<std::size_t>(classes), 1.0f);
+      for (std::int64_t c = 0; c < classes; ++c)
+        if (masked(c)) p.class_weights[static_cast<std::size_t>(c)] = 0.0f;
+      p.probabilities.assign(static_cast<std::size_t>(p.rows * classes), 0.0);
+      for (std::int64_t r = 0; r < p.rows; ++r) {
+        const double unmasked = static_cast<double>(classes - (classes + 1) / 3);
+        for (std::int64_t c = 0; c < classes; ++c) {
+          if (!masked(c)) p.probabilities[static_cast<std::size_t>(r * classes + c)] = 1 / unmasked;
+        }
+      }
+      check(p);
+      for_each_simd_target([&] {
+        const Outputs cpu = run(p, Device::cpu);
+        EXPECT_TRUE(std::isfinite(cpu.loss[0])) << cpu.loss[0];
+      });
+    }
+  }
 }
 
 // A NaN among logits that are all -inf: the row has no mass to sum, and yet NaN in gives NaN

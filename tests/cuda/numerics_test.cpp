@@ -334,6 +334,75 @@ TEST_P(Numerics, CrossEntropyNanAmongMaskedLogitsIsNaN) {
   }
 }
 
+// A class with no weight in a row's loss costs nothing even where it is masked: its gap to
+// the max is infinite, and 0 times that must not make a finite loss NaN. Rows whose every third
+// class is -inf and the rest 0, so lse = log k over the k unmasked classes: soft targets with
+// no mass on the masked classes lose log k; a class target under smoothing eps, with weight 0
+// on the masked classes and 1 elsewhere, loses ((1 - eps) + eps k / C) log k. Rows of 37 and
+// 1000 classes (a partial vector; whole blocks of vectors), on every row path of the kernels.
+TEST_P(Numerics, CrossEntropyMaskedClassWithoutWeightCostsNothing) {
+  const bool cuda = GetParam() == Device::cuda;
+  for (const std::int64_t classes : {37, 1000}) {
+    std::vector<float> host_logits(static_cast<std::size_t>(classes), 0.0f);
+    std::vector<float> probabilities(host_logits.size()), weights(host_logits.size(), 1.0f);
+    std::int64_t unmasked = 0;
+    for (std::int64_t c = 0; c < classes; ++c) {
+      if (c % 3 == 1) {
+        host_logits[static_cast<std::size_t>(c)] = -std::numeric_limits<float>::infinity();
+        weights[static_cast<std::size_t>(c)] = 0.0f;
+      } else {
+        ++unmasked;
+      }
+    }
+    const float share = 1.0f / static_cast<float>(unmasked);
+    for (std::int64_t c = 0; c < classes; ++c) {
+      if (c % 3 != 1) probabilities[static_cast<std::size_t>(c)] = share;
+    }
+    const long double log_k = std::log(static_cast<long double>(unmasked));
+    const float eps = 0.25f;
+    for (const detail::RowAlgorithm path : kPaths) {
+      const ForcedRowPath forced(cuda ? path : detail::RowAlgorithm::automatic);
+      for (const bool soft : {false, true}) {
+        SCOPED_TRACE(std::string(cuda ? detail::to_string(path) : "cpu") + ", " +
+                     std::to_string(classes) + (soft ? " classes, soft" : " classes, smoothing"));
+        Floats logits(GetParam(), host_logits), targets_q(GetParam(), probabilities);
+        Floats class_weight(GetParam(), weights);
+        Targets targets(GetParam(), {0});
+        Floats loss(GetParam(), 1), grad(GetParam(), static_cast<std::size_t>(classes));
+        CrossEntropyArgs args;
+        args.rows = 1;
+        args.classes = classes;
+        args.logits = logits.data();
+        if (soft) {
+          args.target_kind = TargetKind::probabilities;
+          args.targets = targets_q.data();
+        } else {
+          args.targets = targets.data();
+          args.class_weight = class_weight.data();
+        }
+        args.loss = loss.data();
+        args.grad = grad.data();
+        CrossEntropyOptions options;
+        options.reduction = Reduction::sum;
+        options.label_smoothing = soft ? 0.0f : eps;
+        ASSERT_TRUE(cross_entropy_forward_backward(args, options, exec()).ok());
+        finish();
+        // The mass of the row's coefficients: 1 for the soft row (k copies of 1/k rounded to
+        // float once, within 2^-24 of 1).
+        const long double mass =
+            soft ? 1.0L
+                 : (1.0L - eps) + static_cast<long double>(eps) * unmasked / classes;
+        EXPECT_TRUE(relatively_close(loss.values()[0], mass * log_k, kLossRtol));
+        const std::vector<float> g = grad.values();
+        for (std::int64_t c = 0; c < classes; ++c) {
+          EXPECT_FALSE(std::isnan(g[static_cast<std::size_t>(c)])) << "grad[" << c << "]";
+        }
+      }
+      if (!cuda) break;  // the CPU path has one way through
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(Devices, Numerics, ::testing::Values(Device::cpu, Device::cuda),
                          [](const ::testing::TestParamInfo<Device>& device) {
                            return std::string(to_string(device.param));
