@@ -74,6 +74,10 @@
 //   --actloss_cpu_streaming_bytes=N  the CPU backend streams outputs from N bytes on (4194304:
 //                       the 4 MiB it used before the threshold followed the last-level cache;
 //                       cpu::streaming_output_bytes, host/cpu/backend.h)
+//   --actloss_ce_label_smoothing=EPS  every actloss cross-entropy call smooths its targets by
+//                       EPS in [0, 1] (default 0), so that a run compares the smoothed rows with
+//                       a plain run's; the baselines without smoothing are left out, and the JSON
+//                       context records EPS
 //   --actloss_cpu_spin_us=N  the CPU backend's idle threads poll N microseconds for the next call
 //                       before sleeping (0: at once, as before; the default is
 //                       ACTLOSS_CPU_SPIN_US or 2000)
@@ -86,6 +90,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
 #include <functional>
@@ -413,6 +418,18 @@ int main(int argc, char** argv) {
       detail::cpu_set_pool_spin_for_testing(std::stoll(arg.substr(flag.size())) * 1000);
       continue;
     }
+    if (const std::string flag = "--actloss_ce_label_smoothing="; arg.rfind(flag, 0) == 0) {
+      const std::string value = arg.substr(flag.size());
+      char* end = nullptr;
+      const float eps = std::strtof(value.c_str(), &end);
+      if (value.empty() || *end != '\0' || !(eps >= 0.0f && eps <= 1.0f)) {
+        std::fprintf(stderr, "actloss_bench: --actloss_ce_label_smoothing takes a number in "
+                             "[0, 1] (got '%s')\n", value.c_str());
+        return 1;
+      }
+      set_cross_entropy_label_smoothing(eps);
+      continue;
+    }
     if (const std::string flag = "--actloss_cpu_streaming_bytes="; arg.rfind(flag, 0) == 0) {
       detail::cpu_set_streaming_output_bytes_for_testing(std::stoll(arg.substr(flag.size())));
       continue;
@@ -470,6 +487,8 @@ int main(int argc, char** argv) {
   if (benchmark::ReportUnrecognizedArguments(count, args.data())) return 1;
 
   benchmark::AddCustomContext("actloss_build", build_info());
+  benchmark::AddCustomContext("actloss_ce_label_smoothing",
+                              std::to_string(cross_entropy_label_smoothing()));
 #if ACTLOSS_BENCH_CUDA
   detail::cuda_set_elementwise_packs_per_step_for_testing(one_pack_per_step ? 1 : 0);
   benchmark::AddCustomContext("actloss_elementwise_packs", one_pack_per_step ? "1" : "default");

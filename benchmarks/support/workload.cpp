@@ -281,7 +281,8 @@ class CrossEntropyWorkload final : public Workload {
     args.grad = slot.grad.data();
     args.grad_dtype = p.dtype;
     const Exec exec = exec_for(case_.device);
-    const CrossEntropyOptions options;
+    CrossEntropyOptions options;
+    options.label_smoothing = cross_entropy_label_smoothing();
     switch (p.pass) {
       case Pass::forward:
         args.stats = slot.stats.as<CrossEntropyRowStats>();
@@ -766,6 +767,13 @@ std::vector<Impl> implementations(Device device) {
   return impls;
 }
 
+namespace {
+float label_smoothing_for_cross_entropy = 0.0f;
+}  // namespace
+
+void set_cross_entropy_label_smoothing(float eps) { label_smoothing_for_cross_entropy = eps; }
+float cross_entropy_label_smoothing() { return label_smoothing_for_cross_entropy; }
+
 bool implements(Impl impl, Device device, const Problem& p, std::string* why) {
   auto no = [why](const char* reason) {
     if (why != nullptr) *why = reason;
@@ -784,6 +792,7 @@ bool implements(Impl impl, Device device, const Problem& p, std::string* why) {
 #if ACTLOSS_BENCH_UNFUSED
       if (device != Device::cuda) return no("CUDA only");
       if (p.op != Op::cross_entropy || p.pass != Pass::fused) return no("cross-entropy fused only");
+      if (cross_entropy_label_smoothing() != 0.0f) return no("no label smoothing");
       return true;
 #else
       return no("built with nvcc only");
@@ -793,6 +802,7 @@ bool implements(Impl impl, Device device, const Problem& p, std::string* why) {
       if (device != Device::cuda) return no("CUDA only");
       if (p.op != Op::cross_entropy) return no("cross-entropy only");
       if (p.dtype != DType::f32 && p.dtype != DType::bf16) return no("f32 and bf16 only");
+      if (cross_entropy_label_smoothing() != 0.0f) return no("no label smoothing");
       return true;
 #else
       return no("built with nvcc only");

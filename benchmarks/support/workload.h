@@ -80,6 +80,12 @@ class Workload {
 // Bounded by 256 MiB of operands in all.
 int rotation_slots(Device device, const Problem& problem);
 
+// Label smoothing for actloss's cross-entropy calls: 0 (none) unless set before the workloads
+// are made. The cross-entropy baselines (unfused, Thrust/CUB) have none, so implements() says
+// no for them while it is set: a run with it compares actloss with its own plain run.
+void set_cross_entropy_label_smoothing(float eps);
+float cross_entropy_label_smoothing();
+
 // Allocates and fills; throws std::runtime_error (out of memory, impl unavailable).
 std::unique_ptr<Workload> make_workload(const Case& c, int slots);
 
