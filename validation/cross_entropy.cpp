@@ -353,9 +353,11 @@ CrossEntropyBounds cross_entropy_error_bounds(const ref::CrossEntropyProblem& p,
       const double prob = std::isfinite(t[k]) ? std::exp(t[k]) / s_value : 0.0;
       const double slope = cap > 0 ? 1.0 / std::pow(std::cosh(p.logits[std::size_t(row * C + c)] / cap), 2) : 1.0;
       const double g = std::fabs(a_prime * prob - a[k]);
+      // A masked class (t = -inf, p = 0) has no error from p: times() keeps its 0 from making
+      // the whole bound NaN (then 0), which would leave its a_c's roundings no allowance.
       double e = multiplier * slope *
-                 (a_prime * prob * (p_error_rows + kU * std::fabs(t[k]) + dt[k]) + 2 * kU * std::fabs(a[k]) +
-                  2 * kU * g + 0x1p-147 * a_prime);
+                 (times(a_prime * prob, p_error_rows + kU * std::fabs(t[k]) + dt[k]) +
+                  2 * kU * std::fabs(a[k]) + 2 * kU * g + 0x1p-147 * a_prime);
       if (cap > 0) e += multiplier * slope * g * 4 * kU;
       b.grad[std::size_t(row * C + c)] = std::isfinite(e) ? e : 0.0;
     }
@@ -688,7 +690,7 @@ void cuda_full(Builder& b) {
   static_assert(std::size(kExtremeClasses) == kRowPathCount);
   for (int p = 0; p < kRowPathCount; ++p)
     for (DType dtype : kDtypes)
-      for (int variant = 0; variant < 4; ++variant)
+      for (int variant = 0; variant < 6; ++variant)
         for (Pass pass : {Pass::forward_backward, Pass::backward, Pass::forward}) {
           if (pass == Pass::forward && variant != 0) continue;
           Spec s;
@@ -699,9 +701,13 @@ void cuda_full(Builder& b) {
           s.rows = kExtremeRowKinds;
           s.logits = dtype;
           s.reduction = Reduction::none;
-          s.smoothing = variant == 1 ? 0.1f : 0.0f;
+          // Smoothing alone, and with class weights (class 1's is 0; the half-masked row masks
+          // it: no weight on an infinite gap).
+          s.smoothing = variant == 1 || variant == 4 ? 0.1f : 0.0f;
+          s.weights = variant == 4;
           s.z_loss = variant == 2 ? 1e-4f : 0.0f;
           s.target_kind = variant == 3 ? TargetKind::probabilities : TargetKind::class_index_i64;
+          s.softcap = variant == 5 ? 10.0f : 0.0f;
           b.add(s);
         }
   for (int p = 0; p < kRowPathCount; ++p)
@@ -884,6 +890,29 @@ void every_kind(Builder& b, Device device, Depth depth) {
           s.ignore_index = -1;
           b.add(s);
         }
+  // The adversarial rows under each option that changes what a row sums, as the kernels' full
+  // set has them: label smoothing, smoothing with class weights (class 1's weight is 0, and the
+  // half-masked row masks it), z-loss, probability targets (zero mass on every fifth class,
+  // some of them masked) and softcap; 300 classes, whole blocks of vectors and a partial one on
+  // every SIMD target.
+  for (DType dtype : kDtypes)
+    for (int variant = 0; variant < 5; ++variant)
+      for (Pass pass : kPasses) {
+        Spec s;
+        s.kind = "extreme";
+        s.pass = pass;
+        s.rows = kExtremeRowKinds;
+        s.classes = 300;
+        s.logits = dtype;
+        s.grad = dtype;
+        s.reduction = Reduction::none;
+        s.smoothing = variant <= 1 ? 0.1f : 0.0f;
+        s.weights = variant == 1;
+        s.z_loss = variant == 2 ? 1e-4f : 0.0f;
+        s.target_kind = variant == 3 ? TargetKind::probabilities : TargetKind::class_index_i64;
+        s.softcap = variant == 4 ? 10.0f : 0.0f;
+        b.add(s);
+      }
 }
 
 }  // namespace
