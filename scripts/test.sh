@@ -2,8 +2,8 @@
 # Every test this machine can run, no GPU needed:
 #   1. the nvcc build (sm_90): every .cu compiles and links; CPU tests run, GPU tests report SKIPPED;
 #   2. the simulator build under ASan+UBSan: the same kernels run on CPU threads, every test for real;
-#      at -O1 with line tables only (-g1): at -O2 -g the SIMD CPU backend's cross-entropy alone took
-#      16 minutes to compile on a 2-core machine, and the whole stage 28 (now about 22);
+#      at -O1 with line tables only (-g1) and the SIMD loops' lambdas not forced inline: at -O2 -g
+#      the SIMD CPU backend's cross-entropy alone took 16 minutes to compile on a 2-core machine;
 #   3. the simulator's own self-tests, and its threads mode under ThreadSanitizer, with every
 #      kernel on every dispatch path (the validation table's smoke depth), many host threads
 #      calling the ops at once, and the NCCL adapter with its ranks as threads;
