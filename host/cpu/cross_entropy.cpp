@@ -520,6 +520,90 @@ class RowKernel {
     return -1;
   }
 
+  // What a row's exponential pass also sums, sum_c a'_c (m - x'_c): nothing (no loss wanted, no
+  // smoothing, or an ignored row); the gaps alone (smoothing, no class weights); the gaps times
+  // the class weights (smoothing); times the probability targets' coefficients.
+  enum class Terms { none, unit, weighted, soft };
+
+  // The exponentials' pass over the row's whole blocks of four vectors from column 0, adding to
+  // `rest` (the first maximum, at column `excluded`, left out) and, as kTerms says, to
+  // `term_sum`; returns the first column after them. Everything it uses is a local copy: with a
+  // store in the loop, GCC would reload what it reaches through `this` or a reference once per
+  // vector.
+  template <Terms kTerms, class TQ>
+  std::int64_t exponential_blocks(const float* xs, float m, std::int64_t excluded, float* keep,
+                                  const TQ* q, DoubleVec& rest, DoubleVec& term_sum) {
+    const FloatTag d = d_;
+    const hn::RebindToSigned<FloatTag> di;
+    const auto lane_index = hn::Iota(di, 0);
+    const std::int64_t lanes = lanes_, classes = c_.classes, block = 4 * lanes;
+    const TX* const next_row = next_row_;
+    const TG* const fetched = fetched_gradient_;
+    const float* const values = xs;
+    float* const kept = keep;
+    const float* const class_weight = c_.class_weight;
+    const float one_minus_eps = 1.0f - c_.smoothing;
+    const float smooth = c_.smoothing / static_cast<float>(classes);
+    const FloatVec shift = hn::Set(d, m);
+    const DoubleVec vm_double = hn::Set(DoubleTag(), static_cast<double>(m));
+    // Each block's exponentials are added in float (four roundings of 2^-24 relative to a
+    // partial sum, which the double sum then keeps) before one conversion to double, which is
+    // what the loop would otherwise spend most on. The gaps of kTerms are summed in double (m - x
+    // exact there) on two chains taken in turn, so that no vector waits on the last one's two
+    // additions.
+    DoubleVec sum = rest;
+    DoubleVec terms = term_sum, other_terms = hn::Zero(DoubleTag());
+    // The previous row's deferred gradient, a block per block of this row's exponentials.
+    Deferred deferred = deferred_;
+    std::int64_t first = 0;
+    for (; first + block <= classes; first += block) {
+      deferred.write(d, block);
+      FloatVec part = hn::Zero(d);
+      if (next_row != nullptr) {
+        // A cache line per 64 bytes of the next row over this block's columns.
+        for (std::int64_t k = first; k < first + block; k += 64 / sizeof(TX)) {
+          prefetch_next_row_line(next_row + k);
+        }
+      }
+      if (fetched != nullptr) fetch_output_lines(fetched + first, block * sizeof(TG));
+      // One vector; the test for the first maximum only in the block that holds it.
+      const auto vector_at = [&](std::int64_t k, auto may_hold_maximum) ACTLOSS_VECTOR_BODY {
+        const FloatVec x = hn::LoadU(d, values + k);
+        FloatVec e = exp_nonpositive(d, hn::Sub(x, shift));
+        if (kept != nullptr) hn::StoreU(e, d, kept + k);
+        if constexpr (decltype(may_hold_maximum)::value) {
+          if (excluded >= k && excluded < k + lanes) {
+            const auto at_maximum =
+                hn::Eq(lane_index, hn::Set(di, static_cast<int>(excluded - k)));
+            e = hn::IfThenZeroElse(hn::RebindMask(d, at_maximum), e);
+          }
+        }
+        part = hn::Add(part, e);
+        if constexpr (kTerms == Terms::unit) {
+          terms = hn::Add(hn::Add(terms, hn::Sub(vm_double, lower_as_double(d, x))),
+                          hn::Sub(vm_double, upper_as_double(d, x)));
+        } else if constexpr (kTerms == Terms::weighted) {
+          terms = add_gaps(terms, hn::LoadU(d, class_weight + k), m, x);
+        } else if constexpr (kTerms == Terms::soft) {
+          const FloatVec a =
+              target_coefficients(d, q, class_weight, one_minus_eps, smooth, k, lanes);
+          terms = add_gaps(terms, a, m, x);
+        }
+        if constexpr (kTerms != Terms::none) std::swap(terms, other_terms);
+      };
+      if (excluded >= first && excluded < first + block) {
+        for (std::int64_t k = first; k < first + block; k += lanes) vector_at(k, std::true_type{});
+      } else {
+        for (std::int64_t k = first; k < first + block; k += lanes) vector_at(k, std::false_type{});
+      }
+      sum = add_promoted(sum, part);
+    }
+    deferred_ = deferred;
+    rest = sum;
+    if constexpr (kTerms != Terms::none) term_sum = hn::Add(terms, other_terms);
+    return first;
+  }
+
   // rest = sum of exp(x'_c - m) over every column but the first maximum's (whose term is the
   // exact 1 of s = 1 + rest), in double; another maximum adds its exact 1. The exponentials go
   // to `keep` when given; `terms` gets sum_c a'_c (m - x'_c) when asked (a' = w for class
@@ -544,56 +628,16 @@ class RowKernel {
       const TQ* q = c_.soft() ? static_cast<const TQ*>(c_.targets) +
                                     c_.start_of(row, c_.target_row_stride, c_.target_batch_stride)
                               : nullptr;
+      // Whole blocks of four vectors first; what is left of the row, vector by vector.
       std::int64_t first = 0;
       if (!need_terms) {
-        // The common case, four vectors at a time: their terms are added in float (four
-        // roundings of 2^-24 relative to a partial sum, which the double sum then keeps) before
-        // one conversion to double, which is what the loop would otherwise spend most on.
-        // Everything it uses is a local copy: with a store in the loop, GCC would reload what
-        // it reaches through `this` or a reference once per vector.
-        const FloatTag d = d_;
-        const std::int64_t lanes = lanes_, classes = c_.classes, block = 4 * lanes;
-        const std::int64_t skipped = excluded;
-        const TX* const next_row = next_row_;
-        const TG* const fetched = fetched_gradient_;
-        const float* const values = xs;
-        float* const kept = keep;
-        const FloatVec shift = vm;
-        DoubleVec sum = rest;
-        // The previous row's deferred gradient, a block per block of this row's exponentials.
-        Deferred deferred = deferred_;
-        for (; first + block <= classes; first += block) {
-          deferred.write(d, block);
-          FloatVec part = hn::Zero(d);
-          if (next_row != nullptr) {
-            // A cache line per 64 bytes of the next row over this block's columns.
-            for (std::int64_t k = first; k < first + block; k += 64 / sizeof(TX)) {
-              prefetch_next_row_line(next_row + k);
-            }
-          }
-          if (fetched != nullptr) fetch_output_lines(fetched + first, block * sizeof(TG));
-          if (skipped >= first && skipped < first + block) {
-            for (std::int64_t k = first; k < first + block; k += lanes) {
-              FloatVec e = exp_nonpositive(d, hn::Sub(hn::LoadU(d, values + k), shift));
-              if (kept != nullptr) hn::StoreU(e, d, kept + k);
-              if (skipped >= k && skipped < k + lanes) {
-                const auto at_maximum =
-                    hn::Eq(lane_index, hn::Set(di, static_cast<int>(skipped - k)));
-                e = hn::IfThenZeroElse(hn::RebindMask(d, at_maximum), e);
-              }
-              part = hn::Add(part, e);
-            }
-          } else {
-            for (std::int64_t k = first; k < first + block; k += lanes) {
-              const FloatVec e = exp_nonpositive(d, hn::Sub(hn::LoadU(d, values + k), shift));
-              part = hn::Add(part, e);
-              if (kept != nullptr) hn::StoreU(e, d, kept + k);
-            }
-          }
-          sum = add_promoted(sum, part);
-        }
-        deferred_ = deferred;
-        rest = sum;
+        first = exponential_blocks<Terms::none>(xs, m, excluded, keep, q, rest, term_sum);
+      } else if (c_.soft()) {
+        first = exponential_blocks<Terms::soft>(xs, m, excluded, keep, q, rest, term_sum);
+      } else if constexpr (std::is_same_v<TQ, float>) {
+        first = c_.class_weight != nullptr
+                    ? exponential_blocks<Terms::weighted>(xs, m, excluded, keep, q, rest, term_sum)
+                    : exponential_blocks<Terms::unit>(xs, m, excluded, keep, q, rest, term_sum);
       }
       for_each_vector(first, [&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
         const FloatVec x = load(xs + c, count, -kInf);
@@ -705,12 +749,13 @@ class RowKernel {
     const float one_minus_eps = 1.0f - c_.smoothing;
     const hn::RebindToSigned<FloatTag> di;
     const auto lane_index = hn::Iota(di, 0);
-    // A class target and nothing that changes other columns' gradient: only the target's vector
-    // differs from p_c times the scale (the usual LLM row).
-    const bool scaled_only = !soft && !smoothing && !capped && !nan_row && !exps_zero &&
-                             finite_scale && y >= 0;
+    // No softcap, NaN or empty row: every vector but a class target's is p_c times the scale
+    // less a term of its class's alone (none in the usual LLM row, the same one under smoothing
+    // without class weights, the class weight's share of it with them, the probability targets'
+    // coefficients).
+    const bool regular = !capped && !nan_row && !exps_zero && finite_scale && (soft || y >= 0);
     // The fused pass's exponentials stay in their half of the buffer until the next row is done.
-    const bool defer = defers_ && scaled_only && exps != nullptr;
+    const bool defer = defers_ && regular && !soft && !smoothing && exps != nullptr;
 
     auto body = [&](auto* q_tag) {
       using TQ = std::remove_pointer_t<decltype(q_tag)>;
@@ -762,31 +807,64 @@ class RowKernel {
         const FloatVec g = hn::Sub(probability_part, step);
         store_vector(out + c, count, capped ? hn::Mul(g, slope) : g);
       };
-      if (!scaled_only) {
+      if (!regular) {
         for_each_output_vector(lead, vector_at);
         return;
       }
-      // Every vector but the target's is p_c times one factor: a loop of nothing else, which
-      // GCC cannot make of vector_at (it keeps that body's tests in the loop and spills its
-      // constants: a third of the fused pass's time went there).
-      const auto scaled_vectors = [=](std::int64_t from, std::int64_t to) ACTLOSS_VECTOR_BODY {
-        if (exps != nullptr) return store_scaled(d, prob_scale, exps, out, from, to, stream);
+      // The whole vectors but the target's: a loop of nothing else, which GCC cannot make of
+      // vector_at (it keeps that body's tests in the loop and spills its constants: a third of
+      // the fused pass's time went there, and under label smoothing two fifths).
+      const auto regular_vectors = [=](std::int64_t from, std::int64_t to,
+                                       auto terms) ACTLOSS_VECTOR_BODY {
+        constexpr Terms kTerms = decltype(terms)::value;
+        if constexpr (kTerms == Terms::none) {
+          if (exps != nullptr) return store_scaled(d, prob_scale, exps, out, from, to, stream);
+        }
         for (std::int64_t c = from; c < to; c += lanes) {
-          if (next_row != nullptr) prefetch_next_row_line(next_row + c);
-          if (fetch_ahead) fetch_output_ahead(out + c);
-          const FloatVec e = exp_any(d, hn::Sub(load_floats(d, logits + c), vshift));
-          if (stream) {
-            stream_floats(d, hn::Mul(prob_scale, e), out + c);
+          FloatVec e;
+          if (exps != nullptr) {
+            e = hn::LoadU(d, exps + c);
           } else {
-            store_floats(d, hn::Mul(prob_scale, e), out + c);
+            if (next_row != nullptr) prefetch_next_row_line(next_row + c);
+            if (fetch_ahead) fetch_output_ahead(out + c);
+            e = exp_any(d, hn::Sub(load_floats(d, logits + c), vshift));
+          }
+          FloatVec g = hn::Mul(prob_scale, e);
+          if constexpr (kTerms == Terms::unit) {
+            g = hn::Sub(g, smooth_step);
+          } else if constexpr (kTerms == Terms::weighted) {
+            g = hn::Sub(g, hn::Mul(smooth_step, hn::LoadU(d, class_weight + c)));
+          } else if constexpr (kTerms == Terms::soft) {
+            g = hn::Sub(g, hn::Mul(vmultiplier, target_coefficients(d, q, class_weight,
+                                                                    one_minus_eps, smooth, c,
+                                                                    lanes)));
+          }
+          if (stream) {
+            stream_floats(d, g, out + c);
+          } else {
+            store_floats(d, g, out + c);
           }
         }
       };
-      // The row as for_each_output_vector cuts it: `lead` elements, whole vectors, a tail.
+      const auto scaled_vectors = [=](std::int64_t from, std::int64_t to) ACTLOSS_VECTOR_BODY {
+        if (soft) {
+          regular_vectors(from, to, std::integral_constant<Terms, Terms::soft>{});
+        } else if constexpr (std::is_same_v<TQ, float>) {
+          if (!smoothing) {
+            regular_vectors(from, to, std::integral_constant<Terms, Terms::none>{});
+          } else if (class_weight != nullptr) {
+            regular_vectors(from, to, std::integral_constant<Terms, Terms::weighted>{});
+          } else {
+            regular_vectors(from, to, std::integral_constant<Terms, Terms::unit>{});
+          }
+        }
+      };
+      // The row as for_each_output_vector cuts it: `lead` elements, whole vectors, a tail; a
+      // probability row has no target vector.
       const std::int64_t classes = c_.classes;
       const std::int64_t whole_end = lead + (classes - lead) / lanes * lanes;
       const std::int64_t target_vector =
-          y < lead ? whole_end : std::min(lead + (y - lead) / lanes * lanes, whole_end);
+          soft || y < lead ? whole_end : std::min(lead + (y - lead) / lanes * lanes, whole_end);
       if (lead > 0) vector_at(0, lead);
       if (target_vector < whole_end) vector_at(target_vector, lanes);
       if (whole_end < classes) vector_at(whole_end, classes - whole_end);
