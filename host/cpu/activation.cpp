@@ -197,26 +197,7 @@ struct LeakyRelu {
 
 struct Tanh {
   static constexpr bool kOutputSlope = true;
-  // Below 0.75 an odd polynomial (x times a least-squares fit of tanh(x) / x in x^2, 0.16 ulp
-  // with float coefficients): there 1 - 2e / (1 + e) would cancel. Above, with e = exp(-2|x|),
-  // the subtracted 2e / (1 + e) is below 0.37 while tanh is above 0.63, so its few roundings
-  // weigh less than 0.6 in the result. exp(-inf) = 0 gives +-1 exactly at the infinities.
-  HWY_INLINE V forward(D d, V x) const {
-    const V one = hn::Set(d, 1.0f);
-    const V ax = hn::Abs(x);
-    const V s = hn::Mul(x, x);
-    V q = hn::Set(d, 1.715827500e-03f);
-    q = hn::MulAdd(q, s, hn::Set(d, -7.619337644e-03f));
-    q = hn::MulAdd(q, s, hn::Set(d, 2.142596431e-02f));
-    q = hn::MulAdd(q, s, hn::Set(d, -5.388418585e-02f));
-    q = hn::MulAdd(q, s, hn::Set(d, 1.333255917e-01f));
-    q = hn::MulAdd(q, s, hn::Set(d, -3.333330750e-01f));
-    const V small = hn::MulAdd(hn::Mul(q, s), x, x);
-    const V e = exp_nonpositive_once(d, hn::Mul(hn::Set(d, -2.0f), ax));
-    const V large = hn::NegMulAdd(hn::Add(e, e), reciprocal(d, hn::Add(one, e)), one);
-    // NaN fails the comparison and takes the polynomial, which keeps it.
-    return hn::IfThenElse(hn::Ge(ax, hn::Set(d, 0.75f)), hn::CopySign(large, x), small);
-  }
+  HWY_INLINE V forward(D d, V x) const { return tanh_and_decay(d, x).tanh; }
   // sech^2 x = 4e / (1 + e)^2 with e = exp(-2|x|) in [0, 1]: 1 - tanh^2 would be exactly 0 in
   // float for |x| > 9, where the true slope is still above 1e-8.
   HWY_INLINE V slope(D d, V x) const {

@@ -125,21 +125,38 @@ HWY_INLINE DoubleVec add_gaps(DoubleVec sum, FloatVec coefficient, float m, Floa
   return hn::MulAdd(upper_as_double(d, coefficient), hn::Sub(vm, upper_as_double(d, x)), sum);
 }
 
-// x' = cap tanh(x / cap) and its slope sech^2(x / cap), as the kernel forms them: tanh|u| =
-// -e / (2 + e) with e = expm1(-2|u|), sech^2 u = 4 E / (1 + E)^2 with E = exp(-2|u|); both keep
-// full relative accuracy at either end, where 1 - tanh^2 would cancel to 0.
+// x' = cap tanh(x / cap) and its slope sech^2(x / cap) = 4 E / (1 + E)^2 with E = exp(-2|u|),
+// u = x / cap: tanh from simd-inl.h's tanh_and_decay, as the tanh activation's, and the slope
+// from its E, so that a logit several caps out keeps a slope of E's size (1 - tanh^2 would
+// round to 0). The kernel takes expm1 for tanh; Highway's Expm1 and Exp here made a capped
+// row 3-5x the plain row's time.
+HWY_INLINE FloatVec slope_from_decay(FloatTag d, FloatVec u, FloatVec decay) {
+  const FloatVec one_plus = hn::Add(hn::Set(d, 1.0f), decay);
+  const FloatVec slope = hn::Div(hn::Mul(hn::Set(d, 4.0f), decay), hn::Mul(one_plus, one_plus));
+  return hn::IfThenElse(hn::IsNaN(u), u, slope);
+}
+// u = x / cap as x (1 / cap): a division less per element, the dearest operation here. The
+// reciprocal is within half an ulp, so u gains at most an ulp, which tanh (whose relative
+// condition number is at most 1) passes on no larger. A subnormal cap, whose reciprocal
+// overflows, divides.
+HWY_INLINE FloatVec over_cap(FloatTag d, FloatVec x, float cap) {
+  const float inverse = 1.0f / cap;
+  return std::isfinite(inverse) ? hn::Mul(x, hn::Set(d, inverse)) : hn::Div(x, hn::Set(d, cap));
+}
+// NaN stays NaN (tanh_and_decay keeps it), +-inf gives +-cap.
 HWY_INLINE FloatVec softcapped(FloatTag d, FloatVec x, float cap) {
-  const FloatVec u = hn::Div(x, hn::Set(d, cap));
-  const FloatVec e = hn::Expm1(d, hn::Mul(hn::Set(d, -2.0f), hn::Abs(u)));
-  const FloatVec magnitude = hn::Div(hn::Neg(e), hn::Add(hn::Set(d, 2.0f), e));
-  return hn::IfThenElse(hn::IsNaN(u), u, hn::Mul(hn::Set(d, cap), hn::CopySign(magnitude, u)));
+  return hn::Mul(hn::Set(d, cap), tanh_and_decay(d, over_cap(d, x, cap)).tanh);
 }
 HWY_INLINE FloatVec softcap_slope(FloatTag d, FloatVec x, float cap) {
-  const FloatVec u = hn::Div(x, hn::Set(d, cap));
-  const FloatVec big_e = hn::Exp(d, hn::Mul(hn::Set(d, -2.0f), hn::Abs(u)));
-  const FloatVec one_plus = hn::Add(hn::Set(d, 1.0f), big_e);
-  const FloatVec slope = hn::Div(hn::Mul(hn::Set(d, 4.0f), big_e), hn::Mul(one_plus, one_plus));
-  return hn::IfThenElse(hn::IsNaN(u), u, slope);
+  const FloatVec u = over_cap(d, x, cap);
+  return slope_from_decay(d, u, exp_nonpositive(d, hn::Mul(hn::Set(d, -2.0f), hn::Abs(u))));
+}
+// Both from one exponential.
+HWY_INLINE FloatVec softcapped_with_slope(FloatTag d, FloatVec x, float cap, FloatVec& slope) {
+  const FloatVec u = over_cap(d, x, cap);
+  const TanhAndDecay t = tanh_and_decay(d, u);
+  slope = slope_from_decay(d, u, t.decay);
+  return hn::Mul(hn::Set(d, cap), t.tanh);
 }
 
 // a_c of probability targets at columns [c, c + count), w_c ((1 - eps) q_c + eps / C); lanes
@@ -412,11 +429,7 @@ class RowKernel {
   // x' of the row (the logits themselves for f32 without softcap, else the buffer filled with
   // the (capped) values in float) and its max.
   const float* row_and_max(const TX* logits, float& m, float& raw_max, bool& non_finite) {
-    if (c_.softcap != 0.0f) {
-      const float* xs = load_capped(logits);
-      row_max(xs, logits, m, raw_max, non_finite);
-      return xs;
-    }
+    if (c_.softcap != 0.0f) return capped_row_and_max(logits, m, raw_max, non_finite);
     // Without softcap, one pass: widened 16-bit logits go to the buffer as the max takes them.
     // Four maxima, so that the loop waits on no max's latency, and only local copies: as two
     // loops through `this`, the widening reloaded the buffer pointer and softcap per vector and
@@ -460,30 +473,44 @@ class RowKernel {
     }
   }
 
-  // The buffer filled with the capped row in float.
-  const float* load_capped(const TX* logits) {
-    for_each_vector([&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
-      hn::StoreU(softcapped(d_, load(logits + c, count, 0.0f), c_.softcap), d_, buffer_ + c);
-    });
-    return buffer_;
-  }
-
-  void row_max(const float* xs, const TX* logits, float& m, float& raw_max,
-               bool& non_finite) const {
-    const FloatVec inf = hn::Set(d_, kInf);
-    FloatVec top = hn::Set(d_, -kInf), raw_top = hn::Set(d_, -kInf);
-    const bool capped = c_.softcap != 0.0f;
-    for_each_vector([&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
-      const FloatVec x = load(xs + c, count, -kInf);
-      top = hn::Max(top, hn::IfThenElse(hn::IsNaN(x), inf, x));
-      if (capped && c_.predicted != nullptr) {
-        const FloatVec raw = load(logits + c, count, -kInf);
-        raw_top = hn::Max(raw_top, hn::IfThenElse(hn::IsNaN(raw), inf, raw));
-      }
-    });
-    m = hn::GetLane(hn::MaxOfLanes(d_, top));
-    raw_max = capped ? hn::GetLane(hn::MaxOfLanes(d_, raw_top)) : m;
+  // The buffer filled with the capped row in float, its max, and the raw logits' max (which
+  // torch.argmax takes) when the predicted class is asked for, in one pass over the logits.
+  // Local copies only, for the reason row_and_max gives: as two loops through `this`, a capped
+  // row's forward took 1.15x as long.
+  const float* capped_row_and_max(const TX* logits, float& m, float& raw_max, bool& non_finite) {
+    const FloatTag d = d_;
+    const std::int64_t lanes = lanes_, classes = c_.classes;
+    const float cap = c_.softcap;
+    float* const capped = buffer_;
+    const bool want_raw = c_.predicted != nullptr;
+    const FloatVec inf = hn::Set(d, kInf), minus_inf = hn::Set(d, -kInf);
+    const auto flagged = [inf](FloatVec x) ACTLOSS_VECTOR_BODY {
+      return hn::IfThenElse(hn::IsNaN(x), inf, x);
+    };
+    FloatVec top = minus_inf, raw_top = minus_inf;
+    std::int64_t c = 0;
+    for (; c + lanes <= classes; c += lanes) {
+      const FloatVec raw = load_floats(d, logits + c);
+      const FloatVec x = softcapped(d, raw, cap);
+      hn::StoreU(x, d, capped + c);
+      top = hn::Max(top, flagged(x));
+      if (want_raw) raw_top = hn::Max(raw_top, flagged(raw));
+    }
+    if (c < classes) {
+      // The buffer's padding gets the capped -inf, -cap; the maxima leave those lanes out.
+      const auto in_row = hn::FirstN(d, static_cast<size_t>(classes - c));
+      const FloatVec raw = hn::IfThenElse(
+          in_row, load_floats_partial(d, logits + c, static_cast<size_t>(classes - c)),
+          minus_inf);
+      const FloatVec x = softcapped(d, raw, cap);
+      hn::StoreU(x, d, capped + c);
+      top = hn::Max(top, flagged(hn::IfThenElse(in_row, x, minus_inf)));
+      if (want_raw) raw_top = hn::Max(raw_top, flagged(raw));
+    }
+    m = hn::GetLane(hn::MaxOfLanes(d, top));
+    raw_max = want_raw ? hn::GetLane(hn::MaxOfLanes(d, raw_top)) : m;
     non_finite = m == kInf;
+    return capped;
   }
 
   bool has_nan(const TX* logits) const {
@@ -749,11 +776,11 @@ class RowKernel {
     const float one_minus_eps = 1.0f - c_.smoothing;
     const hn::RebindToSigned<FloatTag> di;
     const auto lane_index = hn::Iota(di, 0);
-    // No softcap, NaN or empty row: every vector but a class target's is p_c times the scale
-    // less a term of its class's alone (none in the usual LLM row, the same one under smoothing
-    // without class weights, the class weight's share of it with them, the probability targets'
-    // coefficients).
-    const bool regular = !capped && !nan_row && !exps_zero && finite_scale && (soft || y >= 0);
+    // No NaN or empty row: every vector but a class target's is p_c times the scale less a term
+    // of its class's alone (none in the usual LLM row, the same one under smoothing without
+    // class weights, the class weight's share of it with them, the probability targets'
+    // coefficients), times the softcap's slope where capped.
+    const bool regular = !nan_row && !exps_zero && finite_scale && (soft || y >= 0);
     // The fused pass's exponentials stay in their half of the buffer until the next row is done.
     const bool defer = defers_ && regular && !soft && !smoothing && exps != nullptr;
 
@@ -774,8 +801,7 @@ class RowKernel {
           const FloatVec raw = load_part(d, logits + c, count);
           FloatVec x = raw;
           if (capped) {
-            x = softcapped(d, raw, softcap);
-            slope = softcap_slope(d, raw, softcap);
+            x = softcapped_with_slope(d, raw, softcap, slope);
           }
           // x' - shift may be NaN (a NaN logit) or, with logits that differ from the forward's,
           // positive: the general exponential.
@@ -814,20 +840,25 @@ class RowKernel {
       // The whole vectors but the target's: a loop of nothing else, which GCC cannot make of
       // vector_at (it keeps that body's tests in the loop and spills its constants: a third of
       // the fused pass's time went there, and under label smoothing two fifths).
-      const auto regular_vectors = [=](std::int64_t from, std::int64_t to,
-                                       auto terms) ACTLOSS_VECTOR_BODY {
+      const auto regular_vectors = [=](std::int64_t from, std::int64_t to, auto terms,
+                                       auto with_softcap) ACTLOSS_VECTOR_BODY {
         constexpr Terms kTerms = decltype(terms)::value;
-        if constexpr (kTerms == Terms::none) {
+        constexpr bool kCapped = decltype(with_softcap)::value;
+        if constexpr (kTerms == Terms::none && !kCapped) {
           if (exps != nullptr) return store_scaled(d, prob_scale, exps, out, from, to, stream);
         }
         for (std::int64_t c = from; c < to; c += lanes) {
           FloatVec e;
+          FloatVec slope;
           if (exps != nullptr) {
             e = hn::LoadU(d, exps + c);
+            if constexpr (kCapped) slope = softcap_slope(d, load_floats(d, logits + c), softcap);
           } else {
             if (next_row != nullptr) prefetch_next_row_line(next_row + c);
             if (fetch_ahead) fetch_output_ahead(out + c);
-            e = exp_any(d, hn::Sub(load_floats(d, logits + c), vshift));
+            FloatVec x = load_floats(d, logits + c);
+            if constexpr (kCapped) x = softcapped_with_slope(d, x, softcap, slope);
+            e = exp_any(d, hn::Sub(x, vshift));
           }
           FloatVec g = hn::Mul(prob_scale, e);
           if constexpr (kTerms == Terms::unit) {
@@ -839,6 +870,7 @@ class RowKernel {
                                                                     one_minus_eps, smooth, c,
                                                                     lanes)));
           }
+          if constexpr (kCapped) g = hn::Mul(g, slope);
           if (stream) {
             stream_floats(d, g, out + c);
           } else {
@@ -846,17 +878,26 @@ class RowKernel {
           }
         }
       };
-      const auto scaled_vectors = [=](std::int64_t from, std::int64_t to) ACTLOSS_VECTOR_BODY {
+      const auto with_terms = [=](std::int64_t from, std::int64_t to,
+                                  auto with_softcap) ACTLOSS_VECTOR_BODY {
         if (soft) {
-          regular_vectors(from, to, std::integral_constant<Terms, Terms::soft>{});
+          regular_vectors(from, to, std::integral_constant<Terms, Terms::soft>{}, with_softcap);
         } else if constexpr (std::is_same_v<TQ, float>) {
           if (!smoothing) {
-            regular_vectors(from, to, std::integral_constant<Terms, Terms::none>{});
+            regular_vectors(from, to, std::integral_constant<Terms, Terms::none>{}, with_softcap);
           } else if (class_weight != nullptr) {
-            regular_vectors(from, to, std::integral_constant<Terms, Terms::weighted>{});
+            regular_vectors(from, to, std::integral_constant<Terms, Terms::weighted>{},
+                            with_softcap);
           } else {
-            regular_vectors(from, to, std::integral_constant<Terms, Terms::unit>{});
+            regular_vectors(from, to, std::integral_constant<Terms, Terms::unit>{}, with_softcap);
           }
+        }
+      };
+      const auto scaled_vectors = [=](std::int64_t from, std::int64_t to) ACTLOSS_VECTOR_BODY {
+        if (capped) {
+          with_terms(from, to, std::true_type{});
+        } else {
+          with_terms(from, to, std::false_type{});
         }
       };
       // The row as for_each_output_vector cuts it: `lead` elements, whole vectors, a tail; a

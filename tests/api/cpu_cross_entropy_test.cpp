@@ -451,6 +451,10 @@ TEST(CpuCrossEntropy, SpecialValues) {
   at(7, 9) = std::numeric_limits<double>::quiet_NaN();
   p.options.reduction = Reduction::none;
   check(p);
+  // Capped, the infinities and the huge logits become +-cap (a slope of 0), and the rows' last,
+  // partial vectors are capped too.
+  p.options.softcap = 5.0f;
+  check(p);
 }
 
 // A class that carries no weight in a row's loss costs nothing there even where it is masked
