@@ -4,6 +4,7 @@
 // The math is the CUDA kernel's (cuda/cross_entropy.cu), row by row:
 //   1. the (softcapped) row x' and its max m, in one read of the logits; x' is kept in a
 //      per-thread float buffer when it differs from what memory holds (softcap, 16-bit logits);
+//      the softcap's tanh is the tanh activation's here, not the kernel's expm1 (softcapped);
 //   2. s = sum_c exp(x'_c - m) = 1 + rest, the first maximum's exact 1 kept out of `rest`, which
 //      is summed in double, so log s = log1p(rest) keeps the relative accuracy of a confident
 //      row's tiny loss; the exponentials stay in the buffer (or a long f32 row's gradient) for
