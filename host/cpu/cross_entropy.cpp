@@ -260,10 +260,9 @@ class RowKernel {
     const float eps = c_.smoothing;
     const float hard_coefficient =
         y >= 0 ? (1.0f - eps) * (c_.class_weight != nullptr ? c_.class_weight[y] : 1.0f) : 0.0f;
-    const float coefficient_sum = row_coefficient_sum(row, ignored, hard_coefficient, smooth);
-
     if (c_.pass == Pass::backward) {
-      backward_row(row, logits, y, ignored, hard_coefficient, smooth, coefficient_sum);
+      backward_row(row, logits, y, ignored, hard_coefficient, smooth,
+                   row_coefficient_sum(row, ignored, hard_coefficient, smooth));
       return;
     }
 
@@ -300,7 +299,13 @@ class RowKernel {
     const bool need_terms = c_.want_loss && !ignored && (c_.soft() || eps != 0.0f);
     // Taken before the exponentials may overwrite x' in the buffer.
     const float target_x = y >= 0 ? xs[y] : 0.0f;
-    double rest = -1.0, terms = 0.0;
+    // A probability row's A comes from the exponentials' pass, which reads its targets for the
+    // loss terms anyway, in the separate pass's order and so to the same bits: one pass over
+    // the targets less, the dearer half of such a row.
+    const bool mass_in_exponentials = c_.soft() && need_terms && !nan_row && !no_mass;
+    float coefficient_sum =
+        mass_in_exponentials ? 0.0f : row_coefficient_sum(row, ignored, hard_coefficient, smooth);
+    double rest = -1.0, terms = 0.0, mass = 0.0;
     if (nan_row) {
       rest = std::numeric_limits<double>::quiet_NaN();
     } else if (!no_mass) {
@@ -313,7 +318,8 @@ class RowKernel {
           fused && !gradient_keeps_exponentials_ && fetches_output_row(stream_, row_bytes)
               ? gradient_row(row)
               : nullptr;
-      rest = exponentials(xs, m, row, exponentials_row(row), need_terms, terms);
+      rest = exponentials(xs, m, row, exponentials_row(row), need_terms, terms, mass);
+      if (mass_in_exponentials) coefficient_sum = static_cast<float>(mass);
     }
     const double log_s = nan_row ? rest : (no_mass ? -INFINITY : log1p_double(rest));
     const float log_s_f = static_cast<float>(log_s);
@@ -560,7 +566,8 @@ class RowKernel {
   // vector.
   template <Terms kTerms, class TQ>
   std::int64_t exponential_blocks(const float* xs, float m, std::int64_t excluded, float* keep,
-                                  const TQ* q, DoubleVec& rest, DoubleVec& term_sum) {
+                                  const TQ* q, DoubleVec& rest, DoubleVec& term_sum,
+                                  DoubleVec& mass_sum) {
     const FloatTag d = d_;
     const hn::RebindToSigned<FloatTag> di;
     const auto lane_index = hn::Iota(di, 0);
@@ -581,6 +588,9 @@ class RowKernel {
     // additions.
     DoubleVec sum = rest;
     DoubleVec terms = term_sum, other_terms = hn::Zero(DoubleTag());
+    // Terms::soft's sum of the coefficients, A: one chain, vector by vector as
+    // row_coefficient_sum adds them, so that a row's A has the same bits in every pass.
+    DoubleVec mass = mass_sum;
     // The previous row's deferred gradient, a block per block of this row's exponentials.
     Deferred deferred = deferred_;
     std::int64_t first = 0;
@@ -616,6 +626,7 @@ class RowKernel {
           const FloatVec a =
               target_coefficients(d, q, class_weight, one_minus_eps, smooth, k, lanes);
           terms = add_gaps(terms, a, m, x);
+          mass = add_promoted(mass, a);
         }
         if constexpr (kTerms != Terms::none) std::swap(terms, other_terms);
       };
@@ -629,15 +640,16 @@ class RowKernel {
     deferred_ = deferred;
     rest = sum;
     if constexpr (kTerms != Terms::none) term_sum = hn::Add(terms, other_terms);
+    if constexpr (kTerms == Terms::soft) mass_sum = mass;
     return first;
   }
 
   // rest = sum of exp(x'_c - m) over every column but the first maximum's (whose term is the
   // exact 1 of s = 1 + rest), in double; another maximum adds its exact 1. The exponentials go
   // to `keep` when given; `terms` gets sum_c a'_c (m - x'_c) when asked (a' = w for class
-  // targets with smoothing, a for probabilities).
+  // targets with smoothing, a for probabilities), and then for probabilities `mass` gets A.
   double exponentials(const float* xs, float m, std::int64_t row, float* keep, bool need_terms,
-                      double& terms) {
+                      double& terms, double& mass) {
     const FloatVec vm = hn::Set(d_, m);
     const std::int64_t excluded = first_maximum(xs, m);
     const hn::RebindToSigned<FloatTag> di;
@@ -650,6 +662,7 @@ class RowKernel {
     };
     DoubleVec rest = hn::Zero(DoubleTag());
     DoubleVec term_sum = hn::Zero(DoubleTag());
+    DoubleVec mass_sum = hn::Zero(DoubleTag());
     const float smooth = c_.smoothing / static_cast<float>(c_.classes);
     auto body = [&](auto* q_tag) {
       using TQ = std::remove_pointer_t<decltype(q_tag)>;
@@ -659,13 +672,15 @@ class RowKernel {
       // Whole blocks of four vectors first; what is left of the row, vector by vector.
       std::int64_t first = 0;
       if (!need_terms) {
-        first = exponential_blocks<Terms::none>(xs, m, excluded, keep, q, rest, term_sum);
+        first = exponential_blocks<Terms::none>(xs, m, excluded, keep, q, rest, term_sum, mass_sum);
       } else if (c_.soft()) {
-        first = exponential_blocks<Terms::soft>(xs, m, excluded, keep, q, rest, term_sum);
+        first = exponential_blocks<Terms::soft>(xs, m, excluded, keep, q, rest, term_sum, mass_sum);
       } else if constexpr (std::is_same_v<TQ, float>) {
         first = c_.class_weight != nullptr
-                    ? exponential_blocks<Terms::weighted>(xs, m, excluded, keep, q, rest, term_sum)
-                    : exponential_blocks<Terms::unit>(xs, m, excluded, keep, q, rest, term_sum);
+                    ? exponential_blocks<Terms::weighted>(xs, m, excluded, keep, q, rest,
+                                                          term_sum, mass_sum)
+                    : exponential_blocks<Terms::unit>(xs, m, excluded, keep, q, rest, term_sum,
+                                                      mass_sum);
       }
       for_each_vector(first, [&](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
         const FloatVec x = load(xs + c, count, -kInf);
@@ -683,6 +698,7 @@ class RowKernel {
           FloatVec weight;
           if (c_.soft()) {
             weight = coefficients(q, c, count, smooth);
+            mass_sum = add_promoted(mass_sum, weight);
           } else {
             weight = c_.class_weight != nullptr ? load(c_.class_weight + c, count, 0.0f)
                                                 : hn::Set(d_, 1.0f);
@@ -699,6 +715,7 @@ class RowKernel {
       body(static_cast<float*>(nullptr));
     }
     terms = sum_double_lanes(term_sum);
+    mass = sum_double_lanes(mass_sum);
     return sum_double_lanes(rest);
   }
 
