@@ -78,6 +78,11 @@
 //                       EPS in [0, 1] (default 0), so that a run compares the smoothed rows with
 //                       a plain run's; the baselines without smoothing are left out, and the JSON
 //                       context records EPS
+//   --actloss_ce_targets=probabilities  every cross-entropy problem takes [rows x classes]
+//                       probability targets of the logits' dtype instead of class indices (its
+//                       rows are named cross_entropy_probabilities, and their bytes count the
+//                       targets' tensor); the baselines, which take class indices, are left out,
+//                       and the JSON context records the choice (=classes: the default)
 //   --actloss_cpu_spin_us=N  the CPU backend's idle threads poll N microseconds for the next call
 //                       before sleeping (0: at once, as before; the default is
 //                       ACTLOSS_CPU_SPIN_US or 2000)
@@ -430,6 +435,15 @@ int main(int argc, char** argv) {
       set_cross_entropy_label_smoothing(eps);
       continue;
     }
+    if (arg == "--actloss_ce_targets=probabilities" || arg == "--actloss_ce_targets=classes") {
+      set_cross_entropy_probability_targets(arg == "--actloss_ce_targets=probabilities");
+      continue;
+    }
+    if (const std::string flag = "--actloss_ce_targets="; arg.rfind(flag, 0) == 0) {
+      std::fprintf(stderr, "actloss_bench: --actloss_ce_targets takes probabilities or classes "
+                           "(got '%s')\n", arg.substr(flag.size()).c_str());
+      return 1;
+    }
     if (const std::string flag = "--actloss_cpu_streaming_bytes="; arg.rfind(flag, 0) == 0) {
       detail::cpu_set_streaming_output_bytes_for_testing(std::stoll(arg.substr(flag.size())));
       continue;
@@ -489,6 +503,8 @@ int main(int argc, char** argv) {
   benchmark::AddCustomContext("actloss_build", build_info());
   benchmark::AddCustomContext("actloss_ce_label_smoothing",
                               std::to_string(cross_entropy_label_smoothing()));
+  benchmark::AddCustomContext("actloss_ce_targets",
+                              cross_entropy_probability_targets() ? "probabilities" : "classes");
 #if ACTLOSS_BENCH_CUDA
   detail::cuda_set_elementwise_packs_per_step_for_testing(one_pack_per_step ? 1 : 0);
   benchmark::AddCustomContext("actloss_elementwise_packs", one_pack_per_step ? "1" : "default");

@@ -7,8 +7,9 @@
 // traffic.
 //
 // The benchmarked configurations: reductions are `mean` (one float of loss), gradients have the
-// dtype of the tensor they differentiate, cross-entropy targets are int64 class indices, BCE and
-// MSE targets have the input's dtype, no optional weights.
+// dtype of the tensor they differentiate, cross-entropy targets are int64 class indices (or,
+// where a problem says so, [rows x classes] probabilities of the logits' dtype), BCE and MSE
+// targets have the input's dtype, no optional weights.
 #pragma once
 
 #include <cstdint>
@@ -43,6 +44,9 @@ struct Problem {
   DType dtype = DType::f32;
   std::int64_t rows = 1;
   std::int64_t cols = 1;
+  // Op::cross_entropy only: [rows x cols] probability targets of `dtype` instead of class
+  // indices (knowledge distillation's rows), read by every pass.
+  bool probability_targets = false;
 
   constexpr std::int64_t elements() const { return rows * cols; }
 };
@@ -52,6 +56,7 @@ struct Problem {
 //   cross_entropy forward   N e (logits) + 8 R (targets) + 8 R (row stats) + 4 (loss)
 //   cross_entropy backward  N e (logits) + 8 R (targets) + 8 R (saved stats) + N e (grad)
 //   cross_entropy fused     N e (logits) + 8 R (targets) + 4 R (lse) + 4 (loss) + N e (grad)
+//     with probability targets, N e for the targets instead of 8 R
 //   bce forward             N e (logits) + N e (targets) + 4 (loss)
 //   bce backward            N e (logits) + N e (targets) + N e (grad)
 //   bce fused               N e (logits) + N e (targets) + 4 (loss) + N e (grad)
@@ -72,7 +77,7 @@ constexpr std::int64_t min_bytes(const Problem& p) {
   const std::int64_t mask = 4 * relu_mask_words(n);
   switch (p.op) {
     case Op::cross_entropy: {
-      const std::int64_t targets = 8 * p.rows;
+      const std::int64_t targets = p.probability_targets ? tensor : 8 * p.rows;
       const std::int64_t stats = 8 * p.rows;  // CrossEntropyRowStats, saved for backward
       const std::int64_t lse = 4 * p.rows;
       switch (p.pass) {

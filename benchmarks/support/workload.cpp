@@ -221,7 +221,11 @@ class CrossEntropyWorkload final : public Workload {
     for (int s = 0; s < slots; ++s) {
       Slot slot;
       slot.logits = uniform_tensor(d, p.elements(), p.dtype, -4.0, 4.0, seed_of(s, 0));
-      slot.targets = class_targets(d, p.rows, p.cols, seed_of(s, 1));
+      // Probabilities that sum to about 1 a row; the time does not depend on their values.
+      slot.targets = p.probability_targets
+                         ? uniform_tensor(d, p.elements(), p.dtype, 0.0,
+                                          2.0 / static_cast<double>(p.cols), seed_of(s, 1))
+                         : class_targets(d, p.rows, p.cols, seed_of(s, 1));
       slot.loss = output_tensor(d, 1, DType::f32);
       // Forward saves the row statistics for backward (CrossEntropyRowStats: the max and the log
       // of the sum, both about 4 and log C for these logits); forward_backward writes lse. The
@@ -277,6 +281,11 @@ class CrossEntropyWorkload final : public Workload {
     args.logits_dtype = p.dtype;
     args.targets = slot.targets.data();
     args.target_kind = TargetKind::class_index_i64;
+    if (p.probability_targets) {
+      args.target_kind = TargetKind::probabilities;
+      args.target_dtype = p.dtype;
+      args.target_row_stride = p.cols;
+    }
     args.loss = slot.loss.as<float>();
     args.grad = slot.grad.data();
     args.grad_dtype = p.dtype;
@@ -716,8 +725,9 @@ const char* to_string(Impl impl) {
 }
 
 std::string op_name(const Problem& problem) {
-  return problem.op == Op::activation ? actloss::to_string(problem.activation)
-                                      : to_string(problem.op);
+  if (problem.op == Op::activation) return actloss::to_string(problem.activation);
+  if (problem.probability_targets) return "cross_entropy_probabilities";
+  return to_string(problem.op);
 }
 
 bool is_row_op(Op op) {
@@ -743,6 +753,9 @@ std::vector<Problem> problem_set(Device device, SetSize size) {
     add_full(out, sizes);
   } else {
     add_quick(out, sizes);
+  }
+  if (cross_entropy_probability_targets()) {
+    for (Problem& p : out) p.probability_targets = p.op == Op::cross_entropy;
   }
   return out;
 }
@@ -774,6 +787,13 @@ float label_smoothing_for_cross_entropy = 0.0f;
 void set_cross_entropy_label_smoothing(float eps) { label_smoothing_for_cross_entropy = eps; }
 float cross_entropy_label_smoothing() { return label_smoothing_for_cross_entropy; }
 
+namespace {
+bool probability_targets_for_cross_entropy = false;
+}  // namespace
+
+void set_cross_entropy_probability_targets(bool on) { probability_targets_for_cross_entropy = on; }
+bool cross_entropy_probability_targets() { return probability_targets_for_cross_entropy; }
+
 bool implements(Impl impl, Device device, const Problem& p, std::string* why) {
   auto no = [why](const char* reason) {
     if (why != nullptr) *why = reason;
@@ -793,6 +813,7 @@ bool implements(Impl impl, Device device, const Problem& p, std::string* why) {
       if (device != Device::cuda) return no("CUDA only");
       if (p.op != Op::cross_entropy || p.pass != Pass::fused) return no("cross-entropy fused only");
       if (cross_entropy_label_smoothing() != 0.0f) return no("no label smoothing");
+      if (p.probability_targets) return no("class-index targets only");
       return true;
 #else
       return no("built with nvcc only");
@@ -803,6 +824,7 @@ bool implements(Impl impl, Device device, const Problem& p, std::string* why) {
       if (p.op != Op::cross_entropy) return no("cross-entropy only");
       if (p.dtype != DType::f32 && p.dtype != DType::bf16) return no("f32 and bf16 only");
       if (cross_entropy_label_smoothing() != 0.0f) return no("no label smoothing");
+      if (p.probability_targets) return no("class-index targets only");
       return true;
 #else
       return no("built with nvcc only");

@@ -86,6 +86,12 @@ int rotation_slots(Device device, const Problem& problem);
 void set_cross_entropy_label_smoothing(float eps);
 float cross_entropy_label_smoothing();
 
+// Whether the sets' cross-entropy problems take probability targets (Problem::
+// probability_targets, named cross_entropy_probabilities) instead of class indices: false unless
+// set before problem_set() is called. The baselines take class indices only.
+void set_cross_entropy_probability_targets(bool on);
+bool cross_entropy_probability_targets();
+
 // Allocates and fills; throws std::runtime_error (out of memory, impl unavailable).
 std::unique_ptr<Workload> make_workload(const Case& c, int slots);
 
