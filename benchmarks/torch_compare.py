@@ -10,6 +10,7 @@ plot.py draws both files on one chart. Names are "cuda/torch_eager/..." and
     python3 benchmarks/torch_compare.py --quick --out torch.json   # a few problems
     python3 benchmarks/torch_compare.py --check-bytes build/default/benchmarks/actloss_bench
     python3 benchmarks/torch_compare.py --filter linear_cross_entropy --out linear.json
+    python3 benchmarks/torch_compare.py --ce-targets probabilities --filter cross_entropy --out p.json
 
 The fused linear + cross-entropy's peer, F.cross_entropy(F.linear(hidden, weight), targets) in
 bf16, forward and backward ("cuda/torch_eager/linear_cross_entropy/fused/bf16/tokens:..."), runs
@@ -17,6 +18,10 @@ first, eager then compiled, at actloss_bench's shapes; it reports TFLOP/s (6 N D
 and extra_bytes, the peak of torch.cuda.max_memory_allocated beyond the operands (inputs before
 the call, the gradients it returns), instead of GB/s. PyTorch's d_weight is bf16 (the weight's
 dtype), where actloss_bench's is float32.
+
+With --ce-targets probabilities, as actloss_bench's --actloss_ce_targets=probabilities, the
+cross-entropy problems take [rows x classes] probability targets of the logits' dtype
+("cuda/torch_eager/cross_entropy_probabilities/..."): F.cross_entropy with float targets.
 
 The shapes and the byte formula are restated here from benchmarks/support/workload.cpp and
 benchmarks/byte_formulas.h (the statement of record); --check-bytes compares them with
@@ -58,6 +63,7 @@ def rows_for(classes, dtype, tensor_bytes):
 class Problem:
     def __init__(self, op, pass_, dtype, rows, cols):
         self.op, self.pass_, self.dtype, self.rows, self.cols = op, pass_, dtype, rows, cols
+        self.probability_targets = False  # cross_entropy only: [rows x cols] targets of dtype
 
     @property
     def elements(self):
@@ -66,7 +72,8 @@ class Problem:
     def name(self, device, impl):
         size = (f"classes:{self.cols}/rows:{self.rows}" if self.op in ROW_OPS
                 else f"n:{self.elements}")
-        return f"{device}/{impl}/{self.op}/{self.pass_}/{self.dtype}/{size}"
+        op = "cross_entropy_probabilities" if self.probability_targets else self.op
+        return f"{device}/{impl}/{op}/{self.pass_}/{self.dtype}/{size}"
 
 
 def min_bytes(p):
@@ -77,6 +84,8 @@ def min_bytes(p):
     mask = 4 * ((n + 31) // 32)
     if p.op == "cross_entropy":
         targets, stats, lse = 8 * r, 8 * r, 4 * r  # int64 targets, saved row stats, float lse
+        if p.probability_targets:
+            targets = tensor
         return {"forward": tensor + targets + stats + loss,
                 "backward": tensor + targets + stats + tensor}.get(
                     p.pass_, tensor + targets + lse + loss + tensor)
@@ -114,7 +123,14 @@ def sizes(device, quick):
                 dtypes=["f32", "bf16"], f16_subset=False)
 
 
-def problem_set(device, quick=False):
+def problem_set(device, quick=False, probability_targets=False):
+    out = problem_set_of_class_targets(device, quick)
+    for p in out:
+        p.probability_targets = probability_targets and p.op == "cross_entropy"
+    return out
+
+
+def problem_set_of_class_targets(device, quick):
     s = sizes(device, quick)
     out = []
     if quick:
@@ -207,12 +223,14 @@ def parse_name(name):
 
 # ---- --check-bytes ----------------------------------------------------------------------------
 
-def check_bytes(executable):
-    listing = subprocess.run([executable, "--actloss_list"], check=True, capture_output=True, text=True)
+def check_bytes(executable, probability_targets=False):
+    flags = ["--actloss_ce_targets=probabilities"] if probability_targets else []
+    listing = subprocess.run([executable, *flags, "--actloss_list"], check=True, capture_output=True,
+                             text=True)
     theirs = {entry["name"]: entry["bytes"] for entry in json.loads(listing.stdout)}
     ours = {}
     for device in ("cpu", "cuda"):
-        for p in problem_set(device):
+        for p in problem_set(device, probability_targets=probability_targets):
             ours[p.name(device, "actloss")] = min_bytes(p)
     problems = []
     for name in sorted(set(theirs) | set(ours)):
@@ -284,7 +302,10 @@ def make_case(torch, p, compiled):
         shape = (p.rows, p.cols)
         x = uniform(shape, -4, 4, requires_grad=p.pass_ != "forward")
         if p.op == "cross_entropy":
-            t = torch.randint(0, p.cols, (p.rows,), device=dev, dtype=torch.int64)
+            if p.probability_targets:
+                t = uniform(shape, 0, 2.0 / p.cols)  # rows that sum to about 1, as actloss_bench's
+            else:
+                t = torch.randint(0, p.cols, (p.rows,), device=dev, dtype=torch.int64)
             loss_fn = maybe_compile(lambda a, b: F.cross_entropy(a, b))
         elif p.op == "bce_with_logits":
             t = uniform(shape, 0, 1)
@@ -469,7 +490,8 @@ def run(args):
     except Exception:  # noqa: BLE001 - an older torch without dynamo still runs eager
         pass
 
-    problems = problem_set("cuda", args.quick)
+    problems = problem_set("cuda", args.quick, args.ce_targets == "probabilities")
+    context["actloss_ce_targets"] = args.ce_targets
     # The linear cross-entropy first, eager and compiled: its figures are the newest.
     linear = linear_ce_set(args.quick)
     plan = [(p, False) for p in linear] + [(p, True) for p in linear]
@@ -545,9 +567,12 @@ def main(argv=None):
                         help="run only the problems whose names match (e.g. linear_cross_entropy)")
     parser.add_argument("--check-bytes", metavar="ACTLOSS_BENCH",
                         help="compare names and byte counts with `ACTLOSS_BENCH --actloss_list`, then exit")
+    parser.add_argument("--ce-targets", choices=("classes", "probabilities"), default="classes",
+                        help="the cross-entropy problems' targets: class indices (default) or "
+                             "[rows x classes] probabilities of the logits' dtype")
     args = parser.parse_args(argv)
     if args.check_bytes:
-        return check_bytes(args.check_bytes)
+        return check_bytes(args.check_bytes, args.ce_targets == "probabilities")
     return run(args)
 
 
