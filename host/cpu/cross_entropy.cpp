@@ -217,6 +217,20 @@ class RowKernel {
           c_.pass == Pass::forward_backward && !stream_ && c_.softcap == 0.0f &&
           c_.classes * static_cast<std::int64_t>(3 * sizeof(float)) > kOutputAsBufferRowBytes;
     }
+    // The backward of a probability row reads its targets twice, for their sum A and then for
+    // the gradient: the next row's come into L2 during this row's gradient, so that the sum's
+    // pass finds them there. On Intel (prefetch_next_row_into_l2), where a row's logits,
+    // targets and gradient take at most 1 MiB. On the Xeon VM (two threads, alternating
+    // processes, medians of three to five, flushed cache): f32 1.04-1.12x from 256 to 50257
+    // classes, 0.94x at 128256 (1.5 MiB a row) and 0.91x at 262144; bf16 1.13-1.21x from 1024
+    // to 128256 classes, 0.99x at 256 (and 1.11-1.15x at 262144, 1.5 MiB, left out with f32).
+    if (c_.soft() && c_.pass == Pass::backward && prefetch_next_row_into_l2) {
+      constexpr std::int64_t kNextTargetsRowBytes = std::int64_t{1} << 20;
+      prefetches_next_targets_ =
+          c_.classes * (static_cast<std::int64_t>(sizeof(TX) + sizeof(TG)) +
+                        dtype_size(c_.target_dtype)) <=
+          kNextTargetsRowBytes;
+    }
     const bool needs_buffer =
         c_.softcap != 0.0f || !std::is_same_v<TX, float> ||
         (c_.pass == Pass::forward_backward && !gradient_keeps_exponentials_);
@@ -247,19 +261,7 @@ class RowKernel {
                     ? static_cast<const TX*>(c_.logits) +
                           c_.start_of(row + 1, c_.logits_row_stride, c_.logits_batch_stride)
                     : nullptr;
-    // The backward of a probability row reads its targets twice, for their sum A and then for
-    // the gradient: the next row's come into L2 during this row's gradient, so that the sum's
-    // pass finds them there. On Intel (prefetch_next_row_into_l2), where a row's logits,
-    // targets and gradient take at most 1 MiB. On the Xeon VM (two threads, alternating
-    // processes, medians of three to five, flushed cache): f32 1.04-1.12x from 256 to 50257
-    // classes, 0.94x at 128256 (1.5 MiB a row) and 0.91x at 262144; bf16 1.13-1.21x from 1024
-    // to 128256 classes, 0.99x at 256 (and 1.11-1.15x at 262144, 1.5 MiB, left out with f32).
-    constexpr std::int64_t kNextTargetsRowBytes = std::int64_t{1} << 20;
-    const std::int64_t probability_row_bytes =
-        classes * static_cast<std::int64_t>(sizeof(TX) + sizeof(TG) +
-                                            (c_.soft() ? dtype_size(c_.target_dtype) : 0));
-    next_targets_ = c_.soft() && c_.pass == Pass::backward && prefetch_next_row_into_l2 &&
-                            probability_row_bytes <= kNextTargetsRowBytes && row + 1 < c_.rows
+    next_targets_ = prefetches_next_targets_ && row + 1 < c_.rows
                         ? static_cast<const char*>(c_.targets) +
                               c_.start_of(row + 1, c_.target_row_stride, c_.target_batch_stride) *
                                   dtype_size(c_.target_dtype)
@@ -1005,7 +1007,8 @@ class RowKernel {
   Deferred deferred_;
   bool defers_ = false;
   const TX* next_row_ = nullptr;
-  const void* next_targets_ = nullptr;  // see run(): backward probability rows only
+  const void* next_targets_ = nullptr;  // set by run() where prefetches_next_targets_
+  bool prefetches_next_targets_ = false;  // see the constructor
   const TG* fetched_gradient_ = nullptr;  // this row's gradient, fetched by exponentials()
   bool stream_ = false;  // the gradient is stored with non-temporal stores
   bool gradient_keeps_exponentials_ = false;
