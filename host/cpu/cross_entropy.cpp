@@ -187,10 +187,20 @@ HWY_INLINE void store_scaled(FloatTag d, FloatVec scale, const float* exps, TG* 
   }
 }
 
-// Per-thread scratch: one row of floats (x', then the exponentials).
-std::vector<float>& row_buffer() {
+// Per-thread scratch of at least `floats` floats (rows of x', then of the exponentials), starting
+// on a cache line: a vector that straddles two lines costs two accesses, and a row's passes over
+// the buffer are most of what a bf16 row reads. With 16-byte-aligned rows, as std::vector gives
+// (Xeon VM, two threads, alternating processes, medians of three, with the blocks' pairwise sum
+// in exponential_blocks): bf16 logits forward 1.19x and fused 1.15x at 32000 classes, fused
+// 1.10x at 50257 and 1.16x at 4096, probability rows fused 1.17x; f32 1.00-1.03x.
+float* row_buffer(std::size_t floats) {
   thread_local std::vector<float> buffer;
-  return buffer;
+  constexpr std::size_t kCacheLine = 64;
+  if (buffer.size() < floats + kCacheLine / sizeof(float)) {
+    buffer.resize(floats + kCacheLine / sizeof(float));
+  }
+  const std::uintptr_t misalignment = reinterpret_cast<std::uintptr_t>(buffer.data()) % kCacheLine;
+  return buffer.data() + (misalignment == 0 ? 0 : (kCacheLine - misalignment) / sizeof(float));
 }
 
 template <class TX, class TG>
@@ -235,13 +245,13 @@ class RowKernel {
         c_.softcap != 0.0f || !std::is_same_v<TX, float> ||
         (c_.pass == Pass::forward_backward && !gradient_keeps_exponentials_);
     if (needs_buffer) {
-      std::vector<float>& buffer = row_buffer();
-      // Padded to whole vectors, so that loops over it need no tail; two rows' worth when a
-      // row's exponentials must outlive the next row's.
-      buffer_stride_ = c_.classes + lanes_;
-      const auto wanted = static_cast<std::size_t>(buffer_stride_ * (defers_ ? 2 : 1));
-      if (buffer.size() < wanted) buffer.resize(wanted);
-      buffer_ = buffer.data();
+      // Padded to whole vectors, so that loops over it need no tail, and to whole cache lines,
+      // so that the second row starts on one too; two rows' worth when a row's exponentials must
+      // outlive the next row's.
+      constexpr std::int64_t kLineFloats = 64 / sizeof(float);
+      buffer_stride_ = (c_.classes + lanes_ + kLineFloats - 1) / kLineFloats * kLineFloats;
+      buffer_base_ = row_buffer(static_cast<std::size_t>(buffer_stride_ * (defers_ ? 2 : 1)));
+      buffer_ = buffer_base_;
     }
   }
 
@@ -615,7 +625,6 @@ class RowKernel {
     std::int64_t first = 0;
     for (; first + block <= classes; first += block) {
       deferred.write(d, block);
-      FloatVec part = hn::Zero(d);
       if (next_row != nullptr) {
         // A cache line per 64 bytes of the next row over this block's columns.
         for (std::int64_t k = first; k < first + block; k += 64 / sizeof(TX)) {
@@ -623,7 +632,8 @@ class RowKernel {
         }
       }
       if (fetched != nullptr) fetch_output_lines(fetched + first, block * sizeof(TG));
-      // One vector; the test for the first maximum only in the block that holds it.
+      // One vector's exponentials; the test for the first maximum only in the block that
+      // holds it.
       const auto vector_at = [&](std::int64_t k, auto may_hold_maximum) ACTLOSS_VECTOR_BODY {
         const FloatVec x = hn::LoadU(d, values + k);
         FloatVec e = exp_nonpositive(d, hn::Sub(x, shift));
@@ -635,7 +645,6 @@ class RowKernel {
             e = hn::IfThenZeroElse(hn::RebindMask(d, at_maximum), e);
           }
         }
-        part = hn::Add(part, e);
         if constexpr (kTerms == Terms::unit) {
           terms = hn::Add(hn::Add(terms, hn::Sub(vm_double, lower_as_double(d, x))),
                           hn::Sub(vm_double, upper_as_double(d, x)));
@@ -648,12 +657,20 @@ class RowKernel {
           mass = add_promoted(mass, a);
         }
         if constexpr (kTerms != Terms::none) std::swap(terms, other_terms);
+        return e;
       };
-      if (excluded >= first && excluded < first + block) {
-        for (std::int64_t k = first; k < first + block; k += lanes) vector_at(k, std::true_type{});
-      } else {
-        for (std::int64_t k = first; k < first + block; k += lanes) vector_at(k, std::false_type{});
-      }
+      // The four exponentials added pairwise, not one after another: no vector waits on the
+      // last one's addition.
+      const auto block_sum = [&](auto may_hold_maximum) ACTLOSS_VECTOR_BODY {
+        const FloatVec e0 = vector_at(first, may_hold_maximum);
+        const FloatVec e1 = vector_at(first + lanes, may_hold_maximum);
+        const FloatVec e2 = vector_at(first + 2 * lanes, may_hold_maximum);
+        const FloatVec e3 = vector_at(first + 3 * lanes, may_hold_maximum);
+        return hn::Add(hn::Add(e0, e1), hn::Add(e2, e3));
+      };
+      const FloatVec part = excluded >= first && excluded < first + block
+                                ? block_sum(std::true_type{})
+                                : block_sum(std::false_type{});
       sum = add_promoted(sum, part);
     }
     deferred_ = deferred;
@@ -968,8 +985,7 @@ class RowKernel {
     } else {
       body(static_cast<float*>(nullptr));
     }
-    if (defer) buffer_ = buffer_ == row_buffer().data() ? buffer_ + buffer_stride_
-                                                        : row_buffer().data();
+    if (defer) buffer_ = buffer_ == buffer_base_ ? buffer_ + buffer_stride_ : buffer_base_;
   }
 
   // A row's gradient but for its lead, target and tail vectors, left to be streamed while the
@@ -1002,7 +1018,8 @@ class RowKernel {
   const CrossEntropyCall& c_;
   FloatTag d_;
   std::int64_t lanes_ = 1;
-  float* buffer_ = nullptr;
+  float* buffer_base_ = nullptr;  // the per-thread buffer's first row
+  float* buffer_ = nullptr;       // the row in use
   std::int64_t buffer_stride_ = 0;
   Deferred deferred_;
   bool defers_ = false;
