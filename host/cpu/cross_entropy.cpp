@@ -189,10 +189,8 @@ HWY_INLINE void store_scaled(FloatTag d, FloatVec scale, const float* exps, TG* 
 
 // Per-thread scratch of at least `floats` floats (rows of x', then of the exponentials), starting
 // on a cache line: a vector that straddles two lines costs two accesses, and a row's passes over
-// the buffer are most of what a bf16 row reads. With 16-byte-aligned rows, as std::vector gives
-// (Xeon VM, two threads, alternating processes, medians of three, with the blocks' pairwise sum
-// in exponential_blocks): bf16 logits forward 1.19x and fused 1.15x at 32000 classes, fused
-// 1.10x at 50257 and 1.16x at 4096, probability rows fused 1.17x; f32 1.00-1.03x.
+// the buffer are most of what a bf16 row reads. The buffer is used from column 0 wherever the
+// logits lie, so no result's bits depend on it.
 float* row_buffer(std::size_t floats) {
   thread_local std::vector<float> buffer;
   constexpr std::size_t kCacheLine = 64;
@@ -625,6 +623,7 @@ class RowKernel {
     std::int64_t first = 0;
     for (; first + block <= classes; first += block) {
       deferred.write(d, block);
+      FloatVec part = hn::Zero(d);
       if (next_row != nullptr) {
         // A cache line per 64 bytes of the next row over this block's columns.
         for (std::int64_t k = first; k < first + block; k += 64 / sizeof(TX)) {
@@ -632,8 +631,7 @@ class RowKernel {
         }
       }
       if (fetched != nullptr) fetch_output_lines(fetched + first, block * sizeof(TG));
-      // One vector's exponentials; the test for the first maximum only in the block that
-      // holds it.
+      // One vector; the test for the first maximum only in the block that holds it.
       const auto vector_at = [&](std::int64_t k, auto may_hold_maximum) ACTLOSS_VECTOR_BODY {
         const FloatVec x = hn::LoadU(d, values + k);
         FloatVec e = exp_nonpositive(d, hn::Sub(x, shift));
@@ -645,6 +643,7 @@ class RowKernel {
             e = hn::IfThenZeroElse(hn::RebindMask(d, at_maximum), e);
           }
         }
+        part = hn::Add(part, e);
         if constexpr (kTerms == Terms::unit) {
           terms = hn::Add(hn::Add(terms, hn::Sub(vm_double, lower_as_double(d, x))),
                           hn::Sub(vm_double, upper_as_double(d, x)));
@@ -657,20 +656,12 @@ class RowKernel {
           mass = add_promoted(mass, a);
         }
         if constexpr (kTerms != Terms::none) std::swap(terms, other_terms);
-        return e;
       };
-      // The four exponentials added pairwise, not one after another: no vector waits on the
-      // last one's addition.
-      const auto block_sum = [&](auto may_hold_maximum) ACTLOSS_VECTOR_BODY {
-        const FloatVec e0 = vector_at(first, may_hold_maximum);
-        const FloatVec e1 = vector_at(first + lanes, may_hold_maximum);
-        const FloatVec e2 = vector_at(first + 2 * lanes, may_hold_maximum);
-        const FloatVec e3 = vector_at(first + 3 * lanes, may_hold_maximum);
-        return hn::Add(hn::Add(e0, e1), hn::Add(e2, e3));
-      };
-      const FloatVec part = excluded >= first && excluded < first + block
-                                ? block_sum(std::true_type{})
-                                : block_sum(std::false_type{});
+      if (excluded >= first && excluded < first + block) {
+        for (std::int64_t k = first; k < first + block; k += lanes) vector_at(k, std::true_type{});
+      } else {
+        for (std::int64_t k = first; k < first + block; k += lanes) vector_at(k, std::false_type{});
+      }
       sum = add_promoted(sum, part);
     }
     deferred_ = deferred;
