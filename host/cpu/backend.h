@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cstdint>
 #include <optional>
+#include <vector>
 
 #include <actloss/actloss.h>
 
@@ -121,5 +122,15 @@ inline std::int64_t streaming_output_bytes_from_text(const char* text) {
 // rows, whose three arrays fit in L2 together, were as fast or faster with the buffer and the
 // output fetched ahead (1.05-1.07x at 1024 and 4096 columns, even at 32000).
 constexpr std::int64_t kOutputAsBufferRowBytes = std::int64_t{1} << 20;
+
+// At least `floats` floats of a per-thread scratch buffer (grown as needed, never shrunk),
+// starting on a cache line: a vector that straddles two lines costs two accesses.
+inline float* cache_line_floats(std::vector<float>& buffer, std::size_t floats) {
+  constexpr std::size_t kCacheLine = 64;
+  constexpr std::size_t kLineFloats = kCacheLine / sizeof(float);
+  if (buffer.size() < floats + kLineFloats) buffer.resize(floats + kLineFloats);
+  const std::uintptr_t misalignment = reinterpret_cast<std::uintptr_t>(buffer.data()) % kCacheLine;
+  return buffer.data() + (misalignment == 0 ? 0 : (kCacheLine - misalignment) / sizeof(float));
+}
 
 }  // namespace actloss::cpu

@@ -188,17 +188,11 @@ HWY_INLINE void store_scaled(FloatTag d, FloatVec scale, const float* exps, TG* 
 }
 
 // Per-thread scratch of at least `floats` floats (rows of x', then of the exponentials), starting
-// on a cache line: a vector that straddles two lines costs two accesses, and a row's passes over
-// the buffer are most of what a bf16 row reads. The buffer is used from column 0 wherever the
-// logits lie, so no result's bits depend on it.
+// on a cache line: a row's passes over the buffer are most of what a bf16 row reads. The buffer
+// is used from column 0 wherever the logits lie, so no result's bits depend on it.
 float* row_buffer(std::size_t floats) {
   thread_local std::vector<float> buffer;
-  constexpr std::size_t kCacheLine = 64;
-  if (buffer.size() < floats + kCacheLine / sizeof(float)) {
-    buffer.resize(floats + kCacheLine / sizeof(float));
-  }
-  const std::uintptr_t misalignment = reinterpret_cast<std::uintptr_t>(buffer.data()) % kCacheLine;
-  return buffer.data() + (misalignment == 0 ? 0 : (kCacheLine - misalignment) / sizeof(float));
+  return cache_line_floats(buffer, floats);
 }
 
 template <class TX, class TG>

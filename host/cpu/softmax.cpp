@@ -96,16 +96,10 @@ namespace {
 constexpr float kInfinity = std::numeric_limits<float>::infinity();
 
 // The per-thread float buffer of a row's exponentials, grown to the longest row seen, and
-// aligned to the vector size (vectors that straddle cache lines cost two accesses each).
+// aligned to a cache line (cache_line_floats), with a vector's room past the row.
 inline float* exponential_buffer(std::int64_t cols) {
   thread_local std::vector<float> buffer;
-  constexpr std::size_t kCacheLine = 64;
-  constexpr std::size_t kAlignFloats = kCacheLine / sizeof(float);
-  const auto needed = static_cast<std::size_t>(cols) + hn::MaxLanes(FloatTag()) + kAlignFloats;
-  if (buffer.size() < needed) buffer.resize(needed);
-  const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
-  const std::uintptr_t misalignment = address % kCacheLine;
-  return buffer.data() + (misalignment == 0 ? 0 : (kCacheLine - misalignment) / sizeof(float));
+  return cache_line_floats(buffer, static_cast<std::size_t>(cols) + hn::MaxLanes(FloatTag()));
 }
 
 // Fills a row with one value (NaN rows, all -inf rows).
