@@ -847,11 +847,6 @@ class RowKernel {
           // positive: the general exponential.
           e = exp_any(d, hn::Sub(x, vshift));
         }
-        // The p_c terms are exactly 0 where p_c is: the factor may be infinite (z-loss of an
-        // all -inf row), and infinity times 0 must not make them NaN.
-        const FloatVec probability_part =
-            finite_scale ? hn::Mul(prob_scale, e)
-                         : hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(prob_scale, e));
         FloatVec step;
         if (soft) {
           step = hn::Mul(vmultiplier, target_coefficients(d, q, class_weight, one_minus_eps,
@@ -870,7 +865,15 @@ class RowKernel {
           }
           if (nan_row) step = hn::Set(d, NAN);
         }
-        const FloatVec g = hn::Sub(probability_part, step);
+        // One rounding, as the whole vectors have (regular_vectors), so that an element's bits
+        // do not depend on which of the two wrote it. The p_c terms are exactly 0 where p_c is:
+        // the factor may be infinite (z-loss of an all -inf row, never a regular one), and
+        // infinity times 0 must not make them NaN.
+        const FloatVec g =
+            finite_scale
+                ? hn::MulSub(prob_scale, e, step)
+                : hn::Sub(hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(prob_scale, e)),
+                          step);
         store_vector(out + c, count, capped ? hn::Mul(g, slope) : g);
       };
       if (!regular) {
@@ -903,15 +906,18 @@ class RowKernel {
             if constexpr (kCapped) x = softcapped_with_slope(d, x, softcap, slope);
             e = exp_any(d, hn::Sub(x, vshift));
           }
-          FloatVec g = hn::Mul(prob_scale, e);
+          FloatVec g;
           if constexpr (kTerms == Terms::unit) {
-            g = hn::Sub(g, smooth_step);
+            g = hn::MulSub(prob_scale, e, smooth_step);
           } else if constexpr (kTerms == Terms::weighted) {
-            g = hn::Sub(g, hn::Mul(smooth_step, hn::LoadU(d, class_weight + c)));
+            g = hn::MulSub(prob_scale, e, hn::Mul(smooth_step, hn::LoadU(d, class_weight + c)));
           } else if constexpr (kTerms == Terms::soft) {
-            g = hn::Sub(g, hn::Mul(vmultiplier, target_coefficients(d, q, class_weight,
+            g = hn::MulSub(prob_scale, e,
+                           hn::Mul(vmultiplier, target_coefficients(d, q, class_weight,
                                                                     one_minus_eps, smooth, c,
                                                                     lanes)));
+          } else {
+            g = hn::Mul(prob_scale, e);
           }
           if constexpr (kCapped) g = hn::Mul(g, slope);
           if (stream) {

@@ -4,6 +4,7 @@
 // independence of reduced losses.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -11,6 +12,7 @@
 #include <limits>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include <actloss/actloss.h>
@@ -421,6 +423,59 @@ TEST(CpuCrossEntropy, LargeGradientsStreamedAtEveryRowAlignment) {
       p.classes_of[2] = p.options.ignore_index;
       check(p);
     }
+  }
+}
+
+TEST(CpuCrossEntropy, StreamedGradientRowsAreTheSameBitsAtEveryAlignment) {
+  // Every row holds the same logits and target, and 3 elements of padding start each row 3
+  // further along: a streamed gradient row's unaligned lead, whole vectors and tail then fall on
+  // different columns from row to row, and each element must come out the same bits wherever
+  // its row lies (a view and a dense copy of a tensor give the same gradient). The target sits
+  // at column 9, inside the lead at some alignments and in a whole vector at others.
+  const std::int64_t rows = 260, classes = 4099;  // f32: 4.3 MB of gradient, streamed
+  Problem p = random_problem(rows, classes, 53);
+  for (std::int64_t r = 1; r < rows; ++r)
+    std::copy_n(p.logits.begin(), classes, p.logits.begin() + r * classes);
+  for (auto& y : p.classes_of) y = 9;
+  p.pad = 3;
+  p.options.reduction = Reduction::sum;
+  const std::vector<double> one_row =
+      uniform_values(static_cast<std::size_t>(classes), 0.0, 2.0 / classes, 59);
+  for (const int options : {0, 1, 2, 3, 4}) {
+    Problem q = p;
+    const char* names[] = {"plain", "smoothing", "smoothing and weights", "soft",
+                           "softcap, z-loss"};
+    SCOPED_TRACE(names[options]);
+    q.options.label_smoothing = options == 1 || options == 2 ? 0.1f : 0.0f;
+    q.weights = options == 2;
+    if (options == 3) {
+      q.soft = true;
+      for (std::int64_t r = 0; r < rows; ++r)
+        q.probabilities.insert(q.probabilities.end(), one_row.begin(), one_row.end());
+    }
+    if (options == 4) {
+      q.options.softcap = 5.0f;
+      q.options.z_loss = 1e-3f;
+    }
+    for_each_simd_target([&] {
+      const Outputs cpu = run(q, Device::cpu);
+      const std::int64_t stride = classes + q.pad;
+      for (const auto& [grad, name] :
+           {std::pair{&cpu.grad, "fused"}, std::pair{&cpu.grad_back, "backward"}}) {
+        int mismatches = 0;
+        for (std::int64_t r = 1; r < rows && mismatches < 5; ++r) {
+          for (std::int64_t c = 0; c < classes && mismatches < 5; ++c) {
+            const float first = static_cast<float>(grad->get(c));
+            const float here = static_cast<float>(grad->get(r * stride + c));
+            if (std::memcmp(&first, &here, sizeof here) != 0) {
+              ++mismatches;
+              ADD_FAILURE() << name << " grad[" << r << "][" << c << "] = " << here
+                            << ", row 0 has " << first;
+            }
+          }
+        }
+      }
+    });
   }
 }
 
