@@ -47,7 +47,7 @@ bool cpu_set_bf16_instruction_for_testing(bool use);
 void cpu_set_threads_for_testing(int threads);
 
 // Test hook: how long the pool's idle threads poll for the next call before sleeping, in
-// nanoseconds (0: at once; negative: the default, ACTLOSS_CPU_SPIN_US or 2 ms).
+// nanoseconds (0: at once; negative: the default, ACTLOSS_CPU_SPIN_US or 5 ms).
 void cpu_set_pool_spin_for_testing(std::int64_t nanoseconds);
 
 // Test hook: outputs of `bytes` or more are stored with non-temporal stores (0 restores the

@@ -27,14 +27,17 @@ int default_threads() {
 std::atomic<int> forced_threads{0};
 
 // How long an idle worker, and the caller waiting for the last worker, poll before sleeping on a
-// condition variable: ACTLOSS_CPU_SPIN_US microseconds when set (0: sleep at once), else 2 ms.
+// condition variable: ACTLOSS_CPU_SPIN_US microseconds when set (0: sleep at once), else 5 ms.
 // Waking a sleeping thread costs tens of microseconds (more on a virtual machine), most of a call
 // at a megabyte: polling hands the next call to workers still awake. On a 2-vCPU EPYC VM, relu
 // forward over 1M bf16 elements between the benchmarks' 1.5 ms cache flushes ran at 39.5 GB/s
-// polling 100 us and 52.6 GB/s polling 3 ms (oneDNN: 53-55). OpenMP polls too (GNU's default of
-// 300000 pauses is 7 ms there). Bounded, and only while calls come that close together (see
-// serve), so that a pool between calls leaves its cores to others.
-constexpr std::int64_t kDefaultSpinNanoseconds = 2'000'000;
+// polling 100 us and 52.6 GB/s polling 3 ms (oneDNN: 53-55). On another EPYC VM, whose flushes
+// take 2.2-3.0 ms, 2 ms of polling left every worker asleep at every call: bf16 sigmoid forward
+// at 1M 14-19 GB/s, gelu_erf 10-11, the same as one thread, against 26-27 and 13 polling 8-10
+// ms. OpenMP polls too: GNU's default of 300000 pauses is 7 ms on the first VM, 5-9 ms on the
+// second. Bounded, and only while calls come that close together (see serve), so that a pool
+// between calls leaves its cores to others.
+constexpr std::int64_t kDefaultSpinNanoseconds = 5'000'000;
 
 std::int64_t spin_from_environment() {
   // At most a second: polling longer is never a use of a core.

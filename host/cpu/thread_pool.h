@@ -19,7 +19,7 @@ void set_pool_threads_for_testing(int threads);
 
 // Test and benchmark hook: how long idle threads poll for the next call before sleeping, in
 // nanoseconds (0: they sleep at once; negative restores the default, ACTLOSS_CPU_SPIN_US or
-// 2 ms).
+// 5 ms).
 void set_pool_spin_for_testing(std::int64_t nanoseconds);
 
 // Rows per task for a row op: about `elements` per task, so that a task amortises its hand-off and
