@@ -12,7 +12,8 @@
 # cross-entropy rows run in a step of their own (ACTLOSS_CHECK_LINEAR_CE=0 skips it);
 # ACTLOSS_CHECK_TORCH=0 skips torch_compare (when the PyTorch figures of the same card are recent
 # and time is short); ACTLOSS_CHECK_ONE_PACK=0 skips the elementwise kernels' second run with their one-pack loop;
-# ACTLOSS_CHECK_REDUCE_FILTER narrows the reduced losses' run with their second-kernel finish.
+# ACTLOSS_CHECK_REDUCE_FILTER narrows the reduced losses' run with their second-kernel finish;
+# ACTLOSS_CHECK_PROBABILITIES_FILTER the cross-entropy's run with probability targets.
 #
 #   scripts/device-check.sh [BUNDLE]   BUNDLE: the folder or .tar.gz made by
 #                                      scripts/device-bundle.sh on a machine without a GPU
@@ -184,6 +185,18 @@ if [[ -n $bench ]]; then
     else
       report "benchmarks, linear cross-entropy" $rc bench-linear-ce.log bench-linear-ce.json
     fi
+  fi
+  # The cross-entropy with [rows x classes] probability targets (soft labels, distillation):
+  # the same rows as bench.json's class targets, never yet measured on a card, so that the third
+  # input row's cost shows beside them.
+  if grep -qa -- --actloss_ce_targets "$bench"; then
+    run_step "benchmarks, probability targets" 45 bench-probabilities.log "$bench" \
+      --benchmark_filter="${ACTLOSS_CHECK_PROBABILITIES_FILTER:-^cuda/actloss/cross_entropy/.*/classes:(4096|32000|128256)/}" \
+      --actloss_ce_targets=probabilities --benchmark_out="$LOGS/bench-probabilities.json" \
+      --benchmark_out_format=json --benchmark_min_time=0.05s
+    report "benchmarks, probability targets" $? bench-probabilities.log bench-probabilities.json
+  else
+    record "benchmarks, probability targets" missing "(not in this bundle's actloss_bench)"
   fi
   # The odd widths again with each misaligned chunk loaded in the widest words its own address
   # allows (pieces for 16-bit chunks 2 bytes off), as last measured on a card, instead of the
