@@ -432,50 +432,55 @@ TEST(CpuCrossEntropy, StreamedGradientRowsAreTheSameBitsAtEveryAlignment) {
   // different columns from row to row, and each element must come out the same bits wherever
   // its row lies (a view and a dense copy of a tensor give the same gradient). The target sits
   // at column 9, inside the lead at some alignments and in a whole vector at others.
-  const std::int64_t rows = 260, classes = 4099;  // f32: 4.3 MB of gradient, streamed
-  Problem p = random_problem(rows, classes, 53);
-  for (std::int64_t r = 1; r < rows; ++r)
-    std::copy_n(p.logits.begin(), classes, p.logits.begin() + r * classes);
-  for (auto& y : p.classes_of) y = 9;
-  p.pad = 3;
-  p.options.reduction = Reduction::sum;
-  const std::vector<double> one_row =
-      uniform_values(static_cast<std::size_t>(classes), 0.0, 2.0 / classes, 59);
-  for (const int options : {0, 1, 2, 3, 4}) {
-    Problem q = p;
-    const char* names[] = {"plain", "smoothing", "smoothing and weights", "soft",
-                           "softcap, z-loss"};
-    SCOPED_TRACE(names[options]);
-    q.options.label_smoothing = options == 1 || options == 2 ? 0.1f : 0.0f;
-    q.weights = options == 2;
-    if (options == 3) {
-      q.soft = true;
-      for (std::int64_t r = 0; r < rows; ++r)
-        q.probabilities.insert(q.probabilities.end(), one_row.begin(), one_row.end());
-    }
-    if (options == 4) {
-      q.options.softcap = 5.0f;
-      q.options.z_loss = 1e-3f;
-    }
-    for_each_simd_target([&] {
-      const Outputs cpu = run(q, Device::cpu);
-      const std::int64_t stride = classes + q.pad;
-      for (const auto& [grad, name] :
-           {std::pair{&cpu.grad, "fused"}, std::pair{&cpu.grad_back, "backward"}}) {
-        int mismatches = 0;
-        for (std::int64_t r = 1; r < rows && mismatches < 5; ++r) {
-          for (std::int64_t c = 0; c < classes && mismatches < 5; ++c) {
-            const float first = static_cast<float>(grad->get(c));
-            const float here = static_cast<float>(grad->get(r * stride + c));
-            if (std::memcmp(&first, &here, sizeof here) != 0) {
-              ++mismatches;
-              ADD_FAILURE() << name << " grad[" << r << "][" << c << "] = " << here
-                            << ", row 0 has " << first;
+  for (const DType dtype : {DType::f32, DType::bf16}) {
+    // 4.3 MB of gradient either way: streamed.
+    const std::int64_t rows = dtype == DType::f32 ? 260 : 520, classes = 4099;
+    Problem p = random_problem(rows, classes, 53);
+    for (std::int64_t r = 1; r < rows; ++r)
+      std::copy_n(p.logits.begin(), classes, p.logits.begin() + r * classes);
+    for (auto& y : p.classes_of) y = 9;
+    p.pad = 3;
+    p.logits_dtype = p.grad_dtype = dtype;
+    p.options.reduction = Reduction::sum;
+    const std::vector<double> one_row =
+        uniform_values(static_cast<std::size_t>(classes), 0.0, 2.0 / classes, 59);
+    for (const int options : {0, 1, 2, 3, 4}) {
+      Problem q = p;
+      const char* names[] = {"plain", "smoothing", "smoothing and weights", "soft",
+                             "softcap, z-loss"};
+      SCOPED_TRACE(std::string(actloss::to_string(dtype)) + ", " + names[options]);
+      q.options.label_smoothing = options == 1 || options == 2 ? 0.1f : 0.0f;
+      q.weights = options == 2;
+      if (options == 3) {
+        q.soft = true;
+        for (std::int64_t r = 0; r < rows; ++r)
+          q.probabilities.insert(q.probabilities.end(), one_row.begin(), one_row.end());
+      }
+      if (options == 4) {
+        q.options.softcap = 5.0f;
+        q.options.z_loss = 1e-3f;
+      }
+      for_each_simd_target([&] {
+        const Outputs cpu = run(q, Device::cpu);
+        const std::int64_t stride = classes + q.pad;
+        for (const auto& [grad, name] :
+             {std::pair{&cpu.grad, "fused"}, std::pair{&cpu.grad_back, "backward"}}) {
+          int mismatches = 0;
+          for (std::int64_t r = 1; r < rows && mismatches < 5; ++r) {
+            for (std::int64_t c = 0; c < classes && mismatches < 5; ++c) {
+              // Compared as doubles: a bf16 or f32 element converts to double exactly.
+              const double first = grad->get(c);
+              const double here = grad->get(r * stride + c);
+              if (std::memcmp(&first, &here, sizeof here) != 0) {
+                ++mismatches;
+                ADD_FAILURE() << name << " grad[" << r << "][" << c << "] = " << here
+                              << ", row 0 has " << first;
+              }
             }
           }
         }
-      }
-    });
+      });
+    }
   }
 }
 
