@@ -812,7 +812,6 @@ class RowKernel {
     const bool fetch_ahead =
         exps == nullptr && fetches_output_ahead(stream, std::is_same_v<TG, float>);
     const float one_minus_eps = 1.0f - c_.smoothing;
-    const hn::RebindToSigned<FloatTag> di;
     // No NaN or empty row: every vector but a class target's is p_c times the scale less a term
     // of its class's alone (none in the usual LLM row, the same one under smoothing without
     // class weights, the class weight's share of it with them, the probability targets'
@@ -827,50 +826,52 @@ class RowKernel {
                                c_.start_of(row, c_.target_row_stride, c_.target_batch_stride)
                          : nullptr;
       const TQ* next_q = static_cast<const TQ*>(next_targets_);
-      // Its vectors are broadcast here rather than captured: a closure of vector copies was
-      // zero-filled (rep stos) once per row before it was copied into, and that string store
-      // among a streamed 16-bit gradient's half-line stores cost the bf16 rows of 256 classes
-      // a fifth of their backward and a third of their fused pass (EPYC VM); captured by
-      // reference instead, the f32 rows lost 3%.
+      // Its vectors are broadcast and its tags made here rather than captured: GCC zero-filled
+      // a closure holding the (empty) tags with a string store once per row before copying
+      // into it, and that rep stos among a streamed 16-bit gradient's half-line stores cost
+      // bf16 rows of 256 classes a third of their backward and fused pass (EPYC VM). Captured
+      // by reference instead, the f32 rows lost 3%.
       const float target_value = multiplier * hard_coefficient;
       const float smooth_value = multiplier * smooth;
       const auto vector_at = [=](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
-        const FloatVec scale = hn::Set(d, prob_scale_value);
+        const FloatTag dv;
+        const hn::RebindToSigned<FloatTag> div;
+        const FloatVec scale = hn::Set(dv, prob_scale_value);
         FloatVec e;
-        FloatVec slope = hn::Set(d, 1.0f);
+        FloatVec slope = hn::Set(dv, 1.0f);
         if (exps != nullptr) {
-          e = exps_zero ? hn::Zero(d) : load_part(d, exps + c, count);
-          if (capped) slope = softcap_slope(d, load_part(d, logits + c, count), softcap);
+          e = exps_zero ? hn::Zero(dv) : load_part(dv, exps + c, count);
+          if (capped) slope = softcap_slope(dv, load_part(dv, logits + c, count), softcap);
         } else {
           if (next_row != nullptr) prefetch_next_row_line(next_row + c);
           if (fetch_ahead) fetch_output_ahead(out + c);
-          const FloatVec raw = load_part(d, logits + c, count);
+          const FloatVec raw = load_part(dv, logits + c, count);
           FloatVec x = raw;
           if (capped) {
-            x = softcapped_with_slope(d, raw, softcap, slope);
+            x = softcapped_with_slope(dv, raw, softcap, slope);
           }
           // x' - shift may be NaN (a NaN logit) or, with logits that differ from the forward's,
           // positive: the general exponential.
-          e = exp_any(d, hn::Sub(x, hn::Set(d, shift)));
+          e = exp_any(dv, hn::Sub(x, hn::Set(dv, shift)));
         }
         FloatVec step;
         if (soft) {
-          step = hn::Mul(hn::Set(d, multiplier), target_coefficients(d, q, class_weight,
+          step = hn::Mul(hn::Set(dv, multiplier), target_coefficients(dv, q, class_weight,
                                                                     one_minus_eps, smooth, c,
                                                                     count));
         } else {
-          step = hn::Zero(d);
+          step = hn::Zero(dv);
           if (smoothing) {
             step = class_weight != nullptr
-                       ? hn::Mul(hn::Set(d, smooth_value), load_part(d, class_weight + c, count))
-                       : hn::Set(d, smooth_value);
+                       ? hn::Mul(hn::Set(dv, smooth_value), load_part(dv, class_weight + c, count))
+                       : hn::Set(dv, smooth_value);
           }
           if (y >= c && y < c + count) {
             const auto at_target =
-                hn::RebindMask(d, hn::Eq(hn::Iota(di, 0), hn::Set(di, static_cast<int>(y - c))));
-            step = hn::Add(step, hn::IfThenElseZero(at_target, hn::Set(d, target_value)));
+                hn::RebindMask(dv, hn::Eq(hn::Iota(div, 0), hn::Set(div, static_cast<int>(y - c))));
+            step = hn::Add(step, hn::IfThenElseZero(at_target, hn::Set(dv, target_value)));
           }
-          if (nan_row) step = hn::Set(d, NAN);
+          if (nan_row) step = hn::Set(dv, NAN);
         }
         // One rounding, as the whole vectors have (regular_vectors), so that an element's bits
         // do not depend on which of the two wrote it. The p_c terms are exactly 0 where p_c is:
@@ -879,7 +880,7 @@ class RowKernel {
         const FloatVec g =
             finite_scale
                 ? hn::MulSub(scale, e, step)
-                : hn::Sub(hn::IfThenZeroElse(hn::Eq(e, hn::Zero(d)), hn::Mul(scale, e)),
+                : hn::Sub(hn::IfThenZeroElse(hn::Eq(e, hn::Zero(dv)), hn::Mul(scale, e)),
                           step);
         store_vector(out + c, count, capped ? hn::Mul(g, slope) : g);
       };
