@@ -794,8 +794,12 @@ class RowKernel {
         coefficient_sum + (c_.z_loss != 0.0f ? 2.0f * c_.z_loss * lse : 0.0f);
     const float prob_scale_value = prob_factor * inv_sum * multiplier;
     const bool finite_scale = std::isfinite(prob_scale_value);
+    // The class terms' factors as scalars: vector_at broadcasts them itself (see there), from
+    // the same scalar as regular_vectors' smooth_step, so that both writers give the same bits.
+    const float smooth_value = multiplier * smooth;
+    const float target_value = multiplier * hard_coefficient;
     const FloatVec prob_scale = hn::Set(d, prob_scale_value);
-    const FloatVec smooth_step = hn::Set(d, multiplier * smooth);
+    const FloatVec smooth_step = hn::Set(d, smooth_value);
     const FloatVec vmultiplier = hn::Set(d, multiplier);
     const FloatVec vshift = hn::Set(d, shift);
     const float softcap = c_.softcap;
@@ -831,11 +835,9 @@ class RowKernel {
       // into it, and that rep stos among a streamed 16-bit gradient's half-line stores cost
       // bf16 rows of 256 classes a third of their backward and fused pass (EPYC VM). Captured
       // by reference instead, the f32 rows lost 3%.
-      const float target_value = multiplier * hard_coefficient;
-      const float smooth_value = multiplier * smooth;
       const auto vector_at = [=](std::int64_t c, std::int64_t count) ACTLOSS_VECTOR_BODY {
         const FloatTag dv;
-        const hn::RebindToSigned<FloatTag> div;
+        const hn::RebindToSigned<FloatTag> dlane;
         const FloatVec scale = hn::Set(dv, prob_scale_value);
         FloatVec e;
         FloatVec slope = hn::Set(dv, 1.0f);
@@ -867,8 +869,9 @@ class RowKernel {
                        : hn::Set(dv, smooth_value);
           }
           if (y >= c && y < c + count) {
-            const auto at_target =
-                hn::RebindMask(dv, hn::Eq(hn::Iota(div, 0), hn::Set(div, static_cast<int>(y - c))));
+            const auto lane_is_target =
+                hn::Eq(hn::Iota(dlane, 0), hn::Set(dlane, static_cast<int>(y - c)));
+            const auto at_target = hn::RebindMask(dv, lane_is_target);
             step = hn::Add(step, hn::IfThenElseZero(at_target, hn::Set(dv, target_value)));
           }
           if (nan_row) step = hn::Set(dv, NAN);
