@@ -105,7 +105,7 @@ struct ExpParts {
   V k_shifted;
 };
 
-template <bool kWithLow>
+template <bool kWithLow, int kScaleLog2 = 0>
 HWY_INLINE ExpParts exp_parts(D d, V a, V b) {
   const V shifter = hn::Set(d, 12582912.0f);
   const V sum = kWithLow ? hn::Add(a, b) : a;
@@ -114,7 +114,7 @@ HWY_INLINE ExpParts exp_parts(D d, V a, V b) {
   V head = hn::NegMulAdd(k, hn::Set(d, 0.693145751953125f), a);
   if constexpr (kWithLow) head = hn::Add(head, b);
   const V r = hn::NegMulAdd(k, hn::Set(d, 1.428606765330187045e-06f), head);
-  return {exp_of_small(d, r), k_shifted};
+  return {exp_of_small<kScaleLog2>(d, r), k_shifted};
 }
 
 // v 2^(k + kExtra) for kExtra 64 (exact for v near 1: a normal float) or 0 (rounded once: v 2^k
@@ -145,10 +145,16 @@ HWY_INLINE ExpParts exp_parts_nonpositive(D d, V a) {
   return exp_parts<false>(d, clamp_below(d, a, -113.0f), hn::Zero(d));
 }
 
-// exp(a) for a <= 0, rounded once where it is subnormal.
+// exp(a) for a <= 0, rounded once where it is subnormal. Without vscalefps, p comes times 2^-64
+// (exp_of_small, the same bits scaled), and one multiply by 2^(k + 64) rounds it.
 HWY_INLINE V exp_nonpositive_once(D d, V a) {
+#if ACTLOSS_CPU_SCALEF
   const ExpParts e = exp_parts_nonpositive(d, a);
   return times_power_of_two<0>(d, e.p, e.k_shifted);
+#else
+  const ExpParts e = exp_parts<false, -64>(d, clamp_below(d, a, -113.0f), hn::Zero(d));
+  return times_power_of_two<64>(d, e.p, e.k_shifted);
+#endif
 }
 
 // sigmoid(x) and sigmoid(-x) from one e = exp(-|x|) in [0, 1]: no overflow, full relative

@@ -343,21 +343,31 @@ HWY_INLINE double sum_lanes_double(FloatTag d, FloatVec v) {
 // exponential-bound rows' time (one thread, in cache). The row ops apply 2^k in one rounding
 // (results below float's normal range are rounded once: their absolute accuracy is what a tiny
 // probability is judged by), and overflow gives +inf.
+//
+// kScaleLog2 -64 gives the polynomial times 2^-64 with the same bits, scaled: the factor rides
+// on the coefficients (exactly), and every step's result stays a normal float, so each rounds
+// as its unscaled twin does. Without AVX-512's vscalefps, a row op's p 2^k is then one multiply
+// by the normal 2^(k + 64), not that and a second by 2^-64: one of the eleven operations the
+// exponential puts on the FMA pipes (the same bits for every float t <= 0, checked on AVX2).
+template <int kScaleLog2 = 0>
 HWY_INLINE FloatVec exp_of_small(FloatTag d, FloatVec r) {
-  FloatVec p = hn::Set(d, 1.382112736e-03f);
-  p = hn::MulAdd(p, r, hn::Set(d, 8.380520158e-03f));
-  p = hn::MulAdd(p, r, hn::Set(d, 4.166886210e-02f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.666634828e-01f));
-  p = hn::MulAdd(p, r, hn::Set(d, 4.999998808e-01f));
-  p = hn::MulAdd(p, r, hn::Set(d, 1.0f));
-  return hn::MulAdd(p, r, hn::Set(d, 1.0f));
+  static_assert(kScaleLog2 == 0 || kScaleLog2 == -64);
+  constexpr float s = kScaleLog2 == 0 ? 1.0f : 0x1p-64f;
+  FloatVec p = hn::Set(d, 1.382112736e-03f * s);
+  p = hn::MulAdd(p, r, hn::Set(d, 8.380520158e-03f * s));
+  p = hn::MulAdd(p, r, hn::Set(d, 4.166886210e-02f * s));
+  p = hn::MulAdd(p, r, hn::Set(d, 1.666634828e-01f * s));
+  p = hn::MulAdd(p, r, hn::Set(d, 4.999998808e-01f * s));
+  p = hn::MulAdd(p, r, hn::Set(d, s));
+  return hn::MulAdd(p, r, hn::Set(d, s));
 }
 
 namespace exp_detail {
+template <int kScaleLog2 = 0>
 HWY_INLINE FloatVec exp_of_reduced(FloatTag d, FloatVec t, FloatVec k) {
   FloatVec r = hn::MulAdd(k, hn::Set(d, -0.693145751953125f), t);
   r = hn::MulAdd(k, hn::Set(d, -1.428606765330187045e-6f), r);
-  return exp_of_small(d, r);
+  return exp_of_small<kScaleLog2>(d, r);
 }
 }  // namespace exp_detail
 
@@ -382,12 +392,13 @@ HWY_INLINE FloatVec exp_nonpositive(FloatTag d, FloatVec t) {
 #else
   const hn::RebindToSigned<FloatTag> di;
   // 1.5 * 2^23 puts round(t log2 e) in the low mantissa bits of the sum; the added 191 = 127 + 64
-  // makes those bits, shifted into the exponent field, the float 2^(k + 64) (k >= -150).
+  // makes those bits, shifted into the exponent field, the float 2^(k + 64) (k >= -150); the
+  // polynomial carries the 2^-64, so the product rounds once.
   const FloatVec shifter = hn::Set(d, 12582912.0f + 191.0f);
   const FloatVec biased = hn::MulAdd(t, hn::Set(d, 1.44269504088896341f), shifter);
   const FloatVec k = hn::Sub(biased, shifter);
   const FloatVec scale = hn::BitCast(d, hn::ShiftLeft<23>(hn::BitCast(di, biased)));
-  return hn::Mul(hn::Mul(exp_detail::exp_of_reduced(d, t, k), scale), hn::Set(d, 0x1p-64f));
+  return hn::Mul(exp_detail::exp_of_reduced<-64>(d, t, k), scale);
 #endif
 }
 
