@@ -614,6 +614,34 @@ class RowKernel {
     DoubleVec mass = mass_sum;
     // The previous row's deferred gradient, a block per block of this row's exponentials.
     Deferred deferred = deferred_;
+    if constexpr (kTerms == Terms::none) {
+      // A forward pass's rows: nothing to keep, fetch or write beside the sum. With AVX2's
+      // sixteen vector registers, the general loop below spills the exponential's constants
+      // and reloads them every block; this one keeps them. The same sums, so the same bits.
+      if (kept == nullptr && fetched == nullptr && deferred.idle()) {
+        std::int64_t first = 0;
+        for (; first + block <= classes; first += block) {
+          if (next_row != nullptr) {
+            for (std::int64_t k = first; k < first + block; k += 64 / sizeof(TX)) {
+              prefetch_next_row_line(next_row + k);
+            }
+          }
+          FloatVec part = hn::Zero(d);
+          for (std::int64_t k = first; k < first + block; k += lanes) {
+            FloatVec e = exp_nonpositive(d, hn::Sub(hn::LoadU(d, values + k), shift));
+            if (static_cast<std::uint64_t>(excluded - k) < static_cast<std::uint64_t>(lanes)) {
+              const auto at_maximum =
+                  hn::Eq(lane_index, hn::Set(di, static_cast<int>(excluded - k)));
+              e = hn::IfThenZeroElse(hn::RebindMask(d, at_maximum), e);
+            }
+            part = hn::Add(part, e);
+          }
+          sum = add_promoted(sum, part);
+        }
+        rest = sum;
+        return first;
+      }
+    }
     std::int64_t first = 0;
     for (; first + block <= classes; first += block) {
       deferred.write(d, block);
@@ -1000,6 +1028,8 @@ class RowKernel {
     const float* exps = nullptr;
     float scale = 0.0f;
     std::int64_t begin = 0, end = 0, then_begin = 0, then_end = 0;
+
+    bool idle() const { return begin >= end && then_begin >= then_end; }
 
     // Streams up to `count` more of its elements, in order.
     HWY_INLINE void write(FloatTag d, std::int64_t count) {
