@@ -153,24 +153,33 @@ double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, floa
                         const T* next, const TY* output) {
   const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
   const FloatVec shift = hn::Set(d, m);
-  DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0, sum2 = sum0, sum3 = sum0;
+  DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0;
+  // Four vectors' exponentials are added in float (each term at most 1: three roundings of
+  // 2^-24 relative to a partial sum of at most 4, far inside the error model's err(rest)) and
+  // then once in double: converting every vector to double put five operations per vector on
+  // the pipes the exponential's own additions use. One thread in cache on a Zen 3 (AVX2):
+  // softmax and log-softmax forward 1.22x at 32000 f32 columns, 1.15x at 256, bf16 1.18x at
+  // 4096.
   std::int64_t i = 0;
-  for (; i + 2 * lanes <= cols; i += 2 * lanes) {
+  for (; i + 4 * lanes <= cols; i += 4 * lanes) {
     if (next != nullptr) {
-      for (std::int64_t k = i; k < i + 2 * lanes; k += 64 / static_cast<std::int64_t>(sizeof(T)))
+      for (std::int64_t k = i; k < i + 4 * lanes; k += 64 / static_cast<std::int64_t>(sizeof(T)))
         hwy::Prefetch(next + k);
     }
-    if (output != nullptr) fetch_output_lines(output + i, 2 * lanes * sizeof(TY));
+    if (output != nullptr) fetch_output_lines(output + i, 4 * lanes * sizeof(TY));
     const FloatVec e0 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i), shift));
     const FloatVec e1 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i + lanes), shift));
+    const FloatVec e2 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i + 2 * lanes), shift));
+    const FloatVec e3 = exp_nonpositive(d, hn::Sub(load_floats(d, x + i + 3 * lanes), shift));
     if (buffer != nullptr) {
       hn::StoreU(e0, d, buffer + i);
       hn::StoreU(e1, d, buffer + i + lanes);
+      hn::StoreU(e2, d, buffer + i + 2 * lanes);
+      hn::StoreU(e3, d, buffer + i + 3 * lanes);
     }
-    sum0 = hn::Add(sum0, lower_as_double(d, e0));
-    sum1 = hn::Add(sum1, upper_as_double(d, e0));
-    sum2 = hn::Add(sum2, lower_as_double(d, e1));
-    sum3 = hn::Add(sum3, upper_as_double(d, e1));
+    const FloatVec part = hn::Add(hn::Add(e0, e1), hn::Add(e2, e3));
+    sum0 = hn::Add(sum0, lower_as_double(d, part));
+    sum1 = hn::Add(sum1, upper_as_double(d, part));
   }
   for (; i < cols; i += lanes) {
     const auto count = static_cast<size_t>(cols - i < lanes ? cols - i : lanes);
@@ -188,7 +197,7 @@ double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, floa
     sum0 = hn::Add(sum0, lower_as_double(d, e));
     sum1 = hn::Add(sum1, upper_as_double(d, e));
   }
-  return sum_double_lanes(hn::Add(hn::Add(sum0, sum2), hn::Add(sum1, sum3)));
+  return sum_double_lanes(hn::Add(sum0, sum1));
 }
 
 // A confident row's rest: every exponential but the max's exact 1. With rest below 1 no other
