@@ -3,11 +3,12 @@
 //
 // Forward, per row: pass 1 finds the max m (and whether the row holds a NaN); pass 2 takes
 // e = exp(x - m), kept for softmax in a per-thread float buffer (a long row's float output,
-// not streamed, holds them itself), and s = sum e in double; pass 3 writes e / s, or
-// (x - m) - log1p(s - 1). A row that fits in cache is read from memory once.
-// s - 1 (the kernels' rest: every term but the max's own 1) keeps its relative accuracy while
-// rest is not small; a confident row, whose rest is tiny, sums its rest again without the 1, so
-// that the top class's log-probability -log1p(rest) keeps every digit.
+// not streamed, holds them itself), and rest = s - 1, the sum of every term but the first
+// maximum's own 1 (in float over four vectors, then in double); pass 3 writes e / (1 + rest), or
+// (x - m) - log1p(rest). A row that fits in cache is read from memory once. rest leaves the 1
+// out, as the cross-entropy does, so that it keeps its relative accuracy however small it is, and
+// with it the top class's log-probability -log1p(rest); a confident row, whose rest is tiny, sums
+// it again in double.
 //
 // Backward, per row: pass 1 takes dot = sum y dy (log-softmax: sum dy) in double, where every
 // product of two floats is exact (of two bfloat16, already in float: see row_dot); pass 2 writes
@@ -81,8 +82,9 @@ constexpr std::int64_t kLogDotFetchRowBytes = std::int64_t{512} << 10;
 // whole row's lines fetched ahead crowding y and dy in L2. Shorter rows keep the dot's fetch.
 constexpr std::int64_t kDotFetchFloatDxRowBytes = std::int64_t{1} << 20;
 
-// A rest below this is recomputed without the max's own 1 (see the file comment): s - 1 then
-// carries an absolute error of about 2^-53 s per addition, too much relative to a tiny rest.
+// A rest below this is summed again in double (confident_rest): the float partial sums hold it to
+// about 2^-22 relatively, a few units of the top class's log-probability -log1p(rest), which the
+// second sum brings to its last digit on the rows where that probability is nearly 1.
 constexpr double kConfidentRest = 0x1p-8;
 
 }  // namespace
@@ -143,20 +145,46 @@ RowMax row_max(FloatTag d, const T* x, std::int64_t cols) {
           !hn::AllFalse(d, hn::Or(nan0, nan1))};
 }
 
-// sum exp(x - m) over the row in double; `buffer` (may be null, may be the output row) receives
-// every exponential, and nothing past the row. `next` (may be null): the next row, whose lines
-// are asked for meanwhile, one per 64 bytes of this row's columns (the exponentials leave memory
-// idle). `output` (may be null): the row's output, whose lines are fetched meanwhile for the
-// stores that follow (fetch_output_before_writing).
+// The first column holding m, a finite value of the row (-1 if none: then nothing is left out).
+// Stops at the first hit: half a row on average, from the cache the max's pass left it in.
+template <class T>
+std::int64_t first_column_of(FloatTag d, const T* x, std::int64_t cols, float m) {
+  const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
+  const FloatVec vm = hn::Set(d, m);
+  std::int64_t i = 0;
+  for (; i + lanes <= cols; i += lanes) {
+    const intptr_t lane = hn::FindFirstTrue(d, hn::Eq(load_floats(d, x + i), vm));
+    if (lane >= 0) return i + lane;
+  }
+  for (; i < cols; ++i) {
+    if (load_float(x + i) == m) return i;
+  }
+  return -1;
+}
+
+// rest = sum exp(x - m) over the row but the first maximum's exact 1; `buffer` (may be null, may
+// be the output row) receives every exponential, the 1 included, and nothing past the row.
+// `next` (may be null): the next row, whose lines are asked for meanwhile, one per 64 bytes of
+// this row's columns (the exponentials leave memory idle). `output` (may be null): the row's
+// output, whose lines are fetched meanwhile for the stores that follow
+// (fetch_output_before_writing).
 template <class T, class TY>
-double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, float* buffer,
-                        const T* next, const TY* output) {
+double rest_of_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, float* buffer,
+                            const T* next, const TY* output) {
   const auto lanes = static_cast<std::int64_t>(hn::Lanes(d));
   const FloatVec shift = hn::Set(d, m);
+  const std::int64_t excluded = first_column_of(d, x, cols, m);
+  const hn::RebindToSigned<FloatTag> di;
+  // e without the first maximum's term, for the vector at column i.
+  const auto without_maximum = [&](std::int64_t i, FloatVec e) {
+    if (static_cast<std::uint64_t>(excluded - i) >= static_cast<std::uint64_t>(lanes)) return e;
+    const auto at_maximum = hn::Eq(hn::Iota(di, 0), hn::Set(di, static_cast<int>(excluded - i)));
+    return hn::IfThenZeroElse(hn::RebindMask(d, at_maximum), e);
+  };
   DoubleVec sum0 = hn::Zero(DoubleTag()), sum1 = sum0;
-  // Four vectors' exponentials are added in float (each term at most 1: three roundings of
-  // 2^-24 relative to a partial sum of at most 4, far inside the error model's err(rest)) and
-  // then once in double: converting every vector to double put five operations per vector on
+  // Four vectors' exponentials are added in float (three roundings of 2^-24 relative to a
+  // partial sum that holds no 1 of the maximum's, so rest keeps that relative accuracy) and then
+  // once in double: converting every vector to double put five operations per vector on
   // the pipes the exponential's own additions use. One thread in cache on a Zen 3 (AVX2):
   // softmax and log-softmax forward 1.22x at 32000 f32 columns, 1.15x at 256, bf16 1.18x at
   // 4096.
@@ -177,7 +205,14 @@ double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, floa
       hn::StoreU(e2, d, buffer + i + 2 * lanes);
       hn::StoreU(e3, d, buffer + i + 3 * lanes);
     }
-    const FloatVec part = hn::Add(hn::Add(e0, e1), hn::Add(e2, e3));
+    FloatVec part;
+    if (static_cast<std::uint64_t>(excluded - i) < static_cast<std::uint64_t>(4 * lanes)) {
+      part = hn::Add(
+          hn::Add(without_maximum(i, e0), without_maximum(i + lanes, e1)),
+          hn::Add(without_maximum(i + 2 * lanes, e2), without_maximum(i + 3 * lanes, e3)));
+    } else {
+      part = hn::Add(hn::Add(e0, e1), hn::Add(e2, e3));
+    }
     sum0 = hn::Add(sum0, lower_as_double(d, part));
     sum1 = hn::Add(sum1, upper_as_double(d, part));
   }
@@ -194,8 +229,9 @@ double sum_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, floa
         store_floats_partial(d, e, buffer + i, count);
       }
     }
-    sum0 = hn::Add(sum0, lower_as_double(d, e));
-    sum1 = hn::Add(sum1, upper_as_double(d, e));
+    const FloatVec term = without_maximum(i, e);
+    sum0 = hn::Add(sum0, lower_as_double(d, term));
+    sum1 = hn::Add(sum1, upper_as_double(d, term));
   }
   return sum_double_lanes(hn::Add(sum0, sum1));
 }
@@ -261,7 +297,7 @@ RowMax softmax_forward_row(FloatTag d, const TX* x, TY* y, std::int64_t cols, bo
   const bool output_is_buffer = buffer != nullptr;
   if (!log && !output_is_buffer) buffer = exponential_buffer(cols);
   const TY* fetched = !output_is_buffer && fetches_output_row(stream, row_bytes) ? y : nullptr;
-  double rest = sum_exponentials(d, x, cols, m, buffer, next, fetched) - 1.0;
+  double rest = rest_of_exponentials(d, x, cols, m, buffer, next, fetched);
   if (rest < kConfidentRest) rest = confident_rest(d, x, cols, m, buffer);
   const RowMax next_max = max_of_next();
 

@@ -196,6 +196,42 @@ TEST(CpuSoftmax, ConfidentRowKeepsTheTopLogProbability) {
   EXPECT_LT(y.get(1234), -3.0e-10);
 }
 
+TEST(CpuSoftmax, LeaningRowKeepsTheTopLogProbability) {
+  // One class above 4095 others, each row's gap chosen so that rest = sum of the others'
+  // exp(x - m) is about 0.006, 0.06 or 0.6: above the confident rows' second sum, where rest
+  // comes from float partial sums alone. Summed with the top's own 1 in float, rest lost its
+  // low digits and the top's log-probability -log1p(rest) was off by up to 239 units. Left out
+  // of the partial sums, rest is good to a few 2^-24 relatively, and -log1p(rest) then to a
+  // few units: rtol 2^-21 (four units), atol 0 (the value is a normal float well away from 0).
+  const std::int64_t cols = 4096;
+  const std::vector<double> rests = {0.005, 0.05, 0.5};
+  const auto rows = static_cast<std::int64_t>(rests.size());
+  std::vector<double> values(static_cast<std::size_t>(rows * cols));
+  for (std::int64_t r = 0; r < rows; ++r) {
+    const double others = std::log(rests[static_cast<std::size_t>(r)] / (cols - 1));
+    for (std::int64_t c = 0; c < cols; ++c) {
+      // Spread over two units below the gap, so that the terms differ in every digit.
+      values[static_cast<std::size_t>(r * cols + c)] =
+          c == 77 * (r + 1) ? 0.0 : others - 1.0 + 2.0 * static_cast<double>(c % 97) / 97.0;
+    }
+  }
+  const Layout layout = Layout::dense(rows, cols);
+  const Buffer x = filled(DType::f32, layout, values);
+  for_each_simd_target([&] {
+    Buffer y(DType::f32, layout.elements());
+    ASSERT_TRUE(forward(Device::cpu, x, y, layout, layout, true).ok());
+    for (std::int64_t r = 0; r < rows; ++r) {
+      // The reference from the float inputs, in double.
+      double sum = 0.0;
+      for (std::int64_t c = 0; c < cols; ++c) sum += std::exp(x.get(layout.at(r, c)));
+      const std::int64_t top = 77 * (r + 1);
+      const double want = x.get(layout.at(r, top)) - std::log(sum);
+      EXPECT_TRUE(close(y.get(layout.at(r, top)), want, Tolerance{0.0, 0x1p-21}))
+          << "row " << r << " (rest " << sum - 1.0 << ")";
+    }
+  });
+}
+
 TEST(CpuSoftmax, SpecialValues) {
   // Row 0: a NaN (the row NaN); 1: +inf (NaN); 2: all -inf (0 / -inf); 3: -inf masks over every
   // other class; 4: +-3e38 (x - m overflows to -inf: exactly 0 and -inf, the top exactly 1);
