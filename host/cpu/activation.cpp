@@ -140,9 +140,10 @@ HWY_INLINE V scaled_exp_of_sum(D d, V a, V b) {
   return times_power_of_two<64>(d, e.p, e.k_shifted);
 }
 
-// exp(a) for a <= 0 as p 2^k, a clamped at -113.
+// exp(a) for a <= 0 as p 2^k, a clamped at -113 (p times 2^kScaleLog2: exp_of_small).
+template <int kScaleLog2 = 0>
 HWY_INLINE ExpParts exp_parts_nonpositive(D d, V a) {
-  return exp_parts<false>(d, clamp_below(d, a, -113.0f), hn::Zero(d));
+  return exp_parts<false, kScaleLog2>(d, clamp_below(d, a, -113.0f), hn::Zero(d));
 }
 
 // exp(a) for a <= 0, rounded once where it is subnormal. Without vscalefps, p comes times 2^-64
@@ -152,7 +153,7 @@ HWY_INLINE V exp_nonpositive_once(D d, V a) {
   const ExpParts e = exp_parts_nonpositive(d, a);
   return times_power_of_two<0>(d, e.p, e.k_shifted);
 #else
-  const ExpParts e = exp_parts<false, -64>(d, clamp_below(d, a, -113.0f), hn::Zero(d));
+  const ExpParts e = exp_parts_nonpositive<-64>(d, a);
   return times_power_of_two<64>(d, e.p, e.k_shifted);
 #endif
 }

@@ -185,9 +185,9 @@ double rest_of_exponentials(FloatTag d, const T* x, std::int64_t cols, float m, 
   // Four vectors' exponentials are added in float (three roundings of 2^-24 relative to a
   // partial sum that holds no 1 of the maximum's, so rest keeps that relative accuracy) and then
   // once in double: converting every vector to double put five operations per vector on
-  // the pipes the exponential's own additions use. One thread in cache on a Zen 3 (AVX2):
-  // softmax and log-softmax forward 1.22x at 32000 f32 columns, 1.15x at 256, bf16 1.18x at
-  // 4096.
+  // the pipes the exponential's own additions use. One thread in cache on a Zen 3 (AVX2),
+  // against that and with the maximum's column found first: softmax forward 1.18x at 32000 f32
+  // columns, 1.0x at 256, log-softmax 1.09x at 1024.
   std::int64_t i = 0;
   for (; i + 4 * lanes <= cols; i += 4 * lanes) {
     if (next != nullptr) {
